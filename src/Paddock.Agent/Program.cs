@@ -1,0 +1,38 @@
+using Paddock.Agent;
+using Paddock.Agent.Auth;
+using Paddock.Agent.Connect;
+using Paddock.Agent.Users;
+
+AgentOptions options;
+try
+{
+    options = AgentOptions.Parse(args);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine($"paddock-agent: {ex.Message}");
+    Console.Error.WriteLine(AgentOptions.Usage);
+    return 2;
+}
+
+var builder = WebApplication.CreateSlimBuilder();
+builder.Logging.SetMinimumLevel(LogLevel.Warning);
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    kestrel.Limits.MaxRequestBodySize = null; // uploads stream to disk; Connect messages have their own limit
+    kestrel.Listen(System.Net.IPAddress.Parse(options.ListenAddress), options.Port, listen =>
+        listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2);
+});
+builder.Services.AddSingleton(options);
+builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
+builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
+builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
+
+var app = builder.Build();
+var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
+app.Use(tokenCheck.InvokeAsync);
+
+app.MapGet("/health", () => Results.NoContent());
+
+await app.RunAsync();
+return 0;

@@ -1,0 +1,65 @@
+namespace Paddock.Daemon.Runtimes;
+
+/// <summary>
+/// One isolation tier (runc now; gVisor and a KVM microVM tier next). Everything above this interface is
+/// tier-agnostic: it must not assume namespaces, cgroups or a host process per sandbox.
+/// </summary>
+internal interface ISandboxRuntime
+{
+    /// <summary>The tier's name as stored in a sandbox's record ("runc").</summary>
+    string Name { get; }
+
+    /// <summary>
+    /// Starts a sandbox from <paramref name="spec"/> with the agent running inside, and returns once the agent answers.
+    /// On failure nothing of the sandbox is left behind.
+    /// </summary>
+    Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stops the sandbox and removes everything it had on the host (processes, mounts, network namespace, cgroups,
+    /// writable layer). Idempotent: destroying a sandbox that is already gone succeeds.
+    /// </summary>
+    Task DestroyAsync(string sandboxId, CancellationToken cancellationToken);
+
+    /// <summary>The sandboxes of this tier alive on the host now, found from the host's own state (for re-adoption after a restart).</summary>
+    Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken);
+
+    /// <summary>Resource usage now, or null when the sandbox is gone.</summary>
+    Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Opens a stream to <paramref name="port"/> inside the sandbox (the agent's port or any port a process listens on).
+    /// The proxy uses this for all sandbox traffic, so that it needs no address on a shared host network.
+    /// </summary>
+    ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken);
+}
+
+/// <summary>What a sandbox is started with.</summary>
+internal sealed record SandboxSpec
+{
+    public required string SandboxId { get; init; }
+
+    /// <summary>The template's read-only root filesystem on the host.</summary>
+    public required string TemplateRootfs { get; init; }
+
+    public required ResourceLimits Limits { get; init; }
+
+    /// <summary>Environment every process in the sandbox starts with.</summary>
+    public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>When set, the agent requires it (E2B's <c>secure</c> sandboxes).</summary>
+    public string? AgentAccessToken { get; init; }
+
+    public bool AllowInternetAccess { get; init; } = true;
+
+    public string Hostname { get; init; } = "sandbox";
+}
+
+/// <summary>Limits from the create request (defaults are stated in the README).</summary>
+internal sealed record ResourceLimits(int CpuCount, long MemoryBytes, int MaxPids, long DiskBytes);
+
+/// <summary>A running sandbox as the runtime sees it.</summary>
+internal sealed record RuntimeSandbox(string SandboxId, int? HostPid, DateTimeOffset StartedAt);
+
+/// <summary>A sample of a sandbox's resource use (E2B's metrics route).</summary>
+internal sealed record SandboxUsage(DateTimeOffset Timestamp, double CpuUsedPercent, int CpuCount, long MemoryUsedBytes, long MemoryTotalBytes, long DiskUsedBytes, long DiskTotalBytes);
