@@ -1,7 +1,14 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
+
+// The exec helper (a process about to become a command of another user) must not build a host or parse options.
+if (args is [ExecHelper.Verb, ..])
+{
+    return ExecHelper.Run();
+}
 
 AgentOptions options;
 try
@@ -27,12 +34,14 @@ builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
 builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
+builder.Services.AddProcessService();
 
 var app = builder.Build();
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+app.MapProcessService();
 
 await app.RunAsync();
 return 0;
