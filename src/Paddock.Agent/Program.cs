@@ -1,6 +1,8 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Files;
+using Paddock.Agent.Filesystem;
 using Paddock.Agent.Users;
 
 AgentOptions options;
@@ -33,6 +35,8 @@ var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+app.MapFilesystemService();
+app.MapFileTransfer();
 
 await app.RunAsync();
 return 0;
