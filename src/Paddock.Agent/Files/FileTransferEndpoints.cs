@@ -88,7 +88,7 @@ internal static class FileTransferEndpoints
             using (file)
             {
                 var length = RandomAccess.GetLength(file);
-                var gzip = ChooseEncoding(http.Request.Headers.AcceptEncoding.ToString(), length);
+                var gzip = DownloadEncoding.Choose(http.Request.Headers.AcceptEncoding.ToString(), length);
                 if (gzip is null)
                 {
                     await FilesErrors.WriteAsync(http, StatusCodes.Status406NotAcceptable, "no acceptable encoding found, supported: [identity, gzip]");
@@ -301,40 +301,6 @@ internal static class FileTransferEndpoints
                 "gzip" => new GZipStream(http.Request.Body, CompressionMode.Decompress, leaveOpen: true),
                 _ => throw new ConnectException(ConnectCode.InvalidArgument, $"unsupported Content-Encoding '{encoding}': send gzip or identity"),
             };
-        }
-
-        /// <summary>
-        /// gzip when the client asks for it (<c>Accept-Encoding</c>, as envd does), identity otherwise; null when
-        /// the client refuses both (406). An empty file is always sent as is: the SDK recognises one by
-        /// Content-Length 0.
-        /// </summary>
-        internal static bool? ChooseEncoding(string acceptEncoding, long length)
-        {
-            if (string.IsNullOrWhiteSpace(acceptEncoding))
-            {
-                return false;
-            }
-            double? gzipQ = null, identityQ = null, anyQ = null;
-            if (StringWithQualityHeaderValue.TryParseList(acceptEncoding.Split(','), out var values))
-            {
-                foreach (var value in values)
-                {
-                    var q = value.Quality ?? 1.0;
-                    switch (value.Value.Value?.ToLowerInvariant())
-                    {
-                        case "gzip" or "x-gzip": gzipQ = q; break;
-                        case "identity": identityQ = q; break;
-                        case "*": anyQ = q; break;
-                    }
-                }
-            }
-            var identityAcceptable = (identityQ ?? (anyQ == 0 ? 0 : 1)) > 0;
-            var gzipAcceptable = (gzipQ ?? anyQ ?? 0) > 0;
-            if (gzipAcceptable && (length > 0 || !identityAcceptable))
-            {
-                return true;
-            }
-            return identityAcceptable ? false : null;
         }
 
         private static async Task WriteEntriesAsync(HttpContext http, List<PendingUpload> uploads, IReadOnlyDictionary<string, string> metadata)

@@ -81,6 +81,10 @@ internal sealed class DirectoryWatch : IDisposable
         {
             throw new ConnectException(ConnectCode.InvalidArgument, $"{action}: '{PathResolver.Printable(root)}' is not a directory");
         }
+        if (!options.AllowNetworkMounts && FileSystemKind.TryGetType(root, out _) is { } type && FileSystemKind.NetworkName(type) is { } network)
+        {
+            throw new ConnectException(ConnectCode.FailedPrecondition, $"{action}: '{PathResolver.Printable(root)}' is on a network filesystem ({network}), where changes made elsewhere are not seen; set allow_network_mounts to watch it anyway");
+        }
         InotifyHandle inotify;
         try
         {
@@ -466,6 +470,10 @@ internal sealed record WatchOptions
 
     /// <summary>Attach the entry's <see cref="EntryInfo"/> to events whose path still exists.</summary>
     public bool IncludeEntry { get; init; }
+
+    /// <summary>Watch a directory on a network filesystem (NFS, SMB, FUSE...) too; refused otherwise, as E2B does.
+    /// Directories below a recursive watch's root are not checked.</summary>
+    public bool AllowNetworkMounts { get; init; }
 
     /// <summary>How many events may wait for the consumer before the watch ends with resource_exhausted.</summary>
     public int Capacity { get; init; } = 4096;

@@ -105,7 +105,7 @@ internal sealed class FilesystemService
     public async Task WatchDir(WatchDirRequest request, IStreamWriter<WatchDirResponse> writer, ConnectCallContext context)
     {
         var root = Resolve(request.Path, context);
-        using var watch = DirectoryWatch.Start(root, new WatchOptions { Recursive = request.Recursive, IncludeEntry = request.IncludeEntry }, _infos);
+        using var watch = DirectoryWatch.Start(root, new WatchOptions { Recursive = request.Recursive, IncludeEntry = request.IncludeEntry, AllowNetworkMounts = request.AllowNetworkMounts }, _infos);
         var cancellationToken = context.CancellationToken;
         await writer.WriteAsync(new WatchDirResponse { Start = new WatchDirResponse.Types.StartEvent() }, cancellationToken);
 
@@ -133,7 +133,7 @@ internal sealed class FilesystemService
     public ValueTask<CreateWatcherResponse> CreateWatcher(CreateWatcherRequest request, ConnectCallContext context)
     {
         var root = Resolve(request.Path, context);
-        var id = _watchers.Create(root, new WatchOptions { Recursive = request.Recursive, IncludeEntry = request.IncludeEntry }, _infos);
+        var id = _watchers.Create(root, new WatchOptions { Recursive = request.Recursive, IncludeEntry = request.IncludeEntry, AllowNetworkMounts = request.AllowNetworkMounts }, _infos);
         return ValueTask.FromResult(new CreateWatcherResponse { WatcherId = id });
     }
 

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using Paddock.Agent.Auth;
+using Xunit.Abstractions;
 using Paddock.Agent.Tests.Filesystem;
 using static Paddock.Agent.Tests.Files.FileTransferTests;
 using static Paddock.Agent.Tests.Filesystem.FsTestSupport;
@@ -16,6 +17,12 @@ namespace Paddock.Agent.Tests.Files;
 public sealed class FileStreamingTests
 {
     private const long LargeSize = 64L * 1024 * 1024;
+    private readonly ITestOutputHelper _output;
+
+    public FileStreamingTests(ITestOutputHelper output)
+    {
+        _output = output;
+    }
 
     [Fact]
     public async Task Large_files_stream_through_without_the_agent_holding_them_in_memory()
@@ -53,6 +60,7 @@ public sealed class FileStreamingTests
         }
 
         var growthKiB = PeakRssKiB(agent.Pid) - baseline;
+        _output.WriteLine($"agent peak RSS: {baseline} KiB after warm-up, grew by {growthKiB} KiB moving 64 MiB each way");
         // 64 MiB went each way; a copy held in memory would raise the peak by at least that. Allow 24 MiB for
         // buffers, pools and GC slack.
         Assert.True(growthKiB < 24 * 1024, $"the agent's peak RSS grew by {growthKiB} KiB while moving 64 MiB each way");

@@ -297,6 +297,24 @@ public sealed class FileTransferTests : IClassFixture<SharedAgent>
     }
 
     [Fact]
+    public async Task A_directory_the_agent_may_not_change_answers_403()
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["locked"]);
+        Assert.Equal(0, Run("chattr", "+i", dir["locked"])); // EPERM even for root
+        try
+        {
+            using var r = await Http.PostAsync(Url(dir["locked/f.txt"]), Octet("x"));
+            await AssertError(r, HttpStatusCode.Forbidden, dir["locked/f.txt"]);
+        }
+        finally
+        {
+            Run("chattr", "-i", dir["locked"]);
+        }
+        Assert.Empty(Directory.GetFileSystemEntries(dir["locked"]));
+    }
+
+    [Fact]
     public async Task Overwriting_keeps_the_files_permissions()
     {
         using var dir = new TempDir();

@@ -15,10 +15,10 @@ public sealed class WatchTests : IClassFixture<SharedAgent>
         _agent = shared.Agent;
     }
 
-    private async Task<ServerStream<WatchDirResponse>> Watch(string path, bool recursive = false, bool includeEntry = false, bool json = true, int? keepAliveSeconds = null)
+    private async Task<ServerStream<WatchDirResponse>> Watch(string path, bool recursive = false, bool includeEntry = false, bool json = true, int? keepAliveSeconds = null, bool allowNetworkMounts = false)
     {
         var stream = await new FsConnectClient(_agent.Http, json).StreamAsync<WatchDirResponse>(
-            "WatchDir", new WatchDirRequest { Path = path, Recursive = recursive, IncludeEntry = includeEntry }, keepAliveSeconds);
+            "WatchDir", new WatchDirRequest { Path = path, Recursive = recursive, IncludeEntry = includeEntry, AllowNetworkMounts = allowNetworkMounts }, keepAliveSeconds);
         try
         {
             var first = await stream.NextAsync(EventTimeout);
@@ -150,6 +150,15 @@ public sealed class WatchTests : IClassFixture<SharedAgent>
         File.Delete(dir["e.txt"]);
         var remove = await watch.WaitForAsync(Event(EventType.Remove, "e.txt"), EventTimeout);
         Assert.Null(remove.Filesystem.Entry);
+    }
+
+    [Fact]
+    public async Task Allowing_network_mounts_changes_nothing_for_a_local_directory()
+    {
+        using var dir = new TempDir();
+        await using var watch = await Watch(dir.Path, allowNetworkMounts: true);
+        await File.WriteAllTextAsync(dir["n.txt"], "x");
+        await watch.WaitForAsync(Event(EventType.Write, "n.txt"), EventTimeout);
     }
 
     [Fact]
