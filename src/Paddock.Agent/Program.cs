@@ -1,6 +1,8 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Files;
+using Paddock.Agent.Filesystem;
 using Paddock.Agent.Hosting;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
@@ -48,6 +50,8 @@ app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
 app.MapProcessService();
+app.MapFilesystemService();
+app.MapFileTransfer();
 
 app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
 app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
