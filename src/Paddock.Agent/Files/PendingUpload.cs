@@ -73,18 +73,14 @@ internal sealed class PendingUpload : IDisposable
         FileStream file;
         try
         {
-            var options = new FileStreamOptions
+            file = new FileStream(tempPath, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
                 Share = FileShare.None,
                 BufferSize = 0, // the copy loop writes in large chunks already
-            };
-            if (!OperatingSystem.IsWindows()) // always true: the guard only tells the platform analyzer (CA1416)
-            {
-                options.UnixCreateMode = NewFileMode;
-            }
-            file = new FileStream(tempPath, options);
+                UnixCreateMode = NewFileMode,
+            });
         }
         catch (Exception ex) when (FsErrors.IsFileError(ex))
         {
