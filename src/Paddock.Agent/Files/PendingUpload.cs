@@ -20,7 +20,7 @@ internal sealed class PendingUpload : IDisposable
     private readonly uint? _replacedMode;
     private readonly ILogger _log;
     private FileStream? _file;
-    private bool _committed;
+    private bool _settled; // committed, or its temporary file removed
 
     private PendingUpload(string target, string finalPath, string tempPath, uint? replacedMode, FileStream file, ILogger log)
     {
@@ -176,7 +176,7 @@ internal sealed class PendingUpload : IDisposable
         {
             throw FsErrors.FromErrno(errno, Target, Action);
         }
-        _committed = true;
+        _settled = true;
     }
 
     /// <summary>Closes the temporary file and, unless committed, removes it.</summary>
@@ -184,7 +184,7 @@ internal sealed class PendingUpload : IDisposable
     {
         _file?.Dispose();
         _file = null;
-        if (_committed)
+        if (_settled)
         {
             return;
         }
@@ -193,7 +193,7 @@ internal sealed class PendingUpload : IDisposable
         {
             FilesLog.TempNotRemoved(_log, TempPath, new NativeFileException("unlink", errno, TempPath));
         }
-        _committed = true; // only once
+        _settled = true;
     }
 
     /// <summary>Where writing through <paramref name="path"/> would land: each final-component symlink followed.</summary>
