@@ -96,6 +96,11 @@ internal static class DaemonHost
     public static async Task<string?> InitializeAsync(WebApplication app, CancellationToken cancellationToken)
     {
         var options = app.Services.GetRequiredService<DaemonOptions>();
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("paddockd runs on Linux");
+        }
+        // 0700: the database holds access tokens and the directory the first API key.
         Directory.CreateDirectory(options.StateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var store = app.Services.GetRequiredService<SqliteStore>();
         await store.InitializeAsync(cancellationToken);

@@ -18,19 +18,21 @@ internal static class ApiKeyBootstrap
         var key = ApiKeys.Generate();
         var path = Path.Combine(stateDir, FileName);
         // Written before the hash is stored: if writing fails the next start tries again instead of leaving a key nobody has.
-        var options = new FileStreamOptions
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
         {
-            Mode = FileMode.Create,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        };
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
         await using (var file = new FileStream(path, options))
         await using (var writer = new StreamWriter(file))
         {
             await writer.WriteLineAsync(key.AsMemory(), cancellationToken);
         }
         // UnixCreateMode only applies to a new file; a leftover file keeps its mode unless set here.
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
         await store.AddApiKeyAsync(ApiKeys.Hash(key), ApiKeys.Mask(key), time.GetUtcNow(), cancellationToken);
         AuthLog.FirstKeyCreated(logger, ApiKeys.Mask(key), path);
         return key;

@@ -33,7 +33,7 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
     {
         var created = !File.Exists(_path);
         await using var connection = await OpenAsync(cancellationToken);
-        if (created)
+        if (created && !OperatingSystem.IsWindows())
         {
             // Records hold access tokens: only the daemon's user may read them.
             File.SetUnixFileMode(_path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
