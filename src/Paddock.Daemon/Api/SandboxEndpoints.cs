@@ -245,6 +245,10 @@ internal static class SandboxEndpoints
         {
             return record;
         }
+        if (manager.TryGetEnding(sandboxId, out var reason))
+        {
+            throw new SandboxNotFoundException(sandboxId, $"it is being killed ({reason})");
+        }
         var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, cancellationToken) : null;
         throw ended is { State: SandboxState.Killed } ? new SandboxNotFoundException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new SandboxNotFoundException(sandboxId);
     }

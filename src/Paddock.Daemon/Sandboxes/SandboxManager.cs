@@ -43,6 +43,9 @@ internal sealed class SandboxManager
     public const int AgentPort = 49983;
 
     private readonly ConcurrentDictionary<string, SandboxRecord> _live = new(StringComparer.Ordinal);
+
+    // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
+    private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
     private readonly ISandboxRuntime _runtime;
     private readonly ITemplateLookup _templates;
     private readonly ISandboxStore _store;
@@ -75,6 +78,9 @@ internal sealed class SandboxManager
 
     public SandboxRecord GetRunning(string sandboxId) =>
         _live.TryGetValue(sandboxId, out var record) ? record : throw new SandboxNotFoundException(sandboxId);
+
+    /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
+    public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
 
     /// <summary>Starts a sandbox; returns its record once the agent inside answers.</summary>
     public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken)
@@ -219,8 +225,14 @@ internal sealed class SandboxManager
     /// <summary>Kills a running sandbox. False when no running sandbox has this id (or someone else is killing it).</summary>
     public async Task<bool> KillAsync(string sandboxId, string reason)
     {
+        // Whoever takes the ending slot kills; a second caller (a DELETE racing the deadline) backs off.
+        if (!_live.ContainsKey(sandboxId) || !_ending.TryAdd(sandboxId, reason))
+        {
+            return false;
+        }
         if (!_live.TryRemove(sandboxId, out var record))
         {
+            _ending.TryRemove(sandboxId, out _);
             return false;
         }
         _scheduler.Cancel(sandboxId);
@@ -242,9 +254,17 @@ internal sealed class SandboxManager
         {
             Interlocked.Decrement(ref _reserved);
         }
-        await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = _time.GetUtcNow(), EndReason = endReason }, CancellationToken.None);
         SandboxesLog.Killed(_logger, sandboxId, endReason);
-        await _journal.WriteAsync(sandboxId, level, "killed: " + endReason);
+        try
+        {
+            // The log line first: once the record says killed, its log is complete.
+            await _journal.WriteAsync(sandboxId, level, "killed: " + endReason);
+            await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = _time.GetUtcNow(), EndReason = endReason }, CancellationToken.None);
+        }
+        finally
+        {
+            _ending.TryRemove(sandboxId, out _);
+        }
         return true;
     }
 
