@@ -95,7 +95,7 @@ internal sealed class SandboxManager
         var reservationHeld = true;
         try
         {
-            var now = _time.GetUtcNow();
+            var now = Now();
             var record = new SandboxRecord
             {
                 SandboxId = SandboxIds.NewId(),
@@ -151,7 +151,7 @@ internal sealed class SandboxManager
                         ? "failed to start: the create request was cancelled"
                         : $"failed to start: {ex.Message}";
                 SandboxesLog.StartFailed(_logger, record.SandboxId, template.TemplateId, ex);
-                await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = _time.GetUtcNow(), EndReason = reason }, CancellationToken.None);
+                await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = reason }, CancellationToken.None);
                 await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Error, reason);
                 if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
                 {
@@ -161,7 +161,7 @@ internal sealed class SandboxManager
             }
 
             // The lifetime counts from when the sandbox is usable, not from when the request arrived.
-            var startedAt = _time.GetUtcNow();
+            var startedAt = Now();
             record = record with
             {
                 State = SandboxState.Running,
@@ -189,7 +189,7 @@ internal sealed class SandboxManager
     /// <summary>Sets the deadline to <paramref name="timeoutSeconds"/> from now (E2B's POST /timeout: it can shorten too).</summary>
     public async Task<SandboxRecord> SetTimeoutAsync(string sandboxId, int timeoutSeconds, CancellationToken cancellationToken)
     {
-        var endAt = _time.GetUtcNow().AddSeconds(timeoutSeconds);
+        var endAt = Now().AddSeconds(timeoutSeconds);
         var record = UpdateLive(sandboxId, r => r with { EndAt = endAt });
         await _store.SetDeadlineAsync(sandboxId, endAt, cancellationToken);
         _scheduler.Schedule(sandboxId, endAt);
@@ -206,7 +206,7 @@ internal sealed class SandboxManager
         {
             return current;
         }
-        var endAt = _time.GetUtcNow().AddSeconds(seconds);
+        var endAt = Now().AddSeconds(seconds);
         if (endAt <= current.EndAt)
         {
             return current;
@@ -259,7 +259,7 @@ internal sealed class SandboxManager
         {
             // The log line first: once the record says killed, its log is complete.
             await _journal.WriteAsync(sandboxId, level, "killed: " + endReason);
-            await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = _time.GetUtcNow(), EndReason = endReason }, CancellationToken.None);
+            await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = endReason }, CancellationToken.None);
         }
         finally
         {
@@ -272,7 +272,7 @@ internal sealed class SandboxManager
     public async Task ExpireAsync(string sandboxId, CancellationToken cancellationToken)
     {
         // A POST /timeout may have moved the deadline between the scheduler's check and now.
-        if (_live.TryGetValue(sandboxId, out var record) && record.EndAt > _time.GetUtcNow())
+        if (_live.TryGetValue(sandboxId, out var record) && record.EndAt > Now())
         {
             _scheduler.Schedule(sandboxId, record.EndAt);
             return;
@@ -301,6 +301,9 @@ internal sealed class SandboxManager
             _scheduler.Schedule(record.SandboxId, record.EndAt);
         }
     }
+
+    // Whole milliseconds: what the store keeps, so a record reads the same before and after a restart.
+    private DateTimeOffset Now() => DateTimeOffset.FromUnixTimeMilliseconds(_time.GetUtcNow().ToUnixTimeMilliseconds());
 
     private SandboxRecord UpdateLive(string sandboxId, Func<SandboxRecord, SandboxRecord> change)
     {

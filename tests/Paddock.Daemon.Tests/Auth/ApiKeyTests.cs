@@ -6,7 +6,6 @@ using Paddock.Daemon.Tests.Api;
 
 namespace Paddock.Daemon.Tests.Auth;
 
-[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed partial class ApiKeyTests
 {
     [Fact]

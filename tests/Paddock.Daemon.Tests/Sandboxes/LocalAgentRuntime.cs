@@ -40,7 +40,11 @@ internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
             throw new InvalidOperationException(failure);
         }
         var port = FreePort();
-        var start = new ProcessStartInfo("dotnet") { ArgumentList = { Path.Combine(AppContext.BaseDirectory, "paddock-agent.dll") } };
+        // PADDOCK_AGENT_BINARY: a published (NativeAOT) agent; else the JIT build of the same code beside the tests.
+        var binary = Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY");
+        var start = binary is { Length: > 0 }
+            ? new ProcessStartInfo(binary)
+            : new ProcessStartInfo("dotnet") { ArgumentList = { Path.Combine(AppContext.BaseDirectory, "paddock-agent.dll") } };
         foreach (var a in new[] { "--listen", "127.0.0.1", "--port", port.ToString(CultureInfo.InvariantCulture) })
         {
             start.ArgumentList.Add(a);

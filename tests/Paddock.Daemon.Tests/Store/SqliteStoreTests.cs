@@ -5,7 +5,6 @@ using Paddock.Daemon.Tests.Api;
 
 namespace Paddock.Daemon.Tests.Store;
 
-[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class SqliteStoreTests : IDisposable
 {
     private readonly TempDir _dir = new();
