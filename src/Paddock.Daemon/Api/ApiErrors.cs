@@ -47,11 +47,11 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
     internal static ErrorResponse? Map(Exception ex) => ex switch
     {
         ApiRequestException e => new(e.StatusCode, e.Message),
-        SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),
+        UnknownSandboxException e => new(StatusCodes.Status404NotFound, e.Message),
         TemplateNotFoundException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxFeatureNotSupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),
-        SandboxStartException e => new(StatusCodes.Status500InternalServerError, e.Message),
+        SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
         OperationCanceledException => null,
         _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),
     };

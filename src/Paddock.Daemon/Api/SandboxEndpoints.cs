@@ -174,7 +174,7 @@ internal static class SandboxEndpoints
                 {
                     result[id] = ToMetric(await manager.GetUsageAsync(id, http.RequestAborted));
                 }
-                catch (SandboxNotFoundException)
+                catch (UnknownSandboxException)
                 {
                     // Ended between the two calls: a list leaves it out rather than failing.
                 }
@@ -247,17 +247,17 @@ internal static class SandboxEndpoints
         }
         if (manager.TryGetEnding(sandboxId, out var reason))
         {
-            throw new SandboxNotFoundException(sandboxId, $"it is being killed ({reason})");
+            throw new UnknownSandboxException(sandboxId, $"it is being killed ({reason})");
         }
         var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, cancellationToken) : null;
-        throw ended is { State: SandboxState.Killed } ? new SandboxNotFoundException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new SandboxNotFoundException(sandboxId);
+        throw ended is { State: SandboxState.Killed } ? new UnknownSandboxException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new UnknownSandboxException(sandboxId);
     }
 
     private static async Task RequireRecordAsync(string sandboxId, ISandboxStore store, CancellationToken cancellationToken)
     {
         if (!SandboxIds.IsWellFormed(sandboxId) || await store.GetAsync(sandboxId, cancellationToken) is null)
         {
-            throw new SandboxNotFoundException(sandboxId);
+            throw new UnknownSandboxException(sandboxId);
         }
     }
 

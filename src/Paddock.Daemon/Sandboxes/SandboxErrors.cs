@@ -1,7 +1,7 @@
 namespace Paddock.Daemon.Sandboxes;
 
-/// <summary>No running sandbox has this id (never existed, killed, timed out or lost).</summary>
-internal sealed class SandboxNotFoundException(string sandboxId, string? detail = null)
+/// <summary>No running sandbox has this id (never existed, killed, timed out or lost): the API's 404.</summary>
+internal sealed class UnknownSandboxException(string sandboxId, string? detail = null)
     : Exception(detail is null ? $"sandbox '{sandboxId}' not found" : $"sandbox '{sandboxId}' not found: {detail}")
 {
     public string SandboxId { get; } = sandboxId;
@@ -21,8 +21,8 @@ internal sealed class SandboxCapacityException(int limit)
     public int Limit { get; } = limit;
 }
 
-/// <summary>The runtime could not start the sandbox; nothing of it is left.</summary>
-internal sealed class SandboxStartException(string sandboxId, string message, Exception? inner)
+/// <summary>The create failed in the runtime (the record says why); the API's 500.</summary>
+internal sealed class SandboxCreateException(string sandboxId, string message, Exception? inner)
     : Exception(message, inner)
 {
     public string SandboxId { get; } = sandboxId;

@@ -77,7 +77,7 @@ internal sealed class SandboxManager
     public bool TryGetRunning(string sandboxId, out SandboxRecord record) => _live.TryGetValue(sandboxId, out record!);
 
     public SandboxRecord GetRunning(string sandboxId) =>
-        _live.TryGetValue(sandboxId, out var record) ? record : throw new SandboxNotFoundException(sandboxId);
+        _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
 
     /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
     public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
@@ -157,7 +157,7 @@ internal sealed class SandboxManager
                 {
                     throw;
                 }
-                throw new SandboxStartException(record.SandboxId, $"sandbox could not be started: {reason}", ex);
+                throw new SandboxCreateException(record.SandboxId, $"sandbox could not be started: {reason}", ex);
             }
 
             // The lifetime counts from when the sandbox is usable, not from when the request arrived.
@@ -280,12 +280,12 @@ internal sealed class SandboxManager
         await KillAsync(sandboxId, record?.AutoPause == true ? "timed out (autoPause requested; this tier cannot pause)" : "timed out");
     }
 
-    /// <summary>Resource use now; throws <see cref="SandboxNotFoundException"/> if it is not running.</summary>
+    /// <summary>Resource use now; throws <see cref="UnknownSandboxException"/> if it is not running.</summary>
     public async Task<SandboxUsage> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
     {
         GetRunning(sandboxId);
         return await _runtime.GetUsageAsync(sandboxId, cancellationToken)
-            ?? throw new SandboxNotFoundException(sandboxId, "the runtime no longer has it");
+            ?? throw new UnknownSandboxException(sandboxId, "the runtime no longer has it");
     }
 
     /// <summary>Opens a stream to <paramref name="port"/> of a running sandbox (for the proxy).</summary>
@@ -311,7 +311,7 @@ internal sealed class SandboxManager
         {
             if (!_live.TryGetValue(sandboxId, out var current))
             {
-                throw new SandboxNotFoundException(sandboxId);
+                throw new UnknownSandboxException(sandboxId);
             }
             var updated = change(current);
             if (_live.TryUpdate(sandboxId, updated, current))
