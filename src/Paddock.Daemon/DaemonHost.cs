@@ -29,7 +29,8 @@ internal static class DaemonHost
             kestrel.Limits.MinRequestBodyDataRate = null;
             var host = options.Listen.Host;
             var port = options.Listen.Port;
-            void Protocols(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1AndHttp2;
+            // HTTP/1.1 only: without TLS Kestrel cannot negotiate HTTP/2, and WebSocket upgrades need HTTP/1.1.
+            void Protocols(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
             if (host == "localhost")
             {
                 kestrel.ListenLocalhost(port, Protocols);
@@ -56,7 +57,12 @@ internal static class DaemonHost
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<DeadlineScheduler>>(),
             (id, ct) => sp.GetRequiredService<SandboxManager>().ExpireAsync(id, ct),
-            ct => sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct)));
+            async ct =>
+            {
+                await sp.GetRequiredService<SandboxManager>().ReapLostAsync(ct);
+                await sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct);
+            },
+            options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
@@ -100,8 +106,13 @@ internal static class DaemonHost
         {
             throw new PlatformNotSupportedException("paddockd runs on Linux");
         }
-        // 0700: the database holds access tokens and the directory the first API key.
-        Directory.CreateDirectory(options.StateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // 0711: others may pass through but not list it. The database and the key file in it are 0600; the sandboxes'
+        // root filesystems below it must be reachable by the ids a user-namespaced sandbox runs as (runc's rootfs
+        // mount fails with EACCES under a 0700 directory, measured here).
+        const UnixFileMode StateDirMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+            | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+        Directory.CreateDirectory(options.StateDir, StateDirMode);
+        File.SetUnixFileMode(options.StateDir, StateDirMode);
         var store = app.Services.GetRequiredService<SqliteStore>();
         await store.InitializeAsync(cancellationToken);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");

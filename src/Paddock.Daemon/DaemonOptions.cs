@@ -47,6 +47,9 @@ internal sealed record DaemonOptions
     /// <summary>Lines kept per sandbox log; older ones are dropped.</summary>
     public int LogLinesPerSandbox { get; init; } = 1000;
 
+    /// <summary>How often the daemon looks for sandboxes that died on their own and purges old records.</summary>
+    public TimeSpan HousekeepingPeriod { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How long the runtime may take to start a sandbox before the create fails.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
 

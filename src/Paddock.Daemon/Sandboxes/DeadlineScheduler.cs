@@ -8,7 +8,7 @@ namespace Paddock.Daemon.Sandboxes;
 /// </summary>
 internal sealed class DeadlineScheduler : BackgroundService
 {
-    // Task.Delay cannot sleep longer than about 49 days; the loop also wakes at least this often for housekeeping.
+    // Task.Delay cannot sleep longer than about 49 days.
     private static readonly TimeSpan MaxSleep = TimeSpan.FromMinutes(10);
 
     private readonly Lock _gate = new();
@@ -18,14 +18,18 @@ internal sealed class DeadlineScheduler : BackgroundService
     private readonly TimeProvider _time;
     private readonly Func<string, CancellationToken, Task> _onDue;
     private readonly Func<CancellationToken, Task>? _housekeeping;
+    private readonly TimeSpan _housekeepingPeriod;
     private readonly ILogger _logger;
 
-    public DeadlineScheduler(TimeProvider time, ILogger<DeadlineScheduler> logger, Func<string, CancellationToken, Task> onDue, Func<CancellationToken, Task>? housekeeping = null)
+    /// <param name="housekeeping">Run every <paramref name="housekeepingPeriod"/> on the same loop (finding lost sandboxes, purging old records).</param>
+    public DeadlineScheduler(TimeProvider time, ILogger<DeadlineScheduler> logger, Func<string, CancellationToken, Task> onDue,
+        Func<CancellationToken, Task>? housekeeping = null, TimeSpan? housekeepingPeriod = null)
     {
         _time = time;
         _logger = logger;
         _onDue = onDue;
         _housekeeping = housekeeping;
+        _housekeepingPeriod = housekeepingPeriod ?? TimeSpan.FromSeconds(30);
     }
 
     /// <summary>Deadlines waiting (for tests and diagnostics).</summary>
@@ -110,7 +114,7 @@ internal sealed class DeadlineScheduler : BackgroundService
             }
             if (_housekeeping is not null && now >= nextHousekeeping)
             {
-                nextHousekeeping = now + MaxSleep;
+                nextHousekeeping = now + _housekeepingPeriod;
                 try
                 {
                     await _housekeeping(stoppingToken);
@@ -119,6 +123,10 @@ internal sealed class DeadlineScheduler : BackgroundService
                 {
                     SandboxesLog.HousekeepingFailed(_logger, ex);
                 }
+            }
+            if (_housekeeping is not null && nextHousekeeping - now < sleep)
+            {
+                sleep = nextHousekeeping - now;
             }
             if (sleep > MaxSleep)
             {

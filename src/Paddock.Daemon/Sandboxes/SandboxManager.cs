@@ -280,6 +280,29 @@ internal sealed class SandboxManager
         await KillAsync(sandboxId, record?.AutoPause == true ? "timed out (autoPause requested; this tier cannot pause)" : "timed out");
     }
 
+    /// <summary>
+    /// Kills (and so cleans up after) running sandboxes the runtime no longer has alive: their agent or init exited,
+    /// or something outside the daemon killed them. Without this they would stay listed until their deadline.
+    /// </summary>
+    public async Task<int> ReapLostAsync(CancellationToken cancellationToken)
+    {
+        if (_live.IsEmpty)
+        {
+            return 0;
+        }
+        var snapshot = _live.Keys.ToList();
+        var alive = (await _runtime.ListAsync(cancellationToken)).Select(s => s.SandboxId).ToHashSet(StringComparer.Ordinal);
+        var reaped = 0;
+        foreach (var id in snapshot)
+        {
+            if (!alive.Contains(id) && await KillAsync(id, "lost: it stopped running on its own (its agent or init exited, or it was killed outside paddockd)"))
+            {
+                reaped++;
+            }
+        }
+        return reaped;
+    }
+
     /// <summary>Resource use now; throws <see cref="UnknownSandboxException"/> if it is not running.</summary>
     public async Task<SandboxUsage> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
     {

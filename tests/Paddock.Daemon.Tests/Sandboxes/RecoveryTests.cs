@@ -92,3 +92,30 @@ public sealed class RecoveryTests : IAsyncLifetime
         _state.Dispose();
     }
 }
+
+/// <summary>Sandboxes that die while the daemon runs are noticed by its housekeeping, not only at their deadline.</summary>
+public sealed class LostSandboxTests : IAsyncLifetime
+{
+    private readonly TempDir _state = new();
+    private readonly LocalAgentRuntime _runtime = new();
+
+    [Fact]
+    public async Task A_sandbox_that_dies_on_its_own_is_marked_lost_and_unlisted()
+    {
+        await using var daemon = await TestDaemon.StartAsync(_runtime, _state.Path, o => o with { HousekeepingPeriod = TimeSpan.FromMilliseconds(200) });
+        var id = Get<string>(await CreateAsync(daemon, """{"templateID":"base","timeout":600}"""), "sandboxID");
+        await _runtime.KillBehindTheDaemonsBackAsync(id);
+        Assert.Contains("lost: it stopped running on its own", await WaitUntilGoneAsync(daemon, id, TimeSpan.FromSeconds(30)), StringComparison.Ordinal);
+        var listed = await SendAsync(daemon.Api, HttpMethod.Get, "/v2/sandboxes");
+        Assert.DoesNotContain(listed.Body!.AsArray(), s => Get<string>(s!, "sandboxID") == id);
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        await _runtime.DisposeAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        _state.Dispose();
+    }
+}

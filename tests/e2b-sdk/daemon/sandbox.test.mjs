@@ -54,9 +54,11 @@ describe('paddockd with the e2b SDK', { skip: skip ?? false }, () => {
     const back = await sandbox.files.read('/tmp/blob.bin', { format: 'bytes' })
     assert.deepEqual(Buffer.from(back), Buffer.from(bytes))
     const entries = await sandbox.files.list('/home/user')
-    assert.ok(entries.some((e) => e.name === 'hello.txt'))
-    const seen = await sandbox.commands.run('cat /home/user/hello.txt')
-    assert.equal(seen.stdout, text)
+    const hello = entries.find((e) => e.name === 'hello.txt')
+    assert.ok(hello, `hello.txt not listed in ${entries.map((e) => e.name)}`)
+    // Written through the agent as the default user, inside the sandbox's own filesystem.
+    assert.equal(hello.owner, 'user')
+    assert.equal(hello.size, Buffer.byteLength(text))
   })
 
   it('drives a pty', T, async () => {

@@ -99,7 +99,8 @@ export async function startDaemon() {
   const apiKey = 'e2b_' + randomBytes(20).toString('hex')
   const child = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PADDOCK_API_KEY: apiKey },
+    // Templates are shared across daemons (and with the .NET runtime tests' cache) so that base is built once.
+    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates' },
   })
   let log = ''
   const append = (chunk) => { log = (log + chunk.toString()).slice(-LOG_LIMIT) }
@@ -141,8 +142,18 @@ export async function startDaemon() {
     log: () => log,
     /** The key paddockd generated on its first start (written to its state directory, mode 0600). */
     generatedKey: () => readFileSync(path.join(stateDir, 'api-key'), 'utf8').trim(),
-    /** Stops paddockd by pid (its sandboxes stay; kill them first) and removes its state directory. */
+    /**
+     * Kills every sandbox the daemon still runs (a test that failed halfway leaves some), stops paddockd by pid and
+     * removes its state directory. Sandboxes outlive a stopped daemon, so they must go first.
+     */
     async stop() {
+      if (!exit) {
+        const headers = { 'X-API-Key': apiKey }
+        const res = await fetch(`${url}/v2/sandboxes?limit=100`, { headers, signal: AbortSignal.timeout(30_000) })
+        for (const s of res.ok ? await res.json() : []) {
+          await fetch(`${url}/sandboxes/${s.sandboxID}`, { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
+        }
+      }
       if (!exit) {
         child.kill('SIGTERM')
         const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
