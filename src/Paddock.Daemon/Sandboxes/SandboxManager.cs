@@ -137,18 +137,19 @@ internal sealed class SandboxManager
             };
             var stopwatch = Stopwatch.StartNew();
             RuntimeSandbox started;
+            using var startTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             try
             {
-                using var startTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 startTimeout.CancelAfter(_options.StartTimeout);
                 started = await _runtime.StartAsync(spec, startTimeout.Token);
             }
             catch (Exception ex)
             {
-                var reason = ex is OperationCanceledException && !cancellationToken.IsCancellationRequested
-                    ? $"failed to start: the runtime took longer than {_options.StartTimeout.TotalSeconds:0} s"
-                    : ex is OperationCanceledException
-                        ? "failed to start: the create request was cancelled"
+                // Which token fired tells a cancelled request from a slow runtime; any other cancellation is the runtime's own failure.
+                var reason = ex is OperationCanceledException && cancellationToken.IsCancellationRequested
+                    ? "failed to start: the create request was cancelled"
+                    : ex is OperationCanceledException && startTimeout.IsCancellationRequested
+                        ? $"failed to start: the runtime took longer than {_options.StartTimeout.TotalSeconds:0} s"
                         : $"failed to start: {ex.Message}";
                 SandboxesLog.StartFailed(_logger, record.SandboxId, template.TemplateId, ex);
                 await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = reason }, CancellationToken.None);

@@ -32,7 +32,7 @@ public sealed class ControlPlaneTests(DaemonFixture fixture) : IClassFixture<Dae
         Assert.Equal(token, spec.AgentAccessToken);
         Assert.Equal("hi", spec.EnvVars["GREETING"]);
         Assert.False(spec.AllowInternetAccess);
-        Assert.Equal(new Runtimes.ResourceLimits(2, 512L << 20, 1024, 1024L << 20), spec.Limits);
+        Assert.Equal(new Paddock.Daemon.Runtimes.ResourceLimits(2, 512L << 20, 1024, 1024L << 20), spec.Limits);
         Assert.Equal("/nonexistent/rootfs/base", spec.TemplateRootfs);
 
         var (status, detail, _) = await SendAsync(Daemon.Api, HttpMethod.Get, $"/sandboxes/{id}");

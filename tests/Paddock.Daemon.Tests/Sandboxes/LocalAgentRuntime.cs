@@ -67,7 +67,7 @@ internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
         {
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
             using var ready = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            ready.CancelAfter(TimeSpan.FromSeconds(30));
+            ready.CancelAfter(TimeSpan.FromSeconds(50));
             while (true)
             {
                 if (process.HasExited)
@@ -85,6 +85,10 @@ internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
                 catch (HttpRequestException)
                 {
                     // not listening yet
+                }
+                catch (TaskCanceledException) when (!ready.IsCancellationRequested)
+                {
+                    // one probe timed out on a busy machine; the overall deadline decides
                 }
                 await Task.Delay(50, ready.Token);
             }
