@@ -1,6 +1,7 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Hosting;
 using Paddock.Agent.Users;
 
 AgentOptions options;
@@ -17,11 +18,16 @@ catch (ArgumentException ex)
 
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
+var h2cSocket = H2cHandoff.NewSocketPath();
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     kestrel.Limits.MaxRequestBodySize = null; // uploads stream to disk; Connect messages have their own limit
     kestrel.Listen(System.Net.IPAddress.Parse(options.ListenAddress), options.Port, listen =>
-        listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2);
+    {
+        listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1;
+        listen.UseH2cHandoff(h2cSocket);
+    });
+    H2cHandoff.ListenPrivate(kestrel, h2cSocket);
 });
 builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
@@ -33,6 +39,9 @@ var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+
+app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
+app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
 
 await app.RunAsync();
 return 0;
