@@ -61,6 +61,7 @@ internal static class OciConfig
         env["PADDOCK_AGENT_SELF_EXEC"] = string.Join(' ', bundle.LaunchPrefix);
 
         var caps = Strings(Capabilities.Order(StringComparer.Ordinal));
+        var openFiles = Math.Min(options.OpenFilesLimit, Native.ProcessLimits.OpenFilesHardLimit());
         var map = options.IdMapping;
         var limits = spec.Limits;
 
@@ -94,8 +95,8 @@ internal static class OciConfig
                 ["rlimits"] = new JsonArray(new JsonObject
                 {
                     ["type"] = "RLIMIT_NOFILE",
-                    ["hard"] = options.OpenFilesLimit,
-                    ["soft"] = options.OpenFilesLimit,
+                    ["hard"] = openFiles,
+                    ["soft"] = openFiles,
                 }),
                 ["noNewPrivileges"] = options.NoNewPrivileges,
             },

@@ -33,7 +33,10 @@ internal sealed record RuncOptions
     /// <summary>Size of each sandbox's /dev/shm (Docker's default, 64 MiB).</summary>
     public long ShmBytes { get; init; } = 64L * 1024 * 1024;
 
-    /// <summary>RLIMIT_NOFILE of sandbox processes (soft and hard), as Docker's default daemon gives containers.</summary>
+    /// <summary>
+    /// RLIMIT_NOFILE of sandbox processes (soft and hard), as Docker's default daemon gives containers; capped at the
+    /// daemon's own hard limit, which a sandbox cannot exceed.
+    /// </summary>
     public ulong OpenFilesLimit { get; init; } = 1048576;
 
     public string RuncRoot => Path.Combine(StateDirectory, "runc");
