@@ -1,8 +1,17 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Files;
+using Paddock.Agent.Filesystem;
 using Paddock.Agent.Hosting;
+using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
+
+// The exec helper (a process about to become a command of another user) must not build a host or parse options.
+if (args is [ExecHelper.Verb, ..])
+{
+    return ExecHelper.Run();
+}
 
 AgentOptions options;
 try
@@ -33,12 +42,16 @@ builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
 builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
+builder.Services.AddProcessService();
 
 var app = builder.Build();
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+app.MapProcessService();
+app.MapFilesystemService();
+app.MapFileTransfer();
 
 app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
 app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
