@@ -32,6 +32,9 @@ internal static class OciConfig
 
     public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+    /// <summary>The agent's variable that carries <see cref="SandboxSpec.EnvVars"/> as a JSON object.</summary>
+    public const string SandboxEnvVariable = "PADDOCK_AGENT_SANDBOX_ENV";
+
     public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
     {
         var json = Build(spec, layout, bundle, options, cgroups).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
@@ -40,7 +43,7 @@ internal static class OciConfig
 
     public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
     {
-        var args = new List<string>(bundle.LaunchPrefix) { "--port", AgentBundle.AgentPort.ToString(CultureInfo.InvariantCulture) };
+        var args = new List<string>(bundle.InitCommand) { "--port", AgentBundle.AgentPort.ToString(CultureInfo.InvariantCulture) };
         if (spec.AgentAccessToken is { Length: > 0 } token)
         {
             // On the command line, as the agent's options define it. Processes in the sandbox can read
@@ -53,12 +56,23 @@ internal static class OciConfig
             args.AddRange(["--default-user", user]);
         }
 
-        var env = new Dictionary<string, string>(StringComparer.Ordinal) { ["PATH"] = DefaultPath };
-        foreach (var (k, v) in spec.EnvVars)
+        var env = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            env[k] = v;
+            ["PATH"] = DefaultPath,
+            ["PADDOCK_AGENT_SELF_EXEC"] = string.Join(' ', bundle.LaunchPrefix),
+        };
+        if (spec.EnvVars.Count > 0)
+        {
+            // The sandbox's variables are for the commands the agent starts, not for the agent: as plain variables
+            // they would reach its loader and runtime (LD_PRELOAD, DOTNET_*), and the agent builds each command's
+            // environment itself. So they travel as one JSON object for the agent to hand on.
+            var vars = new JsonObject();
+            foreach (var (k, v) in spec.EnvVars)
+            {
+                vars[k] = v;
+            }
+            env[SandboxEnvVariable] = vars.ToJsonString();
         }
-        env["PADDOCK_AGENT_SELF_EXEC"] = string.Join(' ', bundle.LaunchPrefix);
 
         var caps = Strings(Capabilities.Order(StringComparer.Ordinal));
         var openFiles = Math.Min(options.OpenFilesLimit, Native.ProcessLimits.OpenFilesHardLimit());

@@ -12,7 +12,8 @@ namespace Paddock.Daemon.Runtimes.Runc;
 /// The runc tier: each sandbox is a runc container with its own pid, mount, ipc, uts, network and user namespaces
 /// (root inside is <see cref="IdMapping.HostBase"/> outside), Docker's default capabilities and seccomp filter,
 /// no_new_privs, cgroup v1 limits, and a root filesystem that is an overlay of the shared read-only template with a
-/// per-sandbox writable layer. The agent is its init process, started from the read-only agent bundle.
+/// per-sandbox writable layer. Its init is tini from the read-only agent bundle, with the agent as tini's only child
+/// (see <see cref="AgentBundle"/> for why the agent cannot be PID 1 itself).
 /// All sandbox traffic goes through <see cref="ConnectAsync"/>, to the sandbox's own loopback.
 /// </summary>
 internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
