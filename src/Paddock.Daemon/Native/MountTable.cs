@@ -48,8 +48,12 @@ internal static class MountTable
         // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue": a variable number of
         // optional fields ends at the lone "-".
         var fields = line.Split(' ');
+        if (fields.Length < 10)
+        {
+            return null;
+        }
         var separator = Array.IndexOf(fields, "-", 6);
-        if (fields.Length < 10 || separator < 0 || separator + 3 > fields.Length)
+        if (separator < 0 || separator + 3 > fields.Length)
         {
             return null;
         }

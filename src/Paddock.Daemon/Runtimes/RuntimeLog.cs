@@ -26,6 +26,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(3006, LogLevel.Warning, "Cleanup after the failed start of sandbox {SandboxId} failed too; CleanupLeftoversAsync will retry")]
     public static partial void CleanupAfterFailedStartFailed(ILogger logger, string sandboxId, Exception exception);
 
+    [LoggerMessage(3008, LogLevel.Debug, "Sandbox {SandboxId} start: prepare {PrepareMs} ms, runc run {RuncMs} ms, agent ready {AgentMs} ms")]
+    public static partial void StartPhases(ILogger logger, string sandboxId, long prepareMs, long runcMs, long agentMs);
+
     [LoggerMessage(3007, LogLevel.Debug, "Sandbox {SandboxId}: overlay busy at unmount, retrying")]
     public static partial void OverlayBusy(ILogger logger, string sandboxId);
 }

@@ -162,7 +162,7 @@ public sealed class SandboxLifecycleTests
             var spec = _fixture.Spec(_fixture.Busybox) with { TemplateRootfs = broken };
             var error = await Assert.ThrowsAsync<SandboxStartException>(() => _fixture.Runtime.StartAsync(spec, TestEnvironment.Timeout(TimeSpan.FromSeconds(60))));
 
-            Assert.Contains("runc create failed", error.Message, StringComparison.Ordinal);
+            Assert.Contains("runc run failed", error.Message, StringComparison.Ordinal);
             Assert.Equal(before, _fixture.Footprint());
             Assert.Empty(await _fixture.Runtime.ListAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(30))));
         }

@@ -9,8 +9,8 @@ namespace Paddock.Daemon.Runtimes.Runc;
 /// so that it outlives any one process and can be entered by path, and sockets made inside it.
 /// </summary>
 /// <remarks>
-/// runc creates the namespace (an empty "network" entry in config.json) between <c>runc create</c> and
-/// <c>runc start</c>, and the daemon binds it then. The daemon does not create it itself: a namespace made by the
+/// runc creates the namespace (an empty "network" entry in config.json) with the container, and the daemon binds it
+/// as soon as <c>runc run --detach</c> returns. The daemon does not create it itself: a namespace made by the
 /// daemon belongs to the host's user namespace, and then the sandbox's root (in the sandbox's own user namespace)
 /// may not mount sysfs (sysfs checks CAP_SYS_ADMIN over the network namespace's owner), which runc 1.1.5 treats as
 /// fatal ("mount sysfs:/sys: operation not permitted", measured here). Owned by the sandbox's user namespace, it is

@@ -141,7 +141,7 @@ internal static class OciConfig
                 ["cgroupsPath"] = cgroups.RuncPath(layout.SandboxId),
                 ["namespaces"] = new JsonArray(
                     // No path for "network": runc makes a new one owned by the sandbox's user namespace; the daemon
-                    // binds it before `runc start` (see NetworkNamespaces).
+                    // binds it once the container runs (see NetworkNamespaces).
                     ((string[])["pid", "network", "ipc", "uts", "mount", "user"])
                         .Select(t => (JsonNode)new JsonObject { ["type"] = t })
                         .ToArray()),

@@ -16,7 +16,6 @@ internal sealed record RuncContainer(
 }
 
 [JsonSerializable(typeof(List<RuncContainer>))]
-[JsonSerializable(typeof(RuncContainer))]
 internal sealed partial class RuncJson : JsonSerializerContext;
 
 /// <summary>The runc command line, always with the tier's own <c>--root</c>, so that it sees only our containers.</summary>
@@ -35,12 +34,12 @@ internal sealed class RuncCli
     }
 
     /// <summary>
-    /// <c>runc create</c>: sets the container up (namespaces, cgroups, mounts, seccomp) and leaves its init waiting
-    /// for <see cref="StartAsync"/>. The container's stdio, and runc's own error message if it fails, go to
-    /// <paramref name="logFile"/>: a detached container inherits runc's stdio, so they must be a file, never a pipe
-    /// that someone has to keep reading. Returns whether runc succeeded; the reason is in the log.
+    /// <c>runc run --detach</c>: sets the container up (namespaces, cgroups, mounts, seccomp), starts its init and
+    /// returns. The container's stdio, and runc's own error message if it fails, go to <paramref name="logFile"/>: a
+    /// detached container inherits runc's stdio, so they must be a file, never a pipe that someone has to keep
+    /// reading. Returns whether runc succeeded; the reason is in the log.
     /// </summary>
-    public async Task<bool> CreateAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
+    public async Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
     {
         // /bin/sh only redirects and execs runc: no managed code between fork and exec, and no pipe to the container.
         var start = new ProcessStartInfo("/bin/sh")
@@ -48,7 +47,7 @@ internal sealed class RuncCli
             ArgumentList =
             {
                 "-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile,
-                _binary, "--root", _root, "create", "--bundle", bundle, "--pid-file", pidFile, id,
+                _binary, "--root", _root, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id,
             },
             UseShellExecute = false,
         };
@@ -66,8 +65,6 @@ internal sealed class RuncCli
         }
         return process.ExitCode == 0;
     }
-
-    public Task<CommandResult> StartAsync(string id, CancellationToken cancellationToken) => RunAsync(cancellationToken, "start", id);
 
     /// <summary>
     /// <c>runc delete --force</c>: kills the container's init (and with it its pid namespace) if it runs, waits for
@@ -97,13 +94,6 @@ internal sealed class RuncCli
         }
         // runc prints "null" when there is no container.
         return JsonSerializer.Deserialize(result.StandardOutput, RuncJson.Default.ListRuncContainer) ?? [];
-    }
-
-    /// <summary>The container's state, or null when runc does not know it.</summary>
-    public async Task<RuncContainer?> StateAsync(string id, CancellationToken cancellationToken)
-    {
-        var result = await RunAsync(cancellationToken, "state", id);
-        return result.Succeeded ? JsonSerializer.Deserialize(result.StandardOutput, RuncJson.Default.RuncContainer) : null;
     }
 
     private async Task<CommandResult> RunAsync(CancellationToken cancellationToken, params string[] args)

@@ -37,7 +37,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         _runc = new RuncCli(options.RuncBinary, options.RuncRoot);
         _cgroups = Cgroups.Discover(options.CgroupParent);
         _netns = new NetworkNamespaces();
-        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, options.InitBinary);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
         foreach (var dir in (string[])[options.RuncRoot, options.SandboxesDirectory, options.NetnsDirectory])
         {
@@ -47,11 +47,6 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     }
 
     public string Name => "runc";
-
-    public RuncOptions Options => _options;
-
-    /// <summary>The agent bundle sandboxes get (built on first use).</summary>
-    public Task<AgentBundle> GetAgentBundleAsync() => _bundle.Value;
 
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
@@ -74,18 +69,17 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             var bundle = await _bundle.Value.WaitAsync(cancellationToken);
             PrepareFilesystem(spec, layout);
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);
-            if (!await _runc.CreateAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
+            var prepared = clock.ElapsedMilliseconds;
+            if (!await _runc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
             {
-                throw new SandboxStartException(spec.SandboxId, "runc create failed: " + layout.LogTail());
+                throw new SandboxStartException(spec.SandboxId, "runc run failed: " + layout.LogTail());
             }
+            var ran = clock.ElapsedMilliseconds;
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
+            // Held from now on by the bind mount, whatever happens to the sandbox's processes.
             NetworkNamespaces.Bind(pid, layout.NetnsFile);
-            var started = await _runc.StartAsync(spec.SandboxId, cancellationToken);
-            if (!started.Succeeded)
-            {
-                throw new SandboxStartException(spec.SandboxId, $"runc start failed: {started.Describe()} {layout.LogTail()}");
-            }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
+            RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
             return new RuntimeSandbox(spec.SandboxId, pid, metadata.StartedAt);
@@ -119,7 +113,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var map = _options.IdMapping;
         var root = map.ToHost(0);
         Directory.CreateDirectory(layout.Directory);
-        new SandboxMetadata(spec.SandboxId, spec.TemplateRootfs, DateTimeOffset.UtcNow, spec.Limits).Write(layout.MetadataFile);
+        new SandboxMetadata(spec.SandboxId, spec.TemplateRootfs, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
 
         // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's.
         var lowerRoot = Files.Stat(spec.TemplateRootfs);
@@ -160,7 +154,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             while (true)
             {
-                if (!Directory.Exists($"/proc/{pid}"))
+                if (!IsRunning(pid))
                 {
                     throw new SandboxStartException(sandboxId, "the agent exited before it answered: " + layout.LogTail());
                 }
@@ -409,6 +403,23 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             socket.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="pid"/> runs (and is not a zombie: once the sandbox's init exits it stays one until the
+    /// host's init reaps it).
+    /// </summary>
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 

@@ -46,7 +46,7 @@ internal sealed partial class SandboxLayout
 
     public string HostnameFile => Path.Combine(Directory, "hostname");
 
-    /// <summary>The agent's stdout and stderr, and runc's own errors at create.</summary>
+    /// <summary>The agent's stdout and stderr, and runc's own errors when it fails to run the container.</summary>
     public string LogFile => Path.Combine(Directory, "agent.log");
 
     public string PidFile => Path.Combine(Directory, "init.pid");
@@ -68,8 +68,12 @@ internal sealed partial class SandboxLayout
     }
 }
 
-/// <summary>What the runtime records about a sandbox next to it, so that a new daemon instance can re-adopt it.</summary>
-internal sealed record SandboxMetadata(string SandboxId, string TemplateRootfs, DateTimeOffset StartedAt, ResourceLimits Limits)
+/// <summary>
+/// What the runtime records about a sandbox next to it, so that a new daemon instance can re-adopt it.
+/// <see cref="AllowInternetAccess"/> is recorded only: sandboxes have no interface but loopback yet, and the egress
+/// policy that will read it is a later issue.
+/// </summary>
+internal sealed record SandboxMetadata(string SandboxId, string TemplateRootfs, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
 {
     public static SandboxMetadata? TryRead(string path)
     {
