@@ -20,7 +20,7 @@ internal sealed class PendingUpload : IDisposable
     private readonly uint? _replacedMode;
     private readonly ILogger _log;
     private FileStream? _file;
-    private bool _committed;
+    private bool _settled; // committed, or its temporary file removed
 
     private PendingUpload(string target, string finalPath, string tempPath, uint? replacedMode, FileStream file, ILogger log)
     {
@@ -73,18 +73,14 @@ internal sealed class PendingUpload : IDisposable
         FileStream file;
         try
         {
-            var options = new FileStreamOptions
+            file = new FileStream(tempPath, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
                 Share = FileShare.None,
                 BufferSize = 0, // the copy loop writes in large chunks already
-            };
-            if (!OperatingSystem.IsWindows()) // always true: the guard only tells the platform analyzer (CA1416)
-            {
-                options.UnixCreateMode = NewFileMode;
-            }
-            file = new FileStream(tempPath, options);
+                UnixCreateMode = NewFileMode,
+            });
         }
         catch (Exception ex) when (FsErrors.IsFileError(ex))
         {
@@ -180,7 +176,7 @@ internal sealed class PendingUpload : IDisposable
         {
             throw FsErrors.FromErrno(errno, Target, Action);
         }
-        _committed = true;
+        _settled = true;
     }
 
     /// <summary>Closes the temporary file and, unless committed, removes it.</summary>
@@ -188,7 +184,7 @@ internal sealed class PendingUpload : IDisposable
     {
         _file?.Dispose();
         _file = null;
-        if (_committed)
+        if (_settled)
         {
             return;
         }
@@ -197,7 +193,7 @@ internal sealed class PendingUpload : IDisposable
         {
             FilesLog.TempNotRemoved(_log, TempPath, new NativeFileException("unlink", errno, TempPath));
         }
-        _committed = true; // only once
+        _settled = true;
     }
 
     /// <summary>Where writing through <paramref name="path"/> would land: each final-component symlink followed.</summary>

@@ -12,8 +12,9 @@ namespace Paddock.Agent.Processes;
 /// <remarks>
 /// Spawning and reaping share one lock: a child can exit before posix_spawn has even returned its pid, and without
 /// the lock the loop could reap it as an unknown orphan and lose the status. Holding it costs a vfork (about a
-/// millisecond). Nothing else in the agent may wait for children (System.Diagnostics.Process is not used anywhere:
-/// its own SIGCHLD handling would race this loop for the statuses).
+/// millisecond). Nothing else in the agent may wait for children: System.Diagnostics.Process is not used anywhere
+/// (its own SIGCHLD handling would race this loop for the statuses), and the runtime's habit of reaping every child
+/// when it is PID 1 is switched off by taking its SIGCHLD hook (<see cref="ChildWait.TakeRuntimeSigChld"/>).
 /// </remarks>
 internal sealed class ChildReaper : IDisposable
 {
@@ -40,9 +41,15 @@ internal sealed class ChildReaper : IDisposable
                 ProcessLog.SubreaperFailed(_logger, Errno.Message(rc));
             }
         }
+        // The public registration first: it also initialises the runtime's signal handling, which the hook below
+        // needs (registering it before that dereferences the runtime's unallocated handler table: measured, SIGSEGV).
         _sigchld = OperatingSystem.IsLinux()
             ? PosixSignalRegistration.Create(PosixSignal.SIGCHLD, _ => _wake.Writer.TryWrite(true))
             : throw new PlatformNotSupportedException("the agent reaps children through Linux's SIGCHLD");
+        if (!ChildWait.TakeRuntimeSigChld(() => _wake.Writer.TryWrite(true)))
+        {
+            ProcessLog.RuntimeSigChldUnavailable(_logger, IsInit);
+        }
         _loop = Task.Run(LoopAsync);
     }
 

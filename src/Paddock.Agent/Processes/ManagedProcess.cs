@@ -161,6 +161,11 @@ internal sealed class ManagedProcess
         {
             ProcessLog.PumpEnded(_logger, Pid, kind.ToString(), ex.Message);
         }
+        catch (Exception ex)
+        {
+            // A bug: the output stops, but the end event must still come and the process leave the table.
+            ProcessLog.PumpFailed(_logger, Pid, kind.ToString(), ex);
+        }
     }
 
     /// <summary>Writes input to the process's stdin pipe or terminal, in order with other input.</summary>

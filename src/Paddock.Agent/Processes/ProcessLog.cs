@@ -29,4 +29,10 @@ internal static partial class ProcessLog
 
     [LoggerMessage(2008, LogLevel.Information, "Stopping: sending signal {Signal} to {Count} process groups (PID 1: {IsInit})")]
     public static partial void Forwarding(ILogger logger, int signal, int count, bool isInit);
+
+    [LoggerMessage(2009, LogLevel.Warning, "The runtime's SIGCHLD hook is unavailable; as PID 1 ({IsInit}) the runtime will reap children and their exit statuses are lost")]
+    public static partial void RuntimeSigChldUnavailable(ILogger logger, bool isInit);
+
+    [LoggerMessage(2010, LogLevel.Error, "Output pump {Kind} of process {Pid} failed")]
+    public static partial void PumpFailed(ILogger logger, int pid, string kind, Exception exception);
 }

@@ -10,6 +10,11 @@ namespace Paddock.Agent.Processes;
 /// kernel delivers nothing to an init that has no handler and everything dies with init. It then waits a bounded
 /// time for them to exit, kills whatever is left, and lets the host finish.
 /// </summary>
+/// <remarks>
+/// The signals go out when the application starts stopping, before any hosted service stops: Kestrel, stopped first,
+/// waits for open requests, and a process stream ends only when its process does, so waiting for our StopAsync would
+/// hold every stream for Kestrel's whole shutdown timeout and then cut it without its end event.
+/// </remarks>
 internal sealed class ProcessSupervisor : IHostedService, IDisposable
 {
     internal static readonly TimeSpan TermGrace = TimeSpan.FromSeconds(5);
@@ -18,13 +23,17 @@ internal sealed class ProcessSupervisor : IHostedService, IDisposable
     private readonly ProcessTable _table;
     private readonly ChildReaper _reaper;
     private readonly ILogger<ProcessSupervisor> _logger;
+    private readonly IHostApplicationLifetime _lifetime;
     private readonly List<PosixSignalRegistration> _registrations = [];
+    private readonly Lock _gate = new();
     private int _stopSignal = Signals.SIGTERM;
+    private Task? _shutdown;
 
-    public ProcessSupervisor(ProcessTable table, ChildReaper reaper, ILogger<ProcessSupervisor> logger)
+    public ProcessSupervisor(ProcessTable table, ChildReaper reaper, IHostApplicationLifetime lifetime, ILogger<ProcessSupervisor> logger)
     {
         _table = table;
         _reaper = reaper;
+        _lifetime = lifetime;
         _logger = logger;
     }
 
@@ -35,10 +44,21 @@ internal sealed class ProcessSupervisor : IHostedService, IDisposable
         {
             _registrations.Add(PosixSignalRegistration.Create(signal, _ => Volatile.Write(ref _stopSignal, number)));
         }
+        _lifetime.ApplicationStopping.Register(() => Shutdown());
         return Task.CompletedTask;
     }
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) => Shutdown().WaitAsync(cancellationToken);
+
+    private Task Shutdown()
+    {
+        lock (_gate)
+        {
+            return _shutdown ??= ShutdownAsync(CancellationToken.None);
+        }
+    }
+
+    private async Task ShutdownAsync(CancellationToken cancellationToken)
     {
         var signal = Volatile.Read(ref _stopSignal);
         var processes = _table.Snapshot();

@@ -294,6 +294,18 @@ public sealed class FileTransferTests : IClassFixture<SharedAgent>
         }
         Assert.Equal("replaced", await File.ReadAllTextAsync(dir["real.txt"]));
         Assert.NotNull(new FileInfo(dir["link.txt"]).LinkTarget);
+
+        // A symlink loop is refused, whichever way it is reached.
+        File.CreateSymbolicLink(dir["loop1"], "loop2");
+        File.CreateSymbolicLink(dir["loop2"], "loop1");
+        using (var r = await Http.PostAsync(Url(dir["loop1"]), Octet("x")))
+        {
+            await AssertError(r, HttpStatusCode.BadRequest, "symbolic links");
+        }
+        using (var r = await Http.GetAsync(Url(dir["loop1"])))
+        {
+            await AssertError(r, HttpStatusCode.BadRequest, "symbolic links");
+        }
     }
 
     [Fact]

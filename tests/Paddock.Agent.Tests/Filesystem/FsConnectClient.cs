@@ -95,6 +95,9 @@ internal sealed class FsConnectClient
 
     private void AddUser(HttpRequestMessage message)
     {
+        // Explicit request messages do not take the client's defaults: carry them over, so an h2c client speaks h2c.
+        message.Version = _http.DefaultRequestVersion;
+        message.VersionPolicy = _http.DefaultVersionPolicy;
         if (User is not null)
         {
             message.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(User + ":")));

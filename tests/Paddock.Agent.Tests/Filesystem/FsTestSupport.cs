@@ -47,15 +47,9 @@ internal static class FsTestSupport
         return process.ExitCode;
     }
 
-    public static void SetMode(string path, UnixFileMode mode)
-    {
-        if (!OperatingSystem.IsWindows()) // the agent and its tests are Linux-only; this tells the analyzer (CA1416)
-        {
-            File.SetUnixFileMode(path, mode);
-        }
-    }
+    public static void SetMode(string path, UnixFileMode mode) => File.SetUnixFileMode(path, mode);
 
-    public static UnixFileMode GetMode(string path) => OperatingSystem.IsWindows() ? 0 : File.GetUnixFileMode(path);
+    public static UnixFileMode GetMode(string path) => File.GetUnixFileMode(path);
 
     public static void Chown(string path, string user)
     {

@@ -62,7 +62,8 @@ public sealed class PtyTests : IClassFixture<AgentFixture>
         using var cts = Calls.Timeout();
         var request = new StartRequest
         {
-            Process = new ProcessConfig { Cmd = "/bin/bash", Args = { "-i" }, Envs = { ["PS1"] = "$ " } },
+            // --norc: root's ~/.bashrc on the build machines runs slow tooling (pyenv) that is no part of this test.
+            Process = new ProcessConfig { Cmd = "/bin/bash", Args = { "--norc", "-i" }, Envs = { ["PS1"] = "$ " } },
             Pty = new PTY { Size = new PTY.Types.Size { Cols = 80, Rows = 24 } },
         };
         await using var run = await ProcessRun.StartAsync(Client(), request, cts.Token);

@@ -22,8 +22,14 @@ public sealed class StartTests : IClassFixture<AgentFixture>
     public async Task A_command_streams_stdout_and_stderr_apart_and_ends_with_its_exit_status(ConnectEncoding encoding)
     {
         using var cts = Calls.Timeout();
-        // The SDK's commands.run sends exactly this shape: /bin/bash -l -c CMD, stdin off.
-        var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/bash", Args = { "-l", "-c", "echo hello; echo oops >&2; exit 3" } }, Stdin = false };
+        // The SDK's commands.run sends exactly this shape: /bin/bash -l -c CMD, stdin off. HOME points away from
+        // root's own login files: on the build machines they run `pyenv rehash`, which serialises on a lock file and
+        // can take longer than the test's timeout when tests run in parallel.
+        var request = new StartRequest
+        {
+            Process = new ProcessConfig { Cmd = "/bin/bash", Args = { "-l", "-c", "echo hello; echo oops >&2; exit 3" }, Envs = { ["HOME"] = "/nonexistent" } },
+            Stdin = false,
+        };
         await using var run = await ProcessRun.StartAsync(Client(encoding), request, cts.Token);
 
         var end = await run.WaitEndAsync(cts.Token);
