@@ -109,6 +109,10 @@ export async function startDaemon() {
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
   let exit
   exited.then((e) => { exit = e })
+  // If this test process ends without stop() (a hook timed out, the runner gave up), take the daemon with it: an
+  // orphaned paddockd was seen here serving on for half an hour.
+  const killOnExit = () => { if (!exit) child.kill('SIGKILL') }
+  process.once('exit', killOnExit)
 
   const url = `http://127.0.0.1:${port}`
   try {
@@ -160,6 +164,7 @@ export async function startDaemon() {
         await exited
         clearTimeout(timer)
       }
+      process.removeListener('exit', killOnExit)
       rmSync(stateDir, { recursive: true, force: true })
     },
   }
