@@ -16,6 +16,9 @@ internal sealed record DaemonOptions
     /// <summary>The state directory: the SQLite database and the first API key.</summary>
     public string StateDir { get; init; } = "/var/lib/paddock";
 
+    /// <summary>Built templates (root filesystems); null: <c>{StateDir}/templates</c>. Several daemons may share one.</summary>
+    public string? TemplatesDir { get; init; }
+
     /// <summary>
     /// The domain sandbox hosts are named under (<c>{port}-{sandboxId}.{domain}</c>, what the SDK's <c>getHost</c> returns).
     /// Null: <c>localhost:{the port paddockd listens on}</c>, which resolves wherever <c>*.localhost</c> is loopback.
@@ -57,6 +60,7 @@ internal sealed record DaemonOptions
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
           --state-dir DIR           database and first API key (default /var/lib/paddock; env PADDOCK_STATE_DIR)
+          --templates-dir DIR       built templates (default STATE-DIR/templates; env PADDOCK_TEMPLATES_DIR)
           --domain DOMAIN           sandbox hosts are {port}-{id}.DOMAIN (default localhost:PORT; env PADDOCK_DOMAIN)
           --default-timeout SECS    sandbox lifetime when the create names none (default 300; env PADDOCK_DEFAULT_TIMEOUT)
           --max-timeout SECS        longest lifetime a client may ask for (default 86400; env PADDOCK_MAX_TIMEOUT)
@@ -80,6 +84,7 @@ internal sealed record DaemonOptions
         };
         options = Apply(options, "--listen", Env("LISTEN"));
         options = Apply(options, "--state-dir", Env("STATE_DIR"));
+        options = Apply(options, "--templates-dir", Env("TEMPLATES_DIR"));
         options = Apply(options, "--domain", Env("DOMAIN"));
         options = Apply(options, "--default-timeout", Env("DEFAULT_TIMEOUT"));
         options = Apply(options, "--max-timeout", Env("MAX_TIMEOUT"));
@@ -125,6 +130,7 @@ internal sealed record DaemonOptions
         {
             "--listen" => options with { Listen = ParseListen(value) },
             "--state-dir" => options with { StateDir = value.Length > 0 ? value : throw new ArgumentException("--state-dir needs a directory") },
+            "--templates-dir" => options with { TemplatesDir = value.Length > 0 ? value : throw new ArgumentException("--templates-dir needs a directory") },
             "--domain" => options with { Domain = ParseDomain(value) },
             "--default-timeout" => options with { DefaultTimeoutSeconds = ParsePositive(name, value) },
             "--max-timeout" => options with { MaxTimeoutSeconds = ParsePositive(name, value) },

@@ -1,4 +1,8 @@
+using Microsoft.Extensions.Configuration;
 using Paddock.Daemon;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Templates;
 
 DaemonOptions options;
 try
@@ -12,11 +16,25 @@ catch (ArgumentException ex)
     return 2;
 }
 
+// The runc tier and the template store read their settings from configuration; the daemon's options feed it.
+var configuration = new ConfigurationBuilder()
+    .AddInMemoryCollection(new Dictionary<string, string?>
+    {
+        ["StateDirectory"] = options.StateDir,
+        ["Templates:Directory"] = options.TemplatesDir ?? Path.Combine(options.StateDir, "templates"),
+    })
+    .AddEnvironmentVariables("PADDOCK_")
+    .Build();
+
 WebApplication app;
 try
 {
-    // The runc tier and the template store register themselves here once they are part of the build.
-    app = DaemonHost.Build(options, _ => { });
+    app = DaemonHost.Build(options, services =>
+    {
+        services.AddRuncRuntime(configuration);
+        services.AddTemplates(configuration);
+        services.AddSingleton<ITemplateLookup, TemplateStoreLookup>();
+    });
 }
 catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
 {

@@ -48,6 +48,8 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
     {
         ApiRequestException e => new(e.StatusCode, e.Message),
         UnknownSandboxException e => new(StatusCodes.Status404NotFound, e.Message),
+        // The runtime lost it between the daemon's check and the call (killed behind the daemon's back).
+        Runtimes.SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),
         TemplateNotFoundException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxFeatureNotSupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),

@@ -14,4 +14,5 @@ internal interface ITemplateLookup
 /// <param name="TemplateId">Its id (what records and the API call <c>templateID</c>).</param>
 /// <param name="Alias">The name it was asked by, when that is not the id.</param>
 /// <param name="RootfsPath">Its read-only root filesystem on the host.</param>
-internal sealed record SandboxTemplate(string TemplateId, string? Alias, string RootfsPath);
+/// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
+internal sealed record SandboxTemplate(string TemplateId, string? Alias, string RootfsPath, string? DefaultUser = null);

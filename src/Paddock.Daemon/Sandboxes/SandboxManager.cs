@@ -133,6 +133,7 @@ internal sealed class SandboxManager
                 Limits = new ResourceLimits(record.CpuCount, record.MemoryMB * 1024L * 1024L, record.MaxPids, record.DiskSizeMB * 1024L * 1024L),
                 EnvVars = command.EnvVars,
                 AgentAccessToken = record.EnvdAccessToken,
+                DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
             };
             var stopwatch = Stopwatch.StartNew();

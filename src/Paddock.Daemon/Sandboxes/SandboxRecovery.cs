@@ -77,6 +77,11 @@ internal sealed class SandboxRecovery(
             strays++;
         }
 
+        // What crashed sandboxes left behind (mounts, network namespaces, cgroups, directories) goes too.
+        foreach (var leftover in await runtime.CleanupLeftoversAsync(cancellationToken))
+        {
+            SandboxesLog.LeftoverRemoved(logger, leftover);
+        }
         SandboxesLog.RecoveryDone(logger, adopted, lost, expired, strays);
         return new Outcome(adopted, lost, expired, strays);
     }

@@ -38,6 +38,9 @@ internal static partial class SandboxesLog
     [LoggerMessage(EventId = 313, Level = LogLevel.Error, Message = "Recovery: destroying stray sandbox {SandboxId} failed")]
     public static partial void StrayDestroyFailed(ILogger logger, string sandboxId, Exception exception);
 
+    [LoggerMessage(EventId = 315, Level = LogLevel.Information, Message = "Recovery: removed what sandbox {SandboxId} left on the host")]
+    public static partial void LeftoverRemoved(ILogger logger, string sandboxId);
+
     [LoggerMessage(EventId = 314, Level = LogLevel.Information, Message = "Recovery done: {Adopted} re-adopted, {Lost} lost, {Expired} expired while down, {Strays} strays destroyed")]
     public static partial void RecoveryDone(ILogger logger, int adopted, int lost, int expired, int strays);
 }

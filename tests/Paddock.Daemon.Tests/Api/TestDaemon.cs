@@ -50,14 +50,14 @@ internal sealed class TestDaemon : IAsyncDisposable
 
     public SandboxManager Manager => _app.Services.GetRequiredService<SandboxManager>();
 
-    public static async Task<TestDaemon> StartAsync(ISandboxRuntime runtime, string stateDir, Func<DaemonOptions, DaemonOptions>? configure = null)
+    public static async Task<TestDaemon> StartAsync(ISandboxRuntime runtime, string stateDir, Func<DaemonOptions, DaemonOptions>? configure = null, ITemplateLookup? templates = null)
     {
         var options = new DaemonOptions { Listen = new Uri("http://127.0.0.1:0"), StateDir = stateDir };
         options = configure?.Invoke(options) ?? options;
         var app = DaemonHost.Build(options, services =>
         {
             services.AddSingleton(runtime);
-            services.AddSingleton<ITemplateLookup, FixedTemplates>();
+            services.AddSingleton(templates ?? new FixedTemplates());
         }, logging => logging.SetMinimumLevel(LogLevel.Warning));
         try
         {

@@ -117,6 +117,10 @@ internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
             .Select(kv => new RuntimeSandbox(kv.Key, kv.Value.Process.Id, kv.Value.StartedAt))
             .ToList());
 
+    /// <summary>A local process leaves nothing behind once killed.</summary>
+    public Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<string>>([]);
+
     public Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
     {
         if (!_sandboxes.TryGetValue(sandboxId, out var entry) || entry.Process.HasExited)
