@@ -17,6 +17,7 @@ internal static class Program
           --stream-mib N      MiB streamed through stdout per run (default 512)
           --file-mib N        MiB per upload/download/cp (default 256)
           --runs N            timed runs per throughput figure, after one warmup (default 5)
+          --only SECTIONS     run only these, comma-separated: start, roundtrip, stream, files
           --quick             small sizes for a smoke run (100 round trips, 64 MiB, 32 MiB, 2 runs, 5 starts)
           --json              also print the figures as one JSON line at the end
         """;
@@ -84,6 +85,7 @@ internal static class Program
                 "--stream-mib" => options with { StreamMiB = Positive(option, Value(args, ref i)) },
                 "--file-mib" => options with { FileMiB = Positive(option, Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
+                "--only" => options with { Only = Sections(Value(args, ref i)) },
                 "--quick" => options with { RoundTrips = 100, StreamMiB = 64, FileMiB = 32, Runs = 2, StartSamples = 5 },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
@@ -91,6 +93,16 @@ internal static class Program
             json |= option == "--json";
         }
         return (options, json);
+    }
+
+    private static HashSet<string> Sections(string text)
+    {
+        var known = new[] { "start", "roundtrip", "stream", "files" };
+        var sections = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        var unknown = sections.Except(known).ToList();
+        return unknown.Count == 0 && sections.Count > 0
+            ? sections
+            : throw new ArgumentException($"unknown section(s) '{string.Join(",", unknown)}': expected {string.Join(", ", known)}");
     }
 
     private static int Positive(string option, string text) =>

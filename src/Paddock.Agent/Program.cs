@@ -25,7 +25,10 @@ catch (ArgumentException ex)
     return 2;
 }
 
-var builder = WebApplication.CreateSlimBuilder();
+// No reloadOnChange for appsettings*.json: it makes the host watch the working directory recursively with inotify
+// (one watch per directory below it: 840 for /tmp here, the whole rootfs when started in /), slowing the start and
+// spending the inotify watches that WatchDir needs.
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 var h2cSocket = H2cHandoff.NewSocketPath();
 builder.WebHost.ConfigureKestrel(kestrel =>

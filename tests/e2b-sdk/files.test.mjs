@@ -108,9 +108,9 @@ describe('files', () => {
       assert.ok((await collect(stream)).equals(Buffer.from(bytes)), 'format: stream')
     })
 
-    it('moves 16 MiB of random data both ways intact', T, async () => {
+    it('moves 4 MiB of random data both ways intact', T, async () => {
       const file = path.join(fresh(), 'big.bin')
-      const data = randomBytes(16 * 1024 * 1024)
+      const data = randomBytes(4 * 1024 * 1024)
       await sandbox.files.write(file, data)
       assert.equal(sha256(readFileSync(file)), sha256(data))
       const back = await sandbox.files.read(file, { format: 'stream' })

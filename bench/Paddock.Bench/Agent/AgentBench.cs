@@ -23,6 +23,9 @@ internal sealed record AgentBenchOptions
     /// <summary>Timed runs of each throughput measurement (after one warmup run).</summary>
     public int Runs { get; init; } = 5;
 
+    /// <summary>The sections to run (start, roundtrip, stream, files); empty: all of them.</summary>
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>();
+
     /// <summary>Upper bound on the time one section may take; a section stops early when it passes.</summary>
     public TimeSpan SectionBudget { get; init; } = TimeSpan.FromSeconds(90);
 }
@@ -46,23 +49,35 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var scratch = Directory.CreateTempSubdirectory("paddock-bench-");
         try
         {
-            var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
-            report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
-            report.AddFact("start-to-ready, worst", "start_to_ready_ms_max", "ms", startToReady.Percentile(100));
+            if (Runs("start"))
+            {
+                var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
+                report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
+                report.AddFact("start-to-ready, worst", "start_to_ready_ms_max", "ms", startToReady.Percentile(100));
+            }
 
             using var agent = await AgentHost.StartAsync(options.Binary, scratch.FullName, cancellationToken);
             using var client = new EnvdClient(agent.BaseAddress);
-            foreach (var comparison in await MeasureRoundTripAsync(client, cancellationToken))
+            if (Runs("roundtrip"))
             {
-                report.Add(comparison);
+                foreach (var comparison in await MeasureRoundTripAsync(client, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
             }
-            foreach (var comparison in await MeasureStreamingAsync(client, cancellationToken))
+            if (Runs("stream"))
             {
-                report.Add(comparison);
+                foreach (var comparison in await MeasureStreamingAsync(client, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
             }
-            foreach (var comparison in await MeasureFilesAsync(client, scratch.FullName, cancellationToken))
+            if (Runs("files"))
             {
-                report.Add(comparison);
+                foreach (var comparison in await MeasureFilesAsync(client, scratch.FullName, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
             }
             var exit = agent.Stop();
             report.AddFact("agent exit code after SIGTERM", "agent_exit_code", "", exit);
@@ -73,6 +88,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         }
         return report;
     }
+
+    private bool Runs(string section) => options.Only.Count == 0 || options.Only.Contains(section);
 
     private async Task<Samples> MeasureStartToReadyAsync(string workdir, CancellationToken cancellationToken)
     {

@@ -88,6 +88,20 @@ internal sealed class EnvdClient : IDisposable
                         ? new RunOutcome(code, stdout, stderr)
                         : throw new InvalidDataException("the Start stream ended without an end event");
                 }
+                if (!json && DataEventPayload(frame.Span) is var (isStdout, size))
+                {
+                    // A data event: count it without copying it into a ByteString (1 MiB events would land on the
+                    // large object heap and make the client, not the agent, the bottleneck).
+                    if (isStdout)
+                    {
+                        stdout += size;
+                    }
+                    else
+                    {
+                        stderr += size;
+                    }
+                    continue;
+                }
                 var evt = (json
                     ? (StartResponse)Parser.Parse(Encoding.UTF8.GetString(frame.Span), StartResponse.Descriptor)
                     : StartResponse.Parser.ParseFrom(frame.Span)).Event;
@@ -107,6 +121,61 @@ internal sealed class EnvdClient : IDisposable
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>
+    /// When <paramref name="message"/> is a binary StartResponse holding only a stdout or stderr data event
+    /// (StartResponse.event = 1 → ProcessEvent.data = 2 → DataEvent.stdout = 1 / stderr = 2, all length-delimited),
+    /// the stream it belongs to and its byte count; otherwise null, and the caller parses the message in full.
+    /// </summary>
+    internal static (bool IsStdout, int Size)? DataEventPayload(ReadOnlySpan<byte> message)
+    {
+        if (!TryField(ref message, 1, out var processEvent) || !message.IsEmpty)
+        {
+            return null;
+        }
+        if (!TryField(ref processEvent, 2, out var data) || !processEvent.IsEmpty)
+        {
+            return null;
+        }
+        if (data.IsEmpty || (data[0] != ((1 << 3) | 2) && data[0] != ((2 << 3) | 2)))
+        {
+            return null;
+        }
+        var isStdout = data[0] == ((1 << 3) | 2);
+        return TryField(ref data, isStdout ? 1 : 2, out var bytes) && data.IsEmpty ? (isStdout, bytes.Length) : null;
+    }
+
+    /// <summary>Reads one length-delimited field with a one-byte tag for <paramref name="number"/> from the front of <paramref name="span"/>.</summary>
+    private static bool TryField(ref ReadOnlySpan<byte> span, int number, out ReadOnlySpan<byte> value)
+    {
+        value = default;
+        if (span.IsEmpty || span[0] != (byte)((number << 3) | 2))
+        {
+            return false;
+        }
+        var length = 0UL;
+        var i = 1;
+        for (var shift = 0; ; shift += 7)
+        {
+            if (i >= span.Length || shift > 35)
+            {
+                return false;
+            }
+            var b = span[i++];
+            length |= (ulong)(b & 0x7f) << shift;
+            if ((b & 0x80) == 0)
+            {
+                break;
+            }
+        }
+        if (length > (ulong)(span.Length - i))
+        {
+            return false;
+        }
+        value = span.Slice(i, (int)length);
+        span = span[(i + (int)length)..];
+        return true;
     }
 
     /// <summary>
