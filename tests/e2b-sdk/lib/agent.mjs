@@ -121,7 +121,12 @@ export async function startAgent(options = {}) {
   // If the test process dies without running stop(), the agent must not outlive it.
   // The child and its pipes do not keep the test process alive: a test that fails before stop() must not hang the
   // run, and the exit hook then kills the agent.
-  const killOnExit = () => child.kill('SIGKILL')
+  const killOnExit = () => {
+    child.kill('SIGKILL')
+    if (dir) {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
   process.once('exit', killOnExit)
   child.unref()
   child.stdout.unref()
