@@ -50,6 +50,19 @@ export function account(name) {
  */
 export const commandUser = process.getuid?.() === 0 && account('nobody') ? 'nobody' : undefined
 
+/** True while a process with this pid exists on this host (the agent runs here, so its children do too). */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    if (err.code === 'ESRCH') {
+      return false
+    }
+    throw err
+  }
+}
+
 /** Rejects with a message naming `what` when `promise` has not settled within `ms`. */
 export async function withTimeout(promise, ms, what) {
   let timer
