@@ -52,6 +52,18 @@ var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+// envd's GET /envs: the sandbox-wide variables every command starts with.
+app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
+{
+    http.Response.ContentType = "application/json";
+    await using var json = new System.Text.Json.Utf8JsonWriter(http.Response.Body);
+    json.WriteStartObject();
+    foreach (var (key, value) in environment.SandboxVariables)
+    {
+        json.WriteString(key, value);
+    }
+    json.WriteEndObject();
+});
 app.MapProcessService();
 app.MapFilesystemService();
 app.MapFileTransfer();

@@ -327,7 +327,12 @@ internal static class ProcessServiceExtensions
     {
         services.AddSingleton<ChildReaper>();
         services.AddSingleton<ProcessTable>();
-        services.AddSingleton(_ => new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH")));
+        services.AddSingleton(_ =>
+        {
+            var environment = new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH"));
+            environment.LoadSandboxVariables(Environment.GetEnvironmentVariable("PADDOCK_AGENT_SANDBOX_ENV"));
+            return environment;
+        });
         services.AddSingleton<ProcessSpawner>();
         services.AddSingleton<ProcessService>();
         services.AddHostedService<ProcessSupervisor>();
