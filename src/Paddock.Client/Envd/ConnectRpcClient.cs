@@ -222,7 +222,17 @@ internal sealed class ServerStream<T> : IAsyncDisposable
         {
             return default;
         }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token, cancellationToken);
+        CancellationTokenSource linked;
+        try
+        {
+            linked = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token, cancellationToken);
+        }
+        catch (ObjectDisposedException ex)
+        {
+            _ended = true;
+            throw new OperationCanceledException($"{_method}: the stream was closed", ex);
+        }
+        using var _ = linked;
         try
         {
             var got = await ReadFull(_header, linked.Token).ConfigureAwait(false);

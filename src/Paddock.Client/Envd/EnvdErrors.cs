@@ -8,8 +8,8 @@ internal static class EnvdErrors
     public static Exception From(ConnectException error, string sandboxId, string what)
     {
         var status = error.Data["HttpStatus"] as int?;
-        // A proxy answers 502 (E2B) or 404 for a sandbox it does not know; envd itself never does for Connect.
-        if (status is 502 or 503 || (status == 404 && error.Code == ConnectCode.Unimplemented))
+        // A proxy answers 502 for a sandbox it does not know or cannot reach (E2B's and paddockd's); envd never does.
+        if (status is 502 or 503)
         {
             return new SandboxNotFoundException(sandboxId, $"sandbox {sandboxId} is not running or cannot be reached ({what}: {error.Message})", error) { StatusCode = status };
         }
@@ -29,8 +29,6 @@ internal static class EnvdErrors
     {
         400 => new InvalidArgumentException($"{what}: {message}") { StatusCode = status },
         401 or 403 => new AuthenticationException($"{what}: {message}") { StatusCode = status },
-        404 when message.Contains("sandbox", StringComparison.OrdinalIgnoreCase) && !message.Contains("path", StringComparison.OrdinalIgnoreCase) =>
-            new SandboxNotFoundException(sandboxId, $"sandbox {sandboxId} was not found ({what}: {message})") { StatusCode = status },
         404 => new NotFoundException($"{what}: {message}") { StatusCode = status },
         502 or 503 => new SandboxNotFoundException(sandboxId, $"sandbox {sandboxId} is not running or cannot be reached ({what}: {message})") { StatusCode = status },
         507 => new SandboxException($"{what}: not enough disk space in the sandbox: {message}") { StatusCode = status },

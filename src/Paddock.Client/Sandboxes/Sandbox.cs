@@ -89,6 +89,13 @@ public sealed partial class Sandbox : IAsyncDisposable
     }
 
     /// <summary>
+    /// A client for envd of one sandbox without asking the control plane (tests reach a bare agent this way, the way
+    /// debug mode does, but with an access token).
+    /// </summary>
+    internal static Sandbox ForEnvd(ConnectionOptions connection, string sandboxId, string? envdAccessToken = null, string? envdVersion = null) =>
+        new(sandboxId, null, envdVersion, envdAccessToken, null, connection.Resolve(), killOnDispose: false);
+
+    /// <summary>
     /// Connects to a running (or paused: it is resumed) sandbox. Throws <see cref="SandboxNotFoundException"/> when
     /// there is no such sandbox.
     /// </summary>
