@@ -56,7 +56,12 @@ public sealed record ConnectionOptions
     /// <summary>Reads the environment now and returns options in which every property is set.</summary>
     public ResolvedConnection Resolve() => ResolvedConnection.From(this, Environment.GetEnvironmentVariable);
 
-    internal ResolvedConnection Resolve(Func<string, string?> env) => ResolvedConnection.From(this, env);
+    /// <summary>Applies the given environment (a variable lookup) instead of the process's; for hosts and tests.</summary>
+    public ResolvedConnection Resolve(Func<string, string?> environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        return ResolvedConnection.From(this, environment);
+    }
 }
 
 /// <summary><see cref="ConnectionOptions"/> with the environment applied: what the SDK actually uses.</summary>

@@ -1,7 +1,7 @@
 namespace Paddock.Client;
 
 /// <summary>Per-call options of filesystem operations.</summary>
-public sealed record FileOptions
+public sealed record FilesystemOptions
 {
     /// <summary>The account the operation acts as (ownership of new files, relative paths); default: the sandbox's default user.</summary>
     public string? User { get; init; }

@@ -28,11 +28,11 @@ public sealed class Filesystem
     }
 
     /// <summary>Reads a file as UTF-8 text.</summary>
-    public async Task<string> ReadTextAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default) =>
+    public async Task<string> ReadTextAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default) =>
         Encoding.UTF8.GetString(await ReadBytesAsync(path, options, cancellationToken).ConfigureAwait(false));
 
     /// <summary>Reads a file's bytes.</summary>
-    public async Task<byte[]> ReadBytesAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<byte[]> ReadBytesAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         using var deadline = HttpTransport.StartDeadline(_envd.RequestTimeout(options?.RequestTimeout), cancellationToken);
         var uri = FilesUrl(path, options?.User);
@@ -53,7 +53,7 @@ public sealed class Filesystem
     /// Opens a file for reading as it downloads. The request timeout covers the start only; dispose the stream to
     /// end the download early. Reads fail with <see cref="ServiceUnreachableException"/> when the connection breaks.
     /// </summary>
-    public async Task<Stream> OpenReadAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<Stream> OpenReadAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         var deadline = HttpTransport.StartDeadline(_envd.RequestTimeout(options?.RequestTimeout), cancellationToken);
         var uri = FilesUrl(path, options?.User);
@@ -81,18 +81,18 @@ public sealed class Filesystem
     }
 
     /// <summary>Writes text (UTF-8) to a file, creating it and its parent directories, replacing what was there.</summary>
-    public Task<WriteInfo> WriteAsync(string path, string text, FileOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task<WriteInfo> WriteAsync(string path, string text, FilesystemOptions? options = null, CancellationToken cancellationToken = default) =>
         WriteAsync(path, Encoding.UTF8.GetBytes(text), options, cancellationToken);
 
     /// <summary>Writes bytes to a file, creating it and its parent directories, replacing what was there.</summary>
-    public Task<WriteInfo> WriteAsync(string path, ReadOnlyMemory<byte> data, FileOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task<WriteInfo> WriteAsync(string path, ReadOnlyMemory<byte> data, FilesystemOptions? options = null, CancellationToken cancellationToken = default) =>
         UploadAsync(path, new ReadOnlyMemoryContent(data), streamed: false, options, cancellationToken);
 
     /// <summary>
     /// Writes a stream to a file as it is read (nothing is buffered whole), creating parent directories. No request
     /// timeout applies to a streamed upload: the caller's token bounds it.
     /// </summary>
-    public Task<WriteInfo> WriteAsync(string path, Stream data, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public Task<WriteInfo> WriteAsync(string path, Stream data, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         var content = new StreamContent(data, 81920);
@@ -103,7 +103,7 @@ public sealed class Filesystem
         return UploadAsync(path, content, streamed: true, options, cancellationToken);
     }
 
-    private async Task<WriteInfo> UploadAsync(string path, HttpContent content, bool streamed, FileOptions? options, CancellationToken cancellationToken)
+    private async Task<WriteInfo> UploadAsync(string path, HttpContent content, bool streamed, FilesystemOptions? options, CancellationToken cancellationToken)
     {
         using var deadline = HttpTransport.StartDeadline(streamed ? Timeout.InfiniteTimeSpan : _envd.RequestTimeout(options?.RequestTimeout), cancellationToken);
         var uri = FilesUrl(path, options?.User);
@@ -148,7 +148,7 @@ public sealed class Filesystem
     }
 
     /// <summary>Lists a directory; <paramref name="depth"/> 1 lists its entries, 2 their entries too, and so on.</summary>
-    public async Task<IReadOnlyList<EntryInfo>> ListAsync(string path, int depth = 1, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<EntryInfo>> ListAsync(string path, int depth = 1, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(depth, 1);
         var response = await _envd.UnaryAsync(Service + "ListDir", new FsProto.ListDirRequest { Path = path, Depth = (uint)depth }, FsProto.ListDirResponse.Parser, options?.User, options?.RequestTimeout, $"listing {path}", cancellationToken).ConfigureAwait(false);
@@ -156,7 +156,7 @@ public sealed class Filesystem
     }
 
     /// <summary>Whether a file or directory exists.</summary>
-    public async Task<bool> ExistsAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<bool> ExistsAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         try
         {
@@ -174,14 +174,14 @@ public sealed class Filesystem
     }
 
     /// <summary>Information about a file or directory.</summary>
-    public async Task<EntryInfo> GetInfoAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<EntryInfo> GetInfoAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         var response = await _envd.UnaryAsync(Service + "Stat", new FsProto.StatRequest { Path = path }, FsProto.StatResponse.Parser, options?.User, options?.RequestTimeout, $"reading the information of {path}", cancellationToken).ConfigureAwait(false);
         return ToEntry(response.Entry ?? throw new SandboxException($"the sandbox sent no information about {path}"));
     }
 
     /// <summary>Creates a directory and its parents; false when it existed already.</summary>
-    public async Task<bool> MakeDirAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<bool> MakeDirAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         try
         {
@@ -199,14 +199,14 @@ public sealed class Filesystem
     }
 
     /// <summary>Renames (moves) a file or directory; returns the entry at its new path.</summary>
-    public async Task<EntryInfo> RenameAsync(string oldPath, string newPath, FileOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<EntryInfo> RenameAsync(string oldPath, string newPath, FilesystemOptions? options = null, CancellationToken cancellationToken = default)
     {
         var response = await _envd.UnaryAsync(Service + "Move", new FsProto.MoveRequest { Source = oldPath, Destination = newPath }, FsProto.MoveResponse.Parser, options?.User, options?.RequestTimeout, $"renaming {oldPath} to {newPath}", cancellationToken).ConfigureAwait(false);
         return ToEntry(response.Entry ?? throw new SandboxException($"the sandbox sent no information about {newPath}"));
     }
 
     /// <summary>Removes a file, or a directory with everything in it.</summary>
-    public Task RemoveAsync(string path, FileOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task RemoveAsync(string path, FilesystemOptions? options = null, CancellationToken cancellationToken = default) =>
         _envd.UnaryAsync(Service + "Remove", new FsProto.RemoveRequest { Path = path }, FsProto.RemoveResponse.Parser, options?.User, options?.RequestTimeout, $"removing {path}", cancellationToken);
 
     /// <summary>
