@@ -14,7 +14,10 @@ public sealed record ConnectionOptions
     /// <summary>The port of envd, the in-sandbox daemon, in every sandbox.</summary>
     public const int EnvdPort = 49983;
 
-    /// <summary>The API key sent as <c>X-API-Key</c>. Default: <c>PADDOCK_API_KEY</c>, else <c>E2B_API_KEY</c>.</summary>
+    /// <summary>
+    /// The API key sent as <c>X-API-Key</c>. Default: <c>PADDOCK_API_KEY</c>, else <c>E2B_API_KEY</c>; an empty
+    /// string means no key (the environment is not consulted).
+    /// </summary>
     public string? ApiKey { get; init; }
 
     /// <summary>
@@ -114,7 +117,7 @@ public sealed record ResolvedConnection
         }
         return new ResolvedConnection
         {
-            ApiKey = o.ApiKey ?? Env("PADDOCK_API_KEY") ?? Env("E2B_API_KEY"),
+            ApiKey = o.ApiKey is { } key ? (key.Length > 0 ? key : null) : Env("PADDOCK_API_KEY") ?? Env("E2B_API_KEY"),
             ApiUrl = apiUrl,
             SandboxUrl = sandboxUrl,
             Domain = domain,

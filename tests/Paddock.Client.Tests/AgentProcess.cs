@@ -7,7 +7,9 @@ namespace Paddock.Client.Tests;
 
 /// <summary>
 /// A real paddock-agent started as a child process on a free loopback port; the SDK reaches it as debug mode does
-/// (one URL, no control plane). It runs as this user (root in CI), so "user" tests use accounts of this machine.
+/// (one URL, no control plane). It sees this machine's files and accounts. Commands run as <c>nobody</c> by default,
+/// as a sandbox's unprivileged user would: root's login profile on a developer machine (pyenv and the like) is slow
+/// and noisy, and is not what a sandbox runs. Test directories are made writable for that user.
 /// </summary>
 public sealed class AgentProcess : IAsyncDisposable
 {
@@ -20,6 +22,9 @@ public sealed class AgentProcess : IAsyncDisposable
         Port = port;
         Url = new Uri($"http://127.0.0.1:{port}");
     }
+
+    /// <summary>The account commands and file operations act as unless a test names another.</summary>
+    public const string DefaultUser = "nobody";
 
     public int Port { get; }
 
@@ -42,7 +47,22 @@ public sealed class AgentProcess : IAsyncDisposable
 
     public static async Task<AgentProcess> StartAsync(params string[] extraArgs)
     {
-        var port = FreePort();
+        // A port can be taken by another test run between FreePort and the agent's bind: then try another (3 tries).
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                var args = extraArgs.Contains("--default-user") ? extraArgs : [.. extraArgs, "--default-user", DefaultUser];
+                return await StartOnceAsync(FreePort(), args);
+            }
+            catch (PortTakenException) when (attempt < 3)
+            {
+            }
+        }
+    }
+
+    private static async Task<AgentProcess> StartOnceAsync(int port, string[] extraArgs)
+    {
         var (file, args) = Repo.Program("PADDOCK_AGENT_BINARY", "Paddock.Agent", "paddock-agent", "linux-x64");
         var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
         foreach (var a in args.Concat(["--listen", "127.0.0.1", "--port", port.ToString(CultureInfo.InvariantCulture)]).Concat(extraArgs))
@@ -63,7 +83,16 @@ public sealed class AgentProcess : IAsyncDisposable
             {
                 if (process.HasExited)
                 {
+                    if (agent.Log.Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+                    {
+                        throw new PortTakenException();
+                    }
                     throw new InvalidOperationException($"paddock-agent exited with {process.ExitCode} before it was ready: {agent.Log}");
+                }
+                if (!PortOwner.IsListening(process.Id, port))
+                {
+                    await Task.Delay(50, ready.Token);
+                    continue;
                 }
                 try
                 {
@@ -122,6 +151,10 @@ public sealed class AgentProcess : IAsyncDisposable
     }
 }
 
+internal sealed class PortTakenException : Exception
+{
+}
+
 /// <summary>One agent for a test class (starting one per test costs about a second).</summary>
 public sealed class AgentFixture : IAsyncLifetime
 {
@@ -130,6 +163,17 @@ public sealed class AgentFixture : IAsyncLifetime
     public async Task InitializeAsync() => Agent = await AgentProcess.StartAsync();
 
     public async Task DisposeAsync() => await Agent.DisposeAsync();
+}
+
+/// <summary>Temporary directories the agent's default user can write to.</summary>
+internal static class TestDirs
+{
+    public static string Create(string prefix)
+    {
+        var dir = Directory.CreateTempSubdirectory(prefix);
+        File.SetUnixFileMode(dir.FullName, (UnixFileMode)0x1FF); // 0777: the agent acts as "nobody"
+        return dir.FullName;
+    }
 }
 
 /// <summary>Per-test time limits: every await in a test is bounded (STYLE.md, point 9).</summary>

@@ -12,7 +12,7 @@ public sealed class FilesTests : IClassFixture<AgentFixture>, IDisposable
     public FilesTests(AgentFixture fixture)
     {
         _agent = fixture.Agent;
-        _dir = Directory.CreateTempSubdirectory("paddock-client-files-").FullName;
+        _dir = TestDirs.Create("paddock-client-files-");
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
