@@ -1,8 +1,17 @@
 using Paddock.Agent;
 using Paddock.Agent.Auth;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Files;
+using Paddock.Agent.Filesystem;
 using Paddock.Agent.Hosting;
+using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
+
+// The exec helper (a process about to become a command of another user) must not build a host or parse options.
+if (args is [ExecHelper.Verb, ..])
+{
+    return ExecHelper.Run();
+}
 
 AgentOptions options;
 try
@@ -16,7 +25,10 @@ catch (ArgumentException ex)
     return 2;
 }
 
-var builder = WebApplication.CreateSlimBuilder();
+// No reloadOnChange for appsettings*.json: it makes the host watch the working directory recursively with inotify
+// (one watch per directory below it: 840 for /tmp here, the whole rootfs when started in /), slowing the start and
+// spending the inotify watches that WatchDir needs.
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 var h2cSocket = H2cHandoff.NewSocketPath();
 builder.WebHost.ConfigureKestrel(kestrel =>
@@ -33,12 +45,28 @@ builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
 builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
+builder.Services.AddProcessService();
 
 var app = builder.Build();
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+// envd's GET /envs: the sandbox-wide variables every command starts with.
+app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
+{
+    http.Response.ContentType = "application/json";
+    await using var json = new System.Text.Json.Utf8JsonWriter(http.Response.Body);
+    json.WriteStartObject();
+    foreach (var (key, value) in environment.SandboxVariables)
+    {
+        json.WriteString(key, value);
+    }
+    json.WriteEndObject();
+});
+app.MapProcessService();
+app.MapFilesystemService();
+app.MapFileTransfer();
 
 app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
 app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));

@@ -385,7 +385,6 @@ internal static class ConnectEndpoints
 
         public async ValueTask WriteAsync(T message, CancellationToken cancellationToken)
         {
-            var payload = Encode(message, _codec);
             await _gate.WaitAsync(cancellationToken);
             try
             {
@@ -393,7 +392,21 @@ internal static class ConnectEndpoints
                 {
                     throw new InvalidOperationException("the stream has ended");
                 }
-                await WriteFrame(0, payload, cancellationToken);
+                if (_codec == Codec.Proto)
+                {
+                    // Encoded straight into the response pipe: no intermediate array (a process's output stream is
+                    // mostly large data messages, and this saves an allocation and a copy of each).
+                    var header = new byte[Envelope.HeaderSize];
+                    Envelope.WriteHeader(header, 0, message.CalculateSize());
+                    var body = _http.Response.BodyWriter;
+                    body.Write(header);
+                    message.WriteTo(body);
+                    await body.FlushAsync(cancellationToken);
+                }
+                else
+                {
+                    await WriteFrame(0, Encode(message, _codec), cancellationToken);
+                }
             }
             finally
             {

@@ -1,0 +1,358 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Paddock.Bench.Native;
+using Paddock.Bench.Reporting;
+using Paddock.Envd.Process;
+
+namespace Paddock.Bench.Agent;
+
+/// <summary>Settings of one <c>agent</c> run (see <see cref="Program"/> for the command line).</summary>
+internal sealed record AgentBenchOptions
+{
+    public required string Binary { get; init; }
+
+    public int RoundTrips { get; init; } = 1000;
+
+    public int StartSamples { get; init; } = 20;
+
+    public int StreamMiB { get; init; } = 512;
+
+    public int FileMiB { get; init; } = 256;
+
+    /// <summary>Timed runs of each throughput measurement (after one warmup run).</summary>
+    public int Runs { get; init; } = 5;
+
+    /// <summary>The sections to run (start, roundtrip, stream, files); empty: all of them.</summary>
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>();
+
+    /// <summary>Upper bound on the time one section may take; a section stops early when it passes.</summary>
+    public TimeSpan SectionBudget { get; init; } = TimeSpan.FromSeconds(90);
+}
+
+/// <summary>
+/// The agent's end-to-end figures against bare baselines, all measured in this process in one run: the round trip of
+/// <c>/bin/true</c>, stdout streaming, and file upload/download. Agent and baseline samples are taken in alternating
+/// blocks, so a change in the machine's load during the run hits both sides alike.
+/// </summary>
+internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
+{
+    private const int RoundTripBlock = 50;
+
+    public async Task<Report> RunAsync(CancellationToken cancellationToken)
+    {
+        var report = new Report();
+        var binary = new FileInfo(options.Binary);
+        report.AddFact("agent binary size", "binary_bytes", "bytes", binary.Length);
+        report.AddFact("agent binary size", "binary_mib", "MiB", binary.Length / 1048576.0);
+
+        var scratch = Directory.CreateTempSubdirectory("paddock-bench-");
+        try
+        {
+            if (Runs("start"))
+            {
+                var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
+                report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
+                report.AddFact("start-to-ready, worst", "start_to_ready_ms_max", "ms", startToReady.Percentile(100));
+            }
+
+            using var agent = await AgentHost.StartAsync(options.Binary, scratch.FullName, cancellationToken);
+            using var client = new EnvdClient(agent.BaseAddress);
+            if (Runs("roundtrip"))
+            {
+                foreach (var comparison in await MeasureRoundTripAsync(client, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
+            }
+            if (Runs("stream"))
+            {
+                foreach (var comparison in await MeasureStreamingAsync(client, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
+            }
+            if (Runs("files"))
+            {
+                foreach (var comparison in await MeasureFilesAsync(client, scratch.FullName, cancellationToken))
+                {
+                    report.Add(comparison);
+                }
+            }
+            var exit = agent.Stop();
+            report.AddFact("agent exit code after SIGTERM", "agent_exit_code", "", exit);
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+        return report;
+    }
+
+    private bool Runs(string section) => options.Only.Count == 0 || options.Only.Contains(section);
+
+    private async Task<Samples> MeasureStartToReadyAsync(string workdir, CancellationToken cancellationToken)
+    {
+        log.WriteLine($"start-to-ready: {options.StartSamples} starts (+2 warmup)");
+        var samples = new Samples("ms", Direction.LowerIsBetter);
+        var budget = Stopwatch.StartNew();
+        for (var i = 0; i < options.StartSamples + 2 && budget.Elapsed < options.SectionBudget; i++)
+        {
+            using var agent = await AgentHost.StartAsync(options.Binary, workdir, cancellationToken);
+            if (i >= 2)
+            {
+                samples.Add(agent.StartToReady.TotalMilliseconds);
+            }
+        }
+        return samples;
+    }
+
+    private async Task<IEnumerable<Comparison>> MeasureRoundTripAsync(EnvdClient client, CancellationToken cancellationToken)
+    {
+        log.WriteLine($"round trip of /bin/true: {options.RoundTrips} each through the agent (proto, json) and bare posix_spawn+waitpid");
+        var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true" }, Stdin = false };
+        using var bare = new Spawner("/bin/true", [], quiet: true);
+        var proto = new Samples("ms", Direction.LowerIsBetter);
+        var json = new Samples("ms", Direction.LowerIsBetter);
+        var baseline = new Samples("ms", Direction.LowerIsBetter);
+
+        // Warmup: JIT, the keep-alive connection, the page cache of /bin/true.
+        for (var i = 0; i < 100; i++)
+        {
+            Expect(await client.RunAsync(request, json: false, cancellationToken), 0, 0);
+            Expect(await client.RunAsync(request, json: true, cancellationToken), 0, 0);
+            ExpectExit(Spawner.Wait(bare.Spawn()), 0);
+        }
+
+        var budget = Stopwatch.StartNew();
+        var clock = new Stopwatch();
+        while (proto.Count < options.RoundTrips && budget.Elapsed < options.SectionBudget)
+        {
+            for (var i = 0; i < RoundTripBlock; i++)
+            {
+                clock.Restart();
+                var outcome = await client.RunAsync(request, json: false, cancellationToken);
+                clock.Stop();
+                Expect(outcome, 0, 0);
+                proto.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            for (var i = 0; i < RoundTripBlock; i++)
+            {
+                clock.Restart();
+                var outcome = await client.RunAsync(request, json: true, cancellationToken);
+                clock.Stop();
+                Expect(outcome, 0, 0);
+                json.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            for (var i = 0; i < RoundTripBlock; i++)
+            {
+                clock.Restart();
+                var code = Spawner.Wait(bare.Spawn());
+                clock.Stop();
+                ExpectExit(code, 0);
+                baseline.Add(clock.Elapsed.TotalMilliseconds);
+            }
+        }
+        const string baseName = "posix_spawn+waitpid /bin/true";
+        return
+        [
+            new("`true` round trip, Connect proto", "true_round_trip_proto", proto, baseName, baseline, 3),
+            new("`true` round trip, Connect JSON (SDK)", "true_round_trip_json", json, baseName, baseline, 3),
+        ];
+    }
+
+    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CancellationToken cancellationToken)
+    {
+        var bytes = (long)options.StreamMiB * 1024 * 1024;
+        var count = bytes.ToString(CultureInfo.InvariantCulture);
+        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way");
+        var request = new StartRequest { Process = new ProcessConfig { Cmd = "/usr/bin/head", Args = { "-c", count, "/dev/zero" } }, Stdin = false };
+        using var pipeline = new Spawner("/bin/sh", ["-c", $"/usr/bin/head -c {count} /dev/zero | /bin/cat > /dev/null"], quiet: true);
+        using var head = new Spawner("/usr/bin/head", ["-c", count, "/dev/zero"], quiet: true);
+
+        var agent = new Samples("MiB/s", Direction.HigherIsBetter);
+        var catPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var ownPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var budget = Stopwatch.StartNew();
+        for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
+        {
+            var clock = Stopwatch.StartNew();
+            var outcome = await client.RunAsync(request, json: false, cancellationToken);
+            var agentSeconds = clock.Elapsed.TotalSeconds;
+            Expect(outcome, 0, bytes);
+
+            clock.Restart();
+            ExpectExit(Spawner.Wait(pipeline.Spawn()), 0);
+            var catSeconds = clock.Elapsed.TotalSeconds;
+
+            clock.Restart();
+            var read = ReadChildStdout(head);
+            var ownSeconds = clock.Elapsed.TotalSeconds;
+            if (read != bytes)
+            {
+                throw new InvalidDataException($"read {read} bytes from head's pipe, expected {bytes}");
+            }
+
+            if (run > 0)
+            {
+                agent.Add(options.StreamMiB / agentSeconds);
+                catPipe.Add(options.StreamMiB / catSeconds);
+                ownPipe.Add(options.StreamMiB / ownSeconds);
+            }
+        }
+        return
+        [
+            new("stdout streaming through Start", "stdout_stream", agent, "head | cat > /dev/null", catPipe, 0.5),
+            new("stdout streaming through Start", "stdout_stream_vs_own_pipe", agent, "head's pipe read here", ownPipe, 0.5),
+        ];
+    }
+
+    /// <summary>Spawns the program with stdout on a pipe and reads the pipe to its end here; returns the bytes read.</summary>
+    private static unsafe long ReadChildStdout(Spawner spawner)
+    {
+        var fds = stackalloc int[2];
+        if (Posix.Pipe2(fds, Posix.O_CLOEXEC) != 0)
+        {
+            throw new IOException($"pipe2 failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+        int pid;
+        try
+        {
+            pid = spawner.Spawn(stdoutFd: fds[1]);
+        }
+        finally
+        {
+            Posix.Close(fds[1]);
+        }
+        long total = 0;
+        var buffer = (byte*)NativeMemory.Alloc(256 * 1024);
+        try
+        {
+            while (true)
+            {
+                var n = Posix.Read(fds[0], buffer, 256 * 1024);
+                if (n > 0)
+                {
+                    total += n;
+                }
+                else if (n == 0)
+                {
+                    break;
+                }
+                else if (Marshal.GetLastPInvokeError() != Posix.EINTR)
+                {
+                    throw new IOException($"read from pipe failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(buffer);
+            Posix.Close(fds[0]);
+        }
+        ExpectExit(Spawner.Wait(pid), 0);
+        return total;
+    }
+
+    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, string scratch, CancellationToken cancellationToken)
+    {
+        var bytes = (long)options.FileMiB * 1024 * 1024;
+        log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp, {options.Runs} runs (+1 warmup) each");
+        var source = Path.Combine(scratch, "source.bin");
+        await WriteRandomFileAsync(source, bytes, cancellationToken);
+        var target = Path.Combine(scratch, "target.bin");
+        using var cp = new Spawner("/bin/cp", [source, target], quiet: true);
+
+        var uploadOctet = new Samples("MiB/s", Direction.HigherIsBetter);
+        var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
+        var download = new Samples("MiB/s", Direction.HigherIsBetter);
+        var copy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var budget = Stopwatch.StartNew();
+        for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
+        {
+            // Every side writes a new file of the same size on the same filesystem, so each pays the same write cost.
+            File.Delete(target);
+            var clock = Stopwatch.StartNew();
+            ExpectExit(Spawner.Wait(cp.Spawn()), 0);
+            var cpSeconds = clock.Elapsed.TotalSeconds;
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            clock.Restart();
+            await client.UploadAsync(source, target, multipart: false, cancellationToken);
+            var octetSeconds = clock.Elapsed.TotalSeconds;
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            clock.Restart();
+            await client.UploadAsync(source, target, multipart: true, cancellationToken);
+            var multipartSeconds = clock.Elapsed.TotalSeconds;
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            clock.Restart();
+            var got = await client.DownloadAsync(source, target, cancellationToken);
+            var downloadSeconds = clock.Elapsed.TotalSeconds;
+            if (got != bytes)
+            {
+                throw new InvalidDataException($"downloaded {got} bytes, expected {bytes}");
+            }
+
+            if (run > 0)
+            {
+                copy.Add(options.FileMiB / cpSeconds);
+                uploadOctet.Add(options.FileMiB / octetSeconds);
+                uploadMultipart.Add(options.FileMiB / multipartSeconds);
+                download.Add(options.FileMiB / downloadSeconds);
+            }
+        }
+        if (!File.ReadAllBytes(source).AsSpan(0, 4096).SequenceEqual(File.ReadAllBytes(target).AsSpan(0, 4096)))
+        {
+            throw new InvalidDataException("the downloaded file differs from the source");
+        }
+        File.Delete(target);
+        const string baseName = "cp of the same file";
+        return
+        [
+            new("upload POST /files, octet-stream", "upload_octet_stream", uploadOctet, baseName, copy, 0.5),
+            new("upload POST /files, multipart (SDK)", "upload_multipart", uploadMultipart, baseName, copy, 0.5),
+            new("download GET /files", "download", download, baseName, copy, 0.5),
+        ];
+    }
+
+    private static async Task WriteRandomFileAsync(string path, long bytes, CancellationToken cancellationToken)
+    {
+        var block = new byte[1024 * 1024];
+        await using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1);
+        for (long written = 0; written < bytes; written += block.Length)
+        {
+            Random.Shared.NextBytes(block);
+            await file.WriteAsync(block.AsMemory(0, (int)Math.Min(block.Length, bytes - written)), cancellationToken);
+        }
+    }
+
+    private static void Expect(RunOutcome outcome, int exitCode, long stdoutBytes)
+    {
+        if (outcome.ExitCode != exitCode || outcome.StdoutBytes != stdoutBytes)
+        {
+            throw new InvalidDataException($"the agent reported exit {outcome.ExitCode} with {outcome.StdoutBytes} stdout bytes; expected exit {exitCode} with {stdoutBytes}");
+        }
+    }
+
+    private static void ExpectExit(int code, int expected)
+    {
+        if (code != expected)
+        {
+            throw new InvalidDataException($"baseline process exited with {code}, expected {expected}");
+        }
+    }
+
+    private static void ExpectSize(string path, long bytes)
+    {
+        var length = new FileInfo(path).Length;
+        if (length != bytes)
+        {
+            throw new InvalidDataException($"{path} has {length} bytes, expected {bytes}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Google.Protobuf;
+using Paddock.Envd.Connect;
+using Paddock.Envd.Process;
+
+namespace Paddock.Bench.Agent;
+
+/// <summary>What a process run through the agent's Start stream came to.</summary>
+internal readonly record struct RunOutcome(int ExitCode, long StdoutBytes, long StderrBytes);
+
+/// <summary>
+/// A minimal envd client for the bench: Connect server streams over one HTTP/1.1 keep-alive connection, and
+/// <c>/files</c>. Written against the wire (Connect protocol, envd.yaml) rather than any SDK, so what it measures is
+/// the agent plus one loopback hop.
+/// </summary>
+internal sealed class EnvdClient : IDisposable
+{
+    private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
+    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default);
+
+    private readonly HttpClient _http;
+
+    public EnvdClient(Uri baseAddress)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(10),
+            // One connection, reused: the round trip is measured on a warm keep-alive connection.
+            MaxConnectionsPerServer = 1,
+        };
+        _http = new HttpClient(handler)
+        {
+            BaseAddress = baseAddress,
+            DefaultRequestVersion = HttpVersion.Version11,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+    }
+
+    /// <summary>Runs <paramref name="request"/> through <c>process.Process/Start</c> and reads the stream to its end.</summary>
+    public async Task<RunOutcome> RunAsync(StartRequest request, bool json, CancellationToken cancellationToken)
+    {
+        var payload = json ? Encoding.UTF8.GetBytes(Formatter.Format(request)) : request.ToByteArray();
+        var body = new byte[Envelope.HeaderSize + payload.Length];
+        Envelope.WriteHeader(body, 0, payload.Length);
+        payload.CopyTo(body, Envelope.HeaderSize);
+
+        using var message = new HttpRequestMessage(HttpMethod.Post, "/process.Process/Start") { Content = new ByteArrayContent(body) };
+        message.Content.Headers.ContentType = new MediaTypeHeaderValue(json ? "application/connect+json" : "application/connect+proto");
+        message.Headers.TryAddWithoutValidation("Connect-Protocol-Version", "1");
+        using var response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.StatusCode != HttpStatusCode.OK)
+        {
+            throw new HttpRequestException($"Start answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
+
+        var header = new byte[Envelope.HeaderSize];
+        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            long stdout = 0, stderr = 0;
+            int? exitCode = null;
+            while (true)
+            {
+                await stream.ReadExactlyAsync(header, cancellationToken);
+                var (flags, length) = Envelope.ReadHeader(header);
+                if (length > buffer.Length)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = ArrayPool<byte>.Shared.Rent((int)length);
+                }
+                var frame = buffer.AsMemory(0, (int)length);
+                await stream.ReadExactlyAsync(frame, cancellationToken);
+                if ((flags & Envelope.EndStreamFlag) != 0)
+                {
+                    var end = Encoding.UTF8.GetString(frame.Span);
+                    if (end.Contains("\"error\"", StringComparison.Ordinal))
+                    {
+                        throw new HttpRequestException($"Start ended with an error: {end}");
+                    }
+                    return exitCode is { } code
+                        ? new RunOutcome(code, stdout, stderr)
+                        : throw new InvalidDataException("the Start stream ended without an end event");
+                }
+                if (!json && DataEventPayload(frame.Span) is var (isStdout, size))
+                {
+                    // A data event: count it without copying it into a ByteString (1 MiB events would land on the
+                    // large object heap and make the client, not the agent, the bottleneck).
+                    if (isStdout)
+                    {
+                        stdout += size;
+                    }
+                    else
+                    {
+                        stderr += size;
+                    }
+                    continue;
+                }
+                var evt = (json
+                    ? (StartResponse)Parser.Parse(Encoding.UTF8.GetString(frame.Span), StartResponse.Descriptor)
+                    : StartResponse.Parser.ParseFrom(frame.Span)).Event;
+                switch (evt?.EventCase)
+                {
+                    case ProcessEvent.EventOneofCase.Data:
+                        stdout += evt.Data.Stdout.Length;
+                        stderr += evt.Data.Stderr.Length;
+                        break;
+                    case ProcessEvent.EventOneofCase.End:
+                        exitCode = evt.End.ExitCode;
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// When <paramref name="message"/> is a binary StartResponse holding only a stdout or stderr data event
+    /// (StartResponse.event = 1 → ProcessEvent.data = 2 → DataEvent.stdout = 1 / stderr = 2, all length-delimited),
+    /// the stream it belongs to and its byte count; otherwise null, and the caller parses the message in full.
+    /// </summary>
+    internal static (bool IsStdout, int Size)? DataEventPayload(ReadOnlySpan<byte> message)
+    {
+        if (!TryField(ref message, 1, out var processEvent) || !message.IsEmpty)
+        {
+            return null;
+        }
+        if (!TryField(ref processEvent, 2, out var data) || !processEvent.IsEmpty)
+        {
+            return null;
+        }
+        if (data.IsEmpty || (data[0] != ((1 << 3) | 2) && data[0] != ((2 << 3) | 2)))
+        {
+            return null;
+        }
+        var isStdout = data[0] == ((1 << 3) | 2);
+        return TryField(ref data, isStdout ? 1 : 2, out var bytes) && data.IsEmpty ? (isStdout, bytes.Length) : null;
+    }
+
+    /// <summary>Reads one length-delimited field with a one-byte tag for <paramref name="number"/> from the front of <paramref name="span"/>.</summary>
+    private static bool TryField(ref ReadOnlySpan<byte> span, int number, out ReadOnlySpan<byte> value)
+    {
+        value = default;
+        if (span.IsEmpty || span[0] != (byte)((number << 3) | 2))
+        {
+            return false;
+        }
+        var length = 0UL;
+        var i = 1;
+        for (var shift = 0; ; shift += 7)
+        {
+            if (i >= span.Length || shift > 35)
+            {
+                return false;
+            }
+            var b = span[i++];
+            length |= (ulong)(b & 0x7f) << shift;
+            if ((b & 0x80) == 0)
+            {
+                break;
+            }
+        }
+        if (length > (ulong)(span.Length - i))
+        {
+            return false;
+        }
+        value = span.Slice(i, (int)length);
+        span = span[(i + (int)length)..];
+        return true;
+    }
+
+    /// <summary>
+    /// <c>POST /files?path=</c>: the body streams from <paramref name="localPath"/>, either as
+    /// <c>application/octet-stream</c> or as the one-part <c>multipart/form-data</c> the SDK sends by default.
+    /// </summary>
+    public async Task UploadAsync(string localPath, string remotePath, bool multipart, CancellationToken cancellationToken)
+    {
+        await using var file = new FileStream(localPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        var content = new StreamContent(file, 256 * 1024);
+        HttpContent body = content;
+        if (multipart)
+        {
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            var form = new MultipartFormDataContent { { content, "file", remotePath } };
+            body = form;
+        }
+        else
+        {
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        }
+        using var response = await _http.PostAsync($"/files?path={Uri.EscapeDataString(remotePath)}", body, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException($"POST /files answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        body.Dispose();
+    }
+
+    /// <summary><c>GET /files?path=</c>, written to <paramref name="localPath"/> as a client saving a download would.</summary>
+    public async Task<long> DownloadAsync(string remotePath, string localPath, CancellationToken cancellationToken)
+    {
+        using var response = await _http.GetAsync($"/files?path={Uri.EscapeDataString(remotePath)}", HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new HttpRequestException($"GET /files answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        await using var source = await response.Content.ReadAsStreamAsync(cancellationToken);
+        await using var file = new FileStream(localPath, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None);
+        await source.CopyToAsync(file, 256 * 1024, cancellationToken);
+        return file.Length;
+    }
+
+    public void Dispose() => _http.Dispose();
+}

@@ -1,0 +1,82 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Paddock.Agent.Native;
+
+/// <summary>
+/// Pipes, socket pairs and descriptor flags. Every descriptor is created with O_CLOEXEC so that a process spawned
+/// concurrently by another request never inherits it; the spawn's file actions dup2 the child's ends into place.
+/// The agent's ends become <see cref="Socket"/>s: .NET drives a Socket over any pollable descriptor (pipes and
+/// pty masters included) through its epoll engine, which gives real async reads and writes without a blocked thread
+/// per stream (measured: reads, writes, EOF and cancellation behave on pipes and /dev/ptmx as on sockets).
+/// </summary>
+internal static unsafe partial class Descriptors
+{
+    private const int O_CLOEXEC = 0x80000;
+    private const int F_SETFD = 2;
+    private const int FD_CLOEXEC = 1;
+    private const int F_SETPIPE_SZ = 1031;
+    private const int AF_UNIX = 1;
+    private const int SOCK_STREAM = 1;
+    private const int SOCK_CLOEXEC = 0x80000;
+
+    /// <summary>A pipe: the two descriptors, owned by the caller. Throws <see cref="IOException"/> when out of descriptors.</summary>
+    public static (int Read, int Write) CreatePipe()
+    {
+        int* fds = stackalloc int[2];
+        if (pipe2(fds, O_CLOEXEC) != 0)
+        {
+            throw Failure("pipe2");
+        }
+        return (fds[0], fds[1]);
+    }
+
+    /// <summary>A connected AF_UNIX stream socket pair, owned by the caller.</summary>
+    public static (int A, int B) CreateSocketPair()
+    {
+        int* fds = stackalloc int[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        {
+            throw Failure("socketpair");
+        }
+        return (fds[0], fds[1]);
+    }
+
+    /// <summary>
+    /// Asks for a larger pipe buffer (F_SETPIPE_SZ). Best effort: an unprivileged agent is capped by
+    /// /proc/sys/fs/pipe-max-size and keeps the 64 KiB default, which is only slower, not wrong.
+    /// </summary>
+    public static void TryGrowPipe(int fd, int bytes) => _ = fcntl(fd, F_SETPIPE_SZ, bytes);
+
+    /// <summary>Sets FD_CLOEXEC on a descriptor this process got through a spawn's dup2 (the exec helper's channel).</summary>
+    public static bool SetCloseOnExec(int fd) => fcntl(fd, F_SETFD, FD_CLOEXEC) == 0;
+
+    /// <summary>Takes ownership of a descriptor as a Socket for async I/O.</summary>
+    public static Socket AsSocket(int fd) => new(new SafeSocketHandle(fd, ownsHandle: true));
+
+    /// <summary>Takes ownership of a descriptor that only needs closing.</summary>
+    public static SafeFileHandle Own(int fd) => new(fd, ownsHandle: true);
+
+    /// <summary>close(2) of a descriptor not yet owned by a handle; errors are ignored, as nothing is left to do.</summary>
+    public static void Close(int fd) => _ = close(fd);
+
+    private static IOException Failure(string call)
+    {
+        var errno = Marshal.GetLastPInvokeError();
+        return new IOException($"{call} failed: {Errno.Message(errno)}", errno);
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int pipe2(int* fds, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int socketpair(int domain, int type, int protocol, int* fds);
+
+    // fcntl is variadic; F_SETFD and F_SETPIPE_SZ take an int, passed in a register on every 64-bit ABI we run on.
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int fd);
+}

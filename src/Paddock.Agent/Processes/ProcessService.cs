@@ -1,0 +1,349 @@
+using Google.Protobuf;
+using Paddock.Agent.Connect;
+using Paddock.Agent.Native;
+using Paddock.Agent.Users;
+using Paddock.Envd.Connect;
+using Paddock.Envd.Process;
+
+namespace Paddock.Agent.Processes;
+
+/// <summary>
+/// The <c>process.Process</c> Connect service (E2B envd's process API): start, attach to, feed, signal and list
+/// processes in the sandbox.
+/// </summary>
+internal sealed class ProcessService
+{
+    private const string Service = "process.Process";
+
+    private readonly ProcessTable _table;
+    private readonly ProcessSpawner _spawner;
+    private readonly ProcessEnvironment _environment;
+    private readonly AgentOptions _options;
+    private readonly ILogger<ProcessService> _logger;
+
+    public ProcessService(ProcessTable table, ProcessSpawner spawner, ProcessEnvironment environment, AgentOptions options, ILogger<ProcessService> logger)
+    {
+        _table = table;
+        _spawner = spawner;
+        _environment = environment;
+        _options = options;
+        _logger = logger;
+    }
+
+    public void Map(IEndpointRouteBuilder app)
+    {
+        app.MapConnectServerStream<StartRequest, StartResponse>(Service, "Start", StartAsync);
+        app.MapConnectServerStream<ConnectRequest, ConnectResponse>(Service, "Connect", ConnectAsync);
+        app.MapConnectUnary<ListRequest, ListResponse>(Service, "List", List);
+        app.MapConnectUnary<SendInputRequest, SendInputResponse>(Service, "SendInput", SendInputAsync);
+        app.MapConnectClientStream<StreamInputRequest, StreamInputResponse>(Service, "StreamInput", StreamInputAsync);
+        app.MapConnectUnary<CloseStdinRequest, CloseStdinResponse>(Service, "CloseStdin", CloseStdinAsync);
+        app.MapConnectUnary<SendSignalRequest, SendSignalResponse>(Service, "SendSignal", SendSignal);
+        app.MapConnectUnary<UpdateRequest, UpdateResponse>(Service, "Update", Update);
+    }
+
+    /// <summary>
+    /// Starts a process and streams its events. The process outlives the stream: a client that disconnects leaves
+    /// it running (Connect attaches again). The exception is the call's own deadline (Connect-Timeout-Ms), which
+    /// E2B's SDKs send as the command's timeout: when it passes, the process group is killed, as envd does.
+    /// </summary>
+    private async Task StartAsync(StartRequest request, IStreamWriter<StartResponse> writer, ConnectCallContext context)
+    {
+        var config = request.Process ?? throw new ConnectException(ConnectCode.InvalidArgument, "the request names no process to start");
+        if (string.IsNullOrEmpty(config.Cmd))
+        {
+            throw new ConnectException(ConnectCode.InvalidArgument, "the process has no cmd");
+        }
+        CheckText(config);
+        (ushort, ushort)? terminal = null;
+        if (request.Pty is { } pty)
+        {
+            var (cols, rows) = (pty.Size?.Cols ?? 0, pty.Size?.Rows ?? 0);
+            if (cols > ushort.MaxValue || rows > ushort.MaxValue)
+            {
+                throw new ConnectException(ConnectCode.InvalidArgument, $"terminal size {cols}x{rows} is out of range (at most 65535x65535)");
+            }
+            terminal = ((ushort)cols, (ushort)rows);
+        }
+
+        var user = context.User;
+        var cwd = ResolveWorkingDirectory(config, user);
+        var env = _environment.Build(user, terminal is not null, config.Envs);
+        var pathVariable = env.FindLast(kv => kv.Key == "PATH").Value;
+        var executable = ProcessEnvironment.ResolveExecutable(config.Cmd, pathVariable, cwd)
+            ?? throw new ConnectException(ConnectCode.InvalidArgument, $"cannot execute '{config.Cmd}': not found in PATH ({pathVariable})");
+
+        using var reservation = _table.Reserve();
+        var process = new ManagedProcess(config.Clone(), request.HasTag ? request.Tag : null, terminal is not null, _logger);
+        using var subscription = process.Output.Subscribe();
+        var spawned = await _spawner.SpawnAsync(new SpawnRequest(
+            executable,
+            [config.Cmd, .. config.Args],
+            env.ConvertAll(kv => kv.Key + "=" + kv.Value),
+            cwd,
+            user,
+            Stdin: !request.HasStdin || request.Stdin,
+            terminal), context.CancellationToken);
+        process.Attach(spawned);
+        _table.Add(process, reservation);
+        ProcessLog.Started(_logger, process.Pid, config.Cmd, user.Name);
+
+        try
+        {
+            await StreamAsync(process, subscription, e => writer.WriteAsync(new StartResponse { Event = e }, context.CancellationToken), context);
+        }
+        catch (OperationCanceledException) when (!context.Http.RequestAborted.IsCancellationRequested && context.CancellationToken.IsCancellationRequested)
+        {
+            ProcessLog.DeadlineKill(_logger, process.Pid);
+            process.Signal(Signals.SIGKILL);
+            throw;
+        }
+    }
+
+    /// <summary>Attaches to a running process: a start event with its pid, its further output, its end.</summary>
+    private async Task ConnectAsync(ConnectRequest request, IStreamWriter<ConnectResponse> writer, ConnectCallContext context)
+    {
+        var process = _table.Find(request.Process);
+        using var subscription = process.Output.Subscribe();
+        await StreamAsync(process, subscription, e => writer.WriteAsync(new ConnectResponse { Event = e }, context.CancellationToken), context);
+    }
+
+    private static async Task StreamAsync(ManagedProcess process, OutputSubscription subscription, Func<ProcessEvent, ValueTask> write, ConnectCallContext context)
+    {
+        var cancellationToken = context.CancellationToken;
+        try
+        {
+            await write(new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = (uint)process.Pid } });
+            using var keepAliveStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var keepAlive = KeepAliveAsync(write, context.KeepAliveInterval, keepAliveStop.Token);
+            try
+            {
+                await foreach (var chunk in subscription.Reader.ReadAllAsync(cancellationToken))
+                {
+                    try
+                    {
+                        // No copy here: the writer encodes the message before it returns, while the chunk is held.
+                        var bytes = UnsafeByteOperations.UnsafeWrap(chunk.Data);
+                        var data = chunk.Kind switch
+                        {
+                            OutputKind.Stdout => new ProcessEvent.Types.DataEvent { Stdout = bytes },
+                            OutputKind.Stderr => new ProcessEvent.Types.DataEvent { Stderr = bytes },
+                            _ => new ProcessEvent.Types.DataEvent { Pty = bytes },
+                        };
+                        await write(new ProcessEvent { Data = data });
+                    }
+                    finally
+                    {
+                        chunk.Release();
+                    }
+                }
+            }
+            finally
+            {
+                keepAliveStop.Cancel();
+                await keepAlive;
+            }
+            // The queue completes only after the end event exists, so every byte above went out before it.
+            var end = await process.Ended.WaitAsync(cancellationToken);
+            await write(new ProcessEvent { End = end });
+        }
+        catch (Exception ex) when (context.Http.RequestAborted.IsCancellationRequested && ex is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // The client went away: the process goes on without this stream.
+        }
+    }
+
+    private static async Task KeepAliveAsync(Func<ProcessEvent, ValueTask> write, TimeSpan interval, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var timer = new PeriodicTimer(interval);
+            while (await timer.WaitForNextTickAsync(cancellationToken))
+            {
+                await write(new ProcessEvent { Keepalive = new ProcessEvent.Types.KeepAlive() });
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // Stopped with the stream; a failed write is the main loop's to report.
+        }
+    }
+
+    private ValueTask<ListResponse> List(ListRequest request, ConnectCallContext context)
+    {
+        var response = new ListResponse();
+        foreach (var p in _table.Snapshot())
+        {
+            if (p.Ended.IsCompleted)
+            {
+                continue;
+            }
+            var info = new ProcessInfo { Config = p.Config, Pid = (uint)p.Pid };
+            if (p.Tag is not null)
+            {
+                info.Tag = p.Tag;
+            }
+            response.Processes.Add(info);
+        }
+        return ValueTask.FromResult(response);
+    }
+
+    private async ValueTask<SendInputResponse> SendInputAsync(SendInputRequest request, ConnectCallContext context)
+    {
+        var process = _table.Find(request.Process);
+        await process.WriteInputAsync(request.Input ?? throw new ConnectException(ConnectCode.InvalidArgument, "the request carries no input"), context.CancellationToken);
+        return new SendInputResponse();
+    }
+
+    /// <summary>A start event selecting the process, then data events in order; keepalives are skipped.</summary>
+    private async ValueTask<StreamInputResponse> StreamInputAsync(IAsyncEnumerable<StreamInputRequest> requests, ConnectCallContext context)
+    {
+        ManagedProcess? process = null;
+        await foreach (var request in requests)
+        {
+            switch (request.EventCase)
+            {
+                case StreamInputRequest.EventOneofCase.Start:
+                    if (process is not null)
+                    {
+                        throw new ConnectException(ConnectCode.InvalidArgument, "the input stream selected its process twice");
+                    }
+                    process = _table.Find(request.Start.Process);
+                    break;
+                case StreamInputRequest.EventOneofCase.Data:
+                    if (process is null)
+                    {
+                        throw new ConnectException(ConnectCode.InvalidArgument, "the input stream sent data before a start event selecting the process");
+                    }
+                    await process.WriteInputAsync(request.Data.Input ?? throw new ConnectException(ConnectCode.InvalidArgument, "a data event carries no input"), context.CancellationToken);
+                    break;
+                default:
+                    break; // keepalive
+            }
+        }
+        return process is null
+            ? throw new ConnectException(ConnectCode.InvalidArgument, "the input stream ended without a start event selecting the process")
+            : new StreamInputResponse();
+    }
+
+    private async ValueTask<CloseStdinResponse> CloseStdinAsync(CloseStdinRequest request, ConnectCallContext context)
+    {
+        await _table.Find(request.Process).CloseStdinAsync(context.CancellationToken);
+        return new CloseStdinResponse();
+    }
+
+    private ValueTask<SendSignalResponse> SendSignal(SendSignalRequest request, ConnectCallContext context)
+    {
+        var signal = request.Signal switch
+        {
+            Signal.Sigterm => Signals.SIGTERM,
+            Signal.Sigkill => Signals.SIGKILL,
+            _ => throw new ConnectException(ConnectCode.InvalidArgument, $"unsupported signal {request.Signal}: only SIGTERM and SIGKILL are sent"),
+        };
+        _table.Find(request.Process).Signal(signal);
+        return ValueTask.FromResult(new SendSignalResponse());
+    }
+
+    private ValueTask<UpdateResponse> Update(UpdateRequest request, ConnectCallContext context)
+    {
+        var process = _table.Find(request.Process);
+        if (request.Pty?.Size is { } size)
+        {
+            process.Resize(size.Cols, size.Rows);
+        }
+        return ValueTask.FromResult(new UpdateResponse());
+    }
+
+    /// <summary>
+    /// The request's cwd ("~" and relative paths from the user's home, as envd resolves them); without one the
+    /// agent's default workdir, else the home, else "/" when the home does not exist (as login(1) does).
+    /// </summary>
+    private string ResolveWorkingDirectory(ProcessConfig config, AgentUser user)
+    {
+        string cwd;
+        if (config.HasCwd && config.Cwd.Length > 0)
+        {
+            var requested = config.Cwd;
+            if (requested == "~" || requested.StartsWith("~/", StringComparison.Ordinal))
+            {
+                requested = user.Home + requested[1..];
+            }
+            cwd = Path.GetFullPath(Path.IsPathRooted(requested) ? requested : Path.Combine(user.Home, requested));
+        }
+        else if (_options.DefaultWorkdir is { Length: > 0 } workdir)
+        {
+            cwd = workdir;
+        }
+        else
+        {
+            return Directory.Exists(user.Home) ? user.Home : "/";
+        }
+        if (!Directory.Exists(cwd))
+        {
+            throw new ConnectException(ConnectCode.InvalidArgument, File.Exists(cwd)
+                ? $"cwd '{cwd}' is not a directory"
+                : $"cwd '{cwd}' does not exist");
+        }
+        return cwd;
+    }
+
+    // NUL cannot pass through execve: a C string ends there, so the process would silently get something else.
+    private static void CheckText(ProcessConfig config)
+    {
+        static void Check(string value, string what)
+        {
+            if (value.Contains('\0', StringComparison.Ordinal))
+            {
+                throw new ConnectException(ConnectCode.InvalidArgument, $"{what} contains a NUL character");
+            }
+        }
+
+        Check(config.Cmd, "cmd");
+        foreach (var a in config.Args)
+        {
+            Check(a, "an argument");
+        }
+        foreach (var (key, value) in config.Envs)
+        {
+            if (key.Length == 0 || key.Contains('=', StringComparison.Ordinal))
+            {
+                throw new ConnectException(ConnectCode.InvalidArgument, $"invalid environment variable name '{key}'");
+            }
+            Check(key, "an environment variable name");
+            Check(value, $"environment variable {key}");
+        }
+        if (config.HasCwd)
+        {
+            Check(config.Cwd, "cwd");
+        }
+    }
+}
+
+/// <summary>Registration of the process service in the agent's host.</summary>
+internal static class ProcessServiceExtensions
+{
+    /// <summary>Registers the reaper, spawner, table and service, and the shutdown that ends child processes.</summary>
+    public static IServiceCollection AddProcessService(this IServiceCollection services)
+    {
+        services.AddSingleton<ChildReaper>();
+        services.AddSingleton<ProcessTable>();
+        services.AddSingleton(_ =>
+        {
+            var environment = new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH"));
+            environment.LoadSandboxVariables(Environment.GetEnvironmentVariable("PADDOCK_AGENT_SANDBOX_ENV"));
+            return environment;
+        });
+        services.AddSingleton<ProcessSpawner>();
+        services.AddSingleton<ProcessService>();
+        services.AddHostedService<ProcessSupervisor>();
+        return services;
+    }
+
+    /// <summary>Maps the process.Process routes; starts the reaper now, before any request can spawn.</summary>
+    public static WebApplication MapProcessService(this WebApplication app)
+    {
+        app.Services.GetRequiredService<ChildReaper>();
+        app.Services.GetRequiredService<ProcessService>().Map(app);
+        return app;
+    }
+}
