@@ -167,6 +167,21 @@ public sealed class IsolationTests
         Assert.Equal(2L << 30, usage.DiskTotalBytes);
     }
 
+    [Fact]
+    public async Task Sandbox_variables_reach_commands_but_not_the_agents_own_loader()
+    {
+        var spec = _fixture.Spec(_fixture.Base) with
+        {
+            // LD_PRELOAD of a missing library would break the agent's start if it reached the agent's environment.
+            EnvVars = new Dictionary<string, string> { ["GREETING"] = "hello sandbox", ["LD_PRELOAD"] = "/nonexistent.so" },
+        };
+        await using var sandbox = await _fixture.StartAsync(spec);
+
+        var output = await sandbox.RunAsync("echo \"$GREETING\"; tr '\\0' '\\n' < /proc/1/environ | grep -c '^LD_PRELOAD=' || true", user: "root");
+
+        Assert.Equal("hello sandbox\n0\n", output.Stdout);
+    }
+
     /// <summary>/proc/PID/status on the host of the sandbox process whose pid inside is <paramref name="pidInside"/>.</summary>
     private Dictionary<string, string> HostStatus(string sandboxId, uint pidInside)
     {
