@@ -53,6 +53,9 @@ internal sealed record DaemonOptions
     /// <summary>How often the daemon looks for sandboxes that died on their own and purges old records.</summary>
     public TimeSpan HousekeepingPeriod { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>A template to build (or find cached) before the listener opens, so the first create does not wait for it.</summary>
+    public string? PrepareTemplate { get; init; }
+
     /// <summary>How long the runtime may take to start a sandbox before the create fails.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -69,6 +72,7 @@ internal sealed record DaemonOptions
           --memory-mb N             memory per sandbox unless the create says (default 512; env PADDOCK_MEMORY_MB)
           --disk-mb N               writable disk per sandbox unless the create says (default 1024; env PADDOCK_DISK_MB)
           --max-pids N              processes per sandbox (default 1024; env PADDOCK_MAX_PIDS)
+          --prepare-template NAME   build or find NAME (e.g. base) before listening (env PADDOCK_PREPARE_TEMPLATE)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -93,6 +97,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--memory-mb", Env("MEMORY_MB"));
         options = Apply(options, "--disk-mb", Env("DISK_MB"));
         options = Apply(options, "--max-pids", Env("MAX_PIDS"));
+        options = Apply(options, "--prepare-template", Env("PREPARE_TEMPLATE"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -139,6 +144,7 @@ internal sealed record DaemonOptions
             "--memory-mb" => options with { DefaultMemoryMB = ParseAtLeast(name, value, 128) },
             "--disk-mb" => options with { DefaultDiskSizeMB = ParsePositive(name, value) },
             "--max-pids" => options with { MaxPids = ParseAtLeast(name, value, 16) },
+            "--prepare-template" => options with { PrepareTemplate = value.Length > 0 ? value : throw new ArgumentException("--prepare-template needs a template name") },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

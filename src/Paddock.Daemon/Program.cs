@@ -51,6 +51,13 @@ await using (app)
         Console.WriteLine($"paddockd: created the first API key (also written to {Path.Combine(options.StateDir, Paddock.Daemon.Auth.ApiKeyBootstrap.FileName)}):");
         Console.WriteLine(key);
     }
+    if (options.PrepareTemplate is { } template)
+    {
+        // Before the listener opens: the first create then finds the template ready (a base build takes minutes).
+        var store = app.Services.GetRequiredService<TemplateStore>();
+        var info = await store.GetOrBuildAsync(template, CancellationToken.None, line => Console.WriteLine($"paddockd: template {template}: {line}"));
+        Console.WriteLine($"paddockd: template {template} ready ({info.Version})");
+    }
     await app.RunAsync();
 }
 return 0;

@@ -4,23 +4,10 @@ import { after, before, describe, it } from 'node:test'
 import { mkdirSync, realpathSync } from 'node:fs'
 import path from 'node:path'
 import { AuthenticationError, CommandExitError, InvalidArgumentError, NotFoundError, SandboxError, TimeoutError } from 'e2b'
-import { account, commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
+import { account, alive, commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
 
 const T = { timeout: 30_000 }
 const isRoot = process.getuid?.() === 0
-
-/** True while a process with this pid exists on this host (the agent runs here, so its children do too). */
-function alive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if (err.code === 'ESRCH') {
-      return false
-    }
-    throw err
-  }
-}
 
 describe('commands', () => {
   let agent

@@ -273,16 +273,17 @@ describe('files', () => {
       assert.match(info.permissions, /^d[rwx-]{9}$/)
     })
 
-    it('reports a symlink with its resolved target and the target\'s type', T, async () => {
+    it('reports a symlink as a symlink, with its resolved target', T, async () => {
       const dir = fresh()
       writeFileSync(path.join(dir, 'target.txt'), 'target')
       symlinkSync('target.txt', path.join(dir, 'link'))
       const info = await sandbox.files.getInfo(path.join(dir, 'link'))
       assert.equal(info.name, 'link')
       assert.equal(info.path, path.join(dir, 'link'))
-      // envd resolves the link (EvalSymlinks) and reports the type of what it points at.
+      // The link's own type (the proto's FILE_TYPE_SYMLINK, which the SDK maps to FileType.SYMLINK), with
+      // the target resolved to an absolute path as the SDK's own info test expects.
       assert.equal(info.symlinkTarget, path.join(dir, 'target.txt'))
-      assert.equal(info.type, 'file')
+      assert.equal(info.type, 'symlink')
     })
 
     it('throws FileNotFoundError for a path that does not exist', T, async () => {

@@ -2,23 +2,10 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { CommandExitError, NotFoundError, SandboxError } from 'e2b'
-import { commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
+import { alive, commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
 
 const T = { timeout: 30_000 }
 const enc = (s) => new TextEncoder().encode(s)
-
-/** True while a process with this pid exists on this host. */
-function alive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if (err.code === 'ESRCH') {
-      return false
-    }
-    throw err
-  }
-}
 
 /** Collects a terminal's output; `until` waits for a pattern to appear in what arrived after `mark()`. */
 function terminalOutput() {

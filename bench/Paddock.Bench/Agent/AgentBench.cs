@@ -257,16 +257,19 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
     private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, string scratch, CancellationToken cancellationToken)
     {
         var bytes = (long)options.FileMiB * 1024 * 1024;
-        log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp, {options.Runs} runs (+1 warmup) each");
+        log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp and cat, {options.Runs} runs (+1 warmup) each");
         var source = Path.Combine(scratch, "source.bin");
         await WriteRandomFileAsync(source, bytes, cancellationToken);
         var target = Path.Combine(scratch, "target.bin");
         using var cp = new Spawner("/bin/cp", [source, target], quiet: true);
+        // cp copies inside the kernel (copy_file_range); cat moves the bytes through a process, as the agent must.
+        using var cat = new Spawner("/bin/sh", ["-c", "exec /bin/cat \"$0\" > \"$1\"", source, target], quiet: true);
 
         var uploadOctet = new Samples("MiB/s", Direction.HigherIsBetter);
         var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
         var download = new Samples("MiB/s", Direction.HigherIsBetter);
         var copy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var catCopy = new Samples("MiB/s", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
@@ -275,6 +278,12 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             var clock = Stopwatch.StartNew();
             ExpectExit(Spawner.Wait(cp.Spawn()), 0);
             var cpSeconds = clock.Elapsed.TotalSeconds;
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            clock.Restart();
+            ExpectExit(Spawner.Wait(cat.Spawn()), 0);
+            var catSeconds = clock.Elapsed.TotalSeconds;
             ExpectSize(target, bytes);
 
             File.Delete(target);
@@ -301,6 +310,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             if (run > 0)
             {
                 copy.Add(options.FileMiB / cpSeconds);
+                catCopy.Add(options.FileMiB / catSeconds);
                 uploadOctet.Add(options.FileMiB / octetSeconds);
                 uploadMultipart.Add(options.FileMiB / multipartSeconds);
                 download.Add(options.FileMiB / downloadSeconds);
@@ -317,6 +327,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             new("upload POST /files, octet-stream", "upload_octet_stream", uploadOctet, baseName, copy, 0.5),
             new("upload POST /files, multipart (SDK)", "upload_multipart", uploadMultipart, baseName, copy, 0.5),
             new("download GET /files", "download", download, baseName, copy, 0.5),
+            new("upload POST /files, octet-stream", "upload_octet_stream_vs_cat", uploadOctet, "cat src > dst", catCopy, 0.5),
+            new("download GET /files", "download_vs_cat", download, "cat src > dst", catCopy, 0.5),
         ];
     }
 

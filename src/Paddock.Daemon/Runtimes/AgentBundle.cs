@@ -13,19 +13,16 @@ namespace Paddock.Daemon.Runtimes;
 /// libc: it runs in a Debian rootfs, an Alpine (musl) one, or a rootfs with no libc at all.
 /// </summary>
 /// <remarks>
-/// The bundle also carries a statically linked <c>tini</c> (Debian's tini-static, Docker's <c>--init</c>) to be the
-/// sandbox's PID 1, with the agent as its child. The agent cannot be PID 1 itself: .NET's signal-handling thread
-/// reaps every child with waitpid(-1) when the process is PID 1 (dotnet/runtime pal_signal.c, <c>reapAll = g_pid == 1
-/// || ...</c>), so the agent's own reaper never sees the exit status of a command it started (measured here: the
-/// stream of process.Process/Start got no end event; strace showed ".NET SigHandler" calling wait4(-1, WNOHANG)).
+/// The agent is the sandbox's PID 1, so it reaps orphans and must keep .NET's runtime from reaping its children:
+/// as PID 1 the runtime's signal thread otherwise calls waitpid(-1) itself (dotnet/runtime pal_signal.c,
+/// <c>reapAll = g_pid == 1 || ...</c>) and the agent loses every exit status (measured here before the agent took the
+/// runtime's SIGCHLD hook: process.Process/Start streams ended without an end event).
 /// </remarks>
 internal sealed record AgentBundle(string Directory, string LoaderName, string Fingerprint)
 {
     /// <summary>Where runtimes mount the bundle inside a sandbox.</summary>
     public const string MountPoint = "/.paddock";
 
-    /// <summary>The sandbox's init inside the bundle: it forwards signals to the agent and reaps orphans.</summary>
-    public const string InitPath = MountPoint + "/tini";
 
     /// <summary>The port the agent listens on inside every sandbox (E2B's envd port).</summary>
     public const int AgentPort = 49983;
@@ -36,9 +33,6 @@ internal sealed record AgentBundle(string Directory, string LoaderName, string F
     /// </summary>
     public IReadOnlyList<string> LaunchPrefix =>
         [$"{MountPoint}/lib/{LoaderName}", "--library-path", $"{MountPoint}/lib", $"{MountPoint}/paddock-agent"];
-
-    /// <summary>The sandbox's init command up to the agent's own options: tini, then <see cref="LaunchPrefix"/>.</summary>
-    public IReadOnlyList<string> InitCommand => [InitPath, "--", .. LaunchPrefix];
 }
 
 /// <summary>Builds <see cref="AgentBundle"/> directories, one per agent binary content, under the state directory.</summary>
@@ -51,24 +45,18 @@ internal sealed partial class AgentBundleBuilder
     [GeneratedRegex(@"^\s*(?<path>/\S*ld-linux\S*)\s+\(0x[0-9a-f]+\)\s*$")]
     private static partial Regex LoaderLine();
 
-    /// <summary>Where Debian's <c>tini</c> package puts its statically linked build.</summary>
-    public const string DefaultInitBinary = "/usr/bin/tini-static";
-
     private readonly string _bundlesDirectory;
     private readonly IReadOnlyList<string> _optionalLibraries;
-    private readonly string _initBinary;
     private readonly ILogger _logger;
 
     /// <param name="bundlesDirectory">Parent of the bundle directories (one per binary content).</param>
     /// <param name="optionalLibraries">
     /// Libraries the agent loads with dlopen rather than links (ldd cannot see them), copied when the host has them.
     /// </param>
-    /// <param name="initBinary">A statically linked tini, the sandbox's PID 1 (see <see cref="AgentBundle"/>).</param>
-    public AgentBundleBuilder(string bundlesDirectory, IReadOnlyList<string> optionalLibraries, ILogger logger, string initBinary = DefaultInitBinary)
+    public AgentBundleBuilder(string bundlesDirectory, IReadOnlyList<string> optionalLibraries, ILogger logger)
     {
         _bundlesDirectory = bundlesDirectory;
         _optionalLibraries = optionalLibraries;
-        _initBinary = initBinary;
         _logger = logger;
     }
 
@@ -90,11 +78,7 @@ internal sealed partial class AgentBundleBuilder
                 $"the agent binary {agentBinary} does not exist: publish it with 'dotnet publish src/Paddock.Agent -c Release -o {Path.GetDirectoryName(agentBinary)}' or set Runc:AgentBinary",
                 agentBinary);
         }
-        if (!File.Exists(_initBinary))
-        {
-            throw new FileNotFoundException($"{_initBinary} does not exist: install Debian's tini package (apt-get install tini)", _initBinary);
-        }
-        var fingerprint = await FingerprintAsync([agentBinary, _initBinary], cancellationToken);
+        var fingerprint = await FingerprintAsync(agentBinary, cancellationToken);
         var directory = Path.Combine(_bundlesDirectory, fingerprint);
         var manifest = Path.Combine(directory, "loader");
         if (File.Exists(manifest))
@@ -108,7 +92,6 @@ internal sealed partial class AgentBundleBuilder
         {
             var lib = System.IO.Directory.CreateDirectory(Path.Combine(staging, "lib")).FullName;
             File.Copy(agentBinary, Path.Combine(staging, "paddock-agent"));
-            File.Copy(_initBinary, Path.Combine(staging, "tini"));
             var (libraries, loader) = await ResolveAsync(agentBinary, cancellationToken);
             foreach (var name in _optionalLibraries)
             {
@@ -150,14 +133,11 @@ internal sealed partial class AgentBundleBuilder
         }
     }
 
-    private static async Task<string> FingerprintAsync(string[] paths, CancellationToken cancellationToken)
+    private static async Task<string> FingerprintAsync(string path, CancellationToken cancellationToken)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var path in paths)
-        {
-            hash.AppendData(await File.ReadAllBytesAsync(path, cancellationToken));
-        }
-        return Convert.ToHexStringLower(hash.GetHashAndReset())[..16];
+        await using var stream = File.OpenRead(path);
+        var hash = await SHA256.HashDataAsync(stream, cancellationToken);
+        return Convert.ToHexStringLower(hash)[..16];
     }
 
     /// <summary>The libraries <paramref name="binary"/> links (soname to host path) and its dynamic loader, from ldd.</summary>

@@ -12,7 +12,7 @@ internal static class RuntimeServiceCollectionExtensions
     /// <summary>
     /// Registers the runc tier as <see cref="ISandboxRuntime"/> (and as <see cref="RuncRuntime"/>). Settings, all
     /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>RuncBinary</c>,
-    /// <c>AgentBinary</c>, <c>InitBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>.
+    /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>.
     /// </summary>
     public static IServiceCollection AddRuncRuntime(this IServiceCollection services, IConfiguration configuration)
     {
@@ -35,7 +35,6 @@ internal static class RuntimeServiceCollectionExtensions
             StateDirectory = section["StateDirectory"] ?? configuration["StateDirectory"] ?? defaults.StateDirectory,
             RuncBinary = section["RuncBinary"] ?? defaults.RuncBinary,
             AgentBinary = section["AgentBinary"] ?? defaults.AgentBinary,
-            InitBinary = section["InitBinary"] ?? defaults.InitBinary,
             CgroupParent = section["CgroupParent"] ?? defaults.CgroupParent,
             StartTimeout = section["StartTimeoutSeconds"] is { } s
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))

@@ -17,7 +17,7 @@ public sealed class IsolationTests
     public IsolationTests(RuncFixture fixture) => _fixture = fixture;
 
     [Fact]
-    public async Task Host_processes_are_invisible_and_tini_is_pid_1_with_the_agent_under_it()
+    public async Task Host_processes_are_invisible_and_the_agent_is_pid_1()
     {
         await using var sandbox = await _fixture.StartAsync(_fixture.Spec(_fixture.Base));
 
@@ -28,7 +28,7 @@ public sealed class IsolationTests
         var visible = pids.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToList();
         Assert.True(visible.Count < 10, "processes visible inside: " + string.Join(' ', visible));
         Assert.DoesNotContain(Environment.ProcessId, visible);
-        Assert.StartsWith("/.paddock/tini -- /.paddock/lib/", init.Stdout, StringComparison.Ordinal);
+        Assert.StartsWith("/.paddock/lib/ld-linux-x86-64.so.2 --library-path /.paddock/lib /.paddock/paddock-agent", init.Stdout, StringComparison.Ordinal);
         Assert.Contains("/.paddock/paddock-agent", init.Stdout, StringComparison.Ordinal);
     }
 
@@ -165,6 +165,21 @@ public sealed class IsolationTests
         Assert.InRange(usage.MemoryUsedBytes, 1, 384L << 20);
         Assert.True(usage.DiskUsedBytes >= 20L << 20, $"disk {usage.DiskUsedBytes}");
         Assert.Equal(2L << 30, usage.DiskTotalBytes);
+    }
+
+    [Fact]
+    public async Task Sandbox_variables_reach_commands_but_not_the_agents_own_loader()
+    {
+        var spec = _fixture.Spec(_fixture.Base) with
+        {
+            // LD_PRELOAD of a missing library would break the agent's start if it reached the agent's environment.
+            EnvVars = new Dictionary<string, string> { ["GREETING"] = "hello sandbox", ["LD_PRELOAD"] = "/nonexistent.so" },
+        };
+        await using var sandbox = await _fixture.StartAsync(spec);
+
+        var output = await sandbox.RunAsync("echo \"$GREETING\"; tr '\\0' '\\n' < /proc/1/environ | grep -c '^LD_PRELOAD=' || true", user: "root");
+
+        Assert.Equal("hello sandbox\n0\n", output.Stdout);
     }
 
     /// <summary>/proc/PID/status on the host of the sandbox process whose pid inside is <paramref name="pidInside"/>.</summary>

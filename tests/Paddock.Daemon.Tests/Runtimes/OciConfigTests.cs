@@ -98,14 +98,14 @@ public sealed class OciConfigTests
     }
 
     [Fact]
-    public void The_agent_starts_under_tini_through_the_bundled_loader()
+    public void The_agent_is_init_and_starts_through_the_bundled_loader()
     {
         var process = Build()["process"]!;
         var args = process["args"]!.AsArray().Select(a => (string)a!).ToArray();
         var env = process["env"]!.AsArray().Select(e => (string)e!).ToArray();
 
         Assert.Equal(
-            ["/.paddock/tini", "--", "/.paddock/lib/ld-linux-x86-64.so.2", "--library-path", "/.paddock/lib", "/.paddock/paddock-agent",
+            ["/.paddock/lib/ld-linux-x86-64.so.2", "--library-path", "/.paddock/lib", "/.paddock/paddock-agent",
              "--port", "49983", "--access-token", "secret", "--default-user", "user"],
             args);
         Assert.Contains("PADDOCK_AGENT_SELF_EXEC=/.paddock/lib/ld-linux-x86-64.so.2 --library-path /.paddock/lib /.paddock/paddock-agent", env);

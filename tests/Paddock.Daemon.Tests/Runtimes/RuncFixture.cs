@@ -14,18 +14,17 @@ public sealed class RuncCollection : ICollectionFixture<RuncFixture>
 }
 
 /// <summary>
-/// A real <see cref="RuncRuntime"/> over a state directory of its own (TestEnvironment.StateRoot/runtime) and a
-/// cgroup parent of its own ("paddock-test"), so that what the tests count is theirs alone; with the agent
-/// bundle and the templates prepared. Removes every sandbox it finds at start (left by an aborted run) and at end.
+/// A real <see cref="RuncRuntime"/> over a state directory (TestEnvironment.StateRoot/runs/PID) and a cgroup parent
+/// (paddock-test-PID) of this test process alone: test runs of several worktrees share the machine, and a runtime
+/// cleans up everything it finds in its state, so two processes must never share one. What the tests count is this
+/// process's alone. With the agent bundle and the templates prepared. At start it removes the runs of test
+/// processes that are gone (aborted runs), at end its own.
 /// </summary>
 public sealed class RuncFixture : IAsyncLifetime
 {
-    internal RuncOptions Options { get; } = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "runtime"),
-        CgroupParent = "paddock-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private static readonly string RunsDirectory = Path.Combine(TestEnvironment.StateRoot, "runs");
+
+    internal RuncOptions Options { get; } = OptionsFor(Environment.ProcessId);
 
     internal RuncRuntime Runtime { get; private set; } = null!;
 
@@ -35,12 +34,19 @@ public sealed class RuncFixture : IAsyncLifetime
 
     internal string AgentBinary { get; private set; } = null!;
 
+    private static RuncOptions OptionsFor(int pid) => new()
+    {
+        StateDirectory = Path.Combine(RunsDirectory, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        CgroupParent = $"paddock-test-{pid}",
+        StartTimeout = TimeSpan.FromSeconds(30),
+    };
+
     public async Task InitializeAsync()
     {
         TestEnvironment.RequireRootAndRunc();
         AgentBinary = await TestEnvironment.AgentBinaryAsync();
+        await RemoveRunsOfDeadProcessesAsync();
         Runtime = NewRuntime();
-        await Runtime.CleanupLeftoversAsync(TestEnvironment.Timeout(TimeSpan.FromMinutes(2)));
         Busybox = await TestEnvironment.BusyboxTemplateAsync();
         Base = await TestEnvironment.BaseTemplateAsync();
     }
@@ -73,13 +79,61 @@ public sealed class RuncFixture : IAsyncLifetime
         {
             return;
         }
+        await RemoveRunAsync(Runtime, Options);
+    }
+
+    /// <summary>Destroys every sandbox of a run, then its state directory and cgroup parents.</summary>
+    private static async Task RemoveRunAsync(RuncRuntime runtime, RuncOptions options)
+    {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await Runtime.ListAsync(timeout.Token))
+        foreach (var s in await runtime.ListAsync(timeout.Token))
         {
-            await Runtime.DestroyAsync(s.SandboxId, timeout.Token);
+            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
         }
-        await Runtime.CleanupLeftoversAsync(timeout.Token);
-        Runtime.Dispose();
+        await runtime.CleanupLeftoversAsync(timeout.Token);
+        runtime.Dispose();
+        if (MountTable.Under(options.StateDirectory).Count == 0 && Directory.Exists(options.StateDirectory))
+        {
+            Directory.Delete(options.StateDirectory, recursive: true);
+        }
+        foreach (var m in MountTable.Read().Where(m => m.FsType is "cgroup" or "cgroup2"))
+        {
+            var parent = Path.Combine(m.MountPoint, options.CgroupParent);
+            if (Directory.Exists(parent) && !Directory.EnumerateDirectories(parent).Any())
+            {
+                Directory.Delete(parent); // rmdir of an empty cgroup
+            }
+        }
+    }
+
+    /// <summary>Runs left by test processes that no longer exist (a run aborted before its cleanup).</summary>
+    private async Task RemoveRunsOfDeadProcessesAsync()
+    {
+        if (!Directory.Exists(RunsDirectory))
+        {
+            return;
+        }
+        foreach (var dir in Directory.EnumerateDirectories(RunsDirectory))
+        {
+            if (int.TryParse(Path.GetFileName(dir), out var pid) && pid != Environment.ProcessId && !IsTestProcess(pid))
+            {
+                var options = OptionsFor(pid);
+                await RemoveRunAsync(new RuncRuntime(options, AgentBinary, NullLogger<RuncRuntime>.Instance), options);
+            }
+        }
+    }
+
+    private static bool IsTestProcess(int pid)
+    {
+        try
+        {
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            return cmdline.Contains("testhost", StringComparison.Ordinal) || cmdline.Contains("dotnet", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 }
 

@@ -50,6 +50,19 @@ export function account(name) {
  */
 export const commandUser = process.getuid?.() === 0 && account('nobody') ? 'nobody' : undefined
 
+/** True while a process with this pid exists on this host (the agent runs here, so its children do too). */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    if (err.code === 'ESRCH') {
+      return false
+    }
+    throw err
+  }
+}
+
 /** Rejects with a message naming `what` when `promise` has not settled within `ms`. */
 export async function withTimeout(promise, ms, what) {
   let timer
@@ -121,7 +134,12 @@ export async function startAgent(options = {}) {
   // If the test process dies without running stop(), the agent must not outlive it.
   // The child and its pipes do not keep the test process alive: a test that fails before stop() must not hang the
   // run, and the exit hook then kills the agent.
-  const killOnExit = () => child.kill('SIGKILL')
+  const killOnExit = () => {
+    child.kill('SIGKILL')
+    if (dir) {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
   process.once('exit', killOnExit)
   child.unref()
   child.stdout.unref()

@@ -43,7 +43,7 @@ internal static class OciConfig
 
     public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
     {
-        var args = new List<string>(bundle.InitCommand) { "--port", AgentBundle.AgentPort.ToString(CultureInfo.InvariantCulture) };
+        var args = new List<string>(bundle.LaunchPrefix) { "--port", AgentBundle.AgentPort.ToString(CultureInfo.InvariantCulture) };
         if (spec.AgentAccessToken is { Length: > 0 } token)
         {
             // On the command line, as the agent's options define it. Processes in the sandbox can read

@@ -16,9 +16,6 @@ internal sealed record RuncOptions
     /// <summary>The published NativeAOT agent; null: found next to the daemon or under artifacts/agent of the repository.</summary>
     public string? AgentBinary { get; init; }
 
-    /// <summary>A statically linked tini, the sandbox's PID 1 (Debian's tini package; see <see cref="AgentBundle"/>).</summary>
-    public string InitBinary { get; init; } = AgentBundleBuilder.DefaultInitBinary;
-
     /// <summary>The cgroup (in every v1 hierarchy) under which each sandbox gets its own, named after its id.</summary>
     public string CgroupParent { get; init; } = "paddock";
 

@@ -12,8 +12,7 @@ namespace Paddock.Daemon.Runtimes.Runc;
 /// The runc tier: each sandbox is a runc container with its own pid, mount, ipc, uts, network and user namespaces
 /// (root inside is <see cref="IdMapping.HostBase"/> outside), Docker's default capabilities and seccomp filter,
 /// no_new_privs, cgroup v1 limits, and a root filesystem that is an overlay of the shared read-only template with a
-/// per-sandbox writable layer. Its init is tini from the read-only agent bundle, with the agent as tini's only child
-/// (see <see cref="AgentBundle"/> for why the agent cannot be PID 1 itself).
+/// per-sandbox writable layer. The agent, from the read-only agent bundle, is its init process.
 /// All sandbox traffic goes through <see cref="ConnectAsync"/>, to the sandbox's own loopback.
 /// </summary>
 internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
@@ -37,7 +36,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         _runc = new RuncCli(options.RuncBinary, options.RuncRoot);
         _cgroups = Cgroups.Discover(options.CgroupParent);
         _netns = new NetworkNamespaces();
-        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, options.InitBinary);
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
         foreach (var dir in (string[])[options.RuncRoot, options.SandboxesDirectory, options.NetnsDirectory])
         {
