@@ -90,6 +90,7 @@ internal static class DaemonHost
         app.UseMiddleware<ApiErrorMiddleware>();
         app.UseRouting();
         app.MapSandboxApi();
+        app.MapTemplateApi();
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));
         return app;

@@ -81,9 +81,11 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
     [Fact]
     public async Task Unknown_ids_exit_66_with_a_clear_message()
     {
-        var result = await Paddock("sandbox", "info", "no-such-sandbox");
+        var result = await Paddock("sandbox", "info", "nosuchsandbox0000000");
         Assert.Equal(66, result.ExitCode);
-        Assert.Contains("no such sandbox: 'no-such-sandbox'", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("no such sandbox: 'nosuchsandbox0000000'", result.Stderr, StringComparison.Ordinal);
+        var exec = await Paddock("exec", "nosuchsandbox0000000", "--", "true");
+        Assert.Equal(66, exec.ExitCode);
     }
 
     [Fact]

@@ -7,8 +7,10 @@ namespace Paddock.Client.Tests;
 
 /// <summary>
 /// The real paddockd started as a child process on a free loopback port, with its own state directory (which it
-/// fills with its database and first API key). It creates real sandboxes, so it needs what the daemon needs
-/// (root, runc, the base template); its environment (e.g. PADDOCK_AGENT_BINARY) passes through.
+/// fills with its database and first API key). It creates real sandboxes, so it needs what the daemon needs: root,
+/// runc, the published agent (artifacts/agent/paddock-agent, which scripts/setup makes) and the base template. The
+/// template is built once and shared through PADDOCK_TEMPLATES_DIR, default /var/lib/paddock-test/templates (the
+/// cache the daemon's own tests use, PADDOCK_TEST_STATE).
 /// </summary>
 public sealed class DaemonProcess : IAsyncDisposable
 {
@@ -56,7 +58,10 @@ public sealed class DaemonProcess : IAsyncDisposable
         var state = Directory.CreateTempSubdirectory("paddock-client-daemon-").FullName;
         var (file, args) = Repo.Program("PADDOCK_DAEMON", "Paddock.Daemon", "paddockd", null);
         var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in args.Concat(["--listen", url.ToString().TrimEnd('/'), "--state-dir", state]))
+        var templates = Environment.GetEnvironmentVariable("PADDOCK_TEMPLATES_DIR") is { Length: > 0 } t
+            ? t
+            : Path.Combine(Environment.GetEnvironmentVariable("PADDOCK_TEST_STATE") is { Length: > 0 } ts ? ts : "/var/lib/paddock-test", "templates");
+        foreach (var a in args.Concat(["--listen", url.ToString().TrimEnd('/'), "--state-dir", state, "--templates-dir", templates]))
         {
             start.ArgumentList.Add(a);
         }
@@ -69,7 +74,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         process.BeginOutputReadLine();
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-        using var ready = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        using var ready = new CancellationTokenSource(TimeSpan.FromSeconds(180));
         try
         {
             while (true)

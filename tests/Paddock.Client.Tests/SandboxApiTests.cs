@@ -104,15 +104,21 @@ public sealed class SandboxApiTests : IClassFixture<DaemonFixture>
     public async Task Unknown_ids_are_SandboxNotFoundExceptions()
     {
         var connection = _daemon.Connection();
-        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.GetInfoAsync("no-such-sandbox", connection, Limits.Token()));
-        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.ConnectAsync("no-such-sandbox", new SandboxConnectOptions { Connection = connection }, Limits.Token()));
-        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.SetTimeoutAsync("no-such-sandbox", TimeSpan.FromMinutes(1), connection, Limits.Token()));
-        Assert.False(await Sandbox.KillAsync("no-such-sandbox", connection, Limits.Token()));
+        const string unknown = "nosuchsandbox0000000"; // well-formed (20 of [a-z0-9]), never created
+        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.GetInfoAsync(unknown, connection, Limits.Token()));
+        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.ConnectAsync(unknown, new SandboxConnectOptions { Connection = connection }, Limits.Token()));
+        await Assert.ThrowsAsync<SandboxNotFoundException>(() => Sandbox.SetTimeoutAsync(unknown, TimeSpan.FromMinutes(1), connection, Limits.Token()));
+        Assert.False(await Sandbox.KillAsync(unknown, connection, Limits.Token()));
         // envd traffic for a sandbox the proxy does not know
-        await using var ghost = Sandbox.ForEnvd(connection, "no-such-sandbox");
+        await using var ghost = Sandbox.ForEnvd(connection, unknown);
         var ex = await Assert.ThrowsAsync<SandboxNotFoundException>(() => ghost.Commands.RunAsync("true", cancellationToken: Limits.Token()));
-        Assert.Equal("no-such-sandbox", ex.SandboxId);
+        Assert.Equal(unknown, ex.SandboxId);
         await Assert.ThrowsAsync<SandboxNotFoundException>(() => ghost.Files.ReadTextAsync("/etc/hostname", cancellationToken: Limits.Token()));
+        await Assert.ThrowsAsync<SandboxNotFoundException>(() => ghost.Commands.ListAsync(Limits.Token()));
+        // an id that cannot be one: the proxy refuses it as an argument, with its own message
+        await using var malformed = Sandbox.ForEnvd(connection, "Not_An_Id");
+        var bad = await Assert.ThrowsAsync<InvalidArgumentException>(() => malformed.Commands.ListAsync(Limits.Token()));
+        Assert.Contains("Not_An_Id", bad.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -125,10 +125,52 @@ internal sealed class ConnectRpcClient
         var status = (int)response.StatusCode;
         if (ParseError(body) is { } error)
         {
+            error.Data["HttpStatus"] = status;
             return error;
+        }
+        // Not a Connect error: a proxy in front of envd answered, in E2B's REST shape {"code": 400, "message": "..."}.
+        if (ProxyMessage(body) is { } message)
+        {
+            var code = status switch
+            {
+                400 => ConnectCode.InvalidArgument,
+                401 => ConnectCode.Unauthenticated,
+                403 => ConnectCode.PermissionDenied,
+                404 => ConnectCode.NotFound,
+                429 => ConnectCode.ResourceExhausted,
+                _ => ConnectCodes.FromHttpStatus(status),
+            };
+            return new ConnectException(code, message) { Data = { ["HttpStatus"] = status } };
         }
         var text = body.Length > 0 && body.Length < 2048 ? Encoding.UTF8.GetString(body).Trim() : response.ReasonPhrase ?? "";
         return new ConnectException(ConnectCodes.FromHttpStatus(status), $"HTTP {status}{(text.Length > 0 ? ": " + text : "")}") { Data = { ["HttpStatus"] = status } };
+    }
+
+    /// <summary>The message of <c>{"code": 400, "message": "..."}</c> (E2B's REST error shape); null when the body is not that.</summary>
+    private static string? ProxyMessage(ReadOnlySpan<byte> json)
+    {
+        if (json.IsEmpty)
+        {
+            return null;
+        }
+        try
+        {
+            var reader = new Utf8JsonReader(json);
+            if (!JsonDocument.TryParseValue(ref reader, out var doc))
+            {
+                return null;
+            }
+            using (doc)
+            {
+                return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("message", out var m) && m.ValueKind == JsonValueKind.String
+                    ? m.GetString()
+                    : null;
+            }
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Parses <c>{"code": "...", "message": "..."}</c>; null when the body is not that.</summary>
