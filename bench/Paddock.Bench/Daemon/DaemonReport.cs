@@ -41,7 +41,7 @@ internal sealed class DaemonReport
             output.WriteLine(Line(row, widths));
         }
         output.WriteLine();
-        output.WriteLine("p99 is nearest-rank: with 20 samples, the slowest run. ratio = p50 / baseline p50.");
+        output.WriteLine("p99 is nearest-rank: with under 100 samples, the slowest run. ratio = p50 / baseline p50.");
         foreach (var (name, _, unit, value) in _facts)
         {
             output.WriteLine($"{name}: {F(value)} {unit}".TrimEnd());

@@ -67,8 +67,6 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 "--state-dir", stateDir,
                 "--templates-dir", options.TemplatesDir,
                 "--prepare-template", "base",
-                // Sequential and concurrent runs create well over the default 300 s worth; keep them alive until killed.
-                "--max-sandboxes", "100",
             },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -109,9 +107,9 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             }
         }
         // Template builds report progress; show them, since a first run waits minutes for one.
-        if (line.Contains("template", StringComparison.Ordinal))
+        if (line.StartsWith("paddockd: template", StringComparison.Ordinal))
         {
-            _log.WriteLine($"  paddockd: {line}");
+            _log.WriteLine($"  {line}");
         }
     }
 
