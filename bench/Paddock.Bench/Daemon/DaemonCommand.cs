@@ -37,14 +37,27 @@ internal static class DaemonCommand
             return 2;
         }
 
+        // SIGINT and SIGTERM cancel the run instead of ending the process, so the sandboxes are still killed and
+        // paddockd stopped (sandboxes outlive their daemon).
         using var cancel = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
+        void Cancel(PosixSignalContext context)
         {
-            e.Cancel = true;
+            context.Cancel = true;
             cancel.Cancel();
-        };
+        }
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
         Console.Error.WriteLine($"paddock-bench daemon: {options.Binary}, {Environment.ProcessorCount} CPUs, {RuntimeInformation.OSDescription}");
-        var report = await new DaemonBench(options, Console.Error).RunAsync(cancel.Token);
+        DaemonReport report;
+        try
+        {
+            report = await new DaemonBench(options, Console.Error).RunAsync(cancel.Token);
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("paddock-bench daemon: interrupted; sandboxes killed and paddockd stopped");
+            return 130;
+        }
         Console.Out.WriteLine();
         report.PrintTable(Console.Out);
         if (json)
