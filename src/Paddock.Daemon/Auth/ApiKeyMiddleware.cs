@@ -18,6 +18,8 @@ internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator
         var reason = authenticator.Check(http.Request.Headers[ApiKeyAuthenticator.HeaderName]);
         if (reason is null)
         {
+            // One team until keys belong to teams (issue 5): every valid key acts for the default team.
+            http.SetCaller(new Caller(Caller.DefaultTeamId, ApiKeys.Mask(http.Request.Headers[ApiKeyAuthenticator.HeaderName].ToString())));
             return next(http);
         }
         AuthLog.Refused(logger, http.Request.Method, http.Request.Path, http.Connection.RemoteIpAddress?.ToString(), reason);
