@@ -17,4 +17,10 @@ namespace Paddock.Daemon.Api;
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(ProxyErrorResponse))]
 [JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(ApiKeyNameRequest))]
+[JsonSerializable(typeof(TeamRequest))]
+[JsonSerializable(typeof(List<TeamApiKeyResponse>))]
+[JsonSerializable(typeof(CreatedTeamApiKeyResponse))]
+[JsonSerializable(typeof(TeamResponse))]
+[JsonSerializable(typeof(List<TeamResponse>))]
 internal sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -31,6 +31,11 @@ internal sealed record CreateSandboxCommand
     public required int MemoryMB { get; init; }
 
     public required int DiskSizeMB { get; init; }
+
+    /// <summary>The caller's team: it owns the sandbox, and its limits bound the create.</summary>
+    public string TeamId { get; init; } = SandboxRecord.DefaultTeamId;
+
+    public TeamLimits TeamLimits { get; init; } = TeamLimits.None;
 }
 
 /// <summary>
@@ -54,6 +59,7 @@ internal sealed class SandboxManager
     private readonly TimeProvider _time;
     private readonly DaemonOptions _options;
     private readonly ILogger<SandboxManager> _logger;
+    private readonly TeamUsage _teamUsage = new();
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, ITemplateLookup templates, ISandboxStore store, SandboxJournal journal,
@@ -79,6 +85,9 @@ internal sealed class SandboxManager
     public SandboxRecord GetRunning(string sandboxId) =>
         _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
 
+    /// <summary>What a team's running and starting sandboxes hold now.</summary>
+    public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
+
     /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
     public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
 
@@ -87,9 +96,12 @@ internal sealed class SandboxManager
     {
         var template = await _templates.FindAsync(command.Template, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
+        // The team's share first, then the host's; both are given back on every path that does not end running.
+        _teamUsage.Reserve(command.TeamId, command.TeamLimits, command.CpuCount, command.MemoryMB);
         if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             throw new SandboxCapacityException(_options.MaxSandboxes);
         }
         var reservationHeld = true;
@@ -99,6 +111,7 @@ internal sealed class SandboxManager
             var record = new SandboxRecord
             {
                 SandboxId = SandboxIds.NewId(),
+                TeamId = command.TeamId,
                 TemplateId = template.TemplateId,
                 Alias = template.Alias,
                 RuntimeName = _runtime.Name,
@@ -184,6 +197,7 @@ internal sealed class SandboxManager
             if (reservationHeld)
             {
                 Interlocked.Decrement(ref _reserved);
+                _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             }
         }
     }
@@ -255,6 +269,7 @@ internal sealed class SandboxManager
         finally
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
         }
         SandboxesLog.Killed(_logger, sandboxId, endReason);
         try
@@ -323,6 +338,7 @@ internal sealed class SandboxManager
         if (_live.TryAdd(record.SandboxId, record))
         {
             Interlocked.Increment(ref _reserved);
+            _teamUsage.Add(record.TeamId, record.CpuCount, record.MemoryMB);
             _scheduler.Schedule(record.SandboxId, record.EndAt);
         }
     }
