@@ -243,7 +243,6 @@ internal static class SandboxEndpoints
         throw new ApiRequestException(StatusCodes.Status409Conflict, $"sandbox '{sandboxID}' is already running");
     }
 
-    /// <summary>The running sandbox, or a 404 that says what became of it when the store remembers.</summary>
     /// <summary>
     /// The caller's team's running sandbox, or a 404 that says what became of it when the store remembers. Another
     /// team's sandbox, running or ended, answers exactly as an id nobody ever had: no existence oracle.
@@ -251,10 +250,12 @@ internal static class SandboxEndpoints
     private static async Task<SandboxRecord> GetRunningOrExplainAsync(string sandboxId, SandboxManager manager, ISandboxStore store, HttpContext http)
     {
         var team = http.GetCaller().TeamId;
-        if (manager.TryGetRunning(sandboxId, out var record))
+        if (manager.TryGetRunning(sandboxId, out var record) && record.TeamId == team)
         {
-            return record.TeamId == team ? record : throw new UnknownSandboxException(sandboxId);
+            return record;
         }
+        // Another team's running sandbox takes the same path as an unknown id, store lookup included, so that not
+        // even the time the answer takes tells the two apart.
         var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, http.RequestAborted) : null;
         if (ended is null || ended.TeamId != team)
         {
