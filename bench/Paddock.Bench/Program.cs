@@ -17,6 +17,7 @@ internal static class Program
           --stream-mib N      MiB streamed through stdout per run (default 512)
           --file-mib N        MiB per upload/download/cp (default 256)
           --runs N            timed runs per throughput figure, after one warmup (default 5)
+          --only LIST         run only these sections, comma separated: start, roundtrip, stream, files (default: all)
           --quick             small sizes for a smoke run (100 round trips, 64 MiB, 32 MiB, 2 runs, 5 starts)
           --json              also print the figures as one JSON line at the end
         """;
@@ -85,12 +86,22 @@ internal static class Program
                 "--file-mib" => options with { FileMiB = Positive(option, Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
                 "--quick" => options with { RoundTrips = 100, StreamMiB = 64, FileMiB = 32, Runs = 2, StartSamples = 5 },
+                "--only" => options with { Sections = Sections(option, Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
             json |= option == "--json";
         }
         return (options, json);
+    }
+
+    private static HashSet<string> Sections(string option, string text)
+    {
+        var sections = new HashSet<string>(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal);
+        var unknown = sections.Where(s => !AgentBenchOptions.AllSections.Contains(s)).ToList();
+        return sections.Count > 0 && unknown.Count == 0
+            ? sections
+            : throw new ArgumentException($"invalid value '{text}' for {option}: expected a comma separated list of {string.Join(", ", AgentBenchOptions.AllSections)}");
     }
 
     private static int Positive(string option, string text) =>

@@ -25,6 +25,11 @@ internal sealed record AgentBenchOptions
 
     /// <summary>Upper bound on the time one section may take; a section stops early when it passes.</summary>
     public TimeSpan SectionBudget { get; init; } = TimeSpan.FromSeconds(90);
+
+    /// <summary>The sections to run (<see cref="AllSections"/> by default); --only picks some, e.g. to profile one.</summary>
+    public IReadOnlySet<string> Sections { get; init; } = AllSections;
+
+    public static readonly IReadOnlySet<string> AllSections = new HashSet<string>(["start", "roundtrip", "stream", "files"], StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -46,23 +51,29 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var scratch = Directory.CreateTempSubdirectory("paddock-bench-");
         try
         {
-            var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
-            report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
-            report.AddFact("start-to-ready, worst", "start_to_ready_ms_max", "ms", startToReady.Percentile(100));
+            if (options.Sections.Contains("start"))
+            {
+                var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
+                report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
+                report.AddFact("start-to-ready, worst", "start_to_ready_ms_max", "ms", startToReady.Percentile(100));
+            }
 
             using var agent = await AgentHost.StartAsync(options.Binary, scratch.FullName, cancellationToken);
+            // The pid lets a profiler attach (perf record -p PID) while a section runs.
+            log.WriteLine($"agent pid {agent.Pid} on {agent.BaseAddress}");
             using var client = new EnvdClient(agent.BaseAddress);
-            foreach (var comparison in await MeasureRoundTripAsync(client, cancellationToken))
+            var cpu = new CpuMeter(agent.Pid);
+            if (options.Sections.Contains("roundtrip"))
             {
-                report.Add(comparison);
+                report.AddAll(await MeasureRoundTripAsync(client, cpu, report, cancellationToken));
             }
-            foreach (var comparison in await MeasureStreamingAsync(client, cancellationToken))
+            if (options.Sections.Contains("stream"))
             {
-                report.Add(comparison);
+                report.AddAll(await MeasureStreamingAsync(client, cpu, report, cancellationToken));
             }
-            foreach (var comparison in await MeasureFilesAsync(client, scratch.FullName, cancellationToken))
+            if (options.Sections.Contains("files"))
             {
-                report.Add(comparison);
+                report.AddAll(await MeasureFilesAsync(client, cpu, report, scratch.FullName, cancellationToken));
             }
             var exit = agent.Stop();
             report.AddFact("agent exit code after SIGTERM", "agent_exit_code", "", exit);
@@ -90,7 +101,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         return samples;
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureRoundTripAsync(EnvdClient client, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureRoundTripAsync(EnvdClient client, CpuMeter cpu, Report report, CancellationToken cancellationToken)
     {
         log.WriteLine($"round trip of /bin/true: {options.RoundTrips} each through the agent (proto, json) and bare posix_spawn+waitpid");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true" }, Stdin = false };
@@ -98,6 +109,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var proto = new Samples("ms", Direction.LowerIsBetter);
         var json = new Samples("ms", Direction.LowerIsBetter);
         var baseline = new Samples("ms", Direction.LowerIsBetter);
+        var protoCpu = new CpuFigures("`true` round trip, Connect proto", "true_round_trip_proto", "call");
+        var bareCpu = new CpuFigures("`true` round trip, bare posix_spawn+waitpid", "true_round_trip_bare", "call");
 
         // Warmup: JIT, the keep-alive connection, the page cache of /bin/true.
         for (var i = 0; i < 100; i++)
@@ -111,6 +124,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var clock = new Stopwatch();
         while (proto.Count < options.RoundTrips && budget.Elapsed < options.SectionBudget)
         {
+            var mark = cpu.Start();
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -119,6 +133,10 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 Expect(outcome, 0, 0);
                 proto.Add(clock.Elapsed.TotalMilliseconds);
             }
+            var use = mark.Stop();
+            protoCpu.Add("agent", use.Agent, RoundTripBlock);
+            protoCpu.Add("client", use.Client, RoundTripBlock);
+            protoCpu.Add("command", use.AgentChildren, RoundTripBlock);
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -127,6 +145,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 Expect(outcome, 0, 0);
                 json.Add(clock.Elapsed.TotalMilliseconds);
             }
+            mark = cpu.Start();
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -135,7 +154,12 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 ExpectExit(code, 0);
                 baseline.Add(clock.Elapsed.TotalMilliseconds);
             }
+            use = mark.Stop();
+            bareCpu.Add("spawner", use.Client, RoundTripBlock);
+            bareCpu.Add("command", use.Baseline, RoundTripBlock);
         }
+        protoCpu.Report(report);
+        bareCpu.Report(report);
         const string baseName = "posix_spawn+waitpid /bin/true";
         return
         [
@@ -144,7 +168,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         ];
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CpuMeter cpu, Report report, CancellationToken cancellationToken)
     {
         var bytes = (long)options.StreamMiB * 1024 * 1024;
         var count = bytes.ToString(CultureInfo.InvariantCulture);
@@ -156,21 +180,29 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var agent = new Samples("MiB/s", Direction.HigherIsBetter);
         var catPipe = new Samples("MiB/s", Direction.HigherIsBetter);
         var ownPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var figures = new CpuFigures("stdout streaming", "stdout_stream", "MiB");
+        var eventSize = new Samples("KiB", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
+            var mark = cpu.Start();
             var clock = Stopwatch.StartNew();
             var outcome = await client.RunAsync(request, json: false, cancellationToken);
             var agentSeconds = clock.Elapsed.TotalSeconds;
+            var agentUse = mark.Stop();
             Expect(outcome, 0, bytes);
 
+            mark = cpu.Start();
             clock.Restart();
             ExpectExit(Spawner.Wait(pipeline.Spawn()), 0);
             var catSeconds = clock.Elapsed.TotalSeconds;
+            var pipelineUse = mark.Stop();
 
+            mark = cpu.Start();
             clock.Restart();
             var read = ReadChildStdout(head);
             var ownSeconds = clock.Elapsed.TotalSeconds;
+            var ownUse = mark.Stop();
             if (read != bytes)
             {
                 throw new InvalidDataException($"read {read} bytes from head's pipe, expected {bytes}");
@@ -181,8 +213,18 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 agent.Add(options.StreamMiB / agentSeconds);
                 catPipe.Add(options.StreamMiB / catSeconds);
                 ownPipe.Add(options.StreamMiB / ownSeconds);
+                eventSize.Add(bytes / 1024.0 / Math.Max(1, outcome.DataEvents));
+                figures.Add("agent", agentUse.Agent, options.StreamMiB);
+                figures.Add("client", agentUse.Client, options.StreamMiB);
+                figures.Add("head", ownUse.Baseline, options.StreamMiB);
+                figures.Add("pipeline", pipelineUse.Baseline, options.StreamMiB);
+                // The pipeline's sh, head and cat, less head as measured alone: what cat (the baseline's reader) used.
+                // A difference of two runs, so noisy (it can even come out below zero on a loaded machine).
+                figures.Add("cat", pipelineUse.Baseline - ownUse.Baseline, options.StreamMiB);
             }
         }
+        figures.Report(report);
+        report.AddFact($"stdout streaming, mean data event size (p50 of {eventSize.Count}, min {eventSize.Percentile(0):0.#}, max {eventSize.Percentile(100):0.#})", "stdout_stream_event_kib", "KiB", eventSize.P50);
         return
         [
             new("stdout streaming through Start", "stdout_stream", agent, "head | cat > /dev/null", catPipe, 0.5),
@@ -237,7 +279,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         return total;
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, string scratch, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, CpuMeter cpu, Report report, string scratch, CancellationToken cancellationToken)
     {
         var bytes = (long)options.FileMiB * 1024 * 1024;
         log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp, {options.Runs} runs (+1 warmup) each");
@@ -250,32 +292,44 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
         var download = new Samples("MiB/s", Direction.HigherIsBetter);
         var copy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var copyCpu = new CpuFigures("cp", "cp", "MiB");
+        var octetCpu = new CpuFigures("upload, octet-stream", "upload_octet_stream", "MiB");
+        var multipartCpu = new CpuFigures("upload, multipart", "upload_multipart", "MiB");
+        var downloadCpu = new CpuFigures("download", "download", "MiB");
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
             // Every side writes a new file of the same size on the same filesystem, so each pays the same write cost.
             File.Delete(target);
+            var mark = cpu.Start();
             var clock = Stopwatch.StartNew();
             ExpectExit(Spawner.Wait(cp.Spawn()), 0);
             var cpSeconds = clock.Elapsed.TotalSeconds;
+            var cpUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             await client.UploadAsync(source, target, multipart: false, cancellationToken);
             var octetSeconds = clock.Elapsed.TotalSeconds;
+            var octetUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             await client.UploadAsync(source, target, multipart: true, cancellationToken);
             var multipartSeconds = clock.Elapsed.TotalSeconds;
+            var multipartUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             var got = await client.DownloadAsync(source, target, cancellationToken);
             var downloadSeconds = clock.Elapsed.TotalSeconds;
+            var downloadUse = mark.Stop();
             if (got != bytes)
             {
                 throw new InvalidDataException($"downloaded {got} bytes, expected {bytes}");
@@ -283,6 +337,13 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
 
             if (run > 0)
             {
+                copyCpu.Add("cp", cpUse.Baseline, options.FileMiB);
+                octetCpu.Add("agent", octetUse.Agent, options.FileMiB);
+                octetCpu.Add("client", octetUse.Client, options.FileMiB);
+                multipartCpu.Add("agent", multipartUse.Agent, options.FileMiB);
+                multipartCpu.Add("client", multipartUse.Client, options.FileMiB);
+                downloadCpu.Add("agent", downloadUse.Agent, options.FileMiB);
+                downloadCpu.Add("client", downloadUse.Client, options.FileMiB);
                 copy.Add(options.FileMiB / cpSeconds);
                 uploadOctet.Add(options.FileMiB / octetSeconds);
                 uploadMultipart.Add(options.FileMiB / multipartSeconds);
@@ -294,6 +355,10 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             throw new InvalidDataException("the downloaded file differs from the source");
         }
         File.Delete(target);
+        copyCpu.Report(report);
+        octetCpu.Report(report);
+        multipartCpu.Report(report);
+        downloadCpu.Report(report);
         const string baseName = "cp of the same file";
         return
         [

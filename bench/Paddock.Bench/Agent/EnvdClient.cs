@@ -9,7 +9,7 @@ using Paddock.Envd.Process;
 namespace Paddock.Bench.Agent;
 
 /// <summary>What a process run through the agent's Start stream came to.</summary>
-internal readonly record struct RunOutcome(int ExitCode, long StdoutBytes, long StderrBytes);
+internal readonly record struct RunOutcome(int ExitCode, long StdoutBytes, long StderrBytes, int DataEvents);
 
 /// <summary>
 /// A minimal envd client for the bench: Connect server streams over one HTTP/1.1 keep-alive connection, and
@@ -65,6 +65,7 @@ internal sealed class EnvdClient : IDisposable
         try
         {
             long stdout = 0, stderr = 0;
+            var dataEvents = 0;
             int? exitCode = null;
             while (true)
             {
@@ -85,8 +86,15 @@ internal sealed class EnvdClient : IDisposable
                         throw new HttpRequestException($"Start ended with an error: {end}");
                     }
                     return exitCode is { } code
-                        ? new RunOutcome(code, stdout, stderr)
+                        ? new RunOutcome(code, stdout, stderr, dataEvents)
                         : throw new InvalidDataException("the Start stream ended without an end event");
+                }
+                if (!json && DataEventWire.TryRead(frame.Span, out var outBytes, out var errBytes, out _))
+                {
+                    dataEvents++;
+                    stdout += outBytes;
+                    stderr += errBytes;
+                    continue;
                 }
                 var evt = (json
                     ? (StartResponse)Parser.Parse(Encoding.UTF8.GetString(frame.Span), StartResponse.Descriptor)
@@ -94,6 +102,7 @@ internal sealed class EnvdClient : IDisposable
                 switch (evt?.EventCase)
                 {
                     case ProcessEvent.EventOneofCase.Data:
+                        dataEvents++;
                         stdout += evt.Data.Stdout.Length;
                         stderr += evt.Data.Stderr.Length;
                         break;

@@ -394,12 +394,11 @@ internal static class ConnectEndpoints
                 }
                 if (_codec == Codec.Proto)
                 {
-                    // Encoded straight into the response pipe: no intermediate array (a process's output stream is
-                    // mostly large data messages, and this saves an allocation and a copy of each).
-                    var header = new byte[Envelope.HeaderSize];
-                    Envelope.WriteHeader(header, 0, message.CalculateSize());
+                    // Envelope and message encoded straight into the response pipe: no intermediate array (a
+                    // process's output stream is mostly large data messages; this saves an allocation and a copy of each).
                     var body = _http.Response.BodyWriter;
-                    body.Write(header);
+                    Envelope.WriteHeader(body.GetSpan(Envelope.HeaderSize), 0, message.CalculateSize());
+                    body.Advance(Envelope.HeaderSize);
                     message.WriteTo(body);
                     await body.FlushAsync(cancellationToken);
                 }
@@ -443,10 +442,9 @@ internal static class ConnectEndpoints
 
         private async Task WriteFrame(byte flags, byte[] payload, CancellationToken cancellationToken)
         {
-            var header = new byte[Envelope.HeaderSize];
-            Envelope.WriteHeader(header, flags, payload.Length);
             var body = _http.Response.BodyWriter;
-            body.Write(header);
+            Envelope.WriteHeader(body.GetSpan(Envelope.HeaderSize), flags, payload.Length);
+            body.Advance(Envelope.HeaderSize);
             body.Write(payload);
             await body.FlushAsync(cancellationToken);
         }

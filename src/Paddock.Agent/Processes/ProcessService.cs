@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Google.Protobuf;
 using Paddock.Agent.Connect;
 using Paddock.Agent.Native;
@@ -18,14 +19,16 @@ internal sealed class ProcessService
     private readonly ProcessTable _table;
     private readonly ProcessSpawner _spawner;
     private readonly ProcessEnvironment _environment;
+    private readonly OutputPoller _poller;
     private readonly AgentOptions _options;
     private readonly ILogger<ProcessService> _logger;
 
-    public ProcessService(ProcessTable table, ProcessSpawner spawner, ProcessEnvironment environment, AgentOptions options, ILogger<ProcessService> logger)
+    public ProcessService(ProcessTable table, ProcessSpawner spawner, ProcessEnvironment environment, OutputPoller poller, AgentOptions options, ILogger<ProcessService> logger)
     {
         _table = table;
         _spawner = spawner;
         _environment = environment;
+        _poller = poller;
         _options = options;
         _logger = logger;
     }
@@ -74,8 +77,8 @@ internal sealed class ProcessService
             ?? throw new ConnectException(ConnectCode.InvalidArgument, $"cannot execute '{config.Cmd}': not found in PATH ({pathVariable})");
 
         using var reservation = _table.Reserve();
-        var process = new ManagedProcess(config.Clone(), request.HasTag ? request.Tag : null, terminal is not null, _logger);
-        using var subscription = process.Output.Subscribe();
+        var process = new ManagedProcess(config.Clone(), request.HasTag ? request.Tag : null, terminal is not null, _poller, _logger);
+        using var subscription = process.Output.Subscribe(chunk => writer.WriteAsync(new StartResponse { Event = DataEvent(chunk) }, context.CancellationToken));
         var spawned = await _spawner.SpawnAsync(new SpawnRequest(
             executable,
             [config.Cmd, .. config.Args],
@@ -104,38 +107,44 @@ internal sealed class ProcessService
     private async Task ConnectAsync(ConnectRequest request, IStreamWriter<ConnectResponse> writer, ConnectCallContext context)
     {
         var process = _table.Find(request.Process);
-        using var subscription = process.Output.Subscribe();
+        using var subscription = process.Output.Subscribe(chunk => writer.WriteAsync(new ConnectResponse { Event = DataEvent(chunk) }, context.CancellationToken));
         await StreamAsync(process, subscription, e => writer.WriteAsync(new ConnectResponse { Event = e }, context.CancellationToken), context);
     }
 
+    /// <summary>
+    /// A data event over the chunk's bytes, without copying them: the writer encodes it before its send completes,
+    /// and the chunk is held until then.
+    /// </summary>
+    private static ProcessEvent DataEvent(OutputChunk chunk)
+    {
+        var bytes = UnsafeByteOperations.UnsafeWrap(chunk.Data);
+        var data = chunk.Kind switch
+        {
+            OutputKind.Stdout => new ProcessEvent.Types.DataEvent { Stdout = bytes },
+            OutputKind.Stderr => new ProcessEvent.Types.DataEvent { Stderr = bytes },
+            _ => new ProcessEvent.Types.DataEvent { Pty = bytes },
+        };
+        return new ProcessEvent { Data = data };
+    }
+
+    /// <summary>
+    /// The start event, then the output (sent by the process's pumps through the subscription) and keepalives, then
+    /// the end event.
+    /// </summary>
     private static async Task StreamAsync(ManagedProcess process, OutputSubscription subscription, Func<ProcessEvent, ValueTask> write, ConnectCallContext context)
     {
         var cancellationToken = context.CancellationToken;
         try
         {
             await write(new ProcessEvent { Start = new ProcessEvent.Types.StartEvent { Pid = (uint)process.Pid } });
+            subscription.Start();
             using var keepAliveStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var keepAlive = KeepAliveAsync(write, context.KeepAliveInterval, keepAliveStop.Token);
             try
             {
-                await foreach (var chunk in subscription.Reader.ReadAllAsync(cancellationToken))
+                if (await subscription.Finished.WaitAsync(cancellationToken) is { } failure)
                 {
-                    try
-                    {
-                        // No copy here: the writer encodes the message before it returns, while the chunk is held.
-                        var bytes = UnsafeByteOperations.UnsafeWrap(chunk.Data);
-                        var data = chunk.Kind switch
-                        {
-                            OutputKind.Stdout => new ProcessEvent.Types.DataEvent { Stdout = bytes },
-                            OutputKind.Stderr => new ProcessEvent.Types.DataEvent { Stderr = bytes },
-                            _ => new ProcessEvent.Types.DataEvent { Pty = bytes },
-                        };
-                        await write(new ProcessEvent { Data = data });
-                    }
-                    finally
-                    {
-                        chunk.Release();
-                    }
+                    ExceptionDispatchInfo.Throw(failure);
                 }
             }
             finally
@@ -143,7 +152,7 @@ internal sealed class ProcessService
                 keepAliveStop.Cancel();
                 await keepAlive;
             }
-            // The queue completes only after the end event exists, so every byte above went out before it.
+            // The subscription finishes only after the last output was sent, and the end event exists by then.
             var end = await process.Ended.WaitAsync(cancellationToken);
             await write(new ProcessEvent { End = end });
         }
@@ -326,6 +335,7 @@ internal static class ProcessServiceExtensions
     public static IServiceCollection AddProcessService(this IServiceCollection services)
     {
         services.AddSingleton<ChildReaper>();
+        services.AddSingleton<OutputPoller>();
         services.AddSingleton<ProcessTable>();
         services.AddSingleton(_ => new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH")));
         services.AddSingleton<ProcessSpawner>();
