@@ -154,9 +154,25 @@ internal sealed class EnvdClient : IDisposable
             throw new HttpRequestException($"GET /files answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
         }
         await using var source = await response.Content.ReadAsStreamAsync(cancellationToken);
-        await using var file = new FileStream(localPath, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None);
-        await source.CopyToAsync(file, 256 * 1024, cancellationToken);
-        return file.Length;
+        using var file = File.OpenHandle(localPath, FileMode.Create, FileAccess.Write);
+        // Large reads straight from the socket and synchronous writes into the page cache, as cp does: FileStream's
+        // asynchronous writes would add a thread-pool hand-over per write to the client's side of the figure.
+        var buffer = ArrayPool<byte>.Shared.Rent(1024 * 1024);
+        try
+        {
+            long written = 0;
+            int read;
+            while ((read = await source.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                RandomAccess.Write(file, buffer.AsSpan(0, read), written);
+                written += read;
+            }
+            return written;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     public void Dispose() => _http.Dispose();

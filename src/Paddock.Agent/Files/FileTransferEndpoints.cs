@@ -22,6 +22,9 @@ internal static class FileTransferEndpoints
     /// <summary>Most files one multipart upload may carry: each is a temporary file until the upload commits.</summary>
     public const int MaxFilesPerUpload = 1000;
 
+    /// <summary>The most a download reads and sends at once: each flush costs hand-overs to the socket and back, whatever its size.</summary>
+    private const int DownloadChunk = 1024 * 1024;
+
     public static IEndpointRouteBuilder MapFileTransfer(this IEndpointRouteBuilder app)
     {
         var services = app.ServiceProvider;
@@ -115,6 +118,11 @@ internal static class FileTransferEndpoints
 
         private async Task SendAsync(HttpContext http, Microsoft.Win32.SafeHandles.SafeFileHandle file, string path, long length, bool gzip)
         {
+            if (!gzip)
+            {
+                await SendIdentityAsync(http, file, path, length);
+                return;
+            }
             var cancellationToken = http.RequestAborted;
             var buffer = ArrayPool<byte>.Shared.Rent(128 * 1024);
             var output = gzip ? new GZipStream(http.Response.Body, CompressionLevel.Fastest, leaveOpen: true) : http.Response.Body;
@@ -165,6 +173,53 @@ internal static class FileTransferEndpoints
             }
         }
 
+        /// <summary>
+        /// The file as it is: read straight into the response's own buffers (no copy in between), a large read per
+        /// flush. The reads are synchronous: a read from the page cache takes a fraction of a millisecond, and
+        /// RandomAccess.ReadAsync on Linux is the same blocking pread on another thread-pool thread at the cost of a
+        /// hand-over per read. Measured with bench/ (256 MiB GET /files): XXX.
+        /// </summary>
+        private async Task SendIdentityAsync(HttpContext http, Microsoft.Win32.SafeHandles.SafeFileHandle file, string path, long length)
+        {
+            var cancellationToken = http.RequestAborted;
+            var writer = http.Response.BodyWriter;
+            long offset = 0;
+            try
+            {
+                while (offset < length)
+                {
+                    var memory = writer.GetMemory(DownloadChunk);
+                    int read;
+                    try
+                    {
+                        read = RandomAccess.Read(file, memory.Span[..(int)Math.Min(memory.Length, length - offset)], offset);
+                    }
+                    catch (IOException ex)
+                    {
+                        FilesLog.DownloadFailed(_log, path, ex);
+                        http.Abort();
+                        return;
+                    }
+                    if (read == 0)
+                    {
+                        break; // the file shrank while it was sent
+                    }
+                    writer.Advance(read);
+                    offset += read;
+                    await writer.FlushAsync(cancellationToken);
+                }
+                if (offset < length)
+                {
+                    // Fewer bytes than the Content-Length promised: only a cut connection tells the client.
+                    http.Abort();
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException && cancellationToken.IsCancellationRequested)
+            {
+                FilesLog.DownloadAborted(_log, path);
+            }
+        }
+
         public async Task UploadAsync(HttpContext http)
         {
             var pending = new List<PendingUpload>();
@@ -187,7 +242,14 @@ internal static class FileTransferEndpoints
                         throw new ConnectException(ConnectCode.InvalidArgument, "the path query parameter is required for an application/octet-stream upload");
                     }
                     var upload = Begin(target, user, pending);
-                    await upload.CopyFromAsync(body, http.RequestAborted);
+                    if (ReferenceEquals(body, http.Request.Body))
+                    {
+                        await upload.CopyFromAsync(http.Request.BodyReader, http.RequestAborted);
+                    }
+                    else
+                    {
+                        await upload.CopyFromAsync(body, http.RequestAborted);
+                    }
                     upload.Finish(metadata);
                 }
                 else
