@@ -25,6 +25,9 @@ internal static class FileTransferEndpoints
     /// <summary>The most a download reads and sends at once: each flush costs hand-overs to the socket and back, whatever its size.</summary>
     private const int DownloadChunk = 1024 * 1024;
 
+    /// <summary>The multipart reader's buffer, which it scans for the boundary (its default is 16 KiB).</summary>
+    private const int MultipartBuffer = 256 * 1024;
+
     public static IEndpointRouteBuilder MapFileTransfer(this IEndpointRouteBuilder app)
     {
         var services = app.ServiceProvider;
@@ -294,7 +297,7 @@ internal static class FileTransferEndpoints
                 throw new ConnectException(ConnectCode.InvalidArgument, "multipart/form-data without a valid boundary (1-70 characters, RFC 2046)");
             }
             var queryPath = http.Request.Query["path"].ToString();
-            var reader = new MultipartReader(boundary, body);
+            var reader = new MultipartReader(boundary, body, MultipartBuffer);
             while (await reader.ReadNextSectionAsync(http.RequestAborted) is { } section)
             {
                 if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)
