@@ -172,12 +172,13 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
     {
         var bytes = (long)options.StreamMiB * 1024 * 1024;
         var count = bytes.ToString(CultureInfo.InvariantCulture);
-        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way");
+        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way (agent proto, agent JSON, head | cat, head's pipe here)");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/usr/bin/head", Args = { "-c", count, "/dev/zero" } }, Stdin = false };
         using var pipeline = new Spawner("/bin/sh", ["-c", $"/usr/bin/head -c {count} /dev/zero | /bin/cat > /dev/null"], quiet: true);
         using var head = new Spawner("/usr/bin/head", ["-c", count, "/dev/zero"], quiet: true);
 
         var agent = new Samples("MiB/s", Direction.HigherIsBetter);
+        var agentJson = new Samples("MiB/s", Direction.HigherIsBetter);
         var catPipe = new Samples("MiB/s", Direction.HigherIsBetter);
         var ownPipe = new Samples("MiB/s", Direction.HigherIsBetter);
         var figures = new CpuFigures("stdout streaming", "stdout_stream", "MiB");
@@ -191,6 +192,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             var agentSeconds = clock.Elapsed.TotalSeconds;
             var agentUse = mark.Stop();
             Expect(outcome, 0, bytes);
+
+            // The same through the JSON codec, which E2B's SDKs use (output travels as base64 text).
+            mark = cpu.Start();
+            clock.Restart();
+            var jsonOutcome = await client.RunAsync(request, json: true, cancellationToken);
+            var jsonSeconds = clock.Elapsed.TotalSeconds;
+            var jsonUse = mark.Stop();
+            Expect(jsonOutcome, 0, bytes);
 
             mark = cpu.Start();
             clock.Restart();
@@ -211,11 +220,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             if (run > 0)
             {
                 agent.Add(options.StreamMiB / agentSeconds);
+                agentJson.Add(options.StreamMiB / jsonSeconds);
                 catPipe.Add(options.StreamMiB / catSeconds);
                 ownPipe.Add(options.StreamMiB / ownSeconds);
                 eventSize.Add(bytes / 1024.0 / Math.Max(1, outcome.DataEvents));
                 figures.Add("agent", agentUse.Agent, options.StreamMiB);
                 figures.Add("client", agentUse.Client, options.StreamMiB);
+                figures.Add("agent_json", jsonUse.Agent, options.StreamMiB);
+                figures.Add("client_json", jsonUse.Client, options.StreamMiB);
                 figures.Add("head", ownUse.Baseline, options.StreamMiB);
                 figures.Add("pipeline", pipelineUse.Baseline, options.StreamMiB);
                 // The pipeline's sh, head and cat, less head as measured alone: what cat (the baseline's reader) used.
@@ -229,6 +241,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         [
             new("stdout streaming through Start", "stdout_stream", agent, "head | cat > /dev/null", catPipe, 0.5),
             new("stdout streaming through Start", "stdout_stream_vs_own_pipe", agent, "head's pipe read here", ownPipe, 0.5),
+            new("stdout streaming, Connect JSON (SDK)", "stdout_stream_json", agentJson, "head | cat > /dev/null", catPipe, 0.5),
         ];
     }
 

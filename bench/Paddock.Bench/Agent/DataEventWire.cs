@@ -76,3 +76,56 @@ internal static class DataEventWire
         return false;
     }
 }
+
+/// <summary>
+/// The JSON twin of <see cref="DataEventWire"/>: the output lengths of <c>{"event":{"data":{"stdout":"BASE64"}}}</c>
+/// read with a Utf8JsonReader, without decoding the base64 (its length gives the byte count). Anything else, or any
+/// escaped text, is left to the full parser.
+/// </summary>
+internal static class DataEventJson
+{
+    public static bool TryRead(ReadOnlySpan<byte> message, out long stdout, out long stderr, out long pty)
+    {
+        stdout = stderr = pty = 0;
+        var reader = new System.Text.Json.Utf8JsonReader(message);
+        if (!Expect(ref reader, System.Text.Json.JsonTokenType.StartObject) || !Property(ref reader, "event"u8)
+            || !Expect(ref reader, System.Text.Json.JsonTokenType.StartObject) || !Property(ref reader, "data"u8)
+            || !Expect(ref reader, System.Text.Json.JsonTokenType.StartObject))
+        {
+            return false;
+        }
+        while (reader.Read() && reader.TokenType == System.Text.Json.JsonTokenType.PropertyName)
+        {
+            ref var target = ref stdout;
+            if (reader.ValueTextEquals("stderr"u8))
+            {
+                target = ref stderr;
+            }
+            else if (reader.ValueTextEquals("pty"u8))
+            {
+                target = ref pty;
+            }
+            else if (!reader.ValueTextEquals("stdout"u8))
+            {
+                return false;
+            }
+            if (!reader.Read() || reader.TokenType != System.Text.Json.JsonTokenType.String || reader.ValueIsEscaped || reader.ValueSpan.Length % 4 != 0)
+            {
+                return false;
+            }
+            var text = reader.ValueSpan;
+            var padding = text.Length == 0 ? 0 : text[^1] != '=' ? 0 : text[^2] == '=' ? 2 : 1;
+            target += (text.Length / 4 * 3) - padding;
+        }
+        // The data, event and message objects all end here, and nothing follows.
+        return reader.TokenType == System.Text.Json.JsonTokenType.EndObject
+            && Expect(ref reader, System.Text.Json.JsonTokenType.EndObject)
+            && Expect(ref reader, System.Text.Json.JsonTokenType.EndObject)
+            && !reader.Read();
+    }
+
+    private static bool Expect(ref System.Text.Json.Utf8JsonReader reader, System.Text.Json.JsonTokenType type) => reader.Read() && reader.TokenType == type;
+
+    private static bool Property(ref System.Text.Json.Utf8JsonReader reader, ReadOnlySpan<byte> name) =>
+        reader.Read() && reader.TokenType == System.Text.Json.JsonTokenType.PropertyName && reader.ValueTextEquals(name);
+}

@@ -89,7 +89,7 @@ internal sealed class EnvdClient : IDisposable
                         ? new RunOutcome(code, stdout, stderr, dataEvents)
                         : throw new InvalidDataException("the Start stream ended without an end event");
                 }
-                if (!json && DataEventWire.TryRead(frame.Span, out var outBytes, out var errBytes, out _))
+                if (json ? DataEventJson.TryRead(frame.Span, out var outBytes, out var errBytes, out _) : DataEventWire.TryRead(frame.Span, out outBytes, out errBytes, out _))
                 {
                     dataEvents++;
                     stdout += outBytes;
