@@ -25,7 +25,10 @@ internal static class FileTransferEndpoints
     /// <summary>The most a download reads and sends at once: each flush costs hand-overs to the socket and back, whatever its size.</summary>
     private const int DownloadChunk = 1024 * 1024;
 
-    /// <summary>The multipart reader's buffer, which it scans for the boundary (its default is 16 KiB).</summary>
+    /// <summary>
+    /// The multipart reader's buffer, which it scans for the boundary. With its default of 16 KiB, bench/ (256 MiB
+    /// multipart POST /files, the SDK's way) measured 2.7 ms of the agent's CPU per MiB; with this, 0.7-1.1 ms.
+    /// </summary>
     private const int MultipartBuffer = 256 * 1024;
 
     public static IEndpointRouteBuilder MapFileTransfer(this IEndpointRouteBuilder app)
@@ -180,7 +183,8 @@ internal static class FileTransferEndpoints
         /// The file as it is: read straight into the response's own buffers (no copy in between), a large read per
         /// flush. The reads are synchronous: a read from the page cache takes a fraction of a millisecond, and
         /// RandomAccess.ReadAsync on Linux is the same blocking pread on another thread-pool thread at the cost of a
-        /// hand-over per read. Measured with bench/ (256 MiB GET /files): XXX.
+        /// hand-over per read. Measured with bench/ (256 MiB GET /files, JIT build): the agent's CPU per MiB went
+        /// from 0.9 ms (128 KiB reads into a buffer of ours, then a copy) to 0.4-0.6 ms.
         /// </summary>
         private async Task SendIdentityAsync(HttpContext http, Microsoft.Win32.SafeHandles.SafeFileHandle file, string path, long length)
         {
@@ -268,6 +272,8 @@ internal static class FileTransferEndpoints
             }
             catch (ConnectException error)
             {
+                // Temporary files go before the answer does: a client that sees the error sees nothing left behind.
+                DisposeAll(pending);
                 await FilesErrors.WriteAsync(http, error);
             }
             catch (Exception ex) when (http.RequestAborted.IsCancellationRequested && ex is OperationCanceledException or IOException)
@@ -278,14 +284,21 @@ internal static class FileTransferEndpoints
             {
                 // Reading the body failed: it ended early (BadHttpRequestException is an IOException), or its
                 // multipart framing or gzip stream is malformed.
+                DisposeAll(pending);
                 await FilesErrors.WriteAsync(http, StatusCodes.Status400BadRequest, $"malformed upload body: {ex.Message}");
             }
             finally
             {
-                foreach (var upload in pending)
-                {
-                    upload.Dispose();
-                }
+                DisposeAll(pending);
+            }
+        }
+
+        /// <summary>Closes every upload and removes the temporary files of those not committed (idempotent).</summary>
+        private static void DisposeAll(List<PendingUpload> pending)
+        {
+            foreach (var upload in pending)
+            {
+                upload.Dispose();
             }
         }
 

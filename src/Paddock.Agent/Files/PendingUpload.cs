@@ -185,8 +185,7 @@ internal sealed class PendingUpload : IDisposable
 
     // The writes below are synchronous, on the request's own thread: a write into the page cache takes a fraction of
     // a millisecond, and FileStream's asynchronous writes on Linux are the same blocking pwrite on another thread-pool
-    // thread, at the cost of a hand-over per write (measured with bench/: the agent's CPU per uploaded MiB fell by
-    // half without it).
+    // thread, plus a hand-over to it and back per write.
     private void Write(SafeFileHandle file, ReadOnlySpan<byte> data)
     {
         try

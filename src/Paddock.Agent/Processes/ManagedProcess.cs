@@ -29,7 +29,7 @@ internal sealed class ManagedProcess
     /// the writer rarely blocks. Each data event costs the agent and the client about the same whatever its size (a
     /// flush, a send, thread-pool wake-ups, a client wake-up), so the CPU per byte follows the event count: measured
     /// with bench/ (`head -c 512M /dev/zero` through Start, which writes 8 KiB at a time), reads that raced the writes
-    /// made 20-150 KiB events and cost the agent 3-12 ms of CPU per MiB.
+    /// made 20-270 KiB events, and the agent spent 2-14 ms of CPU per MiB.
     /// </summary>
     internal const int FloodGatherBytes = LargeRead / 2;
 

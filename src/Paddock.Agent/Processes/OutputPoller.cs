@@ -12,9 +12,10 @@ namespace Paddock.Agent.Processes;
 /// .NET's socket engine (a Socket over the pipe, as the pumps used before) keeps every descriptor in its epoll set
 /// edge-triggered for good, so every write of a process woke the engine's thread, whether or not a read was
 /// waiting. Measured with bench/ (`head -c 256M /dev/zero`, which writes 8 KiB at a time, through Start): about
-/// 40,000 wake-ups of that thread per run while the pump let a flood gather in the pipe, a quarter of the agent's
-/// context switches; on this project's VMs every switch costs tens of microseconds. One-shot registrations wake the
-/// agent once per read that found the pipe empty, whatever the process writes meanwhile.
+/// 14,000 wake-ups of that thread per 256 MiB while the pump let a flood gather in the pipe, a quarter of the agent's
+/// context switches (perf record -e context-switches); on this project's VMs every switch costs tens of
+/// microseconds. One-shot registrations wake the agent once per read that found the pipe empty, whatever the
+/// process writes meanwhile.
 /// </remarks>
 internal sealed class OutputPoller
 {
