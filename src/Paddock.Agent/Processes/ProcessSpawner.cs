@@ -97,9 +97,22 @@ internal sealed class ProcessSpawner
         {
             return false;
         }
+        // The user directory hands out the same AgentUser until /etc/passwd or /etc/group changes: remember the answer
+        // for it rather than build a set on every Start.
+        var last = _lastIdentity;
+        if (ReferenceEquals(last?.User, user))
+        {
+            return last.Own;
+        }
         var target = new HashSet<uint>(user.Groups) { user.Gid };
-        return target.SetEquals(_agentGroups);
+        var own = target.SetEquals(_agentGroups);
+        _lastIdentity = new IdentityAnswer(user, own);
+        return own;
     }
+
+    private sealed record IdentityAnswer(AgentUser User, bool Own);
+
+    private volatile IdentityAnswer? _lastIdentity;
 
     /// <summary>
     /// Starts the process. Throws <see cref="ConnectException"/> with a message for the caller when it cannot run
