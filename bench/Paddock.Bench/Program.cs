@@ -11,13 +11,13 @@ namespace Paddock.Bench;
 internal static class Program
 {
     private const string Usage = """
-        usage: paddock-bench agent [options]
+        usage: paddock-bench agent [options]   (paddock-bench daemon --help: the daemon's figures)
           --binary PATH       the agent to measure (default: artifacts/agent/paddock-agent under the repository)
           --round-trips N     timed /bin/true round trips per side (default 1000)
           --stream-mib N      MiB streamed through stdout per run (default 512)
           --file-mib N        MiB per upload/download/cp (default 256)
           --runs N            timed runs per throughput figure, after one warmup (default 5)
-          --only LIST         run only these sections, comma separated: start, roundtrip, stream, files (default: all)
+          --only SECTIONS     run only these, comma-separated: start, roundtrip, stream, files
           --quick             small sizes for a smoke run (100 round trips, 64 MiB, 32 MiB, 2 runs, 5 starts)
           --json              also print the figures as one JSON line at the end
         """;
@@ -28,6 +28,10 @@ internal static class Program
         {
             Console.Error.WriteLine(Usage);
             return args.Length == 0 ? 2 : 0;
+        }
+        if (args[0] == "daemon")
+        {
+            return await Daemon.DaemonCommand.RunAsync(args.AsMemory(1));
         }
         if (args[0] != "agent")
         {
@@ -85,8 +89,8 @@ internal static class Program
                 "--stream-mib" => options with { StreamMiB = Positive(option, Value(args, ref i)) },
                 "--file-mib" => options with { FileMiB = Positive(option, Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
+                "--only" => options with { Only = Sections(Value(args, ref i)) },
                 "--quick" => options with { RoundTrips = 100, StreamMiB = 64, FileMiB = 32, Runs = 2, StartSamples = 5 },
-                "--only" => options with { Sections = Sections(option, Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
@@ -95,13 +99,14 @@ internal static class Program
         return (options, json);
     }
 
-    private static HashSet<string> Sections(string option, string text)
+    private static HashSet<string> Sections(string text)
     {
-        var sections = new HashSet<string>(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal);
-        var unknown = sections.Where(s => !AgentBenchOptions.AllSections.Contains(s)).ToList();
-        return sections.Count > 0 && unknown.Count == 0
+        var known = new[] { "start", "roundtrip", "stream", "files" };
+        var sections = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        var unknown = sections.Except(known).ToList();
+        return unknown.Count == 0 && sections.Count > 0
             ? sections
-            : throw new ArgumentException($"invalid value '{text}' for {option}: expected a comma separated list of {string.Join(", ", AgentBenchOptions.AllSections)}");
+            : throw new ArgumentException($"unknown section(s) '{string.Join(",", unknown)}': expected {string.Join(", ", known)}");
     }
 
     private static int Positive(string option, string text) =>

@@ -25,7 +25,10 @@ catch (ArgumentException ex)
     return 2;
 }
 
-var builder = WebApplication.CreateSlimBuilder();
+// No reloadOnChange for appsettings*.json: it makes the host watch the working directory recursively with inotify
+// (one watch per directory below it: 840 for /tmp here, the whole rootfs when started in /), slowing the start and
+// spending the inotify watches that WatchDir needs.
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 var h2cSocket = H2cHandoff.NewSocketPath();
 builder.WebHost.ConfigureKestrel(kestrel =>
@@ -51,6 +54,18 @@ var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 
 app.MapGet("/health", () => Results.NoContent());
+// envd's GET /envs: the sandbox-wide variables every command starts with.
+app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
+{
+    http.Response.ContentType = "application/json";
+    await using var json = new System.Text.Json.Utf8JsonWriter(http.Response.Body);
+    json.WriteStartObject();
+    foreach (var (key, value) in environment.SandboxVariables)
+    {
+        json.WriteString(key, value);
+    }
+    json.WriteEndObject();
+});
 app.MapProcessService();
 app.MapFilesystemService();
 app.MapFileTransfer();

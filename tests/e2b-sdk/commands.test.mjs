@@ -4,30 +4,17 @@ import { after, before, describe, it } from 'node:test'
 import { mkdirSync, realpathSync } from 'node:fs'
 import path from 'node:path'
 import { AuthenticationError, CommandExitError, InvalidArgumentError, NotFoundError, SandboxError, TimeoutError } from 'e2b'
-import { startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
+import { account, alive, commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
 
 const T = { timeout: 30_000 }
 const isRoot = process.getuid?.() === 0
-
-/** True while a process with this pid exists on this host (the agent runs here, so its children do too). */
-function alive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if (err.code === 'ESRCH') {
-      return false
-    }
-    throw err
-  }
-}
 
 describe('commands', () => {
   let agent
   let sandbox
 
   before(async () => {
-    agent = await startAgent()
+    agent = await startAgent({ user: commandUser })
     sandbox = await agent.sandbox()
   })
 
@@ -146,13 +133,13 @@ describe('commands', () => {
   })
 
   describe('users', () => {
-    it('runs as the user named in the call', { ...T, skip: !isRoot && 'switching users needs root' }, async () => {
-      const root = await sandbox.commands.run('id -un', { user: 'root' })
-      assert.equal(root.stdout, 'root\n')
-      const nobody = await sandbox.commands.run('id -un; printf "%s\\n" "$HOME"', { user: 'nobody', cwd: '/' })
-      const [name, home] = nobody.stdout.split('\n')
-      assert.equal(name, 'nobody')
-      assert.equal(home, '/nonexistent')
+    it('runs as the agent\'s default user, or the user named in the call', { ...T, skip: !isRoot && 'switching users needs root' }, async () => {
+      const byDefault = await sandbox.commands.run('id -un')
+      assert.equal(byDefault.stdout, `${commandUser}\n`)
+      // Another account than the default one; not root, whose login profile this host's root makes slow.
+      const other = account('daemon')
+      const named = await sandbox.commands.run('id -un; id -u; printf "%s\\n" "$HOME"', { user: 'daemon', cwd: '/' })
+      assert.deepEqual(named.stdout.split('\n'), ['daemon', String(other.uid), other.home, ''])
     })
 
     it('rejects an unknown user, naming it', T, async () => {

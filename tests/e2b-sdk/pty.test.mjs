@@ -2,23 +2,10 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { CommandExitError, NotFoundError, SandboxError } from 'e2b'
-import { startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
+import { alive, commandUser, startAgent, waitUntil, withTimeout } from './lib/agent.mjs'
 
 const T = { timeout: 30_000 }
 const enc = (s) => new TextEncoder().encode(s)
-
-/** True while a process with this pid exists on this host. */
-function alive(pid) {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    if (err.code === 'ESRCH') {
-      return false
-    }
-    throw err
-  }
-}
 
 /** Collects a terminal's output; `until` waits for a pattern to appear in what arrived after `mark()`. */
 function terminalOutput() {
@@ -44,7 +31,7 @@ describe('pty', () => {
   let sandbox
 
   before(async () => {
-    agent = await startAgent()
+    agent = await startAgent({ user: commandUser })
     sandbox = await agent.sandbox()
   })
 
@@ -68,8 +55,9 @@ describe('pty', () => {
   it('gives the shell a real terminal on stdin with TERM set', T, async () => {
     const out = terminalOutput()
     const terminal = await sandbox.pty.create({ cols: 80, rows: 24, onData: out.onData })
-    await sandbox.pty.sendInput(terminal.pid, enc('printf "T:%s:%s:%s\\n" "$TERM" "$(test -t 0 && echo tty)" "$(tty | cut -c1-8)"\n'))
-    const m = await out.until(/T:([^:\r\n]*):([^:\r\n]*):([^:\r\n]*)\r?\n/, 'the terminal check')
+    // The marker TT2 appears only in the output: the echoed input reads TT$((1+1)).
+    await sandbox.pty.sendInput(terminal.pid, enc('printf "%s:%s:%s:%s:\\n" "TT$((1+1))" "$TERM" "$(test -t 0 && echo tty)" "$(tty | cut -c1-8)"\n'))
+    const m = await out.until(/TT2:([^:\r\n]*):([^:\r\n]*):([^:\r\n]*):/, 'the terminal check')
     assert.equal(m[1], 'xterm-256color')
     assert.equal(m[2], 'tty')
     assert.equal(m[3], '/dev/pts')
@@ -97,7 +85,7 @@ describe('pty', () => {
     const out = terminalOutput()
     const terminal = await sandbox.pty.create({ cols: 80, rows: 24, onData: out.onData })
     try {
-      await sandbox.pty.sendInput(terminal.pid, enc('sleep 60; echo "rc=$?"\n'))
+      await sandbox.pty.sendInput(terminal.pid, enc('sleep 60\n'))
       // Wait until sleep runs (its pid shows up as a child of the shell) before interrupting it.
       await waitUntil(
         async () => (await sandbox.commands.run(`pgrep -P ${terminal.pid} -x sleep || true`)).stdout.trim() !== '',
@@ -105,8 +93,14 @@ describe('pty', () => {
         'sleep to start in the terminal',
       )
       await sandbox.pty.sendInput(terminal.pid, enc('\x03'))
-      // bash reports a job killed by SIGINT as 130.
-      await out.until(/rc=130/, 'sleep to be interrupted')
+      await waitUntil(
+        async () => (await sandbox.commands.run(`pgrep -P ${terminal.pid} -x sleep || true`)).stdout.trim() === '',
+        10_000,
+        'sleep to end after ^C',
+      )
+      // The shell is back at its prompt and reports the job as killed by SIGINT (128 + 2).
+      await sandbox.pty.sendInput(terminal.pid, enc('echo "rc=$?"\n'))
+      await out.until(/rc=130/, 'the exit status of the interrupted sleep')
     } finally {
       await sandbox.pty.kill(terminal.pid)
     }

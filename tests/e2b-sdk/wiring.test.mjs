@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { createServer } from 'node:net'
 import { AuthenticationError, Sandbox } from 'e2b'
-import { startAgent } from './lib/agent.mjs'
+import { commandUser, startAgent } from './lib/agent.mjs'
 
 const T = { timeout: 30_000 }
 
@@ -27,7 +27,7 @@ describe('debug mode with no address given', () => {
       skip = true
       return
     }
-    agent = await startAgent({ port: 49983 })
+    agent = await startAgent({ port: 49983, user: commandUser })
   })
 
   after(async () => {
@@ -61,7 +61,7 @@ describe('Sandbox.connect and the access token', () => {
   const token = 'paddock-test-token-' + Math.random().toString(36).slice(2)
 
   before(async () => {
-    agent = await startAgent({ args: ['--access-token', token] })
+    agent = await startAgent({ args: ['--access-token', token], user: commandUser })
   })
 
   after(async () => {
@@ -98,7 +98,7 @@ describe('Sandbox.connect and the access token', () => {
 
 describe('agent lifecycle', () => {
   it('exits with code 0 on SIGTERM', T, async () => {
-    const agent = await startAgent()
+    const agent = await startAgent({ user: commandUser })
     let exit
     try {
       const sandbox = await Sandbox.connect('lifecycle', { debug: true, sandboxUrl: agent.url, requestTimeoutMs: 10_000 })

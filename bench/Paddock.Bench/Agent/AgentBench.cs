@@ -23,13 +23,11 @@ internal sealed record AgentBenchOptions
     /// <summary>Timed runs of each throughput measurement (after one warmup run).</summary>
     public int Runs { get; init; } = 5;
 
+    /// <summary>The sections to run (start, roundtrip, stream, files); empty: all of them.</summary>
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>();
+
     /// <summary>Upper bound on the time one section may take; a section stops early when it passes.</summary>
     public TimeSpan SectionBudget { get; init; } = TimeSpan.FromSeconds(90);
-
-    /// <summary>The sections to run (<see cref="AllSections"/> by default); --only picks some, e.g. to profile one.</summary>
-    public IReadOnlySet<string> Sections { get; init; } = AllSections;
-
-    public static readonly IReadOnlySet<string> AllSections = new HashSet<string>(["start", "roundtrip", "stream", "files"], StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -51,7 +49,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var scratch = Directory.CreateTempSubdirectory("paddock-bench-");
         try
         {
-            if (options.Sections.Contains("start"))
+            if (Runs("start"))
             {
                 var startToReady = await MeasureStartToReadyAsync(scratch.FullName, cancellationToken);
                 report.AddFact($"start-to-ready, p50 of {startToReady.Count} (spawn to first 204 from /health)", "start_to_ready_ms_p50", "ms", startToReady.P50);
@@ -63,15 +61,15 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             log.WriteLine($"agent pid {agent.Pid} on {agent.BaseAddress}");
             using var client = new EnvdClient(agent.BaseAddress);
             var cpu = new CpuMeter(agent.Pid);
-            if (options.Sections.Contains("roundtrip"))
+            if (Runs("roundtrip"))
             {
                 report.AddAll(await MeasureRoundTripAsync(client, cpu, report, cancellationToken));
             }
-            if (options.Sections.Contains("stream"))
+            if (Runs("stream"))
             {
                 report.AddAll(await MeasureStreamingAsync(client, cpu, report, cancellationToken));
             }
-            if (options.Sections.Contains("files"))
+            if (Runs("files"))
             {
                 report.AddAll(await MeasureFilesAsync(client, cpu, report, scratch.FullName, cancellationToken));
             }
@@ -84,6 +82,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         }
         return report;
     }
+
+    private bool Runs(string section) => options.Only.Count == 0 || options.Only.Contains(section);
 
     private async Task<Samples> MeasureStartToReadyAsync(string workdir, CancellationToken cancellationToken)
     {
@@ -295,20 +295,23 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
     private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, CpuMeter cpu, Report report, string scratch, CancellationToken cancellationToken)
     {
         var bytes = (long)options.FileMiB * 1024 * 1024;
-        log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp, {options.Runs} runs (+1 warmup) each");
+        log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp and cat, {options.Runs} runs (+1 warmup) each");
         var source = Path.Combine(scratch, "source.bin");
         await WriteRandomFileAsync(source, bytes, cancellationToken);
         var target = Path.Combine(scratch, "target.bin");
         using var cp = new Spawner("/bin/cp", [source, target], quiet: true);
+        // cp copies inside the kernel (copy_file_range); cat moves the bytes through a process, as the agent must.
+        using var cat = new Spawner("/bin/sh", ["-c", "exec /bin/cat \"$0\" > \"$1\"", source, target], quiet: true);
 
         var uploadOctet = new Samples("MiB/s", Direction.HigherIsBetter);
         var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
         var download = new Samples("MiB/s", Direction.HigherIsBetter);
         var copy = new Samples("MiB/s", Direction.HigherIsBetter);
-        var copyCpu = new CpuFigures("cp", "cp", "MiB");
+        var copyCpu = new CpuFigures("copies", "copy", "MiB");
         var octetCpu = new CpuFigures("upload, octet-stream", "upload_octet_stream", "MiB");
         var multipartCpu = new CpuFigures("upload, multipart", "upload_multipart", "MiB");
         var downloadCpu = new CpuFigures("download", "download", "MiB");
+        var catCopy = new Samples("MiB/s", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
@@ -319,6 +322,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             ExpectExit(Spawner.Wait(cp.Spawn()), 0);
             var cpSeconds = clock.Elapsed.TotalSeconds;
             var cpUse = mark.Stop();
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            mark = cpu.Start();
+            clock.Restart();
+            ExpectExit(Spawner.Wait(cat.Spawn()), 0);
+            var catSeconds = clock.Elapsed.TotalSeconds;
+            var catUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
@@ -351,6 +362,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             if (run > 0)
             {
                 copyCpu.Add("cp", cpUse.Baseline, options.FileMiB);
+                copyCpu.Add("cat", catUse.Baseline, options.FileMiB);
                 octetCpu.Add("agent", octetUse.Agent, options.FileMiB);
                 octetCpu.Add("client", octetUse.Client, options.FileMiB);
                 multipartCpu.Add("agent", multipartUse.Agent, options.FileMiB);
@@ -358,6 +370,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 downloadCpu.Add("agent", downloadUse.Agent, options.FileMiB);
                 downloadCpu.Add("client", downloadUse.Client, options.FileMiB);
                 copy.Add(options.FileMiB / cpSeconds);
+                catCopy.Add(options.FileMiB / catSeconds);
                 uploadOctet.Add(options.FileMiB / octetSeconds);
                 uploadMultipart.Add(options.FileMiB / multipartSeconds);
                 download.Add(options.FileMiB / downloadSeconds);
@@ -378,6 +391,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             new("upload POST /files, octet-stream", "upload_octet_stream", uploadOctet, baseName, copy, 0.5),
             new("upload POST /files, multipart (SDK)", "upload_multipart", uploadMultipart, baseName, copy, 0.5),
             new("download GET /files", "download", download, baseName, copy, 0.5),
+            new("upload POST /files, octet-stream", "upload_octet_stream_vs_cat", uploadOctet, "cat src > dst", catCopy, 0.5),
+            new("download GET /files", "download_vs_cat", download, "cat src > dst", catCopy, 0.5),
         ];
     }
 

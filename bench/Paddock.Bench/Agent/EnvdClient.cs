@@ -126,23 +126,13 @@ internal sealed class EnvdClient : IDisposable
     {
         await using var file = new FileStream(localPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         var content = new StreamContent(file, 256 * 1024);
-        HttpContent body = content;
-        if (multipart)
-        {
-            content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-            var form = new MultipartFormDataContent { { content, "file", remotePath } };
-            body = form;
-        }
-        else
-        {
-            content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        }
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        using HttpContent body = multipart ? new MultipartFormDataContent { { content, "file", remotePath } } : content;
         using var response = await _http.PostAsync($"/files?path={Uri.EscapeDataString(remotePath)}", body, cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
             throw new HttpRequestException($"POST /files answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
         }
-        body.Dispose();
     }
 
     /// <summary><c>GET /files?path=</c>, written to <paramref name="localPath"/> as a client saving a download would.</summary>

@@ -43,7 +43,8 @@ internal sealed class Report
         output.WriteLine("p99 is the bad tail: the slowest 1% of a latency, the lowest 1% of a throughput (with few runs, the worst run).");
         foreach (var (name, _, unit, value) in _facts)
         {
-            output.WriteLine($"{name}: {F(value)} {unit}");
+            var text = value == Math.Floor(value) && Math.Abs(value) < 1e15 ? value.ToString("0", CultureInfo.InvariantCulture) : F(value);
+            output.WriteLine($"{name}: {text} {unit}".TrimEnd());
         }
     }
 

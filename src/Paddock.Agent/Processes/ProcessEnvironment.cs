@@ -27,6 +27,39 @@ internal sealed class ProcessEnvironment
     /// <summary>Variables every process of the sandbox starts with (E2B's sandbox-level <c>envs</c>).</summary>
     public ConcurrentDictionary<string, string> SandboxVariables { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Loads the sandbox-wide variables the host hands over in one variable holding a JSON object of strings
+    /// (<c>PADDOCK_AGENT_SANDBOX_ENV</c>: the daemon keeps them out of the agent's own environment, where
+    /// LD_PRELOAD or DOTNET_* would reach the agent itself). Throws <see cref="ArgumentException"/> on malformed input.
+    /// </summary>
+    public void LoadSandboxVariables(string? json)
+    {
+        if (string.IsNullOrEmpty(json))
+        {
+            return;
+        }
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(json);
+            if (document.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object)
+            {
+                throw new ArgumentException("PADDOCK_AGENT_SANDBOX_ENV must hold a JSON object of strings");
+            }
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                if (property.Value.ValueKind != System.Text.Json.JsonValueKind.String || property.Name.Length == 0 || property.Name.Contains('=', StringComparison.Ordinal))
+                {
+                    throw new ArgumentException($"PADDOCK_AGENT_SANDBOX_ENV: variable '{property.Name}' must be a non-empty name without '=' with a string value");
+                }
+                SandboxVariables[property.Name] = property.Value.GetString()!;
+            }
+        }
+        catch (System.Text.Json.JsonException ex)
+        {
+            throw new ArgumentException($"PADDOCK_AGENT_SANDBOX_ENV is not valid JSON: {ex.Message}");
+        }
+    }
+
     /// <summary>The environment for <paramref name="user"/>; order is kept for a stable environ(7).</summary>
     public List<KeyValuePair<string, string>> Build(AgentUser user, bool terminal, IReadOnlyDictionary<string, string> requested)
     {

@@ -92,6 +92,10 @@ internal sealed class ProcessService
         process.Attach(spawned);
         _table.Add(process, reservation);
         ProcessLog.Started(_logger, process.Pid, config.Cmd, user.Name);
+        if (CallTimeout(context.Http) is { } timeout)
+        {
+            _ = KillAtDeadlineAsync(process, timeout);
+        }
 
         try
         {
@@ -101,10 +105,34 @@ internal sealed class ProcessService
         }
         catch (OperationCanceledException) when (!context.Http.RequestAborted.IsCancellationRequested && context.CancellationToken.IsCancellationRequested)
         {
-            ProcessLog.DeadlineKill(_logger, process.Pid);
-            process.Signal(Signals.SIGKILL);
+            // The deadline passed with the client still listening: the kill is KillAtDeadlineAsync's; the client
+            // hears deadline_exceeded.
             throw;
         }
+    }
+
+    /// <summary>The Start call's Connect-Timeout-Ms (already validated by the Connect layer), or null without one.</summary>
+    private static TimeSpan? CallTimeout(HttpContext http) =>
+        http.Request.Headers.TryGetValue("Connect-Timeout-Ms", out var value) && long.TryParse(value, out var ms) && ms > 0
+            ? TimeSpan.FromMilliseconds(Math.Min(ms, int.MaxValue))
+            : null;
+
+    /// <summary>
+    /// Kills the process group when the Start call's deadline passes, whether or not its client is still there:
+    /// E2B's SDKs abandon the stream on their own timer at the same moment, so a kill tied to the stream would
+    /// usually lose that race and leave the command running (envd ties the kill to the process, too).
+    /// </summary>
+    private async Task KillAtDeadlineAsync(ManagedProcess process, TimeSpan timeout)
+    {
+        using var stop = new CancellationTokenSource();
+        var deadline = Task.Delay(timeout, stop.Token);
+        if (await Task.WhenAny(process.Ended, deadline) == deadline && !process.Ended.IsCompleted)
+        {
+            ProcessLog.DeadlineKill(_logger, process.Pid);
+            process.Signal(Signals.SIGKILL);
+        }
+        // Ended first: cancelling frees the timer now rather than at the deadline.
+        await stop.CancelAsync();
     }
 
     /// <summary>Attaches to a running process: a start event with its pid, its further output, its end.</summary>
@@ -347,7 +375,12 @@ internal static class ProcessServiceExtensions
         services.AddSingleton<ChildReaper>();
         services.AddSingleton<OutputPoller>();
         services.AddSingleton<ProcessTable>();
-        services.AddSingleton(_ => new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH")));
+        services.AddSingleton(_ =>
+        {
+            var environment = new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH"));
+            environment.LoadSandboxVariables(Environment.GetEnvironmentVariable("PADDOCK_AGENT_SANDBOX_ENV"));
+            return environment;
+        });
         services.AddSingleton<ProcessSpawner>();
         services.AddSingleton<ProcessService>();
         services.AddHostedService<ProcessSupervisor>();

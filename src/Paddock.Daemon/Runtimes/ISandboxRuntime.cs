@@ -11,7 +11,8 @@ internal interface ISandboxRuntime
 
     /// <summary>
     /// Starts a sandbox from <paramref name="spec"/> with the agent running inside, and returns once the agent answers.
-    /// On failure nothing of the sandbox is left behind.
+    /// On failure nothing of the sandbox is left behind, and the error is a <see cref="SandboxStartException"/>
+    /// (or <see cref="OperationCanceledException"/> when cancelled).
     /// </summary>
     Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken);
 
@@ -24,12 +25,22 @@ internal interface ISandboxRuntime
     /// <summary>The sandboxes of this tier alive on the host now, found from the host's own state (for re-adoption after a restart).</summary>
     Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Removes what is left on the host of sandboxes that are not alive (after a crash of the daemon or of the host:
+    /// stopped containers, mounts, network namespaces, cgroups, directories), and returns their ids. Sandboxes that
+    /// are alive, or being started or destroyed by this instance right now, are left alone. Meant for daemon start,
+    /// after <see cref="ListAsync"/>.
+    /// </summary>
+    Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken);
+
     /// <summary>Resource usage now, or null when the sandbox is gone.</summary>
     Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken);
 
     /// <summary>
     /// Opens a stream to <paramref name="port"/> inside the sandbox (the agent's port or any port a process listens on).
     /// The proxy uses this for all sandbox traffic, so that it needs no address on a shared host network.
+    /// Throws <see cref="SandboxNotFoundException"/> when the sandbox does not exist and
+    /// <see cref="SandboxPortUnreachableException"/> when nothing accepts connections on the port.
     /// </summary>
     ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken);
 }
@@ -49,6 +60,12 @@ internal sealed record SandboxSpec
 
     /// <summary>When set, the agent requires it (E2B's <c>secure</c> sandboxes).</summary>
     public string? AgentAccessToken { get; init; }
+
+    /// <summary>
+    /// The account the agent runs a call as when the call names none: the template's default user ("user" in
+    /// <c>base</c>). Null: the agent's own account (root inside the sandbox), for templates without that account.
+    /// </summary>
+    public string? DefaultUser { get; init; }
 
     public bool AllowInternetAccess { get; init; } = true;
 

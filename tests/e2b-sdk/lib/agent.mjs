@@ -4,7 +4,7 @@
 // the whole envd URL, debug or not (ConnectionConfig.getSandboxUrl), so each test file runs its own agent on a free
 // port and test files do not collide.
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, realpathSync } from 'node:fs'
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, realpathSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -29,6 +29,38 @@ export function freePort() {
       server.close(() => resolve(port))
     })
   })
+}
+
+/** The uid and gid of a local account, from /etc/passwd; undefined when there is none. */
+export function account(name) {
+  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const [user, , uid, gid, , home] = line.split(':')
+    if (user === name) {
+      return { name, uid: Number(uid), gid: Number(gid), home }
+    }
+  }
+  return undefined
+}
+
+/**
+ * The account commands should run as by default: `nobody` when the tests run as root, else the tests' own account
+ * (undefined). Every command the SDK starts is `bash -l -c ...`, so a login shell of root would read root's profile,
+ * which on the build machines runs `pyenv init` and can wait up to 60 s on pyenv's rehash lock; nobody's home
+ * (/nonexistent) has no profile. It also puts the agent's user switching on every call, as E2B's default user does.
+ */
+export const commandUser = process.getuid?.() === 0 && account('nobody') ? 'nobody' : undefined
+
+/** True while a process with this pid exists on this host (the agent runs here, so its children do too). */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    if (err.code === 'ESRCH') {
+      return false
+    }
+    throw err
+  }
 }
 
 /** Rejects with a message naming `what` when `promise` has not settled within `ms`. */
@@ -61,9 +93,10 @@ export async function waitUntil(check, ms, what, intervalMs = 20) {
 
 /**
  * Starts paddock-agent on 127.0.0.1 and waits for `GET /health` to answer 204.
- * @param {{ port?: number, args?: string[], workdir?: boolean }} [options]
+ * @param {{ port?: number, args?: string[], workdir?: boolean, user?: string }} [options]
  *   port: the port to listen on (default: a free one); args: extra agent options;
- *   workdir: create a private temporary directory and make it the agent's default working directory (default true).
+ *   workdir: create a private temporary directory and make it the agent's default working directory (default true);
+ *   user: the agent's default user (--default-user); the temporary directory is given to that account.
  */
 export async function startAgent(options = {}) {
   if (!existsSync(agentBinary)) {
@@ -71,7 +104,20 @@ export async function startAgent(options = {}) {
   }
   const port = options.port ?? (await freePort())
   const dir = options.workdir === false ? undefined : realpathSync(mkdtempSync(path.join(tmpdir(), 'paddock-e2b-')))
-  const args = ['--listen', '127.0.0.1', '--port', String(port), ...(dir ? ['--default-workdir', dir] : []), ...(options.args ?? [])]
+  if (dir && options.user) {
+    const owner = account(options.user)
+    if (!owner) {
+      throw new Error(`no account '${options.user}' on this host`)
+    }
+    chownSync(dir, owner.uid, owner.gid)
+  }
+  const args = [
+    '--listen', '127.0.0.1',
+    '--port', String(port),
+    ...(dir ? ['--default-workdir', dir] : []),
+    ...(options.user ? ['--default-user', options.user] : []),
+    ...(options.args ?? []),
+  ]
   const child = spawn(agentBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
   const append = (chunk) => {
@@ -88,7 +134,12 @@ export async function startAgent(options = {}) {
   // If the test process dies without running stop(), the agent must not outlive it.
   // The child and its pipes do not keep the test process alive: a test that fails before stop() must not hang the
   // run, and the exit hook then kills the agent.
-  const killOnExit = () => child.kill('SIGKILL')
+  const killOnExit = () => {
+    child.kill('SIGKILL')
+    if (dir) {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
   process.once('exit', killOnExit)
   child.unref()
   child.stdout.unref()
@@ -102,6 +153,8 @@ export async function startAgent(options = {}) {
     pid: child.pid,
     /** The agent's default working directory (a fresh temporary directory), or undefined. */
     dir,
+    /** The agent's default user, or undefined for the agent's own account. */
+    user: options.user,
     /** Everything the agent wrote to stdout/stderr (the last 64 KiB). */
     log: () => log,
     /** The exit status once the agent has exited, else undefined. */

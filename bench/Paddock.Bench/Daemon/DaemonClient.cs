@@ -1,0 +1,138 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using Paddock.Envd.Connect;
+using Paddock.Envd.Process;
+
+namespace Paddock.Bench.Daemon;
+
+/// <summary>A sandbox as the create answered it: its id and the agent's access token (null when none was given).</summary>
+internal readonly record struct CreatedSandbox(string Id, string? AccessToken);
+
+/// <summary>
+/// What an SDK does against paddockd, written against the wire: the control plane (REST, <c>X-API-Key</c>) and a
+/// command through the daemon's proxy (Connect JSON server stream of <c>process.Process/Start</c>, routed by the
+/// <c>E2b-Sandbox-Id</c> and <c>E2b-Sandbox-Port</c> headers, as the SDK does with E2B_SANDBOX_URL set).
+/// </summary>
+internal sealed class DaemonClient : IDisposable
+{
+    private const string AgentPort = "49983";
+    private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
+    private static readonly byte[] CreateBody = Encoding.UTF8.GetBytes("""{"templateID":"base","timeout":3600}""");
+
+    private readonly HttpClient _http;
+
+    public DaemonClient(Uri baseAddress, string apiKey)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(10),
+        };
+        _http = new HttpClient(handler)
+        {
+            BaseAddress = baseAddress,
+            DefaultRequestVersion = HttpVersion.Version11,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Timeout = TimeSpan.FromSeconds(90),
+        };
+        _http.DefaultRequestHeaders.Add("X-API-Key", apiKey);
+    }
+
+    /// <summary><c>POST /sandboxes</c> of the base template.</summary>
+    public async Task<CreatedSandbox> CreateAsync(CancellationToken cancellationToken)
+    {
+        using var content = new ByteArrayContent(CreateBody);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var response = await _http.PostAsync("/sandboxes", content, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        if (response.StatusCode != HttpStatusCode.Created)
+        {
+            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}");
+        }
+        var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
+        var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");
+        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>());
+    }
+
+    /// <summary><c>DELETE /sandboxes/{id}</c>; a 404 (already gone) is fine.</summary>
+    public async Task KillAsync(string id, CancellationToken cancellationToken)
+    {
+        using var response = await _http.DeleteAsync($"/sandboxes/{Uri.EscapeDataString(id)}", cancellationToken);
+        if (response.StatusCode is not (HttpStatusCode.NoContent or HttpStatusCode.NotFound))
+        {
+            throw new HttpRequestException($"DELETE /sandboxes/{id} answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+    }
+
+    /// <summary>Ids of the running sandboxes (<c>GET /sandboxes</c>).</summary>
+    public async Task<IReadOnlyList<string>> ListAsync(CancellationToken cancellationToken)
+    {
+        var text = await _http.GetStringAsync("/sandboxes", cancellationToken);
+        using var doc = JsonDocument.Parse(text);
+        return doc.RootElement.EnumerateArray().Select(s => s.GetProperty("sandboxID").GetString()!).ToList();
+    }
+
+    /// <summary>
+    /// Runs <c>echo hi</c> in the sandbox and returns as soon as a stdout data event brings <c>hi</c> (the rest of
+    /// the stream is drained, untimed, by disposing the response). Throws when the stream ends without it.
+    /// </summary>
+    public async Task EchoHiAsync(CreatedSandbox sandbox, CancellationToken cancellationToken)
+    {
+        var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/echo", Args = { "hi" } } };
+        var json = Encoding.UTF8.GetBytes(JsonFormatter.Default.Format(request));
+        var framed = new byte[Envelope.HeaderSize + json.Length];
+        Envelope.WriteHeader(framed, 0, json.Length);
+        json.CopyTo(framed, Envelope.HeaderSize);
+        using var message = new HttpRequestMessage(HttpMethod.Post, "/process.Process/Start") { Content = new ByteArrayContent(framed) };
+        message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/connect+json");
+        message.Headers.Add("Connect-Protocol-Version", "1");
+        message.Headers.Add("E2b-Sandbox-Id", sandbox.Id);
+        message.Headers.Add("E2b-Sandbox-Port", AgentPort);
+        if (sandbox.AccessToken is { } token)
+        {
+            message.Headers.Add("X-Access-Token", token);
+        }
+        using var response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.StatusCode != HttpStatusCode.OK)
+        {
+            throw new HttpRequestException($"process.Process/Start answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+        await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        var header = new byte[Envelope.HeaderSize];
+        var stdout = new StringBuilder();
+        // Bounded: a Start stream of echo is a handful of events.
+        for (var frames = 0; frames < 1000; frames++)
+        {
+            await body.ReadExactlyAsync(header, cancellationToken);
+            var (flags, length) = Envelope.ReadHeader(header);
+            var payload = new byte[length];
+            await body.ReadExactlyAsync(payload, cancellationToken);
+            var text = Encoding.UTF8.GetString(payload);
+            if ((flags & Envelope.EndStreamFlag) != 0)
+            {
+                throw new IOException($"the Start stream ended before 'hi' arrived (stdout so far '{stdout}'): {text}");
+            }
+            var e = Parser.Parse<StartResponse>(text).Event;
+            if (e?.EventCase == ProcessEvent.EventOneofCase.Data && e.Data.OutputCase == ProcessEvent.Types.DataEvent.OutputOneofCase.Stdout)
+            {
+                stdout.Append(e.Data.Stdout.ToStringUtf8());
+                if (stdout.ToString().Contains("hi", StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+            if (e?.EventCase == ProcessEvent.EventOneofCase.End)
+            {
+                throw new IOException($"echo hi ended (exit {e.End.ExitCode}) with stdout '{stdout}'");
+            }
+        }
+        throw new IOException("the Start stream sent 1000 events without 'hi'");
+    }
+
+    public void Dispose() => _http.Dispose();
+}

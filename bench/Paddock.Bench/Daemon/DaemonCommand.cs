@@ -1,0 +1,113 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace Paddock.Bench.Daemon;
+
+/// <summary><c>paddock-bench daemon [options]</c>: parses the options, runs <see cref="DaemonBench"/>, prints the report.</summary>
+internal static class DaemonCommand
+{
+    public const string Usage = """
+        usage: paddock-bench daemon [options]
+          --binary PATH       paddockd to measure (default: src/Paddock.Daemon/bin/Release/net10.0/paddockd under the repository)
+          --templates-dir DIR built templates, base built there if missing (default /var/lib/paddock-test/templates)
+          --runs N            sequential create-to-first-output runs and runc runs, after one warmup (default 20)
+          --clients N         concurrent clients for the creation rate (default 8)
+          --creations N       sandboxes those clients create in all (default 40)
+          --idle N            idle sandboxes for the memory figure (default 10)
+          --json              also print the figures as one JSON line at the end
+        Needs root and runc (the runc tier).
+        """;
+
+    public static async Task<int> RunAsync(ReadOnlyMemory<string> args)
+    {
+        DaemonBenchOptions options;
+        bool json;
+        try
+        {
+            (options, json) = Parse(args.Span);
+        }
+        catch (ArgumentException ex)
+        {
+            Console.Error.WriteLine($"paddock-bench: {ex.Message}\n{Usage}");
+            return 2;
+        }
+        if (!File.Exists(options.Binary))
+        {
+            Console.Error.WriteLine($"paddock-bench: no paddockd at {options.Binary}; run 'dotnet build src/Paddock.Daemon -c Release' first");
+            return 2;
+        }
+
+        // SIGINT and SIGTERM cancel the run instead of ending the process, so the sandboxes are still killed and
+        // paddockd stopped (sandboxes outlive their daemon).
+        using var cancel = new CancellationTokenSource();
+        void Cancel(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            cancel.Cancel();
+        }
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Cancel);
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Cancel);
+        Console.Error.WriteLine($"paddock-bench daemon: {options.Binary}, {Environment.ProcessorCount} CPUs, {RuntimeInformation.OSDescription}");
+        DaemonReport report;
+        try
+        {
+            report = await new DaemonBench(options, Console.Error).RunAsync(cancel.Token);
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("paddock-bench daemon: interrupted; sandboxes killed and paddockd stopped");
+            return 130;
+        }
+        Console.Out.WriteLine();
+        report.PrintTable(Console.Out);
+        if (json)
+        {
+            report.PrintJson(Console.Out);
+        }
+        return 0;
+    }
+
+    private static (DaemonBenchOptions Options, bool Json) Parse(ReadOnlySpan<string> args)
+    {
+        var options = new DaemonBenchOptions { Binary = DefaultBinary() };
+        var json = false;
+        for (var i = 0; i < args.Length; i++)
+        {
+            var option = args[i];
+            string Value(ReadOnlySpan<string> a, ref int index) =>
+                index + 1 < a.Length ? a[++index] : throw new ArgumentException($"option {option} needs a value");
+            options = option switch
+            {
+                "--binary" => options with { Binary = Path.GetFullPath(Value(args, ref i)) },
+                "--templates-dir" => options with { TemplatesDir = Path.GetFullPath(Value(args, ref i)) },
+                "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
+                "--clients" => options with { Clients = Positive(option, Value(args, ref i)) },
+                "--creations" => options with { Creations = Positive(option, Value(args, ref i)) },
+                "--idle" => options with { IdleSandboxes = Positive(option, Value(args, ref i)) },
+                "--json" => options,
+                _ => throw new ArgumentException($"unknown option '{option}'"),
+            };
+            json |= option == "--json";
+        }
+        return (options, json);
+    }
+
+    private static int Positive(string option, string text) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
+            ? n
+            : throw new ArgumentException($"invalid value '{text}' for {option}: expected a positive integer");
+
+    /// <summary>The Release paddockd in the repository that holds this build (found by walking up to Paddock.slnx).</summary>
+    private static string DefaultBinary()
+    {
+        const string relative = "src/Paddock.Daemon/bin/Release/net10.0/paddockd";
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Paddock.slnx")))
+            {
+                return Path.Combine(dir.FullName, relative);
+            }
+        }
+        return Path.GetFullPath(relative);
+    }
+}

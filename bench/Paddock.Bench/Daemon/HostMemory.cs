@@ -1,0 +1,71 @@
+using System.Globalization;
+
+namespace Paddock.Bench.Daemon;
+
+/// <summary>Reads of the host's memory accounting: /proc/PID/status, /proc/PID/smaps_rollup and cgroup v1's memory controller.</summary>
+internal static class HostMemory
+{
+    private const string MemoryHierarchy = "/sys/fs/cgroup/memory";
+
+    /// <summary>VmRSS of <paramref name="pid"/> in bytes.</summary>
+    public static long ResidentBytes(int pid) => KiBField($"/proc/{pid}/status", "VmRSS:") * 1024;
+
+    /// <summary>What the memory cgroup of one sandbox holds: usage_in_bytes and the rss/cache split of memory.stat.</summary>
+    public readonly record struct SandboxMemory(long UsageBytes, long RssBytes, long CacheBytes, long PssBytes, int Processes);
+
+    /// <summary>
+    /// The memory of each sandbox cgroup under <paramref name="cgroupParent"/>: the cgroup's own counters, and the
+    /// summed PSS (from smaps_rollup) of the processes in it, which shares the agent binary's pages fairly.
+    /// </summary>
+    public static IReadOnlyList<SandboxMemory> Sandboxes(string cgroupParent)
+    {
+        var parent = Path.Combine(MemoryHierarchy, cgroupParent);
+        if (!Directory.Exists(parent))
+        {
+            throw new DirectoryNotFoundException($"no memory cgroup {parent}: the daemon's sandboxes are not where the bench expects them");
+        }
+        var result = new List<SandboxMemory>();
+        foreach (var dir in Directory.EnumerateDirectories(parent))
+        {
+            var stat = Stat(Path.Combine(dir, "memory.stat"));
+            long pss = 0;
+            var pids = File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Where(l => l.Length > 0).ToList();
+            foreach (var pid in pids)
+            {
+                try
+                {
+                    pss += KiBField($"/proc/{pid}/smaps_rollup", "Pss:") * 1024;
+                }
+                catch (IOException)
+                {
+                    // The process ended between the two reads.
+                }
+            }
+            result.Add(new SandboxMemory(
+                long.Parse(File.ReadAllText(Path.Combine(dir, "memory.usage_in_bytes")).Trim(), CultureInfo.InvariantCulture),
+                stat.GetValueOrDefault("total_rss"),
+                stat.GetValueOrDefault("total_cache"),
+                pss,
+                pids.Count));
+        }
+        return result;
+    }
+
+    private static Dictionary<string, long> Stat(string path) =>
+        File.ReadAllLines(path)
+            .Select(l => l.Split(' '))
+            .Where(p => p.Length == 2)
+            .ToDictionary(p => p[0], p => long.Parse(p[1], CultureInfo.InvariantCulture));
+
+    private static long KiBField(string path, string name)
+    {
+        foreach (var line in File.ReadLines(path))
+        {
+            if (line.StartsWith(name, StringComparison.Ordinal))
+            {
+                return long.Parse(line.AsSpan(name.Length).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+            }
+        }
+        throw new InvalidDataException($"{path} has no {name} line");
+    }
+}

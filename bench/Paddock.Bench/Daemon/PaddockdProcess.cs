@@ -1,0 +1,245 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Paddock.Bench.Native;
+
+namespace Paddock.Bench.Daemon;
+
+/// <summary>
+/// A real paddockd started as a child of the bench: a free loopback port, a temporary state directory, a cgroup
+/// parent of its own (so its sandboxes' memory can be summed without counting anyone else's), and an API key the
+/// bench chose. <see cref="DisposeAsync"/> kills every sandbox it still runs, stops it by pid and removes the state.
+/// </summary>
+internal sealed class PaddockdProcess : IAsyncDisposable
+{
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(30);
+
+    private readonly Process _process;
+    private readonly string _stateDir;
+    private readonly TextWriter _log;
+    private readonly Lock _outputLock = new();
+    private readonly Queue<string> _output = new();
+
+    private PaddockdProcess(Process process, string stateDir, Uri url, string apiKey, string cgroupParent, TextWriter log)
+    {
+        _process = process;
+        _stateDir = stateDir;
+        Url = url;
+        ApiKey = apiKey;
+        CgroupParent = cgroupParent;
+        _log = log;
+    }
+
+    public Uri Url { get; }
+
+    public string ApiKey { get; }
+
+    /// <summary>The cgroup (relative to each hierarchy's root) under which this daemon's sandboxes get theirs.</summary>
+    public string CgroupParent { get; }
+
+    public int Pid => _process.Id;
+
+    /// <summary>The last lines paddockd printed, for an error message.</summary>
+    public string RecentOutput()
+    {
+        lock (_outputLock)
+        {
+            return string.Join('\n', _output);
+        }
+    }
+
+    /// <summary>
+    /// Starts paddockd and waits for its <c>/health</c>. With the template missing, paddockd builds it before it
+    /// listens (minutes), hence the long <paramref name="readyTimeout"/>.
+    /// </summary>
+    public static async Task<PaddockdProcess> StartAsync(DaemonBenchOptions options, TimeSpan readyTimeout, TextWriter log, CancellationToken cancellationToken)
+    {
+        var port = FreePort();
+        var stateDir = Directory.CreateTempSubdirectory("paddock-bench-daemon-").FullName;
+        var apiKey = "e2b_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(20));
+        var cgroupParent = $"paddock-bench-{Environment.ProcessId}";
+        var start = new ProcessStartInfo(options.Binary)
+        {
+            ArgumentList =
+            {
+                "--listen", $"127.0.0.1:{port}",
+                "--state-dir", stateDir,
+                "--templates-dir", options.TemplatesDir,
+                "--prepare-template", "base",
+            },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.Environment["PADDOCK_API_KEY"] = apiKey;
+        start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
+        var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {options.Binary}");
+        var daemon = new PaddockdProcess(process, stateDir, new Uri($"http://127.0.0.1:{port}"), apiKey, cgroupParent, log);
+        process.OutputDataReceived += (_, e) => daemon.Remember(e.Data);
+        process.ErrorDataReceived += (_, e) => daemon.Remember(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            await daemon.WaitReadyAsync(readyTimeout, cancellationToken);
+            return daemon;
+        }
+        catch
+        {
+            await daemon.DisposeAsync();
+            throw;
+        }
+    }
+
+    private void Remember(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+        lock (_outputLock)
+        {
+            _output.Enqueue(line);
+            while (_output.Count > 200)
+            {
+                _output.Dequeue();
+            }
+        }
+        // Template builds report progress; show them, since a first run waits minutes for one.
+        if (line.StartsWith("paddockd: template", StringComparison.Ordinal))
+        {
+            _log.WriteLine($"  {line}");
+        }
+    }
+
+    private async Task WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"paddockd exited with {_process.ExitCode} before it was ready:\n{RecentOutput()}");
+            }
+            try
+            {
+                using var response = await http.GetAsync(new Uri(Url, "/health"), cancellationToken);
+                if (response.StatusCode == HttpStatusCode.OK)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+                // Not listening yet.
+            }
+            catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // A 5 s request timeout: try again.
+            }
+            if (deadline.Elapsed > timeout)
+            {
+                throw new TimeoutException($"paddockd did not answer /health within {timeout.TotalSeconds:0} s:\n{RecentOutput()}");
+            }
+            await Task.Delay(100, cancellationToken);
+        }
+    }
+
+    /// <summary>The daemon's resident set (VmRSS) in bytes.</summary>
+    public long ResidentBytes() => HostMemory.ResidentBytes(_process.Id);
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                // Sandboxes outlive a stopped daemon: kill them through it first, bounded in count and time.
+                using var client = new DaemonClient(Url, ApiKey);
+                using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+                try
+                {
+                    for (var round = 0; round < 3; round++)
+                    {
+                        var ids = await client.ListAsync(timeout.Token);
+                        if (ids.Count == 0)
+                        {
+                            break;
+                        }
+                        _log.WriteLine($"  cleaning up {ids.Count} sandbox(es)");
+                        foreach (var id in ids)
+                        {
+                            await client.KillAsync(id, timeout.Token);
+                        }
+                    }
+                }
+                catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or IOException)
+                {
+                    _log.WriteLine($"  cleanup through paddockd failed: {ex.Message}");
+                }
+                Stop();
+            }
+        }
+        finally
+        {
+            _process.Dispose();
+            try
+            {
+                Directory.Delete(_stateDir, recursive: true);
+            }
+            catch (IOException ex)
+            {
+                _log.WriteLine($"  could not remove {_stateDir}: {ex.Message}");
+            }
+            RemoveCgroupParent();
+        }
+    }
+
+    private void Stop()
+    {
+        try
+        {
+            Posix.Kill(_process.Id, Posix.SIGTERM);
+            if (!_process.WaitForExit(StopGrace))
+            {
+                _process.Kill();
+                _process.WaitForExit(StopGrace);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // Already gone.
+        }
+    }
+
+    /// <summary>The daemon leaves its (then empty) cgroup parent behind; remove it in every hierarchy, bounded.</summary>
+    private void RemoveCgroupParent()
+    {
+        foreach (var hierarchy in Directory.EnumerateDirectories("/sys/fs/cgroup"))
+        {
+            var dir = Path.Combine(hierarchy, CgroupParent);
+            if (!Directory.Exists(dir))
+            {
+                continue;
+            }
+            try
+            {
+                // rmdir, not a recursive delete: cgroupfs removes a cgroup with rmdir only, and only when empty.
+                Directory.Delete(dir);
+            }
+            catch (IOException ex)
+            {
+                _log.WriteLine($"  could not remove cgroup {dir}: {ex.Message}");
+            }
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

@@ -1,0 +1,20 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Paddock.Client;
+
+namespace Paddock.Cli.Output;
+
+/// <summary>JSON for scripts: camelCase, enums as strings, one document per command.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(SandboxInfo))]
+[JsonSerializable(typeof(List<SandboxInfo>))]
+[JsonSerializable(typeof(CreatedSandbox))]
+[JsonSerializable(typeof(IReadOnlyList<TemplateInfo>))]
+[JsonSerializable(typeof(IReadOnlyList<SandboxLogEntry>))]
+internal sealed partial class CliJson : JsonSerializerContext
+{
+    public static string Write<T>(T value) => JsonSerializer.Serialize(value, typeof(T), Default);
+}
+
+/// <summary>What `paddock sandbox create --json` prints.</summary>
+internal sealed record CreatedSandbox(string SandboxId, string? TemplateId, string? EnvdVersion);

@@ -1,0 +1,4 @@
+using System.CommandLine;
+using Paddock.Cli;
+
+return await CliApp.RunAsync(args);

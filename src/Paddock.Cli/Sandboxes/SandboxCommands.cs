@@ -1,0 +1,227 @@
+using System.CommandLine;
+using System.Globalization;
+using Paddock.Cli.Output;
+using Paddock.Client;
+
+namespace Paddock.Cli.Sandboxes;
+
+/// <summary>`paddock sandbox create|ls|info|kill|timeout`.</summary>
+internal static class SandboxCommands
+{
+    public static Command Build()
+    {
+        var command = new Command("sandbox", "Create, list, inspect and kill sandboxes");
+        command.Subcommands.Add(Create());
+        command.Subcommands.Add(List());
+        command.Subcommands.Add(Info());
+        command.Subcommands.Add(Kill());
+        command.Subcommands.Add(Timeout());
+        return command;
+    }
+
+    private static Command Create()
+    {
+        var template = new Argument<string>("template") { Description = "The template to start from", DefaultValueFactory = _ => Sandbox.DefaultTemplate };
+        var timeout = new Option<int?>("--timeout") { Description = "Seconds the sandbox lives (default: the daemon's)" };
+        var metadata = new Option<string[]>("--metadata") { Description = "KEY=VALUE stored with the sandbox (repeatable)" };
+        var env = new Option<string[]>("--env", "-e") { Description = "KEY=VALUE for every process in the sandbox (repeatable)" };
+        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, metadata, env };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var seconds = parse.GetValue(timeout);
+            if (seconds is <= 0)
+            {
+                throw new CliException(ExitCodes.Usage, "--timeout must be a positive number of seconds");
+            }
+            await using var sandbox = await Sandbox.CreateAsync(parse.GetValue(template), new SandboxOptions
+            {
+                Connection = settings.Connection,
+                Timeout = seconds is { } s ? TimeSpan.FromSeconds(s) : null,
+                Metadata = CliApp.Pairs(parse.GetValue(metadata), "--metadata"),
+                Envs = CliApp.Pairs(parse.GetValue(env), "--env"),
+                KillOnDispose = false,
+            }, ct);
+            Console.Out.Write(parse.GetValue(CliApp.Json)
+                ? CliJson.Write(new CreatedSandbox(sandbox.SandboxId, sandbox.TemplateId, sandbox.EnvdVersion)) + "\n"
+                : sandbox.SandboxId + "\n");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static Command List()
+    {
+        var state = new Option<string[]>("--state") { Description = "Only sandboxes in these states: running, paused" };
+        var metadata = new Option<string[]>("--metadata") { Description = "Only sandboxes with this KEY=VALUE (repeatable)" };
+        var command = new Command("ls", "List sandboxes") { state, metadata };
+        command.Aliases.Add("list");
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var states = parse.GetValue(state)?.Select(s => s.ToLowerInvariant() switch
+            {
+                "running" => SandboxState.Running,
+                "paused" => SandboxState.Paused,
+                _ => throw new CliException(ExitCodes.Usage, $"--state is running or paused, not '{s}'"),
+            }).ToArray();
+            var filter = new SandboxListFilter { States = states is { Length: > 0 } ? states : null, Metadata = CliApp.Pairs(parse.GetValue(metadata), "--metadata") };
+            var sandboxes = new List<SandboxInfo>();
+            await foreach (var s in Sandbox.ListAsync(filter, settings.Connection, ct))
+            {
+                sandboxes.Add(s);
+            }
+            if (parse.GetValue(CliApp.Json))
+            {
+                Console.Out.Write(CliJson.Write(sandboxes) + "\n");
+                return ExitCodes.Ok;
+            }
+            var table = new Table("SANDBOX ID", "TEMPLATE", "STATE", "STARTED", "ENDS", "CPUS", "MEMORY");
+            foreach (var s in sandboxes)
+            {
+                table.Add(s.SandboxId, s.Alias ?? s.TemplateId, State(s.State), Time(s.StartedAt), Time(s.EndAt), s.CpuCount.ToString(CultureInfo.InvariantCulture), $"{s.MemoryMB} MiB");
+            }
+            Console.Out.Write(table.Render());
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static Command Info()
+    {
+        var id = new Argument<string>("id") { Description = "The sandbox" };
+        var command = new Command("info", "Show a sandbox") { id };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var info = await Sandbox.GetInfoAsync(parse.GetValue(id)!, settings.Connection, ct);
+            if (parse.GetValue(CliApp.Json))
+            {
+                Console.Out.Write(CliJson.Write(info) + "\n");
+                return ExitCodes.Ok;
+            }
+            var lines = new List<(string, string)>
+            {
+                ("Sandbox", info.SandboxId),
+                ("Template", info.Alias is { } alias ? $"{alias} ({info.TemplateId})" : info.TemplateId),
+                ("State", State(info.State)),
+                ("Started", Time(info.StartedAt)),
+                ("Ends", Time(info.EndAt)),
+                ("CPUs", info.CpuCount.ToString(CultureInfo.InvariantCulture)),
+                ("Memory", $"{info.MemoryMB} MiB"),
+                ("Disk", $"{info.DiskSizeMB} MiB"),
+                ("Envd", info.EnvdVersion ?? "-"),
+            };
+            lines.AddRange(info.Metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => ($"Metadata {kv.Key}", kv.Value)));
+            var width = lines.Max(l => l.Item1.Length) + 2;
+            foreach (var (name, value) in lines)
+            {
+                Console.Out.Write($"{(name + ":").PadRight(width)}{value}\n");
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static Command Kill()
+    {
+        var ids = new Argument<string[]>("id") { Description = "The sandboxes to kill", Arity = ArgumentArity.OneOrMore };
+        var command = new Command("kill", "Kill sandboxes") { ids };
+        command.Aliases.Add("rm");
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var code = ExitCodes.Ok;
+            foreach (var id in parse.GetValue(ids)!)
+            {
+                if (await Sandbox.KillAsync(id, settings.Connection, ct))
+                {
+                    Console.Out.Write($"killed {id}\n");
+                }
+                else
+                {
+                    await Console.Error.WriteLineAsync($"paddock: no such sandbox: '{id}'");
+                    code = ExitCodes.NotFound;
+                }
+            }
+            return code;
+        }));
+        return command;
+    }
+
+    private static Command Timeout()
+    {
+        var id = new Argument<string>("id") { Description = "The sandbox" };
+        var seconds = new Argument<int>("seconds") { Description = "Seconds from now until the sandbox ends" };
+        var command = new Command("timeout", "Set how long a sandbox lives from now") { id, seconds };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var value = parse.GetValue(seconds);
+            if (value <= 0)
+            {
+                throw new CliException(ExitCodes.Usage, "seconds must be positive");
+            }
+            await Sandbox.SetTimeoutAsync(parse.GetValue(id)!, TimeSpan.FromSeconds(value), settings.Connection, ct);
+            var info = await Sandbox.GetInfoAsync(parse.GetValue(id)!, settings.Connection, ct);
+            Console.Out.Write($"{info.SandboxId} ends at {Time(info.EndAt)}\n");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    internal static string State(SandboxState state) => state == SandboxState.Paused ? "paused" : "running";
+
+    internal static string Time(DateTimeOffset time) => time == default ? "-" : time.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+}
+
+/// <summary>`paddock template ls`.</summary>
+internal static class TemplateCommands
+{
+    public static Command Build()
+    {
+        var command = new Command("template", "Templates sandboxes start from");
+        var list = new Command("ls", "List templates");
+        list.Aliases.Add("list");
+        list.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var templates = await Templates.ListAsync(settings.Connection, ct);
+            if (parse.GetValue(CliApp.Json))
+            {
+                Console.Out.Write(CliJson.Write(templates) + "\n");
+                return ExitCodes.Ok;
+            }
+            var table = new Table("TEMPLATE ID", "NAMES", "STATUS", "CPUS", "MEMORY", "DISK", "CREATED");
+            foreach (var t in templates)
+            {
+                table.Add(t.TemplateId, string.Join(",", t.Names), t.BuildStatus ?? "-", t.CpuCount.ToString(CultureInfo.InvariantCulture), $"{t.MemoryMB} MiB", $"{t.DiskSizeMB} MiB", t.CreatedAt is { } c ? SandboxCommands.Time(c) : "-");
+            }
+            Console.Out.Write(table.Render());
+            return ExitCodes.Ok;
+        }));
+        command.Subcommands.Add(list);
+        return command;
+    }
+}
+
+/// <summary>`paddock logs ID`.</summary>
+internal static class LogsCommand
+{
+    public static Command Build()
+    {
+        var id = new Argument<string>("id") { Description = "The sandbox" };
+        var limit = new Option<int?>("--limit") { Description = "At most this many entries (default: the daemon's)" };
+        var command = new Command("logs", "Print a sandbox's log") { id, limit };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var logs = await Sandbox.GetLogsAsync(parse.GetValue(id)!, null, parse.GetValue(limit), settings.Connection, ct);
+            if (parse.GetValue(CliApp.Json))
+            {
+                Console.Out.Write(CliJson.Write(logs) + "\n");
+                return ExitCodes.Ok;
+            }
+            foreach (var entry in logs)
+            {
+                var fields = entry.Fields.Count == 0 ? "" : "  " + string.Join(" ", entry.Fields.OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => $"{f.Key}={f.Value}"));
+                Console.Out.Write($"{entry.Timestamp.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture)}  {entry.Level,-5}  {entry.Message}{fields}\n");
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,63 @@
+using System.Text.Json;
+using Paddock.Daemon.Sandboxes;
+
+namespace Paddock.Daemon.Api;
+
+/// <summary>A request the API refuses, with the status and message the client sees.</summary>
+internal sealed class ApiRequestException(int statusCode, string message) : Exception(message)
+{
+    public int StatusCode { get; } = statusCode;
+
+    public static ApiRequestException BadRequest(string message) => new(StatusCodes.Status400BadRequest, message);
+}
+
+/// <summary>
+/// Turns the expected failures of the control plane into E2B's <c>{code, message}</c> bodies with E2B's status codes.
+/// Unexpected exceptions become a 500 with a generic message; their details go to the log only.
+/// </summary>
+internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMiddleware> logger)
+{
+    public async Task InvokeAsync(HttpContext http)
+    {
+        try
+        {
+            await next(http);
+        }
+        catch (Exception ex) when (Map(ex) is { } error && !http.Response.HasStarted)
+        {
+            if (error.Code >= 500)
+            {
+                LogServerError(logger, http.Request.Method, http.Request.Path, ex);
+            }
+            await WriteAsync(http, error.Code, error.Message);
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away; there is nobody to answer.
+        }
+    }
+
+    public static Task WriteAsync(HttpContext http, int status, string message)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(http.Response.Body, new ErrorResponse(status, message), ApiJsonContext.Default.ErrorResponse, http.RequestAborted);
+    }
+
+    internal static ErrorResponse? Map(Exception ex) => ex switch
+    {
+        ApiRequestException e => new(e.StatusCode, e.Message),
+        UnknownSandboxException e => new(StatusCodes.Status404NotFound, e.Message),
+        // The runtime lost it between the daemon's check and the call (killed behind the daemon's back).
+        Runtimes.SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),
+        TemplateNotFoundException e => new(StatusCodes.Status400BadRequest, e.Message),
+        SandboxFeatureNotSupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
+        SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),
+        SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
+        OperationCanceledException => null,
+        _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),
+    };
+
+    [LoggerMessage(EventId = 600, Level = LogLevel.Error, Message = "{Method} {Path} failed")]
+    private static partial void LogServerError(ILogger logger, string method, string path, Exception exception);
+}

@@ -1,0 +1,337 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Paddock.Daemon.Proxy;
+using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Store;
+
+namespace Paddock.Daemon.Api;
+
+/// <summary>
+/// E2B's control plane (spec/openapi.yml of e2b-dev/E2B): the routes the SDKs call, v1 and v2 forms alike (SDK 2.x
+/// creates with POST /v2/sandboxes and connects with POST /v2/sandboxes/{id}/connect).
+/// </summary>
+internal static class SandboxEndpoints
+{
+    /// <summary>The envd version the agent speaks; the SDKs gate features on it.</summary>
+    public const string EnvdVersion = "0.6.4";
+
+    /// <summary>E2B's deprecated, still required <c>clientID</c>.</summary>
+    public const string ClientId = "paddock";
+
+    private const int MaxBodyBytes = 1024 * 1024;
+
+    public static void MapSandboxApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/health", (SandboxManager manager) =>
+            Results.Json(new HealthResponse("ok", manager.RuntimeName, manager.Running.Count), ApiJsonContext.Default.HealthResponse));
+
+        app.MapPost("/sandboxes", CreateAsync);
+        app.MapPost("/v2/sandboxes", CreateAsync);
+        app.MapGet("/sandboxes", ListV1);
+        app.MapGet("/v2/sandboxes", ListV2);
+        app.MapGet("/sandboxes/metrics", ListMetricsAsync);
+        app.MapGet("/sandboxes/{sandboxID}", GetAsync);
+        app.MapDelete("/sandboxes/{sandboxID}", KillAsync);
+        app.MapPost("/sandboxes/{sandboxID}/timeout", SetTimeoutAsync);
+        app.MapPost("/sandboxes/{sandboxID}/connect", ConnectAsync);
+        app.MapPost("/v2/sandboxes/{sandboxID}/connect", ConnectAsync);
+        app.MapPost("/sandboxes/{sandboxID}/refreshes", RefreshAsync);
+        app.MapGet("/sandboxes/{sandboxID}/metrics", GetMetricsAsync);
+        app.MapGet("/sandboxes/{sandboxID}/logs", GetLogsV1Async);
+        app.MapGet("/v2/sandboxes/{sandboxID}/logs", GetLogsV2Async);
+        app.MapPost("/sandboxes/{sandboxID}/pause", PauseAsync);
+        app.MapPost("/sandboxes/{sandboxID}/resume", ResumeAsync);
+    }
+
+    private static async Task<IResult> CreateAsync(HttpContext http, SandboxManager manager, DaemonOptions options, SandboxDomain domain)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
+        var command = CreateSandboxValidation.Validate(request!, options);
+        var record = await manager.CreateAsync(command, http.RequestAborted);
+        return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
+    }
+
+    private static IResult ListV1(HttpContext http, SandboxManager manager)
+    {
+        var query = new SandboxListQuery { Metadata = SandboxListing.ParseMetadataFilter(http.Request.Query["metadata"]) };
+        var (page, _, _) = SandboxListing.Apply(manager.Running, query with { Limit = int.MaxValue });
+        return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
+    }
+
+    private static IResult ListV2(HttpContext http, SandboxManager manager)
+    {
+        var q = http.Request.Query;
+        var order = q["order"].ToString();
+        if (order is not ("" or "asc" or "desc"))
+        {
+            throw ApiRequestException.BadRequest($"invalid order '{order}': expected asc or desc");
+        }
+        DateTimeOffset? startedAfter = null;
+        if (q["startedAfter"].ToString() is { Length: > 0 } startedText)
+        {
+            startedAfter = DateTimeOffset.TryParse(startedText, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)
+                ? t
+                : throw ApiRequestException.BadRequest($"invalid startedAfter '{startedText}': expected an RFC 3339 date-time");
+        }
+        var query = new SandboxListQuery
+        {
+            Metadata = SandboxListing.ParseMetadataFilter(q["metadata"]),
+            IncludeRunning = SandboxListing.ParseStateFilter(q["state"]),
+            Descending = order != "asc",
+            StartedAfter = startedAfter,
+            Template = q["template"].ToString() is { Length: > 0 } template ? template : null,
+            Limit = SandboxListing.ParseLimit(q["limit"]),
+            After = SandboxListing.DecodeToken(q["nextToken"]),
+        };
+        var (page, next, total) = SandboxListing.Apply(manager.Running, query);
+        if (next is not null)
+        {
+            http.Response.Headers["X-Next-Token"] = next;
+        }
+        if (query.IncludeRunning)
+        {
+            http.Response.Headers["X-Total-Running"] = total.ToString(CultureInfo.InvariantCulture);
+        }
+        return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
+    }
+
+    private static async Task<IResult> GetAsync(string sandboxID, SandboxManager manager, ISandboxStore store, SandboxDomain domain, HttpContext http)
+    {
+        var record = await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        return Results.Json(ToDetail(record, domain), ApiJsonContext.Default.SandboxDetailResponse);
+    }
+
+    private static async Task<IResult> KillAsync(string sandboxID, SandboxManager manager, ISandboxStore store, HttpContext http)
+    {
+        if (!await manager.KillAsync(sandboxID, "killed by API request"))
+        {
+            await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        }
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> SetTimeoutAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.TimeoutRequest, required: true);
+        var timeout = CreateSandboxValidation.ValidateTimeout(request!.Timeout, options)
+            ?? throw ApiRequestException.BadRequest("timeout is required");
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await manager.SetTimeoutAsync(sandboxID, timeout, http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> ConnectAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options, SandboxDomain domain)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.ConnectRequest, required: false);
+        var timeout = CreateSandboxValidation.ValidateTimeout(request?.Timeout, options);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        var record = await manager.ConnectAsync(sandboxID, timeout, http.RequestAborted);
+        // 200: it was already running (201 would mean resumed from pause, which never happens here).
+        return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse);
+    }
+
+    private static async Task<IResult> RefreshAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.TimeoutRequest, required: false);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await manager.ConnectAsync(sandboxID, CreateSandboxValidation.ValidateTimeout(request?.Timeout, options) ?? options.DefaultTimeoutSeconds, http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> GetMetricsAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    {
+        var start = ParseUnixSeconds(http.Request.Query["start"], "start");
+        var end = ParseUnixSeconds(http.Request.Query["end"], "end");
+        if (start is not null && end is not null && start > end)
+        {
+            throw ApiRequestException.BadRequest("start must not be after end");
+        }
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        // The runtime samples usage on demand; there is no history, so the answer is the one sample of now.
+        var usage = await manager.GetUsageAsync(sandboxID, http.RequestAborted);
+        return Results.Json(new List<SandboxMetricResponse> { ToMetric(usage) }, ApiJsonContext.Default.ListSandboxMetricResponse);
+    }
+
+    private static async Task<IResult> ListMetricsAsync(HttpContext http, SandboxManager manager)
+    {
+        var ids = http.Request.Query["sandbox_ids"].SelectMany(v => (v ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            .Distinct(StringComparer.Ordinal).ToList();
+        if (ids.Count == 0)
+        {
+            throw ApiRequestException.BadRequest("sandbox_ids is required");
+        }
+        if (ids.Count > 100)
+        {
+            throw ApiRequestException.BadRequest("sandbox_ids can name at most 100 sandboxes");
+        }
+        var result = new Dictionary<string, SandboxMetricResponse>(StringComparer.Ordinal);
+        foreach (var id in ids)
+        {
+            if (manager.TryGetRunning(id, out _))
+            {
+                try
+                {
+                    result[id] = ToMetric(await manager.GetUsageAsync(id, http.RequestAborted));
+                }
+                catch (UnknownSandboxException)
+                {
+                    // Ended between the two calls: a list leaves it out rather than failing.
+                }
+            }
+        }
+        return Results.Json(new SandboxesWithMetricsResponse(result), ApiJsonContext.Default.SandboxesWithMetricsResponse);
+    }
+
+    private static async Task<IResult> GetLogsV1Async(string sandboxID, HttpContext http, ISandboxStore store, DaemonOptions options)
+    {
+        var start = ParseUnixMilliseconds(http.Request.Query["start"], "start");
+        var limit = ParseLogLimit(http.Request.Query["limit"], options);
+        await RequireRecordAsync(sandboxID, store, http.RequestAborted);
+        var lines = await store.GetLogsAsync(sandboxID, start, limit, backward: false, http.RequestAborted);
+        return Results.Json(new SandboxLogsResponse(
+            lines.Select(l => new SandboxLogResponse(l.Timestamp, l.Message)).ToList(),
+            lines.Select(ToLogEntry).ToList()), ApiJsonContext.Default.SandboxLogsResponse);
+    }
+
+    private static async Task<IResult> GetLogsV2Async(string sandboxID, HttpContext http, ISandboxStore store, DaemonOptions options)
+    {
+        var q = http.Request.Query;
+        var cursor = ParseUnixMilliseconds(q["cursor"], "cursor");
+        var limit = ParseLogLimit(q["limit"], options);
+        var direction = q["direction"].ToString();
+        if (direction is not ("" or "forward" or "backward"))
+        {
+            throw ApiRequestException.BadRequest($"invalid direction '{direction}': expected forward or backward");
+        }
+        var minimum = q["level"].ToString() switch
+        {
+            "" or "debug" => SandboxLogLevel.Debug,
+            "info" => SandboxLogLevel.Info,
+            "warn" => SandboxLogLevel.Warn,
+            "error" => SandboxLogLevel.Error,
+            var other => throw ApiRequestException.BadRequest($"invalid level '{other}': expected debug, info, warn or error"),
+        };
+        var search = q["search"].ToString();
+        if (search.Length > 256)
+        {
+            throw ApiRequestException.BadRequest("search is longer than 256 characters");
+        }
+        await RequireRecordAsync(sandboxID, store, http.RequestAborted);
+        // A sandbox keeps at most LogLinesPerSandbox lines, so filtering them all in memory is bounded.
+        var lines = await store.GetLogsAsync(sandboxID, cursor, options.LogLinesPerSandbox, direction == "backward", http.RequestAborted);
+        var entries = lines.Where(l => l.Level >= minimum && (search.Length == 0 || l.Message.Contains(search, StringComparison.Ordinal)))
+            .Take(limit).Select(ToLogEntry).ToList();
+        return Results.Json(new SandboxLogsV2Response(entries), ApiJsonContext.Default.SandboxLogsV2Response);
+    }
+
+    private static async Task<IResult> PauseAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    {
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        throw new ApiRequestException(StatusCodes.Status501NotImplemented,
+            $"pausing is not supported by the {manager.RuntimeName} isolation tier; the sandbox keeps running");
+    }
+
+    private static async Task<IResult> ResumeAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    {
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        throw new ApiRequestException(StatusCodes.Status409Conflict, $"sandbox '{sandboxID}' is already running");
+    }
+
+    /// <summary>The running sandbox, or a 404 that says what became of it when the store remembers.</summary>
+    private static async Task<SandboxRecord> GetRunningOrExplainAsync(string sandboxId, SandboxManager manager, ISandboxStore store, CancellationToken cancellationToken)
+    {
+        if (manager.TryGetRunning(sandboxId, out var record))
+        {
+            return record;
+        }
+        if (manager.TryGetEnding(sandboxId, out var reason))
+        {
+            throw new UnknownSandboxException(sandboxId, $"it is being killed ({reason})");
+        }
+        var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, cancellationToken) : null;
+        throw ended is { State: SandboxState.Killed } ? new UnknownSandboxException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new UnknownSandboxException(sandboxId);
+    }
+
+    private static async Task RequireRecordAsync(string sandboxId, ISandboxStore store, CancellationToken cancellationToken)
+    {
+        if (!SandboxIds.IsWellFormed(sandboxId) || await store.GetAsync(sandboxId, cancellationToken) is null)
+        {
+            throw new UnknownSandboxException(sandboxId);
+        }
+    }
+
+    /// <summary>Reads a JSON body of at most 1 MiB; malformed JSON and wrong types are a 400 naming where.</summary>
+    internal static async Task<T?> ReadBodyAsync<T>(HttpContext http, JsonTypeInfo<T> type, bool required) where T : class
+    {
+        if (http.Request.ContentLength > MaxBodyBytes)
+        {
+            throw ApiRequestException.BadRequest($"request body larger than {MaxBodyBytes} bytes");
+        }
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await http.Request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
+        {
+            if (buffer.Length + read > MaxBodyBytes)
+            {
+                throw ApiRequestException.BadRequest($"request body larger than {MaxBodyBytes} bytes");
+            }
+            buffer.Write(chunk, 0, read);
+        }
+        if (buffer.Length == 0)
+        {
+            return required ? throw ApiRequestException.BadRequest("a JSON request body is required") : null;
+        }
+        T? value;
+        try
+        {
+            value = JsonSerializer.Deserialize(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), type);
+        }
+        catch (JsonException ex)
+        {
+            throw ApiRequestException.BadRequest(ex.Path is { Length: > 1 } path
+                ? $"invalid request body: malformed JSON or a value of the wrong type at {path}"
+                : "invalid request body: expected a JSON object");
+        }
+        return value ?? (required ? throw ApiRequestException.BadRequest("invalid request body: expected a JSON object, got null") : null);
+    }
+
+    private static DateTimeOffset? ParseUnixSeconds(string? text, string name) =>
+        string.IsNullOrEmpty(text) ? null
+        : long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var s) && s <= 253402300799
+            ? DateTimeOffset.FromUnixTimeSeconds(s)
+            : throw ApiRequestException.BadRequest($"invalid {name} '{text}': expected Unix seconds");
+
+    private static DateTimeOffset? ParseUnixMilliseconds(string? text, string name) =>
+        string.IsNullOrEmpty(text) ? null
+        : long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var ms) && ms <= 253402300799999
+            ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
+            : throw ApiRequestException.BadRequest($"invalid {name} '{text}': expected Unix milliseconds");
+
+    private static int ParseLogLimit(string? text, DaemonOptions options) =>
+        string.IsNullOrEmpty(text) ? options.LogLinesPerSandbox
+        : int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var limit)
+            ? Math.Min(limit, options.LogLinesPerSandbox)
+            : throw ApiRequestException.BadRequest($"invalid limit '{text}': expected a non-negative integer");
+
+    internal static SandboxResponse ToSandbox(SandboxRecord r, SandboxDomain domain) =>
+        new(r.TemplateId, r.SandboxId, r.Alias, ClientId, EnvdVersion, r.EnvdAccessToken, r.TrafficAccessToken, domain.Value);
+
+    internal static SandboxDetailResponse ToDetail(SandboxRecord r, SandboxDomain domain) =>
+        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, EnvdVersion, r.EnvdAccessToken, r.AllowInternetAccess,
+            domain.Value, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running",
+            new NetworkResponse(r.TrafficAccessToken is null),
+            // No tier can pause yet, so a timeout always kills, whatever autoPause asked for.
+            new LifecycleResponse(AutoResume: false, OnTimeout: "kill"),
+            []);
+
+    internal static ListedSandboxResponse ToListed(SandboxRecord r) =>
+        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, []);
+
+    private static SandboxMetricResponse ToMetric(Runtimes.SandboxUsage u) =>
+        new(u.Timestamp, u.Timestamp.ToUnixTimeSeconds(), u.CpuCount, u.CpuUsedPercent, u.MemoryUsedBytes, u.MemoryTotalBytes, 0, u.DiskUsedBytes, u.DiskTotalBytes);
+
+    private static SandboxLogEntryResponse ToLogEntry(SandboxLogLine l) =>
+        new(l.Timestamp, SqliteStore.LevelName(l.Level), l.Message, new Dictionary<string, string> { ["source"] = "paddockd" });
+}

@@ -1,0 +1,125 @@
+using System.Net;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Paddock.Daemon.Api;
+using Paddock.Daemon.Auth;
+using Paddock.Daemon.Proxy;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Store;
+
+namespace Paddock.Daemon;
+
+/// <summary>
+/// Builds paddockd: one Kestrel listener for the control plane and the sandbox proxy, the store, the lifecycle.
+/// The isolation tier and the template lookup are given by the caller (Program, or a test with its own doubles).
+/// </summary>
+internal static class DaemonHost
+{
+    public static WebApplication Build(DaemonOptions options, Action<IServiceCollection> addRuntime, Action<ILoggingBuilder>? configureLogging = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        configureLogging?.Invoke(builder.Logging);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            // Uploads to sandboxes stream through; the API bounds its own bodies (SandboxEndpoints.MaxBodyBytes).
+            kestrel.Limits.MaxRequestBodySize = null;
+            // A command's stdin stream may idle for minutes; that is not a slow-loris.
+            kestrel.Limits.MinRequestBodyDataRate = null;
+            var host = options.Listen.Host;
+            var port = options.Listen.Port;
+            // HTTP/1.1 only: without TLS Kestrel cannot negotiate HTTP/2, and WebSocket upgrades need HTTP/1.1.
+            void Protocols(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
+            if (host == "localhost")
+            {
+                kestrel.ListenLocalhost(port, Protocols);
+            }
+            else if (IPAddress.TryParse(host.Trim('[', ']'), out var address))
+            {
+                kestrel.Listen(address, port, Protocols);
+            }
+            else
+            {
+                throw new ArgumentException($"cannot listen on '{host}': give an IP address or localhost");
+            }
+        });
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
+        services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<SandboxJournal>();
+        services.AddSingleton(sp => new DeadlineScheduler(
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<DeadlineScheduler>>(),
+            (id, ct) => sp.GetRequiredService<SandboxManager>().ExpireAsync(id, ct),
+            async ct =>
+            {
+                await sp.GetRequiredService<SandboxManager>().ReapLostAsync(ct);
+                await sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct);
+            },
+            options.HousekeepingPeriod));
+        services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
+        services.AddSingleton<SandboxManager>();
+        services.AddSingleton<SandboxRecovery>();
+        services.AddSingleton<SandboxDomain>();
+        services.AddSingleton<SandboxHttpClient>();
+        services.AddHttpForwarder();
+        addRuntime(services);
+        if (!services.Any(d => d.ServiceType == typeof(ISandboxRuntime)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
+        {
+            throw new InvalidOperationException("no isolation runtime or template lookup is registered: this build of paddockd cannot run sandboxes");
+        }
+
+        var app = builder.Build();
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
+            if (addresses?.FirstOrDefault() is { } first && Uri.TryCreate(first, UriKind.Absolute, out var bound))
+            {
+                app.Services.GetRequiredService<SandboxDomain>().SetDefaultFromPort(bound.Port);
+            }
+        });
+        // Order matters: sandbox traffic leaves before the API key check, which it does not need.
+        app.UseMiddleware<SandboxProxyMiddleware>();
+        app.UseMiddleware<ApiKeyMiddleware>();
+        app.UseMiddleware<ApiErrorMiddleware>();
+        app.UseRouting();
+        app.MapSandboxApi();
+        app.MapTemplateApi();
+        app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
+            $"no such route: {http.Request.Method} {http.Request.Path}"));
+        return app;
+    }
+
+    /// <summary>
+    /// Everything that must happen before the listener opens: the state directory, the schema, the first API key,
+    /// and reconciling the store with the runtime. Returns the new key when one was made (to print once).
+    /// </summary>
+    public static async Task<string?> InitializeAsync(WebApplication app, CancellationToken cancellationToken)
+    {
+        var options = app.Services.GetRequiredService<DaemonOptions>();
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("paddockd runs on Linux");
+        }
+        // 0711: others may pass through but not list it. The database and the key file in it are 0600; the sandboxes'
+        // root filesystems below it must be reachable by the ids a user-namespaced sandbox runs as (runc's rootfs
+        // mount fails with EACCES under a 0700 directory, measured here).
+        const UnixFileMode StateDirMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+            | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+        Directory.CreateDirectory(options.StateDir, StateDirMode);
+        File.SetUnixFileMode(options.StateDir, StateDirMode);
+        var store = app.Services.GetRequiredService<SqliteStore>();
+        await store.InitializeAsync(cancellationToken);
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
+        var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
+        app.Services.GetRequiredService<ApiKeyAuthenticator>().Load(await store.ListApiKeyHashesAsync(cancellationToken), options.ExtraApiKey);
+        await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
+        return key;
+    }
+}

@@ -1,0 +1,180 @@
+using System.Globalization;
+
+namespace Paddock.Daemon;
+
+/// <summary>
+/// paddockd's settings: from its command line, else from <c>PADDOCK_*</c> environment variables, else the defaults
+/// below (which the README states).
+/// </summary>
+internal sealed record DaemonOptions
+{
+    public const string DefaultListen = "http://127.0.0.1:3000";
+
+    /// <summary>Where the control plane and the sandbox proxy listen (one listener for both).</summary>
+    public Uri Listen { get; init; } = new(DefaultListen);
+
+    /// <summary>The state directory: the SQLite database and the first API key.</summary>
+    public string StateDir { get; init; } = "/var/lib/paddock";
+
+    /// <summary>Built templates (root filesystems); null: <c>{StateDir}/templates</c>. Several daemons may share one.</summary>
+    public string? TemplatesDir { get; init; }
+
+    /// <summary>
+    /// The domain sandbox hosts are named under (<c>{port}-{sandboxId}.{domain}</c>, what the SDK's <c>getHost</c> returns).
+    /// Null: <c>localhost:{the port paddockd listens on}</c>, which resolves wherever <c>*.localhost</c> is loopback.
+    /// </summary>
+    public string? Domain { get; init; }
+
+    /// <summary>A key accepted besides the stored ones (PADDOCK_API_KEY), for deployments that hand out their own.</summary>
+    public string? ExtraApiKey { get; init; }
+
+    public int DefaultTimeoutSeconds { get; init; } = 300;
+
+    /// <summary>The longest timeout a create or POST /timeout may ask for (E2B Pro's 24 hours).</summary>
+    public int MaxTimeoutSeconds { get; init; } = 24 * 60 * 60;
+
+    /// <summary>Sandboxes alive or starting at once; more get 429 as E2B's concurrency limit does.</summary>
+    public int MaxSandboxes { get; init; } = 100;
+
+    public int DefaultCpuCount { get; init; } = 2;
+
+    public int DefaultMemoryMB { get; init; } = 512;
+
+    public int DefaultDiskSizeMB { get; init; } = 1024;
+
+    public int MaxPids { get; init; } = 1024;
+
+    /// <summary>How long the records and logs of ended sandboxes are kept.</summary>
+    public TimeSpan RecordRetention { get; init; } = TimeSpan.FromDays(7);
+
+    /// <summary>Lines kept per sandbox log; older ones are dropped.</summary>
+    public int LogLinesPerSandbox { get; init; } = 1000;
+
+    /// <summary>How often the daemon looks for sandboxes that died on their own and purges old records.</summary>
+    public TimeSpan HousekeepingPeriod { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A template to build (or find cached) before the listener opens, so the first create does not wait for it.</summary>
+    public string? PrepareTemplate { get; init; }
+
+    /// <summary>How long the runtime may take to start a sandbox before the create fails.</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    public static string Usage => """
+        usage: paddockd [options]
+          --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
+          --state-dir DIR           database and first API key (default /var/lib/paddock; env PADDOCK_STATE_DIR)
+          --templates-dir DIR       built templates (default STATE-DIR/templates; env PADDOCK_TEMPLATES_DIR)
+          --domain DOMAIN           sandbox hosts are {port}-{id}.DOMAIN (default localhost:PORT; env PADDOCK_DOMAIN)
+          --default-timeout SECS    sandbox lifetime when the create names none (default 300; env PADDOCK_DEFAULT_TIMEOUT)
+          --max-timeout SECS        longest lifetime a client may ask for (default 86400; env PADDOCK_MAX_TIMEOUT)
+          --max-sandboxes N         sandboxes at once (default 100; env PADDOCK_MAX_SANDBOXES)
+          --cpus N                  CPUs per sandbox unless the create says (default 2; env PADDOCK_CPUS)
+          --memory-mb N             memory per sandbox unless the create says (default 512; env PADDOCK_MEMORY_MB)
+          --disk-mb N               writable disk per sandbox unless the create says (default 1024; env PADDOCK_DISK_MB)
+          --max-pids N              processes per sandbox (default 1024; env PADDOCK_MAX_PIDS)
+          --prepare-template NAME   build or find NAME (e.g. base) before listening (env PADDOCK_PREPARE_TEMPLATE)
+        env PADDOCK_API_KEY: an API key accepted besides the stored ones.
+        """;
+
+    /// <summary>Parses the command line; throws <see cref="ArgumentException"/> with a message for the user.</summary>
+    public static DaemonOptions Parse(IReadOnlyList<string> args, Func<string, string?>? environment = null)
+    {
+        environment ??= Environment.GetEnvironmentVariable;
+        string? Env(string name) => environment("PADDOCK_" + name) is { Length: > 0 } v ? v : null;
+
+        var options = new DaemonOptions
+        {
+            ExtraApiKey = Env("API_KEY"),
+        };
+        options = Apply(options, "--listen", Env("LISTEN"));
+        options = Apply(options, "--state-dir", Env("STATE_DIR"));
+        options = Apply(options, "--templates-dir", Env("TEMPLATES_DIR"));
+        options = Apply(options, "--domain", Env("DOMAIN"));
+        options = Apply(options, "--default-timeout", Env("DEFAULT_TIMEOUT"));
+        options = Apply(options, "--max-timeout", Env("MAX_TIMEOUT"));
+        options = Apply(options, "--max-sandboxes", Env("MAX_SANDBOXES"));
+        options = Apply(options, "--cpus", Env("CPUS"));
+        options = Apply(options, "--memory-mb", Env("MEMORY_MB"));
+        options = Apply(options, "--disk-mb", Env("DISK_MB"));
+        options = Apply(options, "--max-pids", Env("MAX_PIDS"));
+        options = Apply(options, "--prepare-template", Env("PREPARE_TEMPLATE"));
+        for (var i = 0; i < args.Count; i++)
+        {
+            var name = args[i];
+            string value;
+            var eq = name.IndexOf('=', StringComparison.Ordinal);
+            if (name.StartsWith("--", StringComparison.Ordinal) && eq > 0)
+            {
+                value = name[(eq + 1)..];
+                name = name[..eq];
+            }
+            else
+            {
+                if (i + 1 >= args.Count)
+                {
+                    throw new ArgumentException($"option {name} needs a value");
+                }
+                value = args[++i];
+            }
+            options = Apply(options, name, value);
+        }
+        if (options.DefaultTimeoutSeconds > options.MaxTimeoutSeconds)
+        {
+            throw new ArgumentException($"the default timeout ({options.DefaultTimeoutSeconds} s) exceeds the maximum ({options.MaxTimeoutSeconds} s)");
+        }
+        return options;
+    }
+
+    private static DaemonOptions Apply(DaemonOptions options, string name, string? value)
+    {
+        if (value is null)
+        {
+            return options;
+        }
+        return name switch
+        {
+            "--listen" => options with { Listen = ParseListen(value) },
+            "--state-dir" => options with { StateDir = value.Length > 0 ? value : throw new ArgumentException("--state-dir needs a directory") },
+            "--templates-dir" => options with { TemplatesDir = value.Length > 0 ? value : throw new ArgumentException("--templates-dir needs a directory") },
+            "--domain" => options with { Domain = ParseDomain(value) },
+            "--default-timeout" => options with { DefaultTimeoutSeconds = ParsePositive(name, value) },
+            "--max-timeout" => options with { MaxTimeoutSeconds = ParsePositive(name, value) },
+            "--max-sandboxes" => options with { MaxSandboxes = ParsePositive(name, value) },
+            "--cpus" => options with { DefaultCpuCount = ParsePositive(name, value) },
+            "--memory-mb" => options with { DefaultMemoryMB = ParseAtLeast(name, value, 128) },
+            "--disk-mb" => options with { DefaultDiskSizeMB = ParsePositive(name, value) },
+            "--max-pids" => options with { MaxPids = ParseAtLeast(name, value, 16) },
+            "--prepare-template" => options with { PrepareTemplate = value.Length > 0 ? value : throw new ArgumentException("--prepare-template needs a template name") },
+            _ => throw new ArgumentException($"unknown option '{name}'"),
+        };
+    }
+
+    /// <summary>Accepts <c>http://HOST:PORT</c> or <c>HOST:PORT</c>; TLS belongs to a front proxy, not to paddockd.</summary>
+    internal static Uri ParseListen(string text)
+    {
+        var withScheme = text.Contains("://", StringComparison.Ordinal) ? text : "http://" + text;
+        if (!Uri.TryCreate(withScheme, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp
+            || uri.AbsolutePath != "/" || uri.Query.Length > 0)
+        {
+            throw new ArgumentException($"invalid listen address '{text}': expected http://HOST:PORT");
+        }
+        return uri;
+    }
+
+    private static string ParseDomain(string text)
+    {
+        var domain = text.Trim().TrimEnd('.');
+        if (domain.Length == 0 || domain.Contains('/', StringComparison.Ordinal) || domain.Contains("://", StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"invalid domain '{text}': expected a host name, optionally with :PORT");
+        }
+        return domain;
+    }
+
+    private static int ParsePositive(string option, string text) => ParseAtLeast(option, text, 1);
+
+    private static int ParseAtLeast(string option, string text, int minimum) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= minimum
+            ? n
+            : throw new ArgumentException($"invalid value '{text}' for {option}: expected an integer of at least {minimum}");
+}

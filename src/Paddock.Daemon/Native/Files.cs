@@ -1,0 +1,128 @@
+using System.Runtime.InteropServices;
+
+namespace Paddock.Daemon.Native;
+
+/// <summary>
+/// File metadata calls .NET does not expose: owner and inode (statx(2)), lchown(2), and extended attributes
+/// (lgetxattr(2)/lsetxattr(2)). None of them follows a symbolic link at the final path component.
+/// </summary>
+internal static partial class Files
+{
+    private const int AT_FDCWD = -100;
+    private const int AT_SYMLINK_NOFOLLOW = 0x100;
+    private const uint STATX_BASIC_STATS = 0x7ff;
+
+    /// <summary>S_IFMT and the file types of stat(2).</summary>
+    public const uint S_IFMT = 0xF000;
+    public const uint S_IFDIR = 0x4000;
+    public const uint S_IFLNK = 0xA000;
+    public const uint S_IFREG = 0x8000;
+
+    /// <summary>What statx(2) says about a path, without following a final symbolic link.</summary>
+    public readonly record struct Status(uint Uid, uint Gid, uint Mode, ulong Inode, uint DevMajor, uint DevMinor, ulong Size, ulong Blocks, uint LinkCount)
+    {
+        public uint Type => Mode & S_IFMT;
+
+        public bool IsDirectory => Type == S_IFDIR;
+
+        public bool IsSymlink => Type == S_IFLNK;
+
+        /// <summary>Bytes allocated on disk (st_blocks counts 512-byte units whatever the block size).</summary>
+        public long AllocatedBytes => (long)Blocks * 512;
+    }
+
+    /// <summary>statx(2) of <paramref name="path"/>: 0, or errno (ENOENT when it does not exist).</summary>
+    public static unsafe int TryStat(string path, out Status status)
+    {
+        // struct statx is 256 bytes and has the same layout on every architecture (linux/stat.h).
+        var buffer = stackalloc byte[256];
+        if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buffer) != 0)
+        {
+            status = default;
+            return Marshal.GetLastPInvokeError();
+        }
+        status = new Status(
+            Uid: *(uint*)(buffer + 0x14),
+            Gid: *(uint*)(buffer + 0x18),
+            Mode: *(ushort*)(buffer + 0x1C),
+            Inode: *(ulong*)(buffer + 0x20),
+            DevMajor: *(uint*)(buffer + 0x88),
+            DevMinor: *(uint*)(buffer + 0x8C),
+            Size: *(ulong*)(buffer + 0x28),
+            Blocks: *(ulong*)(buffer + 0x30),
+            LinkCount: *(uint*)(buffer + 0x10));
+        return 0;
+    }
+
+    /// <summary>statx(2), throwing an <see cref="IOException"/> naming the path when it fails.</summary>
+    public static Status Stat(string path)
+    {
+        var errno = TryStat(path, out var status);
+        return errno == 0 ? status : throw Errno.Exception("statx", path, errno);
+    }
+
+    /// <summary>
+    /// lchown(2). Note for callers: the kernel clears set-user-ID and set-group-ID bits of a regular file when its
+    /// owner changes (chown(2), "since Linux 2.2.13, root is treated like other users"), and drops its
+    /// security.capability attribute; restore both afterwards.
+    /// </summary>
+    public static void ChangeOwner(string path, uint uid, uint gid)
+    {
+        if (lchown(path, uid, gid) != 0)
+        {
+            throw Errno.Exception("lchown", path, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>chmod(2) with the full 12 mode bits (.NET's File.SetUnixFileMode does this too, but follows links).</summary>
+    public static void ChangeMode(string path, uint mode)
+    {
+        if (chmod(path, mode & 0xFFF) != 0)
+        {
+            throw Errno.Exception("chmod", path, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>The value of extended attribute <paramref name="name"/>, or null when the file has none (ENODATA).</summary>
+    public static unsafe byte[]? GetAttribute(string path, string name)
+    {
+        var buffer = new byte[256];
+        fixed (byte* p = buffer)
+        {
+            var n = lgetxattr(path, name, p, (nuint)buffer.Length);
+            if (n < 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                return errno == Errno.ENODATA ? null : throw Errno.Exception("lgetxattr " + name, path, errno);
+            }
+            return buffer.AsSpan(0, (int)n).ToArray();
+        }
+    }
+
+    /// <summary>Sets extended attribute <paramref name="name"/>.</summary>
+    public static unsafe void SetAttribute(string path, string name, byte[] value)
+    {
+        fixed (byte* p = value)
+        {
+            if (lsetxattr(path, name, p, (nuint)value.Length, 0) != 0)
+            {
+                throw Errno.Exception("lsetxattr " + name, path, Marshal.GetLastPInvokeError());
+            }
+        }
+    }
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int lchown(string path, uint owner, uint group);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int chmod(string path, uint mode);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial nint lgetxattr(string path, string name, byte* value, nuint size);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int lsetxattr(string path, string name, byte* value, nuint size, int flags);
+}

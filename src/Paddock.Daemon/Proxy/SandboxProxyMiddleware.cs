@@ -1,0 +1,107 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Paddock.Daemon.Api;
+using Paddock.Daemon.Sandboxes;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Paddock.Daemon.Proxy;
+
+/// <summary>
+/// Sandbox traffic on the daemon's listener: requests routed by <see cref="SandboxRouting"/> go through YARP's
+/// <see cref="IHttpForwarder"/> to the sandbox (the agent's port or any other), WebSocket upgrades and streamed bodies
+/// included; everything else continues to the control plane. The agent checks its own access token, so
+/// <c>X-Access-Token</c> is passed through untouched; the traffic token of sandboxes created with
+/// <c>allowPublicTraffic: false</c> is checked here, for every port but the agent's.
+/// </summary>
+internal sealed class SandboxProxyMiddleware(
+    RequestDelegate next,
+    IHttpForwarder forwarder,
+    SandboxManager manager,
+    SandboxDomain domain,
+    SandboxHttpClient client,
+    ILogger<SandboxProxyMiddleware> logger)
+{
+    /// <summary>E2B's header for the traffic access token (packages/js-sdk/tests/sandbox/network.test.ts).</summary>
+    public const string TrafficTokenHeader = "e2b-traffic-access-token";
+
+    private static readonly ForwarderRequestConfig RequestConfig = new()
+    {
+        // HTTP/1.1 to the sandbox: plain TCP without TLS, and WebSocket upgrades need it.
+        Version = HttpVersion.Version11,
+        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        // Long-lived streams (a command's output, a pty) may be quiet for a while; the agent pings, other servers may not.
+        ActivityTimeout = TimeSpan.FromMinutes(30),
+    };
+
+    private static readonly HttpTransformer Transformer = new OriginalHostTransformer();
+
+    public async Task InvokeAsync(HttpContext http)
+    {
+        var route = SandboxRouting.Route(http.Request, domain.HostName);
+        switch (route.Kind)
+        {
+            case SandboxRouting.Kind.ControlPlane:
+                await next(http);
+                return;
+            case SandboxRouting.Kind.Invalid:
+                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, route.Error!, "", null);
+                return;
+        }
+
+        var target = route.Target;
+        if (!manager.TryGetRunning(target.SandboxId, out var record))
+        {
+            ProxyLog.UnknownSandbox(logger, target.SandboxId, http.Request.Method, http.Request.Path);
+            // 502 is what E2B's proxy answers for a sandbox that is not there; the SDKs read it as "not running".
+            await WriteErrorAsync(http, StatusCodes.Status502BadGateway, $"sandbox '{target.SandboxId}' not found (never created, killed or timed out)", target.SandboxId, target.Port);
+            return;
+        }
+        if (record.TrafficAccessToken is { } token && target.Port != SandboxManager.AgentPort
+            && !FixedTimeEquals(http.Request.Headers[TrafficTokenHeader].ToString(), token))
+        {
+            ProxyLog.TrafficTokenRefused(logger, http.Request.Method, http.Request.Path, target.SandboxId, target.Port);
+            await WriteErrorAsync(http, StatusCodes.Status403Forbidden,
+                $"sandbox '{target.SandboxId}' requires its traffic access token in the {TrafficTokenHeader} header", target.SandboxId, target.Port);
+            return;
+        }
+
+        var error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer);
+        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        {
+            return;
+        }
+        var exception = http.Features.Get<IForwarderErrorFeature>()?.Exception;
+        ProxyLog.ForwardFailed(logger, http.Request.Method, http.Request.Path, target.SandboxId, target.Port, error.ToString(), exception);
+        if (!http.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut)
+        {
+            var message = manager.TryGetRunning(target.SandboxId, out _)
+                ? $"the sandbox is running but port {target.Port} is not open"
+                : $"sandbox '{target.SandboxId}' ended while the request was being forwarded";
+            await WriteErrorAsync(http, StatusCodes.Status502BadGateway, message, target.SandboxId, target.Port);
+        }
+    }
+
+    private static Task WriteErrorAsync(HttpContext http, int status, string message, string sandboxId, int? port)
+    {
+        http.Response.Clear();
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(http.Response.Body, new ProxyErrorResponse(status, message, sandboxId, port),
+            ApiJsonContext.Default.ProxyErrorResponse, http.RequestAborted);
+    }
+
+    private static bool FixedTimeEquals(string presented, string expected) =>
+        CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), Encoding.UTF8.GetBytes(expected));
+
+    /// <summary>Keeps the client's Host header, so a server in the sandbox sees the name it was reached by.</summary>
+    private sealed class OriginalHostTransformer : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+        }
+    }
+}

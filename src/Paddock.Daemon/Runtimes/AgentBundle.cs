@@ -1,0 +1,201 @@
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes;
+
+/// <summary>
+/// The agent as every sandbox gets it: the NativeAOT <c>paddock-agent</c> binary with the exact shared libraries it
+/// was linked against (found with ldd) and its own dynamic loader, in one directory that a runtime mounts read-only
+/// at <see cref="MountPoint"/>. Starting the agent through the bundled loader
+/// (<c>ld-linux-x86-64.so.2 --library-path /.paddock/lib paddock-agent</c>) makes it independent of the template's
+/// libc: it runs in a Debian rootfs, an Alpine (musl) one, or a rootfs with no libc at all.
+/// </summary>
+/// <remarks>
+/// The agent is the sandbox's PID 1, so it reaps orphans and must keep .NET's runtime from reaping its children:
+/// as PID 1 the runtime's signal thread otherwise calls waitpid(-1) itself (dotnet/runtime pal_signal.c,
+/// <c>reapAll = g_pid == 1 || ...</c>) and the agent loses every exit status (measured here before the agent took the
+/// runtime's SIGCHLD hook: process.Process/Start streams ended without an end event).
+/// </remarks>
+internal sealed record AgentBundle(string Directory, string LoaderName, string Fingerprint)
+{
+    /// <summary>Where runtimes mount the bundle inside a sandbox.</summary>
+    public const string MountPoint = "/.paddock";
+
+
+    /// <summary>The port the agent listens on inside every sandbox (E2B's envd port).</summary>
+    public const int AgentPort = 49983;
+
+    /// <summary>
+    /// The command that starts the agent inside a sandbox, before its own options. The agent also gets it in
+    /// <c>PADDOCK_AGENT_SELF_EXEC</c>: its /proc/self/exe is the loader, so it needs this prefix to re-exec itself.
+    /// </summary>
+    public IReadOnlyList<string> LaunchPrefix =>
+        [$"{MountPoint}/lib/{LoaderName}", "--library-path", $"{MountPoint}/lib", $"{MountPoint}/paddock-agent"];
+}
+
+/// <summary>Builds <see cref="AgentBundle"/> directories, one per agent binary content, under the state directory.</summary>
+internal sealed partial class AgentBundleBuilder
+{
+    // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and the loader line "/lib64/ld-linux-x86-64.so.2 (0x...)".
+    [GeneratedRegex(@"^\s*(?<name>\S+)\s+=>\s+(?<path>/\S+)\s+\(0x[0-9a-f]+\)\s*$")]
+    private static partial Regex LibraryLine();
+
+    [GeneratedRegex(@"^\s*(?<path>/\S*ld-linux\S*)\s+\(0x[0-9a-f]+\)\s*$")]
+    private static partial Regex LoaderLine();
+
+    private readonly string _bundlesDirectory;
+    private readonly IReadOnlyList<string> _optionalLibraries;
+    private readonly ILogger _logger;
+
+    /// <param name="bundlesDirectory">Parent of the bundle directories (one per binary content).</param>
+    /// <param name="optionalLibraries">
+    /// Libraries the agent loads with dlopen rather than links (ldd cannot see them), copied when the host has them.
+    /// </param>
+    public AgentBundleBuilder(string bundlesDirectory, IReadOnlyList<string> optionalLibraries, ILogger logger)
+    {
+        _bundlesDirectory = bundlesDirectory;
+        _optionalLibraries = optionalLibraries;
+        _logger = logger;
+    }
+
+    /// <summary>
+    /// .NET's cryptography (used for TLS and hashing) loads OpenSSL 3 with dlopen; without it in the bundle, a call
+    /// that hashes fails in a template that has no libssl of its own.
+    /// </summary>
+    public static IReadOnlyList<string> DefaultOptionalLibraries { get; } = ["libssl.so.3", "libcrypto.so.3"];
+
+    /// <summary>
+    /// The bundle for the binary at <paramref name="agentBinary"/>, built on first use. A bundle is never changed
+    /// once complete (sandboxes may have it mounted); a new binary gets a new directory.
+    /// </summary>
+    public async Task<AgentBundle> EnsureAsync(string agentBinary, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(agentBinary))
+        {
+            throw new FileNotFoundException(
+                $"the agent binary {agentBinary} does not exist: publish it with 'dotnet publish src/Paddock.Agent -c Release -o {Path.GetDirectoryName(agentBinary)}' or set Runc:AgentBinary",
+                agentBinary);
+        }
+        var fingerprint = await FingerprintAsync(agentBinary, cancellationToken);
+        var directory = Path.Combine(_bundlesDirectory, fingerprint);
+        var manifest = Path.Combine(directory, "loader");
+        if (File.Exists(manifest))
+        {
+            return new AgentBundle(directory, (await File.ReadAllTextAsync(manifest, cancellationToken)).Trim(), fingerprint);
+        }
+
+        System.IO.Directory.CreateDirectory(_bundlesDirectory);
+        var staging = directory + ".tmp-" + Environment.ProcessId + "-" + Guid.NewGuid().ToString("N")[..8];
+        try
+        {
+            var lib = System.IO.Directory.CreateDirectory(Path.Combine(staging, "lib")).FullName;
+            File.Copy(agentBinary, Path.Combine(staging, "paddock-agent"));
+            var (libraries, loader) = await ResolveAsync(agentBinary, cancellationToken);
+            foreach (var name in _optionalLibraries)
+            {
+                if (await FindOnHostAsync(name, cancellationToken) is { } path)
+                {
+                    libraries.TryAdd(name, path);
+                    var (deps, _) = await ResolveAsync(path, cancellationToken);
+                    foreach (var (depName, depPath) in deps)
+                    {
+                        libraries.TryAdd(depName, depPath);
+                    }
+                }
+            }
+            foreach (var (name, path) in libraries)
+            {
+                // Copy the file the soname points at (File.Copy follows links), under the soname the loader looks for.
+                File.Copy(path, Path.Combine(lib, name));
+            }
+            var loaderName = Path.GetFileName(loader);
+            File.Copy(loader, Path.Combine(lib, loaderName), overwrite: true);
+            await File.WriteAllTextAsync(Path.Combine(staging, "loader"), loaderName + "\n", cancellationToken);
+            try
+            {
+                System.IO.Directory.Move(staging, directory);
+            }
+            catch (IOException) when (File.Exists(manifest))
+            {
+                // Another caller finished the same bundle first; theirs is identical.
+            }
+            RuntimeLog.AgentBundleBuilt(_logger, directory, libraries.Count + 1);
+            return new AgentBundle(directory, loaderName, fingerprint);
+        }
+        finally
+        {
+            if (System.IO.Directory.Exists(staging))
+            {
+                System.IO.Directory.Delete(staging, recursive: true);
+            }
+        }
+    }
+
+    private static async Task<string> FingerprintAsync(string path, CancellationToken cancellationToken)
+    {
+        await using var stream = File.OpenRead(path);
+        var hash = await SHA256.HashDataAsync(stream, cancellationToken);
+        return Convert.ToHexStringLower(hash)[..16];
+    }
+
+    /// <summary>The libraries <paramref name="binary"/> links (soname to host path) and its dynamic loader, from ldd.</summary>
+    private static async Task<(Dictionary<string, string> Libraries, string Loader)> ResolveAsync(string binary, CancellationToken cancellationToken)
+    {
+        var result = await ExternalCommand.RunAsync("ldd", [binary], cancellationToken);
+        if (!result.Succeeded)
+        {
+            throw new InvalidOperationException($"ldd {binary} failed: {result.Describe()}");
+        }
+        var libraries = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? loader = null;
+        foreach (var line in result.StandardOutput.Split('\n'))
+        {
+            if (line.Contains("not found", StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException($"{binary} needs a library the host does not have: {line.Trim()}");
+            }
+            if (LibraryLine().Match(line) is { Success: true } m)
+            {
+                libraries[m.Groups["name"].Value] = m.Groups["path"].Value;
+            }
+            else if (LoaderLine().Match(line) is { Success: true } l)
+            {
+                loader = l.Groups["path"].Value;
+            }
+        }
+        // A library's own ldd output names the loader too, as "/lib64/ld-linux-x86-64.so.2 => /lib/..." on some hosts.
+        foreach (var name in libraries.Keys.Where(n => n.StartsWith("ld-linux", StringComparison.Ordinal)).ToList())
+        {
+            loader ??= libraries[name];
+            libraries.Remove(name);
+        }
+        return (libraries, loader ?? throw new InvalidOperationException($"ldd {binary} named no dynamic loader: is it statically linked?"));
+    }
+
+    /// <summary>The host path of library <paramref name="soname"/> from the loader cache (ldconfig -p), or null.</summary>
+    private static async Task<string?> FindOnHostAsync(string soname, CancellationToken cancellationToken)
+    {
+        var ldconfig = File.Exists("/sbin/ldconfig") ? "/sbin/ldconfig" : "ldconfig";
+        var result = await ExternalCommand.RunAsync(ldconfig, ["-p"], cancellationToken);
+        foreach (var line in result.StandardOutput.Split('\n'))
+        {
+            // "\tlibssl.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so.3"
+            var trimmed = line.Trim();
+            var arrow = trimmed.IndexOf(" => ", StringComparison.Ordinal);
+            if (arrow > 0 && trimmed.StartsWith(soname + " ", StringComparison.Ordinal) && IsNativeArchitecture(trimmed[..arrow]))
+            {
+                return trimmed[(arrow + 4)..].Trim();
+            }
+        }
+        return null;
+    }
+
+    private static bool IsNativeArchitecture(string entry) => System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture switch
+    {
+        System.Runtime.InteropServices.Architecture.X64 => entry.Contains("x86-64", StringComparison.Ordinal),
+        System.Runtime.InteropServices.Architecture.Arm64 => entry.Contains("AArch64", StringComparison.OrdinalIgnoreCase),
+        _ => true,
+    };
+}

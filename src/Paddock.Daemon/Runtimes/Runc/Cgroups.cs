@@ -1,0 +1,196 @@
+using System.Globalization;
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>
+/// The host's cgroup hierarchies as runc's cgroupfs driver uses them for a container with an absolute
+/// cgroupsPath: one directory per mounted hierarchy. On this host (FACTS.md) that is the v1 hierarchies (cpu,
+/// cpuacct, cpuset, memory, devices, freezer, blkio, pids and name=systemd, each mounted on its own) plus the
+/// near-empty cgroup2 at /sys/fs/cgroup/unified, which runc 1.1 also joins in hybrid mode.
+/// </summary>
+internal sealed class Cgroups
+{
+    private readonly IReadOnlyList<Hierarchy> _hierarchies;
+
+    private Cgroups(IReadOnlyList<Hierarchy> hierarchies, string parent)
+    {
+        _hierarchies = hierarchies;
+        Parent = parent.Trim('/');
+    }
+
+    /// <summary>One mounted hierarchy: its mount point and the v1 controllers it carries (none for cgroup2).</summary>
+    private sealed record Hierarchy(string MountPoint, IReadOnlySet<string> Controllers);
+
+    /// <summary>The cgroup under which every sandbox's cgroup is created, relative to each hierarchy's root.</summary>
+    public string Parent { get; }
+
+    /// <summary>Finds the mounted hierarchies in the daemon's mount table.</summary>
+    public static Cgroups Discover(string parent)
+    {
+        var hierarchies = new List<Hierarchy>();
+        foreach (var m in MountTable.Read())
+        {
+            if (m.FsType == "cgroup")
+            {
+                var controllers = m.SuperOptions.Split(',')
+                    .Where(o => o is not ("rw" or "ro") && !o.StartsWith("release_agent=", StringComparison.Ordinal) && !o.StartsWith("clone_children", StringComparison.Ordinal))
+                    .ToHashSet(StringComparer.Ordinal);
+                hierarchies.Add(new Hierarchy(m.MountPoint, controllers));
+            }
+            else if (m.FsType == "cgroup2")
+            {
+                hierarchies.Add(new Hierarchy(m.MountPoint, new HashSet<string>()));
+            }
+        }
+        return new Cgroups(hierarchies.DistinctBy(h => h.MountPoint).ToList(), parent);
+    }
+
+    /// <summary>The cgroupsPath runc gets for a sandbox: absolute, so relative to each hierarchy's root.</summary>
+    public string RuncPath(string sandboxId) => $"/{Parent}/{sandboxId}";
+
+    /// <summary>The sandbox's directory in every hierarchy (whether or not it exists).</summary>
+    public IEnumerable<string> Directories(string sandboxId) =>
+        _hierarchies.Select(h => Path.Combine(h.MountPoint, Parent, sandboxId));
+
+    /// <summary>The sandbox's directory in the hierarchy that carries <paramref name="controller"/>, or null.</summary>
+    public string? Directory(string sandboxId, string controller) =>
+        _hierarchies.FirstOrDefault(h => h.Controllers.Contains(controller)) is { } h ? Path.Combine(h.MountPoint, Parent, sandboxId) : null;
+
+    /// <summary>Ids of the sandbox cgroups that exist under <see cref="Parent"/> in any hierarchy.</summary>
+    public IEnumerable<string> ExistingSandboxIds()
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var h in _hierarchies)
+        {
+            var parent = Path.Combine(h.MountPoint, Parent);
+            if (System.IO.Directory.Exists(parent))
+            {
+                foreach (var dir in System.IO.Directory.EnumerateDirectories(parent))
+                {
+                    ids.Add(Path.GetFileName(dir));
+                }
+            }
+        }
+        return ids;
+    }
+
+    /// <summary>Whether the memory hierarchy has swap accounting (memory.memsw.*), which runc needs to set a swap limit.</summary>
+    public bool HasSwapAccounting =>
+        _hierarchies.FirstOrDefault(h => h.Controllers.Contains("memory")) is { } h && File.Exists(Path.Combine(h.MountPoint, "memory.memsw.limit_in_bytes"));
+
+    /// <summary>
+    /// Removes the sandbox's cgroup directories. A cgroup with processes cannot be removed (EBUSY), so processes
+    /// still in it are killed first; they can only be the sandbox's own, since nothing else is ever put there.
+    /// Throws <see cref="IOException"/> when a directory is still there after a bounded wait.
+    /// </summary>
+    public async Task RemoveAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        foreach (var dir in Directories(sandboxId))
+        {
+            if (!System.IO.Directory.Exists(dir))
+            {
+                continue;
+            }
+            for (var attempt = 0; ; attempt++)
+            {
+                foreach (var pid in Pids(dir))
+                {
+                    Signals.Send(pid, Signals.SIGKILL);
+                }
+                try
+                {
+                    // rmdir(2) of a cgroup directory: its control files are not real files and go with it.
+                    System.IO.Directory.Delete(dir);
+                    break;
+                }
+                catch (DirectoryNotFoundException)
+                {
+                    break;
+                }
+                catch (IOException) when (attempt < 100)
+                {
+                    // EBUSY while killed processes are still exiting: 100 x 20 ms bounds the wait to 2 s.
+                    await Task.Delay(20, cancellationToken);
+                }
+                catch (IOException ex)
+                {
+                    throw new IOException($"cgroup {dir} of sandbox '{sandboxId}' could not be removed: {ex.Message}", ex);
+                }
+            }
+        }
+    }
+
+    /// <summary>The pids in a cgroup directory (cgroup.procs), empty when it is gone.</summary>
+    public static IReadOnlyList<int> Pids(string directory)
+    {
+        try
+        {
+            return File.ReadAllLines(Path.Combine(directory, "cgroup.procs"))
+                .Select(l => int.Parse(l, CultureInfo.InvariantCulture))
+                .ToList();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
+    /// <summary>A sample of the sandbox's counters, or null when its cgroups are gone.</summary>
+    public CgroupSample? Sample(string sandboxId)
+    {
+        try
+        {
+            var cpuacct = Directory(sandboxId, "cpuacct");
+            var memory = Directory(sandboxId, "memory");
+            var cpu = Directory(sandboxId, "cpu");
+            if (cpuacct is null || memory is null || cpu is null || !System.IO.Directory.Exists(memory))
+            {
+                return null;
+            }
+            var stat = ReadKeyValues(Path.Combine(memory, "memory.stat"));
+            var quota = ReadLong(Path.Combine(cpu, "cpu.cfs_quota_us"));
+            var period = ReadLong(Path.Combine(cpu, "cpu.cfs_period_us"));
+            return new CgroupSample(
+                Timestamp: DateTimeOffset.UtcNow,
+                CpuUsageNanoseconds: ReadLong(Path.Combine(cpuacct, "cpuacct.usage")),
+                CpuQuotaCores: quota > 0 && period > 0 ? (double)quota / period : Environment.ProcessorCount,
+                MemoryUsageBytes: ReadLong(Path.Combine(memory, "memory.usage_in_bytes")),
+                MemoryInactiveFileBytes: stat.GetValueOrDefault("total_inactive_file"),
+                MemoryLimitBytes: ReadLong(Path.Combine(memory, "memory.limit_in_bytes")));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return null; // the sandbox went away between two reads
+        }
+    }
+
+    internal static long ReadLong(string path) => long.Parse(File.ReadAllText(path).Trim(), CultureInfo.InvariantCulture);
+
+    internal static Dictionary<string, long> ReadKeyValues(string path)
+    {
+        var values = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var line in File.ReadAllLines(path))
+        {
+            var space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (space > 0 && long.TryParse(line.AsSpan(space + 1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var v))
+            {
+                values[line[..space]] = v;
+            }
+        }
+        return values;
+    }
+}
+
+/// <summary>Raw cgroup v1 counters of one sandbox at one moment.</summary>
+internal sealed record CgroupSample(
+    DateTimeOffset Timestamp,
+    long CpuUsageNanoseconds,
+    double CpuQuotaCores,
+    long MemoryUsageBytes,
+    long MemoryInactiveFileBytes,
+    long MemoryLimitBytes)
+{
+    /// <summary>Memory in use as <c>docker stats</c> counts it on cgroup v1: usage less inactive page cache.</summary>
+    public long MemoryWorkingSetBytes => Math.Max(0, MemoryUsageBytes - MemoryInactiveFileBytes);
+}

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>A container as <c>runc list</c> reports it.</summary>
+internal sealed record RuncContainer(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("pid")] int Pid,
+    [property: JsonPropertyName("status")] string Status,
+    [property: JsonPropertyName("created")] DateTimeOffset Created)
+{
+    public bool IsAlive => Status is "running" or "paused";
+}
+
+[JsonSerializable(typeof(List<RuncContainer>))]
+internal sealed partial class RuncJson : JsonSerializerContext;
+
+/// <summary>The runc command line, always with the tier's own <c>--root</c>, so that it sees only our containers.</summary>
+internal sealed class RuncCli
+{
+    // Every runc call is short; a stuck one (e.g. on a hung mount) must not hang a sandbox operation forever.
+    private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly string _binary;
+    private readonly string _root;
+
+    public RuncCli(string binary, string root)
+    {
+        _binary = binary;
+        _root = root;
+    }
+
+    /// <summary>
+    /// <c>runc run --detach</c>: sets the container up (namespaces, cgroups, mounts, seccomp), starts its init and
+    /// returns. The container's stdio, and runc's own error message if it fails, go to <paramref name="logFile"/>: a
+    /// detached container inherits runc's stdio, so they must be a file, never a pipe that someone has to keep
+    /// reading. Returns whether runc succeeded; the reason is in the log.
+    /// </summary>
+    public async Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
+    {
+        // /bin/sh only redirects and execs runc: no managed code between fork and exec, and no pipe to the container.
+        var start = new ProcessStartInfo("/bin/sh")
+        {
+            ArgumentList =
+            {
+                "-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile,
+                _binary, "--root", _root, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id,
+            },
+            UseShellExecute = false,
+        };
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(CallTimeout);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        return process.ExitCode == 0;
+    }
+
+    /// <summary>
+    /// <c>runc delete --force</c>: kills the container's init (and with it its pid namespace) if it runs, waits for
+    /// it, and removes runc's state and the container's cgroups. Returns false when runc does not know the id.
+    /// </summary>
+    public async Task<bool> DeleteAsync(string id, CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(cancellationToken, "delete", "--force", id);
+        if (result.Succeeded)
+        {
+            return true;
+        }
+        if (result.StandardError.Contains("does not exist", StringComparison.Ordinal))
+        {
+            return false;
+        }
+        throw new IOException($"runc delete of '{id}' failed: {result.Describe()}");
+    }
+
+    /// <summary>Every container under our root, alive or stopped.</summary>
+    public async Task<IReadOnlyList<RuncContainer>> ListAsync(CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(cancellationToken, "list", "--format", "json");
+        if (!result.Succeeded)
+        {
+            throw new IOException($"runc list failed: {result.Describe()}");
+        }
+        // runc prints "null" when there is no container.
+        return JsonSerializer.Deserialize(result.StandardOutput, RuncJson.Default.ListRuncContainer) ?? [];
+    }
+
+    private async Task<CommandResult> RunAsync(CancellationToken cancellationToken, params string[] args)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(CallTimeout);
+        try
+        {
+            return await ExternalCommand.RunAsync(_binary, ["--root", _root, .. args], timeout.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"runc {args[0]} did not finish within {CallTimeout.TotalSeconds:0} s");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>Settings of the runc tier (configuration section <c>Runc</c>; see <see cref="RuncServiceCollectionExtensions"/>).</summary>
+internal sealed record RuncOptions
+{
+    /// <summary>
+    /// Root of everything the tier keeps on the host: <c>runc/</c> (runc's own --root, so that runc lists only our
+    /// containers), <c>sandboxes/ID/</c> (bundle, overlay layers, logs), <c>netns/ID</c> (the network namespace,
+    /// held by a bind mount) and <c>agent/</c> (agent bundles).
+    /// </summary>
+    public string StateDirectory { get; init; } = "/var/lib/paddock";
+
+    /// <summary>The runc executable (a name looked up in PATH, or a path).</summary>
+    public string RuncBinary { get; init; } = "runc";
+
+    /// <summary>The published NativeAOT agent; null: found next to the daemon or under artifacts/agent of the repository.</summary>
+    public string? AgentBinary { get; init; }
+
+    /// <summary>The cgroup (in every v1 hierarchy) under which each sandbox gets its own, named after its id.</summary>
+    public string CgroupParent { get; init; } = "paddock";
+
+    public IdMapping IdMapping { get; init; } = IdMapping.Default;
+
+    /// <summary>How long <c>StartAsync</c> waits for the agent to answer /health before it gives up and cleans up.</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Sets no_new_privs on the agent and so on everything in the sandbox. It makes set-user-ID programs (sudo, su)
+    /// run without their privileges: with it on, a call that needs root names user "root" instead of using sudo.
+    /// </summary>
+    public bool NoNewPrivileges { get; init; } = true;
+
+    /// <summary>Size of each sandbox's /dev/shm (Docker's default, 64 MiB).</summary>
+    public long ShmBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>
+    /// RLIMIT_NOFILE of sandbox processes (soft and hard), as Docker's default daemon gives containers; capped at the
+    /// daemon's own hard limit, which a sandbox cannot exceed.
+    /// </summary>
+    public ulong OpenFilesLimit { get; init; } = 1048576;
+
+    public string RuncRoot => Path.Combine(StateDirectory, "runc");
+
+    public string SandboxesDirectory => Path.Combine(StateDirectory, "sandboxes");
+
+    public string NetnsDirectory => Path.Combine(StateDirectory, "netns");
+
+    public string AgentBundlesDirectory => Path.Combine(StateDirectory, "agent");
+}

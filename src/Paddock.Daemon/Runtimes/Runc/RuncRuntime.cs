@@ -1,0 +1,435 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>
+/// The runc tier: each sandbox is a runc container with its own pid, mount, ipc, uts, network and user namespaces
+/// (root inside is <see cref="IdMapping.HostBase"/> outside), Docker's default capabilities and seccomp filter,
+/// no_new_privs, cgroup v1 limits, and a root filesystem that is an overlay of the shared read-only template with a
+/// per-sandbox writable layer. The agent, from the read-only agent bundle, is its init process.
+/// All sandbox traffic goes through <see cref="ConnectAsync"/>, to the sandbox's own loopback.
+/// </summary>
+internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
+{
+    private readonly RuncOptions _options;
+    private readonly RuncCli _runc;
+    private readonly Cgroups _cgroups;
+    private readonly NetworkNamespaces _netns;
+    private readonly AgentBundleBuilder _bundles;
+    private readonly string _agentBinary;
+    private readonly ILogger<RuncRuntime> _logger;
+    private readonly KeyedLock _locks = new();
+    private readonly ConcurrentDictionary<string, CgroupSample> _lastCpuSample = new(StringComparer.Ordinal);
+    private readonly Lazy<Task<AgentBundle>> _bundle;
+
+    public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
+    {
+        _options = options;
+        _agentBinary = agentBinary;
+        _logger = logger;
+        _runc = new RuncCli(options.RuncBinary, options.RuncRoot);
+        _cgroups = Cgroups.Discover(options.CgroupParent);
+        _netns = new NetworkNamespaces();
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
+        _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
+        foreach (var dir in (string[])[options.RuncRoot, options.SandboxesDirectory, options.NetnsDirectory])
+        {
+            Directory.CreateDirectory(dir);
+        }
+        ValidatePathForOverlay(options.SandboxesDirectory);
+    }
+
+    public string Name => "runc";
+
+    public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
+    {
+        var layout = new SandboxLayout(_options, spec.SandboxId);
+        ValidatePathForOverlay(spec.TemplateRootfs);
+        if (!Directory.Exists(spec.TemplateRootfs))
+        {
+            throw new SandboxStartException(spec.SandboxId, $"template root filesystem {spec.TemplateRootfs} does not exist");
+        }
+        using var held = await _locks.AcquireAsync(spec.SandboxId, cancellationToken);
+        if (Directory.Exists(layout.Directory) || File.Exists(layout.NetnsFile))
+        {
+            // Not cleaned up: it is someone else's sandbox.
+            throw new SandboxStartException(spec.SandboxId, "a sandbox with this id exists already");
+        }
+
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var bundle = await _bundle.Value.WaitAsync(cancellationToken);
+            PrepareFilesystem(spec, layout);
+            OciConfig.Write(spec, layout, bundle, _options, _cgroups);
+            var prepared = clock.ElapsedMilliseconds;
+            if (!await _runc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
+            {
+                throw new SandboxStartException(spec.SandboxId, "runc run failed: " + layout.LogTail());
+            }
+            var ran = clock.ElapsedMilliseconds;
+            var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
+            // Held from now on by the bind mount, whatever happens to the sandbox's processes.
+            NetworkNamespaces.Bind(pid, layout.NetnsFile);
+            await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
+            RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
+            RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
+            return new RuntimeSandbox(spec.SandboxId, pid, metadata.StartedAt);
+        }
+        catch (Exception ex)
+        {
+            RuntimeLog.SandboxStartFailed(_logger, spec.SandboxId, ex);
+            try
+            {
+                using var cleanup = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                await DestroyCoreAsync(layout, cleanup.Token);
+            }
+            catch (Exception cleanupError)
+            {
+                RuntimeLog.CleanupAfterFailedStartFailed(_logger, spec.SandboxId, cleanupError);
+            }
+            if (ex is SandboxStartException or OperationCanceledException)
+            {
+                throw;
+            }
+            throw new SandboxStartException(spec.SandboxId, ex.Message, ex);
+        }
+    }
+
+    /// <summary>
+    /// Creates the sandbox's directory, its writable layer and the overlay mount over the template. Nothing of the
+    /// template is copied: the overlay shows the template's files until the sandbox changes them.
+    /// </summary>
+    private void PrepareFilesystem(SandboxSpec spec, SandboxLayout layout)
+    {
+        var map = _options.IdMapping;
+        var root = map.ToHost(0);
+        Directory.CreateDirectory(layout.Directory);
+        new SandboxMetadata(spec.SandboxId, spec.TemplateRootfs, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
+
+        // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's.
+        var lowerRoot = Files.Stat(spec.TemplateRootfs);
+        Directory.CreateDirectory(layout.Upper);
+        Files.ChangeOwner(layout.Upper, lowerRoot.Uid, lowerRoot.Gid);
+        Files.ChangeMode(layout.Upper, lowerRoot.Mode);
+        Directory.CreateDirectory(layout.Work);
+        Directory.CreateDirectory(layout.Rootfs);
+
+        var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
+            $"lowerdir={spec.TemplateRootfs},upperdir={layout.Upper},workdir={layout.Work}");
+        if (errno != 0)
+        {
+            throw Errno.Exception("mount overlay", layout.Rootfs, errno);
+        }
+
+        File.WriteAllText(layout.HostsFile, $"""
+            127.0.0.1	localhost
+            ::1	localhost ip6-localhost ip6-loopback
+            127.0.1.1	{spec.Hostname}
+
+            """);
+        File.WriteAllText(layout.HostnameFile, spec.Hostname + "\n");
+        foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile])
+        {
+            // The sandbox's root may edit them, as in Docker.
+            Files.ChangeOwner(file, root, root);
+            Files.ChangeMode(file, 0b110_100_100);
+        }
+    }
+
+    private async Task WaitForAgentAsync(string sandboxId, SandboxLayout layout, int pid, CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.StartTimeout);
+        var delay = TimeSpan.FromMilliseconds(2);
+        try
+        {
+            while (true)
+            {
+                if (!IsRunning(pid))
+                {
+                    throw new SandboxStartException(sandboxId, "the agent exited before it answered: " + layout.LogTail());
+                }
+                try
+                {
+                    await using var stream = await ConnectAsync(sandboxId, AgentBundle.AgentPort, deadline.Token);
+                    if (await AgentProbe.IsHealthyAsync(stream, deadline.Token))
+                    {
+                        return;
+                    }
+                }
+                catch (Exception ex) when (ex is SandboxPortUnreachableException or IOException or SocketException)
+                {
+                    // Not listening yet, or it closed the connection while starting: try again.
+                }
+                await Task.Delay(delay, deadline.Token);
+                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 50));
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new SandboxStartException(sandboxId,
+                $"the agent did not answer GET /health within {_options.StartTimeout.TotalSeconds:0} s: " + layout.LogTail());
+        }
+    }
+
+    public async Task DestroyAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return; // no sandbox can have this id, so it is gone
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        await DestroyCoreAsync(layout, cancellationToken);
+        RuntimeLog.SandboxDestroyed(_logger, sandboxId);
+    }
+
+    /// <summary>
+    /// Removes every piece of the sandbox that exists, in the order that lets the next one go: the container (and
+    /// with it every process), its cgroups, the network namespace, the mounts, the directory. Each step accepts that
+    /// its piece is already gone, so this also cleans up after a start that failed halfway.
+    /// </summary>
+    private async Task DestroyCoreAsync(SandboxLayout layout, CancellationToken cancellationToken)
+    {
+        var id = layout.SandboxId;
+        _lastCpuSample.TryRemove(id, out _);
+        IOException? runcError = null;
+        try
+        {
+            await _runc.DeleteAsync(id, cancellationToken);
+        }
+        catch (IOException ex)
+        {
+            runcError = ex; // retried below, once the cgroups step has killed whatever still runs
+        }
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        if (runcError is not null)
+        {
+            await _runc.DeleteAsync(id, cancellationToken);
+        }
+
+        NetworkNamespaces.Release(layout.NetnsFile);
+        await UnmountRootfsAsync(layout, cancellationToken);
+
+        var left = MountTable.Under(layout.Directory);
+        if (left.Count > 0)
+        {
+            // Never delete recursively through a mount: it would delete what is mounted.
+            throw new IOException($"sandbox '{id}' still has mounts under {layout.Directory}: {string.Join(", ", left)}");
+        }
+        if (Directory.Exists(layout.Directory))
+        {
+            Directory.Delete(layout.Directory, recursive: true);
+        }
+    }
+
+    private async Task UnmountRootfsAsync(SandboxLayout layout, CancellationToken cancellationToken)
+    {
+        foreach (var mountPoint in MountTable.Under(layout.Directory))
+        {
+            for (var attempt = 0; ; attempt++)
+            {
+                var errno = Mounts.Unmount(mountPoint, Mounts.UMOUNT_NOFOLLOW);
+                if (errno is 0 or Errno.EINVAL or Errno.ENOENT)
+                {
+                    break;
+                }
+                if (errno == Errno.EBUSY && attempt < 50)
+                {
+                    // Processes of the sandbox that were just killed can hold it for a moment; 50 x 20 ms bounds that.
+                    RuntimeLog.OverlayBusy(_logger, layout.SandboxId);
+                    await Task.Delay(20, cancellationToken);
+                    continue;
+                }
+                if (errno == Errno.EBUSY)
+                {
+                    // Still busy after a second: detach it, so that it goes when its last user does.
+                    errno = Mounts.Unmount(mountPoint, Mounts.MNT_DETACH | Mounts.UMOUNT_NOFOLLOW);
+                    if (errno is 0 or Errno.EINVAL)
+                    {
+                        break;
+                    }
+                }
+                throw Errno.Exception("umount", mountPoint, errno);
+            }
+        }
+    }
+
+    public async Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken)
+    {
+        var sandboxes = new List<RuntimeSandbox>();
+        foreach (var c in await _runc.ListAsync(cancellationToken))
+        {
+            if (!c.IsAlive || !SandboxLayout.IsValidId(c.Id))
+            {
+                continue;
+            }
+            var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
+            sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
+        }
+        return sandboxes;
+    }
+
+    public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
+    {
+        var containers = await _runc.ListAsync(cancellationToken);
+        var alive = containers.Where(c => c.IsAlive).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        var candidates = new HashSet<string>(StringComparer.Ordinal);
+        candidates.UnionWith(containers.Select(c => c.Id));
+        candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
+        candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
+        candidates.UnionWith(_cgroups.ExistingSandboxIds());
+
+        var removed = new List<string>();
+        foreach (var id in candidates.Order(StringComparer.Ordinal))
+        {
+            if (alive.Contains(id) || _locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            {
+                continue;
+            }
+            try
+            {
+                using var held = await _locks.AcquireAsync(id, cancellationToken);
+                await DestroyCoreAsync(new SandboxLayout(_options, id), cancellationToken);
+                removed.Add(id);
+                RuntimeLog.LeftoverRemoved(_logger, id);
+            }
+            catch (IOException ex)
+            {
+                RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
+            }
+        }
+        return removed;
+    }
+
+    private static IEnumerable<string> Names(string directory, bool directories)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return [];
+        }
+        var entries = directories ? Directory.EnumerateDirectories(directory) : Directory.EnumerateFiles(directory);
+        // Staging directories of the agent bundle or partial names are not sandbox ids.
+        return entries.Select(Path.GetFileName).OfType<string>().Where(SandboxLayout.IsValidId).ToList();
+    }
+
+    public async Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return null;
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
+        var now = _cgroups.Sample(sandboxId);
+        if (metadata is null || now is null)
+        {
+            return null;
+        }
+        // CPU use since the previous sample of this sandbox, else since it started; as a share of the cores it
+        // may use, which is what E2B's metrics report (0-100).
+        var previous = _lastCpuSample.TryGetValue(sandboxId, out var p) ? p : null;
+        _lastCpuSample[sandboxId] = now;
+        var sinceNs = previous?.CpuUsageNanoseconds ?? 0;
+        var sinceTime = previous?.Timestamp ?? metadata.StartedAt;
+        var wallNs = (now.Timestamp - sinceTime).TotalMilliseconds * 1e6;
+        var cores = Math.Max(1, metadata.Limits.CpuCount);
+        var percent = wallNs > 0 ? (now.CpuUsageNanoseconds - sinceNs) / (wallNs * cores) * 100 : 0;
+
+        var disk = await Task.Run(() => DiskUsage(layout.Upper), cancellationToken);
+        return new SandboxUsage(
+            now.Timestamp,
+            Math.Clamp(percent, 0, 100),
+            cores,
+            now.MemoryWorkingSetBytes,
+            now.MemoryLimitBytes,
+            disk,
+            metadata.Limits.DiskBytes);
+    }
+
+    /// <summary>Bytes allocated by the writable layer (what the sandbox added or changed), hard links counted once.</summary>
+    private static long DiskUsage(string upper)
+    {
+        var seen = new HashSet<(ulong, uint, uint)>();
+        long total = 0;
+        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true, AttributesToSkip = 0 };
+        try
+        {
+            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", options))
+            {
+                if (Files.TryStat(path, out var s) == 0 && (s.LinkCount <= 1 || seen.Add((s.Inode, s.DevMajor, s.DevMinor))))
+                {
+                    total += s.AllocatedBytes;
+                }
+            }
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // destroyed while we counted
+        }
+        return total;
+    }
+
+    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
+        var layout = new SandboxLayout(_options, sandboxId);
+        var socket = _netns.CreateTcpSocket(sandboxId, layout.NetnsFile);
+        try
+        {
+            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), cancellationToken);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused or SocketError.ConnectionReset)
+        {
+            socket.Dispose();
+            throw new SandboxPortUnreachableException(sandboxId, port, ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="pid"/> runs (and is not a zombie: once the sandbox's init exits it stays one until the
+    /// host's init reaps it).
+    /// </summary>
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>overlayfs splits its options at ',' and lowerdir at ':'; a path with either cannot be named.</summary>
+    private static void ValidatePathForOverlay(string path)
+    {
+        if (path.IndexOfAny([',', ':', '\\', '\n']) >= 0)
+        {
+            throw new ArgumentException($"path {path} cannot be used in an overlay mount: it contains ',', ':', '\\' or a newline");
+        }
+    }
+
+    public void Dispose() => _netns.Dispose();
+}

@@ -1,0 +1,95 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>Where one sandbox's pieces live on the host. The sandbox directory is also runc's bundle directory.</summary>
+internal sealed partial class SandboxLayout
+{
+    // runc accepts [\w+-.]; we also require a leading letter or digit so an id can never be "." or "..".
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    private static partial Regex ValidId();
+
+    public SandboxLayout(RuncOptions options, string sandboxId)
+    {
+        if (!IsValidId(sandboxId))
+        {
+            throw new ArgumentException($"invalid sandbox id '{sandboxId}': use 1-100 letters, digits, '_', '.', '-', starting with a letter or digit", nameof(sandboxId));
+        }
+        SandboxId = sandboxId;
+        Directory = Path.Combine(options.SandboxesDirectory, sandboxId);
+        NetnsFile = Path.Combine(options.NetnsDirectory, sandboxId);
+    }
+
+    public static bool IsValidId(string sandboxId) => ValidId().IsMatch(sandboxId);
+
+    public string SandboxId { get; }
+
+    /// <summary>The sandbox's directory and runc bundle (config.json, rootfs).</summary>
+    public string Directory { get; }
+
+    /// <summary>An empty file that the sandbox's network namespace is bind-mounted on, which keeps it alive.</summary>
+    public string NetnsFile { get; }
+
+    /// <summary>The overlay's writable layer: every change the sandbox makes to its filesystem, and nothing else.</summary>
+    public string Upper => Path.Combine(Directory, "upper");
+
+    public string Work => Path.Combine(Directory, "work");
+
+    /// <summary>The overlay mount (template below, <see cref="Upper"/> above): the container's root.</summary>
+    public string Rootfs => Path.Combine(Directory, "rootfs");
+
+    public string ConfigFile => Path.Combine(Directory, "config.json");
+
+    public string HostsFile => Path.Combine(Directory, "hosts");
+
+    public string HostnameFile => Path.Combine(Directory, "hostname");
+
+    /// <summary>The agent's stdout and stderr, and runc's own errors when it fails to run the container.</summary>
+    public string LogFile => Path.Combine(Directory, "agent.log");
+
+    public string PidFile => Path.Combine(Directory, "init.pid");
+
+    public string MetadataFile => Path.Combine(Directory, "sandbox.json");
+
+    /// <summary>The end of the log, for error messages.</summary>
+    public string LogTail(int maxChars = 2000)
+    {
+        try
+        {
+            var text = File.ReadAllText(LogFile).Trim();
+            return text.Length > maxChars ? "…" + text[^maxChars..] : text;
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+}
+
+/// <summary>
+/// What the runtime records about a sandbox next to it, so that a new daemon instance can re-adopt it.
+/// <see cref="AllowInternetAccess"/> is recorded only: sandboxes have no interface but loopback yet, and the egress
+/// policy that will read it is a later issue.
+/// </summary>
+internal sealed record SandboxMetadata(string SandboxId, string TemplateRootfs, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
+{
+    public static SandboxMetadata? TryRead(string path)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllText(path), SandboxMetadataJson.Default.SandboxMetadata);
+        }
+        catch (Exception ex) when (ex is IOException or JsonException)
+        {
+            return null;
+        }
+    }
+
+    public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, SandboxMetadataJson.Default.SandboxMetadata));
+}
+
+[JsonSerializable(typeof(SandboxMetadata))]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+internal sealed partial class SandboxMetadataJson : JsonSerializerContext;

@@ -1,0 +1,40 @@
+namespace Paddock.Daemon.Runtimes;
+
+/// <summary>The sandbox named does not exist in this runtime (never started, destroyed, or died and cleaned up).</summary>
+internal sealed class SandboxNotFoundException : Exception
+{
+    public SandboxNotFoundException(string sandboxId)
+        : base($"sandbox '{sandboxId}' does not exist")
+    {
+        SandboxId = sandboxId;
+    }
+
+    public string SandboxId { get; }
+}
+
+/// <summary>A sandbox could not be started; everything it had on the host has been removed again.</summary>
+internal sealed class SandboxStartException : Exception
+{
+    public SandboxStartException(string sandboxId, string message, Exception? inner = null)
+        : base($"sandbox '{sandboxId}' did not start: {message}", inner)
+    {
+        SandboxId = sandboxId;
+    }
+
+    public string SandboxId { get; }
+}
+
+/// <summary>Nothing inside the sandbox accepts connections on the port (connection refused or reset at connect).</summary>
+internal sealed class SandboxPortUnreachableException : IOException
+{
+    public SandboxPortUnreachableException(string sandboxId, int port, Exception? inner = null)
+        : base($"nothing listens on port {port} in sandbox '{sandboxId}'", inner)
+    {
+        SandboxId = sandboxId;
+        Port = port;
+    }
+
+    public string SandboxId { get; }
+
+    public int Port { get; }
+}

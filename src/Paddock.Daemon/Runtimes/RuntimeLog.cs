@@ -1,0 +1,34 @@
+using Microsoft.Extensions.Logging;
+
+namespace Paddock.Daemon.Runtimes;
+
+/// <summary>Log events of the runtimes (ids 3000-3099).</summary>
+internal static partial class RuntimeLog
+{
+    [LoggerMessage(3000, LogLevel.Information, "Agent bundle ready at {Directory} ({Files} files)")]
+    public static partial void AgentBundleBuilt(ILogger logger, string directory, int files);
+
+    [LoggerMessage(3001, LogLevel.Information, "Sandbox {SandboxId} started in {Milliseconds} ms (host pid {HostPid})")]
+    public static partial void SandboxStarted(ILogger logger, string sandboxId, long milliseconds, int hostPid);
+
+    [LoggerMessage(3002, LogLevel.Warning, "Sandbox {SandboxId} failed to start; cleaning up")]
+    public static partial void SandboxStartFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3003, LogLevel.Information, "Sandbox {SandboxId} destroyed")]
+    public static partial void SandboxDestroyed(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3004, LogLevel.Information, "Removed leftovers of sandbox {SandboxId}")]
+    public static partial void LeftoverRemoved(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3005, LogLevel.Warning, "Could not remove leftovers of sandbox {SandboxId}")]
+    public static partial void LeftoverRemovalFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3006, LogLevel.Warning, "Cleanup after the failed start of sandbox {SandboxId} failed too; CleanupLeftoversAsync will retry")]
+    public static partial void CleanupAfterFailedStartFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3008, LogLevel.Debug, "Sandbox {SandboxId} start: prepare {PrepareMs} ms, runc run {RuncMs} ms, agent ready {AgentMs} ms")]
+    public static partial void StartPhases(ILogger logger, string sandboxId, long prepareMs, long runcMs, long agentMs);
+
+    [LoggerMessage(3007, LogLevel.Debug, "Sandbox {SandboxId}: overlay busy at unmount, retrying")]
+    public static partial void OverlayBusy(ILogger logger, string sandboxId);
+}

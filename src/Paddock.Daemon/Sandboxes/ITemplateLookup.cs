@@ -1,0 +1,18 @@
+namespace Paddock.Daemon.Sandboxes;
+
+/// <summary>
+/// Finds the template a create names. The lifecycle needs only this much of templates; the template store itself
+/// (building, listing, aliases) lives in Templates/.
+/// </summary>
+internal interface ITemplateLookup
+{
+    /// <summary>The template with this id or alias, or null when the host has none.</summary>
+    ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken);
+}
+
+/// <summary>A template ready to start sandboxes from.</summary>
+/// <param name="TemplateId">Its id (what records and the API call <c>templateID</c>).</param>
+/// <param name="Alias">The name it was asked by, when that is not the id.</param>
+/// <param name="RootfsPath">Its read-only root filesystem on the host.</param>
+/// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
+internal sealed record SandboxTemplate(string TemplateId, string? Alias, string RootfsPath, string? DefaultUser = null);

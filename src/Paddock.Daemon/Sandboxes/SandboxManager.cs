@@ -1,0 +1,348 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Store;
+
+namespace Paddock.Daemon.Sandboxes;
+
+/// <summary>What a validated create asks for.</summary>
+internal sealed record CreateSandboxCommand
+{
+    public required string Template { get; init; }
+
+    public required int TimeoutSeconds { get; init; }
+
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
+
+    public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>E2B's <c>secure</c>: the agent requires an access token.</summary>
+    public bool Secure { get; init; } = true;
+
+    public bool? AllowInternetAccess { get; init; }
+
+    /// <summary>False: ports other than the agent's need the traffic access token.</summary>
+    public bool AllowPublicTraffic { get; init; } = true;
+
+    public bool AutoPause { get; init; }
+
+    public required int CpuCount { get; init; }
+
+    public required int MemoryMB { get; init; }
+
+    public required int DiskSizeMB { get; init; }
+}
+
+/// <summary>
+/// The sandbox lifecycle: create, look up, move the deadline, kill. It keeps the running sandboxes in memory (the proxy
+/// looks one up on every request) and every change in the store, and owns the one rule that decides who kills a
+/// sandbox: whoever removes it from the live set.
+/// </summary>
+internal sealed class SandboxManager
+{
+    public const int AgentPort = 49983;
+
+    private readonly ConcurrentDictionary<string, SandboxRecord> _live = new(StringComparer.Ordinal);
+
+    // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
+    private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
+    private readonly ISandboxRuntime _runtime;
+    private readonly ITemplateLookup _templates;
+    private readonly ISandboxStore _store;
+    private readonly SandboxJournal _journal;
+    private readonly DeadlineScheduler _scheduler;
+    private readonly TimeProvider _time;
+    private readonly DaemonOptions _options;
+    private readonly ILogger<SandboxManager> _logger;
+    private int _reserved;
+
+    public SandboxManager(ISandboxRuntime runtime, ITemplateLookup templates, ISandboxStore store, SandboxJournal journal,
+        DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger)
+    {
+        _runtime = runtime;
+        _templates = templates;
+        _store = store;
+        _journal = journal;
+        _scheduler = scheduler;
+        _time = time;
+        _options = options;
+        _logger = logger;
+    }
+
+    public string RuntimeName => _runtime.Name;
+
+    /// <summary>Running sandboxes now (a snapshot).</summary>
+    public IReadOnlyCollection<SandboxRecord> Running => [.. _live.Values];
+
+    public bool TryGetRunning(string sandboxId, out SandboxRecord record) => _live.TryGetValue(sandboxId, out record!);
+
+    public SandboxRecord GetRunning(string sandboxId) =>
+        _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
+
+    /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
+    public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
+
+    /// <summary>Starts a sandbox; returns its record once the agent inside answers.</summary>
+    public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken)
+    {
+        var template = await _templates.FindAsync(command.Template, cancellationToken)
+            ?? throw new TemplateNotFoundException(command.Template);
+        if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
+        {
+            Interlocked.Decrement(ref _reserved);
+            throw new SandboxCapacityException(_options.MaxSandboxes);
+        }
+        var reservationHeld = true;
+        try
+        {
+            var now = Now();
+            var record = new SandboxRecord
+            {
+                SandboxId = SandboxIds.NewId(),
+                TemplateId = template.TemplateId,
+                Alias = template.Alias,
+                RuntimeName = _runtime.Name,
+                State = SandboxState.Starting,
+                Metadata = command.Metadata,
+                CpuCount = command.CpuCount,
+                MemoryMB = command.MemoryMB,
+                DiskSizeMB = command.DiskSizeMB,
+                MaxPids = _options.MaxPids,
+                StartedAt = now,
+                EndAt = now.AddSeconds(command.TimeoutSeconds),
+                EnvdAccessToken = command.Secure ? SandboxIds.NewToken() : null,
+                TrafficAccessToken = command.AllowPublicTraffic ? null : SandboxIds.NewToken(),
+                AllowInternetAccess = command.AllowInternetAccess,
+                AutoPause = command.AutoPause,
+            };
+            await _store.InsertAsync(record, cancellationToken);
+            await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
+                $"creating from template {template.TemplateId} with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
+                $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
+                $"{command.EnvVars.Count} environment variables, secure={command.Secure}, internet={command.AllowInternetAccess?.ToString() ?? "default"}");
+            if (command.AutoPause)
+            {
+                await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Warn,
+                    $"autoPause was requested, but the {_runtime.Name} tier cannot pause: the sandbox will be killed at its timeout");
+            }
+
+            var spec = new SandboxSpec
+            {
+                SandboxId = record.SandboxId,
+                TemplateRootfs = template.RootfsPath,
+                Limits = new ResourceLimits(record.CpuCount, record.MemoryMB * 1024L * 1024L, record.MaxPids, record.DiskSizeMB * 1024L * 1024L),
+                EnvVars = command.EnvVars,
+                AgentAccessToken = record.EnvdAccessToken,
+                DefaultUser = template.DefaultUser,
+                AllowInternetAccess = command.AllowInternetAccess ?? true,
+            };
+            var stopwatch = Stopwatch.StartNew();
+            RuntimeSandbox started;
+            using var startTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            try
+            {
+                startTimeout.CancelAfter(_options.StartTimeout);
+                started = await _runtime.StartAsync(spec, startTimeout.Token);
+            }
+            catch (Exception ex)
+            {
+                // Which token fired tells a cancelled request from a slow runtime; any other cancellation is the runtime's own failure.
+                var reason = ex is OperationCanceledException && cancellationToken.IsCancellationRequested
+                    ? "failed to start: the create request was cancelled"
+                    : ex is OperationCanceledException && startTimeout.IsCancellationRequested
+                        ? $"failed to start: the runtime took longer than {_options.StartTimeout.TotalSeconds:0} s"
+                        : $"failed to start: {ex.Message}";
+                SandboxesLog.StartFailed(_logger, record.SandboxId, template.TemplateId, ex);
+                await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = reason }, CancellationToken.None);
+                await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Error, reason);
+                if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+                {
+                    throw;
+                }
+                throw new SandboxCreateException(record.SandboxId, $"sandbox could not be started: {reason}", ex);
+            }
+
+            // The lifetime counts from when the sandbox is usable, not from when the request arrived.
+            var startedAt = Now();
+            record = record with
+            {
+                State = SandboxState.Running,
+                StartedAt = startedAt,
+                EndAt = startedAt.AddSeconds(command.TimeoutSeconds),
+            };
+            await _store.UpdateAsync(record, CancellationToken.None);
+            _live[record.SandboxId] = record;
+            _scheduler.Schedule(record.SandboxId, record.EndAt);
+            reservationHeld = false;
+            SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, _runtime.Name, stopwatch.ElapsedMilliseconds, record.EndAt);
+            await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
+                $"started by {_runtime.Name} in {stopwatch.ElapsedMilliseconds} ms{(started.HostPid is { } pid ? $" (host pid {pid})" : "")}; it will be killed at {record.EndAt:O}");
+            return record;
+        }
+        finally
+        {
+            if (reservationHeld)
+            {
+                Interlocked.Decrement(ref _reserved);
+            }
+        }
+    }
+
+    /// <summary>Sets the deadline to <paramref name="timeoutSeconds"/> from now (E2B's POST /timeout: it can shorten too).</summary>
+    public async Task<SandboxRecord> SetTimeoutAsync(string sandboxId, int timeoutSeconds, CancellationToken cancellationToken)
+    {
+        var endAt = Now().AddSeconds(timeoutSeconds);
+        var record = UpdateLive(sandboxId, r => r with { EndAt = endAt });
+        await _store.SetDeadlineAsync(sandboxId, endAt, cancellationToken);
+        _scheduler.Schedule(sandboxId, endAt);
+        SandboxesLog.DeadlineMoved(_logger, sandboxId, endAt);
+        await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info, $"timeout set to {timeoutSeconds} s: it will be killed at {endAt:O}");
+        return record;
+    }
+
+    /// <summary>E2B's connect: the sandbox must be running; a timeout only ever extends the deadline.</summary>
+    public async Task<SandboxRecord> ConnectAsync(string sandboxId, int? timeoutSeconds, CancellationToken cancellationToken)
+    {
+        var current = GetRunning(sandboxId);
+        if (timeoutSeconds is not { } seconds)
+        {
+            return current;
+        }
+        var endAt = Now().AddSeconds(seconds);
+        if (endAt <= current.EndAt)
+        {
+            return current;
+        }
+        var record = UpdateLive(sandboxId, r => r.EndAt >= endAt ? r : r with { EndAt = endAt });
+        if (record.EndAt == endAt)
+        {
+            await _store.SetDeadlineAsync(sandboxId, endAt, cancellationToken);
+            _scheduler.Schedule(sandboxId, endAt);
+            SandboxesLog.DeadlineMoved(_logger, sandboxId, endAt);
+            await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info, $"connect extended the timeout: it will be killed at {endAt:O}");
+        }
+        return record;
+    }
+
+    /// <summary>Kills a running sandbox. False when no running sandbox has this id (or someone else is killing it).</summary>
+    public async Task<bool> KillAsync(string sandboxId, string reason)
+    {
+        // Whoever takes the ending slot kills; a second caller (a DELETE racing the deadline) backs off.
+        if (!_live.ContainsKey(sandboxId) || !_ending.TryAdd(sandboxId, reason))
+        {
+            return false;
+        }
+        if (!_live.TryRemove(sandboxId, out var record))
+        {
+            _ending.TryRemove(sandboxId, out _);
+            return false;
+        }
+        _scheduler.Cancel(sandboxId);
+        var endReason = reason;
+        var level = SandboxLogLevel.Info;
+        try
+        {
+            // The client may go away; the destroy must still finish, but not hang forever on a wedged runtime.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _runtime.DestroyAsync(sandboxId, timeout.Token);
+        }
+        catch (Exception ex)
+        {
+            SandboxesLog.DestroyFailed(_logger, sandboxId, ex);
+            endReason = $"{reason}; destroying it failed ({ex.Message}), the next daemon start will retry";
+            level = SandboxLogLevel.Error;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _reserved);
+        }
+        SandboxesLog.Killed(_logger, sandboxId, endReason);
+        try
+        {
+            // The log line first: once the record says killed, its log is complete.
+            await _journal.WriteAsync(sandboxId, level, "killed: " + endReason);
+            await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = endReason }, CancellationToken.None);
+        }
+        finally
+        {
+            _ending.TryRemove(sandboxId, out _);
+        }
+        return true;
+    }
+
+    /// <summary>Called by the scheduler when a deadline passes.</summary>
+    public async Task ExpireAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        // A POST /timeout may have moved the deadline between the scheduler's check and now.
+        if (_live.TryGetValue(sandboxId, out var record) && record.EndAt > Now())
+        {
+            _scheduler.Schedule(sandboxId, record.EndAt);
+            return;
+        }
+        await KillAsync(sandboxId, record?.AutoPause == true ? "timed out (autoPause requested; this tier cannot pause)" : "timed out");
+    }
+
+    /// <summary>
+    /// Kills (and so cleans up after) running sandboxes the runtime no longer has alive: their agent or init exited,
+    /// or something outside the daemon killed them. Without this they would stay listed until their deadline.
+    /// </summary>
+    public async Task<int> ReapLostAsync(CancellationToken cancellationToken)
+    {
+        if (_live.IsEmpty)
+        {
+            return 0;
+        }
+        var snapshot = _live.Keys.ToList();
+        var alive = (await _runtime.ListAsync(cancellationToken)).Select(s => s.SandboxId).ToHashSet(StringComparer.Ordinal);
+        var reaped = 0;
+        foreach (var id in snapshot)
+        {
+            if (!alive.Contains(id) && await KillAsync(id, "lost: it stopped running on its own (its agent or init exited, or it was killed outside paddockd)"))
+            {
+                reaped++;
+            }
+        }
+        return reaped;
+    }
+
+    /// <summary>Resource use now; throws <see cref="UnknownSandboxException"/> if it is not running.</summary>
+    public async Task<SandboxUsage> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        GetRunning(sandboxId);
+        return await _runtime.GetUsageAsync(sandboxId, cancellationToken)
+            ?? throw new UnknownSandboxException(sandboxId, "the runtime no longer has it");
+    }
+
+    /// <summary>Opens a stream to <paramref name="port"/> of a running sandbox (for the proxy).</summary>
+    public ValueTask<Stream> ConnectToPortAsync(string sandboxId, int port, CancellationToken cancellationToken) =>
+        _runtime.ConnectAsync(sandboxId, port, cancellationToken);
+
+    /// <summary>Adds a sandbox found running at start-up (recovery).</summary>
+    internal void Adopt(SandboxRecord record)
+    {
+        if (_live.TryAdd(record.SandboxId, record))
+        {
+            Interlocked.Increment(ref _reserved);
+            _scheduler.Schedule(record.SandboxId, record.EndAt);
+        }
+    }
+
+    // Whole milliseconds: what the store keeps, so a record reads the same before and after a restart.
+    private DateTimeOffset Now() => DateTimeOffset.FromUnixTimeMilliseconds(_time.GetUtcNow().ToUnixTimeMilliseconds());
+
+    private SandboxRecord UpdateLive(string sandboxId, Func<SandboxRecord, SandboxRecord> change)
+    {
+        while (true)
+        {
+            if (!_live.TryGetValue(sandboxId, out var current))
+            {
+                throw new UnknownSandboxException(sandboxId);
+            }
+            var updated = change(current);
+            if (_live.TryUpdate(sandboxId, updated, current))
+            {
+                return updated;
+            }
+        }
+    }
+}

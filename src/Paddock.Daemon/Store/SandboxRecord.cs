@@ -1,0 +1,76 @@
+namespace Paddock.Daemon.Store;
+
+/// <summary>Where a sandbox is in its life. Only <see cref="Running"/> sandboxes are reachable through the API and the proxy.</summary>
+internal enum SandboxState
+{
+    /// <summary>Recorded, the runtime is starting it; not yet returned to the client.</summary>
+    Starting,
+
+    Running,
+
+    /// <summary>Gone for good; <see cref="SandboxRecord.EndReason"/> says why (killed, timed out, lost, failed to start).</summary>
+    Killed,
+}
+
+/// <summary>
+/// One sandbox as the daemon remembers it. Environment variables are deliberately not part of it: they often hold
+/// secrets, and the runtime already has them, so the daemon never writes them to disk or to a log.
+/// </summary>
+internal sealed record SandboxRecord
+{
+    public required string SandboxId { get; init; }
+
+    public required string TemplateId { get; init; }
+
+    /// <summary>The name the client asked for when it differs from <see cref="TemplateId"/> (E2B's <c>alias</c>).</summary>
+    public string? Alias { get; init; }
+
+    /// <summary>The isolation tier that runs it ("runc").</summary>
+    public required string RuntimeName { get; init; }
+
+    public required SandboxState State { get; init; }
+
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
+
+    public required int CpuCount { get; init; }
+
+    public required int MemoryMB { get; init; }
+
+    public required int DiskSizeMB { get; init; }
+
+    public required int MaxPids { get; init; }
+
+    public required DateTimeOffset StartedAt { get; init; }
+
+    /// <summary>The deadline: the sandbox is killed when it passes. POST /timeout moves it.</summary>
+    public required DateTimeOffset EndAt { get; init; }
+
+    /// <summary>When it actually ended (null while alive).</summary>
+    public DateTimeOffset? EndedAt { get; init; }
+
+    /// <summary>Why it ended, in words (null while alive).</summary>
+    public string? EndReason { get; init; }
+
+    /// <summary>The agent's access token (E2B's <c>envdAccessToken</c>), null for sandboxes created with <c>secure: false</c>.</summary>
+    public string? EnvdAccessToken { get; init; }
+
+    /// <summary>Required on every non-agent port when set (E2B's <c>trafficAccessToken</c>, for <c>allowPublicTraffic: false</c>).</summary>
+    public string? TrafficAccessToken { get; init; }
+
+    /// <summary>As the client set it; null when it did not say.</summary>
+    public bool? AllowInternetAccess { get; init; }
+
+    /// <summary>The client asked for pause-on-timeout; no tier can pause yet, so the sandbox is killed instead (and its log says so).</summary>
+    public bool AutoPause { get; init; }
+}
+
+/// <summary>One line of a sandbox's log: what the daemon did to it and saw of it.</summary>
+internal sealed record SandboxLogLine(long Sequence, DateTimeOffset Timestamp, SandboxLogLevel Level, string Message);
+
+internal enum SandboxLogLevel
+{
+    Debug,
+    Info,
+    Warn,
+    Error,
+}

@@ -1,0 +1,49 @@
+namespace Paddock.Daemon.Store;
+
+/// <summary>
+/// The schema, as numbered steps. A step is never edited once released: a change is a new step. Each step runs in its
+/// own transaction together with the row in <c>schema_migrations</c> that records it, so a crash leaves the database
+/// either before or after the step. Times are Unix milliseconds and booleans integers, which PostgreSQL takes as well.
+/// </summary>
+internal static class SqliteMigrations
+{
+    public static IReadOnlyList<(int Version, string Sql)> Steps { get; } =
+    [
+        (1, """
+            CREATE TABLE sandboxes (
+                sandbox_id            TEXT PRIMARY KEY,
+                template_id           TEXT NOT NULL,
+                alias                 TEXT,
+                runtime               TEXT NOT NULL,
+                state                 TEXT NOT NULL,
+                metadata              TEXT NOT NULL,
+                cpu_count             INTEGER NOT NULL,
+                memory_mb             INTEGER NOT NULL,
+                disk_mb               INTEGER NOT NULL,
+                max_pids              INTEGER NOT NULL,
+                started_at            INTEGER NOT NULL,
+                end_at                INTEGER NOT NULL,
+                ended_at              INTEGER,
+                end_reason            TEXT,
+                envd_access_token     TEXT,
+                traffic_access_token  TEXT,
+                allow_internet_access INTEGER,
+                auto_pause            INTEGER NOT NULL
+            );
+            CREATE INDEX sandboxes_by_state ON sandboxes (state, started_at);
+            CREATE TABLE sandbox_logs (
+                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+                sandbox_id TEXT NOT NULL,
+                at         INTEGER NOT NULL,
+                level      TEXT NOT NULL,
+                message    TEXT NOT NULL
+            );
+            CREATE INDEX sandbox_logs_by_sandbox ON sandbox_logs (sandbox_id, seq);
+            CREATE TABLE api_keys (
+                key_hash   TEXT PRIMARY KEY,
+                key_mask   TEXT NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            """),
+    ];
+}

@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+
+namespace Paddock.Daemon.Templates;
+
+/// <summary>Log events of the template store (ids 3100-3199).</summary>
+internal static partial class TemplatesLog
+{
+    [LoggerMessage(3100, LogLevel.Information, "Building template {Name} version {Version}")]
+    public static partial void BuildStarted(ILogger logger, string name, string version);
+
+    [LoggerMessage(3101, LogLevel.Information, "Template {Name}: {Line}")]
+    public static partial void BuildProgress(ILogger logger, string name, string line);
+
+    [LoggerMessage(3102, LogLevel.Information, "Template {Name} version {Version} built in {Seconds:0.0} s")]
+    public static partial void BuildFinished(ILogger logger, string name, string version, double seconds);
+
+    [LoggerMessage(3103, LogLevel.Information, "Template {Name} version {Version} is cached")]
+    public static partial void Reused(ILogger logger, string name, string version);
+
+    [LoggerMessage(3104, LogLevel.Warning, "Template {Name} version {Version} failed to build")]
+    public static partial void BuildFailed(ILogger logger, string name, string version, Exception exception);
+}

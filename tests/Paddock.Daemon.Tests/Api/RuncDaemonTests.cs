@@ -1,0 +1,87 @@
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Paddock.Daemon.Runtimes.Runc;
+using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Tests.Runtimes;
+using static Paddock.Daemon.Tests.Api.ApiClient;
+
+namespace Paddock.Daemon.Tests.Api;
+
+/// <summary>
+/// The real daemon over the real runc tier and the real base template: create, commands through the proxy, restart
+/// with re-adoption, kill, and nothing left on the host. Needs root and runc, as CI has.
+/// </summary>
+[Collection(RuncCollection.Name)]
+public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
+{
+    private readonly TempDir _state = new();
+
+    // A state directory and cgroup parent of its own, so the runtime tests' host counts are not disturbed.
+    private readonly RuncOptions _options = new()
+    {
+        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-api"),
+        CgroupParent = "paddock-daemon-test",
+        StartTimeout = TimeSpan.FromSeconds(30),
+    };
+
+    private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+
+    private ITemplateLookup Templates => new BaseOnly(fixture);
+
+    [Fact]
+    public async Task Sandboxes_run_commands_through_the_proxy_and_survive_a_daemon_restart()
+    {
+        string id, token;
+        using (var runtime = NewRuntime())
+        await using (var daemon = await TestDaemon.StartAsync(runtime, _state.Path, templates: Templates))
+        {
+            var created = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
+            id = Get<string>(created, "sandboxID");
+            token = Get<string>(created, "envdAccessToken");
+
+            var (exit, stdout) = await DaemonCommands.RunAsync(daemon, id, token, "whoami; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max");
+            Assert.Equal(0, exit);
+            // The default user of base, and the daemon's default process limit applied by the tier.
+            Assert.Equal("user\n1024\n", stdout);
+            Assert.Equal("root\n", (await DaemonCommands.RunAsync(daemon, id, token, "whoami", user: "root")).Stdout);
+            await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, id, token: null, "true"));
+
+            var metrics = await SendAsync(daemon.Api, HttpMethod.Get, $"/sandboxes/{id}/metrics");
+            Assert.Equal(HttpStatusCode.OK, metrics.Status);
+            Assert.True(Get<long>(metrics.Body!.AsArray()[0]!, "memUsed") > 0);
+        }
+
+        // The daemon is gone; the sandbox is not. A new daemon with a new runtime instance re-adopts it.
+        using (var runtime = NewRuntime())
+        await using (var daemon = await TestDaemon.StartAsync(runtime, _state.Path, templates: Templates))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await SendAsync(daemon.Api, HttpMethod.Get, $"/sandboxes/{id}")).Status);
+            Assert.Equal("still here\n", (await DaemonCommands.RunAsync(daemon, id, token, "echo still here")).Stdout);
+            Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{id}")).Status);
+            Assert.Empty(await runtime.ListAsync(CancellationToken.None));
+            Assert.Empty(await runtime.CleanupLeftoversAsync(CancellationToken.None));
+            Assert.Equal(new HostFootprint(0, 0, 0, 0, 0), HostFootprint.Take(_options));
+        }
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        using var runtime = NewRuntime();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        foreach (var s in await runtime.ListAsync(timeout.Token))
+        {
+            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
+        }
+        await runtime.CleanupLeftoversAsync(timeout.Token);
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        _state.Dispose();
+    }
+
+    private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
+    {
+        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
+            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, fixture.Base.RootfsPath, fixture.Base.DefaultUser) : null);
+    }
+}

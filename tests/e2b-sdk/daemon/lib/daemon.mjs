@@ -1,0 +1,171 @@
+// Starts the real paddockd (the Release build scripts/setup makes, or $PADDOCKD_BINARY) on a free loopback port with
+// a fresh state directory, and points the official E2B SDK at it the way a user would: E2B_API_URL and
+// E2B_SANDBOX_URL at the daemon, E2B_API_KEY set. paddockd runs sandboxes with runc, which needs root.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { request } from 'node:http'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+
+export const repoRoot = path.resolve(import.meta.dirname, '..', '..', '..', '..')
+
+const READY_TIMEOUT_MS = 60_000
+const STOP_TIMEOUT_MS = 30_000
+const LOG_LIMIT = 256 * 1024
+
+/** paddockd: $PADDOCKD_BINARY, else the Release build, else the Debug build. */
+export function daemonBinary() {
+  if (process.env.PADDOCKD_BINARY) {
+    return process.env.PADDOCKD_BINARY
+  }
+  for (const config of ['Release', 'Debug']) {
+    const candidate = path.join(repoRoot, 'src', 'Paddock.Daemon', 'bin', config, 'net10.0', 'paddockd')
+    if (existsSync(candidate)) {
+      return candidate
+    }
+  }
+  return path.join(repoRoot, 'src', 'Paddock.Daemon', 'bin', 'Release', 'net10.0', 'paddockd')
+}
+
+/** Why these tests cannot run here, or null when they can (root and runc are what the runc tier needs). */
+export function whyNotRunnable() {
+  if (process.getuid?.() !== 0) {
+    return 'paddockd runs sandboxes with runc, which needs root'
+  }
+  if (spawnSync('runc', ['--version']).status !== 0) {
+    return 'runc is not installed (scripts/setup installs it)'
+  }
+  return null
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Polls `check` until it returns a truthy value; throws after `ms`. */
+export async function waitUntil(check, ms, what, intervalMs = 100) {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value) {
+      return value
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    }
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+/**
+ * GET http://127.0.0.1:{port}{path} with a Host header, the way a client that resolves `*.localhost` to loopback
+ * (browsers, systemd-resolved) reaches `sandbox.getHost(port)`; Node's resolver does not, so the address is given.
+ */
+export function getViaHost(daemonPort, host, pathname = '/', headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port: daemonPort, path: pathname, method: 'GET', headers: { host, ...headers }, timeout: 30_000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+    })
+    req.on('timeout', () => req.destroy(new Error('request timed out')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/**
+ * Starts paddockd and waits for GET /health. Sets E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY for the SDK in this
+ * process (each test file runs in a process of its own).
+ */
+export async function startDaemon() {
+  const binary = daemonBinary()
+  if (!existsSync(binary)) {
+    throw new Error(`paddockd not found at ${binary}: run scripts/setup first (or set PADDOCKD_BINARY)`)
+  }
+  const port = await freePort()
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'paddockd-e2b-'))
+  // A key of E2B's shape, accepted besides the one the daemon generates into its state directory.
+  const apiKey = 'e2b_' + randomBytes(20).toString('hex')
+  const child = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Templates are shared across daemons (and with the .NET runtime tests' cache) so that base is built once.
+    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates' },
+  })
+  let log = ''
+  const append = (chunk) => { log = (log + chunk.toString()).slice(-LOG_LIMIT) }
+  child.stdout.on('data', append)
+  child.stderr.on('data', append)
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  let exit
+  exited.then((e) => { exit = e })
+  // If this test process ends without stop() (a hook timed out, the runner gave up), take the daemon with it: an
+  // orphaned paddockd was seen here serving on for half an hour.
+  const killOnExit = () => { if (!exit) child.kill('SIGKILL') }
+  process.once('exit', killOnExit)
+
+  const url = `http://127.0.0.1:${port}`
+  try {
+    await waitUntil(async () => {
+      if (exit) {
+        throw new Error(`paddockd exited (${JSON.stringify(exit)}) before it was ready:\n${log}`)
+      }
+      try {
+        const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(5_000) })
+        return res.status === 200
+      } catch {
+        return false
+      }
+    }, READY_TIMEOUT_MS, 'paddockd to answer /health')
+  } catch (err) {
+    child.kill('SIGKILL')
+    rmSync(stateDir, { recursive: true, force: true })
+    throw err
+  }
+
+  process.env.E2B_API_URL = url
+  process.env.E2B_SANDBOX_URL = url
+  process.env.E2B_API_KEY = apiKey
+
+  return {
+    url,
+    port,
+    apiKey,
+    stateDir,
+    pid: child.pid,
+    log: () => log,
+    /** The key paddockd generated on its first start (written to its state directory, mode 0600). */
+    generatedKey: () => readFileSync(path.join(stateDir, 'api-key'), 'utf8').trim(),
+    /**
+     * Kills every sandbox the daemon still runs (a test that failed halfway leaves some), stops paddockd by pid and
+     * removes its state directory. Sandboxes outlive a stopped daemon, so they must go first.
+     */
+    async stop() {
+      if (!exit) {
+        const headers = { 'X-API-Key': apiKey }
+        const res = await fetch(`${url}/v2/sandboxes?limit=100`, { headers, signal: AbortSignal.timeout(30_000) })
+        for (const s of res.ok ? await res.json() : []) {
+          await fetch(`${url}/sandboxes/${s.sandboxID}`, { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
+        }
+      }
+      if (!exit) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
+        await exited
+        clearTimeout(timer)
+      }
+      process.removeListener('exit', killOnExit)
+      rmSync(stateDir, { recursive: true, force: true })
+    },
+  }
+}
