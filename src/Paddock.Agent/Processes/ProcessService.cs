@@ -78,9 +78,7 @@ internal sealed class ProcessService
 
         using var reservation = _table.Reserve();
         var process = new ManagedProcess(config.Clone(), request.HasTag ? request.Tag : null, terminal is not null, _poller, _logger);
-        using var subscription = process.Output.Subscribe(chunk => writer.IsJson
-            ? writer.WriteEncodedAsync(DataEventJson.Length(chunk), DataEventJson.Encode, chunk, context.CancellationToken)
-            : writer.WriteAsync(new StartResponse { Event = DataEvent(chunk) }, context.CancellationToken));
+        using var subscription = process.Output.Subscribe(chunk => SendDataAsync(writer, chunk, context.CancellationToken));
         var spawned = await _spawner.SpawnAsync(new SpawnRequest(
             executable,
             [config.Cmd, .. config.Args],
@@ -139,29 +137,19 @@ internal sealed class ProcessService
     private async Task ConnectAsync(ConnectRequest request, IStreamWriter<ConnectResponse> writer, ConnectCallContext context)
     {
         var process = _table.Find(request.Process);
-        using var subscription = process.Output.Subscribe(chunk => writer.IsJson
-            ? writer.WriteEncodedAsync(DataEventJson.Length(chunk), DataEventJson.Encode, chunk, context.CancellationToken)
-            : writer.WriteAsync(new ConnectResponse { Event = DataEvent(chunk) }, context.CancellationToken));
+        using var subscription = process.Output.Subscribe(chunk => SendDataAsync(writer, chunk, context.CancellationToken));
         await StreamAsync(process, subscription, (e, last) => last
             ? writer.WriteFinalAsync(new ConnectResponse { Event = e }, context.CancellationToken)
             : writer.WriteAsync(new ConnectResponse { Event = e }, context.CancellationToken), context);
     }
 
     /// <summary>
-    /// A data event over the chunk's bytes, without copying them: the writer encodes it before its send completes,
-    /// and the chunk is held until then.
+    /// A data event, encoded straight into the response in one piece (both responses carry the event as field 1, so
+    /// one encoding serves Start and Connect).
     /// </summary>
-    private static ProcessEvent DataEvent(OutputChunk chunk)
-    {
-        var bytes = UnsafeByteOperations.UnsafeWrap(chunk.Data);
-        var data = chunk.Kind switch
-        {
-            OutputKind.Stdout => new ProcessEvent.Types.DataEvent { Stdout = bytes },
-            OutputKind.Stderr => new ProcessEvent.Types.DataEvent { Stderr = bytes },
-            _ => new ProcessEvent.Types.DataEvent { Pty = bytes },
-        };
-        return new ProcessEvent { Data = data };
-    }
+    private static ValueTask SendDataAsync<T>(IStreamWriter<T> writer, OutputChunk chunk, CancellationToken cancellationToken) => writer.IsJson
+        ? writer.WriteEncodedAsync(DataEventJson.Length(chunk), DataEventJson.Encode, chunk, cancellationToken)
+        : writer.WriteEncodedAsync(DataEventProto.Length(chunk), DataEventProto.Encode, chunk, cancellationToken);
 
     /// <summary>
     /// The start event, then the output (sent by the process's pumps through the subscription) and keepalives, then

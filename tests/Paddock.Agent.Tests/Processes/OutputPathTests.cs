@@ -158,6 +158,46 @@ public sealed class OutputPathTests : IClassFixture<AgentFixture>
         }, data.OutputCase);
     }
 
+    [Theory]
+    [InlineData(0, 0)] // stdout
+    [InlineData(1, 1)] // stderr
+    [InlineData(2, 127)] // pty; the largest one-byte length
+    [InlineData(0, 128)]
+    [InlineData(0, 16_384)]
+    [InlineData(1, 1 << 20)]
+    public void A_protobuf_data_event_is_what_the_generated_parser_reads_back(int kindIndex, int length)
+    {
+        var kind = (OutputKind)kindIndex;
+        var bytes = new byte[length];
+        new Random(length).NextBytes(bytes);
+        var chunk = OutputChunk.Rent(kind, Math.Max(1, length));
+        bytes.CopyTo(chunk.Buffer);
+        chunk.Length = length;
+        var encoded = new byte[DataEventProto.Length(chunk)];
+        DataEventProto.Encode(encoded, chunk);
+        chunk.Release();
+
+        // Both responses carry the event as field 1: the same bytes must parse as either.
+        var start = StartResponse.Parser.ParseFrom(encoded).Event.Data;
+        var connect = ConnectResponse.Parser.ParseFrom(encoded).Event.Data;
+        Assert.Equal(start, connect);
+        Assert.Equal(kind switch
+        {
+            OutputKind.Stdout => ProcessEvent.Types.DataEvent.OutputOneofCase.Stdout,
+            OutputKind.Stderr => ProcessEvent.Types.DataEvent.OutputOneofCase.Stderr,
+            _ => ProcessEvent.Types.DataEvent.OutputOneofCase.Pty,
+        }, start.OutputCase);
+        var got = kind switch
+        {
+            OutputKind.Stdout => start.Stdout,
+            OutputKind.Stderr => start.Stderr,
+            _ => start.Pty,
+        };
+        Assert.Equal(bytes, got.ToByteArray());
+        // Exactly what Google.Protobuf itself writes for the message.
+        Assert.Equal(new StartResponse { Event = new ProcessEvent { Data = start } }.ToByteArray(), encoded);
+    }
+
     [Fact]
     public void The_large_block_pool_lends_64_KiB_blocks_and_keeps_a_bounded_number_of_returned_ones()
     {
