@@ -47,7 +47,7 @@ internal interface IStreamWriter<in T>
     /// Writes a message the caller has encoded itself in the stream's codec, exactly <paramref name="length"/> bytes
     /// that <paramref name="encode"/> writes straight into the response. For messages the generic encoders handle
     /// badly: Google.Protobuf's JSON formatter builds a bytes field's base64 text as a string, and measured with
-    /// bench/ it spent 30 ms of CPU per MiB of process output.
+    /// bench/ it spent 20-30 ms of CPU per MiB of process output.
     /// </summary>
     ValueTask WriteEncodedAsync<TState>(int length, System.Buffers.SpanAction<byte, TState> encode, TState state, CancellationToken cancellationToken);
 }
