@@ -27,6 +27,7 @@ describe('teams with the e2b SDK', { skip: skip ?? false }, () => {
   let teamKey
   let teamKeyId
   let teamId
+  let spareKey
   let theirs
   let mine
 
@@ -45,7 +46,12 @@ describe('teams with the e2b SDK', { skip: skip ?? false }, () => {
   }, { timeout: 16 * 60_000 })
 
   after(async () => {
-    await mine?.kill().catch(() => {})
+    // The daemon's own cleanup sees only the default team's sandboxes: this team's goes here, with whichever key still works.
+    for (const apiKey of [teamKey, spareKey]) {
+      if (mine && apiKey && await Sandbox.kill(mine.sandboxId, { apiKey }).catch(() => false)) {
+        break
+      }
+    }
     await theirs?.kill().catch(() => {})
     await daemon?.stop()
   })
@@ -81,6 +87,7 @@ describe('teams with the e2b SDK', { skip: skip ?? false }, () => {
     // A second key first: the team's sandbox must still be reachable to clean it up.
     const spare = await admin(daemon, 'POST', `/admin/teams/${teamId}/api-keys`, { name: 'spare' })
     assert.equal(spare.status, 201, JSON.stringify(spare.body))
+    spareKey = spare.body.key
     const del = await fetch(`${daemon.url}/api-keys/${teamKeyId}`, { method: 'DELETE', headers: { 'X-API-Key': teamKey }, signal: AbortSignal.timeout(30_000) })
     assert.equal(del.status, 204)
     await assert.rejects(Sandbox.list({ apiKey: teamKey }).nextItems(), AuthenticationError)
