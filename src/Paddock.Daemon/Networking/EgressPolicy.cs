@@ -106,7 +106,12 @@ internal sealed record EgressPolicy
         {
             return null;
         }
-        foreach (var label in labels.Split('.'))
+        var parts = labels.Split('.');
+        if (parts[^1].All(char.IsAsciiDigit))
+        {
+            return null; // "300.1.1.1" is a malformed address, not a name: no top-level domain is all digits
+        }
+        foreach (var label in parts)
         {
             if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-' || !label.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_'))
             {
