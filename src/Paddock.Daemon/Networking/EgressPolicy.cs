@@ -52,7 +52,7 @@ internal sealed record EgressPolicy
             }
             else
             {
-                throw new FormatException($"allowOut entry '{entry}' is neither an IPv4 address, an IPv4 CIDR nor a host name");
+                throw new FormatException($"network.allowOut entry '{entry}' is neither an IPv4 address, an IPv4 CIDR nor a host name");
             }
         }
         var denyNets = new List<IpNetwork>();
@@ -60,7 +60,7 @@ internal sealed record EgressPolicy
         {
             denyNets.Add(IpNetwork.TryParse(entry, out var net)
                 ? net
-                : throw new FormatException($"denyOut entry '{entry}' is not an IPv4 address or CIDR (host names can only be allowed)"));
+                : throw new FormatException($"network.denyOut entry '{entry}' is not an IPv4 address or CIDR (host names can only be allowed)"));
         }
         if (allowInternetAccess == false && !denyNets.Any(n => n.PrefixLength == 0))
         {
@@ -68,7 +68,7 @@ internal sealed record EgressPolicy
         }
         if (allowNets.Count + domains.Count > MaxEntries || denyNets.Count > MaxEntries)
         {
-            throw new FormatException($"allowOut and denyOut may have at most {MaxEntries} entries each");
+            throw new FormatException($"network.allowOut and network.denyOut may have at most {MaxEntries} entries each");
         }
         return new EgressPolicy { AllowOut = allowNets.Distinct().ToList(), DenyOut = denyNets.Distinct().ToList(), AllowDomains = domains.Distinct().ToList() };
     }

@@ -17,6 +17,9 @@ internal static partial class NetworkLog
     [LoggerMessage(3403, LogLevel.Information, "Sandbox {SandboxId} egress policy changed")]
     public static partial void PolicyChanged(ILogger logger, string sandboxId);
 
+    [LoggerMessage(3404, LogLevel.Warning, "The nftables table inet {Table} was gone (removed outside paddockd); rebuilt it with every link")]
+    public static partial void TableRebuilt(ILogger logger, string table);
+
     [LoggerMessage(3410, LogLevel.Information, "Egress proxy: sandbox {SandboxId} to {Host} ({Destination}) refused: {Reason}")]
     public static partial void ProxyRefused(ILogger logger, string sandboxId, string host, string destination, string reason);
 

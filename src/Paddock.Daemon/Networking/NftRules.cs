@@ -69,11 +69,13 @@ internal sealed class NftRules
             """;
     }
 
-    /// <summary>Adds (or replaces the rules of) one link.</summary>
+    /// <summary>
+    /// Adds (or replaces the rules of) one link. It fails when the table or its maps are missing (someone flushed
+    /// the ruleset): a link is never added to a table without its guards.
+    /// </summary>
     public string Attach(SandboxLink link, int proxyPort)
     {
         var s = new StringBuilder();
-        Ensure(s);
         s.Append(CultureInfo.InvariantCulture, $"add chain inet {_table} f{link.Slot}\nadd chain inet {_table} n{link.Slot}\n");
         Policy(s, link, proxyPort);
         s.Append(CultureInfo.InvariantCulture, $"add element inet {_table} links {{ \"{link.HostInterface}\" : jump f{link.Slot} }}\n");
@@ -92,11 +94,11 @@ internal sealed class NftRules
     /// <summary>
     /// Removes a link's elements and chains, whether or not they exist: each piece is added first (a no-op when it is
     /// there), so that the deletes cannot fail on a piece that a crash left out. nft 1.0.6 has no "destroy".
+    /// Needs the table (its maps); without it there is nothing to remove.
     /// </summary>
     public string Detach(int slot, string hostInterface)
     {
         var s = new StringBuilder();
-        Ensure(s);
         s.Append(CultureInfo.InvariantCulture, $$"""
             add chain inet {{_table}} f{{slot}}
             add chain inet {{_table}} n{{slot}}
@@ -114,13 +116,6 @@ internal sealed class NftRules
     }
 
     public string DeleteTable() => $"add table inet {_table}\ndelete table inet {_table}\n";
-
-    private void Ensure(StringBuilder s) => s.Append(CultureInfo.InvariantCulture, $$"""
-        add table inet {{_table}}
-        add map inet {{_table}} links { type ifname : verdict; }
-        add map inet {{_table}} nat_links { type ifname : verdict; }
-
-        """);
 
     private void Policy(StringBuilder s, SandboxLink link, int proxyPort)
     {

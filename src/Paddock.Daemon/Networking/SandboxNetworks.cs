@@ -86,8 +86,6 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, _logger);
         _proxy.Start();
 
-        var script = _rules.DeleteTable() + _rules.Base(_proxy.Port);
-        var readopted = 0;
         foreach (var file in Directory.EnumerateFiles(_stateDirectory, "*.json"))
         {
             if (SandboxLink.TryRead(file) is not { } link)
@@ -99,15 +97,52 @@ internal sealed class SandboxNetworks : IAsyncDisposable
                 _slots.Add(link.Slot);
             }
             _links[link.SandboxId] = link;
+        }
+        var readopted = await RebuildAsync(cancellationToken);
+        NetworkLog.Ready(_logger, _options.TableName, _pool.ToString(), _proxy.Port, readopted);
+    }
+
+    /// <summary>
+    /// Replaces the table with a fresh one holding the links this instance knows whose interface exists, in one
+    /// transaction; returns how many. At start, and when the table was removed behind the daemon's back.
+    /// </summary>
+    private async Task<int> RebuildAsync(CancellationToken cancellationToken)
+    {
+        var script = _rules.DeleteTable() + _rules.Base(ProxyPort);
+        var count = 0;
+        foreach (var link in _links.Values)
+        {
             if (Directory.Exists($"/sys/class/net/{link.HostInterface}"))
             {
-                script += _rules.Attach(link, _proxy.Port);
-                readopted++;
+                script += _rules.Attach(link, ProxyPort);
+                count++;
             }
         }
         await RunNftAsync(script, cancellationToken);
-        NetworkLog.Ready(_logger, _options.TableName, _pool.ToString(), _proxy.Port, readopted);
+        return count;
     }
+
+    /// <summary>Runs a link's script; if it fails because the table is gone, rebuilds the table (with the link) instead.</summary>
+    private async Task ApplyLinkAsync(string script, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RunNftAsync(script, cancellationToken);
+            return;
+        }
+        catch (IOException)
+        {
+            if (await TableExistsAsync(cancellationToken))
+            {
+                throw;
+            }
+        }
+        NetworkLog.TableRebuilt(_logger, _options.TableName);
+        await RebuildAsync(cancellationToken);
+    }
+
+    private async Task<bool> TableExistsAsync(CancellationToken cancellationToken) =>
+        (await ExternalCommand.RunAsync(_options.NftBinary, ["list", "chain", "inet", _options.TableName, "guard_input"], cancellationToken)).Succeeded;
 
     /// <summary>
     /// Links the sandbox whose network namespace is held at <paramref name="netnsFile"/> and applies
@@ -142,7 +177,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
                 $"link set {SandboxLink.SandboxInterface} up",
                 $"route add default via {link.HostAddress}",
             ], cancellationToken);
-            await RunNftAsync(_rules.Attach(link, ProxyPort), cancellationToken);
+            await ApplyLinkAsync(_rules.Attach(link, ProxyPort), cancellationToken);
             NetworkLog.Attached(_logger, sandboxId, link.HostInterface, link.HostAddress.ToString(), link.SandboxAddress.ToString());
             return link;
         }
@@ -163,9 +198,17 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             throw new SandboxNotFoundException(sandboxId);
         }
         var updated = link with { Policy = policy };
-        await RunNftAsync(_rules.Update(updated, ProxyPort), cancellationToken);
-        updated.Write(RecordFile(sandboxId));
         _links[sandboxId] = updated;
+        try
+        {
+            await ApplyLinkAsync(_rules.Update(updated, ProxyPort), cancellationToken);
+        }
+        catch
+        {
+            _links[sandboxId] = link;
+            throw;
+        }
+        updated.Write(RecordFile(sandboxId));
         NetworkLog.PolicyChanged(_logger, sandboxId);
     }
 
@@ -187,7 +230,18 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             return;
         }
         await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
-        await RunNftAsync(_rules.Detach(link.Slot, link.HostInterface), cancellationToken);
+        try
+        {
+            await RunNftAsync(_rules.Detach(link.Slot, link.HostInterface), cancellationToken);
+        }
+        catch (IOException)
+        {
+            if (await TableExistsAsync(cancellationToken))
+            {
+                throw;
+            }
+            // No table, so none of the link's rules either.
+        }
         File.Delete(file);
         _links.TryRemove(sandboxId, out _);
         lock (_slotsGate)
@@ -198,7 +252,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     }
 
     /// <summary>Ids of sandboxes that have a link record (for the runtime's cleanup of leftovers).</summary>
-    public IReadOnlyList<string> RecordedSandboxIds() =>
+    public IReadOnlyList<string> RecordedSandboxIds() => !Directory.Exists(_stateDirectory) ? [] :
         Directory.EnumerateFiles(_stateDirectory, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToList();
 
     /// <summary>Deletes this daemon's whole table (for tests and uninstall; sandboxes that still run lose their way out).</summary>
@@ -316,11 +370,27 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Stops the proxy. The table stays while links remain (sandboxes outlive the daemon and keep their policy);
+    /// with none left it goes too, so a daemon that stopped cleanly leaves nothing in nftables.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (_proxy is not null)
         {
             await _proxy.DisposeAsync();
+        }
+        if (_ready.IsValueCreated && _ready.Value.IsCompletedSuccessfully && _links.IsEmpty && !RecordedSandboxIds().Any())
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            try
+            {
+                await RemoveTableAsync(timeout.Token);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException)
+            {
+                // The next start rebuilds the table from nothing anyway.
+            }
         }
         _nftGate.Dispose();
     }

@@ -155,6 +155,21 @@ public sealed class EgressTests(NetworkFixture fixture)
         await fixture.Runtime.DestroyAsync(crashed.Id, TestEnvironment.Timeout(TimeSpan.FromSeconds(60)));
     }
 
+    [Fact]
+    public async Task A_table_removed_behind_the_daemons_back_is_rebuilt_with_its_guards_before_a_link_is_added()
+    {
+        await using var before = await fixture.StartAsync(EgressPolicy.DenyAll);
+        await fixture.Runtime.Network!.RemoveTableAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(30)));
+
+        await using var after = await fixture.StartAsync(EgressPolicy.DenyAll);
+
+        var table = await ExternalCommand.RunAsync("nft", ["list", "table", "inet", fixture.Options.Network!.TableName], TestEnvironment.Timeout(TimeSpan.FromSeconds(30)));
+        Assert.Contains("chain guard_input", table.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains($"\"{before.Link.HostInterface}\" : jump f{before.Link.Slot}", table.StandardOutput, StringComparison.Ordinal);
+        Assert.StartsWith("ERR ", await before.ConnectAsync(Outside.Address, 8080), StringComparison.Ordinal);
+        Assert.StartsWith("ERR ", await after.ConnectAsync(Outside.Address, 8080), StringComparison.Ordinal);
+    }
+
     private async Task AssertGoneAsync(SandboxLink link, string sandboxId)
     {
         Assert.False(Directory.Exists($"/sys/class/net/{link.HostInterface}"), $"{link.HostInterface} is still there");
