@@ -74,6 +74,27 @@ public sealed class EgressTests(NetworkFixture fixture)
     }
 
     [Fact]
+    public async Task A_policy_change_also_stops_a_connection_that_is_open()
+    {
+        await using var sandbox = await fixture.StartAsync(EgressPolicy.AllowAll);
+        // Opens one connection to the echo port, echoes "a", then waits for /tmp/go and tries "b" on the same connection.
+        var script = $"import socket, os, time\ns = socket.create_connection(('{Outside.Address}', 9000), timeout=5)\ns.sendall(b'a')\n"
+            + "open('/tmp/first', 'w').write(s.recv(10).decode())\n"
+            + "for _ in range(600):\n    if os.path.exists('/tmp/go'): break\n    time.sleep(0.05)\n"
+            + "try:\n    s.sendall(b'b'); r = s.recv(10).decode() or 'closed'\nexcept Exception as e:\n    r = 'ERR ' + type(e).__name__\n"
+            + "open('/tmp/second.tmp', 'w').write(r); os.rename('/tmp/second.tmp', '/tmp/second')\n";
+        var (_, stream) = await AgentCalls.StartAsync(fixture.Runtime, sandbox.Id, "/usr/bin/python3", ["-c", script], "user", TimeSpan.FromSeconds(30));
+        using var _ = stream;
+        await WaitUntilAsync(async () => (await sandbox.RunAsync("cat /tmp/first 2>/dev/null")).Stdout == "a");
+
+        await fixture.Runtime.UpdateNetworkAsync(sandbox.Id, EgressPolicy.DenyAll, TestEnvironment.Timeout(TimeSpan.FromSeconds(30)));
+        await sandbox.RunAsync("touch /tmp/go");
+        await WaitUntilAsync(async () => (await sandbox.RunAsync("cat /tmp/second 2>/dev/null")).Stdout.Length > 0);
+
+        Assert.Equal("ERR TimeoutError", (await sandbox.RunAsync("cat /tmp/second")).Stdout);
+    }
+
+    [Fact]
     public async Task The_host_is_never_reachable_whatever_the_policy()
     {
         // A listener on all of the host's addresses, as the daemon's port is.

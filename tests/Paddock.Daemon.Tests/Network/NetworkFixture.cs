@@ -146,6 +146,9 @@ internal sealed class NetSandbox(NetworkFixture fixture, string id) : IAsyncDisp
         return output.Stdout.Trim();
     }
 
+    public Task<CommandOutput> RunAsync(string command) =>
+        AgentCalls.RunAsync(fixture.Runtime, Id, "/bin/sh", ["-c", command], "user", TimeSpan.FromSeconds(60));
+
     public Task<string> HttpAsync(string host, int port, string hostHeader) =>
         ConnectAsync(host, port, System.Text.Encoding.ASCII.GetBytes($"GET / HTTP/1.1\r\nHost: {hostHeader}\r\nConnection: close\r\n\r\n"));
 

@@ -6,7 +6,8 @@ namespace Paddock.Daemon.Tests.Network;
 /// <summary>
 /// A stand-in for "the internet" that the test makes itself: a network namespace with a veth pair to the host
 /// (host end <see cref="Gateway"/>/29) and two addresses of its own, <see cref="Address"/> and <see cref="Other"/>,
-/// where a small Python server answers on ports 80, 443 and 8080 with "outside PORT ADDRESS" and closes. Nothing is
+/// where a small Python server answers on ports 80, 443 and 8080 with "outside PORT ADDRESS" and closes, and
+/// echoes on port 9000 until the client closes. Nothing is
 /// ever sent to an address this class did not create. Disposing removes the namespace, the veth and the server.
 /// </summary>
 internal sealed class OutsideHost : IAsyncDisposable
@@ -24,9 +25,25 @@ internal sealed class OutsideHost : IAsyncDisposable
                 except OSError:
                     pass
                 c.close()
+        def echo(addr, port):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, port)); s.listen(64)
+            def one(c):
+                try:
+                    while True:
+                        data = c.recv(4096)
+                        if not data:
+                            break
+                        c.sendall(data)
+                except OSError:
+                    pass
+                c.close()
+            while True:
+                c, _ = s.accept()
+                threading.Thread(target=one, args=(c,), daemon=True).start()
         for a in sys.argv[1:]:
             for p in (80, 443, 8080):
                 threading.Thread(target=serve, args=(a, p), daemon=True).start()
+            threading.Thread(target=echo, args=(a, 9000), daemon=True).start()
         print("ready", flush=True)
         threading.Event().wait()
         """;
