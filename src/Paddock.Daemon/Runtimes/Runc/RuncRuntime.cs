@@ -474,5 +474,6 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     {
         _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _netns.Dispose();
+        _cgroups.RemoveParentIfEmpty();
     }
 }
