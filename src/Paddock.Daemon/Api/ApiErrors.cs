@@ -52,6 +52,7 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         Runtimes.SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),
         TemplateNotFoundException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxFeatureNotSupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
+        Runtimes.SandboxNetworkUnsupportedException e => new(StatusCodes.Status409Conflict, e.Message),
         SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),
         TeamLimitException e => new(StatusCodes.Status429TooManyRequests, e.Message),
         UnknownKeyException e => new(StatusCodes.Status404NotFound, e.Message),

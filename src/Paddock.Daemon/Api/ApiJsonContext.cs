@@ -6,6 +6,7 @@ namespace Paddock.Daemon.Api;
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(NewSandboxRequest))]
 [JsonSerializable(typeof(TimeoutRequest))]
+[JsonSerializable(typeof(NetworkUpdateRequest))]
 [JsonSerializable(typeof(ConnectRequest))]
 [JsonSerializable(typeof(SandboxResponse))]
 [JsonSerializable(typeof(SandboxDetailResponse))]

@@ -36,6 +36,7 @@ internal static class SandboxEndpoints
         app.MapGet("/sandboxes/{sandboxID}", GetAsync);
         app.MapDelete("/sandboxes/{sandboxID}", KillAsync);
         app.MapPost("/sandboxes/{sandboxID}/timeout", SetTimeoutAsync);
+        app.MapPut("/sandboxes/{sandboxID}/network", UpdateNetworkAsync);
         app.MapPost("/sandboxes/{sandboxID}/connect", ConnectAsync);
         app.MapPost("/v2/sandboxes/{sandboxID}/connect", ConnectAsync);
         app.MapPost("/sandboxes/{sandboxID}/refreshes", RefreshAsync);
@@ -123,6 +124,23 @@ internal static class SandboxEndpoints
             ?? throw ApiRequestException.BadRequest("timeout is required");
         await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         await manager.SetTimeoutAsync(sandboxID, timeout, http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> UpdateNetworkAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.NetworkUpdateRequest, required: true);
+        if (request!.EgressProxy is { ValueKind: not JsonValueKind.Null })
+        {
+            throw ApiRequestException.BadRequest("network.egressProxy: egress proxies are not supported by paddockd");
+        }
+        if (request.Rules is { ValueKind: not JsonValueKind.Null })
+        {
+            throw ApiRequestException.BadRequest("network.rules: egress transform rules are not supported by paddockd");
+        }
+        var policy = CreateSandboxValidation.ValidateEgress(request.AllowInternetAccess, request.AllowOut, request.DenyOut);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await manager.UpdateNetworkAsync(sandboxID, policy, http.RequestAborted);
         return Results.NoContent();
     }
 

@@ -21,6 +21,9 @@ internal sealed record CreateSandboxCommand
 
     public bool? AllowInternetAccess { get; init; }
 
+    /// <summary>The egress policy (allowOut/denyOut/allow_internet_access); null: allow all.</summary>
+    public Networking.EgressPolicy? Egress { get; init; }
+
     /// <summary>False: ports other than the agent's need the traffic access token.</summary>
     public bool AllowPublicTraffic { get; init; } = true;
 
@@ -148,6 +151,7 @@ internal sealed class SandboxManager
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
+                Egress = command.Egress,
             };
             var stopwatch = Stopwatch.StartNew();
             RuntimeSandbox started;
@@ -326,6 +330,15 @@ internal sealed class SandboxManager
         GetRunning(sandboxId);
         return await _runtime.GetUsageAsync(sandboxId, cancellationToken)
             ?? throw new UnknownSandboxException(sandboxId, "the runtime no longer has it");
+    }
+
+    /// <summary>Replaces the egress policy of a running sandbox (PUT /sandboxes/{id}/network).</summary>
+    public async Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        GetRunning(sandboxId);
+        await _runtime.UpdateNetworkAsync(sandboxId, policy, cancellationToken);
+        await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info,
+            $"network policy changed: allowOut [{string.Join(", ", policy.AllowOut.Select(n => n.ToString()).Concat(policy.AllowDomains))}], denyOut [{string.Join(", ", policy.DenyOut)}]");
     }
 
     /// <summary>Opens a stream to <paramref name="port"/> of a running sandbox (for the proxy).</summary>
