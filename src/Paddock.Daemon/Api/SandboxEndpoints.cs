@@ -139,7 +139,7 @@ internal static class SandboxEndpoints
             throw ApiRequestException.BadRequest("network.rules: egress transform rules are not supported by paddockd");
         }
         var policy = CreateSandboxValidation.ValidateEgress(request.AllowInternetAccess, request.AllowOut, request.DenyOut);
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         await manager.UpdateNetworkAsync(sandboxID, policy, http.RequestAborted);
         return Results.NoContent();
     }
