@@ -67,17 +67,22 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             var bundle = await _bundle.Value.WaitAsync(cancellationToken);
             PrepareFilesystem(spec, layout);
+            spec.MarkStep?.Invoke("rootfs");
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);
+            spec.MarkStep?.Invoke("oci-config");
             var prepared = clock.ElapsedMilliseconds;
             if (!await _runc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
             {
                 throw new SandboxStartException(spec.SandboxId, "runc run failed: " + layout.LogTail());
             }
+            spec.MarkStep?.Invoke("runc-run");
             var ran = clock.ElapsedMilliseconds;
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
             // Held from now on by the bind mount, whatever happens to the sandbox's processes.
             NetworkNamespaces.Bind(pid, layout.NetnsFile);
+            spec.MarkStep?.Invoke("netns-bind");
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
+            spec.MarkStep?.Invoke("agent-ready");
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
