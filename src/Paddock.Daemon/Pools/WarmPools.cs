@@ -113,7 +113,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// <summary>Stops refilling and destroys every pool sandbox, ready or starting.</summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_stopping.IsCancellationRequested)
+        if (_stopping.IsCancellationRequested || _pools.Length == 0)
         {
             return;
         }

@@ -153,7 +153,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.StartTimeout);
-        var delay = TimeSpan.FromMilliseconds(2);
+        // A probe is an open, two setns calls and a loopback connect (tens of microseconds), so probing often costs
+        // little, while each wait past the agent's first listen is added to every cold create: 1, 2, 4, then every
+        // 5 ms (was capped at 50 ms, which could add up to 50 ms to a start; issue 6's lean cold path).
+        var delay = TimeSpan.FromMilliseconds(1);
         try
         {
             while (true)
@@ -175,7 +178,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                     // Not listening yet, or it closed the connection while starting: try again.
                 }
                 await Task.Delay(delay, deadline.Token);
-                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 50));
+                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5));
             }
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
