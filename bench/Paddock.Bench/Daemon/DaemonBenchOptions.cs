@@ -24,6 +24,9 @@ internal sealed record DaemonBenchOptions
     /// </summary>
     public int IdleSandboxes { get; init; } = 100;
 
+    /// <summary>The bound on creating the idle sandboxes (a 1000 take many minutes on 2 cores).</summary>
+    public TimeSpan IdleLimit { get; init; } = TimeSpan.FromMinutes(10);
+
     /// <summary>paddockd's warm pool of base (<c>--pool base=N</c>); 0 runs without a pool (then the pooled figures are cold).</summary>
     public int PoolSize { get; init; } = 16;
 

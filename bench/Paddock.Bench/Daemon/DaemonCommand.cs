@@ -14,6 +14,7 @@ internal static class DaemonCommand
           --clients N         concurrent clients for the creation rate (default 16)
           --creations N       sandboxes those clients create in all (default 64)
           --idle N            idle sandboxes for the memory figure, besides the pool's (default 100)
+          --idle-limit SECS   stop creating idle sandboxes after this long (default 600)
           --pool N            paddockd's warm pool of base (default 16; 0: no pool)
           --pool-refill N     pool sandboxes paddockd starts at once (default 2)
           --round-trips N     commands.run('true') round trips and bare spawns (default 50)
@@ -89,6 +90,7 @@ internal static class DaemonCommand
                 "--clients" => options with { Clients = Positive(option, Value(args, ref i)) },
                 "--creations" => options with { Creations = Positive(option, Value(args, ref i)) },
                 "--idle" => options with { IdleSandboxes = Positive(option, Value(args, ref i)) },
+                "--idle-limit" => options with { IdleLimit = TimeSpan.FromSeconds(Positive(option, Value(args, ref i))) },
                 "--pool" => options with { PoolSize = NonNegative(option, Value(args, ref i)) },
                 "--pool-refill" => options with { PoolRefill = Positive(option, Value(args, ref i)) },
                 "--round-trips" => options with { RoundTrips = Positive(option, Value(args, ref i)) },
