@@ -16,6 +16,8 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     // A first run may build the base template (about 8 minutes here) before paddockd listens.
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromMinutes(20);
 
+    private bool _poolStuck;
+
     public async Task<DaemonReport> RunAsync(CancellationToken cancellationToken)
     {
         var report = new DaemonReport();
@@ -327,7 +329,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     /// </summary>
     private async Task WaitForPoolAsync(PaddockdProcess daemon, DaemonClient client, CancellationToken cancellationToken)
     {
-        if (options.PoolSize == 0)
+        if (options.PoolSize == 0 || _poolStuck)
         {
             return;
         }
@@ -341,7 +343,9 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             }
             await Task.Delay(20, cancellationToken);
         }
-        log.WriteLine($"  warning: the pool did not refill to {options.PoolSize} within {options.PoolFillLimit.TotalSeconds:0} s");
+        // Once it could not refill (the host is out of something: see the daemon's log), later waits would only add up.
+        _poolStuck = true;
+        log.WriteLine($"  warning: the pool did not refill to {options.PoolSize} within {options.PoolFillLimit.TotalSeconds:0} s; no more waits for it");
     }
 
     /// <summary>The root filesystem of the newest built base template in the templates directory.</summary>
