@@ -439,5 +439,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
-    public void Dispose() => _netns.Dispose();
+    public void Dispose()
+    {
+        _netns.Dispose();
+        _cgroups.RemoveParentIfEmpty();
+    }
 }
