@@ -4,6 +4,7 @@ using Paddock.Agent.Connect;
 using Paddock.Agent.Files;
 using Paddock.Agent.Filesystem;
 using Paddock.Agent.Hosting;
+using Paddock.Agent.Init;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
 
@@ -66,6 +67,7 @@ app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
     }
     json.WriteEndObject();
 });
+app.MapInit();
 app.MapProcessService();
 app.MapFilesystemService();
 app.MapFileTransfer();

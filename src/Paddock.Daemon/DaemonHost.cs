@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Auth;
+using Paddock.Daemon.Pools;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
@@ -67,6 +68,8 @@ internal static class DaemonHost
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
+        services.AddSingleton<WarmPools>();
+        services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();

@@ -52,7 +52,10 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
         var team = http.GetCaller().TeamId;
         var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = team, TeamLimits = teams.LimitsOf(team) };
-        var record = await manager.CreateAsync(command, http.RequestAborted);
+        var trace = new CreateTrace();
+        var record = await manager.CreateAsync(command, http.RequestAborted, trace);
+        // W3C Server Timing: where this create's time went, for clients and the bench (the daemon logs it at debug).
+        http.Response.Headers["Server-Timing"] = trace.ToServerTiming();
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }
 

@@ -84,6 +84,9 @@ internal sealed record SandboxSpec
         Egress ?? (AllowInternetAccess ? Networking.EgressPolicy.AllowAll : Networking.EgressPolicy.DenyAll);
 
     public string Hostname { get; init; } = "sandbox";
+
+    /// <summary>Called as each step of the start ends, with the step's name (for the create's trace); may be null.</summary>
+    public Action<string>? MarkStep { get; init; }
 }
 
 /// <summary>Limits from the create request (defaults are stated in the README).</summary>
