@@ -50,7 +50,8 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
 
     /// <summary>
     /// Takes a ready member of <paramref name="template"/>'s pool that can serve a create with these settings, or
-    /// null (no pool, empty, or a request a pool sandbox cannot take: other limits or no internet access). Lock-free:
+    /// null (no pool, empty, or a request a pool sandbox cannot take: other limits; a network policy is applied at the
+    /// hand-over instead). Lock-free:
     /// a dequeue. The refiller is woken to replace what was taken.
     /// </summary>
     public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits, bool? allowInternetAccess)
