@@ -47,7 +47,11 @@ internal sealed class RuncCli
             ArgumentList =
             {
                 "-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile,
-                _binary, "--root", _root, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id,
+                // --no-new-keyring: by default runc gives each container a session keyring, charged to the uid root
+                // maps to, and every sandbox maps root to the same host uid, whose quota (kernel.keys.maxkeys, 200 on
+                // Debian) then capped the host at ~200 sandboxes. Sandboxes cannot use keyrings anyway: the seccomp
+                // profile refuses keyctl, add_key and request_key.
+                _binary, "--root", _root, "run", "--detach", "--no-new-keyring", "--bundle", bundle, "--pid-file", pidFile, id,
             },
             UseShellExecute = false,
         };
