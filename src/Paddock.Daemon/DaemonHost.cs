@@ -8,6 +8,7 @@ using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
+using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon;
 
@@ -64,6 +65,8 @@ internal static class DaemonHost
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
+        services.AddSingleton<SqliteTemplateRecords>();
+        services.AddSingleton<TemplateRegistry>();
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();

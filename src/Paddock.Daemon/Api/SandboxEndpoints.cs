@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using Paddock.Daemon.Auth;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
@@ -47,7 +48,7 @@ internal static class SandboxEndpoints
     private static async Task<IResult> CreateAsync(HttpContext http, SandboxManager manager, DaemonOptions options, SandboxDomain domain)
     {
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
-        var command = CreateSandboxValidation.Validate(request!, options);
+        var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = http.GetCaller().TeamId };
         var record = await manager.CreateAsync(command, http.RequestAborted);
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Auth;
 using Paddock.Daemon.Store;
+using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon.Sandboxes;
 
@@ -31,6 +33,9 @@ internal sealed record CreateSandboxCommand
     public required int MemoryMB { get; init; }
 
     public required int DiskSizeMB { get; init; }
+
+    /// <summary>The caller's team: it may start from its own templates and public ones.</summary>
+    public string TeamId { get; init; } = Caller.DefaultTeamId;
 }
 
 /// <summary>
@@ -47,7 +52,7 @@ internal sealed class SandboxManager
     // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
     private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
     private readonly ISandboxRuntime _runtime;
-    private readonly ITemplateLookup _templates;
+    private readonly TemplateRegistry _templates;
     private readonly ISandboxStore _store;
     private readonly SandboxJournal _journal;
     private readonly DeadlineScheduler _scheduler;
@@ -56,7 +61,7 @@ internal sealed class SandboxManager
     private readonly ILogger<SandboxManager> _logger;
     private int _reserved;
 
-    public SandboxManager(ISandboxRuntime runtime, ITemplateLookup templates, ISandboxStore store, SandboxJournal journal,
+    public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger)
     {
         _runtime = runtime;
@@ -85,7 +90,7 @@ internal sealed class SandboxManager
     /// <summary>Starts a sandbox; returns its record once the agent inside answers.</summary>
     public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken)
     {
-        var template = await _templates.FindAsync(command.Template, cancellationToken)
+        var template = await _templates.FindAsync(command.Template, command.TeamId, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
         if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
         {
@@ -129,7 +134,7 @@ internal sealed class SandboxManager
             var spec = new SandboxSpec
             {
                 SandboxId = record.SandboxId,
-                TemplateRootfs = template.RootfsPath,
+                TemplateLayers = template.Layers,
                 Limits = new ResourceLimits(record.CpuCount, record.MemoryMB * 1024L * 1024L, record.MaxPids, record.DiskSizeMB * 1024L * 1024L),
                 EnvVars = command.EnvVars,
                 AgentAccessToken = record.EnvdAccessToken,

@@ -45,5 +45,26 @@ internal static class SqliteMigrations
                 created_at INTEGER NOT NULL
             );
             """),
+        // Templates: built-ins (public, team_id NULL) and filesystem snapshots (a team's). layers is a JSON array of
+        // host directories, top first, exactly as sandboxes mount them; own_layer is the one directory the template
+        // added (removed with it), NULL for built-ins, whose rootfs the template store owns.
+        (3, """
+            CREATE TABLE templates (
+                template_id       TEXT PRIMARY KEY,
+                team_id           TEXT,
+                names             TEXT NOT NULL,
+                kind              TEXT NOT NULL,
+                layers            TEXT NOT NULL,
+                own_layer         TEXT,
+                size_bytes        INTEGER NOT NULL,
+                created_at        INTEGER NOT NULL,
+                parent_id         TEXT,
+                source_sandbox_id TEXT,
+                default_user      TEXT,
+                public            INTEGER NOT NULL
+            );
+            CREATE INDEX templates_by_parent ON templates (parent_id);
+            CREATE INDEX templates_by_team ON templates (team_id, created_at);
+            """),
     ];
 }
