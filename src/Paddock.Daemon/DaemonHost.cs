@@ -67,6 +67,7 @@ internal static class DaemonHost
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
         services.AddSingleton<SqliteTemplateRecords>();
         services.AddSingleton<TemplateRegistry>();
+        services.AddSingleton<TemplateBuilds>();
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();

@@ -20,6 +20,7 @@ internal static class TemplateEndpoints
         app.MapDelete("/templates/{templateID}", DeleteAsync);
         app.MapPost("/sandboxes/{sandboxID}/snapshots", SnapshotAsync);
         app.MapGet("/snapshots", ListSnapshotsAsync);
+        app.MapTemplateBuildApi();
     }
 
     private static async Task<IResult> ListAsync(HttpContext http, TemplateRegistry registry, IServiceProvider services, DaemonOptions options)
@@ -132,7 +133,7 @@ internal static class TemplateEndpoints
         BuildStatus: "ready",
         SizeBytes: t.SizeBytes,
         Layers: t.Layers.Count,
-        Kind: t.Kind == TemplateKind.Builtin ? "builtin" : "snapshot",
+        Kind: t.Kind.ToString().ToLowerInvariant(),
         ParentID: t.ParentId);
 }
 

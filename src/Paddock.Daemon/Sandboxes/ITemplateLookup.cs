@@ -15,4 +15,6 @@ internal interface ITemplateLookup
 /// <param name="Alias">The name it was asked by, when that is not the id.</param>
 /// <param name="Layers">Its read-only layer directories on the host, top first; the bottom one is a whole root filesystem.</param>
 /// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
-internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null);
+/// <param name="EnvVars">Environment its sandboxes start with (a built template's ENV steps); null: none.</param>
+internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
+    IReadOnlyDictionary<string, string>? EnvVars = null);

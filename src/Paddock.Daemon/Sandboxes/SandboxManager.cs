@@ -136,7 +136,10 @@ internal sealed class SandboxManager
                 SandboxId = record.SandboxId,
                 TemplateLayers = template.Layers,
                 Limits = new ResourceLimits(record.CpuCount, record.MemoryMB * 1024L * 1024L, record.MaxPids, record.DiskSizeMB * 1024L * 1024L),
-                EnvVars = command.EnvVars,
+                // The template's environment (a built template's ENV steps) below the create's own.
+                EnvVars = template.EnvVars is { Count: > 0 } templateEnv
+                    ? templateEnv.Concat(command.EnvVars).GroupBy(e => e.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().Value, StringComparer.Ordinal)
+                    : command.EnvVars,
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,

@@ -7,7 +7,7 @@ namespace Paddock.Daemon.Templates;
 /// <summary>The <c>templates</c> table (schema step 3) in the daemon's SQLite database.</summary>
 internal sealed class SqliteTemplateRecords(SqliteStore database)
 {
-    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public";
+    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir";
 
     public async Task<IReadOnlyList<TemplateRecord>> ListAsync(CancellationToken cancellationToken)
     {
@@ -40,7 +40,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         await using var command = connection.CreateCommand();
         command.CommandText = $"""
             INSERT OR REPLACE INTO templates ({Columns})
-            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public);
+            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public, $env, $workdir);
             """;
         command.Parameters.AddWithValue("$id", record.TemplateId);
         command.Parameters.AddWithValue("$team", (object?)record.TeamId ?? DBNull.Value);
@@ -54,6 +54,8 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         command.Parameters.AddWithValue("$source", (object?)record.SourceSandboxId ?? DBNull.Value);
         command.Parameters.AddWithValue("$user", (object?)record.DefaultUser ?? DBNull.Value);
         command.Parameters.AddWithValue("$public", record.Public ? 1 : 0);
+        command.Parameters.AddWithValue("$env", JsonSerializer.Serialize(record.EnvVars.ToDictionary(), TemplateRecordJson.Default.DictionaryStringString));
+        command.Parameters.AddWithValue("$workdir", (object?)record.Workdir ?? DBNull.Value);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
@@ -76,6 +78,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         {
             "builtin" => TemplateKind.Builtin,
             "snapshot" => TemplateKind.Snapshot,
+            "build" => TemplateKind.Build,
             var other => throw new InvalidDataException($"unknown template kind '{other}' in the database"),
         },
         Layers = JsonSerializer.Deserialize(r.GetString(4), TemplateRecordJson.Default.ListString) ?? [],
@@ -86,5 +89,30 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         SourceSandboxId = r.IsDBNull(9) ? null : r.GetString(9),
         DefaultUser = r.IsDBNull(10) ? null : r.GetString(10),
         Public = r.GetInt64(11) != 0,
+        EnvVars = r.IsDBNull(12) ? new Dictionary<string, string>() : JsonSerializer.Deserialize(r.GetString(12), TemplateRecordJson.Default.DictionaryStringString) ?? [],
+        Workdir = r.IsDBNull(13) ? null : r.GetString(13),
     };
+
+    /// <summary>The cached layer of a build step (keyed by the step and everything before it), or null.</summary>
+    public async Task<(string Layer, long SizeBytes)?> GetCachedLayerAsync(string cacheKey, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT layer, size_bytes FROM template_layer_cache WHERE cache_key = $key;";
+        command.Parameters.AddWithValue("$key", cacheKey);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? (reader.GetString(0), reader.GetInt64(1)) : null;
+    }
+
+    public async Task PutCachedLayerAsync(string cacheKey, string layer, long sizeBytes, DateTimeOffset createdAt, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "INSERT OR REPLACE INTO template_layer_cache (cache_key, layer, size_bytes, created_at) VALUES ($key, $layer, $size, $at);";
+        command.Parameters.AddWithValue("$key", cacheKey);
+        command.Parameters.AddWithValue("$layer", layer);
+        command.Parameters.AddWithValue("$size", sizeBytes);
+        command.Parameters.AddWithValue("$at", createdAt.ToUnixTimeMilliseconds());
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
 }

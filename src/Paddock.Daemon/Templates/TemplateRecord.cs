@@ -10,6 +10,9 @@ internal enum TemplateKind
 
     /// <summary>A sandbox's filesystem changes on top of that sandbox's template.</summary>
     Snapshot,
+
+    /// <summary>Built from steps (E2B's template build API), each RUN a cached layer.</summary>
+    Build,
 }
 
 /// <summary>One registered template: what sandboxes start from.</summary>
@@ -45,9 +48,16 @@ internal sealed record TemplateRecord
 
     public bool Public { get; init; }
 
+    /// <summary>Environment every process of its sandboxes starts with (a build's ENV steps); a create's own envs win.</summary>
+    public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>A build's last WORKDIR (recorded; sandboxes do not start there yet).</summary>
+    public string? Workdir { get; init; }
+
     /// <summary>Whether <paramref name="teamId"/> may see and use it: its own, or public.</summary>
     public bool IsVisibleTo(string teamId) => Public || TeamId == teamId;
 }
 
 [JsonSerializable(typeof(List<string>))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class TemplateRecordJson : JsonSerializerContext;

@@ -51,6 +51,7 @@ internal sealed partial class TemplateRegistry
 
     // Deletes and snapshots one at a time: a snapshot reads its parent's layers while a delete may remove them.
     private readonly SemaphoreSlim _changes = new(1, 1);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string TeamId, TemplateRecord Record)> _stages = new(StringComparer.Ordinal);
 
     public TemplateRegistry(SqliteTemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
         DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger)
@@ -64,6 +65,9 @@ internal sealed partial class TemplateRegistry
         LayersDirectory = Path.Combine(options.StateDir, "layers");
     }
 
+    /// <summary>Whether <paramref name="name"/> can name a template.</summary>
+    public static bool IsValidName(string name) => ValidName().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal);
+
     /// <summary>Where snapshot layers live, one directory per template id.</summary>
     public string LayersDirectory { get; }
 
@@ -73,7 +77,46 @@ internal sealed partial class TemplateRegistry
         var record = await ResolveAsync(templateIdOrName, teamId, cancellationToken);
         return record is null
             ? null
-            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser);
+            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars);
+    }
+
+    /// <summary>
+    /// Makes <paramref name="layers"/> startable as template <paramref name="stageId"/> for <paramref name="teamId"/>
+    /// only, unlisted and in memory: a build step's sandbox starts from the layers of the steps before it.
+    /// </summary>
+    public void AddStage(string stageId, string teamId, IReadOnlyList<string> layers, string? defaultUser) =>
+        _stages[stageId] = (teamId, new TemplateRecord
+        {
+            TemplateId = stageId,
+            TeamId = teamId,
+            Kind = TemplateKind.Build,
+            Layers = layers,
+            CreatedAt = _time.GetUtcNow(),
+            DefaultUser = defaultUser,
+        });
+
+    public void RemoveStage(string stageId) => _stages.TryRemove(stageId, out _);
+
+    /// <summary>Records a finished build as template <see cref="TemplateRecord.TemplateId"/> (a rebuild replaces the record, the layers stay cached).</summary>
+    public async Task RegisterBuildAsync(TemplateRecord record, CancellationToken cancellationToken)
+    {
+        await _changes.WaitAsync(cancellationToken);
+        try
+        {
+            foreach (var name in record.Names)
+            {
+                // A name belongs to one template of the team: the newest build of that name takes it.
+                foreach (var named in (await _records.ListAsync(cancellationToken)).Where(t => t.TeamId == record.TeamId && t.TemplateId != record.TemplateId && t.Names.Contains(name, StringComparer.Ordinal)))
+                {
+                    await _records.UpsertAsync(named with { Names = named.Names.Where(n => n != name).ToList() }, CancellationToken.None);
+                }
+            }
+            await _records.UpsertAsync(record, CancellationToken.None);
+        }
+        finally
+        {
+            _changes.Release();
+        }
     }
 
     /// <summary>
@@ -82,6 +125,10 @@ internal sealed partial class TemplateRegistry
     /// </summary>
     public async Task<TemplateRecord?> ResolveAsync(string templateIdOrName, string teamId, CancellationToken cancellationToken)
     {
+        if (_stages.TryGetValue(templateIdOrName, out var stage) && stage.TeamId == teamId)
+        {
+            return stage.Record;
+        }
         var visible = (await _records.ListAsync(cancellationToken)).Where(t => t.IsVisibleTo(teamId) && t.Kind != TemplateKind.Builtin).ToList();
         var registered = visible.FirstOrDefault(t => t.TemplateId == templateIdOrName)
             ?? visible.Where(t => t.Names.Contains(templateIdOrName, StringComparer.Ordinal)).OrderByDescending(t => t.TeamId == teamId).FirstOrDefault();
@@ -132,7 +179,7 @@ internal sealed partial class TemplateRegistry
     /// </summary>
     public async Task<TemplateRecord> SnapshotAsync(SandboxRecord sandbox, string teamId, string? name, CancellationToken cancellationToken)
     {
-        if (name is not null && !ValidName().IsMatch(name))
+        if (name is not null && !IsValidName(name))
         {
             throw new TemplateNameException($"invalid snapshot name '{name}': use 1-128 letters, digits and '_', '.', ':', '/', '-', starting with a letter or digit");
         }
@@ -175,6 +222,8 @@ internal sealed partial class TemplateRegistry
                     ParentId = parent.TemplateId,
                     SourceSandboxId = sandbox.SandboxId,
                     DefaultUser = parent.DefaultUser,
+                    EnvVars = parent.EnvVars,
+                    Workdir = parent.Workdir,
                 };
                 await _records.UpsertAsync(record, CancellationToken.None);
                 TemplatesLog.SnapshotRegistered(_logger, id, sandbox.SandboxId, parent.TemplateId, size);

@@ -28,4 +28,10 @@ internal static partial class TemplatesLog
 
     [LoggerMessage(3112, LogLevel.Warning, "Could not remove the unreferenced layer {Layer}; remove it by hand")]
     public static partial void LayerRemovalFailed(ILogger logger, string layer, Exception exception);
+
+    [LoggerMessage(3113, LogLevel.Information, "Template {TemplateId} build {BuildId}: {Status}")]
+    public static partial void BuildOfTemplateFinished(ILogger logger, string templateId, string buildId, string status);
+
+    [LoggerMessage(3114, LogLevel.Warning, "Template {TemplateId} build {BuildId} failed")]
+    public static partial void BuildOfTemplateFailed(ILogger logger, string templateId, string buildId, Exception exception);
 }
