@@ -68,6 +68,7 @@ internal static class DaemonHost
         services.AddSingleton<SqliteTemplateRecords>();
         services.AddSingleton<TemplateRegistry>();
         services.AddSingleton<TemplateBuilds>();
+        services.AddSingleton<TemplateFiles>();
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();

@@ -15,6 +15,7 @@ internal static class TemplateBuildEndpoints
     {
         app.MapPost("/v3/templates", RequestAsync);
         app.MapGet("/templates/{templateID}/files/{hash}", FileUploadLink);
+        app.MapPut("/templates/{templateID}/files/{hash}", UploadAsync);
         app.MapPost("/v2/templates/{templateID}/builds/{buildID}", StartAsync);
         app.MapGet("/templates/{templateID}/builds/{buildID}/status", Status);
         app.MapGet("/templates/aliases/{alias}", AliasAsync);
@@ -32,11 +33,47 @@ internal static class TemplateBuildEndpoints
     }
 
     /// <summary>
-    /// COPY sources are not supported yet, so there is nowhere to upload to: "present" without a URL makes the SDK
-    /// skip the upload, and the build itself is then refused with a message that names COPY.
+    /// Whether the team uploaded these COPY sources already; if not, where to PUT them: this same route on this daemon.
+    /// The SDK sends the PUT with the headers given here and none of its own, so the caller's own API key is handed
+    /// back to it (to the same caller that just sent it, over the same connection).
     /// </summary>
-    private static IResult FileUploadLink(string templateID, string hash) =>
-        Results.Json(new FileUploadResponse(false, null), TemplateBuildJson.Default.FileUploadResponse);
+    private static IResult FileUploadLink(string templateID, string hash, HttpContext http, TemplateFiles files)
+    {
+        var team = http.GetCaller().TeamId;
+        var present = GuardFiles(() => files.Exists(team, hash));
+        if (present)
+        {
+            return Results.Json(new FileUploadResponse(true, null, null), TemplateBuildJson.Default.FileUploadResponse);
+        }
+        var url = $"{http.Request.Scheme}://{http.Request.Host}/templates/{Uri.EscapeDataString(templateID)}/files/{hash}";
+        var headers = new Dictionary<string, string> { [ApiKeyAuthenticator.HeaderName] = http.Request.Headers[ApiKeyAuthenticator.HeaderName].ToString() };
+        return Results.Json(new FileUploadResponse(false, url, headers), TemplateBuildJson.Default.FileUploadResponse);
+    }
+
+    private static async Task<IResult> UploadAsync(string templateID, string hash, HttpContext http, TemplateFiles files)
+    {
+        try
+        {
+            await files.ReceiveAsync(http.GetCaller().TeamId, hash, http.Request.Body, http.Request.ContentLength, http.RequestAborted);
+        }
+        catch (TemplateFileException ex)
+        {
+            throw new ApiRequestException(ex.StatusCode, ex.Message);
+        }
+        return Results.StatusCode(StatusCodes.Status201Created);
+    }
+
+    private static T GuardFiles<T>(Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (TemplateFileException ex)
+        {
+            throw new ApiRequestException(ex.StatusCode, ex.Message);
+        }
+    }
 
     private static async Task<IResult> StartAsync(string templateID, string buildID, HttpContext http, TemplateBuilds builds)
     {
@@ -107,7 +144,8 @@ internal sealed record BuildRequestResponse(
 
 internal sealed record FileUploadResponse(
     [property: JsonPropertyName("present")] bool Present,
-    [property: JsonPropertyName("url"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Url);
+    [property: JsonPropertyName("url"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Url,
+    [property: JsonPropertyName("headers"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? Headers);
 
 internal sealed record BuildStepRequest(
     [property: JsonPropertyName("type")] string? Type,

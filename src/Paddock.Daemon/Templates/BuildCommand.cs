@@ -94,6 +94,26 @@ internal static class BuildCommand
 
     private const int AgentPort = 49983;
 
+    /// <summary>Uploads the host file <paramref name="hostPath"/> to <paramref name="sandboxPath"/> as root (the agent's POST /files).</summary>
+    public static async Task UploadAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string hostPath, string sandboxPath, CancellationToken cancellationToken)
+    {
+        var uri = new Uri(SandboxHttpClient.DestinationPrefix(new SandboxTarget(sandboxId, AgentPort)) + "files?path=" + Uri.EscapeDataString(sandboxPath));
+        await using var file = new FileStream(hostPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, useAsync: true);
+        using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = new StreamContent(file), Version = new Version(1, 1) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        request.Content.Headers.ContentLength = file.Length;
+        if (accessToken is not null)
+        {
+            request.Headers.Add("X-Access-Token", accessToken);
+        }
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String("root:"u8.ToArray()));
+        using var response = await client.Invoker.SendAsync(request, cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new IOException($"uploading the COPY sources into the build sandbox failed ({(int)response.StatusCode}): {await response.Content.ReadAsStringAsync(cancellationToken)}");
+        }
+    }
+
     /// <summary>Cuts chunks of output into lines (a chunk may end mid-line).</summary>
     private sealed class LineSplitter(Action<string> onLine)
     {

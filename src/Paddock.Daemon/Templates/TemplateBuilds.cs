@@ -90,11 +90,13 @@ internal sealed class TemplateBuilds
     private readonly ISandboxRuntime _runtime;
     private readonly SandboxHttpClient _client;
     private readonly DaemonOptions _options;
+    private readonly TemplateFiles _files;
     private readonly ILogger<TemplateBuilds> _logger;
 
     public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
-        SandboxHttpClient client, DaemonOptions options, ILogger<TemplateBuilds> logger)
+        SandboxHttpClient client, TemplateFiles files, DaemonOptions options, ILogger<TemplateBuilds> logger)
     {
+        _files = files;
         _registry = registry;
         _records = records;
         _manager = manager;
@@ -133,11 +135,11 @@ internal sealed class TemplateBuilds
     {
         var state = Find(templateId, buildId, teamId)
             ?? throw new TemplateBuildException(StatusCodes.Status404NotFound, $"build '{buildId}' of template '{templateId}' not found");
-        var unsupported = spec.Steps.Where(s => s.Type is not ("RUN" or "ENV" or "WORKDIR" or "USER")).Select(s => s.Type).Distinct().ToList();
+        var unsupported = spec.Steps.Where(s => s.Type is not ("RUN" or "ENV" or "WORKDIR" or "USER" or "COPY")).Select(s => s.Type).Distinct().ToList();
         if (unsupported.Count > 0)
         {
             throw new TemplateBuildException(StatusCodes.Status400BadRequest,
-                $"step kinds not supported by this host yet: {string.Join(", ", unsupported)} (supported: RUN, ENV, WORKDIR, USER and what the SDK makes of them: aptInstall, pipInstall, npmInstall, makeDir, remove, rename, makeSymlink)");
+                $"step kinds not supported by this host yet: {string.Join(", ", unsupported)} (supported: RUN, ENV, WORKDIR, USER, COPY and what the SDK makes of them: aptInstall, pipInstall, npmInstall, makeDir, remove, rename, makeSymlink)");
         }
         if (spec.StartCmd is { Length: > 0 } || spec.ReadyCmd is { Length: > 0 })
         {
@@ -148,12 +150,20 @@ internal sealed class TemplateBuilds
             var valid = step.Type switch
             {
                 "RUN" => step.Args.Count is 1 or 2 && step.Args[0].Length > 0,
+                "COPY" => step.Args.Count is >= 2 and <= 4 && IsSafeCopySource(step.Args[0]) && step.Args[1].Length > 0
+                    && (step.Args.Count < 4 || step.Args[3].Length == 0 || step.Args[3].All(c => c is >= '0' and <= '7')),
                 "ENV" => step.Args.Count > 0 && step.Args.Count % 2 == 0 && step.Args.Where((_, i) => i % 2 == 0).All(k => k.Length > 0 && !k.Contains('=', StringComparison.Ordinal)),
                 _ => step.Args.Count == 1 && step.Args[0].Length > 0,
             };
             if (!valid)
             {
-                throw new TemplateBuildException(StatusCodes.Status400BadRequest, $"invalid {step.Type} step: arguments [{string.Join(", ", step.Args)}]");
+                throw new TemplateBuildException(StatusCodes.Status400BadRequest, step.Type == "COPY"
+                    ? $"invalid COPY step [{string.Join(", ", step.Args)}]: the source must be a relative path inside the build context (no '..', no absolute path), the mode octal"
+                    : $"invalid {step.Type} step: arguments [{string.Join(", ", step.Args)}]");
+            }
+            if (step.Type == "COPY" && (step.FilesHash is not { } hash || !TemplateFiles.IsValidHash(hash) || !_files.Exists(teamId, hash)))
+            {
+                throw new TemplateBuildException(StatusCodes.Status400BadRequest, $"the sources of COPY {step.Args[0]} were not uploaded (files hash '{step.FilesHash}')");
             }
         }
         var baseTemplate = await ResolveBaseAsync(spec, teamId, cancellationToken);
@@ -219,13 +229,20 @@ internal sealed class TemplateBuilds
                         state.Log("info", label, stepName);
                         continue;
                 }
-                // RUN, and WORKDIR, which creates its directory as Docker's does.
+                // RUN, and WORKDIR, which creates its directory as Docker's does, and COPY, which unpacks the uploaded sources.
                 string command;
                 string? runAs;
-                if (step.Type == "WORKDIR")
+                string? archive = null;
+                if (step.Type == "COPY")
+                {
+                    archive = _files.PathOf(state.TeamId, step.FilesHash!);
+                    command = CopyScript(step, ArchiveInSandbox(step.FilesHash!), user, workdir);
+                    runAs = "root";
+                }
+                else if (step.Type == "WORKDIR")
                 {
                     workdir = step.Args[0];
-                    command = "mkdir -p -- '" + workdir.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+                    command = "mkdir -p -- " + Quote(workdir);
                     runAs = "root";
                 }
                 else
@@ -241,7 +258,7 @@ internal sealed class TemplateBuilds
                     continue;
                 }
                 state.Log("info", label, stepName);
-                var (layer, size) = await RunStepAsync(state, layers, user, runAs, command, step.Type == "WORKDIR" ? null : workdir, env, key, stepName);
+                var (layer, size) = await RunStepAsync(state, layers, user, runAs, command, step.Type is "WORKDIR" or "COPY" ? null : workdir, env, key, stepName, archive);
                 layers.Insert(0, layer);
                 added += size;
             }
@@ -279,7 +296,7 @@ internal sealed class TemplateBuilds
 
     /// <summary>Runs one command in a build sandbox on <paramref name="layers"/> and saves its changes as the cached layer of <paramref name="key"/>.</summary>
     private async Task<(string Layer, long Size)> RunStepAsync(BuildState state, IReadOnlyList<string> layers, string? defaultUser, string? runAs,
-        string command, string? workdir, IReadOnlyDictionary<string, string> env, string key, string stepName)
+        string command, string? workdir, IReadOnlyDictionary<string, string> env, string key, string stepName, string? archive)
     {
         var stageId = $"build-{state.BuildId}-{stepName}";
         _registry.AddStage(stageId, state.TeamId, layers, defaultUser);
@@ -297,6 +314,10 @@ internal sealed class TemplateBuilds
                 DiskSizeMB = _options.DefaultDiskSizeMB,
                 Metadata = new Dictionary<string, string> { ["paddock.templateBuild"] = state.BuildId },
             }, timeout.Token);
+            if (archive is not null)
+            {
+                await BuildCommand.UploadAsync(_client, sandbox.SandboxId, sandbox.EnvdAccessToken, archive, ArchiveInSandbox(Path.GetFileName(archive)), timeout.Token);
+            }
             var exit = await BuildCommand.RunAsync(_client, sandbox.SandboxId, sandbox.EnvdAccessToken, command, runAs, env, workdir,
                 (line, isError) => state.Log(isError ? "warn" : "info", line, stepName), timeout.Token);
             if (exit != 0)
@@ -327,6 +348,55 @@ internal sealed class TemplateBuilds
             }
             _registry.RemoveStage(stageId);
         }
+    }
+
+    private static string ArchiveInSandbox(string filesHash) => "/tmp/.paddock-copy-" + filesHash[..16];
+
+    /// <summary>
+    /// A relative path inside the build context, or a glob of one: the SDK checks this on its side, the daemon again,
+    /// since the script below uses it unquoted so that the shell expands globs.
+    /// </summary>
+    private static bool IsSafeCopySource(string source) =>
+        source.Length is > 0 and <= 512 && source[0] != '/' && !source.Split('/').Contains("..")
+        && source.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' or '/' or '*' or '?' or '[' or ']' or '@' or '+' or ',');
+
+    private static string Quote(string text) => "'" + text.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+
+    /// <summary>
+    /// Docker's COPY in shell, run as root in the build sandbox: unpack the archive (GNU tar detects gzip itself) in
+    /// a scratch directory, give the files the owner (the step's user, else the build's current one) and mode, then
+    /// copy each match of the source: a directory's contents into the destination, a file to the destination, or
+    /// into it when it ends in '/' or there are several matches. A relative destination is relative to WORKDIR.
+    /// The archive and the scratch directory are removed, so they are not part of the layer.
+    /// </summary>
+    private static string CopyScript(BuildStep step, string archiveInSandbox, string? buildUser, string? workdir)
+    {
+        var source = step.Args[0].TrimEnd('/');
+        var dest = step.Args[1];
+        if (!dest.StartsWith('/'))
+        {
+            dest = (workdir ?? "/home/" + (buildUser ?? "root")).TrimEnd('/') + "/" + dest;
+        }
+        var owner = step.Args.Count > 2 && step.Args[2].Length > 0 ? step.Args[2] : buildUser ?? "root";
+        var mode = step.Args.Count > 3 ? step.Args[3] : "";
+        return $$"""
+            set -e
+            scratch=$(mktemp -d)
+            trap 'rm -rf "$scratch" {{Quote(archiveInSandbox)}}' EXIT
+            tar -xf {{Quote(archiveInSandbox)}} -C "$scratch"
+            cd "$scratch"
+            chown -R {{Quote(owner)}}: . 2>/dev/null || chown -R {{Quote(owner)}} .
+            {{(mode.Length > 0 ? $"find . -mindepth 1 ! -type l -exec chmod {mode} {{}} +" : "true")}}
+            dest={{Quote(dest)}}
+            set -- {{source}}
+            if [ "$#" -eq 0 ] || [ ! -e "$1" ] && [ ! -L "$1" ]; then echo "COPY: {{source}} matches nothing in the uploaded sources" >&2; exit 1; fi
+            for s in "$@"; do
+              if [ -d "$s" ] && [ ! -L "$s" ]; then mkdir -p "$dest"; cp -a "$s"/. "$dest"/
+              elif [ "$#" -gt 1 ] || [ "${dest%/}" != "$dest" ]; then mkdir -p "$dest"; cp -a "$s" "$dest"/
+              else mkdir -p "$(dirname "$dest")"; cp -a "$s" "$dest"
+              fi
+            done
+            """;
     }
 
     private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));

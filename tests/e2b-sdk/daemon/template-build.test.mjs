@@ -5,6 +5,10 @@
 // refused with a clear message.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { Sandbox, Template } from 'e2b'
 import { startDaemon, whyNotRunnable } from './lib/daemon.mjs'
 
@@ -68,6 +72,61 @@ describe('template builds with the e2b SDK', { skip: skip ?? false }, () => {
     sandboxes.push(rebuilt)
     assert.equal((await rebuilt.commands.run('cat /opt/app/last /home/user/built.txt')).stdout, 'second\nhello from the build\n')
     assert.equal(await Template.exists('sdk-built'), true)
+  })
+
+  it('copies files from the build context, and refuses escaping or oversized sources', T, async () => {
+    const context = mkdtempSync(path.join(tmpdir(), 'paddock-copy-'))
+    try {
+      mkdirSync(path.join(context, 'data', 'nested'), { recursive: true })
+      writeFileSync(path.join(context, 'data', 'a.txt'), 'a\n')
+      writeFileSync(path.join(context, 'data', 'nested', 'b.txt'), 'b\n')
+      writeFileSync(path.join(context, 'single.txt'), 'single\n')
+      const template = Template({ fileContextPath: context })
+        .fromBaseImage()
+        .copy('data', '/opt/data')
+        .copy('single.txt', '/home/user/', { mode: 0o600 })
+      const built = await build(template, 'sdk-copy')
+      assert.equal(built.error, undefined, `build failed: ${built.error}\n${built.logs.join('\n')}`)
+      const sandbox = await Sandbox.create('sdk-copy', CREATE)
+      sandboxes.push(sandbox)
+      const seen = await sandbox.commands.run(
+        'cat /opt/data/a.txt /opt/data/nested/b.txt /home/user/single.txt; stat -c "%U %a" /home/user/single.txt; ls -A /tmp | grep -c "^.paddock-agent-"; ls -A /tmp | grep -v "^.paddock-agent-" || true')
+      // No archive or scratch directory left in the layer, and only this sandbox's own agent socket in /tmp.
+      assert.equal(seen.stdout, 'a\nb\nsingle\nuser 600\n1\n')
+
+      // A rebuild finds the sources uploaded already and the layers cached.
+      const again = await build(template, 'sdk-copy')
+      assert.equal(again.error, undefined, String(again.error))
+      assert.equal(again.logs.filter((l) => l.startsWith('CACHED ')).length, 2, again.logs.join('\n'))
+    } finally {
+      rmSync(context, { recursive: true, force: true })
+    }
+
+    // What the SDK would never send, sent by hand: the server checks too.
+    const headers = { 'X-API-Key': daemon.apiKey, 'Content-Type': 'application/json' }
+    const requested = await (await fetch(`${daemon.url}/v3/templates`, { method: 'POST', headers, body: JSON.stringify({ name: 'sdk-escape' }) })).json()
+    const hash = 'ab'.repeat(32)
+    const escaping = await fetch(`${daemon.url}/v2/templates/${requested.templateID}/builds/${requested.buildID}`, {
+      method: 'POST', headers, body: JSON.stringify({ fromImage: 'e2bdev/base', steps: [{ type: 'COPY', args: ['../etc', '/x'], filesHash: hash }] }),
+    })
+    assert.equal(escaping.status, 400)
+    assert.match((await escaping.json()).message, /relative path inside the build context/)
+    const notUploaded = await fetch(`${daemon.url}/v2/templates/${requested.templateID}/builds/${requested.buildID}`, {
+      method: 'POST', headers, body: JSON.stringify({ fromImage: 'e2bdev/base', steps: [{ type: 'COPY', args: ['data', '/x'], filesHash: hash }] }),
+    })
+    assert.equal(notUploaded.status, 400)
+    assert.match((await notUploaded.json()).message, /were not uploaded/)
+    const status = await new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: daemon.port, method: 'PUT', path: `/templates/${requested.templateID}/files/${hash}`,
+        headers: { 'X-API-Key': daemon.apiKey, 'Content-Length': String(2 ** 31) }, timeout: 30_000 }, (res) => {
+        res.resume()
+        resolve(res.statusCode)
+        req.destroy()
+      })
+      req.on('error', reject)
+      req.write('partial')
+    })
+    assert.equal(status, 413)
   })
 
   it('a failing RUN fails the build with its output in the log and registers nothing', T, async () => {

@@ -447,8 +447,27 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await _runc.ResumeAsync(sandboxId, resumeTimeout.Token);
         }
+        RemoveAgentLeftovers(destination);
         RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
         return bytes;
+    }
+
+    /// <summary>
+    /// The agent's own runtime files in the sandbox (its HTTP/2 hand-off sockets in /tmp, Paddock.Agent's
+    /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own
+    /// agent, and without this every snapshot and every build step would add dead sockets to the layers.
+    /// </summary>
+    private static void RemoveAgentLeftovers(string layer)
+    {
+        var tmp = Path.Combine(layer, "tmp");
+        if (!Directory.Exists(tmp))
+        {
+            return;
+        }
+        foreach (var socket in Directory.EnumerateFileSystemEntries(tmp, ".paddock-agent-*.sock"))
+        {
+            File.Delete(socket);
+        }
     }
 
     /// <summary>
