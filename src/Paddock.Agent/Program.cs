@@ -41,6 +41,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     });
     H2cHandoff.ListenPrivate(kestrel, h2cSocket);
 });
+// 64 KiB buffers for Kestrel instead of 4 KiB: fewer system calls per byte of the large bodies the agent moves.
+builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
 builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));

@@ -496,5 +496,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
-    public void Dispose() => _netns.Dispose();
+    public void Dispose()
+    {
+        _netns.Dispose();
+        _cgroups.RemoveParentIfEmpty();
+    }
 }
