@@ -69,6 +69,7 @@ internal static class DaemonHost
         services.AddSingleton<TemplateRegistry>();
         services.AddSingleton<TemplateBuilds>();
         services.AddSingleton<TemplateFiles>();
+        services.AddSingleton<TemplateStartup>();
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();

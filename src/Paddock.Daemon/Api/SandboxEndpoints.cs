@@ -50,6 +50,8 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
         var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = http.GetCaller().TeamId };
         var record = await manager.CreateAsync(command, http.RequestAborted);
+        // A built template's start command and ready check (issue 7), before the client gets the sandbox.
+        await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, http.RequestAborted);
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }
 

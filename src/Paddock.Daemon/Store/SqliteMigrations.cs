@@ -64,7 +64,9 @@ internal static class SqliteMigrations
                 default_user      TEXT,
                 public            INTEGER NOT NULL,
                 env               TEXT,
-                workdir           TEXT
+                workdir           TEXT,
+                start_cmd         TEXT,
+                ready_cmd         TEXT
             );
             CREATE INDEX templates_by_parent ON templates (parent_id);
             CREATE INDEX templates_by_team ON templates (team_id, created_at);

@@ -17,8 +17,20 @@ internal static class BuildCommand
     private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
 
     /// <summary>The command's exit code; throws <see cref="IOException"/> when the stream breaks before the process ends.</summary>
-    public static async Task<int> RunAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
-        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, CancellationToken cancellationToken)
+    public static Task<int> RunAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
+        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, CancellationToken cancellationToken) =>
+        RunCoreAsync(client, sandboxId, accessToken, command, user, env, workdir, onLine, detach: false, cancellationToken);
+
+    /// <summary>
+    /// Starts the command and returns 0 once the agent says it runs, leaving it running: the agent does not end a
+    /// process when the client of its Start stream goes away (Paddock.Agent's ProcessService: only a deadline does).
+    /// </summary>
+    public static Task<int> StartDetachedAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
+        IReadOnlyDictionary<string, string> env, string? workdir, CancellationToken cancellationToken) =>
+        RunCoreAsync(client, sandboxId, accessToken, command, user, env, workdir, (_, _) => { }, detach: true, cancellationToken);
+
+    private static async Task<int> RunCoreAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
+        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, bool detach, CancellationToken cancellationToken)
     {
         var config = new ProcessConfig { Cmd = "/bin/sh", Args = { "-c", command } };
         foreach (var (name, value) in env)
@@ -74,6 +86,8 @@ internal static class BuildCommand
             var e = Parser.Parse<StartResponse>(text).Event;
             switch (e?.EventCase)
             {
+                case ProcessEvent.EventOneofCase.Start when detach:
+                    return 0;
                 case ProcessEvent.EventOneofCase.Data when e.Data.OutputCase == ProcessEvent.Types.DataEvent.OutputOneofCase.Stdout:
                     stdout.Add(e.Data.Stdout.ToStringUtf8());
                     break;

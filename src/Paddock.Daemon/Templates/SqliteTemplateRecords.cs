@@ -7,7 +7,7 @@ namespace Paddock.Daemon.Templates;
 /// <summary>The <c>templates</c> table (schema step 3) in the daemon's SQLite database.</summary>
 internal sealed class SqliteTemplateRecords(SqliteStore database)
 {
-    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir";
+    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd";
 
     public async Task<IReadOnlyList<TemplateRecord>> ListAsync(CancellationToken cancellationToken)
     {
@@ -40,7 +40,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         await using var command = connection.CreateCommand();
         command.CommandText = $"""
             INSERT OR REPLACE INTO templates ({Columns})
-            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public, $env, $workdir);
+            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public, $env, $workdir, $start, $ready);
             """;
         command.Parameters.AddWithValue("$id", record.TemplateId);
         command.Parameters.AddWithValue("$team", (object?)record.TeamId ?? DBNull.Value);
@@ -56,6 +56,8 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         command.Parameters.AddWithValue("$public", record.Public ? 1 : 0);
         command.Parameters.AddWithValue("$env", JsonSerializer.Serialize(record.EnvVars.ToDictionary(), TemplateRecordJson.Default.DictionaryStringString));
         command.Parameters.AddWithValue("$workdir", (object?)record.Workdir ?? DBNull.Value);
+        command.Parameters.AddWithValue("$start", (object?)record.StartCmd ?? DBNull.Value);
+        command.Parameters.AddWithValue("$ready", (object?)record.ReadyCmd ?? DBNull.Value);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
@@ -91,6 +93,8 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         Public = r.GetInt64(11) != 0,
         EnvVars = r.IsDBNull(12) ? new Dictionary<string, string>() : JsonSerializer.Deserialize(r.GetString(12), TemplateRecordJson.Default.DictionaryStringString) ?? [],
         Workdir = r.IsDBNull(13) ? null : r.GetString(13),
+        StartCmd = r.IsDBNull(14) ? null : r.GetString(14),
+        ReadyCmd = r.IsDBNull(15) ? null : r.GetString(15),
     };
 
     /// <summary>The cached layer of a build step (keyed by the step and everything before it), or null.</summary>

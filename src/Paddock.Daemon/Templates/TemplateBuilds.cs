@@ -74,7 +74,9 @@ internal sealed class BuildState(string templateId, string buildId, string teamI
 /// and WORKDIR runs in a build sandbox started from the layers so far, whose filesystem changes become a new
 /// read-only layer. Layers are cached by the hash of the base's layers and every step up to and including theirs,
 /// so a rebuild with only the last step changed reuses the others ("CACHED" in its log), and templates share them.
-/// Not supported yet (the build is refused with a clear 400): COPY, a start or ready command, other images.
+/// A start command and ready check are recorded and run in every sandbox of the template as it starts
+/// (<see cref="TemplateStartup"/>), not once at build time with the memory snapshotted as E2B does.
+/// Not supported (the build is refused with a clear 400): images other than the Debian base (no image registry).
 /// Build state and logs live in memory: a daemon restart forgets builds in progress (their templates are not
 /// registered, their cached layers stay).
 /// </summary>
@@ -141,9 +143,9 @@ internal sealed class TemplateBuilds
             throw new TemplateBuildException(StatusCodes.Status400BadRequest,
                 $"step kinds not supported by this host yet: {string.Join(", ", unsupported)} (supported: RUN, ENV, WORKDIR, USER, COPY and what the SDK makes of them: aptInstall, pipInstall, npmInstall, makeDir, remove, rename, makeSymlink)");
         }
-        if (spec.StartCmd is { Length: > 0 } || spec.ReadyCmd is { Length: > 0 })
+        if (spec.StartCmd is not { Length: > 0 } && spec.ReadyCmd is { Length: > 0 })
         {
-            throw new TemplateBuildException(StatusCodes.Status400BadRequest, "a start command or ready check is not supported by this host yet");
+            throw new TemplateBuildException(StatusCodes.Status400BadRequest, "a ready check needs a start command");
         }
         foreach (var step in spec.Steps)
         {
@@ -276,7 +278,13 @@ internal sealed class TemplateBuilds
                 DefaultUser = user,
                 EnvVars = env,
                 Workdir = workdir,
+                StartCmd = spec.StartCmd is { Length: > 0 } ? spec.StartCmd : baseTemplate.StartCmd,
+                ReadyCmd = spec.StartCmd is { Length: > 0 } ? spec.ReadyCmd : baseTemplate.ReadyCmd,
             };
+            if (record.StartCmd is { } startCmd)
+            {
+                state.Log("info", $"Start command: {startCmd}; ready check: {record.ReadyCmd ?? "none"} (both run in every sandbox of the template before its create returns)");
+            }
             await _registry.RegisterBuildAsync(record, CancellationToken.None);
             state.Log("info", $"Template {state.Name} ({state.TemplateId}) is ready: {layers.Count} layers");
             state.Status = "ready";

@@ -51,8 +51,14 @@ internal sealed record TemplateRecord
     /// <summary>Environment every process of its sandboxes starts with (a build's ENV steps); a create's own envs win.</summary>
     public IReadOnlyDictionary<string, string> EnvVars { get; init; } = new Dictionary<string, string>();
 
-    /// <summary>A build's last WORKDIR (recorded; sandboxes do not start there yet).</summary>
+    /// <summary>A build's last WORKDIR: where the start command runs (commands from the SDKs name their own).</summary>
     public string? Workdir { get; init; }
+
+    /// <summary>A build's start command: every sandbox of the template starts it, detached, before the create returns.</summary>
+    public string? StartCmd { get; init; }
+
+    /// <summary>Run until it exits 0 after the start command; the create returns once it has.</summary>
+    public string? ReadyCmd { get; init; }
 
     /// <summary>Whether <paramref name="teamId"/> may see and use it: its own, or public.</summary>
     public bool IsVisibleTo(string teamId) => Public || TeamId == teamId;

@@ -168,6 +168,9 @@ internal sealed partial class TemplateRegistry
         return record;
     }
 
+    /// <summary>The record of a template by its id, whoever owns it (for sandboxes that run from it).</summary>
+    public Task<TemplateRecord?> GetAsync(string templateId, CancellationToken cancellationToken) => _records.GetAsync(templateId, cancellationToken);
+
     /// <summary>Every template <paramref name="teamId"/> may see, oldest first.</summary>
     public async Task<IReadOnlyList<TemplateRecord>> ListAsync(string teamId, CancellationToken cancellationToken) =>
         (await _records.ListAsync(cancellationToken)).Where(t => t.IsVisibleTo(teamId)).ToList();
@@ -224,6 +227,8 @@ internal sealed partial class TemplateRegistry
                     DefaultUser = parent.DefaultUser,
                     EnvVars = parent.EnvVars,
                     Workdir = parent.Workdir,
+                    StartCmd = parent.StartCmd,
+                    ReadyCmd = parent.ReadyCmd,
                 };
                 await _records.UpsertAsync(record, CancellationToken.None);
                 TemplatesLog.SnapshotRegistered(_logger, id, sandbox.SandboxId, parent.TemplateId, size);

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { Sandbox, Template } from 'e2b'
+import { Sandbox, Template, waitForFile } from 'e2b'
 import { startDaemon, whyNotRunnable } from './lib/daemon.mjs'
 
 const CREATE = { requestTimeoutMs: 15 * 60_000 }
@@ -144,7 +144,19 @@ describe('template builds with the e2b SDK', { skip: skip ?? false }, () => {
     assert.match(String(unknownBase.error?.message), /no-such-template/)
     const image = await build(Template().fromImage('alpine:3').runCmd('true'), 'sdk-image')
     assert.match(String(image.error?.message), /alpine:3/)
-    const start = await build(Template().fromBaseImage().setStartCmd('sleep infinity', 'true'), 'sdk-start')
-    assert.match(String(start.error?.message), /start command/)
+  })
+
+  it('a sandbox of a template with a start command starts with it running and ready', T, async () => {
+    const template = Template()
+      .fromBaseImage()
+      .setEnvs({ MARK: 'from-start' })
+      .setStartCmd('sleep 1; echo "$MARK $(whoami)" > /tmp/ready-mark; exec sleep 600', waitForFile('/tmp/ready-mark'))
+    const built = await build(template, 'sdk-start')
+    assert.equal(built.error, undefined, `build failed: ${built.error}\n${built.logs.join('\n')}`)
+    const sandbox = await Sandbox.create('sdk-start', CREATE)
+    sandboxes.push(sandbox)
+    // Ready before the create returned: the mark is there at once, and the start command still runs.
+    const seen = await sandbox.commands.run('cat /tmp/ready-mark; pgrep -fx "sleep 600" > /dev/null && echo running')
+    assert.equal(seen.stdout, 'from-start user\nrunning\n')
   })
 })
