@@ -25,6 +25,7 @@ internal sealed class TemplateStartup(TemplateRegistry registry, SandboxManager 
         }
         var env = template.EnvVars.Concat(createEnv).GroupBy(e => e.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().Value, StringComparer.Ordinal);
         string? failure = null;
+        var output = new List<string>();
         try
         {
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -32,19 +33,24 @@ internal sealed class TemplateStartup(TemplateRegistry registry, SandboxManager 
             await BuildCommand.StartDetachedAsync(client, sandbox.SandboxId, sandbox.EnvdAccessToken, startCmd, template.DefaultUser, env, template.Workdir, deadline.Token);
             if (template.ReadyCmd is { Length: > 0 } readyCmd)
             {
-                var output = new List<string>();
                 // Bounded by the deadline: ReadyTimeout / ReadyPollInterval checks at most, plus the checks' own time.
-                while (await BuildCommand.RunAsync(client, sandbox.SandboxId, sandbox.EnvdAccessToken, readyCmd, template.DefaultUser, env, template.Workdir,
-                    (line, _) => { if (output.Count < 20) { output.Add(line); } }, deadline.Token) != 0)
+                while (true)
                 {
                     output.Clear();
+                    var exit = await BuildCommand.RunAsync(client, sandbox.SandboxId, sandbox.EnvdAccessToken, readyCmd, template.DefaultUser, env, template.Workdir,
+                        (line, _) => { if (output.Count < 20) { output.Add(line); } }, deadline.Token);
+                    if (exit == 0)
+                    {
+                        break;
+                    }
                     await Task.Delay(ReadyPollInterval, deadline.Token);
                 }
             }
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            failure = $"the ready check '{template.ReadyCmd}' of template {template.TemplateId} did not succeed within {ReadyTimeout.TotalSeconds:0} s";
+            failure = $"the ready check '{template.ReadyCmd}' of template {template.TemplateId} did not succeed within {ReadyTimeout.TotalSeconds:0} s"
+                + (output.Count > 0 ? $"; its last output: {string.Join(" | ", output)}" : "");
         }
         catch (IOException ex)
         {
