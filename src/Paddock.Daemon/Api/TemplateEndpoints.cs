@@ -74,6 +74,11 @@ internal static class TemplateEndpoints
     {
         var request = await SandboxEndpoints.ReadBodyAsync(http, TemplateJsonContext.Default.SnapshotRequest, required: false);
         var sandbox = manager.GetRunning(sandboxID);
+        if (sandbox.TeamId != http.GetCaller().TeamId)
+        {
+            // Another team's sandbox answers exactly as an unknown one (SandboxEndpoints: no existence oracle).
+            throw new UnknownSandboxException(sandboxID);
+        }
         TemplateRecord record;
         try
         {

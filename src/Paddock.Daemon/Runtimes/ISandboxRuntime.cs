@@ -51,6 +51,14 @@ internal interface ISandboxRuntime
     /// shares no inode the sandbox can still write. Throws <see cref="SandboxNotFoundException"/> when it is gone.
     /// </summary>
     Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Replaces the egress policy of a running sandbox; it applies to every packet from then on. Throws
+    /// <see cref="SandboxNotFoundException"/> when the sandbox does not exist and
+    /// <see cref="SandboxNetworkUnsupportedException"/> when this tier (or this host's configuration) has no egress.
+    /// </summary>
+    Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken) =>
+        throw new SandboxNetworkUnsupportedException(Name);
 }
 
 /// <summary>What a sandbox is started with.</summary>
@@ -79,6 +87,12 @@ internal sealed record SandboxSpec
     public string? DefaultUser { get; init; }
 
     public bool AllowInternetAccess { get; init; } = true;
+
+    /// <summary>The egress policy; null: allow all, or deny all when <see cref="AllowInternetAccess"/> is false.</summary>
+    public Networking.EgressPolicy? Egress { get; init; }
+
+    public Networking.EgressPolicy EffectiveEgress =>
+        Egress ?? (AllowInternetAccess ? Networking.EgressPolicy.AllowAll : Networking.EgressPolicy.DenyAll);
 
     public string Hostname { get; init; } = "sandbox";
 }

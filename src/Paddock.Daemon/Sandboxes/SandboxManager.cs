@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Paddock.Daemon.Runtimes;
-using Paddock.Daemon.Auth;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Templates;
 
@@ -23,6 +22,9 @@ internal sealed record CreateSandboxCommand
 
     public bool? AllowInternetAccess { get; init; }
 
+    /// <summary>The egress policy (allowOut/denyOut/allow_internet_access); null: allow all.</summary>
+    public Networking.EgressPolicy? Egress { get; init; }
+
     /// <summary>False: ports other than the agent's need the traffic access token.</summary>
     public bool AllowPublicTraffic { get; init; } = true;
 
@@ -34,8 +36,11 @@ internal sealed record CreateSandboxCommand
 
     public required int DiskSizeMB { get; init; }
 
-    /// <summary>The caller's team: it may start from its own templates and public ones.</summary>
-    public string TeamId { get; init; } = Caller.DefaultTeamId;
+    /// <summary>The caller's team: it owns the sandbox, its limits bound the create, and it may start from its own
+    /// templates and public ones.</summary>
+    public string TeamId { get; init; } = SandboxRecord.DefaultTeamId;
+
+    public TeamLimits TeamLimits { get; init; } = TeamLimits.None;
 }
 
 /// <summary>
@@ -59,6 +64,7 @@ internal sealed class SandboxManager
     private readonly TimeProvider _time;
     private readonly DaemonOptions _options;
     private readonly ILogger<SandboxManager> _logger;
+    private readonly TeamUsage _teamUsage = new();
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
@@ -84,6 +90,9 @@ internal sealed class SandboxManager
     public SandboxRecord GetRunning(string sandboxId) =>
         _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
 
+    /// <summary>What a team's running and starting sandboxes hold now.</summary>
+    public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
+
     /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
     public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
 
@@ -92,9 +101,12 @@ internal sealed class SandboxManager
     {
         var template = await _templates.FindAsync(command.Template, command.TeamId, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
+        // The team's share first, then the host's; both are given back on every path that does not end running.
+        _teamUsage.Reserve(command.TeamId, command.TeamLimits, command.CpuCount, command.MemoryMB);
         if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             throw new SandboxCapacityException(_options.MaxSandboxes);
         }
         var reservationHeld = true;
@@ -104,6 +116,7 @@ internal sealed class SandboxManager
             var record = new SandboxRecord
             {
                 SandboxId = SandboxIds.NewId(),
+                TeamId = command.TeamId,
                 TemplateId = template.TemplateId,
                 Alias = template.Alias,
                 RuntimeName = _runtime.Name,
@@ -143,6 +156,7 @@ internal sealed class SandboxManager
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
+                Egress = command.Egress,
             };
             var stopwatch = Stopwatch.StartNew();
             RuntimeSandbox started;
@@ -192,6 +206,7 @@ internal sealed class SandboxManager
             if (reservationHeld)
             {
                 Interlocked.Decrement(ref _reserved);
+                _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             }
         }
     }
@@ -263,6 +278,7 @@ internal sealed class SandboxManager
         finally
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
         }
         SandboxesLog.Killed(_logger, sandboxId, endReason);
         try
@@ -321,6 +337,15 @@ internal sealed class SandboxManager
             ?? throw new UnknownSandboxException(sandboxId, "the runtime no longer has it");
     }
 
+    /// <summary>Replaces the egress policy of a running sandbox (PUT /sandboxes/{id}/network).</summary>
+    public async Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        GetRunning(sandboxId);
+        await _runtime.UpdateNetworkAsync(sandboxId, policy, cancellationToken);
+        await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info,
+            $"network policy changed: allowOut [{string.Join(", ", policy.AllowOut.Select(n => n.ToString()).Concat(policy.AllowDomains))}], denyOut [{string.Join(", ", policy.DenyOut)}]");
+    }
+
     /// <summary>Opens a stream to <paramref name="port"/> of a running sandbox (for the proxy).</summary>
     public ValueTask<Stream> ConnectToPortAsync(string sandboxId, int port, CancellationToken cancellationToken) =>
         _runtime.ConnectAsync(sandboxId, port, cancellationToken);
@@ -331,6 +356,7 @@ internal sealed class SandboxManager
         if (_live.TryAdd(record.SandboxId, record))
         {
             Interlocked.Increment(ref _reserved);
+            _teamUsage.Add(record.TeamId, record.CpuCount, record.MemoryMB);
             _scheduler.Schedule(record.SandboxId, record.EndAt);
         }
     }

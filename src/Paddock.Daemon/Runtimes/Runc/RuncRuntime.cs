@@ -5,6 +5,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Native;
+using Paddock.Daemon.Networking;
 using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon.Runtimes.Runc;
@@ -28,6 +29,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly KeyedLock _locks = new();
     private readonly ConcurrentDictionary<string, CgroupSample> _lastCpuSample = new(StringComparer.Ordinal);
     private readonly Lazy<Task<AgentBundle>> _bundle;
+    private readonly SandboxNetworks? _network;
 
     public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
     {
@@ -44,7 +46,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             Directory.CreateDirectory(dir);
         }
         ValidatePathForOverlay(options.SandboxesDirectory);
+        _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
     }
+
+    /// <summary>Sandbox egress, or null when the tier gives sandboxes loopback only.</summary>
+    internal SandboxNetworks? Network => _network;
 
     public string Name => "runc";
 
@@ -63,6 +69,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 throw new SandboxStartException(spec.SandboxId, $"template layer {layer} does not exist");
             }
         }
+        // With egress off (no Runc:Network) a sandbox has loopback only, whatever its policy: nothing goes out.
+        var egress = spec.EffectiveEgress;
         using var held = await _locks.AcquireAsync(spec.SandboxId, cancellationToken);
         if (Directory.Exists(layout.Directory) || File.Exists(layout.NetnsFile))
         {
@@ -85,6 +93,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
             // Held from now on by the bind mount, whatever happens to the sandbox's processes.
             NetworkNamespaces.Bind(pid, layout.NetnsFile);
+            if (_network is not null)
+            {
+                await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, egress, cancellationToken);
+            }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
@@ -225,6 +237,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             await _runc.DeleteAsync(id, cancellationToken);
         }
 
+        if (_network is not null)
+        {
+            await _network.DetachAsync(id, cancellationToken);
+        }
         NetworkNamespaces.Release(layout.NetnsFile);
         await UnmountRootfsAsync(layout, cancellationToken);
 
@@ -296,6 +312,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
         candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
         candidates.UnionWith(_cgroups.ExistingSandboxIds());
+        if (_network is not null)
+        {
+            await _network.EnsureReadyAsync(cancellationToken);
+            candidates.UnionWith(_network.RecordedSandboxIds());
+        }
 
         var removed = new List<string>();
         foreach (var id in candidates.Order(StringComparer.Ordinal))
@@ -496,8 +517,27 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
+    public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        if (_network is null)
+        {
+            if (policy.DeniesEverything)
+            {
+                return; // loopback only already denies everything
+            }
+            throw new SandboxNetworkUnsupportedException(Name);
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        await _network.UpdateAsync(sandboxId, policy, cancellationToken);
+    }
+
     public void Dispose()
     {
+        _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _netns.Dispose();
         _cgroups.RemoveParentIfEmpty();
     }
