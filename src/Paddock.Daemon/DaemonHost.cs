@@ -10,6 +10,7 @@ using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Teams;
+using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon;
 
@@ -68,6 +69,11 @@ internal static class DaemonHost
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
+        services.AddSingleton<SqliteTemplateRecords>();
+        services.AddSingleton<TemplateRegistry>();
+        services.AddSingleton<TemplateBuilds>();
+        services.AddSingleton<TemplateFiles>();
+        services.AddSingleton<TemplateStartup>();
         services.AddSingleton<WarmPools>();
         services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();

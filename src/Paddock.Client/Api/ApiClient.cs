@@ -98,6 +98,24 @@ internal sealed partial class ApiClient : IDisposable
         }
     }
 
+    /// <summary>POST /sandboxes/{id}/snapshots: the sandbox's filesystem as a new template.</summary>
+    public Task<SnapshotDto> CreateSnapshotAsync(string sandboxId, string? name, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"sandboxes/{Escape(sandboxId)}/snapshots", Json(new SnapshotRequestDto { Name = name }, ApiJson.Default.SnapshotRequestDto), ApiJson.Default.SnapshotDto, sandboxId, cancellationToken);
+
+    /// <summary>DELETE /templates/{id}: false when there was no such template.</summary>
+    public async Task<bool> DeleteTemplateAsync(string templateId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await SendAsync<object>(HttpMethod.Delete, $"templates/{Escape(templateId)}", null, null, sandboxId: null, cancellationToken);
+            return true;
+        }
+        catch (NotFoundException)
+        {
+            return false;
+        }
+    }
+
     public Task<List<TemplateDto>> ListTemplatesAsync(CancellationToken cancellationToken) =>
         SendAsync(HttpMethod.Get, "templates", null, ApiJson.Default.ListTemplateDto, sandboxId: null, cancellationToken);
 

@@ -108,6 +108,19 @@ internal sealed class TemplateDto
     [JsonPropertyName("buildStatus")] public string? BuildStatus { get; init; }
 }
 
+/// <summary>E2B's <c>SandboxSnapshotRequest</c>.</summary>
+internal sealed class SnapshotRequestDto
+{
+    [JsonPropertyName("name")] public string? Name { get; init; }
+}
+
+/// <summary>E2B's <c>SnapshotInfo</c>: the id to create sandboxes from.</summary>
+internal sealed class SnapshotDto
+{
+    [JsonPropertyName("snapshotID")] public string? SnapshotId { get; init; }
+    [JsonPropertyName("names")] public List<string>? Names { get; init; }
+}
+
 internal sealed class ErrorDto
 {
     [JsonPropertyName("code")] public int? Code { get; init; }
@@ -133,6 +146,8 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(SandboxLogsV2Dto))]
 [JsonSerializable(typeof(SandboxLogsV1Dto))]
 [JsonSerializable(typeof(List<TemplateDto>))]
+[JsonSerializable(typeof(SnapshotRequestDto))]
+[JsonSerializable(typeof(SnapshotDto))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(List<WriteInfoDto>))]
 [JsonSerializable(typeof(ApiKeyNameDto))]

@@ -202,6 +202,26 @@ public sealed partial class Sandbox : IAsyncDisposable
         }).ToArray();
     }
 
+    /// <summary>
+    /// Saves a running sandbox's filesystem (everything it changed, added or deleted) as a new template and returns
+    /// the template's id, which <see cref="CreateAsync"/> takes like any template. The sandbox keeps running.
+    /// With <paramref name="name"/>, the template can also be created by that name (a later snapshot with the same
+    /// name takes it over).
+    /// </summary>
+    public static async Task<string> SnapshotFilesystemAsync(string sandboxId, string? name = null, ConnectionOptions? connection = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sandboxId);
+        using var api = new ApiClient((connection ?? new ConnectionOptions()).Resolve());
+        var snapshot = await api.CreateSnapshotAsync(sandboxId, name, cancellationToken).ConfigureAwait(false);
+        return snapshot.SnapshotId is { Length: > 0 } id
+            ? id
+            : throw new SandboxException("the server answered the snapshot without a snapshotID");
+    }
+
+    /// <summary>Saves this sandbox's filesystem as a new template and returns its id (see the static overload).</summary>
+    public Task<string> SnapshotFilesystemAsync(string? name = null, CancellationToken cancellationToken = default) =>
+        SnapshotFilesystemAsync(SandboxId, name, ApiOptions(), cancellationToken);
+
     /// <summary>Kills this sandbox; false when it was already gone.</summary>
     public Task<bool> KillAsync(CancellationToken cancellationToken = default) => KillAsync(SandboxId, ApiOptions(), cancellationToken);
 

@@ -6,7 +6,7 @@ using Paddock.Daemon.Sandboxes;
 namespace Paddock.Daemon.Pools;
 
 /// <summary>A started pool sandbox waiting to be claimed. <see cref="PoolToken"/> guards its agent until then.</summary>
-internal sealed record PoolMember(string SandboxId, string Pool, string TemplateId, string RootfsPath, ResourceLimits Limits, string PoolToken, DateTimeOffset ReadyAt);
+internal sealed record PoolMember(string SandboxId, string Pool, string TemplateId, IReadOnlyList<string> Layers, ResourceLimits Limits, string PoolToken, DateTimeOffset ReadyAt);
 
 /// <summary>
 /// Warm pools (issue 6): per template, sandboxes started ahead by a background refiller so that a create is a claim
@@ -70,7 +70,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             for (var i = pool.Ready.Count; i > 0 && pool.Ready.TryDequeue(out var member); i--)
             {
                 ReleaseWake();
-                if (member.RootfsPath != template.RootfsPath)
+                if (!member.Layers.SequenceEqual(template.Layers, StringComparer.Ordinal))
                 {
                     PoolsLog.Stale(_logger, pool.Name, member.SandboxId);
                     _ = DestroyAsync(member.SandboxId);
@@ -207,14 +207,14 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             var spec = new SandboxSpec
             {
                 SandboxId = SandboxIds.NewId(),
-                TemplateRootfs = template.RootfsPath,
+                TemplateLayers = template.Layers,
                 Limits = PoolLimits,
                 AgentAccessToken = token,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = true,
             };
             var started = await _runtime.StartAsync(spec, timeout.Token);
-            var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.RootfsPath, spec.Limits, token, DateTimeOffset.UtcNow);
+            var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.Layers, spec.Limits, token, DateTimeOffset.UtcNow);
             if (stopping.IsCancellationRequested)
             {
                 await DestroyAsync(member.SandboxId);

@@ -45,6 +45,14 @@ internal interface ISandboxRuntime
     ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Copies the sandbox's filesystem changes (everything it added, changed or deleted relative to its template's
+    /// layers, deletions as overlayfs whiteouts) into the new directory <paramref name="destination"/>, as one
+    /// consistent point in time, and returns how many bytes the copy holds. The sandbox keeps running; the copy
+    /// shares no inode the sandbox can still write. Throws <see cref="SandboxNotFoundException"/> when it is gone.
+    /// </summary>
+    Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Replaces the egress policy of a running sandbox; it applies to every packet from then on. Throws
     /// <see cref="SandboxNotFoundException"/> when the sandbox does not exist and
     /// <see cref="SandboxNetworkUnsupportedException"/> when this tier (or this host's configuration) has no egress.
@@ -58,8 +66,11 @@ internal sealed record SandboxSpec
 {
     public required string SandboxId { get; init; }
 
-    /// <summary>The template's read-only root filesystem on the host.</summary>
-    public required string TemplateRootfs { get; init; }
+    /// <summary>
+    /// The template's read-only layers on the host, top first (overlayfs's <c>lowerdir=top:...:bottom</c>): the
+    /// bottom one is a whole root filesystem, each one above holds only what changed, deletions as whiteouts.
+    /// </summary>
+    public required IReadOnlyList<string> TemplateLayers { get; init; }
 
     public required ResourceLimits Limits { get; init; }
 

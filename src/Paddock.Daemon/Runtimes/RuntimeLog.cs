@@ -31,4 +31,7 @@ internal static partial class RuntimeLog
 
     [LoggerMessage(3007, LogLevel.Debug, "Sandbox {SandboxId}: overlay busy at unmount, retrying")]
     public static partial void OverlayBusy(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3050, LogLevel.Information, "Sandbox {SandboxId}: filesystem snapshot of {Bytes} bytes, frozen after {PauseMs} ms, done in {TotalMs} ms")]
+    public static partial void SnapshotTaken(ILogger logger, string sandboxId, long bytes, long pauseMs, long totalMs);
 }

@@ -13,6 +13,8 @@ internal interface ITemplateLookup
 /// <summary>A template ready to start sandboxes from.</summary>
 /// <param name="TemplateId">Its id (what records and the API call <c>templateID</c>).</param>
 /// <param name="Alias">The name it was asked by, when that is not the id.</param>
-/// <param name="RootfsPath">Its read-only root filesystem on the host.</param>
+/// <param name="Layers">Its read-only layer directories on the host, top first; the bottom one is a whole root filesystem.</param>
 /// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
-internal sealed record SandboxTemplate(string TemplateId, string? Alias, string RootfsPath, string? DefaultUser = null);
+/// <param name="EnvVars">Environment its sandboxes start with (a built template's ENV steps); null: none.</param>
+internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
+    IReadOnlyDictionary<string, string>? EnvVars = null);

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Paddock.Daemon.Pools;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Store;
+using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon.Sandboxes;
 
@@ -36,7 +37,8 @@ internal sealed record CreateSandboxCommand
 
     public required int DiskSizeMB { get; init; }
 
-    /// <summary>The caller's team: it owns the sandbox, and its limits bound the create.</summary>
+    /// <summary>The caller's team: it owns the sandbox, its limits bound the create, and it may start from its own
+    /// templates and public ones.</summary>
     public string TeamId { get; init; } = SandboxRecord.DefaultTeamId;
 
     public TeamLimits TeamLimits { get; init; } = TeamLimits.None;
@@ -56,7 +58,7 @@ internal sealed class SandboxManager
     // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
     private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
     private readonly ISandboxRuntime _runtime;
-    private readonly ITemplateLookup _templates;
+    private readonly TemplateRegistry _templates;
     private readonly ISandboxStore _store;
     private readonly SandboxJournal _journal;
     private readonly DeadlineScheduler _scheduler;
@@ -67,7 +69,7 @@ internal sealed class SandboxManager
     private readonly WarmPools? _pools;
     private int _reserved;
 
-    public SandboxManager(ISandboxRuntime runtime, ITemplateLookup templates, ISandboxStore store, SandboxJournal journal,
+    public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null)
     {
         _pools = pools;
@@ -104,7 +106,7 @@ internal sealed class SandboxManager
     public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken, CreateTrace? trace = null)
     {
         trace ??= new CreateTrace();
-        var template = await _templates.FindAsync(command.Template, cancellationToken)
+        var template = await _templates.FindAsync(command.Template, command.TeamId, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
         // The team's share first, then the host's; both are given back on every path that does not end running.
         _teamUsage.Reserve(command.TeamId, command.TeamLimits, command.CpuCount, command.MemoryMB);
@@ -165,9 +167,9 @@ internal sealed class SandboxManager
             var spec = new SandboxSpec
             {
                 SandboxId = record.SandboxId,
-                TemplateRootfs = template.RootfsPath,
+                TemplateLayers = template.Layers,
                 Limits = limits,
-                EnvVars = command.EnvVars,
+                EnvVars = EnvironmentOf(template, command),
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
@@ -231,6 +233,12 @@ internal sealed class SandboxManager
         }
     }
 
+    /// <summary>The template's environment (a built template's ENV steps) below the create's own.</summary>
+    private static IReadOnlyDictionary<string, string> EnvironmentOf(SandboxTemplate template, CreateSandboxCommand command) =>
+        template.EnvVars is { Count: > 0 } templateEnv
+            ? templateEnv.Concat(command.EnvVars).GroupBy(e => e.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().Value, StringComparer.Ordinal)
+            : command.EnvVars;
+
     /// <summary>
     /// Makes a warm pool sandbox the caller's: its variables and token through the agent's /init, then its record
     /// (written once, already running: a crash before it leaves a sandbox without a record, which recovery destroys).
@@ -243,7 +251,7 @@ internal sealed class SandboxManager
         {
             // A pool member runs with the default policy (allow all); anything else is applied before it is handed over.
             var egress = command.Egress ?? (command.AllowInternetAccess == false ? Networking.EgressPolicy.DenyAll : null);
-            await _pools!.HandOverAsync(member, command.EnvVars, envdToken, egress, cancellationToken);
+            await _pools!.HandOverAsync(member, EnvironmentOf(template, command), envdToken, egress, cancellationToken);
         }
         catch (Exception ex) when (!(ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
         {

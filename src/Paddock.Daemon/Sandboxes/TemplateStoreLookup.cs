@@ -19,6 +19,6 @@ internal sealed class TemplateStoreLookup(TemplateStore store) : ITemplateLookup
         {
             info = store.List().Where(t => t.Name == templateIdOrAlias).MaxBy(t => t.BuiltAt);
         }
-        return info is null ? null : new SandboxTemplate(info.Name, null, info.RootfsPath, info.DefaultUser);
+        return info is null ? null : new SandboxTemplate(info.Name, null, [info.RootfsPath], info.DefaultUser);
     }
 }

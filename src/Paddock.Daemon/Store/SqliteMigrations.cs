@@ -72,5 +72,37 @@ internal static class SqliteMigrations
             CREATE INDEX api_keys_by_team ON api_keys (team_id);
             ALTER TABLE sandboxes ADD COLUMN team_id TEXT NOT NULL DEFAULT 'default';
             """),
+        // Templates: built-ins (public, team_id NULL) and filesystem snapshots (a team's). layers is a JSON array of
+        // host directories, top first, exactly as sandboxes mount them; own_layer is the one directory the template
+        // added (removed with it), NULL for built-ins, whose rootfs the template store owns, and for built templates,
+        // whose layers belong to the layer cache (template_layer_cache: one layer per build step and all before it).
+        (3, """
+            CREATE TABLE templates (
+                template_id       TEXT PRIMARY KEY,
+                team_id           TEXT,
+                names             TEXT NOT NULL,
+                kind              TEXT NOT NULL,
+                layers            TEXT NOT NULL,
+                own_layer         TEXT,
+                size_bytes        INTEGER NOT NULL,
+                created_at        INTEGER NOT NULL,
+                parent_id         TEXT,
+                source_sandbox_id TEXT,
+                default_user      TEXT,
+                public            INTEGER NOT NULL,
+                env               TEXT,
+                workdir           TEXT,
+                start_cmd         TEXT,
+                ready_cmd         TEXT
+            );
+            CREATE INDEX templates_by_parent ON templates (parent_id);
+            CREATE INDEX templates_by_team ON templates (team_id, created_at);
+            CREATE TABLE template_layer_cache (
+                cache_key  TEXT PRIMARY KEY,
+                layer      TEXT NOT NULL,
+                size_bytes INTEGER NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            """),
     ];
 }

@@ -264,7 +264,8 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         FROM sandboxes
         """;
 
-    private async Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken)
+    /// <summary>A new open connection to the same database (other stores of the daemon share the file and its schema).</summary>
+    internal async Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken)
     {
         var connection = new SqliteConnection(_connectionString);
         try

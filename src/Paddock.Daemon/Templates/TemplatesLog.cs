@@ -19,4 +19,19 @@ internal static partial class TemplatesLog
 
     [LoggerMessage(3104, LogLevel.Warning, "Template {Name} version {Version} failed to build")]
     public static partial void BuildFailed(ILogger logger, string name, string version, Exception exception);
+
+    [LoggerMessage(3110, LogLevel.Information, "Template {TemplateId}: snapshot of sandbox {SandboxId} on top of {ParentId}, {Bytes} bytes")]
+    public static partial void SnapshotRegistered(ILogger logger, string templateId, string sandboxId, string parentId, long bytes);
+
+    [LoggerMessage(3111, LogLevel.Information, "Template {TemplateId} deleted")]
+    public static partial void TemplateDeleted(ILogger logger, string templateId);
+
+    [LoggerMessage(3112, LogLevel.Warning, "Could not remove the unreferenced layer {Layer}; remove it by hand")]
+    public static partial void LayerRemovalFailed(ILogger logger, string layer, Exception exception);
+
+    [LoggerMessage(3113, LogLevel.Information, "Template {TemplateId} build {BuildId}: {Status}")]
+    public static partial void BuildOfTemplateFinished(ILogger logger, string templateId, string buildId, string status);
+
+    [LoggerMessage(3114, LogLevel.Warning, "Template {TemplateId} build {BuildId} failed")]
+    public static partial void BuildOfTemplateFailed(ILogger logger, string templateId, string buildId, Exception exception);
 }

@@ -33,7 +33,7 @@ public sealed class ControlPlaneTests(DaemonFixture fixture) : IClassFixture<Dae
         Assert.Equal("hi", spec.EnvVars["GREETING"]);
         Assert.False(spec.AllowInternetAccess);
         Assert.Equal(new Paddock.Daemon.Runtimes.ResourceLimits(2, 512L << 20, 1024, 1024L << 20), spec.Limits);
-        Assert.Equal("/nonexistent/rootfs/base", spec.TemplateRootfs);
+        Assert.Equal(["/nonexistent/rootfs/base"], spec.TemplateLayers);
 
         var (status, detail, _) = await SendAsync(Daemon.Api, HttpMethod.Get, $"/sandboxes/{id}");
         Assert.Equal(HttpStatusCode.OK, status);

@@ -82,6 +82,6 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
     private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
     {
         public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, fixture.Base.RootfsPath, fixture.Base.DefaultUser) : null);
+            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

@@ -64,6 +64,6 @@ public sealed class NetworkApiTests(NetworkFixture fixture) : IAsyncLifetime
     private sealed class BaseOnly(NetworkFixture fixture) : ITemplateLookup
     {
         public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, fixture.Base.RootfsPath, fixture.Base.DefaultUser) : null);
+            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

@@ -66,7 +66,7 @@ public sealed class NetworkFixture : IAsyncLifetime
     internal SandboxSpec Spec(EgressPolicy? policy) => new()
     {
         SandboxId = "n-" + Guid.NewGuid().ToString("N")[..12],
-        TemplateRootfs = Base.RootfsPath,
+        TemplateLayers = [Base.RootfsPath],
         DefaultUser = Base.DefaultUser,
         Limits = new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: 256, DiskBytes: 1L << 30),
         Egress = policy,

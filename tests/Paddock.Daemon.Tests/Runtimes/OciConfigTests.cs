@@ -16,7 +16,7 @@ public sealed class OciConfigTests
         spec ??= new SandboxSpec
         {
             SandboxId = "abc",
-            TemplateRootfs = "/templates/base/v/rootfs",
+            TemplateLayers = ["/templates/base/v/rootfs"],
             Limits = new ResourceLimits(CpuCount: 2, MemoryBytes: 512L << 20, MaxPids: 100, DiskBytes: 1L << 30),
             AgentAccessToken = "secret",
             DefaultUser = "user",

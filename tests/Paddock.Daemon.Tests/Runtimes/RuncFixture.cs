@@ -57,7 +57,7 @@ public sealed class RuncFixture : IAsyncLifetime
     internal SandboxSpec Spec(TemplateInfo template, ResourceLimits? limits = null, string? token = null) => new()
     {
         SandboxId = "t-" + Guid.NewGuid().ToString("N")[..12],
-        TemplateRootfs = template.RootfsPath,
+        TemplateLayers = [template.RootfsPath],
         DefaultUser = template.DefaultUser,
         Limits = limits ?? new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: 256, DiskBytes: 1L << 30),
         AgentAccessToken = token,

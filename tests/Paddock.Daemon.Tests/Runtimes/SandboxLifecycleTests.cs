@@ -159,7 +159,7 @@ public sealed class SandboxLifecycleTests
         Directory.CreateDirectory(Path.Combine(broken, "etc", "hosts"));
         try
         {
-            var spec = _fixture.Spec(_fixture.Busybox) with { TemplateRootfs = broken };
+            var spec = _fixture.Spec(_fixture.Busybox) with { TemplateLayers = [broken] };
             var error = await Assert.ThrowsAsync<SandboxStartException>(() => _fixture.Runtime.StartAsync(spec, TestEnvironment.Timeout(TimeSpan.FromSeconds(60))));
 
             Assert.Contains("runc run failed", error.Message, StringComparison.Ordinal);

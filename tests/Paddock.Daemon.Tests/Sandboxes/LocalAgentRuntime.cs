@@ -121,6 +121,10 @@ internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
     public Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<string>>([]);
 
+    /// <summary>A local process has no filesystem of its own to copy.</summary>
+    public Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken) =>
+        throw new NotSupportedException("the local test runtime has no sandbox filesystem to snapshot");
+
     public Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
     {
         if (!_sandboxes.TryGetValue(sandboxId, out var entry) || entry.Process.HasExited)

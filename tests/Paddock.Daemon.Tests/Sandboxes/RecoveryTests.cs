@@ -39,7 +39,7 @@ public sealed class RecoveryTests : IAsyncLifetime
             await _runtime.StartAsync(new SandboxSpec
             {
                 SandboxId = "stray0000000000000000",
-                TemplateRootfs = "/nonexistent",
+                TemplateLayers = ["/nonexistent"],
                 Limits = new ResourceLimits(1, 128 << 20, 64, 1 << 30),
             }, timeout.Token);
         }

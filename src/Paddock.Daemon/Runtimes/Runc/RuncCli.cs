@@ -88,6 +88,28 @@ internal sealed class RuncCli
         throw new IOException($"runc delete of '{id}' failed: {result.Describe()}");
     }
 
+    /// <summary><c>runc pause</c>: freezes every process of the container (cgroup freezer).</summary>
+    public async Task PauseAsync(string id, CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(cancellationToken, "pause", id);
+        if (!result.Succeeded)
+        {
+            throw result.StandardError.Contains("does not exist", StringComparison.Ordinal)
+                ? new SandboxNotFoundException(id)
+                : new IOException($"runc pause of '{id}' failed: {result.Describe()}");
+        }
+    }
+
+    /// <summary><c>runc resume</c>: thaws a container that <see cref="PauseAsync"/> froze.</summary>
+    public async Task ResumeAsync(string id, CancellationToken cancellationToken)
+    {
+        var result = await RunAsync(cancellationToken, "resume", id);
+        if (!result.Succeeded)
+        {
+            throw new IOException($"runc resume of '{id}' failed: {result.Describe()}");
+        }
+    }
+
     /// <summary>Every container under our root, alive or stopped.</summary>
     public async Task<IReadOnlyList<RuncContainer>> ListAsync(CancellationToken cancellationToken)
     {

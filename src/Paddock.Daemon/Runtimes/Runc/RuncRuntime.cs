@@ -6,6 +6,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Networking;
+using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon.Runtimes.Runc;
 
@@ -56,10 +57,17 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
         var layout = new SandboxLayout(_options, spec.SandboxId);
-        ValidatePathForOverlay(spec.TemplateRootfs);
-        if (!Directory.Exists(spec.TemplateRootfs))
+        if (spec.TemplateLayers.Count == 0)
         {
-            throw new SandboxStartException(spec.SandboxId, $"template root filesystem {spec.TemplateRootfs} does not exist");
+            throw new SandboxStartException(spec.SandboxId, "the template has no layers");
+        }
+        foreach (var layer in spec.TemplateLayers)
+        {
+            ValidatePathForOverlay(layer);
+            if (!Directory.Exists(layer))
+            {
+                throw new SandboxStartException(spec.SandboxId, $"template layer {layer} does not exist");
+            }
         }
         // With egress off (no Runc:Network) a sandbox has loopback only, whatever its policy: nothing goes out.
         var egress = spec.EffectiveEgress;
@@ -129,10 +137,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var map = _options.IdMapping;
         var root = map.ToHost(0);
         Directory.CreateDirectory(layout.Directory);
-        new SandboxMetadata(spec.SandboxId, spec.TemplateRootfs, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
+        new SandboxMetadata(spec.SandboxId, spec.TemplateLayers, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
 
-        // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's.
-        var lowerRoot = Files.Stat(spec.TemplateRootfs);
+        // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's
+        // (the top layer's: a snapshot layer carries the root directory as its sandbox last had it).
+        var lowerRoot = Files.Stat(spec.TemplateLayers[0]);
         Directory.CreateDirectory(layout.Upper);
         Files.ChangeOwner(layout.Upper, lowerRoot.Uid, lowerRoot.Gid);
         Files.ChangeMode(layout.Upper, lowerRoot.Mode);
@@ -140,7 +149,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         Directory.CreateDirectory(layout.Rootfs);
 
         var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
-            $"lowerdir={spec.TemplateRootfs},upperdir={layout.Upper},workdir={layout.Work}");
+            $"lowerdir={string.Join(':', spec.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
         if (errno != 0)
         {
             throw Errno.Exception("mount overlay", layout.Rootfs, errno);
@@ -431,6 +440,62 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             socket.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Freezes the container (runc pause: the cgroup freezer), copies its upper directory, and thaws it again
+    /// whatever happens. Frozen, no process of the sandbox can write, so the copy is one point in time; writes in
+    /// flight in the kernel finish before the freeze completes. The copy (see <see cref="LayerCopy"/>) makes new inodes,
+    /// so the sandbox's later writes to its upper directory never reach the snapshot.
+    /// </summary>
+    public async Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        // Held so that a destroy cannot remove the upper directory under the copy.
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        if (!Directory.Exists(layout.Upper))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var clock = Stopwatch.StartNew();
+        await _runc.PauseAsync(sandboxId, cancellationToken);
+        var paused = clock.ElapsedMilliseconds;
+        long bytes;
+        try
+        {
+            bytes = await LayerCopy.CopyAsync(layout.Upper, destination, cancellationToken);
+        }
+        finally
+        {
+            // Thawed even when the copy failed or the request was cancelled: a frozen sandbox is a hung sandbox.
+            using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await _runc.ResumeAsync(sandboxId, resumeTimeout.Token);
+        }
+        RemoveAgentLeftovers(destination);
+        RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
+        return bytes;
+    }
+
+    /// <summary>
+    /// The agent's own runtime files in the sandbox (its HTTP/2 hand-off sockets in /tmp, Paddock.Agent's
+    /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own
+    /// agent, and without this every snapshot and every build step would add dead sockets to the layers.
+    /// </summary>
+    private static void RemoveAgentLeftovers(string layer)
+    {
+        var tmp = Path.Combine(layer, "tmp");
+        if (!Directory.Exists(tmp))
+        {
+            return;
+        }
+        foreach (var socket in Directory.EnumerateFileSystemEntries(tmp, ".paddock-agent-*.sock"))
+        {
+            File.Delete(socket);
         }
     }
 

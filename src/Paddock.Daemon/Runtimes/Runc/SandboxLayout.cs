@@ -37,7 +37,7 @@ internal sealed partial class SandboxLayout
 
     public string Work => Path.Combine(Directory, "work");
 
-    /// <summary>The overlay mount (template below, <see cref="Upper"/> above): the container's root.</summary>
+    /// <summary>The overlay mount (the template's layers below, <see cref="Upper"/> above): the container's root.</summary>
     public string Rootfs => Path.Combine(Directory, "rootfs");
 
     public string ConfigFile => Path.Combine(Directory, "config.json");
@@ -73,7 +73,7 @@ internal sealed partial class SandboxLayout
 /// <see cref="AllowInternetAccess"/> is what the create asked for; the policy in force is the network link's record
 /// (<see cref="Networking.SandboxLink"/>).
 /// </summary>
-internal sealed record SandboxMetadata(string SandboxId, string TemplateRootfs, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
+internal sealed record SandboxMetadata(string SandboxId, IReadOnlyList<string> TemplateLayers, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
 {
     public static SandboxMetadata? TryRead(string path)
     {
