@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
+using Xunit.Abstractions;
 
 namespace Paddock.Security.Tests;
 
@@ -13,7 +14,7 @@ namespace Paddock.Security.Tests;
 /// and the sandbox's agent must be alive at the end.
 /// </summary>
 [Collection(BatteryCollection.Name)]
-public sealed class FuzzTests(BatteryFixture fixture)
+public sealed class FuzzTests(BatteryFixture fixture, ITestOutputHelper output)
 {
     private const int Seed = 20261128;
     private const int Requests = 2000;
@@ -107,6 +108,7 @@ public sealed class FuzzTests(BatteryFixture fixture)
         }
 
         var summary = $"{sent} requests in {clock.Elapsed.TotalSeconds:0} s; statuses {string.Join(", ", statuses.Select(kv => $"{kv.Key}x{kv.Value}"))}";
+        output.WriteLine(summary);
         Assert.True(failures.Count == 0, summary + "\n" + string.Join("\n", failures));
         Assert.True(sent >= Requests || clock.Elapsed >= Budget, summary);
         Assert.True(fixture.Daemon.IsAlive, "paddockd died: " + fixture.Daemon.Log);
@@ -219,7 +221,7 @@ public sealed class FuzzTests(BatteryFixture fixture)
         r => Utf8($$"""{"templateID":"no-such-template","cpuCount":{{Value(r)}},"memoryMB":{{Value(r)}},"diskSizeMB":{{Value(r)}}}"""),
         r => Utf8($$"""{"timeout":{{Value(r)}},"autoPause":{{Value(r)}},"network":{{Value(r)}},"secure":{{Value(r)}}}"""),
         r => Utf8(new string('[', r.Next(1, 20000)) + new string(']', r.Next(0, 3))),
-        r => Utf8($$"""{"templateID":"no-such-template","metadata":{"{{Pick(r)}}":"{{Pick(r)}}"},"envVars":{"{{Pick(r)}}":"x"}}"""),
+        r => Utf8($$$"""{"templateID":"no-such-template","metadata":{"{{{Pick(r)}}}":"{{{Pick(r)}}}"},"envVars":{"{{{Pick(r)}}}":"x"}}"""),
         r => Utf8("""{"templateID":"no-such""" + Pick(r)),
         r => [0xEF, 0xBB, 0xBF, 0x7B, 0xC3, 0x28, 0x7D],
         r => Utf8($$"""{"templateID":"no-such-template","timeout":{{Value(r)}},"templateID":{{Value(r)}}}"""),
@@ -230,7 +232,7 @@ public sealed class FuzzTests(BatteryFixture fixture)
         r => Utf8($$"""{"path":{{Json(r)}},"depth":{{Value(r)}}}"""),
         r => Utf8($$"""{"source":{{Json(r)}},"destination":{{Json(r)}}}"""),
         r => Utf8($$"""{"process":{"cmd":{{Json(r)}},"args":[{{Json(r)}}],"envs":{{Value(r)}},"cwd":{{Json(r)}}},"pty":{{Value(r)}}}"""),
-        r => Utf8($$"""{"process":{"pid":{{Value(r)}}},"signal":{{Value(r)}},"input":{"stdin":{{Json(r)}}}}"""),
+        r => Utf8($$$"""{"process":{"pid":{{{Value(r)}}}},"signal":{{{Value(r)}}},"input":{"stdin":{{{Json(r)}}}}}"""),
         r => Utf8($$"""{"watcherId":{{Json(r)}},"path":{{Json(r)}},"recursive":{{Value(r)}}}"""),
         r => Envelope(r, Utf8($$"""{"path":{{Json(r)}}}""")),
         r => Envelope(r, RandomBytes(r, r.Next(0, 256))),
@@ -265,7 +267,7 @@ public sealed class FuzzTests(BatteryFixture fixture)
     {
         var bytes = new byte[8 << 20];
         Array.Fill(bytes, (byte)'a');
-        Utf8("""{"templateID":"""").CopyTo(bytes, 0);
+        Utf8("{\"templateID\":\"").CopyTo(bytes, 0);
         bytes[^2] = (byte)'"';
         bytes[^1] = (byte)'}';
         return random.Next(2) == 0 ? bytes : bytes[..^1];
