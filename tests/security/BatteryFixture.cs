@@ -75,7 +75,14 @@ public sealed class BatteryFixture : IAsyncLifetime
         {
             Assert.True(now.TryGetValue(key, out var v) && v == value, $"host state {key} changed: '{value}' -> '{v}'");
         }
-        Assert.Empty(SandboxUidsInHostPidNamespace());
+        // Seen again 2 s later: "runc init" of a sandbox being created (by any test run on the machine) passes
+        // through the host's pid namespace for a moment; a process that escaped stays.
+        var suspects = SandboxUidsInHostPidNamespace();
+        if (suspects.Count > 0)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            Assert.Empty(SandboxUidsInHostPidNamespace().Intersect(suspects, StringComparer.Ordinal));
+        }
         var neighbour = await Neighbour.RunAsync(
             $"cat {NeighbourFile}; echo; python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {NeighbourPort}), 2); print(\"serving\")'");
         Assert.Equal($"{NeighbourContent}\nserving\n", neighbour.Stdout);

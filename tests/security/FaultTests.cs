@@ -11,6 +11,7 @@ namespace Paddock.Security.Tests;
 /// sandbox the restarted daemon lists is killed, no mount, network namespace, sandbox directory, cgroup or process
 /// of its tier remains.
 /// </summary>
+[Collection(BatteryCollection.Name)] // not in parallel with the battery: its counts and its load are its own
 public sealed class FaultTests(ITestOutputHelper output)
 {
     private const int Rounds = 3;

@@ -15,6 +15,7 @@ namespace Paddock.Security.Tests;
 /// </summary>
 internal sealed class PaddockdProcess : IAsyncDisposable
 {
+    private static int s_instances;
     private readonly StringBuilder _log = new();
     private Process _process;
 
@@ -66,7 +67,9 @@ internal sealed class PaddockdProcess : IAsyncDisposable
     public static async Task<PaddockdProcess> StartAsync()
     {
         var state = Directory.CreateTempSubdirectory("paddock-security-").FullName;
-        var cgroupParent = "paddock-security-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+        // Its own per daemon: a runc tier removes every sandbox cgroup under its parent that it does not run
+        // (leftovers), so two daemons sharing one would destroy each other's sandboxes (seen here).
+        var cgroupParent = $"paddock-security-{Environment.ProcessId}-{Interlocked.Increment(ref s_instances)}";
         var (url, process) = Launch(state, cgroupParent);
         var daemon = new PaddockdProcess(process, url, state, cgroupParent);
         daemon.Attach(process);
