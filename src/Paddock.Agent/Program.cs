@@ -4,6 +4,7 @@ using Paddock.Agent.Connect;
 using Paddock.Agent.Files;
 using Paddock.Agent.Filesystem;
 using Paddock.Agent.Hosting;
+using Paddock.Agent.Init;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
 
@@ -41,6 +42,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     });
     H2cHandoff.ListenPrivate(kestrel, h2cSocket);
 });
+// 64 KiB buffers for Kestrel instead of 4 KiB: fewer system calls per byte of the large bodies the agent moves.
+builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
 builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
@@ -64,6 +67,7 @@ app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
     }
     json.WriteEndObject();
 });
+app.MapInit();
 app.MapProcessService();
 app.MapFilesystemService();
 app.MapFileTransfer();

@@ -4,6 +4,7 @@ using Paddock.Cli.Daemon;
 using Paddock.Cli.Exec;
 using Paddock.Cli.Sandboxes;
 using Paddock.Cli.Shell;
+using Paddock.Cli.Teams;
 
 namespace Paddock.Cli;
 
@@ -23,6 +24,8 @@ internal static class CliApp
         root.Subcommands.Add(CopyCommand.Build());
         root.Subcommands.Add(TemplateCommands.Build());
         root.Subcommands.Add(LogsCommand.Build());
+        root.Subcommands.Add(KeyCommands.Build());
+        root.Subcommands.Add(TeamCommands.Build());
         var parsed = root.Parse(args);
         return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
     }

@@ -11,6 +11,8 @@ internal static class Errors
         ServiceUnreachableException u when SameServer(u.Address, settings.ApiUrl) =>
             (ExitCodes.Unavailable, $"cannot reach the Paddock daemon at {settings.ApiUrl.GetLeftPart(UriPartial.Authority)} ({Cause(u)}). Is it running? Start it with 'paddock up', or set PADDOCK_URL."),
         ServiceUnreachableException u => (ExitCodes.Unavailable, u.Message),
+        // 403: the key is valid but may not do this (a team route for admin keys only); another key would not be a fix for a typo.
+        AuthenticationException { StatusCode: 403 } a => (ExitCodes.NoPermission, a.Message),
         AuthenticationException a => (ExitCodes.NoPermission, $"{a.Message}\nThe key used: {settings.KeySource}. Set PADDOCK_API_KEY to a key of this daemon."),
         SandboxNotFoundException n => (ExitCodes.NotFound, $"no such sandbox: '{n.SandboxId}' (it never existed, was killed, or timed out)"),
         NotFoundException n => (ExitCodes.NotFound, n.Message),

@@ -4,10 +4,12 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Auth;
+using Paddock.Daemon.Pools;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
+using Paddock.Daemon.Teams;
 
 namespace Paddock.Daemon;
 
@@ -51,7 +53,9 @@ internal static class DaemonHost
         services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
         services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<TeamDirectory>();
         services.AddSingleton<SandboxJournal>();
         services.AddSingleton(sp => new DeadlineScheduler(
             sp.GetRequiredService<TimeProvider>(),
@@ -64,6 +68,8 @@ internal static class DaemonHost
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
+        services.AddSingleton<WarmPools>();
+        services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();
@@ -91,6 +97,7 @@ internal static class DaemonHost
         app.UseRouting();
         app.MapSandboxApi();
         app.MapTemplateApi();
+        app.MapTeamApi();
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));
         return app;
@@ -118,7 +125,7 @@ internal static class DaemonHost
         await store.InitializeAsync(cancellationToken);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
-        app.Services.GetRequiredService<ApiKeyAuthenticator>().Load(await store.ListApiKeyHashesAsync(cancellationToken), options.ExtraApiKey);
+        await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Paddock.Daemon.Pools;
 
 namespace Paddock.Daemon;
 
@@ -59,6 +60,9 @@ internal sealed record DaemonOptions
     /// <summary>How long the runtime may take to start a sandbox before the create fails.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Warm pools per template (default none: every create starts a sandbox).</summary>
+    public PoolSettings Pools { get; init; } = PoolSettings.None;
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -73,6 +77,8 @@ internal sealed record DaemonOptions
           --disk-mb N               writable disk per sandbox unless the create says (default 1024; env PADDOCK_DISK_MB)
           --max-pids N              processes per sandbox (default 1024; env PADDOCK_MAX_PIDS)
           --prepare-template NAME   build or find NAME (e.g. base) before listening (env PADDOCK_PREPARE_TEMPLATE)
+          --pool TEMPLATE=N[,...]   keep N sandboxes of TEMPLATE started ahead for creates (default none; env PADDOCK_POOL)
+          --pool-refill N           pool sandboxes starting at once (default 2; env PADDOCK_POOL_REFILL)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -98,6 +104,8 @@ internal sealed record DaemonOptions
         options = Apply(options, "--disk-mb", Env("DISK_MB"));
         options = Apply(options, "--max-pids", Env("MAX_PIDS"));
         options = Apply(options, "--prepare-template", Env("PREPARE_TEMPLATE"));
+        options = Apply(options, "--pool", Env("POOL"));
+        options = Apply(options, "--pool-refill", Env("POOL_REFILL"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -145,6 +153,8 @@ internal sealed record DaemonOptions
             "--disk-mb" => options with { DefaultDiskSizeMB = ParsePositive(name, value) },
             "--max-pids" => options with { MaxPids = ParseAtLeast(name, value, 16) },
             "--prepare-template" => options with { PrepareTemplate = value.Length > 0 ? value : throw new ArgumentException("--prepare-template needs a template name") },
+            "--pool" => options with { Pools = options.Pools with { Sizes = PoolSettings.ParseSizes(value) } },
+            "--pool-refill" => options with { Pools = options.Pools with { RefillConcurrency = ParsePositive(name, value) } },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

@@ -57,27 +57,21 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             }
 
             using var agent = await AgentHost.StartAsync(options.Binary, scratch.FullName, cancellationToken);
+            // The pid lets a profiler attach (perf record -p PID) while a section runs.
+            log.WriteLine($"agent pid {agent.Pid} on {agent.BaseAddress}");
             using var client = new EnvdClient(agent.BaseAddress);
+            var cpu = new CpuMeter(agent.Pid);
             if (Runs("roundtrip"))
             {
-                foreach (var comparison in await MeasureRoundTripAsync(client, cancellationToken))
-                {
-                    report.Add(comparison);
-                }
+                report.AddAll(await MeasureRoundTripAsync(client, cpu, report, cancellationToken));
             }
             if (Runs("stream"))
             {
-                foreach (var comparison in await MeasureStreamingAsync(client, cancellationToken))
-                {
-                    report.Add(comparison);
-                }
+                report.AddAll(await MeasureStreamingAsync(client, cpu, report, cancellationToken));
             }
             if (Runs("files"))
             {
-                foreach (var comparison in await MeasureFilesAsync(client, scratch.FullName, cancellationToken))
-                {
-                    report.Add(comparison);
-                }
+                report.AddAll(await MeasureFilesAsync(client, cpu, report, scratch.FullName, cancellationToken));
             }
             var exit = agent.Stop();
             report.AddFact("agent exit code after SIGTERM", "agent_exit_code", "", exit);
@@ -107,7 +101,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         return samples;
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureRoundTripAsync(EnvdClient client, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureRoundTripAsync(EnvdClient client, CpuMeter cpu, Report report, CancellationToken cancellationToken)
     {
         log.WriteLine($"round trip of /bin/true: {options.RoundTrips} each through the agent (proto, json) and bare posix_spawn+waitpid");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true" }, Stdin = false };
@@ -115,6 +109,8 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var proto = new Samples("ms", Direction.LowerIsBetter);
         var json = new Samples("ms", Direction.LowerIsBetter);
         var baseline = new Samples("ms", Direction.LowerIsBetter);
+        var protoCpu = new CpuFigures("`true` round trip, Connect proto", "true_round_trip_proto", "call");
+        var bareCpu = new CpuFigures("`true` round trip, bare posix_spawn+waitpid", "true_round_trip_bare", "call");
 
         // Warmup: JIT, the keep-alive connection, the page cache of /bin/true.
         for (var i = 0; i < 100; i++)
@@ -128,6 +124,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var clock = new Stopwatch();
         while (proto.Count < options.RoundTrips && budget.Elapsed < options.SectionBudget)
         {
+            var mark = cpu.Start();
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -136,6 +133,10 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 Expect(outcome, 0, 0);
                 proto.Add(clock.Elapsed.TotalMilliseconds);
             }
+            var use = mark.Stop();
+            protoCpu.Add("agent", use.Agent, RoundTripBlock);
+            protoCpu.Add("client", use.Client, RoundTripBlock);
+            protoCpu.Add("command", use.AgentChildren, RoundTripBlock);
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -144,6 +145,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 Expect(outcome, 0, 0);
                 json.Add(clock.Elapsed.TotalMilliseconds);
             }
+            mark = cpu.Start();
             for (var i = 0; i < RoundTripBlock; i++)
             {
                 clock.Restart();
@@ -152,7 +154,12 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 ExpectExit(code, 0);
                 baseline.Add(clock.Elapsed.TotalMilliseconds);
             }
+            use = mark.Stop();
+            bareCpu.Add("spawner", use.Client, RoundTripBlock);
+            bareCpu.Add("command", use.Baseline, RoundTripBlock);
         }
+        protoCpu.Report(report);
+        bareCpu.Report(report);
         const string baseName = "posix_spawn+waitpid /bin/true";
         return
         [
@@ -161,33 +168,50 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         ];
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CpuMeter cpu, Report report, CancellationToken cancellationToken)
     {
         var bytes = (long)options.StreamMiB * 1024 * 1024;
         var count = bytes.ToString(CultureInfo.InvariantCulture);
-        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way");
+        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way (agent proto, agent JSON, head | cat, head's pipe here)");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/usr/bin/head", Args = { "-c", count, "/dev/zero" } }, Stdin = false };
         using var pipeline = new Spawner("/bin/sh", ["-c", $"/usr/bin/head -c {count} /dev/zero | /bin/cat > /dev/null"], quiet: true);
         using var head = new Spawner("/usr/bin/head", ["-c", count, "/dev/zero"], quiet: true);
 
         var agent = new Samples("MiB/s", Direction.HigherIsBetter);
+        var agentJson = new Samples("MiB/s", Direction.HigherIsBetter);
         var catPipe = new Samples("MiB/s", Direction.HigherIsBetter);
         var ownPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var figures = new CpuFigures("stdout streaming", "stdout_stream", "MiB");
+        var eventSize = new Samples("KiB", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
+            var mark = cpu.Start();
             var clock = Stopwatch.StartNew();
             var outcome = await client.RunAsync(request, json: false, cancellationToken);
             var agentSeconds = clock.Elapsed.TotalSeconds;
+            var agentUse = mark.Stop();
             Expect(outcome, 0, bytes);
 
+            // The same through the JSON codec, which E2B's SDKs use (output travels as base64 text).
+            mark = cpu.Start();
+            clock.Restart();
+            var jsonOutcome = await client.RunAsync(request, json: true, cancellationToken);
+            var jsonSeconds = clock.Elapsed.TotalSeconds;
+            var jsonUse = mark.Stop();
+            Expect(jsonOutcome, 0, bytes);
+
+            mark = cpu.Start();
             clock.Restart();
             ExpectExit(Spawner.Wait(pipeline.Spawn()), 0);
             var catSeconds = clock.Elapsed.TotalSeconds;
+            var pipelineUse = mark.Stop();
 
+            mark = cpu.Start();
             clock.Restart();
             var read = ReadChildStdout(head);
             var ownSeconds = clock.Elapsed.TotalSeconds;
+            var ownUse = mark.Stop();
             if (read != bytes)
             {
                 throw new InvalidDataException($"read {read} bytes from head's pipe, expected {bytes}");
@@ -196,14 +220,28 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             if (run > 0)
             {
                 agent.Add(options.StreamMiB / agentSeconds);
+                agentJson.Add(options.StreamMiB / jsonSeconds);
                 catPipe.Add(options.StreamMiB / catSeconds);
                 ownPipe.Add(options.StreamMiB / ownSeconds);
+                eventSize.Add(bytes / 1024.0 / Math.Max(1, outcome.DataEvents));
+                figures.Add("agent", agentUse.Agent, options.StreamMiB);
+                figures.Add("client", agentUse.Client, options.StreamMiB);
+                figures.Add("agent_json", jsonUse.Agent, options.StreamMiB);
+                figures.Add("client_json", jsonUse.Client, options.StreamMiB);
+                figures.Add("head", ownUse.Baseline, options.StreamMiB);
+                figures.Add("pipeline", pipelineUse.Baseline, options.StreamMiB);
+                // The pipeline's sh, head and cat, less head as measured alone: what cat (the baseline's reader) used.
+                // A difference of two runs, so noisy (it can even come out below zero on a loaded machine).
+                figures.Add("cat", pipelineUse.Baseline - ownUse.Baseline, options.StreamMiB);
             }
         }
+        figures.Report(report);
+        report.AddFact($"stdout streaming, mean data event size (p50 of {eventSize.Count}, min {eventSize.Percentile(0):0.#}, max {eventSize.Percentile(100):0.#})", "stdout_stream_event_kib", "KiB", eventSize.P50);
         return
         [
             new("stdout streaming through Start", "stdout_stream", agent, "head | cat > /dev/null", catPipe, 0.5),
             new("stdout streaming through Start", "stdout_stream_vs_own_pipe", agent, "head's pipe read here", ownPipe, 0.5),
+            new("stdout streaming, Connect JSON (SDK)", "stdout_stream_json", agentJson, "head | cat > /dev/null", catPipe, 0.5),
         ];
     }
 
@@ -254,7 +292,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         return total;
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, string scratch, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, CpuMeter cpu, Report report, string scratch, CancellationToken cancellationToken)
     {
         var bytes = (long)options.FileMiB * 1024 * 1024;
         log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp and cat, {options.Runs} runs (+1 warmup) each");
@@ -269,39 +307,53 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
         var download = new Samples("MiB/s", Direction.HigherIsBetter);
         var copy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var copyCpu = new CpuFigures("copies", "copy", "MiB");
+        var octetCpu = new CpuFigures("upload, octet-stream", "upload_octet_stream", "MiB");
+        var multipartCpu = new CpuFigures("upload, multipart", "upload_multipart", "MiB");
+        var downloadCpu = new CpuFigures("download", "download", "MiB");
         var catCopy = new Samples("MiB/s", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
             // Every side writes a new file of the same size on the same filesystem, so each pays the same write cost.
             File.Delete(target);
+            var mark = cpu.Start();
             var clock = Stopwatch.StartNew();
             ExpectExit(Spawner.Wait(cp.Spawn()), 0);
             var cpSeconds = clock.Elapsed.TotalSeconds;
+            var cpUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             ExpectExit(Spawner.Wait(cat.Spawn()), 0);
             var catSeconds = clock.Elapsed.TotalSeconds;
+            var catUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             await client.UploadAsync(source, target, multipart: false, cancellationToken);
             var octetSeconds = clock.Elapsed.TotalSeconds;
+            var octetUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             await client.UploadAsync(source, target, multipart: true, cancellationToken);
             var multipartSeconds = clock.Elapsed.TotalSeconds;
+            var multipartUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
+            mark = cpu.Start();
             clock.Restart();
             var got = await client.DownloadAsync(source, target, cancellationToken);
             var downloadSeconds = clock.Elapsed.TotalSeconds;
+            var downloadUse = mark.Stop();
             if (got != bytes)
             {
                 throw new InvalidDataException($"downloaded {got} bytes, expected {bytes}");
@@ -309,6 +361,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
 
             if (run > 0)
             {
+                copyCpu.Add("cp", cpUse.Baseline, options.FileMiB);
+                copyCpu.Add("cat", catUse.Baseline, options.FileMiB);
+                octetCpu.Add("agent", octetUse.Agent, options.FileMiB);
+                octetCpu.Add("client", octetUse.Client, options.FileMiB);
+                multipartCpu.Add("agent", multipartUse.Agent, options.FileMiB);
+                multipartCpu.Add("client", multipartUse.Client, options.FileMiB);
+                downloadCpu.Add("agent", downloadUse.Agent, options.FileMiB);
+                downloadCpu.Add("client", downloadUse.Client, options.FileMiB);
                 copy.Add(options.FileMiB / cpSeconds);
                 catCopy.Add(options.FileMiB / catSeconds);
                 uploadOctet.Add(options.FileMiB / octetSeconds);
@@ -321,6 +381,10 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             throw new InvalidDataException("the downloaded file differs from the source");
         }
         File.Delete(target);
+        copyCpu.Report(report);
+        octetCpu.Report(report);
+        multipartCpu.Report(report);
+        downloadCpu.Report(report);
         const string baseName = "cp of the same file";
         return
         [

@@ -25,6 +25,9 @@ internal sealed class AgentHost : IDisposable
 
     public int Port { get; }
 
+    /// <summary>The agent's pid (0 once stopped).</summary>
+    public int Pid => _pid;
+
     public Uri BaseAddress { get; }
 
     /// <summary>From posix_spawn returning to the first 204 from <c>GET /health</c>.</summary>

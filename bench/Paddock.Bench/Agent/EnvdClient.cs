@@ -9,7 +9,7 @@ using Paddock.Envd.Process;
 namespace Paddock.Bench.Agent;
 
 /// <summary>What a process run through the agent's Start stream came to.</summary>
-internal readonly record struct RunOutcome(int ExitCode, long StdoutBytes, long StderrBytes);
+internal readonly record struct RunOutcome(int ExitCode, long StdoutBytes, long StderrBytes, int DataEvents);
 
 /// <summary>
 /// A minimal envd client for the bench: Connect server streams over one HTTP/1.1 keep-alive connection, and
@@ -65,6 +65,7 @@ internal sealed class EnvdClient : IDisposable
         try
         {
             long stdout = 0, stderr = 0;
+            var dataEvents = 0;
             int? exitCode = null;
             while (true)
             {
@@ -85,21 +86,14 @@ internal sealed class EnvdClient : IDisposable
                         throw new HttpRequestException($"Start ended with an error: {end}");
                     }
                     return exitCode is { } code
-                        ? new RunOutcome(code, stdout, stderr)
+                        ? new RunOutcome(code, stdout, stderr, dataEvents)
                         : throw new InvalidDataException("the Start stream ended without an end event");
                 }
-                if (!json && DataEventPayload(frame.Span) is var (isStdout, size))
+                if (json ? DataEventJson.TryRead(frame.Span, out var outBytes, out var errBytes, out _) : DataEventWire.TryRead(frame.Span, out outBytes, out errBytes, out _))
                 {
-                    // A data event: count it without copying it into a ByteString (1 MiB events would land on the
-                    // large object heap and make the client, not the agent, the bottleneck).
-                    if (isStdout)
-                    {
-                        stdout += size;
-                    }
-                    else
-                    {
-                        stderr += size;
-                    }
+                    dataEvents++;
+                    stdout += outBytes;
+                    stderr += errBytes;
                     continue;
                 }
                 var evt = (json
@@ -108,6 +102,7 @@ internal sealed class EnvdClient : IDisposable
                 switch (evt?.EventCase)
                 {
                     case ProcessEvent.EventOneofCase.Data:
+                        dataEvents++;
                         stdout += evt.Data.Stdout.Length;
                         stderr += evt.Data.Stderr.Length;
                         break;
@@ -121,61 +116,6 @@ internal sealed class EnvdClient : IDisposable
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-    }
-
-    /// <summary>
-    /// When <paramref name="message"/> is a binary StartResponse holding only a stdout or stderr data event
-    /// (StartResponse.event = 1 → ProcessEvent.data = 2 → DataEvent.stdout = 1 / stderr = 2, all length-delimited),
-    /// the stream it belongs to and its byte count; otherwise null, and the caller parses the message in full.
-    /// </summary>
-    internal static (bool IsStdout, int Size)? DataEventPayload(ReadOnlySpan<byte> message)
-    {
-        if (!TryField(ref message, 1, out var processEvent) || !message.IsEmpty)
-        {
-            return null;
-        }
-        if (!TryField(ref processEvent, 2, out var data) || !processEvent.IsEmpty)
-        {
-            return null;
-        }
-        if (data.IsEmpty || (data[0] != ((1 << 3) | 2) && data[0] != ((2 << 3) | 2)))
-        {
-            return null;
-        }
-        var isStdout = data[0] == ((1 << 3) | 2);
-        return TryField(ref data, isStdout ? 1 : 2, out var bytes) && data.IsEmpty ? (isStdout, bytes.Length) : null;
-    }
-
-    /// <summary>Reads one length-delimited field with a one-byte tag for <paramref name="number"/> from the front of <paramref name="span"/>.</summary>
-    private static bool TryField(ref ReadOnlySpan<byte> span, int number, out ReadOnlySpan<byte> value)
-    {
-        value = default;
-        if (span.IsEmpty || span[0] != (byte)((number << 3) | 2))
-        {
-            return false;
-        }
-        var length = 0UL;
-        var i = 1;
-        for (var shift = 0; ; shift += 7)
-        {
-            if (i >= span.Length || shift > 35)
-            {
-                return false;
-            }
-            var b = span[i++];
-            length |= (ulong)(b & 0x7f) << shift;
-            if ((b & 0x80) == 0)
-            {
-                break;
-            }
-        }
-        if (length > (ulong)(span.Length - i))
-        {
-            return false;
-        }
-        value = span.Slice(i, (int)length);
-        span = span[(i + (int)length)..];
-        return true;
     }
 
     /// <summary>
@@ -204,9 +144,25 @@ internal sealed class EnvdClient : IDisposable
             throw new HttpRequestException($"GET /files answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
         }
         await using var source = await response.Content.ReadAsStreamAsync(cancellationToken);
-        await using var file = new FileStream(localPath, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None);
-        await source.CopyToAsync(file, 256 * 1024, cancellationToken);
-        return file.Length;
+        using var file = File.OpenHandle(localPath, FileMode.Create, FileAccess.Write);
+        // Large reads straight from the socket and synchronous writes into the page cache, as cp does: FileStream's
+        // asynchronous writes would add a thread-pool hand-over per write to the client's side of the figure.
+        var buffer = ArrayPool<byte>.Shared.Rent(1024 * 1024);
+        try
+        {
+            long written = 0;
+            int read;
+            while ((read = await source.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                RandomAccess.Write(file, buffer.AsSpan(0, read), written);
+                written += read;
+            }
+            return written;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     public void Dispose() => _http.Dispose();

@@ -9,8 +9,11 @@ using Paddock.Envd.Process;
 
 namespace Paddock.Bench.Daemon;
 
-/// <summary>A sandbox as the create answered it: its id and the agent's access token (null when none was given).</summary>
-internal readonly record struct CreatedSandbox(string Id, string? AccessToken);
+/// <summary>
+/// A sandbox as the create answered it: its id, the agent's access token (null when none was given), and whether the
+/// create claimed a warm pool sandbox (its Server-Timing names the step).
+/// </summary>
+internal readonly record struct CreatedSandbox(string Id, string? AccessToken, bool Pooled = false);
 
 /// <summary>
 /// What an SDK does against paddockd, written against the wire: the control plane (REST, <c>X-API-Key</c>) and a
@@ -22,6 +25,9 @@ internal sealed class DaemonClient : IDisposable
     private const string AgentPort = "49983";
     private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
     private static readonly byte[] CreateBody = Encoding.UTF8.GetBytes("""{"templateID":"base","timeout":3600}""");
+
+    // Limits other than the daemon's defaults, which the pool's sandboxes have: such a create always starts cold.
+    private static readonly byte[] ColdCreateBody = Encoding.UTF8.GetBytes("""{"templateID":"base","timeout":3600,"cpuCount":1}""");
 
     private readonly HttpClient _http;
 
@@ -43,10 +49,10 @@ internal sealed class DaemonClient : IDisposable
         _http.DefaultRequestHeaders.Add("X-API-Key", apiKey);
     }
 
-    /// <summary><c>POST /sandboxes</c> of the base template.</summary>
-    public async Task<CreatedSandbox> CreateAsync(CancellationToken cancellationToken)
+    /// <summary><c>POST /sandboxes</c> of the base template; <paramref name="cold"/>: with limits no pool sandbox has.</summary>
+    public async Task<CreatedSandbox> CreateAsync(CancellationToken cancellationToken, bool cold = false)
     {
-        using var content = new ByteArrayContent(CreateBody);
+        using var content = new ByteArrayContent(cold ? ColdCreateBody : CreateBody);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         using var response = await _http.PostAsync("/sandboxes", content, cancellationToken);
         var text = await response.Content.ReadAsStringAsync(cancellationToken);
@@ -56,7 +62,8 @@ internal sealed class DaemonClient : IDisposable
         }
         var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
         var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");
-        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>());
+        var pooled = response.Headers.TryGetValues("Server-Timing", out var timing) && timing.Any(t => t.Contains("pool-claim", StringComparison.Ordinal));
+        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>(), pooled);
     }
 
     /// <summary><c>DELETE /sandboxes/{id}</c>; a 404 (already gone) is fine.</summary>
@@ -81,9 +88,16 @@ internal sealed class DaemonClient : IDisposable
     /// Runs <c>echo hi</c> in the sandbox and returns as soon as a stdout data event brings <c>hi</c> (the rest of
     /// the stream is drained, untimed, by disposing the response). Throws when the stream ends without it.
     /// </summary>
-    public async Task EchoHiAsync(CreatedSandbox sandbox, CancellationToken cancellationToken)
+    public Task EchoHiAsync(CreatedSandbox sandbox, CancellationToken cancellationToken) =>
+        RunAsync(sandbox, new ProcessConfig { Cmd = "/bin/echo", Args = { "hi" } }, waitForExit: false, cancellationToken);
+
+    /// <summary><c>commands.run('true')</c>: starts /bin/true and returns when its end event (exit 0) arrives.</summary>
+    public Task RunTrueAsync(CreatedSandbox sandbox, CancellationToken cancellationToken) =>
+        RunAsync(sandbox, new ProcessConfig { Cmd = "/bin/true" }, waitForExit: true, cancellationToken);
+
+    private async Task RunAsync(CreatedSandbox sandbox, ProcessConfig process, bool waitForExit, CancellationToken cancellationToken)
     {
-        var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/echo", Args = { "hi" } } };
+        var request = new StartRequest { Process = process };
         var json = Encoding.UTF8.GetBytes(JsonFormatter.Default.Format(request));
         var framed = new byte[Envelope.HeaderSize + json.Length];
         Envelope.WriteHeader(framed, 0, json.Length);
@@ -115,23 +129,27 @@ internal sealed class DaemonClient : IDisposable
             var text = Encoding.UTF8.GetString(payload);
             if ((flags & Envelope.EndStreamFlag) != 0)
             {
-                throw new IOException($"the Start stream ended before 'hi' arrived (stdout so far '{stdout}'): {text}");
+                throw new IOException($"the Start stream of {process.Cmd} ended early (stdout so far '{stdout}'): {text}");
             }
             var e = Parser.Parse<StartResponse>(text).Event;
             if (e?.EventCase == ProcessEvent.EventOneofCase.Data && e.Data.OutputCase == ProcessEvent.Types.DataEvent.OutputOneofCase.Stdout)
             {
                 stdout.Append(e.Data.Stdout.ToStringUtf8());
-                if (stdout.ToString().Contains("hi", StringComparison.Ordinal))
+                if (!waitForExit && stdout.ToString().Contains("hi", StringComparison.Ordinal))
                 {
                     return;
                 }
             }
             if (e?.EventCase == ProcessEvent.EventOneofCase.End)
             {
-                throw new IOException($"echo hi ended (exit {e.End.ExitCode}) with stdout '{stdout}'");
+                if (waitForExit && e.End.ExitCode == 0)
+                {
+                    return;
+                }
+                throw new IOException($"{process.Cmd} ended (exit {e.End.ExitCode}) with stdout '{stdout}'");
             }
         }
-        throw new IOException("the Start stream sent 1000 events without 'hi'");
+        throw new IOException($"the Start stream of {process.Cmd} sent 1000 events without its result");
     }
 
     public void Dispose() => _http.Dispose();

@@ -11,9 +11,15 @@ internal static class DaemonCommand
           --binary PATH       paddockd to measure (default: src/Paddock.Daemon/bin/Release/net10.0/paddockd under the repository)
           --templates-dir DIR built templates, base built there if missing (default /var/lib/paddock-test/templates)
           --runs N            sequential create-to-first-output runs and runc runs, after one warmup (default 20)
-          --clients N         concurrent clients for the creation rate (default 8)
-          --creations N       sandboxes those clients create in all (default 40)
-          --idle N            idle sandboxes for the memory figure (default 10)
+          --clients N         concurrent clients for the creation rate (default 16)
+          --creations N       sandboxes those clients create in all (default 64)
+          --idle N            idle sandboxes for the memory figure, besides the pool's (default 100)
+          --idle-limit SECS   stop creating idle sandboxes after this long (default 600)
+          --pool N            paddockd's warm pool of base (default 16; 0: no pool)
+          --pool-refill N     pool sandboxes paddockd starts at once (default 2)
+          --round-trips N     commands.run('true') round trips and bare spawns (default 50)
+          --fanout-sandboxes N, --fanout-commands N
+                              commands at once across sandboxes (default 200 across 50)
           --json              also print the figures as one JSON line at the end
         Needs root and runc (the runc tier).
         """;
@@ -84,6 +90,12 @@ internal static class DaemonCommand
                 "--clients" => options with { Clients = Positive(option, Value(args, ref i)) },
                 "--creations" => options with { Creations = Positive(option, Value(args, ref i)) },
                 "--idle" => options with { IdleSandboxes = Positive(option, Value(args, ref i)) },
+                "--idle-limit" => options with { IdleLimit = TimeSpan.FromSeconds(Positive(option, Value(args, ref i))) },
+                "--pool" => options with { PoolSize = NonNegative(option, Value(args, ref i)) },
+                "--pool-refill" => options with { PoolRefill = Positive(option, Value(args, ref i)) },
+                "--round-trips" => options with { RoundTrips = Positive(option, Value(args, ref i)) },
+                "--fanout-sandboxes" => options with { FanoutSandboxes = Positive(option, Value(args, ref i)) },
+                "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
@@ -91,6 +103,11 @@ internal static class DaemonCommand
         }
         return (options, json);
     }
+
+    private static int NonNegative(string option, string text) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            ? n
+            : throw new ArgumentException($"invalid value '{text}' for {option}: expected a non-negative integer");
 
     private static int Positive(string option, string text) =>
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0

@@ -5,7 +5,7 @@ namespace Paddock.Bench.Daemon;
 /// <summary>Reads of the host's memory accounting: /proc/PID/status, /proc/PID/smaps_rollup and cgroup v1's memory controller.</summary>
 internal static class HostMemory
 {
-    private const string MemoryHierarchy = "/sys/fs/cgroup/memory";
+    public const string MemoryHierarchy = "/sys/fs/cgroup/memory";
 
     /// <summary>VmRSS of <paramref name="pid"/> in bytes.</summary>
     public static long ResidentBytes(int pid) => KiBField($"/proc/{pid}/status", "VmRSS:") * 1024;

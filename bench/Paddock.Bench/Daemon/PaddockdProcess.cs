@@ -67,11 +67,20 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 "--state-dir", stateDir,
                 "--templates-dir", options.TemplatesDir,
                 "--prepare-template", "base",
+                // Room for the idle and fan-out figures (the default is 100 at once); pool sandboxes do not count.
+                "--max-sandboxes", (Math.Max(options.IdleSandboxes, Math.Max(options.FanoutSandboxes, options.Clients)) + 20).ToString(System.Globalization.CultureInfo.InvariantCulture),
             },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (options.PoolSize > 0)
+        {
+            start.ArgumentList.Add("--pool");
+            start.ArgumentList.Add($"base={options.PoolSize}");
+            start.ArgumentList.Add("--pool-refill");
+            start.ArgumentList.Add(options.PoolRefill.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {options.Binary}");
@@ -149,6 +158,13 @@ internal sealed class PaddockdProcess : IAsyncDisposable
 
     /// <summary>The daemon's resident set (VmRSS) in bytes.</summary>
     public long ResidentBytes() => HostMemory.ResidentBytes(_process.Id);
+
+    /// <summary>Sandbox cgroups under this daemon's parent now: its live sandboxes plus its pool's, ready or starting.</summary>
+    public int SandboxCgroups()
+    {
+        var parent = Path.Combine(HostMemory.MemoryHierarchy, CgroupParent);
+        return Directory.Exists(parent) ? Directory.EnumerateDirectories(parent).Count() : 0;
+    }
 
     public async ValueTask DisposeAsync()
     {

@@ -12,6 +12,8 @@ internal sealed class Report
 
     public void Add(Comparison comparison) => _comparisons.Add(comparison);
 
+    public void AddAll(IEnumerable<Comparison> comparisons) => _comparisons.AddRange(comparisons);
+
     public void AddFact(string name, string key, string unit, double value) => _facts.Add((name, key, unit, value));
 
     public void PrintTable(TextWriter output)

@@ -11,20 +11,24 @@ namespace Paddock.Agent.Auth;
 /// </summary>
 internal sealed class AccessTokenCheck
 {
-    private readonly byte[]? _token;
-    private readonly string? _tokenText;
+    // One immutable pair swapped whole: POST /init replaces the token while requests are being checked.
+    private volatile Token? _current;
 
     public AccessTokenCheck(string? token)
     {
-        _tokenText = token;
-        _token = token is null ? null : Encoding.UTF8.GetBytes(token);
+        Replace(token);
     }
 
-    public bool Enabled => _token is not null;
+    public bool Enabled => _current is not null;
+
+    /// <summary>Sets the token every later request must carry (E2B's <c>POST /init</c>); null or empty: none.</summary>
+    public void Replace(string? token) =>
+        _current = string.IsNullOrEmpty(token) ? null : new Token(token, Encoding.UTF8.GetBytes(token));
 
     public async Task InvokeAsync(HttpContext http, RequestDelegate next)
     {
-        if (_token is null || (http.Request.Path == "/health" && HttpMethods.IsGet(http.Request.Method)))
+        var current = _current;
+        if (current is null || (http.Request.Path == "/health" && HttpMethods.IsGet(http.Request.Method)))
         {
             await next(http);
             return;
@@ -32,7 +36,7 @@ internal sealed class AccessTokenCheck
         var header = http.Request.Headers["X-Access-Token"].ToString();
         if (header.Length > 0)
         {
-            if (FixedTimeEquals(header, _token))
+            if (FixedTimeEquals(header, current.Bytes))
             {
                 await next(http);
                 return;
@@ -42,7 +46,7 @@ internal sealed class AccessTokenCheck
         }
         if (http.Request.Path == "/files" && http.Request.Query.ContainsKey("signature"))
         {
-            var error = CheckSignature(http, DateTimeOffset.UtcNow);
+            var error = CheckSignature(http, current.Text, DateTimeOffset.UtcNow);
             if (error is null)
             {
                 await next(http);
@@ -55,7 +59,10 @@ internal sealed class AccessTokenCheck
     }
 
     /// <summary>Null when the request's signature is valid, else why not.</summary>
-    internal string? CheckSignature(HttpContext http, DateTimeOffset now)
+    internal string? CheckSignature(HttpContext http, DateTimeOffset now) =>
+        _current is { } current ? CheckSignature(http, current.Text, now) : null;
+
+    private static string? CheckSignature(HttpContext http, string token, DateTimeOffset now)
     {
         var query = http.Request.Query;
         var operation = HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method) ? "read" : "write";
@@ -75,7 +82,7 @@ internal sealed class AccessTokenCheck
             }
             expiration = e;
         }
-        var expected = Sign(path, operation, user, _tokenText!, expiration);
+        var expected = Sign(path, operation, user, token, expiration);
         return FixedTimeEquals(query["signature"].ToString(), Encoding.UTF8.GetBytes(expected))
             ? null
             : "the URL signature does not match this path, operation, user and token";
@@ -107,4 +114,6 @@ internal sealed class AccessTokenCheck
         contentType is not null && (contentType.StartsWith("application/proto", StringComparison.OrdinalIgnoreCase)
             || contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
             || contentType.StartsWith("application/connect", StringComparison.OrdinalIgnoreCase));
+
+    private sealed record Token(string Text, byte[] Bytes);
 }

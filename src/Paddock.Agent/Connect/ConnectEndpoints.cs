@@ -112,7 +112,7 @@ internal static class ConnectEndpoints
                 var user = users.Resolve(BasicAuthUser(http));
                 var body = RequestBody(http, streaming: true);
                 var response = await handler(ReadAll<TRequest>(body, codec.Value, options.MaxMessageBytes, deadline.Token), new ConnectCallContext(http, user, KeepAlive(http), deadline.Token));
-                await writer.WriteAsync(response, deadline.Token);
+                await writer.WriteFinalAsync(response, deadline.Token);
             }
             catch (Exception ex) when (ToConnectError(ex, http) is { } error)
             {
@@ -383,7 +383,9 @@ internal static class ConnectEndpoints
             _codec = codec;
         }
 
-        public async ValueTask WriteAsync(T message, CancellationToken cancellationToken)
+        public bool IsJson => _codec == Codec.Json;
+
+        public async ValueTask WriteEncodedAsync<TState>(int length, SpanAction<byte, TState> encode, TState state, CancellationToken cancellationToken)
         {
             await _gate.WaitAsync(cancellationToken);
             try
@@ -392,20 +394,66 @@ internal static class ConnectEndpoints
                 {
                     throw new InvalidOperationException("the stream has ended");
                 }
-                if (_codec == Codec.Proto)
+                var body = _http.Response.BodyWriter;
+                Envelope.WriteHeader(body.GetSpan(Envelope.HeaderSize), 0, length);
+                body.Advance(Envelope.HeaderSize);
+                var span = body.GetSpan(length);
+                if (span.Length >= length)
                 {
-                    // Encoded straight into the response pipe: no intermediate array (a process's output stream is
-                    // mostly large data messages, and this saves an allocation and a copy of each).
-                    var header = new byte[Envelope.HeaderSize];
-                    Envelope.WriteHeader(header, 0, message.CalculateSize());
-                    var body = _http.Response.BodyWriter;
-                    body.Write(header);
-                    message.WriteTo(body);
-                    await body.FlushAsync(cancellationToken);
+                    encode(span[..length], state);
+                    body.Advance(length);
                 }
                 else
                 {
-                    await WriteFrame(0, Encode(message, _codec), cancellationToken);
+                    // A writer that cannot lend one span this large: encode aside and copy.
+                    var buffer = ArrayPool<byte>.Shared.Rent(length);
+                    try
+                    {
+                        encode(buffer.AsSpan(0, length), state);
+                        body.Write(buffer.AsSpan(0, length));
+                    }
+                    finally
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                    }
+                }
+                await body.FlushAsync(cancellationToken);
+            }
+            finally
+            {
+                _gate.Release();
+            }
+        }
+
+        public ValueTask WriteAsync(T message, CancellationToken cancellationToken) => WriteAsync(message, flush: true, cancellationToken);
+
+        public ValueTask WriteFinalAsync(T message, CancellationToken cancellationToken) => WriteAsync(message, flush: false, cancellationToken);
+
+        private async ValueTask WriteAsync(T message, bool flush, CancellationToken cancellationToken)
+        {
+            await _gate.WaitAsync(cancellationToken);
+            try
+            {
+                if (_ended)
+                {
+                    throw new InvalidOperationException("the stream has ended");
+                }
+                var body = _http.Response.BodyWriter;
+                if (_codec == Codec.Proto)
+                {
+                    // Envelope and message encoded straight into the response pipe: no intermediate array (a
+                    // process's output stream is mostly large data messages; this saves an allocation and a copy of each).
+                    Envelope.WriteHeader(body.GetSpan(Envelope.HeaderSize), 0, message.CalculateSize());
+                    body.Advance(Envelope.HeaderSize);
+                    message.WriteTo(body);
+                }
+                else
+                {
+                    WriteFrame(body, 0, Encode(message, _codec));
+                }
+                if (flush)
+                {
+                    await body.FlushAsync(cancellationToken);
                 }
             }
             finally
@@ -429,7 +477,9 @@ internal static class ConnectEndpoints
                     return;
                 }
                 var json = error is null ? "{}" : "{\"error\":" + ErrorJson(error) + "}";
-                await WriteFrame(Envelope.EndStreamFlag, Encoding.UTF8.GetBytes(json), _http.RequestAborted);
+                // Not flushed here: the response ends right after this, and Kestrel sends what is left together
+                // with the end of the chunked body, one write for the last messages and the terminator.
+                WriteFrame(_http.Response.BodyWriter, Envelope.EndStreamFlag, Encoding.UTF8.GetBytes(json));
             }
             catch (Exception ex) when (ex is IOException or OperationCanceledException)
             {
@@ -441,14 +491,11 @@ internal static class ConnectEndpoints
             }
         }
 
-        private async Task WriteFrame(byte flags, byte[] payload, CancellationToken cancellationToken)
+        private static void WriteFrame(System.IO.Pipelines.PipeWriter body, byte flags, byte[] payload)
         {
-            var header = new byte[Envelope.HeaderSize];
-            Envelope.WriteHeader(header, flags, payload.Length);
-            var body = _http.Response.BodyWriter;
-            body.Write(header);
+            Envelope.WriteHeader(body.GetSpan(Envelope.HeaderSize), flags, payload.Length);
+            body.Advance(Envelope.HeaderSize);
             body.Write(payload);
-            await body.FlushAsync(cancellationToken);
         }
     }
 }

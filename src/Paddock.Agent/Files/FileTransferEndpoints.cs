@@ -22,6 +22,15 @@ internal static class FileTransferEndpoints
     /// <summary>Most files one multipart upload may carry: each is a temporary file until the upload commits.</summary>
     public const int MaxFilesPerUpload = 1000;
 
+    /// <summary>The most a download reads and sends at once: each flush costs hand-overs to the socket and back, whatever its size.</summary>
+    private const int DownloadChunk = 1024 * 1024;
+
+    /// <summary>
+    /// The multipart reader's buffer, which it scans for the boundary. With its default of 16 KiB, bench/ (256 MiB
+    /// multipart POST /files, the SDK's way) measured 2.7 ms of the agent's CPU per MiB; with this, 0.7-1.1 ms.
+    /// </summary>
+    private const int MultipartBuffer = 256 * 1024;
+
     public static IEndpointRouteBuilder MapFileTransfer(this IEndpointRouteBuilder app)
     {
         var services = app.ServiceProvider;
@@ -118,6 +127,11 @@ internal static class FileTransferEndpoints
 
         private async Task SendAsync(HttpContext http, Microsoft.Win32.SafeHandles.SafeFileHandle file, string path, long length, bool gzip)
         {
+            if (!gzip)
+            {
+                await SendIdentityAsync(http, file, path, length);
+                return;
+            }
             var cancellationToken = http.RequestAborted;
             var buffer = ArrayPool<byte>.Shared.Rent(128 * 1024);
             // GZipStream writes each deflate block as it fills (~7 KiB); Node's fetch decompresses such small pieces
@@ -173,6 +187,54 @@ internal static class FileTransferEndpoints
             }
         }
 
+        /// <summary>
+        /// The file as it is: read straight into the response's own buffers (no copy in between), a large read per
+        /// flush. The reads are synchronous: a read from the page cache takes a fraction of a millisecond, and
+        /// RandomAccess.ReadAsync on Linux is the same blocking pread on another thread-pool thread at the cost of a
+        /// hand-over per read. Measured with bench/ (256 MiB GET /files, JIT build): the agent's CPU per MiB went
+        /// from 0.9 ms (128 KiB reads into a buffer of ours, then a copy) to 0.4-0.6 ms.
+        /// </summary>
+        private async Task SendIdentityAsync(HttpContext http, Microsoft.Win32.SafeHandles.SafeFileHandle file, string path, long length)
+        {
+            var cancellationToken = http.RequestAborted;
+            var writer = http.Response.BodyWriter;
+            long offset = 0;
+            try
+            {
+                while (offset < length)
+                {
+                    var memory = writer.GetMemory(DownloadChunk);
+                    int read;
+                    try
+                    {
+                        read = RandomAccess.Read(file, memory.Span[..(int)Math.Min(memory.Length, length - offset)], offset);
+                    }
+                    catch (IOException ex)
+                    {
+                        FilesLog.DownloadFailed(_log, path, ex);
+                        http.Abort();
+                        return;
+                    }
+                    if (read == 0)
+                    {
+                        break; // the file shrank while it was sent
+                    }
+                    writer.Advance(read);
+                    offset += read;
+                    await writer.FlushAsync(cancellationToken);
+                }
+                if (offset < length)
+                {
+                    // Fewer bytes than the Content-Length promised: only a cut connection tells the client.
+                    http.Abort();
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException && cancellationToken.IsCancellationRequested)
+            {
+                FilesLog.DownloadAborted(_log, path);
+            }
+        }
+
         public async Task UploadAsync(HttpContext http)
         {
             var pending = new List<PendingUpload>();
@@ -195,7 +257,14 @@ internal static class FileTransferEndpoints
                         throw new ConnectException(ConnectCode.InvalidArgument, "the path query parameter is required for an application/octet-stream upload");
                     }
                     var upload = Begin(target, user, pending);
-                    await upload.CopyFromAsync(body, http.RequestAborted);
+                    if (ReferenceEquals(body, http.Request.Body))
+                    {
+                        await upload.CopyFromAsync(http.Request.BodyReader, http.RequestAborted);
+                    }
+                    else
+                    {
+                        await upload.CopyFromAsync(body, http.RequestAborted);
+                    }
                     upload.Finish(metadata);
                 }
                 else
@@ -211,6 +280,8 @@ internal static class FileTransferEndpoints
             }
             catch (ConnectException error)
             {
+                // Temporary files go before the answer does: a client that sees the error sees nothing left behind.
+                DisposeAll(pending);
                 await FilesErrors.WriteAsync(http, error);
             }
             catch (Exception ex) when (http.RequestAborted.IsCancellationRequested && ex is OperationCanceledException or IOException)
@@ -221,14 +292,21 @@ internal static class FileTransferEndpoints
             {
                 // Reading the body failed: it ended early (BadHttpRequestException is an IOException), or its
                 // multipart framing or gzip stream is malformed.
+                DisposeAll(pending);
                 await FilesErrors.WriteAsync(http, StatusCodes.Status400BadRequest, $"malformed upload body: {ex.Message}");
             }
             finally
             {
-                foreach (var upload in pending)
-                {
-                    upload.Dispose();
-                }
+                DisposeAll(pending);
+            }
+        }
+
+        /// <summary>Closes every upload and removes the temporary files of those not committed (idempotent).</summary>
+        private static void DisposeAll(List<PendingUpload> pending)
+        {
+            foreach (var upload in pending)
+            {
+                upload.Dispose();
             }
         }
 
@@ -240,7 +318,7 @@ internal static class FileTransferEndpoints
                 throw new ConnectException(ConnectCode.InvalidArgument, "multipart/form-data without a valid boundary (1-70 characters, RFC 2046)");
             }
             var queryPath = http.Request.Query["path"].ToString();
-            var reader = new MultipartReader(boundary, body);
+            var reader = new MultipartReader(boundary, body, MultipartBuffer);
             while (await reader.ReadNextSectionAsync(http.RequestAborted) is { } section)
             {
                 if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition)

@@ -17,6 +17,9 @@ internal static unsafe partial class Descriptors
     private const int F_SETFD = 2;
     private const int FD_CLOEXEC = 1;
     private const int F_SETPIPE_SZ = 1031;
+    private const int F_GETFL = 3;
+    private const int F_SETFL = 4;
+    private const int O_NONBLOCK = 0x800;
     private const int AF_UNIX = 1;
     private const int SOCK_STREAM = 1;
     private const int SOCK_CLOEXEC = 0x80000;
@@ -52,6 +55,27 @@ internal static unsafe partial class Descriptors
     /// <summary>Sets FD_CLOEXEC on a descriptor this process got through a spawn's dup2 (the exec helper's channel).</summary>
     public static bool SetCloseOnExec(int fd) => fcntl(fd, F_SETFD, FD_CLOEXEC) == 0;
 
+    /// <summary>Sets O_NONBLOCK, so a read with nothing to read fails with EAGAIN instead of blocking; 0 or -errno.</summary>
+    public static int SetNonBlocking(SafeHandle fd)
+    {
+        var flags = fcntl(fd, F_GETFL, 0);
+        if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0))
+        {
+            return -Marshal.GetLastPInvokeError();
+        }
+        return 0;
+    }
+
+    /// <summary>read(2) into <paramref name="buffer"/>: the bytes read (0 at end of file), or -errno (EAGAIN: nothing yet).</summary>
+    public static int Read(SafeHandle fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            var n = read(fd, p, (nuint)buffer.Length);
+            return n >= 0 ? (int)n : -Marshal.GetLastPInvokeError();
+        }
+    }
+
     /// <summary>Takes ownership of a descriptor as a Socket for async I/O.</summary>
     public static Socket AsSocket(int fd) => new(new SafeSocketHandle(fd, ownsHandle: true));
 
@@ -76,6 +100,12 @@ internal static unsafe partial class Descriptors
     // fcntl is variadic; F_SETFD and F_SETPIPE_SZ take an int, passed in a register on every 64-bit ABI we run on.
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(SafeHandle fd, int cmd, int arg);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint read(SafeHandle fd, byte* buffer, nuint count);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int close(int fd);

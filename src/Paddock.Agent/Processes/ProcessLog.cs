@@ -35,4 +35,10 @@ internal static partial class ProcessLog
 
     [LoggerMessage(2010, LogLevel.Error, "Output pump {Kind} of process {Pid} failed")]
     public static partial void PumpFailed(ILogger logger, int pid, string kind, Exception exception);
+
+    [LoggerMessage(2011, LogLevel.Error, "Waiting for process output failed: {Reason}; retrying")]
+    public static partial void PollFailed(ILogger logger, string reason);
+
+    [LoggerMessage(2012, LogLevel.Debug, "A stream stopped receiving the output of process {Pid}: {Reason}")]
+    public static partial void SubscriberDetached(ILogger logger, int pid, string reason);
 }

@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Microsoft.Win32.SafeHandles;
 using Paddock.Agent.Native;
 using Paddock.Agent.Users;
 using Paddock.Envd.Connect;
@@ -25,11 +26,12 @@ internal sealed class SpawnedProcess : IDisposable
     /// <summary>The write end of a stdin pipe; null with a terminal or with stdin disabled.</summary>
     public Socket? Stdin { get; init; }
 
-    public Socket? Stdout { get; init; }
+    /// <summary>The read end of the stdout pipe (read through <see cref="OutputPoller"/>); null with a terminal.</summary>
+    public SafeFileHandle? Stdout { get; init; }
 
-    public Socket? Stderr { get; init; }
+    public SafeFileHandle? Stderr { get; init; }
 
-    /// <summary>The terminal's master: output and input alike.</summary>
+    /// <summary>The terminal's master: output (through <see cref="OutputPoller"/>) and input alike.</summary>
     public Socket? Terminal { get; init; }
 
     public void Dispose()
@@ -95,9 +97,22 @@ internal sealed class ProcessSpawner
         {
             return false;
         }
+        // The user directory hands out the same AgentUser until /etc/passwd or /etc/group changes: remember the answer
+        // for it rather than build a set on every Start.
+        var last = _lastIdentity;
+        if (ReferenceEquals(last?.User, user))
+        {
+            return last.Own;
+        }
         var target = new HashSet<uint>(user.Groups) { user.Gid };
-        return target.SetEquals(_agentGroups);
+        var own = target.SetEquals(_agentGroups);
+        _lastIdentity = new IdentityAnswer(user, own);
+        return own;
     }
+
+    private sealed record IdentityAnswer(AgentUser User, bool Own);
+
+    private volatile IdentityAnswer? _lastIdentity;
 
     /// <summary>
     /// Starts the process. Throws <see cref="ConnectException"/> with a message for the caller when it cannot run
@@ -194,8 +209,8 @@ internal sealed class ProcessSpawner
                 Pid = pid,
                 Exit = exit,
                 Stdin = stdinW >= 0 ? Descriptors.AsSocket(stdinW) : null,
-                Stdout = stdoutR >= 0 ? Descriptors.AsSocket(stdoutR) : null,
-                Stderr = stderrR >= 0 ? Descriptors.AsSocket(stderrR) : null,
+                Stdout = stdoutR >= 0 ? Descriptors.Own(stdoutR) : null,
+                Stderr = stderrR >= 0 ? Descriptors.Own(stderrR) : null,
                 Terminal = master >= 0 ? Descriptors.AsSocket(master) : null,
             };
             parentEnds.Remove(stdinW);

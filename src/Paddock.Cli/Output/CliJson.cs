@@ -11,6 +11,10 @@ namespace Paddock.Cli.Output;
 [JsonSerializable(typeof(CreatedSandbox))]
 [JsonSerializable(typeof(IReadOnlyList<TemplateInfo>))]
 [JsonSerializable(typeof(IReadOnlyList<SandboxLogEntry>))]
+[JsonSerializable(typeof(IReadOnlyList<ApiKeyInfo>))]
+[JsonSerializable(typeof(CreatedApiKey))]
+[JsonSerializable(typeof(TeamInfo))]
+[JsonSerializable(typeof(IReadOnlyList<TeamInfo>))]
 internal sealed partial class CliJson : JsonSerializerContext
 {
     public static string Write<T>(T value) => JsonSerializer.Serialize(value, typeof(T), Default);

@@ -12,7 +12,7 @@ namespace Paddock.Client.Api;
 /// E2B's REST control plane (spec/openapi.yml): sandboxes, their metrics and logs, templates. Authenticates with
 /// <c>X-API-Key</c>. Every failure leaves as one of the SDK's exceptions.
 /// </summary>
-internal sealed class ApiClient : IDisposable
+internal sealed partial class ApiClient : IDisposable
 {
     private readonly ResolvedConnection _connection;
     private readonly HttpClient _http;

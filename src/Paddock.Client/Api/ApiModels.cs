@@ -135,6 +135,12 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(List<TemplateDto>))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(List<WriteInfoDto>))]
+[JsonSerializable(typeof(ApiKeyNameDto))]
+[JsonSerializable(typeof(TeamApiKeyDto))]
+[JsonSerializable(typeof(List<TeamApiKeyDto>))]
+[JsonSerializable(typeof(TeamRequestDto))]
+[JsonSerializable(typeof(TeamDto))]
+[JsonSerializable(typeof(List<TeamDto>))]
 internal sealed partial class ApiJson : JsonSerializerContext
 {
 }

@@ -6,6 +6,7 @@ namespace Paddock.Daemon.Api;
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(NewSandboxRequest))]
 [JsonSerializable(typeof(TimeoutRequest))]
+[JsonSerializable(typeof(NetworkUpdateRequest))]
 [JsonSerializable(typeof(ConnectRequest))]
 [JsonSerializable(typeof(SandboxResponse))]
 [JsonSerializable(typeof(SandboxDetailResponse))]
@@ -17,4 +18,10 @@ namespace Paddock.Daemon.Api;
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(ProxyErrorResponse))]
 [JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(ApiKeyNameRequest))]
+[JsonSerializable(typeof(TeamRequest))]
+[JsonSerializable(typeof(List<TeamApiKeyResponse>))]
+[JsonSerializable(typeof(CreatedTeamApiKeyResponse))]
+[JsonSerializable(typeof(TeamResponse))]
+[JsonSerializable(typeof(List<TeamResponse>))]
 internal sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -48,6 +48,18 @@ internal sealed class NetworkConfig
     [JsonPropertyName("httpsPorts")] public JsonElement? HttpsPorts { get; set; }
 }
 
+/// <summary>
+/// PUT /sandboxes/{id}/network (E2B's SandboxNetworkUpdateConfig): replaces the egress rules; an omitted field is cleared.
+/// </summary>
+internal sealed class NetworkUpdateRequest
+{
+    [JsonPropertyName("allowOut")] public List<string>? AllowOut { get; set; }
+    [JsonPropertyName("denyOut")] public List<string>? DenyOut { get; set; }
+    [JsonPropertyName("allow_internet_access")] public bool? AllowInternetAccess { get; set; }
+    [JsonPropertyName("egressProxy")] public JsonElement? EgressProxy { get; set; }
+    [JsonPropertyName("rules")] public JsonElement? Rules { get; set; }
+}
+
 /// <summary>POST /sandboxes/{id}/timeout.</summary>
 internal sealed class TimeoutRequest
 {

@@ -37,8 +37,6 @@ internal static class CreateSandboxValidation
         var network = request.Network;
         if (network is not null)
         {
-            Refuse(network.AllowOut, "network.allowOut", "per-destination egress rules are not supported; use allow_internet_access");
-            Refuse(network.DenyOut, "network.denyOut", "per-destination egress rules are not supported; use allow_internet_access");
             Refuse(network.EgressProxy, "network.egressProxy", "egress proxies are not supported by paddockd");
             Refuse(network.Rules, "network.rules", "egress transform rules are not supported by paddockd");
             Refuse(network.MaskRequestHost, "network.maskRequestHost", "host masking is not supported by paddockd");
@@ -54,6 +52,7 @@ internal static class CreateSandboxValidation
             // Absent means secure: E2B's SDKs sent secure=true by default and newer ones leave the field out.
             Secure = request.Secure ?? true,
             AllowInternetAccess = request.AllowInternetAccess,
+            Egress = ValidateEgress(request.AllowInternetAccess, StringList(network?.AllowOut, "network.allowOut"), StringList(network?.DenyOut, "network.denyOut")),
             AllowPublicTraffic = network?.AllowPublicTraffic ?? true,
             AutoPause = request.AutoPause ?? false,
             CpuCount = request.CpuCount is { } cpus
@@ -66,6 +65,36 @@ internal static class CreateSandboxValidation
                 ? disk >= 1 ? disk : throw ApiRequestException.BadRequest("diskSizeMB must be at least 1")
                 : options.DefaultDiskSizeMB,
         };
+    }
+
+    /// <summary>
+    /// E2B's egress fields as a policy (spec/openapi.yml SandboxNetworkConfig): allowOut entries are addresses, CIDRs
+    /// or host names and win over denyOut; <c>allow_internet_access: false</c> adds 0.0.0.0/0 to denyOut.
+    /// </summary>
+    public static Networking.EgressPolicy ValidateEgress(bool? allowInternetAccess, IReadOnlyList<string>? allowOut, IReadOnlyList<string>? denyOut)
+    {
+        try
+        {
+            return Networking.EgressPolicy.From(allowInternetAccess, allowOut, denyOut);
+        }
+        catch (FormatException ex)
+        {
+            throw ApiRequestException.BadRequest(ex.Message);
+        }
+    }
+
+    /// <summary>A JSON array of strings (or null/absent) as a list; anything else is a 400 naming the field.</summary>
+    private static List<string>? StringList(JsonElement? value, string name)
+    {
+        if (value is not { } element || element.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+        if (element.ValueKind != JsonValueKind.Array || element.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.String))
+        {
+            throw ApiRequestException.BadRequest($"{name} must be an array of strings");
+        }
+        return element.EnumerateArray().Select(e => e.GetString()!).ToList();
     }
 
     /// <summary>Null when absent; seconds otherwise, within 0..max.</summary>

@@ -1,9 +1,11 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using Paddock.Daemon.Auth;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
+using Paddock.Daemon.Teams;
 
 namespace Paddock.Daemon.Api;
 
@@ -34,6 +36,7 @@ internal static class SandboxEndpoints
         app.MapGet("/sandboxes/{sandboxID}", GetAsync);
         app.MapDelete("/sandboxes/{sandboxID}", KillAsync);
         app.MapPost("/sandboxes/{sandboxID}/timeout", SetTimeoutAsync);
+        app.MapPut("/sandboxes/{sandboxID}/network", UpdateNetworkAsync);
         app.MapPost("/sandboxes/{sandboxID}/connect", ConnectAsync);
         app.MapPost("/v2/sandboxes/{sandboxID}/connect", ConnectAsync);
         app.MapPost("/sandboxes/{sandboxID}/refreshes", RefreshAsync);
@@ -44,18 +47,22 @@ internal static class SandboxEndpoints
         app.MapPost("/sandboxes/{sandboxID}/resume", ResumeAsync);
     }
 
-    private static async Task<IResult> CreateAsync(HttpContext http, SandboxManager manager, DaemonOptions options, SandboxDomain domain)
+    private static async Task<IResult> CreateAsync(HttpContext http, SandboxManager manager, DaemonOptions options, SandboxDomain domain, TeamDirectory teams)
     {
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
-        var command = CreateSandboxValidation.Validate(request!, options);
-        var record = await manager.CreateAsync(command, http.RequestAborted);
+        var team = http.GetCaller().TeamId;
+        var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = team, TeamLimits = teams.LimitsOf(team) };
+        var trace = new CreateTrace();
+        var record = await manager.CreateAsync(command, http.RequestAborted, trace);
+        // W3C Server Timing: where this create's time went, for clients and the bench (the daemon logs it at debug).
+        http.Response.Headers["Server-Timing"] = trace.ToServerTiming();
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }
 
     private static IResult ListV1(HttpContext http, SandboxManager manager)
     {
         var query = new SandboxListQuery { Metadata = SandboxListing.ParseMetadataFilter(http.Request.Query["metadata"]) };
-        var (page, _, _) = SandboxListing.Apply(manager.Running, query with { Limit = int.MaxValue });
+        var (page, _, _) = SandboxListing.Apply(OwnRunning(http, manager), query with { Limit = int.MaxValue });
         return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
     }
 
@@ -84,7 +91,7 @@ internal static class SandboxEndpoints
             Limit = SandboxListing.ParseLimit(q["limit"]),
             After = SandboxListing.DecodeToken(q["nextToken"]),
         };
-        var (page, next, total) = SandboxListing.Apply(manager.Running, query);
+        var (page, next, total) = SandboxListing.Apply(OwnRunning(http, manager), query);
         if (next is not null)
         {
             http.Response.Headers["X-Next-Token"] = next;
@@ -98,15 +105,17 @@ internal static class SandboxEndpoints
 
     private static async Task<IResult> GetAsync(string sandboxID, SandboxManager manager, ISandboxStore store, SandboxDomain domain, HttpContext http)
     {
-        var record = await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        var record = await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         return Results.Json(ToDetail(record, domain), ApiJsonContext.Default.SandboxDetailResponse);
     }
 
     private static async Task<IResult> KillAsync(string sandboxID, SandboxManager manager, ISandboxStore store, HttpContext http)
     {
+        // Ownership first: another team's sandbox must answer exactly as an unknown one does.
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         if (!await manager.KillAsync(sandboxID, "killed by API request"))
         {
-            await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+            await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         }
         return Results.NoContent();
     }
@@ -116,8 +125,25 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.TimeoutRequest, required: true);
         var timeout = CreateSandboxValidation.ValidateTimeout(request!.Timeout, options)
             ?? throw ApiRequestException.BadRequest("timeout is required");
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         await manager.SetTimeoutAsync(sandboxID, timeout, http.RequestAborted);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> UpdateNetworkAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.NetworkUpdateRequest, required: true);
+        if (request!.EgressProxy is { ValueKind: not JsonValueKind.Null })
+        {
+            throw ApiRequestException.BadRequest("network.egressProxy: egress proxies are not supported by paddockd");
+        }
+        if (request.Rules is { ValueKind: not JsonValueKind.Null })
+        {
+            throw ApiRequestException.BadRequest("network.rules: egress transform rules are not supported by paddockd");
+        }
+        var policy = CreateSandboxValidation.ValidateEgress(request.AllowInternetAccess, request.AllowOut, request.DenyOut);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
+        await manager.UpdateNetworkAsync(sandboxID, policy, http.RequestAborted);
         return Results.NoContent();
     }
 
@@ -125,7 +151,7 @@ internal static class SandboxEndpoints
     {
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.ConnectRequest, required: false);
         var timeout = CreateSandboxValidation.ValidateTimeout(request?.Timeout, options);
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         var record = await manager.ConnectAsync(sandboxID, timeout, http.RequestAborted);
         // 200: it was already running (201 would mean resumed from pause, which never happens here).
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse);
@@ -134,7 +160,7 @@ internal static class SandboxEndpoints
     private static async Task<IResult> RefreshAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options)
     {
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.TimeoutRequest, required: false);
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         await manager.ConnectAsync(sandboxID, CreateSandboxValidation.ValidateTimeout(request?.Timeout, options) ?? options.DefaultTimeoutSeconds, http.RequestAborted);
         return Results.NoContent();
     }
@@ -147,7 +173,7 @@ internal static class SandboxEndpoints
         {
             throw ApiRequestException.BadRequest("start must not be after end");
         }
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         // The runtime samples usage on demand; there is no history, so the answer is the one sample of now.
         var usage = await manager.GetUsageAsync(sandboxID, http.RequestAborted);
         return Results.Json(new List<SandboxMetricResponse> { ToMetric(usage) }, ApiJsonContext.Default.ListSandboxMetricResponse);
@@ -168,7 +194,7 @@ internal static class SandboxEndpoints
         var result = new Dictionary<string, SandboxMetricResponse>(StringComparer.Ordinal);
         foreach (var id in ids)
         {
-            if (manager.TryGetRunning(id, out _))
+            if (manager.TryGetRunning(id, out var running) && running.TeamId == http.GetCaller().TeamId)
             {
                 try
                 {
@@ -187,7 +213,7 @@ internal static class SandboxEndpoints
     {
         var start = ParseUnixMilliseconds(http.Request.Query["start"], "start");
         var limit = ParseLogLimit(http.Request.Query["limit"], options);
-        await RequireRecordAsync(sandboxID, store, http.RequestAborted);
+        await RequireRecordAsync(sandboxID, store, http);
         var lines = await store.GetLogsAsync(sandboxID, start, limit, backward: false, http.RequestAborted);
         return Results.Json(new SandboxLogsResponse(
             lines.Select(l => new SandboxLogResponse(l.Timestamp, l.Message)).ToList(),
@@ -217,7 +243,7 @@ internal static class SandboxEndpoints
         {
             throw ApiRequestException.BadRequest("search is longer than 256 characters");
         }
-        await RequireRecordAsync(sandboxID, store, http.RequestAborted);
+        await RequireRecordAsync(sandboxID, store, http);
         // A sandbox keeps at most LogLinesPerSandbox lines, so filtering them all in memory is bounded.
         var lines = await store.GetLogsAsync(sandboxID, cursor, options.LogLinesPerSandbox, direction == "backward", http.RequestAborted);
         var entries = lines.Where(l => l.Level >= minimum && (search.Length == 0 || l.Message.Contains(search, StringComparison.Ordinal)))
@@ -227,38 +253,55 @@ internal static class SandboxEndpoints
 
     private static async Task<IResult> PauseAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
     {
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         throw new ApiRequestException(StatusCodes.Status501NotImplemented,
             $"pausing is not supported by the {manager.RuntimeName} isolation tier; the sandbox keeps running");
     }
 
     private static async Task<IResult> ResumeAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
     {
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http.RequestAborted);
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         throw new ApiRequestException(StatusCodes.Status409Conflict, $"sandbox '{sandboxID}' is already running");
     }
 
-    /// <summary>The running sandbox, or a 404 that says what became of it when the store remembers.</summary>
-    private static async Task<SandboxRecord> GetRunningOrExplainAsync(string sandboxId, SandboxManager manager, ISandboxStore store, CancellationToken cancellationToken)
+    /// <summary>
+    /// The caller's team's running sandbox, or a 404 that says what became of it when the store remembers. Another
+    /// team's sandbox, running or ended, answers exactly as an id nobody ever had: no existence oracle.
+    /// </summary>
+    private static async Task<SandboxRecord> GetRunningOrExplainAsync(string sandboxId, SandboxManager manager, ISandboxStore store, HttpContext http)
     {
-        if (manager.TryGetRunning(sandboxId, out var record))
+        var team = http.GetCaller().TeamId;
+        if (manager.TryGetRunning(sandboxId, out var record) && record.TeamId == team)
         {
             return record;
+        }
+        // Another team's running sandbox takes the same path as an unknown id, store lookup included, so that not
+        // even the time the answer takes tells the two apart.
+        var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, http.RequestAborted) : null;
+        if (ended is null || ended.TeamId != team)
+        {
+            throw new UnknownSandboxException(sandboxId);
         }
         if (manager.TryGetEnding(sandboxId, out var reason))
         {
             throw new UnknownSandboxException(sandboxId, $"it is being killed ({reason})");
         }
-        var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, cancellationToken) : null;
-        throw ended is { State: SandboxState.Killed } ? new UnknownSandboxException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new UnknownSandboxException(sandboxId);
+        throw ended.State == SandboxState.Killed ? new UnknownSandboxException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new UnknownSandboxException(sandboxId);
     }
 
-    private static async Task RequireRecordAsync(string sandboxId, ISandboxStore store, CancellationToken cancellationToken)
+    /// <summary>A record of the caller's team exists (running or ended), else the same 404 as for an unknown id.</summary>
+    private static async Task RequireRecordAsync(string sandboxId, ISandboxStore store, HttpContext http)
     {
-        if (!SandboxIds.IsWellFormed(sandboxId) || await store.GetAsync(sandboxId, cancellationToken) is null)
+        if (!SandboxIds.IsWellFormed(sandboxId) || await store.GetAsync(sandboxId, http.RequestAborted) is not { } record || record.TeamId != http.GetCaller().TeamId)
         {
             throw new UnknownSandboxException(sandboxId);
         }
+    }
+
+    private static IEnumerable<SandboxRecord> OwnRunning(HttpContext http, SandboxManager manager)
+    {
+        var team = http.GetCaller().TeamId;
+        return manager.Running.Where(r => r.TeamId == team);
     }
 
     /// <summary>Reads a JSON body of at most 1 MiB; malformed JSON and wrong types are a 400 naming where.</summary>

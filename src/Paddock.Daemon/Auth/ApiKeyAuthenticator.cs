@@ -1,45 +1,66 @@
+using System.Collections.Frozen;
 using System.Security.Cryptography;
 using System.Text;
+using Paddock.Daemon.Store;
 
 namespace Paddock.Daemon.Auth;
 
 /// <summary>
-/// Checks the <c>X-API-Key</c> header of control-plane requests against the stored key hashes and
-/// <c>PADDOCK_API_KEY</c>. The hashes are loaded once at start: keys are only ever added at start.
+/// Checks the <c>X-API-Key</c> header of control-plane requests against the unrevoked stored keys and
+/// <c>PADDOCK_API_KEY</c>, and says which team the key acts for. It holds a snapshot of the keys that
+/// <see cref="Teams.TeamDirectory"/> replaces after every change to keys or teams, so a key revoked through the API is
+/// refused from the next request on.
 /// </summary>
 internal sealed class ApiKeyAuthenticator
 {
     public const string HeaderName = "X-API-Key";
 
-    private readonly List<byte[]> _hashes = [];
+    private sealed record KeyEntry(byte[] Hash, string? KeyId, string TeamId, bool IsAdmin, string Mask);
 
-    public void Load(IEnumerable<string> storedHashes, string? extraKey)
+    // Replaced as a whole, never changed in place: a request sees one consistent snapshot.
+    private volatile FrozenDictionary<string, KeyEntry> _keys = FrozenDictionary<string, KeyEntry>.Empty;
+
+    /// <summary>
+    /// Replaces the known keys: the unrevoked <paramref name="keys"/> of existing teams, and <paramref name="extraKey"/>
+    /// (<c>PADDOCK_API_KEY</c>) for the default team.
+    /// </summary>
+    public void Load(IEnumerable<ApiKeyRecord> keys, IEnumerable<TeamRecord> teams, string? extraKey)
     {
-        _hashes.Clear();
-        foreach (var hash in storedHashes)
+        var admin = teams.ToDictionary(t => t.TeamId, t => t.IsAdmin, StringComparer.Ordinal);
+        var entries = new Dictionary<string, KeyEntry>(StringComparer.Ordinal);
+        foreach (var key in keys)
         {
-            _hashes.Add(Encoding.ASCII.GetBytes(hash));
+            if (key.RevokedAt is null && admin.TryGetValue(key.TeamId, out var isAdmin))
+            {
+                entries[key.KeyHash] = new KeyEntry(Encoding.ASCII.GetBytes(key.KeyHash), key.KeyId, key.TeamId, isAdmin, key.KeyMask);
+            }
         }
         if (extraKey is { Length: > 0 })
         {
-            _hashes.Add(Encoding.ASCII.GetBytes(ApiKeys.Hash(extraKey)));
+            var hash = ApiKeys.Hash(extraKey);
+            entries[hash] = new KeyEntry(Encoding.ASCII.GetBytes(hash), null, SandboxRecord.DefaultTeamId,
+                admin.GetValueOrDefault(SandboxRecord.DefaultTeamId, true), ApiKeys.Mask(extraKey));
         }
+        _keys = entries.ToFrozenDictionary(StringComparer.Ordinal);
     }
 
-    /// <summary>Null when the key is valid, else why not (for the 401's message).</summary>
-    public string? Check(string? presented)
+    /// <summary>Null when the key is valid (and <paramref name="caller"/> says for whom), else why not (for the 401's message).</summary>
+    public string? Authenticate(string? presented, out Caller? caller)
     {
+        caller = null;
         if (string.IsNullOrEmpty(presented))
         {
             return "missing API key: send it in the X-API-Key header";
         }
-        var hash = Encoding.ASCII.GetBytes(ApiKeys.Hash(presented));
-        var match = false;
-        // Compare against every key in fixed time so neither which key nor how much of it matched shows in the timing.
-        foreach (var known in _hashes)
+        var hashText = ApiKeys.Hash(presented);
+        // A lookup by hash is safe: what varies with the lookup's timing is the SHA-256 of a 160-bit random key, which
+        // says nothing about the key. The final compare still runs in fixed time.
+        if (!_keys.TryGetValue(hashText, out var entry)
+            || !CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(hashText), entry.Hash))
         {
-            match |= CryptographicOperations.FixedTimeEquals(hash, known);
+            return "invalid API key";
         }
-        return match ? null : "invalid API key";
+        caller = new Caller(entry.TeamId, entry.Mask) { KeyId = entry.KeyId, IsAdmin = entry.IsAdmin };
+        return null;
     }
 }

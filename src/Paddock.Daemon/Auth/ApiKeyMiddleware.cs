@@ -1,4 +1,5 @@
 using Paddock.Daemon.Api;
+using Paddock.Daemon.Teams;
 
 namespace Paddock.Daemon.Auth;
 
@@ -7,22 +8,24 @@ namespace Paddock.Daemon.Auth;
 /// error body. Sandbox traffic never reaches this: the proxy runs first, and there the agent's access token and the
 /// traffic token are what count.
 /// </summary>
-internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator authenticator, ILogger<ApiKeyMiddleware> logger)
+internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator authenticator, TeamDirectory directory, ILogger<ApiKeyMiddleware> logger)
 {
-    public Task InvokeAsync(HttpContext http)
+    public async Task InvokeAsync(HttpContext http)
     {
         if (HttpMethods.IsGet(http.Request.Method) && http.Request.Path == "/health")
         {
-            return next(http);
+            await next(http);
+            return;
         }
-        var reason = authenticator.Check(http.Request.Headers[ApiKeyAuthenticator.HeaderName]);
+        var reason = authenticator.Authenticate(http.Request.Headers[ApiKeyAuthenticator.HeaderName], out var caller);
         if (reason is null)
         {
-            // One team until keys belong to teams (issue 5): every valid key acts for the default team.
-            http.SetCaller(new Caller(Caller.DefaultTeamId, ApiKeys.Mask(http.Request.Headers[ApiKeyAuthenticator.HeaderName].ToString())));
-            return next(http);
+            http.SetCaller(caller!);
+            await directory.NoteUsedAsync(caller!);
+            await next(http);
+            return;
         }
         AuthLog.Refused(logger, http.Request.Method, http.Request.Path, http.Connection.RemoteIpAddress?.ToString(), reason);
-        return ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status401Unauthorized, reason);
+        await ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status401Unauthorized, reason);
     }
 }

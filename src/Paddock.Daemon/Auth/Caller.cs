@@ -7,7 +7,13 @@ namespace Paddock.Daemon.Auth;
 internal sealed record Caller(string TeamId, string KeyMask)
 {
     /// <summary>The team of the key made at first start and of <c>PADDOCK_API_KEY</c>.</summary>
-    public const string DefaultTeamId = "default";
+    public const string DefaultTeamId = Store.SandboxRecord.DefaultTeamId;
+
+    /// <summary>The stored key's id; null for <c>PADDOCK_API_KEY</c>, which is not stored.</summary>
+    public string? KeyId { get; init; }
+
+    /// <summary>The key belongs to an admin team: it may create teams, change their limits and manage their keys.</summary>
+    public bool IsAdmin { get; init; }
 }
 
 internal static class CallerHttpContextExtensions

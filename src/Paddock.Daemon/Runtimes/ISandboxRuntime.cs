@@ -43,6 +43,14 @@ internal interface ISandboxRuntime
     /// <see cref="SandboxPortUnreachableException"/> when nothing accepts connections on the port.
     /// </summary>
     ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Replaces the egress policy of a running sandbox; it applies to every packet from then on. Throws
+    /// <see cref="SandboxNotFoundException"/> when the sandbox does not exist and
+    /// <see cref="SandboxNetworkUnsupportedException"/> when this tier (or this host's configuration) has no egress.
+    /// </summary>
+    Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken) =>
+        throw new SandboxNetworkUnsupportedException(Name);
 }
 
 /// <summary>What a sandbox is started with.</summary>
@@ -69,7 +77,16 @@ internal sealed record SandboxSpec
 
     public bool AllowInternetAccess { get; init; } = true;
 
+    /// <summary>The egress policy; null: allow all, or deny all when <see cref="AllowInternetAccess"/> is false.</summary>
+    public Networking.EgressPolicy? Egress { get; init; }
+
+    public Networking.EgressPolicy EffectiveEgress =>
+        Egress ?? (AllowInternetAccess ? Networking.EgressPolicy.AllowAll : Networking.EgressPolicy.DenyAll);
+
     public string Hostname { get; init; } = "sandbox";
+
+    /// <summary>Called as each step of the start ends, with the step's name (for the create's trace); may be null.</summary>
+    public Action<string>? MarkStep { get; init; }
 }
 
 /// <summary>Limits from the create request (defaults are stated in the README).</summary>

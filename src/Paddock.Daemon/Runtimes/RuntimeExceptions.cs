@@ -38,3 +38,12 @@ internal sealed class SandboxPortUnreachableException : IOException
 
     public int Port { get; }
 }
+
+/// <summary>The runtime gives sandboxes no network but loopback, so an egress policy cannot be applied.</summary>
+internal sealed class SandboxNetworkUnsupportedException : Exception
+{
+    public SandboxNetworkUnsupportedException(string runtime)
+        : base($"the {runtime} tier on this host gives sandboxes no network (sandbox egress is off), so a network policy other than deny-all cannot be applied")
+    {
+    }
+}

@@ -12,7 +12,9 @@ internal static class RuntimeServiceCollectionExtensions
     /// <summary>
     /// Registers the runc tier as <see cref="ISandboxRuntime"/> (and as <see cref="RuncRuntime"/>). Settings, all
     /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>RuncBinary</c>,
-    /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>.
+    /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>; in section
+    /// <c>Runc:Network</c>: <c>Enabled</c> (default true), <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>,
+    /// <c>ProxyPort</c> (see <see cref="Networking.NetworkOptions"/>).
     /// </summary>
     public static IServiceCollection AddRuncRuntime(this IServiceCollection services, IConfiguration configuration)
     {
@@ -30,9 +32,11 @@ internal static class RuntimeServiceCollectionExtensions
     {
         var section = configuration.GetSection("Runc");
         var defaults = new RuncOptions();
+        var stateDirectory = section["StateDirectory"] ?? configuration["StateDirectory"] ?? defaults.StateDirectory;
         return new RuncOptions
         {
-            StateDirectory = section["StateDirectory"] ?? configuration["StateDirectory"] ?? defaults.StateDirectory,
+            StateDirectory = stateDirectory,
+            Network = ReadNetworkOptions(section.GetSection("Network"), stateDirectory, defaults.StateDirectory),
             RuncBinary = section["RuncBinary"] ?? defaults.RuncBinary,
             AgentBinary = section["AgentBinary"] ?? defaults.AgentBinary,
             CgroupParent = section["CgroupParent"] ?? defaults.CgroupParent,
@@ -40,6 +44,38 @@ internal static class RuntimeServiceCollectionExtensions
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))
                 : defaults.StartTimeout,
             NoNewPrivileges = section["NoNewPrivileges"] is { } n ? bool.Parse(n) : defaults.NoNewPrivileges,
+        };
+    }
+
+    /// <summary>
+    /// Null when <c>Enabled</c> is false. A daemon over another state directory than the default (a test daemon,
+    /// a second instance) gets its own table, interface prefix and /22 of 10.202.0.0/15, derived from the directory,
+    /// unless they are configured: two daemons sharing a table would remove each other's rules at start.
+    /// </summary>
+    internal static Networking.NetworkOptions? ReadNetworkOptions(IConfiguration section, string stateDirectory, string defaultStateDirectory)
+    {
+        if (section["Enabled"] is { } enabled && !bool.Parse(enabled))
+        {
+            return null;
+        }
+        var defaults = new Networking.NetworkOptions();
+        if (Path.GetFullPath(stateDirectory).TrimEnd('/') != defaultStateDirectory)
+        {
+            var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateDirectory)));
+            var n = (hash[0] << 8 | hash[1]) % 512;
+            defaults = defaults with
+            {
+                TableName = "paddock_" + Convert.ToHexStringLower(hash.AsSpan(0, 4)),
+                InterfacePrefix = "pd" + Convert.ToHexStringLower(hash.AsSpan(0, 3)),
+                Pool = $"10.{(202 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
+            };
+        }
+        return defaults with
+        {
+            Pool = section["Pool"] ?? defaults.Pool,
+            TableName = section["TableName"] ?? defaults.TableName,
+            InterfacePrefix = section["InterfacePrefix"] ?? defaults.InterfacePrefix,
+            ProxyPort = section["ProxyPort"] is { } port ? int.Parse(port, CultureInfo.InvariantCulture) : defaults.ProxyPort,
         };
     }
 }

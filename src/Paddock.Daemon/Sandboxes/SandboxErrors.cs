@@ -30,3 +30,10 @@ internal sealed class SandboxCreateException(string sandboxId, string message, E
 
 /// <summary>The request asks for something this host cannot do (pause, volumes, egress rules...).</summary>
 internal sealed class SandboxFeatureNotSupportedException(string message) : Exception(message);
+
+/// <summary>The create would take the caller's team past one of its limits (the API's 429); the message names the limit.</summary>
+internal sealed class TeamLimitException(string limit, string message) : Exception(message)
+{
+    /// <summary>Which limit: maxSandboxes, maxCpus or maxMemoryMB.</summary>
+    public string Limit { get; } = limit;
+}

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using Paddock.Daemon.Pools;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Store;
 
@@ -21,6 +22,9 @@ internal sealed record CreateSandboxCommand
 
     public bool? AllowInternetAccess { get; init; }
 
+    /// <summary>The egress policy (allowOut/denyOut/allow_internet_access); null: allow all.</summary>
+    public Networking.EgressPolicy? Egress { get; init; }
+
     /// <summary>False: ports other than the agent's need the traffic access token.</summary>
     public bool AllowPublicTraffic { get; init; } = true;
 
@@ -31,6 +35,11 @@ internal sealed record CreateSandboxCommand
     public required int MemoryMB { get; init; }
 
     public required int DiskSizeMB { get; init; }
+
+    /// <summary>The caller's team: it owns the sandbox, and its limits bound the create.</summary>
+    public string TeamId { get; init; } = SandboxRecord.DefaultTeamId;
+
+    public TeamLimits TeamLimits { get; init; } = TeamLimits.None;
 }
 
 /// <summary>
@@ -54,11 +63,14 @@ internal sealed class SandboxManager
     private readonly TimeProvider _time;
     private readonly DaemonOptions _options;
     private readonly ILogger<SandboxManager> _logger;
+    private readonly TeamUsage _teamUsage = new();
+    private readonly WarmPools? _pools;
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, ITemplateLookup templates, ISandboxStore store, SandboxJournal journal,
-        DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger)
+        DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null)
     {
+        _pools = pools;
         _runtime = runtime;
         _templates = templates;
         _store = store;
@@ -79,26 +91,49 @@ internal sealed class SandboxManager
     public SandboxRecord GetRunning(string sandboxId) =>
         _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
 
+    /// <summary>What a team's running and starting sandboxes hold now.</summary>
+    public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
+
     /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
     public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
 
-    /// <summary>Starts a sandbox; returns its record once the agent inside answers.</summary>
-    public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts a sandbox, or claims one from the template's warm pool; returns its record once the agent inside
+    /// answers. <paramref name="trace"/> collects where the time went.
+    /// </summary>
+    public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken, CreateTrace? trace = null)
     {
+        trace ??= new CreateTrace();
         var template = await _templates.FindAsync(command.Template, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
+        // The team's share first, then the host's; both are given back on every path that does not end running.
+        _teamUsage.Reserve(command.TeamId, command.TeamLimits, command.CpuCount, command.MemoryMB);
+        trace.Mark("template");
         if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             throw new SandboxCapacityException(_options.MaxSandboxes);
         }
         var reservationHeld = true;
         try
         {
+            var limits = new ResourceLimits(command.CpuCount, command.MemoryMB * 1024L * 1024L, _options.MaxPids, command.DiskSizeMB * 1024L * 1024L);
+            if (_pools?.TryTake(template, limits, command.AllowInternetAccess) is { } member)
+            {
+                trace.Mark("pool-claim");
+                if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
+                {
+                    reservationHeld = false;
+                    return claimed;
+                }
+            }
+
             var now = Now();
             var record = new SandboxRecord
             {
                 SandboxId = SandboxIds.NewId(),
+                TeamId = command.TeamId,
                 TemplateId = template.TemplateId,
                 Alias = template.Alias,
                 RuntimeName = _runtime.Name,
@@ -116,6 +151,7 @@ internal sealed class SandboxManager
                 AutoPause = command.AutoPause,
             };
             await _store.InsertAsync(record, cancellationToken);
+            trace.Mark("store-insert");
             await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
                 $"creating from template {template.TemplateId} with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
                 $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
@@ -130,12 +166,15 @@ internal sealed class SandboxManager
             {
                 SandboxId = record.SandboxId,
                 TemplateRootfs = template.RootfsPath,
-                Limits = new ResourceLimits(record.CpuCount, record.MemoryMB * 1024L * 1024L, record.MaxPids, record.DiskSizeMB * 1024L * 1024L),
+                Limits = limits,
                 EnvVars = command.EnvVars,
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
+                Egress = command.Egress,
+                MarkStep = trace.Mark,
             };
+            trace.Mark("journal");
             var stopwatch = Stopwatch.StartNew();
             RuntimeSandbox started;
             using var startTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -171,12 +210,15 @@ internal sealed class SandboxManager
                 EndAt = startedAt.AddSeconds(command.TimeoutSeconds),
             };
             await _store.UpdateAsync(record, CancellationToken.None);
+            trace.Mark("store-update");
             _live[record.SandboxId] = record;
             _scheduler.Schedule(record.SandboxId, record.EndAt);
             reservationHeld = false;
             SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, _runtime.Name, stopwatch.ElapsedMilliseconds, record.EndAt);
             await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
                 $"started by {_runtime.Name} in {stopwatch.ElapsedMilliseconds} ms{(started.HostPid is { } pid ? $" (host pid {pid})" : "")}; it will be killed at {record.EndAt:O}");
+            trace.Mark("journal");
+            SandboxesLog.CreateSteps(_logger, record.SandboxId, "cold", trace.ToString());
             return record;
         }
         finally
@@ -184,8 +226,74 @@ internal sealed class SandboxManager
             if (reservationHeld)
             {
                 Interlocked.Decrement(ref _reserved);
+                _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             }
         }
+    }
+
+    /// <summary>
+    /// Makes a warm pool sandbox the caller's: its variables and token through the agent's /init, then its record
+    /// (written once, already running: a crash before it leaves a sandbox without a record, which recovery destroys).
+    /// Null when the hand-over failed (the member is destroyed by then): the caller starts one cold instead.
+    /// </summary>
+    private async Task<SandboxRecord?> TryClaimAsync(PoolMember member, SandboxTemplate template, CreateSandboxCommand command, CreateTrace trace, CancellationToken cancellationToken)
+    {
+        var envdToken = command.Secure ? SandboxIds.NewToken() : null;
+        try
+        {
+            // A pool member runs with the default policy (allow all); anything else is applied before it is handed over.
+            var egress = command.Egress ?? (command.AllowInternetAccess == false ? Networking.EgressPolicy.DenyAll : null);
+            await _pools!.HandOverAsync(member, command.EnvVars, envdToken, egress, cancellationToken);
+        }
+        catch (Exception ex) when (!(ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        {
+            trace.Mark("pool-handover-failed");
+            return null;
+        }
+        trace.Mark("pool-init");
+        var now = Now();
+        var record = new SandboxRecord
+        {
+            SandboxId = member.SandboxId,
+            TeamId = command.TeamId,
+            TemplateId = template.TemplateId,
+            Alias = template.Alias,
+            RuntimeName = _runtime.Name,
+            State = SandboxState.Running,
+            Metadata = command.Metadata,
+            CpuCount = command.CpuCount,
+            MemoryMB = command.MemoryMB,
+            DiskSizeMB = command.DiskSizeMB,
+            MaxPids = _options.MaxPids,
+            StartedAt = now,
+            EndAt = now.AddSeconds(command.TimeoutSeconds),
+            EnvdAccessToken = envdToken,
+            TrafficAccessToken = command.AllowPublicTraffic ? null : SandboxIds.NewToken(),
+            AllowInternetAccess = command.AllowInternetAccess,
+            AutoPause = command.AutoPause,
+        };
+        try
+        {
+            await _store.InsertAsync(record, CancellationToken.None);
+        }
+        catch
+        {
+            // It has the caller's settings now: it can never go back to the pool.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _runtime.DestroyAsync(member.SandboxId, timeout.Token);
+            throw;
+        }
+        trace.Mark("store-insert");
+        _live[record.SandboxId] = record;
+        _scheduler.Schedule(record.SandboxId, record.EndAt);
+        SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, _runtime.Name, (long)trace.TotalMilliseconds, record.EndAt);
+        await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
+            $"claimed from the warm pool of template {template.TemplateId} (started {member.ReadyAt:O}) with {record.CpuCount} CPUs, " +
+            $"{record.MemoryMB} MiB memory, {record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
+            $"{command.EnvVars.Count} environment variables, secure={command.Secure}; it will be killed at {record.EndAt:O}");
+        trace.Mark("journal");
+        SandboxesLog.CreateSteps(_logger, record.SandboxId, "pooled", trace.ToString());
+        return record;
     }
 
     /// <summary>Sets the deadline to <paramref name="timeoutSeconds"/> from now (E2B's POST /timeout: it can shorten too).</summary>
@@ -255,6 +363,7 @@ internal sealed class SandboxManager
         finally
         {
             Interlocked.Decrement(ref _reserved);
+            _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
         }
         SandboxesLog.Killed(_logger, sandboxId, endReason);
         try
@@ -313,6 +422,15 @@ internal sealed class SandboxManager
             ?? throw new UnknownSandboxException(sandboxId, "the runtime no longer has it");
     }
 
+    /// <summary>Replaces the egress policy of a running sandbox (PUT /sandboxes/{id}/network).</summary>
+    public async Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        GetRunning(sandboxId);
+        await _runtime.UpdateNetworkAsync(sandboxId, policy, cancellationToken);
+        await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info,
+            $"network policy changed: allowOut [{string.Join(", ", policy.AllowOut.Select(n => n.ToString()).Concat(policy.AllowDomains))}], denyOut [{string.Join(", ", policy.DenyOut)}]");
+    }
+
     /// <summary>Opens a stream to <paramref name="port"/> of a running sandbox (for the proxy).</summary>
     public ValueTask<Stream> ConnectToPortAsync(string sandboxId, int port, CancellationToken cancellationToken) =>
         _runtime.ConnectAsync(sandboxId, port, cancellationToken);
@@ -323,6 +441,7 @@ internal sealed class SandboxManager
         if (_live.TryAdd(record.SandboxId, record))
         {
             Interlocked.Increment(ref _reserved);
+            _teamUsage.Add(record.TeamId, record.CpuCount, record.MemoryMB);
             _scheduler.Schedule(record.SandboxId, record.EndAt);
         }
     }

@@ -43,4 +43,7 @@ internal static partial class SandboxesLog
 
     [LoggerMessage(EventId = 314, Level = LogLevel.Information, Message = "Recovery done: {Adopted} re-adopted, {Lost} lost, {Expired} expired while down, {Strays} strays destroyed")]
     public static partial void RecoveryDone(ILogger logger, int adopted, int lost, int expired, int strays);
+
+    [LoggerMessage(EventId = 320, Level = LogLevel.Debug, Message = "Sandbox {SandboxId} created ({Path}): {Steps}")]
+    public static partial void CreateSteps(ILogger logger, string sandboxId, string path, string steps);
 }

@@ -25,6 +25,15 @@ internal sealed record SandboxRecord
     /// <summary>The name the client asked for when it differs from <see cref="TemplateId"/> (E2B's <c>alias</c>).</summary>
     public string? Alias { get; init; }
 
+    /// <summary>
+    /// The team that created it: only that team's keys see, connect to and kill it. Defaults to the default team (what
+    /// records made before teams existed belong to).
+    /// </summary>
+    public string TeamId { get; init; } = DefaultTeamId;
+
+    /// <summary>The team of everything made before teams existed, of the first key and of <c>PADDOCK_API_KEY</c>.</summary>
+    public const string DefaultTeamId = "default";
+
     /// <summary>The isolation tier that runs it ("runc").</summary>
     public required string RuntimeName { get; init; }
 

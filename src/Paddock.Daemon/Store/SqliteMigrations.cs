@@ -45,5 +45,32 @@ internal static class SqliteMigrations
                 created_at INTEGER NOT NULL
             );
             """),
+        // Tenants (issue 5): teams with limits, keys that belong to a team, sandboxes that record their team. What
+        // existed before belongs to the default team, the admin team. A NULL limit means no team limit (the
+        // daemon-wide one still holds). Key ids are random UUIDs; the subquery names the outer row so that SQLite
+        // evaluates it per row instead of once.
+        (2, """
+            CREATE TABLE teams (
+                team_id       TEXT PRIMARY KEY,
+                name          TEXT NOT NULL UNIQUE,
+                is_admin      INTEGER NOT NULL,
+                max_sandboxes INTEGER,
+                max_cpus      INTEGER,
+                max_memory_mb INTEGER,
+                created_at    INTEGER NOT NULL
+            );
+            INSERT INTO teams (team_id, name, is_admin, created_at) VALUES ('default', 'default', 1, 0);
+            ALTER TABLE api_keys ADD COLUMN key_id TEXT;
+            ALTER TABLE api_keys ADD COLUMN team_id TEXT NOT NULL DEFAULT 'default';
+            ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT 'first key';
+            ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+            ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+            UPDATE api_keys SET key_id = (
+                SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-a' || substr(h, 18, 3) || '-' || substr(h, 21, 12)
+                FROM (SELECT lower(hex(randomblob(16))) AS h WHERE api_keys.key_hash IS NOT NULL));
+            CREATE UNIQUE INDEX api_keys_by_id ON api_keys (key_id);
+            CREATE INDEX api_keys_by_team ON api_keys (team_id);
+            ALTER TABLE sandboxes ADD COLUMN team_id TEXT NOT NULL DEFAULT 'default';
+            """),
     ];
 }

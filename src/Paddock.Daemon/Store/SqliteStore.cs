@@ -8,7 +8,7 @@ namespace Paddock.Daemon.Store;
 /// The SQLite state store: one file in the state directory, in WAL mode so that API reads never wait for the writer.
 /// Every call opens a pooled connection of its own, which keeps concurrent callers apart without a lock here.
 /// </summary>
-internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
+internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamStore
 {
     private readonly string _connectionString;
     private readonly string _path;
@@ -89,9 +89,9 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
         await using var command = connection.CreateCommand();
         command.CommandText = """
             INSERT INTO sandboxes (sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause)
+                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id)
             VALUES ($id, $template, $alias, $runtime, $state, $metadata, $cpu, $mem, $disk, $pids,
-                    $started, $end, $ended, $reason, $envd, $traffic, $internet, $autopause);
+                    $started, $end, $ended, $reason, $envd, $traffic, $internet, $autopause, $team);
             """;
         Bind(command, record);
         try
@@ -112,7 +112,7 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
             UPDATE sandboxes SET template_id = $template, alias = $alias, runtime = $runtime, state = $state, metadata = $metadata,
                 cpu_count = $cpu, memory_mb = $mem, disk_mb = $disk, max_pids = $pids, started_at = $started, end_at = $end,
                 ended_at = $ended, end_reason = $reason, envd_access_token = $envd, traffic_access_token = $traffic,
-                allow_internet_access = $internet, auto_pause = $autopause
+                allow_internet_access = $internet, auto_pause = $autopause, team_id = $team
             WHERE sandbox_id = $id;
             """;
         Bind(command, record);
@@ -233,16 +233,16 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
         return count;
     }
 
-    public async Task AddApiKeyAsync(string keyHash, string keyMask, DateTimeOffset createdAt, CancellationToken cancellationToken)
-    {
-        await using var connection = await OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "INSERT OR IGNORE INTO api_keys (key_hash, key_mask, created_at) VALUES ($hash, $mask, $at);";
-        command.Parameters.AddWithValue("$hash", keyHash);
-        command.Parameters.AddWithValue("$mask", keyMask);
-        command.Parameters.AddWithValue("$at", createdAt.ToUnixTimeMilliseconds());
-        await command.ExecuteNonQueryAsync(cancellationToken);
-    }
+    public Task AddApiKeyAsync(string keyHash, string keyMask, DateTimeOffset createdAt, CancellationToken cancellationToken) =>
+        AddApiKeyAsync(new ApiKeyRecord
+        {
+            KeyId = Guid.NewGuid().ToString(),
+            KeyHash = keyHash,
+            KeyMask = keyMask,
+            TeamId = SandboxRecord.DefaultTeamId,
+            Name = "first key",
+            CreatedAt = createdAt,
+        }, cancellationToken);
 
     public async Task<IReadOnlyList<string>> ListApiKeyHashesAsync(CancellationToken cancellationToken)
     {
@@ -260,7 +260,7 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
 
     private const string SelectColumns = """
         SELECT sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause
+               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id
         FROM sandboxes
         """;
 
@@ -309,6 +309,7 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
         command.Parameters.AddWithValue("$traffic", (object?)r.TrafficAccessToken ?? DBNull.Value);
         command.Parameters.AddWithValue("$internet", r.AllowInternetAccess is { } b ? (b ? 1 : 0) : DBNull.Value);
         command.Parameters.AddWithValue("$autopause", r.AutoPause ? 1 : 0);
+        command.Parameters.AddWithValue("$team", r.TeamId);
     }
 
     private static SandboxRecord Read(SqliteDataReader reader) => new()
@@ -331,6 +332,7 @@ internal sealed class SqliteStore : ISandboxStore, IApiKeyStore
         TrafficAccessToken = reader.IsDBNull(15) ? null : reader.GetString(15),
         AllowInternetAccess = reader.IsDBNull(16) ? null : reader.GetInt64(16) != 0,
         AutoPause = reader.GetInt64(17) != 0,
+        TeamId = reader.GetString(18),
     };
 
     internal static string StateName(SandboxState state) => state switch

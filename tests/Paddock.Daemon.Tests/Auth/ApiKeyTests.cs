@@ -31,16 +31,45 @@ public sealed partial class ApiKeyTests
     }
 
     [Fact]
-    public void The_authenticator_accepts_stored_and_extra_keys_only()
+    public void The_authenticator_accepts_unrevoked_stored_and_extra_keys_only_and_names_their_team()
     {
         var stored = ApiKeys.Generate();
+        var revoked = ApiKeys.Generate();
+        var other = ApiKeys.Generate();
+        var teams = new[]
+        {
+            new TeamRecord { TeamId = "default", Name = "default", IsAdmin = true, Limits = TeamLimits.None, CreatedAt = DateTimeOffset.UnixEpoch },
+            new TeamRecord { TeamId = "t2", Name = "t2", IsAdmin = false, Limits = TeamLimits.None, CreatedAt = DateTimeOffset.UnixEpoch },
+        };
+        ApiKeyRecord Key(string key, string team, DateTimeOffset? revokedAt = null) => new()
+        {
+            KeyId = Guid.NewGuid().ToString(), KeyHash = ApiKeys.Hash(key), KeyMask = ApiKeys.Mask(key), TeamId = team, Name = "k",
+            CreatedAt = DateTimeOffset.UnixEpoch, RevokedAt = revokedAt,
+        };
         var auth = new ApiKeyAuthenticator();
-        auth.Load([ApiKeys.Hash(stored)], "e2b_extra");
-        Assert.Null(auth.Check(stored));
-        Assert.Null(auth.Check("e2b_extra"));
-        Assert.Equal("invalid API key", auth.Check(stored + "x"));
-        Assert.Contains("missing", auth.Check(null), StringComparison.Ordinal);
-        Assert.Contains("missing", auth.Check(""), StringComparison.Ordinal);
+        auth.Load([Key(stored, "default"), Key(revoked, "default", DateTimeOffset.UnixEpoch), Key(other, "t2")], teams, "e2b_extra");
+
+        Assert.Null(auth.Authenticate(stored, out var caller));
+        Assert.Equal("default", caller!.TeamId);
+        Assert.True(caller.IsAdmin);
+        Assert.NotNull(caller.KeyId);
+        Assert.Null(auth.Authenticate("e2b_extra", out caller));
+        Assert.Equal("default", caller!.TeamId);
+        Assert.Null(caller.KeyId);
+        Assert.Null(auth.Authenticate(other, out caller));
+        Assert.Equal("t2", caller!.TeamId);
+        Assert.False(caller.IsAdmin);
+
+        Assert.Equal("invalid API key", auth.Authenticate(revoked, out caller));
+        Assert.Null(caller);
+        Assert.Equal("invalid API key", auth.Authenticate(stored + "x", out _));
+        Assert.Contains("missing", auth.Authenticate(null, out _), StringComparison.Ordinal);
+        Assert.Contains("missing", auth.Authenticate("", out _), StringComparison.Ordinal);
+
+        // A reload without the key takes it away.
+        auth.Load([Key(other, "t2")], teams, null);
+        Assert.Equal("invalid API key", auth.Authenticate(stored, out _));
+        Assert.Equal("invalid API key", auth.Authenticate("e2b_extra", out _));
     }
 
     [Fact]

@@ -53,6 +53,29 @@ internal sealed class Cgroups
     public IEnumerable<string> Directories(string sandboxId) =>
         _hierarchies.Select(h => Path.Combine(h.MountPoint, Parent, sandboxId));
 
+    /// <summary>
+    /// Removes the parent cgroup from every hierarchy where it is empty (no sandbox cgroup left under it), so a daemon
+    /// that stops with no sandboxes leaves nothing behind. A parent that still has sandboxes stays (rmdir fails, EBUSY).
+    /// </summary>
+    public void RemoveParentIfEmpty()
+    {
+        foreach (var h in _hierarchies)
+        {
+            var directory = Path.Combine(h.MountPoint, Parent);
+            try
+            {
+                if (System.IO.Directory.Exists(directory) && !System.IO.Directory.EnumerateDirectories(directory).Any())
+                {
+                    System.IO.Directory.Delete(directory);
+                }
+            }
+            catch (IOException)
+            {
+                // A sandbox cgroup appeared meanwhile, or the hierarchy went away: the parent stays, which is harmless.
+            }
+        }
+    }
+
     /// <summary>The sandbox's directory in the hierarchy that carries <paramref name="controller"/>, or null.</summary>
     public string? Directory(string sandboxId, string controller) =>
         _hierarchies.FirstOrDefault(h => h.Controllers.Contains(controller)) is { } h ? Path.Combine(h.MountPoint, Parent, sandboxId) : null;

@@ -39,6 +39,14 @@ internal sealed record RuncOptions
     /// </summary>
     public ulong OpenFilesLimit { get; init; } = 1048576;
 
+    /// <summary>
+    /// Sandbox egress (a veth pair, NAT and the sandbox's policy; see <see cref="Networking.SandboxNetworks"/>).
+    /// Null: sandboxes have loopback only, and a policy other than deny-all cannot be honoured.
+    /// </summary>
+    public Networking.NetworkOptions? Network { get; init; }
+
+    public string NetworkStateDirectory => Path.Combine(StateDirectory, "network");
+
     public string RuncRoot => Path.Combine(StateDirectory, "runc");
 
     public string SandboxesDirectory => Path.Combine(StateDirectory, "sandboxes");

@@ -5,6 +5,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Native;
+using Paddock.Daemon.Networking;
 
 namespace Paddock.Daemon.Runtimes.Runc;
 
@@ -27,6 +28,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly KeyedLock _locks = new();
     private readonly ConcurrentDictionary<string, CgroupSample> _lastCpuSample = new(StringComparer.Ordinal);
     private readonly Lazy<Task<AgentBundle>> _bundle;
+    private readonly SandboxNetworks? _network;
 
     public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
     {
@@ -43,7 +45,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             Directory.CreateDirectory(dir);
         }
         ValidatePathForOverlay(options.SandboxesDirectory);
+        _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
     }
+
+    /// <summary>Sandbox egress, or null when the tier gives sandboxes loopback only.</summary>
+    internal SandboxNetworks? Network => _network;
 
     public string Name => "runc";
 
@@ -55,6 +61,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             throw new SandboxStartException(spec.SandboxId, $"template root filesystem {spec.TemplateRootfs} does not exist");
         }
+        // With egress off (no Runc:Network) a sandbox has loopback only, whatever its policy: nothing goes out.
+        var egress = spec.EffectiveEgress;
         using var held = await _locks.AcquireAsync(spec.SandboxId, cancellationToken);
         if (Directory.Exists(layout.Directory) || File.Exists(layout.NetnsFile))
         {
@@ -67,17 +75,26 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             var bundle = await _bundle.Value.WaitAsync(cancellationToken);
             PrepareFilesystem(spec, layout);
+            spec.MarkStep?.Invoke("rootfs");
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);
+            spec.MarkStep?.Invoke("oci-config");
             var prepared = clock.ElapsedMilliseconds;
             if (!await _runc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
             {
                 throw new SandboxStartException(spec.SandboxId, "runc run failed: " + layout.LogTail());
             }
+            spec.MarkStep?.Invoke("runc-run");
             var ran = clock.ElapsedMilliseconds;
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
             // Held from now on by the bind mount, whatever happens to the sandbox's processes.
             NetworkNamespaces.Bind(pid, layout.NetnsFile);
+            spec.MarkStep?.Invoke("netns-bind");
+            if (_network is not null)
+            {
+                await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, egress, cancellationToken);
+            }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
+            spec.MarkStep?.Invoke("agent-ready");
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
@@ -148,7 +165,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.StartTimeout);
-        var delay = TimeSpan.FromMilliseconds(2);
+        // A probe is an open, two setns calls and a loopback connect (tens of microseconds), so probing often costs
+        // little, while each wait past the agent's first listen is added to every cold create: 1, 2, 4, then every
+        // 5 ms (was capped at 50 ms, which could add up to 50 ms to a start; issue 6's lean cold path).
+        var delay = TimeSpan.FromMilliseconds(1);
         try
         {
             while (true)
@@ -170,7 +190,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                     // Not listening yet, or it closed the connection while starting: try again.
                 }
                 await Task.Delay(delay, deadline.Token);
-                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 50));
+                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5));
             }
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
@@ -216,6 +236,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             await _runc.DeleteAsync(id, cancellationToken);
         }
 
+        if (_network is not null)
+        {
+            await _network.DetachAsync(id, cancellationToken);
+        }
         NetworkNamespaces.Release(layout.NetnsFile);
         await UnmountRootfsAsync(layout, cancellationToken);
 
@@ -287,6 +311,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
         candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
         candidates.UnionWith(_cgroups.ExistingSandboxIds());
+        if (_network is not null)
+        {
+            await _network.EnsureReadyAsync(cancellationToken);
+            candidates.UnionWith(_network.RecordedSandboxIds());
+        }
 
         var removed = new List<string>();
         foreach (var id in candidates.Order(StringComparer.Ordinal))
@@ -431,5 +460,28 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
-    public void Dispose() => _netns.Dispose();
+    public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        if (_network is null)
+        {
+            if (policy.DeniesEverything)
+            {
+                return; // loopback only already denies everything
+            }
+            throw new SandboxNetworkUnsupportedException(Name);
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        await _network.UpdateAsync(sandboxId, policy, cancellationToken);
+    }
+
+    public void Dispose()
+    {
+        _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _netns.Dispose();
+        _cgroups.RemoveParentIfEmpty();
+    }
 }

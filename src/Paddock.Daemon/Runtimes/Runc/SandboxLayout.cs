@@ -70,8 +70,8 @@ internal sealed partial class SandboxLayout
 
 /// <summary>
 /// What the runtime records about a sandbox next to it, so that a new daemon instance can re-adopt it.
-/// <see cref="AllowInternetAccess"/> is recorded only: sandboxes have no interface but loopback yet, and the egress
-/// policy that will read it is a later issue.
+/// <see cref="AllowInternetAccess"/> is what the create asked for; the policy in force is the network link's record
+/// (<see cref="Networking.SandboxLink"/>).
 /// </summary>
 internal sealed record SandboxMetadata(string SandboxId, string TemplateRootfs, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
 {

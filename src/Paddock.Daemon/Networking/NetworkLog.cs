@@ -1,0 +1,34 @@
+using Microsoft.Extensions.Logging;
+
+namespace Paddock.Daemon.Networking;
+
+/// <summary>Log events of sandbox networking (ids 3400-3499).</summary>
+internal static partial class NetworkLog
+{
+    [LoggerMessage(3400, LogLevel.Information, "Sandbox network ready: nftables table inet {Table}, pool {Pool}, egress proxy on port {ProxyPort}, {Links} links re-adopted")]
+    public static partial void Ready(ILogger logger, string table, string pool, int proxyPort, int links);
+
+    [LoggerMessage(3401, LogLevel.Debug, "Sandbox {SandboxId} linked: {HostInterface} {HostAddress} <-> {SandboxAddress}")]
+    public static partial void Attached(ILogger logger, string sandboxId, string hostInterface, string hostAddress, string sandboxAddress);
+
+    [LoggerMessage(3402, LogLevel.Debug, "Sandbox {SandboxId} unlinked")]
+    public static partial void Detached(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3403, LogLevel.Information, "Sandbox {SandboxId} egress policy changed")]
+    public static partial void PolicyChanged(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3404, LogLevel.Warning, "The nftables table inet {Table} was gone (removed outside paddockd); rebuilt it with every link")]
+    public static partial void TableRebuilt(ILogger logger, string table);
+
+    [LoggerMessage(3410, LogLevel.Information, "Egress proxy: sandbox {SandboxId} to {Host} ({Destination}) refused: {Reason}")]
+    public static partial void ProxyRefused(ILogger logger, string sandboxId, string host, string destination, string reason);
+
+    [LoggerMessage(3411, LogLevel.Debug, "Egress proxy: sandbox {SandboxId} to {Host} ({Destination}) allowed")]
+    public static partial void ProxyAllowed(ILogger logger, string sandboxId, string host, string destination);
+
+    [LoggerMessage(3412, LogLevel.Debug, "Egress proxy: connection from {Source} dropped: {Reason}")]
+    public static partial void ProxyDropped(ILogger logger, string source, string reason);
+
+    [LoggerMessage(3413, LogLevel.Warning, "Egress proxy: accept failed")]
+    public static partial void ProxyAcceptFailed(ILogger logger, Exception exception);
+}

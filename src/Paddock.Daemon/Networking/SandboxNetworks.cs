@@ -1,0 +1,397 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Native;
+using Paddock.Daemon.Runtimes;
+
+namespace Paddock.Daemon.Networking;
+
+/// <summary>
+/// Gives sandboxes a way out: a veth pair per sandbox (host end in the host's network namespace, "eth0" in the
+/// sandbox's), a /31 from <see cref="NetworkOptions.Pool"/>, a default route, NAT to the outside and the sandbox's
+/// <see cref="EgressPolicy"/> as nftables rules (<see cref="NftRules"/>); and the <see cref="EgressProxy"/> that
+/// checks domain allowlists. The runtime calls <see cref="AttachAsync"/> once the sandbox's network namespace
+/// exists and <see cref="DetachAsync"/> when it destroys it. Attach and detach are the only places a link is made
+/// or removed, so that a pool of ready links can replace them later.
+/// </summary>
+/// <remarks>
+/// Why the host's namespace and not a "router" namespace between the host and the sandboxes: packets out still
+/// have to leave through the host's uplink, so the host has to forward and NAT them either way, and a router
+/// namespace adds a hop and a second rule set without taking the host's own services out of reach by itself. What
+/// keeps the host safe is the input guard of <see cref="NftRules"/>: nothing from a sandbox link reaches a socket of
+/// the host except what nftables itself redirected to the proxy. The veth's host end gets no IPv6 (no link-local
+/// address to reach the host by), and sandboxes do not hold CAP_NET_ADMIN, so they cannot change their address
+/// or route. Forwarding is switched on (net.ipv4.ip_forward=1), as Docker does; the forward guard confines what
+/// it allows to sandbox links.
+/// </remarks>
+internal sealed class SandboxNetworks : IAsyncDisposable
+{
+    private readonly NetworkOptions _options;
+    private readonly string _stateDirectory;
+    private readonly ILogger _logger;
+    private readonly IpNetwork _pool;
+    private readonly NftRules _rules;
+    private readonly ConcurrentDictionary<string, SandboxLink> _links = new(StringComparer.Ordinal);
+    private readonly Lock _slotsGate = new();
+    private readonly HashSet<int> _slots = [];
+    private readonly SemaphoreSlim _nftGate = new(1, 1);
+    private readonly Lazy<Task> _ready;
+    private EgressProxy? _proxy;
+
+    public SandboxNetworks(NetworkOptions options, string stateDirectory, ILogger logger)
+    {
+        _options = options;
+        _stateDirectory = stateDirectory;
+        _logger = logger;
+        _pool = IpNetwork.Parse(options.Pool);
+        if (_pool.PrefixLength > 30)
+        {
+            throw new ArgumentException($"network pool {options.Pool} is too small: it needs at least a /30");
+        }
+        if (options.InterfacePrefix.Length is 0 or > 9 || !options.InterfacePrefix.All(char.IsAsciiLetterOrDigit))
+        {
+            throw new ArgumentException($"interface prefix '{options.InterfacePrefix}' must be 1-9 letters or digits");
+        }
+        if (options.TableName.Length is 0 or > 64 || !options.TableName.All(c => char.IsAsciiLetterOrDigit(c) || c == '_') || !char.IsAsciiLetter(options.TableName[0]))
+        {
+            throw new ArgumentException($"nftables table name '{options.TableName}' must start with a letter and hold only letters, digits and '_'");
+        }
+        _rules = new NftRules(options.TableName, options.InterfacePrefix, _pool);
+        _ready = new Lazy<Task>(() => InitializeAsync(CancellationToken.None));
+        Directory.CreateDirectory(stateDirectory);
+    }
+
+    /// <summary>The proxy's port (after <see cref="EnsureReadyAsync"/>).</summary>
+    public int ProxyPort => _proxy?.Port ?? 0;
+
+    public IpNetwork Pool => _pool;
+
+    /// <summary>
+    /// Rebuilds this daemon's table from nothing (removing whatever a crashed instance left in it) with the links of
+    /// sandboxes that are still there, and starts the proxy. Runs once; every other call awaits it.
+    /// </summary>
+    public Task EnsureReadyAsync(CancellationToken cancellationToken) => _ready.Value.WaitAsync(cancellationToken);
+
+    private async Task InitializeAsync(CancellationToken cancellationToken)
+    {
+        var nft = await ExternalCommand.RunAsync(_options.NftBinary, ["list", "tables"], cancellationToken);
+        if (!nft.Succeeded)
+        {
+            throw new InvalidOperationException("nftables does not work here (apt-get install nftables; the kernel needs nf_tables): " + nft.Describe());
+        }
+        // Forwarding is what lets packets from a link leave through the uplink at all.
+        await File.WriteAllTextAsync("/proc/sys/net/ipv4/ip_forward", "1\n", cancellationToken);
+
+        _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, _logger);
+        _proxy.Start();
+
+        foreach (var file in Directory.EnumerateFiles(_stateDirectory, "*.json"))
+        {
+            if (SandboxLink.TryRead(file) is not { } link)
+            {
+                continue;
+            }
+            lock (_slotsGate)
+            {
+                _slots.Add(link.Slot);
+            }
+            _links[link.SandboxId] = link;
+        }
+        var readopted = await RebuildAsync(cancellationToken);
+        NetworkLog.Ready(_logger, _options.TableName, _pool.ToString(), _proxy.Port, readopted);
+    }
+
+    /// <summary>
+    /// Replaces the table with a fresh one holding the links this instance knows whose interface exists, in one
+    /// transaction; returns how many. At start, and when the table was removed behind the daemon's back.
+    /// </summary>
+    private async Task<int> RebuildAsync(CancellationToken cancellationToken)
+    {
+        var script = _rules.DeleteTable() + _rules.Base(ProxyPort);
+        var count = 0;
+        foreach (var link in _links.Values)
+        {
+            if (Directory.Exists($"/sys/class/net/{link.HostInterface}"))
+            {
+                script += _rules.Attach(link, ProxyPort);
+                count++;
+            }
+        }
+        await RunNftAsync(script, cancellationToken);
+        return count;
+    }
+
+    /// <summary>Runs a link's script; if it fails because the table is gone, rebuilds the table (with the link) instead.</summary>
+    private async Task ApplyLinkAsync(string script, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RunNftAsync(script, cancellationToken);
+            return;
+        }
+        catch (IOException)
+        {
+            if (await TableExistsAsync(cancellationToken))
+            {
+                throw;
+            }
+        }
+        NetworkLog.TableRebuilt(_logger, _options.TableName);
+        await RebuildAsync(cancellationToken);
+    }
+
+    private async Task<bool> TableExistsAsync(CancellationToken cancellationToken) =>
+        (await ExternalCommand.RunAsync(_options.NftBinary, ["list", "chain", "inet", _options.TableName, "guard_input"], cancellationToken)).Succeeded;
+
+    /// <summary>
+    /// Links the sandbox whose network namespace is held at <paramref name="netnsFile"/> and applies
+    /// <paramref name="policy"/>. On failure nothing of the link is left.
+    /// </summary>
+    public async Task<SandboxLink> AttachAsync(string sandboxId, string netnsFile, EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        await EnsureReadyAsync(cancellationToken);
+        var slot = AllocateSlot();
+        var hostValue = _pool.Address + (uint)(2 * slot);
+        var link = new SandboxLink(
+            sandboxId,
+            slot,
+            _options.InterfacePrefix + slot.ToString(CultureInfo.InvariantCulture),
+            IpNetwork.ToAddress(hostValue),
+            IpNetwork.ToAddress(hostValue + 1),
+            policy);
+        try
+        {
+            // Recorded first: a crash from here on leaves a record that cleanup finds.
+            link.Write(RecordFile(sandboxId));
+            _links[sandboxId] = link;
+            // A link of an earlier crash may hold the name still (its namespace was kept alive by a socket).
+            await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+            await IpAsync(["link", "add", link.HostInterface, "type", "veth", "peer", "name", SandboxLink.SandboxInterface, "netns", netnsFile], cancellationToken);
+            // No IPv6 on the host end: no link-local address for a sandbox to reach the host by.
+            await File.WriteAllTextAsync($"/proc/sys/net/ipv6/conf/{link.HostInterface}/disable_ipv6", "1\n", cancellationToken);
+            await IpAsync(["addr", "add", $"{link.HostAddress}/31", "dev", link.HostInterface], cancellationToken);
+            await IpAsync(["link", "set", link.HostInterface, "up"], cancellationToken);
+            await InsideAsync(netnsFile, [
+                $"addr add {link.SandboxAddress}/31 dev {SandboxLink.SandboxInterface}",
+                $"link set {SandboxLink.SandboxInterface} up",
+                $"route add default via {link.HostAddress}",
+            ], cancellationToken);
+            await ApplyLinkAsync(_rules.Attach(link, ProxyPort), cancellationToken);
+            NetworkLog.Attached(_logger, sandboxId, link.HostInterface, link.HostAddress.ToString(), link.SandboxAddress.ToString());
+            return link;
+        }
+        catch
+        {
+            using var cleanup = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await DetachAsync(sandboxId, cleanup.Token);
+            throw;
+        }
+    }
+
+    /// <summary>Replaces the policy of a linked sandbox; takes effect for every packet from now on.</summary>
+    public async Task UpdateAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        await EnsureReadyAsync(cancellationToken);
+        if (!_links.TryGetValue(sandboxId, out var link))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var updated = link with { Policy = policy };
+        _links[sandboxId] = updated;
+        try
+        {
+            await ApplyLinkAsync(_rules.Update(updated, ProxyPort), cancellationToken);
+        }
+        catch
+        {
+            _links[sandboxId] = link;
+            throw;
+        }
+        updated.Write(RecordFile(sandboxId));
+        NetworkLog.PolicyChanged(_logger, sandboxId);
+    }
+
+    /// <summary>The sandbox's link, or null when it has none.</summary>
+    public SandboxLink? Find(string sandboxId) => _links.TryGetValue(sandboxId, out var link) ? link : null;
+
+    /// <summary>
+    /// Removes the sandbox's link (interface, rules, record, slot). Idempotent, also for a link that a crash left
+    /// half made or whose record is all that is left.
+    /// </summary>
+    public async Task DetachAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        await EnsureReadyAsync(cancellationToken);
+        var file = RecordFile(sandboxId);
+        var link = _links.TryGetValue(sandboxId, out var known) ? known : SandboxLink.TryRead(file);
+        if (link is null)
+        {
+            File.Delete(file);
+            return;
+        }
+        await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        try
+        {
+            await RunNftAsync(_rules.Detach(link.Slot, link.HostInterface), cancellationToken);
+        }
+        catch (IOException)
+        {
+            if (await TableExistsAsync(cancellationToken))
+            {
+                throw;
+            }
+            // No table, so none of the link's rules either.
+        }
+        File.Delete(file);
+        _links.TryRemove(sandboxId, out _);
+        lock (_slotsGate)
+        {
+            _slots.Remove(link.Slot);
+        }
+        NetworkLog.Detached(_logger, sandboxId);
+    }
+
+    /// <summary>Ids of sandboxes that have a link record (for the runtime's cleanup of leftovers).</summary>
+    public IReadOnlyList<string> RecordedSandboxIds() => !Directory.Exists(_stateDirectory) ? [] :
+        Directory.EnumerateFiles(_stateDirectory, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToList();
+
+    /// <summary>Deletes this daemon's whole table (for tests and uninstall; sandboxes that still run lose their way out).</summary>
+    public Task RemoveTableAsync(CancellationToken cancellationToken) => RunNftAsync(_rules.DeleteTable(), cancellationToken);
+
+    private string RecordFile(string sandboxId) => Path.Combine(_stateDirectory, sandboxId + ".json");
+
+    private int AllocateSlot()
+    {
+        var count = (int)Math.Min(_pool.Size / 2, int.MaxValue);
+        lock (_slotsGate)
+        {
+            // Slot 0 would make the pool's network address a host address; start at 1.
+            for (var slot = 1; slot < count; slot++)
+            {
+                if (_slots.Add(slot))
+                {
+                    return slot;
+                }
+            }
+        }
+        throw new SandboxStartException("", $"the sandbox address pool {_pool} is exhausted");
+    }
+
+    private SandboxLink? FindBySandboxAddress(IPAddress address)
+    {
+        foreach (var link in _links.Values)
+        {
+            if (link.SandboxAddress.Equals(address))
+            {
+                return link;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Never a destination of the proxy: the pool (host ends and sandboxes), loopback, and every address of the host.</summary>
+    private bool IsHostOrSandboxAddress(IPAddress address)
+    {
+        if (IPAddress.IsLoopback(address) || _pool.Contains(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.Broadcast))
+        {
+            return true;
+        }
+        foreach (var nic in System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces())
+        {
+            foreach (var a in nic.GetIPProperties().UnicastAddresses)
+            {
+                if (a.Address.Equals(address))
+                {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    private async Task DeleteInterfaceAsync(string name, CancellationToken cancellationToken)
+    {
+        if (!Directory.Exists($"/sys/class/net/{name}"))
+        {
+            return;
+        }
+        var result = await ExternalCommand.RunAsync(_options.IpBinary, ["link", "del", name], cancellationToken);
+        if (!result.Succeeded && Directory.Exists($"/sys/class/net/{name}"))
+        {
+            throw new IOException("ip link del failed: " + result.Describe());
+        }
+    }
+
+    private async Task IpAsync(string[] args, CancellationToken cancellationToken)
+    {
+        var result = await ExternalCommand.RunAsync(_options.IpBinary, args, cancellationToken);
+        if (!result.Succeeded)
+        {
+            throw new IOException($"ip {string.Join(' ', args)} failed: " + result.Describe());
+        }
+    }
+
+    private async Task InsideAsync(string netnsFile, string[] batch, CancellationToken cancellationToken)
+    {
+        var file = Path.Combine(_stateDirectory, $".batch-{Guid.NewGuid():N}");
+        await File.WriteAllLinesAsync(file, batch, cancellationToken);
+        try
+        {
+            var result = await ExternalCommand.RunAsync(_options.NsenterBinary, [$"--net={netnsFile}", _options.IpBinary, "-batch", file], cancellationToken);
+            if (!result.Succeeded)
+            {
+                throw new IOException("configuring the sandbox's interface failed: " + result.Describe());
+            }
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    private async Task RunNftAsync(string script, CancellationToken cancellationToken)
+    {
+        var file = Path.Combine(_stateDirectory, $".nft-{Guid.NewGuid():N}");
+        await File.WriteAllTextAsync(file, script, cancellationToken);
+        // One nft at a time: each script is one transaction, and they must not interleave with a table rebuild.
+        await _nftGate.WaitAsync(cancellationToken);
+        try
+        {
+            var result = await ExternalCommand.RunAsync(_options.NftBinary, ["-f", file], cancellationToken);
+            if (!result.Succeeded)
+            {
+                throw new IOException("nft failed: " + result.Describe() + "\n--- script ---\n" + script);
+            }
+        }
+        finally
+        {
+            _nftGate.Release();
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>
+    /// Stops the proxy. The table stays while links remain (sandboxes outlive the daemon and keep their policy);
+    /// with none left it goes too, so a daemon that stopped cleanly leaves nothing in nftables.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_proxy is not null)
+        {
+            await _proxy.DisposeAsync();
+        }
+        if (_ready.IsValueCreated && _ready.Value.IsCompletedSuccessfully && _links.IsEmpty && !RecordedSandboxIds().Any())
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            try
+            {
+                await RemoveTableAsync(timeout.Token);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException)
+            {
+                // The next start rebuilds the table from nothing anyway.
+            }
+        }
+        _nftGate.Dispose();
+    }
+}

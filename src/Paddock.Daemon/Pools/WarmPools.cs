@@ -1,0 +1,296 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Sandboxes;
+
+namespace Paddock.Daemon.Pools;
+
+/// <summary>A started pool sandbox waiting to be claimed. <see cref="PoolToken"/> guards its agent until then.</summary>
+internal sealed record PoolMember(string SandboxId, string Pool, string TemplateId, string RootfsPath, ResourceLimits Limits, string PoolToken, DateTimeOffset ReadyAt);
+
+/// <summary>
+/// Warm pools (issue 6): per template, sandboxes started ahead by a background refiller so that a create is a claim
+/// plus the caller's settings. A pool sandbox is in no live set (the API, the list and the proxy do not see it), has
+/// no deadline and no store record: after a crash the recovery finds it running with no record and destroys it as a
+/// stray, so it is never re-adopted as someone's sandbox. A claimed sandbox leaves the pool for good; the pool starts
+/// a fresh one rather than ever taking one back, so nothing of one user reaches another.
+/// </summary>
+internal sealed class WarmPools : IHostedService, IAsyncDisposable
+{
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+
+    private readonly ISandboxRuntime _runtime;
+    private readonly ITemplateLookup _templates;
+    private readonly DaemonOptions _options;
+    private readonly ILogger<WarmPools> _logger;
+    private readonly Pool[] _pools;
+    private readonly SemaphoreSlim _wake = new(0, int.MaxValue);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly ConcurrentDictionary<Task, byte> _starts = new();
+    private Task? _loop;
+    private int _inFlight;
+
+    public WarmPools(ISandboxRuntime runtime, ITemplateLookup templates, DaemonOptions options, ILogger<WarmPools> logger)
+    {
+        _runtime = runtime;
+        _templates = templates;
+        _options = options;
+        _logger = logger;
+        _pools = [.. options.Pools.Sizes.Where(kv => kv.Value > 0).Select(kv => new Pool(kv.Key, kv.Value))];
+    }
+
+    /// <summary>The limits every pool sandbox starts with: the daemon's defaults, which an SDK create without limits asks for.</summary>
+    public ResourceLimits PoolLimits => new(_options.DefaultCpuCount, _options.DefaultMemoryMB * 1024L * 1024L, _options.MaxPids, _options.DefaultDiskSizeMB * 1024L * 1024L);
+
+    /// <summary>Ready members per pool now.</summary>
+    public IReadOnlyDictionary<string, int> ReadyCounts => _pools.ToDictionary(p => p.Name, p => p.Ready.Count, StringComparer.Ordinal);
+
+    /// <summary>Ids of every pool sandbox ready now (for tests and the bench: these must not appear anywhere else).</summary>
+    public IReadOnlyList<string> ReadyIds => [.. _pools.SelectMany(p => p.Ready.Select(m => m.SandboxId))];
+
+    /// <summary>
+    /// Takes a ready member of <paramref name="template"/>'s pool that can serve a create with these settings, or
+    /// null (no pool, empty, or a request a pool sandbox cannot take: other limits or no internet access). Lock-free:
+    /// a dequeue. The refiller is woken to replace what was taken.
+    /// </summary>
+    public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits, bool? allowInternetAccess)
+    {
+        if (_pools.Length == 0 || limits != PoolLimits)
+        {
+            return null;
+        }
+        foreach (var pool in _pools)
+        {
+            if (!string.Equals(pool.TemplateId, template.TemplateId, StringComparison.Ordinal))
+            {
+                continue;
+            }
+            // Bounded by what is queued now: stale members are dropped, a fresh one ends the loop.
+            for (var i = pool.Ready.Count; i > 0 && pool.Ready.TryDequeue(out var member); i--)
+            {
+                ReleaseWake();
+                if (member.RootfsPath != template.RootfsPath)
+                {
+                    PoolsLog.Stale(_logger, pool.Name, member.SandboxId);
+                    _ = DestroyAsync(member.SandboxId);
+                    continue;
+                }
+                PoolsLog.Claimed(_logger, pool.Name, member.SandboxId);
+                return member;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="member"/> the claimer's: its variables and access token (null: none) through the agent's
+    /// POST /init, authenticated with the pool's token. On failure the member is destroyed and the error rethrown.
+    /// </summary>
+    public async Task HandOverAsync(PoolMember member, IReadOnlyDictionary<string, string> envVars, string? accessToken,
+        Networking.EgressPolicy? egress, CancellationToken cancellationToken)
+    {
+        try
+        {
+            // The caller's network policy first (pool members start with the default, allow-all egress), so nothing
+            // of the caller's runs under another policy.
+            if (egress is not null)
+            {
+                await _runtime.UpdateNetworkAsync(member.SandboxId, egress, cancellationToken);
+            }
+            await AgentInit.SendAsync(_runtime, member.SandboxId, member.PoolToken, envVars, accessToken, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            PoolsLog.HandOverFailed(_logger, member.Pool, member.SandboxId, ex);
+            await DestroyAsync(member.SandboxId);
+            throw;
+        }
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_pools.Length > 0)
+        {
+            PoolsLog.Configured(_logger, string.Join(", ", _pools.Select(p => $"{p.Name}={p.Size}")), _options.Pools.RefillConcurrency);
+            _loop = Task.Run(() => RefillLoopAsync(_stopping.Token), CancellationToken.None);
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Stops refilling and destroys every pool sandbox, ready or starting.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_stopping.IsCancellationRequested || _pools.Length == 0)
+        {
+            return;
+        }
+        await _stopping.CancelAsync();
+        if (_loop is not null)
+        {
+            await _loop.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        // A start in flight sees the cancellation; the runtime removes a half-started sandbox itself, and a start
+        // that completed after the cancellation destroys its member (StartMemberAsync).
+        await Task.WhenAll(_starts.Keys).WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        var members = new List<PoolMember>();
+        foreach (var pool in _pools)
+        {
+            while (pool.Ready.TryDequeue(out var member))
+            {
+                members.Add(member);
+            }
+        }
+        // A few at a time: each destroy is a runc delete and an unmount, and the host has few cores.
+        using var gate = new SemaphoreSlim(4);
+        await Task.WhenAll(members.Select(async m =>
+        {
+            await gate.WaitAsync(CancellationToken.None);
+            try
+            {
+                await DestroyAsync(m.SandboxId);
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }));
+        PoolsLog.Stopped(_logger, members.Count);
+    }
+
+    private async Task RefillLoopAsync(CancellationToken stopping)
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            var now = Stopwatch.GetTimestamp();
+            TimeSpan? nextRetry = null;
+            foreach (var pool in _pools)
+            {
+                if (pool.RetryAt > now)
+                {
+                    var wait = Stopwatch.GetElapsedTime(now, pool.RetryAt);
+                    nextRetry = nextRetry is { } r && r < wait ? r : wait;
+                    continue;
+                }
+                while (pool.Ready.Count + Volatile.Read(ref pool.Starting) < pool.Size && Volatile.Read(ref _inFlight) < _options.Pools.RefillConcurrency)
+                {
+                    Interlocked.Increment(ref pool.Starting);
+                    Interlocked.Increment(ref _inFlight);
+                    var start = StartMemberAsync(pool, stopping);
+                    _starts.TryAdd(start, 0);
+                    _ = start.ContinueWith(t => _starts.TryRemove(t, out _), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                }
+            }
+            try
+            {
+                // Woken by a claim or a finished start; the timeout bounds the wait for a pool in backoff.
+                await _wake.WaitAsync(nextRetry ?? TimeSpan.FromSeconds(5), stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task StartMemberAsync(Pool pool, CancellationToken stopping)
+    {
+        await Task.Yield();
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            timeout.CancelAfter(_options.StartTimeout);
+            var template = await _templates.FindAsync(pool.Name, timeout.Token)
+                ?? throw new TemplateNotFoundException(pool.Name);
+            var token = SandboxIds.NewToken();
+            var spec = new SandboxSpec
+            {
+                SandboxId = SandboxIds.NewId(),
+                TemplateRootfs = template.RootfsPath,
+                Limits = PoolLimits,
+                AgentAccessToken = token,
+                DefaultUser = template.DefaultUser,
+                AllowInternetAccess = true,
+            };
+            var started = await _runtime.StartAsync(spec, timeout.Token);
+            var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.RootfsPath, spec.Limits, token, DateTimeOffset.UtcNow);
+            if (stopping.IsCancellationRequested)
+            {
+                await DestroyAsync(member.SandboxId);
+                return;
+            }
+            pool.TemplateId = template.TemplateId;
+            pool.Ready.Enqueue(member);
+            pool.FailureStreak = 0;
+            PoolsLog.MemberReady(_logger, pool.Name, member.SandboxId, clock.ElapsedMilliseconds, pool.Ready.Count);
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // shutting down
+        }
+        catch (Exception ex)
+        {
+            // Backoff so that a broken template or a full host does not turn the refiller into a busy loop.
+            pool.FailureStreak = Math.Min(pool.FailureStreak + 1, 16);
+            var delay = TimeSpan.FromMilliseconds(Math.Min(MaxBackoff.TotalMilliseconds, 250 * Math.Pow(2, pool.FailureStreak - 1)));
+            pool.RetryAt = Stopwatch.GetTimestamp() + (long)(delay.TotalSeconds * Stopwatch.Frequency);
+            PoolsLog.MemberStartFailed(_logger, pool.Name, (long)delay.TotalMilliseconds, ex);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref pool.Starting);
+            Interlocked.Decrement(ref _inFlight);
+            ReleaseWake();
+        }
+    }
+
+    private void ReleaseWake()
+    {
+        try
+        {
+            _wake.Release();
+        }
+        catch (ObjectDisposedException)
+        {
+            // disposed at shutdown
+        }
+    }
+
+    private async Task DestroyAsync(string sandboxId)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _runtime.DestroyAsync(sandboxId, timeout.Token);
+        }
+        catch (Exception ex)
+        {
+            PoolsLog.DestroyFailed(_logger, sandboxId, ex);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await StopAsync(timeout.Token);
+        _stopping.Dispose();
+    }
+
+    private sealed class Pool(string name, int size)
+    {
+        public string Name { get; } = name;
+
+        public int Size { get; } = size;
+
+        public ConcurrentQueue<PoolMember> Ready { get; } = new();
+
+        /// <summary>The id its name resolved to when a member last started (null before): what creates are matched by.</summary>
+        public volatile string? TemplateId;
+
+        public int Starting;
+
+        public int FailureStreak;
+
+        public long RetryAt;
+    }
+}

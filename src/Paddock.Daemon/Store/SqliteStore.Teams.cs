@@ -1,0 +1,155 @@
+using Microsoft.Data.Sqlite;
+
+namespace Paddock.Daemon.Store;
+
+// Teams and API keys (schema step 2).
+internal sealed partial class SqliteStore
+{
+    private const int SqliteConstraint = 19;
+
+    public async Task<IReadOnlyList<TeamRecord>> ListTeamsAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at FROM teams ORDER BY created_at, team_id;";
+        var teams = new List<TeamRecord>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            teams.Add(new TeamRecord
+            {
+                TeamId = reader.GetString(0),
+                Name = reader.GetString(1),
+                IsAdmin = reader.GetInt64(2) != 0,
+                Limits = new TeamLimits(NullableInt(reader, 3), NullableInt(reader, 4), NullableInt(reader, 5)),
+                CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6)),
+            });
+        }
+        return teams;
+    }
+
+    public async Task InsertTeamAsync(TeamRecord team, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = """
+            INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at)
+            VALUES ($id, $name, $admin, $sandboxes, $cpus, $memory, $at);
+            """;
+        BindTeam(command, team);
+        command.Parameters.AddWithValue("$admin", team.IsAdmin ? 1 : 0);
+        command.Parameters.AddWithValue("$at", team.CreatedAt.ToUnixTimeMilliseconds());
+        try
+        {
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        {
+            throw new DuplicateNameException(team.Name);
+        }
+    }
+
+    public async Task<bool> UpdateTeamAsync(TeamRecord team, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = """
+            UPDATE teams SET name = $name, max_sandboxes = $sandboxes, max_cpus = $cpus, max_memory_mb = $memory
+            WHERE team_id = $id;
+            """;
+        BindTeam(command, team);
+        try
+        {
+            return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        {
+            throw new DuplicateNameException(team.Name);
+        }
+    }
+
+    public async Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT key_id, key_hash, key_mask, team_id, name, created_at, revoked_at, last_used_at FROM api_keys ORDER BY created_at, key_id;";
+        var keys = new List<ApiKeyRecord>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            keys.Add(new ApiKeyRecord
+            {
+                KeyId = reader.GetString(0),
+                KeyHash = reader.GetString(1),
+                KeyMask = reader.GetString(2),
+                TeamId = reader.GetString(3),
+                Name = reader.GetString(4),
+                CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(5)),
+                RevokedAt = reader.IsDBNull(6) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6)),
+                LastUsedAt = reader.IsDBNull(7) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(7)),
+            });
+        }
+        return keys;
+    }
+
+    public async Task AddApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        // OR IGNORE: the same key added twice (a restart with the same key file) stays one row.
+        command.CommandText = """
+            INSERT OR IGNORE INTO api_keys (key_hash, key_mask, created_at, key_id, team_id, name)
+            VALUES ($hash, $mask, $at, $id, $team, $name);
+            """;
+        command.Parameters.AddWithValue("$hash", key.KeyHash);
+        command.Parameters.AddWithValue("$mask", key.KeyMask);
+        command.Parameters.AddWithValue("$at", key.CreatedAt.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$id", key.KeyId);
+        command.Parameters.AddWithValue("$team", key.TeamId);
+        command.Parameters.AddWithValue("$name", key.Name);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    public async Task<bool> RenameApiKeyAsync(string teamId, string keyId, string name, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE api_keys SET name = $name WHERE key_id = $id AND team_id = $team AND revoked_at IS NULL;";
+        command.Parameters.AddWithValue("$name", name);
+        command.Parameters.AddWithValue("$id", keyId);
+        command.Parameters.AddWithValue("$team", teamId);
+        return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
+    }
+
+    public async Task<bool> RevokeApiKeyAsync(string teamId, string keyId, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE api_keys SET revoked_at = $at WHERE key_id = $id AND team_id = $team AND revoked_at IS NULL;";
+        command.Parameters.AddWithValue("$at", at.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$id", keyId);
+        command.Parameters.AddWithValue("$team", teamId);
+        return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
+    }
+
+    public async Task SetApiKeyLastUsedAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE api_keys SET last_used_at = $at WHERE key_id = $id;";
+        command.Parameters.AddWithValue("$at", at.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$id", keyId);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private static void BindTeam(SqliteCommand command, TeamRecord team)
+    {
+        command.Parameters.AddWithValue("$id", team.TeamId);
+        command.Parameters.AddWithValue("$name", team.Name);
+        command.Parameters.AddWithValue("$sandboxes", (object?)team.Limits.MaxSandboxes ?? DBNull.Value);
+        command.Parameters.AddWithValue("$cpus", (object?)team.Limits.MaxCpus ?? DBNull.Value);
+        command.Parameters.AddWithValue("$memory", (object?)team.Limits.MaxMemoryMB ?? DBNull.Value);
+    }
+
+    private static int? NullableInt(SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetInt32(ordinal);
+}

@@ -1,0 +1,157 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Paddock.Daemon.Native;
+using Paddock.Daemon.Networking;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Runc;
+using Paddock.Daemon.Templates;
+using Paddock.Daemon.Tests.Runtimes;
+
+namespace Paddock.Daemon.Tests.Network;
+
+[CollectionDefinition(Name)]
+public sealed class NetworkCollection : ICollectionFixture<NetworkFixture>
+{
+    public const string Name = "network";
+}
+
+/// <summary>
+/// A real <see cref="RuncRuntime"/> with sandbox egress on, over its own state directory, cgroup parent, nftables
+/// table (paddock_test_PID), interface prefix (pt PID) and address pool (a /24 of 10.203.0.0/16), so that it shares
+/// nothing with a daemon or another test process on the machine; and an <see cref="OutsideHost"/>.
+/// </summary>
+public sealed class NetworkFixture : IAsyncLifetime
+{
+    private static readonly int Pid = Environment.ProcessId;
+    private static readonly int Octet = Pid % 250 + 1;
+
+    internal RuncOptions Options { get; } = new()
+    {
+        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "net-runs", Pid.ToString(CultureInfo.InvariantCulture)),
+        CgroupParent = $"paddock-nettest-{Pid}",
+        StartTimeout = TimeSpan.FromSeconds(30),
+        Network = new NetworkOptions
+        {
+            Pool = $"10.203.{Octet}.0/24",
+            TableName = $"paddock_test_{Pid}",
+            InterfacePrefix = $"pt{Pid % 1_000_000}s",
+        },
+    };
+
+    internal RuncRuntime Runtime { get; private set; } = null!;
+
+    internal TemplateInfo Base { get; private set; } = null!;
+
+    internal OutsideHost Outside { get; private set; } = null!;
+
+    internal string AgentBinary { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        TestEnvironment.RequireRootAndRunc();
+        if (!File.Exists("/usr/sbin/nft"))
+        {
+            throw new InvalidOperationException("nftables is not installed: run scripts/setup (apt-get install nftables)");
+        }
+        AgentBinary = await TestEnvironment.AgentBinaryAsync();
+        Base = await TestEnvironment.BaseTemplateAsync();
+        Runtime = NewRuntime();
+        // What an aborted run with this pid left (the table is rebuilt by the runtime itself).
+        await Runtime.CleanupLeftoversAsync(TestEnvironment.Timeout(TimeSpan.FromMinutes(1)));
+        Outside = await OutsideHost.CreateAsync(Octet);
+    }
+
+    internal RuncRuntime NewRuntime() => new(Options, AgentBinary, NullLogger<RuncRuntime>.Instance);
+
+    internal SandboxSpec Spec(EgressPolicy? policy) => new()
+    {
+        SandboxId = "n-" + Guid.NewGuid().ToString("N")[..12],
+        TemplateRootfs = Base.RootfsPath,
+        DefaultUser = Base.DefaultUser,
+        Limits = new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: 256, DiskBytes: 1L << 30),
+        Egress = policy,
+    };
+
+    internal async Task<NetSandbox> StartAsync(EgressPolicy? policy)
+    {
+        var sandbox = await Runtime.StartAsync(Spec(policy), TestEnvironment.Timeout(TimeSpan.FromSeconds(90)));
+        return new NetSandbox(this, sandbox.SandboxId);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Outside is not null)
+        {
+            await Outside.DisposeAsync();
+        }
+        if (Runtime is null)
+        {
+            return;
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        foreach (var s in await Runtime.ListAsync(timeout.Token))
+        {
+            await Runtime.DestroyAsync(s.SandboxId, timeout.Token);
+        }
+        await Runtime.CleanupLeftoversAsync(timeout.Token);
+        await Runtime.Network!.RemoveTableAsync(timeout.Token);
+        Runtime.Dispose();
+        if (MountTable.Under(Options.StateDirectory).Count == 0 && Directory.Exists(Options.StateDirectory))
+        {
+            Directory.Delete(Options.StateDirectory, recursive: true);
+        }
+        foreach (var m in MountTable.Read().Where(m => m.FsType is "cgroup" or "cgroup2"))
+        {
+            var parent = Path.Combine(m.MountPoint, Options.CgroupParent);
+            if (Directory.Exists(parent) && !Directory.EnumerateDirectories(parent).Any())
+            {
+                Directory.Delete(parent);
+            }
+        }
+    }
+}
+
+/// <summary>A sandbox of the fixture, destroyed on dispose, with a TCP probe that runs inside it.</summary>
+internal sealed class NetSandbox(NetworkFixture fixture, string id) : IAsyncDisposable
+{
+    // Connects, sends the payload (hex), prints "OK " and what came back, or "ERR " and the error's name.
+    private const string Probe = """
+        import socket, sys
+        host, port, payload = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+        try:
+            s = socket.create_connection((host, port), timeout=3)
+            s.settimeout(5)
+            s.sendall(payload)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            print("OK " + data.decode("latin-1"))
+        except Exception as e:
+            print("ERR " + type(e).__name__)
+        """;
+
+    public string Id { get; } = id;
+
+    public SandboxLink Link => fixture.Runtime.Network!.Find(Id) ?? throw new InvalidOperationException($"sandbox {Id} has no link");
+
+    /// <summary>"OK ..." with the reply, or "ERR ..." when the connection failed, timed out or was reset.</summary>
+    public async Task<string> ConnectAsync(string host, int port, byte[]? payload = null)
+    {
+        payload ??= "GET / HTTP/1.0\r\n\r\n"u8.ToArray();
+        var output = await AgentCalls.RunAsync(fixture.Runtime, Id, "/usr/bin/python3", ["-c", Probe, host, port.ToString(CultureInfo.InvariantCulture), Convert.ToHexString(payload)], "user", TimeSpan.FromSeconds(60));
+        Assert.True(output.ExitCode == 0, output.ToString());
+        return output.Stdout.Trim();
+    }
+
+    public Task<CommandOutput> RunAsync(string command) =>
+        AgentCalls.RunAsync(fixture.Runtime, Id, "/bin/sh", ["-c", command], "user", TimeSpan.FromSeconds(60));
+
+    public Task<string> HttpAsync(string host, int port, string hostHeader) =>
+        ConnectAsync(host, port, System.Text.Encoding.ASCII.GetBytes($"GET / HTTP/1.1\r\nHost: {hostHeader}\r\nConnection: close\r\n\r\n"));
+
+    public async ValueTask DisposeAsync() =>
+        await fixture.Runtime.DestroyAsync(Id, TestEnvironment.Timeout(TimeSpan.FromSeconds(60)));
+}
