@@ -83,7 +83,10 @@ internal sealed partial class AgentBundleBuilder
         var manifest = Path.Combine(directory, "loader");
         if (File.Exists(manifest))
         {
-            return new AgentBundle(directory, (await File.ReadAllTextAsync(manifest, cancellationToken)).Trim(), fingerprint);
+            var existing = (await File.ReadAllTextAsync(manifest, cancellationToken)).Trim();
+            // Bundles built before the loader was made execute-only get the mode now.
+            RestrictLoader(Path.Combine(directory, "lib", existing));
+            return new AgentBundle(directory, existing, fingerprint);
         }
 
         System.IO.Directory.CreateDirectory(_bundlesDirectory);
@@ -112,6 +115,7 @@ internal sealed partial class AgentBundleBuilder
             }
             var loaderName = Path.GetFileName(loader);
             File.Copy(loader, Path.Combine(lib, loaderName), overwrite: true);
+            RestrictLoader(Path.Combine(lib, loaderName));
             await File.WriteAllTextAsync(Path.Combine(staging, "loader"), loaderName + "\n", cancellationToken);
             try
             {
@@ -132,6 +136,18 @@ internal sealed partial class AgentBundleBuilder
             }
         }
     }
+
+    /// <summary>
+    /// Makes the loader, the file the sandbox's init is exec'd from, execute-only (0711). Exec of a file the process
+    /// may not read makes the process non-dumpable (the kernel's would_dump), so root inside the sandbox cannot
+    /// ptrace the agent or open its /proc/1/fd and /proc/1/mem. The agent holds host descriptors that runc handed
+    /// it (stdout and stderr are the host's agent.log): through ptrace, root inside could make it write without
+    /// bound on the host's disk (found by tests/security, "ptrace the agent (pid 1) as root"). The owner (host
+    /// root) is not mapped in the sandbox's user namespace, so root inside has only the "other" bits, and
+    /// CAP_DAC_OVERRIDE does not apply. The commands the agent starts exec readable programs and stay dumpable.
+    /// </summary>
+    private static void RestrictLoader(string loaderPath) =>
+        File.SetUnixFileMode(loaderPath, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
 
     private static async Task<string> FingerprintAsync(string path, CancellationToken cancellationToken)
     {

@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Diagnostics;
+
+namespace Paddock.Security.Tests;
+
+/// <summary>
+/// What a daemon's sandboxes hold on the host, found from the host alone (mount table, files, cgroups), and the
+/// removal of whatever a test run left behind, so that a failed test does not leave sandboxes running.
+/// </summary>
+internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDirectories, int Cgroups, int Processes)
+{
+    public static HostLeftovers Take(string stateDir, string cgroupParent)
+    {
+        var mounts = MountPointsUnder(stateDir).Count;
+        var cgroups = 0;
+        var processes = 0;
+        foreach (var dir in CgroupDirectories(cgroupParent))
+        {
+            cgroups++;
+            processes += Pids(dir).Count;
+        }
+        return new HostLeftovers(mounts, Count(Path.Combine(stateDir, "netns"), dirs: false), Count(Path.Combine(stateDir, "sandboxes"), dirs: true), cgroups, processes);
+    }
+
+    public static readonly HostLeftovers None = new(0, 0, 0, 0, 0);
+
+    /// <summary>Kills and removes everything of <paramref name="stateDir"/>'s sandboxes that is still there (bounded).</summary>
+    public static async Task RemoveAsync(string stateDir, string cgroupParent)
+    {
+        var runcRoot = Path.Combine(stateDir, "runc");
+        if (Directory.Exists(runcRoot))
+        {
+            foreach (var id in Directory.EnumerateDirectories(runcRoot).Select(Path.GetFileName).OfType<string>())
+            {
+                await RunAsync("runc", ["--root", runcRoot, "delete", "--force", id]);
+            }
+        }
+        foreach (var dir in CgroupDirectories(cgroupParent).ToList())
+        {
+            foreach (var pid in Pids(dir))
+            {
+                try
+                {
+                    Process.GetProcessById(pid).Kill();
+                }
+                catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+                {
+                    // gone already
+                }
+            }
+        }
+        foreach (var mountPoint in MountPointsUnder(stateDir).OrderByDescending(m => m.Length))
+        {
+            await RunAsync("umount", ["-l", mountPoint]);
+        }
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            var left = CgroupDirectories(cgroupParent).ToList();
+            foreach (var dir in left)
+            {
+                try
+                {
+                    Directory.Delete(dir);
+                }
+                catch (IOException)
+                {
+                    // busy until its killed processes are reaped: retried
+                }
+            }
+            if (left.Count == 0)
+            {
+                break;
+            }
+            await Task.Delay(100);
+        }
+        foreach (var parent in CgroupRoots().Select(r => Path.Combine(r, cgroupParent)).Where(Directory.Exists))
+        {
+            try
+            {
+                Directory.Delete(parent);
+            }
+            catch (IOException)
+            {
+                // not empty: reported by the tests that count leftovers
+            }
+        }
+        if (MountPointsUnder(stateDir).Count == 0 && Directory.Exists(stateDir))
+        {
+            Directory.Delete(stateDir, recursive: true);
+        }
+    }
+
+    public static List<string> MountPointsUnder(string dir) =>
+        File.ReadLines("/proc/self/mountinfo")
+            .Select(l => Unescape(l.Split(' ')[4]))
+            .Where(m => m.StartsWith(dir + "/", StringComparison.Ordinal))
+            .ToList();
+
+    public static IEnumerable<string> CgroupRoots() =>
+        File.ReadLines("/proc/self/mountinfo")
+            .Select(l => l.Split(' '))
+            .Where(f => f.SkipWhile(x => x != "-").Skip(1).FirstOrDefault() is "cgroup" or "cgroup2")
+            .Select(f => Unescape(f[4]))
+            .Distinct(StringComparer.Ordinal);
+
+    /// <summary>Every sandbox cgroup under the parent, in every hierarchy.</summary>
+    public static IEnumerable<string> CgroupDirectories(string cgroupParent) =>
+        CgroupRoots().Select(r => Path.Combine(r, cgroupParent)).Where(Directory.Exists).SelectMany(Directory.EnumerateDirectories).ToList();
+
+    /// <summary>The cgroup directory of one sandbox in the hierarchy of <paramref name="controller"/>.</summary>
+    public static string? SandboxCgroup(string cgroupParent, string sandboxId, string controller) =>
+        CgroupRoots().Where(r => Path.GetFileName(r).Split(',').Contains(controller))
+            .Select(r => Path.Combine(r, cgroupParent, sandboxId))
+            .FirstOrDefault(Directory.Exists);
+
+    public static List<int> Pids(string cgroupDir)
+    {
+        try
+        {
+            return File.ReadAllLines(Path.Combine(cgroupDir, "cgroup.procs")).Where(l => l.Length > 0)
+                .Select(l => int.Parse(l, CultureInfo.InvariantCulture)).ToList();
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+
+    private static int Count(string dir, bool dirs) =>
+        !Directory.Exists(dir) ? 0 : (dirs ? Directory.EnumerateDirectories(dir) : Directory.EnumerateFiles(dir)).Count();
+
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    private static string Unescape(string s) =>
+        s.Replace("\\040", " ", StringComparison.Ordinal).Replace("\\011", "\t", StringComparison.Ordinal)
+         .Replace("\\012", "\n", StringComparison.Ordinal).Replace("\\134", "\\", StringComparison.Ordinal);
+
+    private static async Task RunAsync(string file, string[] args)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in args)
+        {
+            start.ArgumentList.Add(a);
+        }
+        using var process = Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await process.WaitForExitAsync(timeout.Token);
+    }
+}
