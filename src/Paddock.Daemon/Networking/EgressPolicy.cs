@@ -28,6 +28,10 @@ internal sealed record EgressPolicy
     /// <summary>Lower-case host names, exact or "*.suffix".</summary>
     public IReadOnlyList<string> AllowDomains { get; init; } = [];
 
+    /// <summary>No list at all: everything allowed (what a sandbox starts with when nothing is asked).</summary>
+    [JsonIgnore]
+    public bool AllowsEverything => AllowOut.Count == 0 && DenyOut.Count == 0 && AllowDomains.Count == 0;
+
     /// <summary>Whether anything is denied at all (so that <c>allowInternetAccess</c> reads false when everything is).</summary>
     [JsonIgnore]
     public bool DeniesEverything => DenyOut.Any(n => n.PrefixLength == 0) && AllowOut.Count == 0 && AllowDomains.Count == 0;

@@ -251,6 +251,10 @@ internal sealed class SandboxManager
         {
             // A pool member runs with the default policy (allow all); anything else is applied before it is handed over.
             var egress = command.Egress ?? (command.AllowInternetAccess == false ? Networking.EgressPolicy.DenyAll : null);
+            if (egress is { AllowsEverything: true })
+            {
+                egress = null;
+            }
             await _pools!.HandOverAsync(member, EnvironmentOf(template, command), envdToken, egress, cancellationToken);
         }
         catch (Exception ex) when (!(ex is OperationCanceledException && cancellationToken.IsCancellationRequested))

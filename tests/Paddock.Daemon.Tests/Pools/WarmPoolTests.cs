@@ -67,7 +67,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         var (first, firstTiming) = await CreateTimedAsync(daemon, """{"templateID":"base","envVars":{"POOL_SECRET":"first-user"},"secure":true}""");
         var firstId = Get<string>(first, "sandboxID");
         var firstToken = Get<string>(first, "envdAccessToken");
-        Assert.Contains(firstId, pooledIds);
+        Assert.True(pooledIds.Contains(firstId), $"not claimed from the pool; the create's steps: {firstTiming}");
         Assert.Contains("pool-claim", firstTiming, StringComparison.Ordinal);
         Assert.DoesNotContain("runc-run", firstTiming, StringComparison.Ordinal);
 
