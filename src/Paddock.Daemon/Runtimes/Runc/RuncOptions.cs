@@ -47,7 +47,7 @@ internal sealed record RuncOptions
 
     /// <summary>
     /// Enforces each sandbox's disk size (bytes and files): its writable layer lives on a loop-mounted ext4 image of
-    /// that size (<see cref="SandboxDisk"/>; about 70 ms per create). Off: the layer shares the state filesystem and
+    /// that size (<see cref="SandboxDisk"/>; 70 to 150 ms per create, measured). Off: the layer shares the state filesystem and
     /// the size is only reported.
     /// </summary>
     public bool EnforceDiskSize { get; init; } = true;
