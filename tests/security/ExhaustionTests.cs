@@ -181,7 +181,7 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         await fixture.AssertHostUnchangedAsync();
     }
 
-    [Fact(Skip = "known hole: the writable layer has no size limit yet (diskSizeMB is reported, not enforced); measured 2026-11-28: a sandbox created with diskSizeMB 128 wrote 256 MiB, exit 0")]
+    [Fact]
     public async Task Filling_the_writable_layer_stops_at_the_disk_limit()
     {
         await using var victim = await TestSandbox.CreateAsync(fixture.Daemon, fixture.Http, ""","diskSizeMB":128""");
@@ -192,7 +192,7 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         await fixture.AssertHostUnchangedAsync();
     }
 
-    [Fact(Skip = "known hole: the writable layer has no inode limit yet (it shares the host's state filesystem); measured 2026-11-28: 100000 files were created in a diskSizeMB 128 sandbox")]
+    [Fact]
     public async Task Filling_the_writable_layer_with_inodes_stops_at_a_limit()
     {
         await using var victim = await TestSandbox.CreateAsync(fixture.Daemon, fixture.Http, ""","diskSizeMB":128""");

@@ -82,6 +82,12 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         try
         {
             var bundle = await _bundle.Value.WaitAsync(cancellationToken);
+            if (_options.EnforceDiskSize && spec.Limits.DiskBytes > 0)
+            {
+                Directory.CreateDirectory(layout.Directory);
+                await SandboxDisk.CreateAsync(layout, spec.Limits.DiskBytes, _options.DiskBytesPerInode, cancellationToken);
+                spec.MarkStep?.Invoke("disk");
+            }
             PrepareFilesystem(spec, layout);
             spec.MarkStep?.Invoke("rootfs");
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);

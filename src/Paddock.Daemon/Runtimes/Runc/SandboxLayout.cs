@@ -32,10 +32,25 @@ internal sealed partial class SandboxLayout
     /// <summary>An empty file that the sandbox's network namespace is bind-mounted on, which keeps it alive.</summary>
     public string NetnsFile { get; }
 
-    /// <summary>The overlay's writable layer: every change the sandbox makes to its filesystem, and nothing else.</summary>
-    public string Upper => Path.Combine(Directory, "upper");
+    /// <summary>
+    /// The overlay's writable layer: every change the sandbox makes to its filesystem, and nothing else. On the
+    /// sandbox's own disk (<see cref="DiskMount"/>) when it has one; decided by what exists, not by today's options,
+    /// so a daemon restarted with other options still finds the layers of the sandboxes it re-adopts.
+    /// </summary>
+    public string Upper => Path.Combine(LayerParent, "upper");
 
-    public string Work => Path.Combine(Directory, "work");
+    public string Work => Path.Combine(LayerParent, "work");
+
+    /// <summary>The sparse ext4 image that bounds the writable layer (<see cref="SandboxDisk"/>).</summary>
+    public string DiskImage => Path.Combine(Directory, "disk.img");
+
+    /// <summary>
+    /// Where <see cref="DiskImage"/> is mounted. Its path must stay shorter than <see cref="Rootfs"/>'s: the destroy
+    /// unmounts longest paths first, and the overlay must go before the filesystem under it.
+    /// </summary>
+    public string DiskMount => Path.Combine(Directory, "disk");
+
+    private string LayerParent => System.IO.Directory.Exists(DiskMount) ? DiskMount : Directory;
 
     /// <summary>The overlay mount (the template's layers below, <see cref="Upper"/> above): the container's root.</summary>
     public string Rootfs => Path.Combine(Directory, "rootfs");

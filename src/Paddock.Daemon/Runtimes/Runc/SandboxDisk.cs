@@ -1,0 +1,48 @@
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes.Runc;
+
+/// <summary>
+/// Gives a sandbox's writable layer a filesystem of its own, the size of its disk limit: a sparse ext4 image in the
+/// sandbox directory, loop-mounted at <see cref="SandboxLayout.DiskMount"/>, which holds the overlay's upper and work
+/// directories. A full image fails the sandbox's writes with ENOSPC, and its inode table bounds the number of files.
+/// </summary>
+/// <remarks>
+/// Why not project quotas on one shared filesystem, as Docker's overlay2 does: this host's kernel has neither XFS quota
+/// support ("XFS: quota support not available in this kernel") nor CONFIG_QUOTA for ext4 (measured 2026-11-28). An
+/// image costs about 30 ms of mkfs and 40 ms of mount per create, 30 ms of umount per destroy (measured, 128 MiB to
+/// 20 GiB alike: lazy inode tables, no journal). The image is sparse, so it takes host space only as it fills. The
+/// mount uses the loop driver's autoclear, so unmounting it (as every destroy does with all mounts under the sandbox
+/// directory, the overlay first because its path is longer) also frees the loop device.
+/// </remarks>
+internal static class SandboxDisk
+{
+    /// <summary>ext4 needs a few MiB for itself; a smaller limit gets this much.</summary>
+    public const long MinimumBytes = 8L * 1024 * 1024;
+
+    public static async Task CreateAsync(SandboxLayout layout, long diskBytes, int bytesPerInode, CancellationToken cancellationToken)
+    {
+        var size = Math.Max(diskBytes, MinimumBytes);
+        using (var image = new FileStream(layout.DiskImage, FileMode.CreateNew, FileAccess.Write))
+        {
+            image.SetLength(size); // sparse: no blocks until written
+        }
+        // No journal (the sandbox's files do not outlive a host crash anyway), no reserved blocks for root (the whole
+        // limit is the sandbox's), lazy inode tables (mkfs writes a few KiB, whatever the size).
+        var mkfs = await ExternalCommand.RunAsync("mkfs.ext4",
+            ["-q", "-F", "-m", "0", "-b", "4096", "-i", bytesPerInode.ToString(System.Globalization.CultureInfo.InvariantCulture),
+             "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", layout.DiskImage],
+            cancellationToken);
+        if (!mkfs.Succeeded)
+        {
+            throw new IOException($"mkfs.ext4 of {layout.DiskImage} failed: {mkfs.Describe()}");
+        }
+        Directory.CreateDirectory(layout.DiskMount);
+        var mount = await ExternalCommand.RunAsync("mount",
+            ["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", layout.DiskImage, layout.DiskMount], cancellationToken);
+        if (!mount.Succeeded)
+        {
+            throw new IOException($"loop mount of {layout.DiskImage} failed: {mount.Describe()}");
+        }
+    }
+}
