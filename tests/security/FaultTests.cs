@@ -81,23 +81,42 @@ public sealed class FaultTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task Without_runc_a_create_fails_with_a_clear_error_and_leaves_no_record()
+    public async Task Without_runc_the_daemon_refuses_to_start_naming_it()
     {
         var missing = "/nonexistent-" + Guid.NewGuid().ToString("N")[..8] + "/runc";
-        await using var daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = missing });
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => PaddockdProcess.StartAsync(
+            environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = missing }));
+        output.WriteLine(failure.Message[..Math.Min(failure.Message.Length, 2000)]);
+        // Its recovery at start lists runc's containers; a missing runc stops it there, with the path in the message.
+        Assert.Contains("cannot run " + missing, failure.Message, StringComparison.Ordinal);
+    }
 
-        var (status, body) = await SendAsync(http, daemon, HttpMethod.Post, "/sandboxes", """{"templateID":"base","timeout":60}""");
-        output.WriteLine($"create without runc: {(int)status} {body}");
-        Assert.True((int)status is >= 500 and < 600, $"create without runc answered {(int)status}: {body}");
-        Assert.Contains("runc", body, StringComparison.OrdinalIgnoreCase);
-        Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
+    [Fact]
+    public async Task With_runc_removed_under_a_running_daemon_a_create_fails_clearly_and_leaves_no_record()
+    {
+        var runcDir = Directory.CreateTempSubdirectory("paddock-runc-").FullName;
+        try
+        {
+            var runc = Path.Combine(runcDir, "runc");
+            File.Copy("/usr/sbin/runc", runc);
+            File.SetUnixFileMode(runc, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            await using var daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = runc });
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+            File.Delete(runc);
 
-        var (listed, list) = await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null);
-        Assert.Equal(HttpStatusCode.OK, listed);
-        Assert.Empty(JsonNode.Parse(list)!.AsArray());
-        var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
-        Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+            var (status, body) = await SendAsync(http, daemon, HttpMethod.Post, "/sandboxes", """{"templateID":"base","timeout":60}""");
+            output.WriteLine($"create without runc: {(int)status} {body}");
+            Assert.True((int)status is >= 500 and < 600, $"create without runc answered {(int)status}: {body}");
+            Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
+            Assert.Empty(ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)));
+            var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+            Assert.Contains("runc", body, StringComparison.OrdinalIgnoreCase);
+        }
+        finally
+        {
+            Directory.Delete(runcDir, recursive: true);
+        }
     }
 
     [Fact]
@@ -163,7 +182,9 @@ public sealed class FaultTests(ITestOutputHelper output)
         {
             try
             {
-                if (File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0].EndsWith("paddock-agent", StringComparison.Ordinal))
+                // The agent is the sandbox's pid 1, launched with "--port 49983" (OciConfig); its executable's name
+                // depends on how the bundle launches it, its options do not.
+                if (File.ReadAllText($"/proc/{pid}/cmdline").Contains("\0--port\049983", StringComparison.Ordinal))
                 {
                     return pid;
                 }
@@ -173,7 +194,7 @@ public sealed class FaultTests(ITestOutputHelper output)
                 // gone meanwhile
             }
         }
-        throw new InvalidOperationException($"no paddock-agent among the processes of {cgroup}");
+        throw new InvalidOperationException($"no agent (--port 49983) among the processes of {cgroup}");
     }
 
     private static async Task RunAsync(string file, params string[] args)
