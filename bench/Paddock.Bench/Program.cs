@@ -11,7 +11,7 @@ namespace Paddock.Bench;
 internal static class Program
 {
     private const string Usage = """
-        usage: paddock-bench agent [options]   (paddock-bench daemon --help: the daemon's figures)
+        usage: paddock-bench agent [options]   (paddock-bench daemon --help: the daemon's figures; paddock-bench soak --help: the soak)
           --binary PATH       the agent to measure (default: artifacts/agent/paddock-agent under the repository)
           --round-trips N     timed /bin/true round trips per side (default 1000)
           --stream-mib N      MiB streamed through stdout per run (default 512)
@@ -32,6 +32,10 @@ internal static class Program
         if (args[0] == "daemon")
         {
             return await Daemon.DaemonCommand.RunAsync(args.AsMemory(1));
+        }
+        if (args[0] == "soak")
+        {
+            return await Daemon.SoakCommand.RunAsync(args.AsMemory(1));
         }
         if (args[0] != "agent")
         {

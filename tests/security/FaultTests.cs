@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -44,6 +45,168 @@ public sealed class FaultTests(ITestOutputHelper output)
         }
         var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
         Assert.True(left == HostLeftovers.None, $"left on the host after recovery: {left}; daemon log: {daemon.Log}");
+    }
+
+    [Fact]
+    public async Task A_sandbox_whose_agent_is_killed_can_be_killed_and_leaves_nothing()
+    {
+        await using var daemon = await PaddockdProcess.StartAsync();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+        await using var victim = await TestSandbox.CreateAsync(daemon, http);
+        await using var bystander = await TestSandbox.CreateAsync(daemon, http);
+        Assert.Equal("up\n", (await victim.RunAsync("echo up")).Stdout);
+
+        var agent = AgentPid(daemon, victim.Id);
+        Process.GetProcessById(agent).Kill(); // SIGKILL, from the host, as an OOM kill or a crash would end it
+        output.WriteLine($"killed agent pid {agent} of {victim.Id}");
+
+        // A command to it now fails with an answer (no hang: RunAsync's own timeout bounds it).
+        var afterwards = await Record.ExceptionAsync(() => victim.RunAsync("echo still", timeout: TimeSpan.FromSeconds(60)));
+        Assert.True(afterwards is IOException or HttpRequestException, "a command to a sandbox without its agent: " + (afterwards?.ToString() ?? "it ran"));
+        output.WriteLine("a command afterwards: " + afterwards!.Message);
+        var (infoStatus, info) = await SendAsync(http, daemon, HttpMethod.Get, "/sandboxes/" + victim.Id, null);
+        output.WriteLine($"GET /sandboxes/{victim.Id} after the kill: {(int)infoStatus} {info}");
+
+        var (killed, text) = await SendAsync(http, daemon, HttpMethod.Delete, "/sandboxes/" + victim.Id, null);
+        Assert.True(killed is HttpStatusCode.NoContent or HttpStatusCode.NotFound, $"kill answered {(int)killed}: {text}");
+        Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
+        Assert.Equal("fine\n", (await bystander.RunAsync("echo fine")).Stdout);
+        var (listed, list) = await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null);
+        Assert.Equal(HttpStatusCode.OK, listed);
+        Assert.DoesNotContain(victim.Id, list, StringComparison.Ordinal);
+
+        await bystander.DisposeAsync();
+        var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+        Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+    }
+
+    [Fact]
+    public async Task Without_runc_the_daemon_refuses_to_start_naming_it()
+    {
+        var missing = "/nonexistent-" + Guid.NewGuid().ToString("N")[..8] + "/runc";
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => PaddockdProcess.StartAsync(
+            environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = missing }));
+        output.WriteLine(failure.Message[..Math.Min(failure.Message.Length, 2000)]);
+        // Its recovery at start lists runc's containers; a missing runc stops it there, with the path in the message.
+        Assert.Contains("cannot run " + missing, failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task With_runc_removed_under_a_running_daemon_a_create_fails_clearly_and_leaves_no_record()
+    {
+        var runcDir = Directory.CreateTempSubdirectory("paddock-runc-").FullName;
+        try
+        {
+            var runc = Path.Combine(runcDir, "runc");
+            File.Copy("/usr/sbin/runc", runc);
+            File.SetUnixFileMode(runc, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            await using var daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = runc });
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+            File.Delete(runc);
+
+            var (status, body) = await SendAsync(http, daemon, HttpMethod.Post, "/sandboxes", """{"templateID":"base","timeout":60}""");
+            output.WriteLine($"create without runc: {(int)status} {body}");
+            Assert.True((int)status is >= 500 and < 600, $"create without runc answered {(int)status}: {body}");
+            Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
+            Assert.Empty(ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)));
+            var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+            Assert.Contains("runc", body, StringComparison.OrdinalIgnoreCase);
+        }
+        finally
+        {
+            Directory.Delete(runcDir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_full_state_disk_fails_a_create_clearly_loses_no_record_and_recovers_when_freed()
+    {
+        var mountPoint = Directory.CreateTempSubdirectory("paddock-fulldisk-").FullName;
+        try
+        {
+            await RunAsync("mount", "-t", "tmpfs", "-o", "size=256m", "paddock-fulldisk", mountPoint);
+            var stateDir = Path.Combine(mountPoint, "state");
+            Directory.CreateDirectory(stateDir);
+            await using var daemon = await PaddockdProcess.StartAsync(stateDir);
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+            await using var existing = await TestSandbox.CreateAsync(daemon, http);
+
+            // Fill what is left (dd stops at ENOSPC; the tmpfs bounds it).
+            var filler = Path.Combine(mountPoint, "filler");
+            await RunAsync("dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=512", "status=none");
+            output.WriteLine("free after filling: " + new DriveInfo(mountPoint).AvailableFreeSpace + " bytes");
+
+            var (status, body) = await SendAsync(http, daemon, HttpMethod.Post, "/sandboxes", """{"templateID":"base","timeout":60}""");
+            output.WriteLine($"create on a full disk: {(int)status} {body}");
+            Assert.True(status == HttpStatusCode.InsufficientStorage, $"create on a full state disk answered {(int)status}: {body}; daemon log: {daemon.Log}");
+            Assert.Contains("disk is full", body, StringComparison.Ordinal);
+            Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
+            Assert.Equal([existing.Id], ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)));
+
+            File.Delete(filler);
+            await using var after = await TestSandbox.CreateAsync(daemon, http);
+            Assert.Equal("ok\n", (await after.RunAsync("echo ok")).Stdout);
+            Assert.Equal("ok\n", (await existing.RunAsync("echo ok")).Stdout);
+            Assert.Equal(new[] { after.Id, existing.Id }.Order(StringComparer.Ordinal), ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)).Order(StringComparer.Ordinal));
+
+            // And over a restart: the records of both survived the full disk.
+            await daemon.KillAndRestartAsync();
+            Assert.Equal(new[] { after.Id, existing.Id }.Order(StringComparer.Ordinal), ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)).Order(StringComparer.Ordinal));
+            await after.DisposeAsync();
+            await existing.DisposeAsync();
+            var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+        }
+        finally
+        {
+            // The daemon's own dispose has run (await using) before this: its state dir is gone or held by mounts.
+            await RunAsync("umount", "-l", mountPoint);
+            Directory.Delete(mountPoint, recursive: true);
+        }
+    }
+
+    private static string[] ListedIds((HttpStatusCode Status, string Body) listed)
+    {
+        Assert.Equal(HttpStatusCode.OK, listed.Status);
+        return JsonNode.Parse(listed.Body)!.AsArray().Select(s => (string)s!["sandboxID"]!).ToArray();
+    }
+
+    /// <summary>The host pid of the sandbox's paddock-agent, found among the processes of its cgroup.</summary>
+    private static int AgentPid(PaddockdProcess daemon, string sandboxId)
+    {
+        var cgroup = HostLeftovers.SandboxCgroup(daemon.CgroupParent, sandboxId, "pids")
+            ?? HostLeftovers.SandboxCgroup(daemon.CgroupParent, sandboxId, "memory")
+            ?? throw new InvalidOperationException($"no cgroup of {sandboxId} under {daemon.CgroupParent}");
+        foreach (var pid in HostLeftovers.Pids(cgroup))
+        {
+            try
+            {
+                // The agent is the sandbox's pid 1, launched with "--port 49983" (OciConfig); its executable's name
+                // depends on how the bundle launches it, its options do not.
+                if (File.ReadAllText($"/proc/{pid}/cmdline").Contains("\0--port\049983", StringComparison.Ordinal))
+                {
+                    return pid;
+                }
+            }
+            catch (IOException)
+            {
+                // gone meanwhile
+            }
+        }
+        throw new InvalidOperationException($"no agent (--port 49983) among the processes of {cgroup}");
+    }
+
+    private static async Task RunAsync(string file, params string[] args)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in args)
+        {
+            start.ArgumentList.Add(a);
+        }
+        using var process = Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
     }
 
     private static async Task<(HttpStatusCode Status, string Body)> SendAsync(HttpClient http, PaddockdProcess daemon, HttpMethod method, string path, string? json)

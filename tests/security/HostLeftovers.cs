@@ -7,7 +7,7 @@ namespace Paddock.Security.Tests;
 /// What a daemon's sandboxes hold on the host, found from the host alone (mount table, files, cgroups), and the
 /// removal of whatever a test run left behind, so that a failed test does not leave sandboxes running.
 /// </summary>
-internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDirectories, int Cgroups, int Processes)
+internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDirectories, int Cgroups, int Processes, int NetLinks)
 {
     public static HostLeftovers Take(string stateDir, string cgroupParent)
     {
@@ -19,10 +19,25 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
             cgroups++;
             processes += Pids(dir).Count;
         }
-        return new HostLeftovers(mounts, Count(Path.Combine(stateDir, "netns"), dirs: false), Count(Path.Combine(stateDir, "sandboxes"), dirs: true), cgroups, processes);
+        return new HostLeftovers(mounts, Count(Path.Combine(stateDir, "netns"), dirs: false), Count(Path.Combine(stateDir, "sandboxes"), dirs: true), cgroups, processes, NetLinksOf(stateDir).Count);
     }
 
-    public static readonly HostLeftovers None = new(0, 0, 0, 0, 0);
+    public static readonly HostLeftovers None = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>
+    /// The host ends of the veth pairs of <paramref name="stateDir"/>'s sandboxes. A daemon over a state directory
+    /// other than the default names them "pd" + the first 3 bytes of SHA-256 of the directory's full path, in hex
+    /// (RuntimeServiceCollectionExtensions.ReadNetworkOptions); each link also has its rules in the daemon's nftables
+    /// table, which the daemon removes with the link.
+    /// </summary>
+    public static List<string> NetLinksOf(string stateDir)
+    {
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateDir)));
+        var prefix = "pd" + Convert.ToHexStringLower(hash.AsSpan(0, 3));
+        return Directory.Exists("/sys/class/net")
+            ? Directory.EnumerateFileSystemEntries("/sys/class/net").Select(Path.GetFileName).OfType<string>().Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList()
+            : [];
+    }
 
     /// <summary>Kills and removes everything of <paramref name="stateDir"/>'s sandboxes that is still there (bounded).</summary>
     public static async Task RemoveAsync(string stateDir, string cgroupParent)
@@ -83,6 +98,10 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
             {
                 // not empty: reported by the tests that count leftovers
             }
+        }
+        foreach (var link in NetLinksOf(stateDir))
+        {
+            await RunAsync("ip", ["link", "del", link]);
         }
         if (MountPointsUnder(stateDir).Count == 0 && Directory.Exists(stateDir))
         {

@@ -17,11 +17,13 @@ internal sealed class PaddockdProcess : IAsyncDisposable
 {
     private static int s_instances;
     private readonly StringBuilder _log = new();
+    private readonly IReadOnlyDictionary<string, string> _environment;
     private Process _process;
 
-    private PaddockdProcess(Process process, Uri url, string stateDir, string cgroupParent)
+    private PaddockdProcess(Process process, Uri url, string stateDir, string cgroupParent, IReadOnlyDictionary<string, string> environment)
     {
         _process = process;
+        _environment = environment;
         Url = url;
         StateDir = stateDir;
         CgroupParent = cgroupParent;
@@ -64,14 +66,17 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         throw new InvalidOperationException("no VmRSS in /proc/" + Pid + "/status");
     }
 
-    public static async Task<PaddockdProcess> StartAsync()
+    /// <param name="stateDir">An empty directory for its state (a fault test's small tmpfs); a new temporary one by default.</param>
+    /// <param name="environment">Extra environment of the daemon (configuration as PADDOCK_Section__Key).</param>
+    public static async Task<PaddockdProcess> StartAsync(string? stateDir = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var state = Directory.CreateTempSubdirectory("paddock-security-").FullName;
+        var state = stateDir ?? Directory.CreateTempSubdirectory("paddock-security-").FullName;
+        environment ??= new Dictionary<string, string>(StringComparer.Ordinal);
         // Its own per daemon: a runc tier removes every sandbox cgroup under its parent that it does not run
         // (leftovers), so two daemons sharing one would destroy each other's sandboxes (seen here).
         var cgroupParent = $"paddock-security-{Environment.ProcessId}-{Interlocked.Increment(ref s_instances)}";
-        var (url, process) = Launch(state, cgroupParent);
-        var daemon = new PaddockdProcess(process, url, state, cgroupParent);
+        var (url, process) = Launch(state, cgroupParent, environment);
+        var daemon = new PaddockdProcess(process, url, state, cgroupParent, environment);
         daemon.Attach(process);
         try
         {
@@ -91,14 +96,14 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         _process.Kill();
         await _process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
         _process.Dispose();
-        var (url, process) = Launch(StateDir, CgroupParent);
+        var (url, process) = Launch(StateDir, CgroupParent, _environment);
         _process = process;
         Url = url;
         Attach(process);
         await WaitReadyAsync();
     }
 
-    private static (Uri Url, Process Process) Launch(string state, string cgroupParent)
+    private static (Uri Url, Process Process) Launch(string state, string cgroupParent, IReadOnlyDictionary<string, string> environment)
     {
         var port = FreePort();
         var url = new Uri($"http://127.0.0.1:{port}");
@@ -115,6 +120,10 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
         {
             start.Environment["PADDOCK_Runc__AgentBinary"] = agent;
+        }
+        foreach (var (key, value) in environment)
+        {
+            start.Environment[key] = value;
         }
         return (url, Process.Start(start) ?? throw new InvalidOperationException("could not start paddockd"));
     }

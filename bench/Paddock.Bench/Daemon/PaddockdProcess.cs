@@ -40,6 +40,11 @@ internal sealed class PaddockdProcess : IAsyncDisposable
 
     public int Pid => _process.Id;
 
+    /// <summary>paddockd's state directory (its sandboxes' mounts, netns files and runc state are under it).</summary>
+    public string StateDir => _stateDir;
+
+    public bool IsRunning => !_process.HasExited;
+
     /// <summary>The last lines paddockd printed, for an error message.</summary>
     public string RecentOutput()
     {
@@ -83,6 +88,11 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
+        // The tests' agent when given (as the tests give it), so that a soak needs no AOT publish of its own.
+        if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
+        {
+            start.Environment["PADDOCK_Runc__AgentBinary"] = agent;
+        }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {options.Binary}");
         var daemon = new PaddockdProcess(process, stateDir, new Uri($"http://127.0.0.1:{port}"), apiKey, cgroupParent, log);
         process.OutputDataReceived += (_, e) => daemon.Remember(e.Data);

@@ -59,10 +59,27 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         Teams.UnknownTeamException e => new(StatusCodes.Status404NotFound, e.Message),
         Teams.TeamConflictException e => new(StatusCodes.Status409Conflict, e.Message),
         Store.DuplicateNameException e => new(StatusCodes.Status409Conflict, e.Message),
+        // Before the generic cases: a full state disk is the operator's to fix, and the caller should know it is not
+        // their request (issue 5's fault test fills the disk).
+        _ when IsDiskFull(ex) => new(StatusCodes.Status507InsufficientStorage, "the daemon's state disk is full (no space left on device); free space on it and retry"),
         SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
         OperationCanceledException => null,
         _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),
     };
+
+    /// <summary>ENOSPC anywhere in the chain: an IOException (HResult is the errno on Linux) or SQLite's SQLITE_FULL (13).</summary>
+    private static bool IsDiskFull(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            if (e is IOException { HResult: 28 } || e.Message.Contains("No space left on device", StringComparison.Ordinal)
+                || e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 13 })
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 
     [LoggerMessage(EventId = 600, Level = LogLevel.Error, Message = "{Method} {Path} failed")]
     private static partial void LogServerError(ILogger logger, string method, string path, Exception exception);

@@ -248,7 +248,17 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         await _cgroups.RemoveAsync(id, cancellationToken);
         if (runcError is not null)
         {
-            await _runc.DeleteAsync(id, cancellationToken);
+            try
+            {
+                await _runc.DeleteAsync(id, cancellationToken);
+                runcError = null;
+            }
+            catch (IOException ex)
+            {
+                // runc still fails (or is gone: FileNotFoundException): the mounts, the network namespace and the
+                // directory are the daemon's own and are removed all the same; the failure is reported after that.
+                runcError = ex;
+            }
         }
 
         if (_network is not null)
@@ -267,6 +277,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         if (Directory.Exists(layout.Directory))
         {
             Directory.Delete(layout.Directory, recursive: true);
+        }
+        if (runcError is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(runcError);
         }
     }
 
