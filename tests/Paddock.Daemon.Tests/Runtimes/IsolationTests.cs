@@ -111,12 +111,37 @@ public sealed class IsolationTests
             Assert.Equal(maxPids.ToString(CultureInfo.InvariantCulture), File.ReadAllText(Path.Combine(pidsDir, "pids.max")).Trim());
 
             // Four times the limit of short sleeps; the shell gives up at the first fork that fails.
-            var flood = await sandbox.RunAsync("i=0; while [ $i -lt 256 ]; do sleep 3 & i=$((i+1)); done; echo all-forked", timeout: TimeSpan.FromSeconds(60));
+            const string Flood = "i=0; while [ $i -lt 256 ]; do sleep 3 & i=$((i+1)); done; echo all-forked";
+            try
+            {
+                var flood = await sandbox.RunAsync(Flood, timeout: TimeSpan.FromSeconds(60));
+                Assert.DoesNotContain("all-forked", flood.Stdout, StringComparison.Ordinal);
+            }
+            catch (Exception ex) when (ex is IOException or HttpRequestException)
+            {
+                // pids.max counts the agent's threads too, so while the flood holds every pid the agent cannot add a
+                // thread, and under load the flood's own stream can drop (seen once in CI). What must hold is below:
+                // the cap, and the agent answering again once the sleeps end.
+            }
 
-            Assert.DoesNotContain("all-forked", flood.Stdout, StringComparison.Ordinal);
             var events = File.ReadAllText(Path.Combine(pidsDir, "pids.events"));
             Assert.True(int.Parse(events.Split(' ')[1], CultureInfo.InvariantCulture) > 0, "pids.events: " + events);
             Assert.True(long.Parse(File.ReadAllText(Path.Combine(pidsDir, "pids.current")), CultureInfo.InvariantCulture) <= maxPids);
+
+            // The agent survived the flood: it answers within the test's bound once the sleeps are gone.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (true)
+            {
+                try
+                {
+                    Assert.Equal("ok\n", (await sandbox.RunAsync("echo ok", timeout: TimeSpan.FromSeconds(10))).Stdout);
+                    break;
+                }
+                catch (Exception ex) when (ex is IOException or HttpRequestException && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(500);
+                }
+            }
         }
 
         Assert.False(Directory.Exists(pidsDir));
