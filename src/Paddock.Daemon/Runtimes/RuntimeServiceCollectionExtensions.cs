@@ -39,12 +39,28 @@ internal static class RuntimeServiceCollectionExtensions
             Network = ReadNetworkOptions(section.GetSection("Network"), stateDirectory, defaults.StateDirectory),
             RuncBinary = section["RuncBinary"] ?? defaults.RuncBinary,
             AgentBinary = section["AgentBinary"] ?? defaults.AgentBinary,
-            CgroupParent = section["CgroupParent"] ?? defaults.CgroupParent,
+            CgroupParent = section["CgroupParent"] ?? DefaultCgroupParent(stateDirectory, defaults),
             StartTimeout = section["StartTimeoutSeconds"] is { } s
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))
                 : defaults.StartTimeout,
             NoNewPrivileges = section["NoNewPrivileges"] is { } n ? bool.Parse(n) : defaults.NoNewPrivileges,
         };
+    }
+
+    /// <summary>
+    /// <c>paddock</c> for the default state directory; for any other (a test daemon, a second instance) a parent of its
+    /// own derived from the directory. The runtime removes, at start, every sandbox cgroup under its parent that its
+    /// own runc root does not know, so two daemons sharing a parent killed each other's sandboxes.
+    /// </summary>
+    internal static string DefaultCgroupParent(string stateDirectory, RuncOptions defaults)
+    {
+        var full = Path.GetFullPath(stateDirectory).TrimEnd('/');
+        if (full == Path.GetFullPath(defaults.StateDirectory).TrimEnd('/'))
+        {
+            return defaults.CgroupParent;
+        }
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(full));
+        return $"{defaults.CgroupParent}-{Convert.ToHexStringLower(hash)[..10]}";
     }
 
     /// <summary>

@@ -138,6 +138,21 @@ public sealed class OciConfigTests
     }
 
     [Fact]
+    public void Daemons_over_different_state_directories_get_different_cgroup_parents()
+    {
+        static string ParentOf(string? stateDirectory) => RuntimeServiceCollectionExtensions.ReadOptions(
+            new ConfigurationBuilder().AddInMemoryCollection(stateDirectory is null ? [] : new Dictionary<string, string?> { ["StateDirectory"] = stateDirectory }).Build()).CgroupParent;
+
+        Assert.Equal("paddock", ParentOf(null));
+        Assert.Equal("paddock", ParentOf("/var/lib/paddock/"));
+        var a = ParentOf("/tmp/paddock-a");
+        var b = ParentOf("/tmp/paddock-b");
+        Assert.Matches("^paddock-[0-9a-f]{10}$", a);
+        Assert.NotEqual(a, b);
+        Assert.Equal(a, ParentOf("/tmp/paddock-a"));
+    }
+
+    [Fact]
     public void Mountinfo_lines_are_parsed_with_their_escapes()
     {
         var entry = MountTable.Parse(@"36 35 0:52 / /var/lib/paddock/sandboxes/a\040b/rootfs rw,relatime shared:1 master:2 - overlay overlay rw,lowerdir=/t")!;
