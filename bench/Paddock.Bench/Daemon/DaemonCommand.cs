@@ -109,13 +109,13 @@ internal static class DaemonCommand
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected a non-negative integer");
 
-    private static int Positive(string option, string text) =>
+    internal static int Positive(string option, string text) =>
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected a positive integer");
 
     /// <summary>The Release paddockd in the repository that holds this build (found by walking up to Paddock.slnx).</summary>
-    private static string DefaultBinary()
+    internal static string DefaultBinary()
     {
         const string relative = "src/Paddock.Daemon/bin/Release/net10.0/paddockd";
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

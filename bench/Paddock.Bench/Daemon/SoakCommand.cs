@@ -32,7 +32,7 @@ internal static class SoakCommand
         TimeSpan duration = TimeSpan.FromMinutes(5);
         TimeSpan? warmUp = null;
         var json = false;
-        var bench = new DaemonBenchOptions { Binary = DefaultBinary(), PoolSize = 0 };
+        var bench = new DaemonBenchOptions { Binary = DaemonCommand.DefaultBinary(), PoolSize = 0 };
         try
         {
             var a = args.Span;
@@ -43,10 +43,10 @@ internal static class SoakCommand
                     index + 1 < s.Length ? s[++index] : throw new ArgumentException($"option {option} needs a value");
                 switch (option)
                 {
-                    case "--clients": clients = Positive(option, Value(a, ref i)); break;
-                    case "--minutes": duration = TimeSpan.FromMinutes(Positive(option, Value(a, ref i))); break;
-                    case "--seconds": duration = TimeSpan.FromSeconds(Positive(option, Value(a, ref i))); break;
-                    case "--warmup": warmUp = TimeSpan.FromSeconds(Positive(option, Value(a, ref i))); break;
+                    case "--clients": clients = DaemonCommand.Positive(option, Value(a, ref i)); break;
+                    case "--minutes": duration = TimeSpan.FromMinutes(DaemonCommand.Positive(option, Value(a, ref i))); break;
+                    case "--seconds": duration = TimeSpan.FromSeconds(DaemonCommand.Positive(option, Value(a, ref i))); break;
+                    case "--warmup": warmUp = TimeSpan.FromSeconds(DaemonCommand.Positive(option, Value(a, ref i))); break;
                     case "--binary": bench = bench with { Binary = Path.GetFullPath(Value(a, ref i)) }; break;
                     case "--templates-dir": bench = bench with { TemplatesDir = Path.GetFullPath(Value(a, ref i)) }; break;
                     case "--json": json = true; break;
@@ -123,23 +123,5 @@ internal static class SoakCommand
             }));
         }
         return result.TotalFailures == 0 && leaks == 0 && result.SandboxesStillListed == 0 ? 0 : 1;
-    }
-
-    private static int Positive(string option, string text) =>
-        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0
-            ? n
-            : throw new ArgumentException($"invalid value '{text}' for {option}: expected a positive integer");
-
-    private static string DefaultBinary()
-    {
-        const string relative = "src/Paddock.Daemon/bin/Release/net10.0/paddockd";
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Paddock.slnx")))
-            {
-                return Path.Combine(dir.FullName, relative);
-            }
-        }
-        return Path.GetFullPath(relative);
     }
 }
