@@ -54,7 +54,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// hand-over instead). Lock-free:
     /// a dequeue. The refiller is woken to replace what was taken.
     /// </summary>
-    public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits, bool? allowInternetAccess)
+    public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits)
     {
         if (_pools.Length == 0 || limits != PoolLimits)
         {

@@ -121,7 +121,7 @@ internal sealed class SandboxManager
         try
         {
             var limits = new ResourceLimits(command.CpuCount, command.MemoryMB * 1024L * 1024L, _options.MaxPids, command.DiskSizeMB * 1024L * 1024L);
-            if (_pools?.TryTake(template, limits, command.AllowInternetAccess) is { } member)
+            if (_pools?.TryTake(template, limits) is { } member)
             {
                 trace.Mark("pool-claim");
                 if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
