@@ -109,6 +109,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
+            // Before any command of the sandbox runs (pools and template start commands come after this returns).
+            PidReserve.Apply(_cgroups, spec.SandboxId, pid, spec.Limits.MaxPids, _logger);
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
