@@ -301,7 +301,8 @@ public sealed class IsolationTests
     private Dictionary<string, string> HostStatus(string sandboxId, uint pidInside)
     {
         var pidsDir = Cgroups.Discover(_fixture.Options.CgroupParent).Directory(sandboxId, "pids")!;
-        foreach (var pid in Cgroups.Pids(pidsDir))
+        // The agent is in S, the processes it starts in S/work (PidReserve).
+        foreach (var pid in Cgroups.Pids(pidsDir).Concat(Cgroups.Pids(Path.Combine(pidsDir, PidReserve.WorkCgroup))).Distinct())
         {
             var status = File.ReadAllLines($"/proc/{pid}/status")
                 .Select(l => l.Split(':', 2))
