@@ -64,8 +64,18 @@ public sealed class FaultTests(ITestOutputHelper output)
         var afterwards = await Record.ExceptionAsync(() => victim.RunAsync("echo still", timeout: TimeSpan.FromSeconds(60)));
         Assert.True(afterwards is IOException or HttpRequestException, "a command to a sandbox without its agent: " + (afterwards?.ToString() ?? "it ran"));
         output.WriteLine("a command afterwards: " + afterwards!.Message);
+        // The daemon notices the dead agent by itself and ends the sandbox: GET answers 404 as for any killed one. The
+        // watcher does it at once; the bound is past the periodic lost-sandbox sweep (30 s), which would also do it.
         var (infoStatus, info) = await SendAsync(http, daemon, HttpMethod.Get, "/sandboxes/" + victim.Id, null);
+        for (var i = 0; i < 120 && infoStatus != HttpStatusCode.NotFound; i++)
+        {
+            await Task.Delay(500);
+            (infoStatus, info) = await SendAsync(http, daemon, HttpMethod.Get, "/sandboxes/" + victim.Id, null);
+        }
         output.WriteLine($"GET /sandboxes/{victim.Id} after the kill: {(int)infoStatus} {info}");
+        Assert.True(infoStatus == HttpStatusCode.NotFound, $"GET /sandboxes/{victim.Id} after its agent died: {(int)infoStatus} {info}");
+        // Ended by the exit watcher (its log line), not by the periodic sweep.
+        Assert.Contains("its agent exited on its own", daemon.Log, StringComparison.Ordinal);
 
         var (killed, text) = await SendAsync(http, daemon, HttpMethod.Delete, "/sandboxes/" + victim.Id, null);
         Assert.True(killed is HttpStatusCode.NoContent or HttpStatusCode.NotFound, $"kill answered {(int)killed}: {text}");

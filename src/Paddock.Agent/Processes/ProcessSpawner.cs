@@ -62,6 +62,7 @@ internal sealed class ProcessSpawner
     private static readonly TimeSpan HelperTimeout = TimeSpan.FromSeconds(30);
 
     private readonly ChildReaper _reaper;
+    private readonly SpawnThread _spawnThread;
     private readonly IReadOnlyList<string> _selfExec;
     private readonly uint _agentUid = Identity.GetEffectiveUid();
     private readonly uint _agentGid = Identity.GetEffectiveGid();
@@ -71,6 +72,8 @@ internal sealed class ProcessSpawner
     {
         _reaper = reaper;
         _selfExec = SelfExecCommand();
+        // Started here, before the agent answers /health, because the runc tier looks for the thread right after.
+        _spawnThread = SpawnThread.Shared;
     }
 
     /// <summary>
@@ -193,7 +196,9 @@ internal sealed class ProcessSpawner
 
             var (pid, exit) = _reaper.Spawn(() =>
             {
-                var rc = Spawn.Start(path, argv, envp, actions, out var child);
+                // On the agent's one spawn thread: the runc tier puts that thread into the sandbox's work cgroup, so the
+                // child starts there and not in the agent's pid reserve (see SpawnThread).
+                var rc = _spawnThread.Start(path, argv, envp, actions, out var child);
                 return rc == 0 ? child : throw new ConnectException(ConnectCode.InvalidArgument, direct
                     ? ExecFailure(request.Path, rc)
                     : $"cannot start the exec helper '{path}': {Errno.Message(rc)}");

@@ -39,10 +39,11 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
             id = Get<string>(created, "sandboxID");
             token = Get<string>(created, "envdAccessToken");
 
-            var (exit, stdout) = await DaemonCommands.RunAsync(daemon, id, token, "whoami; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max");
+            var (exit, stdout) = await DaemonCommands.RunAsync(daemon, id, token, "whoami; cat /sys/fs/cgroup/pids/work/pids.max");
             Assert.Equal(0, exit);
-            // The default user of base, and the daemon's default process limit applied by the tier.
-            Assert.Equal("user\n1024\n", stdout);
+            // The default user of base, and the daemon's default process limit applied by the tier: in the sandbox's
+            // work cgroup, where its processes are counted, plus one for the agent's spawn thread (PidReserve).
+            Assert.Equal("user\n1025\n", stdout);
             Assert.Equal("root\n", (await DaemonCommands.RunAsync(daemon, id, token, "whoami", user: "root")).Stdout);
             await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, id, token: null, "true"));
 

@@ -67,7 +67,8 @@ public sealed class OciConfigTests
         Assert.Equal(512L << 20, (long)resources["memory"]!["limit"]!);
         Assert.Equal(200_000L, (long)resources["cpu"]!["quota"]!);
         Assert.Equal(100_000UL, (ulong)resources["cpu"]!["period"]!);
-        Assert.Equal(100L, (long)resources["pids"]!["limit"]!);
+        // The limit (100) plus the spawn thread and the agent's reserve; S/work gets 101 at start (PidReserve).
+        Assert.Equal(100L + 1 + PidReserve.AgentThreads, (long)resources["pids"]!["limit"]!);
         Assert.Equal("/paddock/abc", (string)linux["cgroupsPath"]!);
         var masked = linux["maskedPaths"]!.AsArray().Select(p => (string)p!).ToList();
         Assert.Contains("/proc/kcore", masked);

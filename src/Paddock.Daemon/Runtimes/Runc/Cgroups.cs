@@ -111,35 +111,61 @@ internal sealed class Cgroups
     {
         foreach (var dir in Directories(sandboxId))
         {
-            if (!System.IO.Directory.Exists(dir))
+            await RemoveTreeAsync(sandboxId, dir, depth: 0, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Removes a cgroup directory after its child cgroups (rmdir of a cgroup with children fails): the sandbox's own
+    /// has one, <see cref="PidReserve.WorkCgroup"/> in the pids hierarchy. Only the daemon creates cgroups there (the
+    /// sandbox sees /sys/fs/cgroup read-only), so the depth is bounded.
+    /// </summary>
+    private static async Task RemoveTreeAsync(string sandboxId, string dir, int depth, CancellationToken cancellationToken)
+    {
+        if (!System.IO.Directory.Exists(dir))
+        {
+            return;
+        }
+        if (depth < 4)
+        {
+            List<string> children;
+            try
             {
-                continue;
+                children = System.IO.Directory.EnumerateDirectories(dir).ToList();
             }
-            for (var attempt = 0; ; attempt++)
+            catch (DirectoryNotFoundException)
             {
-                foreach (var pid in Pids(dir))
-                {
-                    Signals.Send(pid, Signals.SIGKILL);
-                }
-                try
-                {
-                    // rmdir(2) of a cgroup directory: its control files are not real files and go with it.
-                    System.IO.Directory.Delete(dir);
-                    break;
-                }
-                catch (DirectoryNotFoundException)
-                {
-                    break;
-                }
-                catch (IOException) when (attempt < 100)
-                {
-                    // EBUSY while killed processes are still exiting: 100 x 20 ms bounds the wait to 2 s.
-                    await Task.Delay(20, cancellationToken);
-                }
-                catch (IOException ex)
-                {
-                    throw new IOException($"cgroup {dir} of sandbox '{sandboxId}' could not be removed: {ex.Message}", ex);
-                }
+                return; // runc delete removed it meanwhile
+            }
+            foreach (var child in children)
+            {
+                await RemoveTreeAsync(sandboxId, child, depth + 1, cancellationToken);
+            }
+        }
+        for (var attempt = 0; ; attempt++)
+        {
+            foreach (var pid in Pids(dir))
+            {
+                Signals.Send(pid, Signals.SIGKILL);
+            }
+            try
+            {
+                // rmdir(2) of a cgroup directory: its control files are not real files and go with it.
+                System.IO.Directory.Delete(dir);
+                break;
+            }
+            catch (DirectoryNotFoundException)
+            {
+                break;
+            }
+            catch (IOException) when (attempt < 100)
+            {
+                // EBUSY while killed processes are still exiting: 100 x 20 ms bounds the wait to 2 s.
+                await Task.Delay(20, cancellationToken);
+            }
+            catch (IOException ex)
+            {
+                throw new IOException($"cgroup {dir} of sandbox '{sandboxId}' could not be removed: {ex.Message}", ex);
             }
         }
     }

@@ -140,7 +140,8 @@ internal static class OciConfig
                         ["quota"] = (long)limits.CpuCount * 100_000,
                         ["period"] = 100_000UL,
                     },
-                    ["pids"] = new JsonObject { ["limit"] = (long)limits.MaxPids },
+                    // The limit plus the agent's reserve: the sandbox's processes get the limit itself in S/work (PidReserve).
+                    ["pids"] = new JsonObject { ["limit"] = PidReserve.SandboxLimit(limits.MaxPids) },
                 },
                 ["cgroupsPath"] = cgroups.RuncPath(layout.SandboxId),
                 ["namespaces"] = new JsonArray(

@@ -30,6 +30,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly ConcurrentDictionary<string, CgroupSample> _lastCpuSample = new(StringComparer.Ordinal);
     private readonly Lazy<Task<AgentBundle>> _bundle;
     private readonly SandboxNetworks? _network;
+    private readonly AgentExitWatcher _exits;
 
     public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
     {
@@ -47,7 +48,15 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
         ValidatePathForOverlay(options.SandboxesDirectory);
         _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
+        _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
     }
+
+    /// <summary>
+    /// Called (on the thread pool) when the agent of a started or listed sandbox exits on its own: the container is
+    /// gone, so the sandbox should be ended (the daemon kills it, which destroys what is left). Not called when the
+    /// sandbox is destroyed through this runtime.
+    /// </summary>
+    public Func<string, Task>? OnAgentExited { get; set; }
 
     /// <summary>Sandbox egress, or null when the tier gives sandboxes loopback only.</summary>
     internal SandboxNetworks? Network => _network;
@@ -109,9 +118,12 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
+            // Before any command of the sandbox runs (pools and template start commands come after this returns).
+            PidReserve.Apply(_cgroups, spec.SandboxId, pid, spec.Limits.MaxPids, _logger);
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
+            _exits.Watch(spec.SandboxId, pid);
             return new RuntimeSandbox(spec.SandboxId, pid, metadata.StartedAt);
         }
         catch (Exception ex)
@@ -235,6 +247,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private async Task DestroyCoreAsync(SandboxLayout layout, CancellationToken cancellationToken)
     {
         var id = layout.SandboxId;
+        // Our own kill of the agent is no news.
+        _exits.Forget(id);
         _lastCpuSample.TryRemove(id, out _);
         IOException? runcError = null;
         try
@@ -327,6 +341,12 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             }
             var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
             sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
+            // A sandbox this runtime did not start (adopted after a daemon restart) is watched from here on; one that is
+            // starting (its lock held) is watched by its start.
+            if (!_locks.IsBusy(c.Id))
+            {
+                _exits.WatchIfNew(c.Id, c.Pid);
+            }
         }
         return sandboxes;
     }
@@ -567,6 +587,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     {
         _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _netns.Dispose();
+        _exits.Dispose();
         _cgroups.RemoveParentIfEmpty();
     }
 }

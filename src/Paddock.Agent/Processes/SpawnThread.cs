@@ -1,0 +1,130 @@
+using Paddock.Agent.Native;
+
+namespace Paddock.Agent.Processes;
+
+/// <summary>
+/// The one thread that runs every posix_spawn of the agent, so that every process a caller starts is created by
+/// the same kernel task.
+/// </summary>
+/// <remarks>
+/// Why: in cgroup v1 a thread can sit in another cgroup than the rest of its process, and a child created by
+/// clone/vfork starts in the cgroup of the <i>thread</i> that created it. The runc tier puts this thread (found by
+/// its comm, <see cref="Name"/>) into a child cgroup of the sandbox's pids cgroup, whose pids.max is the sandbox's
+/// limit, while the agent's other threads stay in the parent, which has a reserve on top. A fork flood then fills
+/// the child cgroup only, and the runtime can still create the threads the agent needs (before this, a flood that
+/// held every pid killed the agent: .NET dies when it cannot create a thread). Outside such a sandbox (no cgroup
+/// move) this thread changes nothing but where posix_spawn runs.
+/// The thread must never create a thread itself, or that thread would land in the child cgroup: it runs no async
+/// continuation and touches no thread pool, timer or Task. Callers block on a <see cref="ManualResetEventSlim"/>
+/// that this thread sets; completing a Task here instead could make the thread pool start a worker thread on this
+/// thread. A spawn is a vfork and an exec (about a millisecond), so the caller's blocked pool thread is short-lived.
+/// </remarks>
+internal sealed class SpawnThread
+{
+    /// <summary>The thread's comm (at most 15 bytes), which the runc tier looks for in /proc/PID/task/*/comm.</summary>
+    public const string Name = "paddock-spawn";
+
+    private static readonly Lazy<SpawnThread> Instance = new(() => new SpawnThread(), LazyThreadSafetyMode.ExecutionAndPublication);
+
+    private readonly object _gate = new();
+    private readonly Queue<Job> _jobs = new();
+
+    private SpawnThread()
+    {
+        using var named = new ManualResetEventSlim(false);
+        var nameError = 0;
+        var thread = new Thread(() =>
+        {
+            nameError = Threads.SetCurrentName(Name);
+            ThreadId = Threads.CurrentId();
+            named.Set();
+            Loop();
+        })
+        {
+            IsBackground = true,
+            Name = Name,
+        };
+        thread.Start();
+        // The name must be in place before the agent answers /health: the runc tier looks for it right after.
+        named.Wait();
+        if (nameError != 0)
+        {
+            throw new InvalidOperationException($"cannot name the spawn thread: {Errno.Message(nameError)}");
+        }
+    }
+
+    /// <summary>The process's spawn thread, started (and named) on first use.</summary>
+    public static SpawnThread Shared => Instance.Value;
+
+    /// <summary>The thread's kernel id (TID).</summary>
+    public int ThreadId { get; private set; }
+
+    /// <summary>
+    /// <see cref="Spawn.Start"/> run on this thread: same arguments, same result. Blocks the caller until the spawn
+    /// returned; an exception thrown there is rethrown here.
+    /// </summary>
+    public int Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> envp, Spawn.FileActions fileActions, out int pid)
+    {
+        using var job = new Job(path, argv, envp, fileActions);
+        lock (_gate)
+        {
+            _jobs.Enqueue(job);
+            Monitor.Pulse(_gate);
+        }
+        job.Done.Wait();
+        if (job.Error is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(job.Error);
+        }
+        pid = job.Pid;
+        return job.Result;
+    }
+
+    private void Loop()
+    {
+        // Runs for the life of the process (a background thread): the agent has one and never stops it.
+        while (true)
+        {
+            Job job;
+            lock (_gate)
+            {
+                while (_jobs.Count == 0)
+                {
+                    Monitor.Wait(_gate);
+                }
+                job = _jobs.Dequeue();
+            }
+            try
+            {
+                job.Result = Spawn.Start(job.Path, job.Argv, job.Envp, job.FileActions, out var pid);
+                job.Pid = pid;
+            }
+            catch (Exception ex)
+            {
+                job.Error = ex;
+            }
+            job.Done.Set();
+        }
+    }
+
+    private sealed class Job(string path, IReadOnlyList<string> argv, IReadOnlyList<string> envp, Spawn.FileActions fileActions) : IDisposable
+    {
+        public string Path { get; } = path;
+
+        public IReadOnlyList<string> Argv { get; } = argv;
+
+        public IReadOnlyList<string> Envp { get; } = envp;
+
+        public Spawn.FileActions FileActions { get; } = fileActions;
+
+        public ManualResetEventSlim Done { get; } = new(false);
+
+        public int Result { get; set; }
+
+        public int Pid { get; set; }
+
+        public Exception? Error { get; set; }
+
+        public void Dispose() => Done.Dispose();
+    }
+}
