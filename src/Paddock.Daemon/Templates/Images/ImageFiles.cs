@@ -147,13 +147,27 @@ internal sealed class ArchiveImageFiles : IImageFiles, IDisposable
         }
     }
 
-    /// <summary>A member name as a key: "./", empty parts and a leading "/" dropped; ".." refused.</summary>
+    /// <summary>
+    /// A member name (or link target) as a key: "./", empty parts and a leading "/" dropped, ".." taken lexically
+    /// (Docker 25 links ID/layer.tar to ../blobs/sha256/ID); one that leaves the archive's top refused.
+    /// </summary>
     private static string Normalize(string name)
     {
-        var parts = name.Split('/', StringSplitOptions.RemoveEmptyEntries).Where(p => p != ".").ToList();
-        if (parts.Contains(".."))
+        var parts = new List<string>();
+        foreach (var part in name.Split('/', StringSplitOptions.RemoveEmptyEntries))
         {
-            throw ImageImportException.Invalid($"archive member '{name}' escapes the archive with '..'");
+            if (part == "..")
+            {
+                if (parts.Count == 0)
+                {
+                    throw ImageImportException.Invalid($"archive member '{name}' escapes the archive with '..'");
+                }
+                parts.RemoveAt(parts.Count - 1);
+            }
+            else if (part != ".")
+            {
+                parts.Add(part);
+            }
         }
         return string.Join('/', parts);
     }
