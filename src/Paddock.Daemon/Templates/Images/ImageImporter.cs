@@ -182,7 +182,9 @@ internal sealed class ImageImporter : IDisposable
             return null;
         }
         var passwd = Path.Combine(rootfs, "etc", "passwd");
-        var accounts = Native.Files.TryStat(passwd, out var s) == 0 && !s.IsSymlink && s.Size < (1 << 20)
+        // Neither /etc nor the file may be a link: an absolute one would name the host's /etc here.
+        var accounts = Native.Files.TryStat(Path.Combine(rootfs, "etc"), out var etc) == 0 && etc.IsDirectory
+            && Native.Files.TryStat(passwd, out var s) == 0 && !s.IsSymlink && s.Size < (1 << 20)
             ? File.ReadAllLines(passwd).Select(l => l.Split(':')).Where(f => f.Length >= 3).ToList()
             : [];
         var match = accounts.FirstOrDefault(f => f[0] == wanted) ?? accounts.FirstOrDefault(f => f[2] == wanted);
