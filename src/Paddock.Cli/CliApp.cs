@@ -5,6 +5,7 @@ using Paddock.Cli.Exec;
 using Paddock.Cli.Sandboxes;
 using Paddock.Cli.Shell;
 using Paddock.Cli.Teams;
+using Paddock.Cli.Templates;
 
 namespace Paddock.Cli;
 

@@ -14,6 +14,7 @@ namespace Paddock.Cli.Output;
 [JsonSerializable(typeof(IReadOnlyList<ApiKeyInfo>))]
 [JsonSerializable(typeof(CreatedApiKey))]
 [JsonSerializable(typeof(TeamInfo))]
+[JsonSerializable(typeof(TemplateBuildResult))]
 [JsonSerializable(typeof(IReadOnlyList<TeamInfo>))]
 internal sealed partial class CliJson : JsonSerializerContext
 {

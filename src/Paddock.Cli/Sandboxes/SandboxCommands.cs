@@ -170,35 +170,6 @@ internal static class SandboxCommands
     internal static string Time(DateTimeOffset time) => time == default ? "-" : time.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
 }
 
-/// <summary>`paddock template ls`.</summary>
-internal static class TemplateCommands
-{
-    public static Command Build()
-    {
-        var command = new Command("template", "Templates sandboxes start from");
-        var list = new Command("ls", "List templates");
-        list.Aliases.Add("list");
-        list.SetAction(CliApp.Action(async (parse, settings, ct) =>
-        {
-            var templates = await Templates.ListAsync(settings.Connection, ct);
-            if (parse.GetValue(CliApp.Json))
-            {
-                Console.Out.Write(CliJson.Write(templates) + "\n");
-                return ExitCodes.Ok;
-            }
-            var table = new Table("TEMPLATE ID", "NAMES", "STATUS", "CPUS", "MEMORY", "DISK", "CREATED");
-            foreach (var t in templates)
-            {
-                table.Add(t.TemplateId, string.Join(",", t.Names), t.BuildStatus ?? "-", t.CpuCount.ToString(CultureInfo.InvariantCulture), $"{t.MemoryMB} MiB", $"{t.DiskSizeMB} MiB", t.CreatedAt is { } c ? SandboxCommands.Time(c) : "-");
-            }
-            Console.Out.Write(table.Render());
-            return ExitCodes.Ok;
-        }));
-        command.Subcommands.Add(list);
-        return command;
-    }
-}
-
 /// <summary>`paddock logs ID`.</summary>
 internal static class LogsCommand
 {

@@ -3,7 +3,7 @@ using Paddock.Client.Api;
 namespace Paddock.Client;
 
 /// <summary>The templates sandboxes can be created from.</summary>
-public static class Templates
+public static partial class Templates
 {
     /// <summary>
     /// Deletes a template of the key's team (a filesystem snapshot); false when there is none. The server refuses

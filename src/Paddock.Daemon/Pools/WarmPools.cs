@@ -211,6 +211,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
                 Limits = PoolLimits,
                 AgentAccessToken = token,
                 DefaultUser = template.DefaultUser,
+                DefaultWorkdir = template.Workdir,
                 AllowInternetAccess = true,
             };
             var started = await _runtime.StartAsync(spec, timeout.Token);

@@ -86,6 +86,12 @@ internal sealed record SandboxSpec
     /// </summary>
     public string? DefaultUser { get; init; }
 
+    /// <summary>
+    /// The working directory of a command that names none (the template's WORKDIR, as E2B runs commands in it);
+    /// null: the user's home.
+    /// </summary>
+    public string? DefaultWorkdir { get; init; }
+
     public bool AllowInternetAccess { get; init; } = true;
 
     /// <summary>The egress policy; null: allow all, or deny all when <see cref="AllowInternetAccess"/> is false.</summary>

@@ -16,5 +16,6 @@ internal interface ITemplateLookup
 /// <param name="Layers">Its read-only layer directories on the host, top first; the bottom one is a whole root filesystem.</param>
 /// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
 /// <param name="EnvVars">Environment its sandboxes start with (a built template's ENV steps); null: none.</param>
+/// <param name="Workdir">Where commands that name no cwd run (a built template's WORKDIR); null: the user's home.</param>
 internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
-    IReadOnlyDictionary<string, string>? EnvVars = null);
+    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null);

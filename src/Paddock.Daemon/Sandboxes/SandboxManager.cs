@@ -172,6 +172,7 @@ internal sealed class SandboxManager
                 EnvVars = EnvironmentOf(template, command),
                 AgentAccessToken = record.EnvdAccessToken,
                 DefaultUser = template.DefaultUser,
+                DefaultWorkdir = template.Workdir,
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
                 Egress = command.Egress,
                 MarkStep = trace.Mark,

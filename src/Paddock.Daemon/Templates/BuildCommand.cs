@@ -18,8 +18,8 @@ internal static class BuildCommand
 
     /// <summary>The command's exit code; throws <see cref="IOException"/> when the stream breaks before the process ends.</summary>
     public static Task<int> RunAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
-        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, CancellationToken cancellationToken) =>
-        RunCoreAsync(client, sandboxId, accessToken, command, user, env, workdir, onLine, detach: false, cancellationToken);
+        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, CancellationToken cancellationToken, string shell = "/bin/sh") =>
+        RunCoreAsync(client, sandboxId, accessToken, command, user, env, workdir, onLine, detach: false, cancellationToken, shell);
 
     /// <summary>
     /// Starts the command and returns 0 once the agent says it runs, leaving it running: the agent does not end a
@@ -30,9 +30,9 @@ internal static class BuildCommand
         RunCoreAsync(client, sandboxId, accessToken, command, user, env, workdir, (_, _) => { }, detach: true, cancellationToken);
 
     private static async Task<int> RunCoreAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string command, string? user,
-        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, bool detach, CancellationToken cancellationToken)
+        IReadOnlyDictionary<string, string> env, string? workdir, Action<string, bool> onLine, bool detach, CancellationToken cancellationToken, string shell = "/bin/sh")
     {
-        var config = new ProcessConfig { Cmd = "/bin/sh", Args = { "-c", command } };
+        var config = new ProcessConfig { Cmd = shell, Args = { "-c", command } };
         foreach (var (name, value) in env)
         {
             config.Envs[name] = value;
@@ -109,7 +109,7 @@ internal static class BuildCommand
     private const int AgentPort = 49983;
 
     /// <summary>Uploads the host file <paramref name="hostPath"/> to <paramref name="sandboxPath"/> as root (the agent's POST /files).</summary>
-    public static async Task UploadAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string hostPath, string sandboxPath, CancellationToken cancellationToken)
+    public static async Task UploadAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string hostPath, string sandboxPath, CancellationToken cancellationToken, string? user = "root")
     {
         var uri = new Uri(SandboxHttpClient.DestinationPrefix(new SandboxTarget(sandboxId, AgentPort)) + "files?path=" + Uri.EscapeDataString(sandboxPath));
         await using var file = new FileStream(hostPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, useAsync: true);
@@ -120,7 +120,10 @@ internal static class BuildCommand
         {
             request.Headers.Add("X-Access-Token", accessToken);
         }
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String("root:"u8.ToArray()));
+        if (user is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
+        }
         using var response = await client.Invoker.SendAsync(request, cancellationToken);
         if (!response.IsSuccessStatusCode)
         {

@@ -172,7 +172,7 @@ internal sealed class TemplateBuilds
                 throw new TemplateBuildException(StatusCodes.Status400BadRequest, $"the sources of COPY {step.Args[0]} were not uploaded (files hash '{step.FilesHash}')");
             }
         }
-        var baseTemplate = await ResolveBaseAsync(spec, teamId, cancellationToken);
+        var baseTemplate = IsScratch(spec) ? await ScratchBase.EnsureAsync(_registry.LayersDirectory, cancellationToken) : await ResolveBaseAsync(spec, teamId, cancellationToken);
         lock (state)
         {
             if (state.Status != "waiting")
@@ -217,6 +217,7 @@ internal sealed class TemplateBuilds
         string? workdir = baseTemplate.Workdir;
         var env = new Dictionary<string, string>(baseTemplate.EnvVars, StringComparer.Ordinal);
         var key = Hash("paddock-build-v1\n" + string.Join("\n", layers));
+        var scratch = baseTemplate.TemplateId == ScratchBase.TemplateId;
         long added = 0;
         var count = spec.Steps.Count;
         state.Log("info", $"Building template {state.Name} ({state.TemplateId}) from {baseTemplate.TemplateId}, build {state.BuildId}");
@@ -247,10 +248,15 @@ internal sealed class TemplateBuilds
                 string command;
                 string? runAs;
                 string? archive = null;
+                if (scratch && step.Type == "RUN" && !ScratchBase.HasShell(layers))
+                {
+                    throw new TemplateBuildException(StatusCodes.Status400BadRequest,
+                        $"step {stepName}: RUN needs /bin/sh, and this FROM scratch build has none: COPY a static shell (busybox) to /bin/sh before RUN, or build FROM base");
+                }
                 if (step.Type == "COPY")
                 {
                     archive = _files.PathOf(state.TeamId, step.FilesHash!);
-                    command = CopyScript(step, ArchiveInSandbox(step.FilesHash!), user, workdir);
+                    command = CopyScript(scratch ? ScratchBase.NumericOwner(step) : step, ArchiveInSandbox(step.FilesHash!), user, workdir);
                     runAs = "root";
                 }
                 else if (step.Type == "WORKDIR")
@@ -272,7 +278,20 @@ internal sealed class TemplateBuilds
                     continue;
                 }
                 state.Log("info", label, stepName);
-                var (layer, size) = await RunStepAsync(state, layers, user, runAs, command, step.Type is "WORKDIR" or "COPY" ? null : workdir, env, key, stepName, archive);
+                // FROM scratch: COPY and WORKDIR run with the toolbox layer's busybox below the build's own layers (its
+                // files stay in that lower layer, out of the step's new one); there is no passwd, so "root" is the
+                // agent's own account.
+                var tools = scratch && step.Type is "COPY" or "WORKDIR" ? await ScratchBase.EnsureToolsAsync(_registry.LayersDirectory, CancellationToken.None) : null;
+                if (scratch && runAs == "root")
+                {
+                    runAs = null;
+                }
+                if (tools is not null)
+                {
+                    command = $"PATH={ScratchBase.ToolsDirectory}; export PATH\n{command}";
+                }
+                var (layer, size) = await RunStepAsync(state, tools is null ? layers : [.. layers, tools], scratch ? null : user, runAs, command,
+                    step.Type is "WORKDIR" or "COPY" ? null : workdir, env, key, stepName, archive, tools is null ? "/bin/sh" : ScratchBase.ToolShell);
                 layers.Insert(0, layer);
                 added += size;
             }
@@ -316,7 +335,7 @@ internal sealed class TemplateBuilds
 
     /// <summary>Runs one command in a build sandbox on <paramref name="layers"/> and saves its changes as the cached layer of <paramref name="key"/>.</summary>
     private async Task<(string Layer, long Size)> RunStepAsync(BuildState state, IReadOnlyList<string> layers, string? defaultUser, string? runAs,
-        string command, string? workdir, IReadOnlyDictionary<string, string> env, string key, string stepName, string? archive)
+        string command, string? workdir, IReadOnlyDictionary<string, string> env, string key, string stepName, string? archive, string shell)
     {
         var stageId = $"build-{state.BuildId}-{stepName}";
         _registry.AddStage(stageId, state.TeamId, layers, defaultUser);
@@ -336,10 +355,12 @@ internal sealed class TemplateBuilds
             }, timeout.Token);
             if (archive is not null)
             {
-                await BuildCommand.UploadAsync(_client, sandbox.SandboxId, sandbox.EnvdAccessToken, archive, ArchiveInSandbox(Path.GetFileName(archive)), timeout.Token);
+                // As root; on FROM scratch (no passwd) as the agent's own account, which is root.
+                await BuildCommand.UploadAsync(_client, sandbox.SandboxId, sandbox.EnvdAccessToken, archive, ArchiveInSandbox(Path.GetFileName(archive)), timeout.Token,
+                    shell == "/bin/sh" ? "root" : null);
             }
             var exit = await BuildCommand.RunAsync(_client, sandbox.SandboxId, sandbox.EnvdAccessToken, command, runAs, env, workdir,
-                (line, isError) => state.Log(isError ? "warn" : "info", line, stepName), timeout.Token);
+                (line, isError) => state.Log(isError ? "warn" : "info", line, stepName), timeout.Token, shell);
             if (exit != 0)
             {
                 throw new TemplateBuildException(StatusCodes.Status400BadRequest, $"step {stepName} failed: '{command}' exited with code {exit}");
@@ -369,6 +390,9 @@ internal sealed class TemplateBuilds
             _registry.RemoveStage(stageId);
         }
     }
+
+    /// <summary>E2B's image name for an empty root filesystem (Docker's <c>FROM scratch</c>), which no registry resolves.</summary>
+    private static bool IsScratch(BuildSpec spec) => spec.FromTemplate is not { Length: > 0 } && spec.FromImage == ScratchBase.TemplateId;
 
     private static string ArchiveInSandbox(string filesHash) => "/tmp/.paddock-copy-" + filesHash[..16];
 
@@ -403,7 +427,7 @@ internal sealed class TemplateBuilds
             set -e
             scratch=$(mktemp -d)
             trap 'rm -rf "$scratch" {{Quote(archiveInSandbox)}}' EXIT
-            tar -xf {{Quote(archiveInSandbox)}} -C "$scratch"
+            if gzip -t {{Quote(archiveInSandbox)}} 2>/dev/null; then gzip -dc {{Quote(archiveInSandbox)}} | tar -xf - -C "$scratch"; else tar -xf {{Quote(archiveInSandbox)}} -C "$scratch"; fi
             cd "$scratch"
             chown -R {{Quote(owner)}}: . 2>/dev/null || chown -R {{Quote(owner)}} .
             {{(mode.Length > 0 ? $"find . -mindepth 1 ! -type l -exec chmod {mode} {{}} +" : "true")}}

@@ -77,7 +77,7 @@ internal sealed partial class TemplateRegistry
         var record = await ResolveAsync(templateIdOrName, teamId, cancellationToken);
         return record is null
             ? null
-            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars);
+            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir);
     }
 
     /// <summary>

@@ -118,6 +118,20 @@ public sealed class OciConfigTests
     }
 
     [Fact]
+    public void A_template_workdir_becomes_the_agents_default_workdir()
+    {
+        var spec = new SandboxSpec
+        {
+            SandboxId = "abc",
+            TemplateLayers = ["/templates/base/v/rootfs"],
+            Limits = new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: 100, DiskBytes: 1L << 30),
+            DefaultWorkdir = "/srv/app",
+        };
+        var args = Build(spec)["process"]!["args"]!.AsArray().Select(a => (string)a!).ToArray();
+        Assert.Equal(["--port", "49983", "--default-workdir", "/srv/app"], args[4..]);
+    }
+
+    [Fact]
     public void Options_are_read_from_configuration()
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>

@@ -55,6 +55,10 @@ internal static class OciConfig
         {
             args.AddRange(["--default-user", user]);
         }
+        if (spec.DefaultWorkdir is { Length: > 0 } workdir)
+        {
+            args.AddRange(["--default-workdir", workdir]);
+        }
 
         var env = new Dictionary<string, string>(StringComparer.Ordinal)
         {
