@@ -27,6 +27,7 @@ internal static class CliApp
         root.Subcommands.Add(LogsCommand.Build());
         root.Subcommands.Add(KeyCommands.Build());
         root.Subcommands.Add(TeamCommands.Build());
+        ImageImport.ImportCommand.AddTo(root);
         var parsed = root.Parse(args);
         return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
     }

@@ -74,6 +74,7 @@ internal static class DaemonHost
         services.AddSingleton<TemplateBuilds>();
         services.AddSingleton<TemplateFiles>();
         services.AddSingleton<TemplateStartup>();
+        services.AddSingleton<Templates.Images.ImageImporter>();
         services.AddSingleton<WarmPools>();
         services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();
@@ -103,6 +104,7 @@ internal static class DaemonHost
         app.UseRouting();
         app.MapSandboxApi();
         app.MapTemplateApi();
+        app.MapTemplateImportApi();
         app.MapTeamApi();
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));

@@ -63,6 +63,15 @@ internal sealed record DaemonOptions
     /// <summary>Warm pools per template (default none: every create starts a sandbox).</summary>
     public PoolSettings Pools { get; init; } = PoolSettings.None;
 
+    /// <summary>The OCI registry a build's <c>fromImage(ref)</c> pulls from (http or https); null: none, only imported images.</summary>
+    public Uri? ImageRegistry { get; init; }
+
+    /// <summary>A PEM CA certificate an https <see cref="ImageRegistry"/> is verified against instead of the system's roots.</summary>
+    public string? ImageRegistryCa { get; init; }
+
+    /// <summary>The most an imported or pulled image may unpack to, in MiB.</summary>
+    public int MaxImageMB { get; init; } = 8192;
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -79,6 +88,9 @@ internal sealed record DaemonOptions
           --prepare-template NAME   build or find NAME (e.g. base) before listening (env PADDOCK_PREPARE_TEMPLATE)
           --pool TEMPLATE=N[,...]   keep N sandboxes of TEMPLATE started ahead for creates (default none; env PADDOCK_POOL)
           --pool-refill N           pool sandboxes starting at once (default 2; env PADDOCK_POOL_REFILL)
+          --image-registry URL      OCI registry that fromImage(ref) pulls from (default none; env PADDOCK_IMAGE_REGISTRY)
+          --image-registry-ca FILE  PEM CA for an https image registry (env PADDOCK_IMAGE_REGISTRY_CA)
+          --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -106,6 +118,9 @@ internal sealed record DaemonOptions
         options = Apply(options, "--prepare-template", Env("PREPARE_TEMPLATE"));
         options = Apply(options, "--pool", Env("POOL"));
         options = Apply(options, "--pool-refill", Env("POOL_REFILL"));
+        options = Apply(options, "--image-registry", Env("IMAGE_REGISTRY"));
+        options = Apply(options, "--image-registry-ca", Env("IMAGE_REGISTRY_CA"));
+        options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -155,6 +170,9 @@ internal sealed record DaemonOptions
             "--prepare-template" => options with { PrepareTemplate = value.Length > 0 ? value : throw new ArgumentException("--prepare-template needs a template name") },
             "--pool" => options with { Pools = options.Pools with { Sizes = PoolSettings.ParseSizes(value) } },
             "--pool-refill" => options with { Pools = options.Pools with { RefillConcurrency = ParsePositive(name, value) } },
+            "--image-registry" => options with { ImageRegistry = ParseRegistry(value) },
+            "--image-registry-ca" => options with { ImageRegistryCa = File.Exists(value) ? value : throw new ArgumentException($"--image-registry-ca: no file {value}") },
+            "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }
@@ -170,6 +188,11 @@ internal sealed record DaemonOptions
         }
         return uri;
     }
+
+    private static Uri ParseRegistry(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/" && uri.Query.Length == 0
+            ? uri
+            : throw new ArgumentException($"invalid image registry '{text}': expected http(s)://HOST[:PORT]");
 
     private static string ParseDomain(string text)
     {

@@ -81,6 +81,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
             "builtin" => TemplateKind.Builtin,
             "snapshot" => TemplateKind.Snapshot,
             "build" => TemplateKind.Build,
+            "image" => TemplateKind.Image,
             var other => throw new InvalidDataException($"unknown template kind '{other}' in the database"),
         },
         Layers = JsonSerializer.Deserialize(r.GetString(4), TemplateRecordJson.Default.ListString) ?? [],

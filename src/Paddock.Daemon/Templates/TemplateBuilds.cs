@@ -4,6 +4,7 @@ using System.Text;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Templates.Images;
 
 namespace Paddock.Daemon.Templates;
 
@@ -76,7 +77,8 @@ internal sealed class BuildState(string templateId, string buildId, string teamI
 /// so a rebuild with only the last step changed reuses the others ("CACHED" in its log), and templates share them.
 /// A start command and ready check are recorded and run in every sandbox of the template as it starts
 /// (<see cref="TemplateStartup"/>), not once at build time with the memory snapshotted as E2B does.
-/// Not supported (the build is refused with a clear 400): images other than the Debian base (no image registry).
+/// <c>fromImage(ref)</c> of any other image starts from the team's imported template of that name, else pulls it from
+/// the configured registry (<see cref="ImageImporter"/>); with neither, the build is refused with a 400 naming the ref.
 /// Build state and logs live in memory: a daemon restart forgets builds in progress (their templates are not
 /// registered, their cached layers stay).
 /// </summary>
@@ -93,11 +95,13 @@ internal sealed class TemplateBuilds
     private readonly SandboxHttpClient _client;
     private readonly DaemonOptions _options;
     private readonly TemplateFiles _files;
+    private readonly ImageImporter _images;
     private readonly ILogger<TemplateBuilds> _logger;
 
     public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
-        SandboxHttpClient client, TemplateFiles files, DaemonOptions options, ILogger<TemplateBuilds> logger)
+        SandboxHttpClient client, TemplateFiles files, ImageImporter images, DaemonOptions options, ILogger<TemplateBuilds> logger)
     {
+        _images = images;
         _files = files;
         _registry = registry;
         _records = records;
@@ -191,8 +195,16 @@ internal sealed class TemplateBuilds
         var image = spec.FromImage ?? "e2bdev/base";
         if (!BaseImages.Contains(image, StringComparer.Ordinal))
         {
-            throw new TemplateBuildException(StatusCodes.Status400BadRequest,
-                $"image '{image}' cannot be used here: this host has no image registry; use fromBaseImage(), fromDebianImage() or fromTemplate()");
+            // An imported image by its name, else a pull from the configured registry (Images/ImageImporter). The
+            // pull runs within this request, so its failure is the build's 400 rather than a failed build later.
+            try
+            {
+                return await _images.ResolveForBuildAsync(image, teamId, cancellationToken);
+            }
+            catch (ImageImportException ex)
+            {
+                throw new TemplateBuildException(StatusCodes.Status400BadRequest, $"fromImage('{image}'): {ex.Message}");
+            }
         }
         return await _registry.ResolveAsync("base", teamId, cancellationToken)
             ?? throw new TemplateBuildException(StatusCodes.Status400BadRequest, "this host has no base template");

@@ -13,6 +13,9 @@ internal enum TemplateKind
 
     /// <summary>Built from steps (E2B's template build API), each RUN a cached layer.</summary>
     Build,
+
+    /// <summary>Imported from an OCI image or <c>docker save</c> archive, or pulled from a registry: one flattened layer it owns.</summary>
+    Image,
 }
 
 /// <summary>One registered template: what sandboxes start from.</summary>
