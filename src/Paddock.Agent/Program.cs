@@ -8,12 +8,6 @@ using Paddock.Agent.Init;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
 
-// The exec helper (a process about to become a command of another user) must not build a host or parse options.
-if (args is [ExecHelper.Verb, ..])
-{
-    return ExecHelper.Run();
-}
-
 AgentOptions options;
 try
 {
