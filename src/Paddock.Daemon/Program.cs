@@ -44,7 +44,17 @@ catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
 
 await using (app)
 {
-    var key = await DaemonHost.InitializeAsync(app, CancellationToken.None);
+    string? key;
+    try
+    {
+        key = await DaemonHost.InitializeAsync(app, CancellationToken.None);
+    }
+    catch (RuntimeUnavailableException ex)
+    {
+        // Recovery at start asks the runtime for its sandboxes: a host without it cannot serve anything.
+        Console.Error.WriteLine($"paddockd: cannot start: {ex.Message}");
+        return 1;
+    }
     if (key is not null)
     {
         // Shown once: only its hash is stored (and the key itself in the 0600 file named here).

@@ -88,6 +88,10 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
+        // A daemon over a temporary state directory gets a /22 of sandbox links (510 sandboxes), which the idle
+        // figure's 1,000 outgrow: the bench takes a /16 of its own, apart from the default daemon's 10.201.0.0/16
+        // and the test daemons' 10.202.0.0/15.
+        start.Environment["PADDOCK_Runc__Network__Pool"] = "10.200.0.0/16";
         // The tests' agent when given (as the tests give it), so that a soak needs no AOT publish of its own.
         if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
         {

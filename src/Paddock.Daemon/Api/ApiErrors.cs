@@ -62,10 +62,25 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         // Before the generic cases: a full state disk is the operator's to fix, and the caller should know it is not
         // their request (issue 5's fault test fills the disk).
         _ when IsDiskFull(ex) => new(StatusCodes.Status507InsufficientStorage, "the daemon's state disk is full (no space left on device); free space on it and retry"),
+        // The host cannot start anything (its runtime's program is gone): not the request's fault, and retryable once
+        // an operator fixes the host.
+        _ when Find<Runtimes.RuntimeUnavailableException>(ex) is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
         SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
         OperationCanceledException => null,
         _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),
     };
+
+    private static T? Find<T>(Exception ex) where T : Exception
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            if (e is T found)
+            {
+                return found;
+            }
+        }
+        return null;
+    }
 
     /// <summary>ENOSPC anywhere in the chain: an IOException (HResult is the errno on Linux) or SQLite's SQLITE_FULL (13).</summary>
     private static bool IsDiskFull(Exception ex)

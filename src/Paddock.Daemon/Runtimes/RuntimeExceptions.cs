@@ -47,3 +47,16 @@ internal sealed class SandboxNetworkUnsupportedException : Exception
     {
     }
 }
+
+/// <summary>
+/// The runtime's own program cannot be run at all (removed, never installed, not executable): nothing can start until
+/// an operator fixes the host, so the API answers 503 rather than blaming the request, and a daemon that meets it at
+/// start exits with this message instead of a stack trace.
+/// </summary>
+internal sealed class RuntimeUnavailableException : IOException
+{
+    public RuntimeUnavailableException(string message, Exception? inner = null)
+        : base(message, inner)
+    {
+    }
+}

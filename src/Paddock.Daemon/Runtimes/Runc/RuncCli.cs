@@ -67,6 +67,11 @@ internal sealed class RuncCli
             process.Kill(entireProcessTree: true);
             throw;
         }
+        // sh's own codes for a command it could not exec (127: not found, 126: not executable); runc never uses them.
+        if (process.ExitCode is 126 or 127)
+        {
+            throw Unavailable($"cannot run {_binary}: {(process.ExitCode == 127 ? "not found" : "not executable")}", null);
+        }
         return process.ExitCode == 0;
     }
 
@@ -134,5 +139,12 @@ internal sealed class RuncCli
         {
             throw new TimeoutException($"runc {args[0]} did not finish within {CallTimeout.TotalSeconds:0} s");
         }
+        catch (FileNotFoundException ex)
+        {
+            throw Unavailable(ex.Message, ex);
+        }
     }
+
+    private static RuntimeUnavailableException Unavailable(string why, Exception? inner) => new(
+        $"the runc tier cannot run runc ({why}); install it (apt-get install runc) or set Runc:RuncBinary (env PADDOCK_Runc__RuncBinary)", inner);
 }
