@@ -205,6 +205,15 @@ internal sealed class ProcessSpawner
     /// one while it is the user). The strings are marshalled by <see cref="Native.Spawn.Start"/> in between, which
     /// only allocates.
     /// </summary>
+    /// <remarks>
+    /// Known hole: while this thread is the user (the vfork of posix_spawn, about a millisecond), kill(2) by any
+    /// process of that user succeeds against this thread's id, and a signal sent to a thread id goes to the whole
+    /// agent. Measured on the host (2026-11-28, /tmp script: `nobody` looping `kill -TERM` over /proc/AGENT/task/*
+    /// while the agent started `true` as nobody): SIGTERM reached the agent within 7 starts and it shut down; the
+    /// old exec helper took 0 hits in 62 starts. As PID 1 of a sandbox only handled signals arrive (SIGTERM, SIGINT,
+    /// SIGQUIT: shutdown). The fix is for the shutdown handling to honour only signals from outside the sandbox's
+    /// pid namespace (si_pid 0), or for a separate long-lived spawner process to do this switch.
+    /// </remarks>
     private int StartAsUser(SpawnRequest request, Native.Spawn.FileActions actions)
     {
         var user = request.User;
