@@ -191,6 +191,30 @@ public sealed class RunAsUserTests : IClassFixture<TemporaryUserFixture>
         }
     }
 
+    [Fact(Skip = "known hole (2026-11-28): while the spawning thread is the user, that user's processes may signal it, and a signal to a thread id goes to the whole agent; this SIGTERM loop shut the agent down within 7 starts. Fix: honour shutdown signals only from outside the sandbox's pid namespace, or switch identity in a separate spawner process.")]
+    public async Task A_process_of_the_user_cannot_signal_the_agent_while_it_starts_processes_as_the_user()
+    {
+        using var cts = Calls.Timeout(90);
+        await using var agent = await AgentProcess.StartAsync();
+        var client = new ConnectClient(agent.Http);
+        // Bounded: 20 s of SIGTERM to every thread of the agent, as the user.
+        var flood = $"end=$(($(date +%s)+20)); while [ $(date +%s) -lt $end ]; do for t in /proc/{agent.Pid}/task/*; do kill -TERM ${{t##*/}} 2>/dev/null; done; done";
+        await using var attacker = await ProcessRun.StartAsync(client, Calls.Shell(flood), cts.Token, AsUser);
+        for (var i = 0; i < 200 && !agent.HasExited; i++)
+        {
+            try
+            {
+                await using var run = await ProcessRun.StartAsync(client, new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true" } }, cts.Token, AsUser);
+                await run.WaitEndAsync(cts.Token);
+            }
+            catch (HttpRequestException)
+            {
+                break; // the agent stopped listening
+            }
+        }
+        Assert.False(agent.HasExited, "a process of the user shut the agent down");
+    }
+
     private static Dictionary<string, string> ProcStatus(string text) => text
         .Split('\n', StringSplitOptions.RemoveEmptyEntries)
         .Select(l => l.Split(':', 2))

@@ -85,10 +85,13 @@ public sealed class RunAsUserInSandboxTests
         var missing = await Assert.ThrowsAsync<IOException>(() => AgentCalls.RunAsync(_fixture.Runtime, sandbox.Id, "/nonexistent/tool", [], "user", Call));
         var asRoot = await AgentCalls.RunAsync(_fixture.Runtime, sandbox.Id, "/bin/pwd", [], "root", Call, cwd: "/root");
 
-        Assert.Contains("invalid_argument", cwd.Message, StringComparison.Ordinal);
-        Assert.Contains("cannot use cwd '/root' as user 'user': Permission denied", cwd.Message, StringComparison.Ordinal);
-        Assert.Contains("invalid_argument", missing.Message, StringComparison.Ordinal);
-        Assert.Contains("cannot execute '/nonexistent/tool'", missing.Message, StringComparison.Ordinal);
+        // The Connect error travels as JSON, which escapes the quotes.
+        var cwdText = cwd.Message.Replace("\\u0027", "'", StringComparison.Ordinal);
+        var missingText = missing.Message.Replace("\\u0027", "'", StringComparison.Ordinal);
+        Assert.Contains("invalid_argument", cwdText, StringComparison.Ordinal);
+        Assert.Contains("cannot use cwd '/root' as user 'user': Permission denied", cwdText, StringComparison.Ordinal);
+        Assert.Contains("invalid_argument", missingText, StringComparison.Ordinal);
+        Assert.Contains("cannot execute '/nonexistent/tool'", missingText, StringComparison.Ordinal);
         Assert.Equal("/root\n", asRoot.Stdout);
     }
 
