@@ -8,12 +8,6 @@ using Paddock.Agent.Init;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
 
-// The exec helper (a process about to become a command of another user) must not build a host or parse options.
-if (args is [ExecHelper.Verb, ..])
-{
-    return ExecHelper.Run();
-}
-
 AgentOptions options;
 try
 {
@@ -50,6 +44,12 @@ builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
 builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
 builder.Services.AddProcessService();
 
+// PID 1 of a sandbox: no console lifetime, so the shutdown signals are ignored (see SandboxInitSignals).
+var ignoredSignals = SandboxInitSignals.IsInit ? SandboxInitSignals.Ignore() : [];
+if (SandboxInitSignals.IsInit)
+{
+    builder.Services.AddSingleton<Microsoft.Extensions.Hosting.IHostLifetime, SandboxInitLifetime>();
+}
 var app = builder.Build();
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
@@ -76,4 +76,5 @@ app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
 app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
 
 await app.RunAsync();
+GC.KeepAlive(ignoredSignals);
 return 0;

@@ -39,6 +39,9 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
 {
     private const int RoundTripBlock = 50;
 
+    /// <summary>The user of the round trip that runs as someone other than the agent (root).</summary>
+    private const string OtherUser = "nobody";
+
     public async Task<Report> RunAsync(CancellationToken cancellationToken)
     {
         var report = new Report();
@@ -105,9 +108,13 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
     {
         log.WriteLine($"round trip of /bin/true: {options.RoundTrips} each through the agent (proto, json) and bare posix_spawn+waitpid");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true" }, Stdin = false };
+        // As another user (the SDK's default is `user`, not the agent's root): the spawn switches identity. `nobody`
+        // exists on every Debian host; its home does not, so the command runs in /.
+        var asUser = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/true", Cwd = "/" }, Stdin = false };
         using var bare = new Spawner("/bin/true", [], quiet: true);
         var proto = new Samples("ms", Direction.LowerIsBetter);
         var json = new Samples("ms", Direction.LowerIsBetter);
+        var user = new Samples("ms", Direction.LowerIsBetter);
         var baseline = new Samples("ms", Direction.LowerIsBetter);
         var protoCpu = new CpuFigures("`true` round trip, Connect proto", "true_round_trip_proto", "call");
         var bareCpu = new CpuFigures("`true` round trip, bare posix_spawn+waitpid", "true_round_trip_bare", "call");
@@ -117,6 +124,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         {
             Expect(await client.RunAsync(request, json: false, cancellationToken), 0, 0);
             Expect(await client.RunAsync(request, json: true, cancellationToken), 0, 0);
+            Expect(await client.RunAsync(asUser, json: true, cancellationToken, OtherUser), 0, 0);
             ExpectExit(Spawner.Wait(bare.Spawn()), 0);
         }
 
@@ -145,6 +153,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 Expect(outcome, 0, 0);
                 json.Add(clock.Elapsed.TotalMilliseconds);
             }
+            for (var i = 0; i < RoundTripBlock; i++)
+            {
+                clock.Restart();
+                var outcome = await client.RunAsync(asUser, json: true, cancellationToken, OtherUser);
+                clock.Stop();
+                Expect(outcome, 0, 0);
+                user.Add(clock.Elapsed.TotalMilliseconds);
+            }
             mark = cpu.Start();
             for (var i = 0; i < RoundTripBlock; i++)
             {
@@ -165,6 +181,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         [
             new("`true` round trip, Connect proto", "true_round_trip_proto", proto, baseName, baseline, 3),
             new("`true` round trip, Connect JSON (SDK)", "true_round_trip_json", json, baseName, baseline, 3),
+            new($"`true` round trip, Connect JSON, as {OtherUser}", "true_round_trip_json_user", user, baseName, baseline, 3),
         ];
     }
 

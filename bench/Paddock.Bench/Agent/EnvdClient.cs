@@ -42,8 +42,11 @@ internal sealed class EnvdClient : IDisposable
         };
     }
 
-    /// <summary>Runs <paramref name="request"/> through <c>process.Process/Start</c> and reads the stream to its end.</summary>
-    public async Task<RunOutcome> RunAsync(StartRequest request, bool json, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs <paramref name="request"/> through <c>process.Process/Start</c> and reads the stream to its end; as
+    /// <paramref name="user"/> (<c>Authorization: Basic base64(user:)</c>, as E2B's SDKs send it) when given.
+    /// </summary>
+    public async Task<RunOutcome> RunAsync(StartRequest request, bool json, CancellationToken cancellationToken, string? user = null)
     {
         var payload = json ? Encoding.UTF8.GetBytes(Formatter.Format(request)) : request.ToByteArray();
         var body = new byte[Envelope.HeaderSize + payload.Length];
@@ -53,6 +56,10 @@ internal sealed class EnvdClient : IDisposable
         using var message = new HttpRequestMessage(HttpMethod.Post, "/process.Process/Start") { Content = new ByteArrayContent(body) };
         message.Content.Headers.ContentType = new MediaTypeHeaderValue(json ? "application/connect+json" : "application/connect+proto");
         message.Headers.TryAddWithoutValidation("Connect-Protocol-Version", "1");
+        if (user is not null)
+        {
+            message.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
+        }
         using var response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (response.StatusCode != HttpStatusCode.OK)
         {

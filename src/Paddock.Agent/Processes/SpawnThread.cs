@@ -60,12 +60,14 @@ internal sealed class SpawnThread
     public int ThreadId { get; private set; }
 
     /// <summary>
-    /// <see cref="Spawn.Start"/> run on this thread: same arguments, same result. Blocks the caller until the spawn
-    /// returned; an exception thrown there is rethrown here.
+    /// Runs <paramref name="spawn"/> (a posix_spawn, with whatever must happen on the same thread around it: the
+    /// credential switch of a start as another user) on this thread and returns its result. Blocks the caller until it
+    /// returned; an exception thrown there is rethrown here. <paramref name="spawn"/> must be synchronous and must not
+    /// create threads or touch the thread pool (see the remarks on this class).
     /// </summary>
-    public int Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> envp, Spawn.FileActions fileActions, out int pid)
+    public int Run(Func<int> spawn)
     {
-        using var job = new Job(path, argv, envp, fileActions);
+        using var job = new Job(spawn);
         lock (_gate)
         {
             _jobs.Enqueue(job);
@@ -76,7 +78,6 @@ internal sealed class SpawnThread
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(job.Error);
         }
-        pid = job.Pid;
         return job.Result;
     }
 
@@ -96,8 +97,7 @@ internal sealed class SpawnThread
             }
             try
             {
-                job.Result = Spawn.Start(job.Path, job.Argv, job.Envp, job.FileActions, out var pid);
-                job.Pid = pid;
+                job.Result = job.Spawn();
             }
             catch (Exception ex)
             {
@@ -107,21 +107,13 @@ internal sealed class SpawnThread
         }
     }
 
-    private sealed class Job(string path, IReadOnlyList<string> argv, IReadOnlyList<string> envp, Spawn.FileActions fileActions) : IDisposable
+    private sealed class Job(Func<int> spawn) : IDisposable
     {
-        public string Path { get; } = path;
-
-        public IReadOnlyList<string> Argv { get; } = argv;
-
-        public IReadOnlyList<string> Envp { get; } = envp;
-
-        public Spawn.FileActions FileActions { get; } = fileActions;
+        public Func<int> Spawn { get; } = spawn;
 
         public ManualResetEventSlim Done { get; } = new(false);
 
         public int Result { get; set; }
-
-        public int Pid { get; set; }
 
         public Exception? Error { get; set; }
 

@@ -33,11 +33,11 @@ internal static class AgentCalls
     }
 
     /// <summary>Runs <paramref name="cmd"/> to its end and collects its output.</summary>
-    public static async Task<CommandOutput> RunAsync(ISandboxRuntime runtime, string sandboxId, string cmd, IEnumerable<string> args, string? user, TimeSpan timeout)
+    public static async Task<CommandOutput> RunAsync(ISandboxRuntime runtime, string sandboxId, string cmd, IEnumerable<string> args, string? user, TimeSpan timeout, string? cwd = null)
     {
         using var http = Client(runtime, sandboxId, timeout);
         using var cts = new CancellationTokenSource(timeout);
-        using var response = await SendStartAsync(http, cmd, args, user, cts.Token);
+        using var response = await SendStartAsync(http, cmd, args, user, cts.Token, cwd);
         await using var body = await response.Content.ReadAsStreamAsync(cts.Token);
         var stdout = new StringBuilder();
         var stderr = new StringBuilder();
@@ -78,9 +78,13 @@ internal static class AgentCalls
         throw new IOException("the stream ended before a start event");
     }
 
-    private static async Task<HttpResponseMessage> SendStartAsync(HttpClient http, string cmd, IEnumerable<string> args, string? user, CancellationToken cancellationToken)
+    private static async Task<HttpResponseMessage> SendStartAsync(HttpClient http, string cmd, IEnumerable<string> args, string? user, CancellationToken cancellationToken, string? cwd = null)
     {
         var request = new StartRequest { Process = new ProcessConfig { Cmd = cmd, Args = { args } } };
+        if (cwd is not null)
+        {
+            request.Process.Cwd = cwd;
+        }
         var json = Encoding.UTF8.GetBytes(JsonFormatter.Default.Format(request));
         var framed = new byte[Envelope.HeaderSize + json.Length];
         Envelope.WriteHeader(framed, 0, json.Length);
