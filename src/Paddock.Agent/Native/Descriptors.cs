@@ -14,15 +14,10 @@ namespace Paddock.Agent.Native;
 internal static unsafe partial class Descriptors
 {
     private const int O_CLOEXEC = 0x80000;
-    private const int F_SETFD = 2;
-    private const int FD_CLOEXEC = 1;
     private const int F_SETPIPE_SZ = 1031;
     private const int F_GETFL = 3;
     private const int F_SETFL = 4;
     private const int O_NONBLOCK = 0x800;
-    private const int AF_UNIX = 1;
-    private const int SOCK_STREAM = 1;
-    private const int SOCK_CLOEXEC = 0x80000;
 
     /// <summary>A pipe: the two descriptors, owned by the caller. Throws <see cref="IOException"/> when out of descriptors.</summary>
     public static (int Read, int Write) CreatePipe()
@@ -35,25 +30,11 @@ internal static unsafe partial class Descriptors
         return (fds[0], fds[1]);
     }
 
-    /// <summary>A connected AF_UNIX stream socket pair, owned by the caller.</summary>
-    public static (int A, int B) CreateSocketPair()
-    {
-        int* fds = stackalloc int[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-        {
-            throw Failure("socketpair");
-        }
-        return (fds[0], fds[1]);
-    }
-
     /// <summary>
     /// Asks for a larger pipe buffer (F_SETPIPE_SZ). Best effort: an unprivileged agent is capped by
     /// /proc/sys/fs/pipe-max-size and keeps the 64 KiB default, which is only slower, not wrong.
     /// </summary>
     public static void TryGrowPipe(int fd, int bytes) => _ = fcntl(fd, F_SETPIPE_SZ, bytes);
-
-    /// <summary>Sets FD_CLOEXEC on a descriptor this process got through a spawn's dup2 (the exec helper's channel).</summary>
-    public static bool SetCloseOnExec(int fd) => fcntl(fd, F_SETFD, FD_CLOEXEC) == 0;
 
     /// <summary>Sets O_NONBLOCK, so a read with nothing to read fails with EAGAIN instead of blocking; 0 or -errno.</summary>
     public static int SetNonBlocking(SafeHandle fd)
@@ -94,10 +75,7 @@ internal static unsafe partial class Descriptors
     [LibraryImport("libc", SetLastError = true)]
     private static partial int pipe2(int* fds, int flags);
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int socketpair(int domain, int type, int protocol, int* fds);
-
-    // fcntl is variadic; F_SETFD and F_SETPIPE_SZ take an int, passed in a register on every 64-bit ABI we run on.
+    // fcntl is variadic; F_SETPIPE_SZ and F_SETFL take an int, passed in a register on every 64-bit ABI we run on.
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fcntl(int fd, int cmd, int arg);
 

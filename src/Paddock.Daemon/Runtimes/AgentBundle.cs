@@ -27,10 +27,7 @@ internal sealed record AgentBundle(string Directory, string LoaderName, string F
     /// <summary>The port the agent listens on inside every sandbox (E2B's envd port).</summary>
     public const int AgentPort = 49983;
 
-    /// <summary>
-    /// The command that starts the agent inside a sandbox, before its own options. The agent also gets it in
-    /// <c>PADDOCK_AGENT_SELF_EXEC</c>: its /proc/self/exe is the loader, so it needs this prefix to re-exec itself.
-    /// </summary>
+    /// <summary>The command that starts the agent inside a sandbox (the bundled loader running it), before its own options.</summary>
     public IReadOnlyList<string> LaunchPrefix =>
         [$"{MountPoint}/lib/{LoaderName}", "--library-path", $"{MountPoint}/lib", $"{MountPoint}/paddock-agent"];
 }

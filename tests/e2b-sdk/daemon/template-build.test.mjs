@@ -1,6 +1,7 @@
 // E2B's template build API with the official SDK, unchanged, against the real paddockd and runc tier:
 // Template.build of fromBaseImage + setEnvs + runCmd (as the default user and as root) + setWorkdir + setUser,
-// a sandbox from it that sees the files, envs and user; a rebuild with only the last step changed shows cache hits in
+// a sandbox from it that sees the files, envs and user; aptInstall (from a repository the build makes, so nothing
+// leaves the host); a rebuild with only the last step changed shows cache hits in
 // its log; a failing RUN fails the build with its output in the log and registers nothing; unsupported steps are
 // refused with a clear message.
 import assert from 'node:assert/strict'
@@ -127,6 +128,34 @@ describe('template builds with the e2b SDK', { skip: skip ?? false }, () => {
       req.write('partial')
     })
     assert.equal(status, 413)
+  })
+
+  it('aptInstall installs a Debian package, here from a local repository the build itself makes', T, async () => {
+    // The SDK's aptInstall is `apt-get update && apt-get install -y …` as root. Tests send no traffic off this host,
+    // so an earlier step builds a one-package repository in the build sandbox (dpkg-deb, a Packages index, a Release
+    // file) and points APT at it alone; apt-get then reads file: URIs and nothing else.
+    const repo = [
+      'set -e',
+      'mkdir -p /tmp/pkg/DEBIAN /tmp/pkg/usr/bin /opt/local-repo',
+      "printf 'Package: paddock-hello\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: Paddock tests <tests@paddock.invalid>\\nDescription: installed by the template-build test\\n' > /tmp/pkg/DEBIAN/control",
+      "printf '#!/bin/sh\\necho hello from a local package\\n' > /tmp/pkg/usr/bin/paddock-hello",
+      'chmod 755 /tmp/pkg/usr/bin/paddock-hello',
+      'dpkg-deb --build --root-owner-group /tmp/pkg /opt/local-repo/paddock-hello_1.0_all.deb > /dev/null',
+      'rm -rf /tmp/pkg',
+      'cd /opt/local-repo',
+      'deb=paddock-hello_1.0_all.deb',
+      '{ dpkg-deb -f $deb; echo "Filename: ./$deb"; echo "Size: $(stat -c %s $deb)"; echo "SHA256: $(sha256sum $deb | cut -d" " -f1)"; echo; } > Packages',
+      '{ echo "Date: $(date -Ru)"; echo "SHA256:"; echo " $(sha256sum Packages | cut -d" " -f1) $(stat -c %s Packages) Packages"; } > Release',
+      'rm -f /etc/apt/sources.list.d/*',
+      "echo 'deb [trusted=yes] file:/opt/local-repo ./' > /etc/apt/sources.list",
+    ].join('\n')
+    const built = await build(Template().fromBaseImage().runCmd(repo, { user: 'root' }).aptInstall(['paddock-hello']), 'sdk-apt')
+    assert.equal(built.error, undefined, `build failed: ${built.error}\n${built.logs.join('\n')}`)
+    assert.ok(built.logs.some((l) => /apt-get install -y .*paddock-hello/.test(l)), built.logs.join('\n'))
+    const sandbox = await Sandbox.create('sdk-apt', CREATE)
+    sandboxes.push(sandbox)
+    const seen = await sandbox.commands.run('paddock-hello; dpkg-query -W -f "${Status} ${Version}\\n" paddock-hello')
+    assert.equal(seen.stdout, 'hello from a local package\ninstall ok installed 1.0\n')
   })
 
   it('a failing RUN fails the build with its output in the log and registers nothing', T, async () => {

@@ -63,7 +63,6 @@ internal static class OciConfig
         var env = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["PATH"] = DefaultPath,
-            ["PADDOCK_AGENT_SELF_EXEC"] = string.Join(' ', bundle.LaunchPrefix),
         };
         if (spec.EnvVars.Count > 0)
         {
