@@ -44,9 +44,8 @@ builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
 builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
 builder.Services.AddProcessService();
 
-// PID 1 of a sandbox: no console lifetime, so the shutdown signals are ignored (see SandboxInitSignals).
-var ignoredSignals = SandboxInitSignals.IsInit ? SandboxInitSignals.Ignore() : [];
-if (SandboxInitSignals.IsInit)
+// PID 1 of a sandbox: shutdown signals that may come from the sandbox's own processes are ignored (SandboxInitLifetime).
+if (SandboxInitLifetime.IsInit)
 {
     builder.Services.AddSingleton<Microsoft.Extensions.Hosting.IHostLifetime, SandboxInitLifetime>();
 }
@@ -76,5 +75,4 @@ app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
 app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
 
 await app.RunAsync();
-GC.KeepAlive(ignoredSignals);
 return 0;

@@ -144,6 +144,8 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         {
             if (_process.HasExited)
             {
+                // Until the output readers reached the end of both streams, the last lines (the reason) may be missing.
+                await _process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token);
                 throw new InvalidOperationException($"paddockd exited with {_process.ExitCode} before it was ready: {Log}");
             }
             if (PortOwner.IsListening(_process.Id, Url.Port))

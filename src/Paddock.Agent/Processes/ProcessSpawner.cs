@@ -235,9 +235,11 @@ internal sealed class ProcessSpawner
             }
         }
         int rc, child, cwd = 0;
+        IdentitySwitches.Open();
         var switched = Credentials.AssumeOnThisThread(user.Uid, user.Gid, groups[..count], _agentGroupList);
         if (switched != 0)
         {
+            IdentitySwitches.Close(); // AssumeOnThisThread restored root itself
             throw new ConnectException(ConnectCode.PermissionDenied,
                 $"cannot switch to user '{user.Name}' (uid {user.Uid}, gid {user.Gid}): {Errno.Message(switched)}");
         }
@@ -254,6 +256,7 @@ internal sealed class ProcessSpawner
         finally
         {
             Credentials.RestoreRootOnThisThread(_agentGroupList);
+            IdentitySwitches.Close();
         }
         if (rc == 0)
         {

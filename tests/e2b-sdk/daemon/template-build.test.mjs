@@ -154,7 +154,7 @@ describe('template builds with the e2b SDK', { skip: skip ?? false }, () => {
     assert.ok(built.logs.some((l) => /apt-get install -y .*paddock-hello/.test(l)), built.logs.join('\n'))
     const sandbox = await Sandbox.create('sdk-apt', CREATE)
     sandboxes.push(sandbox)
-    const seen = await sandbox.commands.run('paddock-hello; dpkg-query -W -f "${Status} ${Version}\\n" paddock-hello')
+    const seen = await sandbox.commands.run("paddock-hello; dpkg-query -W -f '${Status} ${Version}\\n' paddock-hello")
     assert.equal(seen.stdout, 'hello from a local package\ninstall ok installed 1.0\n')
   })
 
