@@ -202,6 +202,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
     /// <summary>Stops the daemon (SIGTERM: it kills its sandboxes; SIGKILL after 30 s) and removes its state.</summary>
     public async ValueTask DisposeAsync()
     {
+        int? stopCode = null;
         if (!_process.HasExited)
         {
             using (var term = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)]))
@@ -217,8 +218,15 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 _process.Kill(entireProcessTree: true);
                 await _process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token);
             }
+            stopCode = _process.ExitCode;
         }
         _process.Dispose();
         await HostLeftovers.RemoveAsync(StateDir, CgroupParent);
+        // A clean stop is part of what every test checks: a daemon that crashed on the way out (it once aborted with
+        // an ObjectDisposedException from a second dispose) exits non-zero here.
+        if (stopCode is { } code && code != 0)
+        {
+            throw new InvalidOperationException($"paddockd exited with {code} on SIGTERM: {Log[Math.Max(0, Log.Length - 3000)..]}");
+        }
     }
 }

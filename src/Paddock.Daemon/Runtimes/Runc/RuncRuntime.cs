@@ -583,8 +583,16 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         await _network.UpdateAsync(sandboxId, policy, cancellationToken);
     }
 
+    private int _disposed;
+
     public void Dispose()
     {
+        // The container disposes the runtime once per service type it is registered under (ISandboxRuntime and
+        // RuncRuntime, for the agent-exit wiring): the second call must be a no-op.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
         _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _netns.Dispose();
         _exits.Dispose();
