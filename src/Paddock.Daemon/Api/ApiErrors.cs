@@ -64,37 +64,25 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         _ when IsDiskFull(ex) => new(StatusCodes.Status507InsufficientStorage, "the daemon's state disk is full (no space left on device); free space on it and retry"),
         // The host cannot start anything (its runtime's program is gone): not the request's fault, and retryable once
         // an operator fixes the host.
-        _ when Find<Runtimes.RuntimeUnavailableException>(ex) is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
+        _ when Chain(ex).OfType<Runtimes.RuntimeUnavailableException>().FirstOrDefault() is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
         SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
         OperationCanceledException => null,
         _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),
     };
 
-    private static T? Find<T>(Exception ex) where T : Exception
+    /// <summary>The exception and its inner exceptions, outermost first.</summary>
+    private static IEnumerable<Exception> Chain(Exception ex)
     {
         for (var e = ex; e is not null; e = e.InnerException)
         {
-            if (e is T found)
-            {
-                return found;
-            }
+            yield return e;
         }
-        return null;
     }
 
     /// <summary>ENOSPC anywhere in the chain: an IOException (HResult is the errno on Linux) or SQLite's SQLITE_FULL (13).</summary>
-    private static bool IsDiskFull(Exception ex)
-    {
-        for (var e = ex; e is not null; e = e.InnerException)
-        {
-            if (e is IOException { HResult: 28 } || e.Message.Contains("No space left on device", StringComparison.Ordinal)
-                || e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 13 })
-            {
-                return true;
-            }
-        }
-        return false;
-    }
+    private static bool IsDiskFull(Exception ex) => Chain(ex).Any(e =>
+        e is IOException { HResult: 28 } || e.Message.Contains("No space left on device", StringComparison.Ordinal)
+        || e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 13 });
 
     [LoggerMessage(EventId = 600, Level = LogLevel.Error, Message = "{Method} {Path} failed")]
     private static partial void LogServerError(ILogger logger, string method, string path, Exception exception);

@@ -50,15 +50,7 @@ internal static class BuildCommand
         using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = new ByteArrayContent(framed), Version = new Version(1, 1) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/connect+json");
         request.Headers.Add("Connect-Protocol-Version", "1");
-        if (accessToken is not null)
-        {
-            request.Headers.Add("X-Access-Token", accessToken);
-        }
-        if (user is not null)
-        {
-            // envd's way of naming the user a call runs as: Basic auth with the user name and no password.
-            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
-        }
+        Authenticate(request, accessToken, user);
         using var response = await client.Invoker.SendAsync(request, cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
@@ -106,7 +98,20 @@ internal static class BuildCommand
         }
     }
 
-    private const int AgentPort = 49983;
+    private const int AgentPort = Runtimes.AgentBundle.AgentPort;
+
+    /// <summary>The agent's token, and the user the call runs as (envd's way: Basic auth with the name and no password).</summary>
+    private static void Authenticate(HttpRequestMessage request, string? accessToken, string? user)
+    {
+        if (accessToken is not null)
+        {
+            request.Headers.Add("X-Access-Token", accessToken);
+        }
+        if (user is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
+        }
+    }
 
     /// <summary>Uploads the host file <paramref name="hostPath"/> to <paramref name="sandboxPath"/> as root (the agent's POST /files).</summary>
     public static async Task UploadAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string hostPath, string sandboxPath, CancellationToken cancellationToken, string? user = "root")
@@ -116,14 +121,7 @@ internal static class BuildCommand
         using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = new StreamContent(file), Version = new Version(1, 1) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         request.Content.Headers.ContentLength = file.Length;
-        if (accessToken is not null)
-        {
-            request.Headers.Add("X-Access-Token", accessToken);
-        }
-        if (user is not null)
-        {
-            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
-        }
+        Authenticate(request, accessToken, user);
         using var response = await client.Invoker.SendAsync(request, cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
