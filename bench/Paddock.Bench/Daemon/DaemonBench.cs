@@ -27,12 +27,30 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         using var baseline = new RuncBaseline(BaseRootfs());
 
         var bare = BareSpawn(report);
-        await ColdCreateToOutputAsync(client, baseline, report, cancellationToken);
-        await PooledCreateToOutputAsync(daemon, client, report, cancellationToken);
-        await ExecRoundTripAsync(client, bare, report, cancellationToken);
-        await ConcurrentCreationsAsync(daemon, client, report, cancellationToken);
-        await FanoutAsync(daemon, client, report, cancellationToken);
-        await IdleMemoryAsync(daemon, client, report, cancellationToken);
+        if (options.Includes(DaemonSection.Cold))
+        {
+            await ColdCreateToOutputAsync(client, baseline, report, cancellationToken);
+        }
+        if (options.Includes(DaemonSection.Pooled))
+        {
+            await PooledCreateToOutputAsync(daemon, client, report, cancellationToken);
+        }
+        if (options.Includes(DaemonSection.Exec))
+        {
+            await ExecRoundTripAsync(client, bare, report, cancellationToken);
+        }
+        if (options.Includes(DaemonSection.Rate))
+        {
+            await ConcurrentCreationsAsync(daemon, client, report, cancellationToken);
+        }
+        if (options.Includes(DaemonSection.Fanout))
+        {
+            await FanoutAsync(daemon, client, report, cancellationToken);
+        }
+        if (options.Includes(DaemonSection.Idle))
+        {
+            await IdleMemoryAsync(daemon, client, report, cancellationToken);
+        }
         return report;
     }
 

@@ -49,4 +49,22 @@ internal sealed record DaemonBenchOptions
 
     /// <summary>The bound on each section's loop, besides its count.</summary>
     public TimeSpan SectionLimit { get; init; } = TimeSpan.FromSeconds(180);
+
+    /// <summary>The sections to run (<c>--only</c>); all when not given.</summary>
+    public DaemonSection Sections { get; init; } = DaemonSection.All;
+
+    public bool Includes(DaemonSection section) => (Sections & section) != 0;
+}
+
+/// <summary>The sections of <c>paddock-bench daemon</c>, by their <c>--only</c> names.</summary>
+[Flags]
+internal enum DaemonSection
+{
+    Cold = 1,
+    Pooled = 2,
+    Exec = 4,
+    Rate = 8,
+    Fanout = 16,
+    Idle = 32,
+    All = Cold | Pooled | Exec | Rate | Fanout | Idle,
 }

@@ -20,6 +20,7 @@ internal static class DaemonCommand
           --round-trips N     commands.run('true') round trips and bare spawns (default 50)
           --fanout-sandboxes N, --fanout-commands N
                               commands at once across sandboxes (default 200 across 50)
+          --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
           --json              also print the figures as one JSON line at the end
         Needs root and runc (the runc tier).
         """;
@@ -96,12 +97,26 @@ internal static class DaemonCommand
                 "--round-trips" => options with { RoundTrips = Positive(option, Value(args, ref i)) },
                 "--fanout-sandboxes" => options with { FanoutSandboxes = Positive(option, Value(args, ref i)) },
                 "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
+                "--only" => options with { Sections = SectionsOf(Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
             json |= option == "--json";
         }
         return (options, json);
+    }
+
+    /// <summary><c>--only cold,pooled,exec,rate,fanout,idle</c> (any of them, comma-separated).</summary>
+    private static DaemonSection SectionsOf(string text)
+    {
+        var sections = (DaemonSection)0;
+        foreach (var name in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            sections |= Enum.TryParse<DaemonSection>(name, ignoreCase: true, out var section) && section != DaemonSection.All && Enum.IsDefined(section)
+                ? section
+                : throw new ArgumentException($"unknown section '{name}' for --only: expected cold, pooled, exec, rate, fanout or idle");
+        }
+        return sections == 0 ? throw new ArgumentException("--only needs at least one section") : sections;
     }
 
     private static int NonNegative(string option, string text) =>
