@@ -50,6 +50,10 @@ if (SandboxInitLifetime.IsInit)
     builder.Services.AddSingleton<Microsoft.Extensions.Hosting.IHostLifetime, SandboxInitLifetime>();
 }
 var app = builder.Build();
+// Idle memory back to the kernel after a quiet spell (IdleTrim); first, so that it sees every request.
+using var idleTrim = new IdleTrim(IdleTrim.DefaultQuietPeriod, IdleTrim.CollectAndDecommit, TimeProvider.System);
+app.Use(idleTrim.InvokeAsync);
+app.Lifetime.ApplicationStarted.Register(idleTrim.Start);
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
 app.Use(tokenCheck.InvokeAsync);
 

@@ -19,6 +19,9 @@ namespace Paddock.Agent.Processes;
 internal sealed class ChildReaper : IDisposable
 {
     // A periodic sweep besides SIGCHLD costs one syscall; it bounds the damage of any wake-up lost in between.
+    // It runs only while a started process is awaited: an idle agent then takes no timer wake-ups from it (issue 6:
+    // the sweep was a third of an idle agent's wake-ups, each one waking the timer thread, a pool worker and the
+    // pool's gate thread). Orphans are still reaped at their SIGCHLD.
     private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(5);
 
     private readonly Lock _gate = new();
@@ -67,6 +70,11 @@ internal sealed class ChildReaper : IDisposable
             var pid = spawn();
             var waiter = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiters.Add(pid, waiter);
+            if (_waiters.Count == 1)
+            {
+                // The loop may be waiting without a sweep deadline: one pass makes it take one up again.
+                _wake.Writer.TryWrite(true);
+            }
             return (pid, waiter.Task);
         }
     }
@@ -75,9 +83,17 @@ internal sealed class ChildReaper : IDisposable
     {
         while (!_stopping.IsCancellationRequested)
         {
+            bool awaited;
+            lock (_gate)
+            {
+                awaited = _waiters.Count > 0;
+            }
             using (var sweep = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token))
             {
-                sweep.CancelAfter(SweepInterval);
+                if (awaited)
+                {
+                    sweep.CancelAfter(SweepInterval);
+                }
                 try
                 {
                     await _wake.Reader.ReadAsync(sweep.Token);
