@@ -37,7 +37,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     H2cHandoff.ListenPrivate(kestrel, h2cSocket);
 });
 // 64 KiB buffers for Kestrel instead of 4 KiB: fewer system calls per byte of the large bodies the agent moves.
-builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
+var memoryPools = new LargeBlockMemoryPoolFactory();
+builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>>(memoryPools);
 builder.Services.AddSingleton(options);
 builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
 builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
@@ -51,7 +52,7 @@ if (SandboxInitLifetime.IsInit)
 }
 var app = builder.Build();
 // Idle memory back to the kernel after a quiet spell (IdleTrim); first, so that it sees every request.
-using var idleTrim = new IdleTrim(IdleTrim.DefaultQuietPeriod, IdleTrim.CollectAndDecommit, TimeProvider.System);
+using var idleTrim = new IdleTrim(IdleTrim.DefaultQuietPeriod, () => IdleTrim.CollectAndDecommit(memoryPools), TimeProvider.System);
 app.Use(idleTrim.InvokeAsync);
 app.Lifetime.ApplicationStarted.Register(idleTrim.Start);
 var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();

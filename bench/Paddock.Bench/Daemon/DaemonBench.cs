@@ -305,6 +305,17 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             report.AddFact("processes per idle sandbox", "idle_sandbox_processes", "", (double)memory.Sum(m => m.Processes) / n);
             report.AddFact($"paddockd RSS growth per created sandbox ({rssBefore / MiB:0} -> {rssAfter / MiB:0} MiB for {ids.Count})", "daemon_rss_growth_per_sandbox_mib", "MiB", (rssAfter - rssBefore) / MiB / Math.Max(ids.Count, 1));
 
+            // What the idle sandboxes cost in CPU: their threads' wake-ups and CPU time over a window of doing nothing.
+            var window = options.IdleActivityWindow;
+            var before = HostMemory.SandboxThreads(daemon.CgroupParent);
+            await Task.Delay(window, cancellationToken);
+            var after = HostMemory.SandboxThreads(daemon.CgroupParent);
+            var perMinute = TimeSpan.FromMinutes(1) / window / n;
+            log.WriteLine($"  {after.Threads} threads in the idle sandboxes; over {window.TotalSeconds:0} s: {after.ContextSwitches - before.ContextSwitches} context switches, {(after.CpuNanoseconds - before.CpuNanoseconds) / 1e6:0.0} ms CPU in all");
+            report.AddFact("threads per idle sandbox", "idle_sandbox_threads", "", (double)after.Threads / n);
+            report.AddFact($"idle sandbox wake-ups (context switches of its threads) per minute, over {window.TotalSeconds:0} s", "idle_sandbox_wakeups_per_min", "/min", (after.ContextSwitches - before.ContextSwitches) * perMinute);
+            report.AddFact($"idle sandbox CPU time per minute, over {window.TotalSeconds:0} s", "idle_sandbox_cpu_ms_per_min", "ms/min", (after.CpuNanoseconds - before.CpuNanoseconds) / 1e6 * perMinute);
+
             // The daemon still answers while they idle: pooled create + echo, each after the pool refilled.
             var loaded = new Samples("ms", Direction.LowerIsBetter);
             for (var i = 0; i < 10; i++)

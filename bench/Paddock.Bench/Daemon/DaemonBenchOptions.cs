@@ -47,6 +47,9 @@ internal sealed record DaemonBenchOptions
     /// <summary>How long the idle sandboxes are left alone before their memory is read.</summary>
     public TimeSpan IdleWait { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>After <see cref="IdleWait"/>: how long the idle sandboxes' wake-ups and CPU time are counted.</summary>
+    public TimeSpan IdleActivityWindow { get; init; } = TimeSpan.FromSeconds(20);
+
     /// <summary>The bound on each section's loop, besides its count.</summary>
     public TimeSpan SectionLimit { get; init; } = TimeSpan.FromSeconds(180);
 

@@ -48,10 +48,15 @@ internal sealed class IdleTrim : IDisposable
     public int Trims => Volatile.Read(ref _trims);
 
     /// <summary>
-    /// A blocking, compacting collection of every generation that also decommits the freed regions
-    /// (<see cref="GCCollectionMode.Aggressive"/>; the other modes keep them committed for the next allocations).
+    /// Drops the buffers Kestrel's pools keep for reuse, then a blocking, compacting collection of every generation
+    /// that also decommits the freed regions (<see cref="GCCollectionMode.Aggressive"/>; the other modes keep them
+    /// committed for the next allocations).
     /// </summary>
-    public static void CollectAndDecommit() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    public static void CollectAndDecommit(LargeBlockMemoryPoolFactory pools)
+    {
+        pools.TrimIdle();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
 
     /// <summary>Arms the first trim: start-up's allocations are as idle as any others once the agent waits for calls.</summary>
     public void Start() => Arm(QuietPeriod);

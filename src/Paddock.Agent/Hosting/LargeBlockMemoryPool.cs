@@ -37,6 +37,16 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
         return new Block(this);
     }
 
+    /// <summary>Lets go of the returned blocks kept for reuse, so that the next collection can free them (<see cref="IdleTrim"/>).</summary>
+    public void TrimIdle()
+    {
+        // Bounded by the count at entry: blocks returned meanwhile may stay.
+        for (var i = Volatile.Read(ref _idleCount); i > 0 && _idle.TryDequeue(out _); i--)
+        {
+            Interlocked.Decrement(ref _idleCount);
+        }
+    }
+
     private void Return(Block block)
     {
         if (Interlocked.Increment(ref _idleCount) <= MaxIdleBlocks)
@@ -84,5 +94,22 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
 /// <summary>Gives Kestrel <see cref="LargeBlockMemoryPool"/>s (registered in DI; Kestrel asks for an <see cref="IMemoryPoolFactory{T}"/>).</summary>
 internal sealed class LargeBlockMemoryPoolFactory : IMemoryPoolFactory<byte>
 {
-    public MemoryPool<byte> Create(MemoryPoolOptions? options = null) => new LargeBlockMemoryPool();
+    // Kestrel asks for a few pools (one per transport and listener) at start; they live as long as the agent.
+    private readonly ConcurrentQueue<LargeBlockMemoryPool> _pools = new();
+
+    public MemoryPool<byte> Create(MemoryPoolOptions? options = null)
+    {
+        var pool = new LargeBlockMemoryPool();
+        _pools.Enqueue(pool);
+        return pool;
+    }
+
+    /// <summary><see cref="LargeBlockMemoryPool.TrimIdle"/> of every pool made so far.</summary>
+    public void TrimIdle()
+    {
+        foreach (var pool in _pools)
+        {
+            pool.TrimIdle();
+        }
+    }
 }

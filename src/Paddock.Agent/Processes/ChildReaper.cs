@@ -19,9 +19,9 @@ namespace Paddock.Agent.Processes;
 internal sealed class ChildReaper : IDisposable
 {
     // A periodic sweep besides SIGCHLD costs one syscall; it bounds the damage of any wake-up lost in between.
-    // It runs only while a started process is awaited: an idle agent then takes no timer wake-ups from it (issue 6:
-    // the sweep was a third of an idle agent's wake-ups, each one waking the timer thread, a pool worker and the
-    // pool's gate thread). Orphans are still reaped at their SIGCHLD.
+    // Its timer runs only while a started process is awaited: in an idle agent it was a third of the wake-ups
+    // (issue 6: each one woke the timer thread, a pool worker and the pool's gate thread). Orphans are reaped at
+    // their SIGCHLD either way.
     private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(5);
 
     private readonly Lock _gate = new();
@@ -31,6 +31,7 @@ internal sealed class ChildReaper : IDisposable
     private readonly PosixSignalRegistration _sigchld;
     private readonly ILogger<ChildReaper> _logger;
     private readonly Task _loop;
+    private readonly ITimer _sweep;
 
     public ChildReaper(ILogger<ChildReaper> logger)
     {
@@ -53,6 +54,7 @@ internal sealed class ChildReaper : IDisposable
         {
             ProcessLog.RuntimeSigChldUnavailable(_logger, IsInit);
         }
+        _sweep = TimeProvider.System.CreateTimer(static state => ((ChildReaper)state!).OnSweep(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _loop = Task.Run(LoopAsync);
     }
 
@@ -72,8 +74,7 @@ internal sealed class ChildReaper : IDisposable
             _waiters.Add(pid, waiter);
             if (_waiters.Count == 1)
             {
-                // The loop may be waiting without a sweep deadline: one pass makes it take one up again.
-                _wake.Writer.TryWrite(true);
+                _sweep.Change(SweepInterval, Timeout.InfiniteTimeSpan);
             }
             return (pid, waiter.Task);
         }
@@ -83,25 +84,13 @@ internal sealed class ChildReaper : IDisposable
     {
         while (!_stopping.IsCancellationRequested)
         {
-            bool awaited;
-            lock (_gate)
+            try
             {
-                awaited = _waiters.Count > 0;
+                await _wake.Reader.ReadAsync(_stopping.Token);
             }
-            using (var sweep = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token))
+            catch (OperationCanceledException)
             {
-                if (awaited)
-                {
-                    sweep.CancelAfter(SweepInterval);
-                }
-                try
-                {
-                    await _wake.Reader.ReadAsync(sweep.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    // sweep time, or shutdown (checked by the loop)
-                }
+                // shutdown (checked by the loop)
             }
             try
             {
@@ -157,8 +146,22 @@ internal sealed class ChildReaper : IDisposable
         }
     }
 
+    /// <summary>The sweep: a pass of the loop, and the next one while a started process is still awaited.</summary>
+    private void OnSweep()
+    {
+        _wake.Writer.TryWrite(true);
+        lock (_gate)
+        {
+            if (_waiters.Count > 0)
+            {
+                _sweep.Change(SweepInterval, Timeout.InfiniteTimeSpan);
+            }
+        }
+    }
+
     public void Dispose()
     {
+        _sweep.Dispose();
         _stopping.Cancel();
         _sigchld.Dispose();
         _ = _loop.ContinueWith(_ => _stopping.Dispose(), TaskScheduler.Default);
