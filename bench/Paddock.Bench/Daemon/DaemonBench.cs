@@ -310,11 +310,12 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             var before = HostMemory.SandboxThreads(daemon.CgroupParent);
             await Task.Delay(window, cancellationToken);
             var after = HostMemory.SandboxThreads(daemon.CgroupParent);
+            var (activity, ended) = HostMemory.Between(before, after);
             var perMinute = TimeSpan.FromMinutes(1) / window / n;
-            log.WriteLine($"  {after.Threads} threads in the idle sandboxes; over {window.TotalSeconds:0} s: {after.ContextSwitches - before.ContextSwitches} context switches, {(after.CpuNanoseconds - before.CpuNanoseconds) / 1e6:0.0} ms CPU in all");
-            report.AddFact("threads per idle sandbox", "idle_sandbox_threads", "", (double)after.Threads / n);
-            report.AddFact($"idle sandbox wake-ups (context switches of its threads) per minute, over {window.TotalSeconds:0} s", "idle_sandbox_wakeups_per_min", "/min", (after.ContextSwitches - before.ContextSwitches) * perMinute);
-            report.AddFact($"idle sandbox CPU time per minute, over {window.TotalSeconds:0} s", "idle_sandbox_cpu_ms_per_min", "ms/min", (after.CpuNanoseconds - before.CpuNanoseconds) / 1e6 * perMinute);
+            log.WriteLine($"  {after.Count} threads in the idle sandboxes ({ended} ended in the window, left out); over {window.TotalSeconds:0} s: {activity.ContextSwitches} context switches, {activity.CpuNanoseconds / 1e6:0.0} ms CPU in all");
+            report.AddFact("threads per idle sandbox", "idle_sandbox_threads", "", (double)after.Count / n);
+            report.AddFact($"idle sandbox wake-ups (context switches of its threads) per minute, over {window.TotalSeconds:0} s", "idle_sandbox_wakeups_per_min", "/min", activity.ContextSwitches * perMinute);
+            report.AddFact($"idle sandbox CPU time per minute, over {window.TotalSeconds:0} s", "idle_sandbox_cpu_ms_per_min", "ms/min", activity.CpuNanoseconds / 1e6 * perMinute);
 
             // The daemon still answers while they idle: pooled create + echo, each after the pool refilled.
             var loaded = new Samples("ms", Direction.LowerIsBetter);

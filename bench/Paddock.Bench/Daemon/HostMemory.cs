@@ -51,23 +51,22 @@ internal static class HostMemory
         return result;
     }
 
-    /// <summary>Context switches (voluntary + involuntary: each is a wake-up or a preemption) and CPU time of the threads of some processes.</summary>
-    public readonly record struct ThreadActivity(long ContextSwitches, long CpuNanoseconds, int Threads);
+    /// <summary>Context switches (voluntary + involuntary: each is a wake-up or a preemption) and CPU time of some threads.</summary>
+    public readonly record struct ThreadActivity(long ContextSwitches, long CpuNanoseconds);
 
     /// <summary>
-    /// The summed <see cref="ThreadActivity"/> of the processes in every sandbox cgroup under
-    /// <paramref name="cgroupParent"/>, from /proc/PID/task/TID/status and schedstat (CPU time in ns, unlike the
-    /// 10 ms ticks of /proc/PID/stat). Threads that end between two readings drop out of the sum; idle agents keep theirs.
+    /// The <see cref="ThreadActivity"/> so far of every thread of the processes in the sandbox cgroups under
+    /// <paramref name="cgroupParent"/>, by (pid, tid), from /proc/PID/task/TID/status and schedstat (CPU time in ns,
+    /// unlike the 10 ms ticks of /proc/PID/stat).
     /// </summary>
-    public static ThreadActivity SandboxThreads(string cgroupParent)
+    public static Dictionary<(int Pid, int Tid), ThreadActivity> SandboxThreads(string cgroupParent)
     {
-        long switches = 0, cpu = 0;
-        var threads = 0;
+        var result = new Dictionary<(int, int), ThreadActivity>();
         foreach (var dir in Directory.EnumerateDirectories(Path.Combine(MemoryHierarchy, cgroupParent)))
         {
-            foreach (var pid in File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Where(l => l.Length > 0))
+            foreach (var pid in File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Where(l => l.Length > 0).Select(l => int.Parse(l, CultureInfo.InvariantCulture)))
             {
-                IEnumerable<string> tasks;
+                string[] tasks;
                 try
                 {
                     tasks = Directory.GetDirectories($"/proc/{pid}/task");
@@ -80,6 +79,7 @@ internal static class HostMemory
                 {
                     try
                     {
+                        long switches = 0;
                         foreach (var line in File.ReadLines(Path.Combine(task, "status")))
                         {
                             // voluntary_ctxt_switches and nonvoluntary_ctxt_switches
@@ -88,8 +88,8 @@ internal static class HostMemory
                                 switches += long.Parse(line.AsSpan(line.IndexOf(':') + 1).Trim(), CultureInfo.InvariantCulture);
                             }
                         }
-                        cpu += long.Parse(File.ReadAllText(Path.Combine(task, "schedstat")).Split(' ')[0], CultureInfo.InvariantCulture);
-                        threads++;
+                        var cpu = long.Parse(File.ReadAllText(Path.Combine(task, "schedstat")).Split(' ')[0], CultureInfo.InvariantCulture);
+                        result[(pid, int.Parse(Path.GetFileName(task), CultureInfo.InvariantCulture))] = new ThreadActivity(switches, cpu);
                     }
                     catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                     {
@@ -98,7 +98,23 @@ internal static class HostMemory
                 }
             }
         }
-        return new ThreadActivity(switches, cpu, threads);
+        return result;
+    }
+
+    /// <summary>
+    /// The activity between two <see cref="SandboxThreads"/> readings: of the threads in both, and all of those only
+    /// in the second. Threads that ended in between are left out (what they did in the window is lost with them), and counted.
+    /// </summary>
+    public static (ThreadActivity Activity, int Ended) Between(Dictionary<(int Pid, int Tid), ThreadActivity> before, Dictionary<(int Pid, int Tid), ThreadActivity> after)
+    {
+        long switches = 0, cpu = 0;
+        foreach (var (key, now) in after)
+        {
+            var then = before.GetValueOrDefault(key);
+            switches += now.ContextSwitches - then.ContextSwitches;
+            cpu += now.CpuNanoseconds - then.CpuNanoseconds;
+        }
+        return (new ThreadActivity(switches, cpu), before.Keys.Count(k => !after.ContainsKey(k)));
     }
 
     private static Dictionary<string, long> Stat(string path) =>
