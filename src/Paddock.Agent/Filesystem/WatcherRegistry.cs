@@ -19,14 +19,18 @@ internal sealed class WatcherRegistry : IDisposable
     private readonly WatcherLimits _limits;
     private readonly ILogger _log;
     private readonly Timer _sweeper;
+    private readonly TimeSpan _sweepPeriod;
     private readonly Lock _createGate = new();
+    private bool _sweeping; // guarded by _createGate
 
     public WatcherRegistry(WatcherLimits limits, ILogger log)
     {
         _limits = limits;
         _log = log;
-        var period = limits.IdleTimeout < TimeSpan.FromMinutes(1) ? limits.IdleTimeout : TimeSpan.FromMinutes(1);
-        _sweeper = new Timer(_ => RemoveIdle(), null, period, period);
+        _sweepPeriod = limits.IdleTimeout < TimeSpan.FromMinutes(1) ? limits.IdleTimeout : TimeSpan.FromMinutes(1);
+        // Started by the first watcher and stopped when none is left: an agent with no watcher takes no wake-ups
+        // from it (issue 6: idle agents wake for Kestrel's heartbeat only).
+        _sweeper = new Timer(_ => RemoveIdle(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     public int Count => _watchers.Count;
@@ -42,6 +46,11 @@ internal sealed class WatcherRegistry : IDisposable
             var watch = DirectoryWatch.Start(root, options with { Capacity = _limits.QueueCapacity }, infos);
             var id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
             _watchers[id] = new Watcher(watch);
+            if (!_sweeping)
+            {
+                _sweeping = true;
+                _sweeper.Change(_sweepPeriod, _sweepPeriod);
+            }
             FilesystemLog.WatcherCreated(_log, id, root);
             return id;
         }
@@ -123,6 +132,14 @@ internal sealed class WatcherRegistry : IDisposable
             {
                 watcher.Watch.Dispose();
                 FilesystemLog.WatcherExpired(_log, id, _limits.IdleTimeout);
+            }
+        }
+        lock (_createGate)
+        {
+            if (_watchers.IsEmpty && _sweeping)
+            {
+                _sweeping = false;
+                _sweeper.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
             }
         }
     }

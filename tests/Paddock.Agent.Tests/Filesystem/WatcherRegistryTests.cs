@@ -24,6 +24,20 @@ public sealed class WatcherRegistryTests
     }
 
     [Fact]
+    public async Task The_idle_sweep_stops_with_the_last_watcher_and_starts_again_with_the_next()
+    {
+        using var dir = new TempDir();
+        using var registry = new WatcherRegistry(new WatcherLimits { IdleTimeout = TimeSpan.FromMilliseconds(200) }, NullLogger.Instance);
+        registry.Create(dir.Path, new WatchOptions(), Infos);
+        await EventuallyAsync(() => registry.Count == 0, LongWait, () => "the first idle watcher is still there");
+
+        // The sweep stopped once none was left; a new watcher must start it again, or this one would stay.
+        var id = registry.Create(dir.Path, new WatchOptions(), Infos);
+        await EventuallyAsync(() => registry.Count == 0, LongWait, () => "the second idle watcher is still there");
+        Assert.Equal(ConnectCode.NotFound, Assert.Throws<ConnectException>(() => registry.Drain(id)).Code);
+    }
+
+    [Fact]
     public async Task Limits_on_watchers_and_queued_events_hold()
     {
         using var dir = new TempDir();
