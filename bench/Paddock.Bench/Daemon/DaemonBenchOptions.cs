@@ -44,8 +44,11 @@ internal sealed record DaemonBenchOptions
     /// <summary>The longest wait for the pool to refill before a pooled figure (untimed; a warning when it runs out).</summary>
     public TimeSpan PoolFillLimit { get; init; } = TimeSpan.FromSeconds(120);
 
-    /// <summary>How long the idle sandboxes are left alone before their memory is read.</summary>
-    public TimeSpan IdleWait { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long the idle sandboxes are left alone before their memory is read: longer than the 10 s after which an
+    /// agent without calls gives its memory back (IdleTrim in the agent), so the figure is an idle sandbox's.
+    /// </summary>
+    public TimeSpan IdleWait { get; init; } = TimeSpan.FromSeconds(15);
 
     /// <summary>After <see cref="IdleWait"/>: how long the idle sandboxes' wake-ups and CPU time are counted.</summary>
     public TimeSpan IdleActivityWindow { get; init; } = TimeSpan.FromSeconds(20);
