@@ -152,7 +152,7 @@ internal sealed partial class DiskStock : IDisposable
                 {
                     await SandboxDisk.CreateAsync(
                         Path.Combine(entry, SandboxLayout.DiskImageName), Path.Combine(entry, SandboxLayout.DiskMountName),
-                        imageBytes, _bytesPerInode, cancellationToken);
+                        imageBytes, _bytesPerInode, cancellationToken, background: true);
                 }
                 catch
                 {
