@@ -15,9 +15,10 @@ internal sealed record PoolMember(string SandboxId, string Pool, string Template
 /// no deadline and no store record: after a crash the recovery finds it running with no record and destroys it as a
 /// stray, so it is never re-adopted as someone's sandbox. A claimed sandbox leaves the pool for good; the pool starts
 /// a fresh one rather than ever taking one back, so nothing of one user reaches another.
-/// A member starts and waits at a background CPU priority (its cgroup's cpu.shares at the minimum), is warmed by the
-/// daemon's own calls before it counts as ready, and gets the normal priority back at its hand-over; a refill waits
-/// briefly after a claim while the pool still has members, so that the claimer's first command has the CPU first.
+/// A member starts (while the pool is over half full) and waits at a background CPU priority (its cgroup's
+/// cpu.shares at the minimum), is warmed by the daemon's own calls before it counts as ready, and gets the normal
+/// priority back at its hand-over; a refill waits briefly after a claim while the pool still has members, so that
+/// the claimer's first command has the CPU first.
 /// </summary>
 internal sealed class WarmPools : IHostedService, IAsyncDisposable
 {
@@ -241,8 +242,12 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
                 ?? throw new TemplateNotFoundException(pool.Name);
             var token = SandboxIds.NewToken();
             sandboxId = SandboxIds.NewId();
-            // Before the start, so that runc joins the cgroup with these shares and the agent starts in the background.
-            await _runtime.SetCpuPriorityAsync(sandboxId, background: true, timeout.Token);
+            // Before the start, so that runc joins the cgroup with these shares and the agent starts in the background;
+            // but only while the pool has slack: a pool at half or less is what creates are about to wait for.
+            if (pool.Ready.Count * 2 > pool.Size)
+            {
+                await _runtime.SetCpuPriorityAsync(sandboxId, background: true, timeout.Token);
+            }
             var spec = new SandboxSpec
             {
                 SandboxId = sandboxId,
@@ -258,6 +263,8 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             {
                 await PoolAgentCalls.WarmAsync(client.Invoker, started.SandboxId, token, template.DefaultUser, timeout.Token);
             }
+            // It waits in the background whatever it started at.
+            await _runtime.SetCpuPriorityAsync(started.SandboxId, background: true, timeout.Token);
             var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.Layers, spec.Limits, token, DateTimeOffset.UtcNow);
             if (stopping.IsCancellationRequested)
             {
