@@ -124,6 +124,8 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         var firstCommands = new Samples("ms", Direction.LowerIsBetter);
         var kills = new Samples("ms", Direction.LowerIsBetter);
         var seconds = new Samples("ms", Direction.LowerIsBetter);
+        var serverTotals = new Samples("ms", Direction.LowerIsBetter);
+        var inits = new Samples("ms", Direction.LowerIsBetter);
         var fallbacks = 0;
         var section = Stopwatch.StartNew();
         for (var i = 0; i <= options.Runs && section.Elapsed < options.SectionLimit; i++)
@@ -137,11 +139,24 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 firstCommands.Add(ms - split.CreateMs);
                 kills.Add(split.KillMs);
                 seconds.Add(split.SecondMs);
+                if (!double.IsNaN(split.ServerMs))
+                {
+                    serverTotals.Add(split.ServerMs);
+                }
+                if (!double.IsNaN(split.InitMs))
+                {
+                    inits.Add(split.InitMs);
+                }
                 fallbacks += pooled ? 0 : 1;
             }
         }
         report.AddFigure($"create to first output, pooled ({fallbacks} of {samples.Count} fell back cold)", "pooled_create_to_first_output_ms", samples);
         report.AddFigure("  of it: POST /sandboxes (pooled)", "pooled_create_ms", creates);
+        if (serverTotals.Count > 0 && inits.Count > 0)
+        {
+            report.AddFigure("    of that: the server side (Server-Timing total)", "pooled_create_server_ms", serverTotals);
+            report.AddFigure("    of that: the hand-over (Server-Timing pool-init)", "pooled_create_pool_init_ms", inits);
+        }
         report.AddFigure("  of it: the first command (echo hi until hi)", "pooled_first_command_ms", firstCommands);
         report.AddFigure("  then: a second echo hi (not in the figure)", "pooled_second_command_ms", seconds);
         report.AddFigure("  then: DELETE /sandboxes/{id} (not in the figure)", "kill_ms", kills);
@@ -356,7 +371,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     /// pooled, and the split: the create's part of them, how long a second echo took (with
     /// <paramref name="secondCommand"/>, else 0: what the first command costs over a later one), and the kill.
     /// </summary>
-    private static async Task<(double Milliseconds, bool Pooled, (double CreateMs, double SecondMs, double KillMs) Split)> CycleAsync(
+    private static async Task<(double Milliseconds, bool Pooled, (double CreateMs, double SecondMs, double KillMs, double ServerMs, double InitMs) Split)> CycleAsync(
         DaemonClient client, bool cold, CancellationToken cancellationToken, bool secondCommand = false)
     {
         var clock = Stopwatch.StartNew();
@@ -382,7 +397,8 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         }
         var kill = Stopwatch.StartNew();
         await client.KillAsync(sandbox.Id, CancellationToken.None);
-        return (ms, sandbox.Pooled, (createMs, secondMs, kill.Elapsed.TotalMilliseconds));
+        return (ms, sandbox.Pooled, (createMs, secondMs, kill.Elapsed.TotalMilliseconds,
+            sandbox.StepMilliseconds("total") ?? double.NaN, sandbox.StepMilliseconds("pool-init") ?? double.NaN));
     }
 
     /// <summary>

@@ -40,6 +40,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     private Task? _loop;
     private int _inFlight;
     private long _lastClaim;
+    private int _warmed;
 
     /// <param name="services">
     /// Where the proxy's <see cref="SandboxHttpClient"/> is found (null: none, and the hand-over opens a connection of
@@ -61,6 +62,9 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
 
     /// <summary>Ready members per pool now.</summary>
     public IReadOnlyDictionary<string, int> ReadyCounts => _pools.ToDictionary(p => p.Name, p => p.Ready.Count, StringComparer.Ordinal);
+
+    /// <summary>Members warmed by the daemon's own calls so far (for tests: zero when no proxy client was found).</summary>
+    public int WarmedCount => Volatile.Read(ref _warmed);
 
     /// <summary>Ids of every pool sandbox ready now (for tests and the bench: these must not appear anywhere else).</summary>
     public IReadOnlyList<string> ReadyIds => [.. _pools.SelectMany(p => p.Ready.Select(m => m.SandboxId))];
@@ -262,6 +266,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             if (_agentClient.Value is { } client)
             {
                 await PoolAgentCalls.WarmAsync(client.Invoker, started.SandboxId, token, template.DefaultUser, timeout.Token);
+                Interlocked.Increment(ref _warmed);
             }
             // It waits in the background whatever it started at.
             await _runtime.SetCpuPriorityAsync(started.SandboxId, background: true, timeout.Token);

@@ -67,6 +67,8 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         // Waiting members run in the background (the cgroup's minimum cpu.shares); a claimed one at the normal value.
         var cgroups = Cgroups.Discover(_options.CgroupParent);
         Assert.All(pooledIds, id => Assert.Equal(Cgroups.BackgroundCpuShares, CpuShares(cgroups, id)));
+        // Warmed through the proxy's client before they counted as ready (the agent logs nothing of it at this level).
+        Assert.True(pools.WarmedCount >= pooledIds.Count, $"{pools.WarmedCount} pool sandboxes were warmed, {pooledIds.Count} are ready");
 
         var (first, firstTiming) = await CreateTimedAsync(daemon, """{"templateID":"base","envVars":{"POOL_SECRET":"first-user"},"secure":true}""");
         var firstId = Get<string>(first, "sandboxID");
