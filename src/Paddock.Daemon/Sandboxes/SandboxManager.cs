@@ -50,7 +50,9 @@ internal sealed record CreateSandboxCommand
 /// sandbox: whoever removes it from the live set.
 /// A kill answers once every process of the sandbox is gone; the removal of the rest (runc's state, cgroups,
 /// network namespace, mounts, directory: ~150 ms here) runs in the background, a few at a time, with the sandbox
-/// still counted against the host's and its team's limits until it is done. Disposal waits for those teardowns.
+/// still counted against the host's capacity (--max-sandboxes) until it is done. Its team's share is given back when
+/// the kill answers: for the team it is gone, and E2B's clients expect a kill to free their slot at once.
+/// Disposal waits for the teardowns.
 /// </summary>
 internal sealed class SandboxManager : IAsyncDisposable
 {
@@ -104,7 +106,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// <summary>What a team's running and starting sandboxes hold now.</summary>
     public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
 
-    /// <summary>Killed sandboxes whose pieces are still being removed in the background (they still count against the limits).</summary>
+    /// <summary>Killed sandboxes whose pieces are still being removed in the background (they still count against the host's capacity).</summary>
     public int PendingTeardowns => _teardowns.Count;
 
     /// <summary>Waits (bounded by <paramref name="cancellationToken"/>) until no teardown of a killed sandbox is running.</summary>
@@ -395,7 +397,11 @@ internal sealed class SandboxManager : IAsyncDisposable
             // The destroy below kills them as well, and reports what fails there.
             SandboxesLog.KillProcessesFailed(_logger, sandboxId, ex);
         }
-        if (!tearDownLater)
+        if (tearDownLater)
+        {
+            _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
+        }
+        else
         {
             try
             {
@@ -410,7 +416,8 @@ internal sealed class SandboxManager : IAsyncDisposable
             }
             finally
             {
-                Release(record);
+                Interlocked.Decrement(ref _reserved);
+                _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
             }
         }
         SandboxesLog.Killed(_logger, sandboxId, endReason);
@@ -429,13 +436,6 @@ internal sealed class SandboxManager : IAsyncDisposable
             }
         }
         return true;
-    }
-
-    /// <summary>Gives back what a sandbox held of the host's and its team's limits.</summary>
-    private void Release(SandboxRecord record)
-    {
-        Interlocked.Decrement(ref _reserved);
-        _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
     }
 
     /// <summary>Removes the pieces of a killed sandbox (no process of it is left) in the background; see the class.</summary>
@@ -467,7 +467,8 @@ internal sealed class SandboxManager : IAsyncDisposable
         finally
         {
             _teardownGate.Release();
-            Release(record);
+            // The host's capacity; the team's share was given back when the kill answered.
+            Interlocked.Decrement(ref _reserved);
         }
     }
 

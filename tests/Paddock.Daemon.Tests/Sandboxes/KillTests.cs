@@ -13,7 +13,8 @@ namespace Paddock.Daemon.Tests.Sandboxes;
 /// <summary>
 /// DELETE /sandboxes/{id} on the runc tier answers once every process of the sandbox is gone and removes the rest in
 /// the background: the processes are gone when it answers, the pieces shortly after, a daemon stopped right after a
-/// kill leaves nothing, and the sandbox counts against the limits until its teardown is done.
+/// kill leaves nothing, and the sandbox counts against the host's capacity until its teardown is done (its team's
+/// share is free when the kill answers, as E2B's clients expect).
 /// </summary>
 [Collection(RuncCollection.Name)]
 public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
@@ -81,7 +82,7 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_killed_sandbox_counts_against_the_capacity_until_its_teardown_is_done()
+    public async Task A_killed_sandbox_counts_against_the_host_capacity_until_its_teardown_is_done_but_not_against_its_team()
     {
         await using var inner = new LocalAgentRuntime();
         var gated = new GatedTeardownRuntime(inner);
@@ -91,6 +92,7 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
         {
             Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{first}")).Status);
             Assert.Equal(1, daemon.Manager.PendingTeardowns);
+            Assert.Equal(default, daemon.Manager.UsageOf(Paddock.Daemon.Store.SandboxRecord.DefaultTeamId));
             Assert.True(inner.IsAlive(first), "the teardown ran before DELETE answered; this test needs it held");
             var refused = await SendAsync(daemon.Api, HttpMethod.Post, "/sandboxes", """{"templateID":"base"}""");
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.Status);
