@@ -274,7 +274,9 @@ internal sealed class SandboxNetworks : IAsyncDisposable
                 }
             }
         }
-        throw new SandboxStartException("", $"the sandbox address pool {_pool} is exhausted");
+        // The runtime's start names the sandbox around this; the API answers 503 (the host is full, not the request wrong).
+        throw new RuntimeCapacityException(
+            $"the sandbox address pool {_pool} is exhausted: all {count - 1} addresses are in use; kill sandboxes, or give Runc:Network:Pool a larger range");
     }
 
     private SandboxLink? FindBySandboxAddress(IPAddress address)
