@@ -256,6 +256,49 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         RuntimeLog.SandboxDestroyed(_logger, sandboxId);
     }
 
+    public Task SetCpuPriorityAsync(string sandboxId, bool background, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        // No lock: the pool lowers the shares before the start (which holds the lock until the agent answers) and
+        // raises them at the hand-over; one write of cpu.shares needs no ordering with anything else.
+        _cgroups.SetCpuShares(sandboxId, background ? Cgroups.BackgroundCpuShares : Cgroups.NormalCpuShares);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// SIGKILLs the processes in the sandbox's cgroups until none is left. The first kill reaches its init (the
+    /// agent, pid 1 of the sandbox's pid namespace), and the kernel then kills everything else in that namespace, so
+    /// nothing forked meanwhile survives; the loop waits for the exits the cgroup still shows.
+    /// </summary>
+    public async Task<bool> KillProcessesAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return true;
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        // Our own kill of the agent is no news.
+        _exits.Forget(sandboxId);
+        for (var attempt = 0; attempt < 400; attempt++)
+        {
+            var pids = _cgroups.ProcessesOf(sandboxId);
+            if (pids.Count == 0)
+            {
+                return true;
+            }
+            foreach (var pid in pids)
+            {
+                Signals.Send(pid, Signals.SIGKILL);
+            }
+            // 400 x 5 ms bounds the wait for the exits to 2 s (longer under load: Task.Delay only waits at least that).
+            await Task.Delay(5, cancellationToken);
+        }
+        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", _cgroups.ProcessesOf(sandboxId))}");
+    }
+
     /// <summary>
     /// Removes every piece of the sandbox that exists, in the order that lets the next one go: the container (and
     /// with it every process), its cgroups, the network namespace, the mounts, the directory. Each step accepts that
