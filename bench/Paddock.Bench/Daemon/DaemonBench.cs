@@ -26,10 +26,9 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         using var client = new DaemonClient(daemon.Url, daemon.ApiKey);
         using var baseline = new RuncBaseline(BaseRootfs());
 
-        var bare = BareSpawn(report);
         if (options.Includes(DaemonSection.Cold))
         {
-            await ColdCreateToOutputAsync(client, baseline, report, cancellationToken);
+            await ColdCreateToOutputAsync(daemon, client, baseline, report, cancellationToken);
         }
         if (options.Includes(DaemonSection.Pooled))
         {
@@ -37,7 +36,22 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         }
         if (options.Includes(DaemonSection.Exec))
         {
-            await ExecRoundTripAsync(client, bare, report, cancellationToken);
+            await ExecRoundTripAsync(daemon, client, report, cancellationToken);
+        }
+        else
+        {
+            // bare_spawn_p50_ms is always reported; without the exec section it is measured alone, once the pool is full.
+            await WaitForPoolAsync(daemon, client, cancellationToken);
+            var bare = new Samples("ms", Direction.LowerIsBetter);
+            for (var i = 0; i <= options.RoundTrips; i++)
+            {
+                var ms = BareSpawnOnce();
+                if (i > 0)
+                {
+                    bare.Add(ms);
+                }
+            }
+            ReportBareSpawn(report, bare);
         }
         if (options.Includes(DaemonSection.Rate))
         {
@@ -54,40 +68,36 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         return report;
     }
 
-    /// <summary>posix_spawn + waitpid of /bin/true: the floor under running a command.</summary>
-    private Samples BareSpawn(DaemonReport report)
+    /// <summary>One posix_spawn + waitpid of /bin/true, in milliseconds: the floor under running a command.</summary>
+    private static double BareSpawnOnce()
     {
         using var spawner = new Spawner("/bin/true", [], quiet: true);
-        var samples = new Samples("ms", Direction.LowerIsBetter);
-        for (var i = 0; i <= options.RoundTrips; i++)
-        {
-            var clock = Stopwatch.StartNew();
-            var code = Spawner.Wait(spawner.Spawn());
-            var ms = clock.Elapsed.TotalMilliseconds;
-            if (code != 0)
-            {
-                throw new InvalidOperationException($"/bin/true exited with {code}");
-            }
-            if (i > 0)
-            {
-                samples.Add(ms);
-            }
-        }
+        var clock = Stopwatch.StartNew();
+        var code = Spawner.Wait(spawner.Spawn());
+        var ms = clock.Elapsed.TotalMilliseconds;
+        return code == 0 ? ms : throw new InvalidOperationException($"/bin/true exited with {code}");
+    }
+
+    private static void ReportBareSpawn(DaemonReport report, Samples samples)
+    {
         report.AddFigure("bare posix_spawn of /bin/true", "bare_spawn_ms", samples);
         report.AddFact("bare spawn p50", "bare_spawn_p50_ms", "ms", samples.P50);
-        return samples;
     }
 
     /// <summary>Cold create (limits no pool sandbox has) → echo hi through the proxy → "hi", alternating with a bare runc run.</summary>
-    private async Task ColdCreateToOutputAsync(DaemonClient client, RuncBaseline baseline, DaemonReport report, CancellationToken cancellationToken)
+    private async Task ColdCreateToOutputAsync(PaddockdProcess daemon, DaemonClient client, RuncBaseline baseline, DaemonReport report, CancellationToken cancellationToken)
     {
         log.WriteLine($"cold create-to-first-output: {options.Runs} runs (+1 warmup), alternating with runc run");
         var daemonSamples = new Samples("ms", Direction.LowerIsBetter);
         var runcSamples = new Samples("ms", Direction.LowerIsBetter);
+        // No pool refill during the section (a cold create takes nothing from the pool), so the daemon's and the
+        // sandboxes' CPU time across it is what the cold cycles cost.
+        await WaitForPoolAsync(daemon, client, cancellationToken);
+        var cpuBefore = daemon.CpuMilliseconds();
         var section = Stopwatch.StartNew();
         for (var i = 0; i <= options.Runs && section.Elapsed < options.SectionLimit; i++)
         {
-            var (ms, _) = await CycleAsync(client, cold: true, cancellationToken);
+            var (ms, _, _) = await CycleAsync(client, cold: true, cancellationToken);
             var runcMs = baseline.RunOnce();
             if (i > 0)
             {
@@ -95,6 +105,16 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 runcSamples.Add(runcMs);
             }
         }
+        // Background teardowns of the last kills included: the section ends when their cgroups are gone.
+        await WaitForPoolAsync(daemon, client, cancellationToken);
+        var cpuAfter = daemon.CpuMilliseconds();
+        var cycles = daemonSamples.Count + 1;
+        var cpuPerCycle = (cpuAfter.DaemonMs - cpuBefore.DaemonMs + cpuAfter.SandboxesMs - cpuBefore.SandboxesMs) / cycles;
+        report.AddFact($"CPU per cold create + echo + kill (paddockd {(cpuAfter.SelfMs - cpuBefore.SelfMs) / cycles:0} ms, " +
+            $"its children {(cpuAfter.DaemonMs - cpuAfter.SelfMs - cpuBefore.DaemonMs + cpuBefore.SelfMs) / cycles:0} ms, " +
+            $"sandbox cgroup {(cpuAfter.SandboxesMs - cpuBefore.SandboxesMs) / cycles:0} ms; {cycles} cycles)", "cold_cycle_cpu_ms", "ms", cpuPerCycle);
+        report.AddFact($"cold creations per second the CPUs bound ({Environment.ProcessorCount} CPUs / CPU per cycle)", "cold_cpu_bound_per_s", "/s",
+            Environment.ProcessorCount * 1000.0 / cpuPerCycle);
         report.AddComparison("create to first output, cold", "create_to_first_output_ms", daemonSamples, "runc run echo", runcSamples);
         report.AddFact("cold create to first output p50", "cold_create_to_output_p50_ms", "ms", daemonSamples.P50);
         report.AddFact("raw runc run p50", "raw_runc_p50_ms", "ms", runcSamples.P50);
@@ -106,41 +126,79 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     {
         log.WriteLine($"pooled create-to-first-output: {options.Runs} runs (+1 warmup), each after the pool refilled");
         var samples = new Samples("ms", Direction.LowerIsBetter);
+        var creates = new Samples("ms", Direction.LowerIsBetter);
+        var firstCommands = new Samples("ms", Direction.LowerIsBetter);
+        var kills = new Samples("ms", Direction.LowerIsBetter);
+        var seconds = new Samples("ms", Direction.LowerIsBetter);
+        var serverTotals = new Samples("ms", Direction.LowerIsBetter);
+        var inits = new Samples("ms", Direction.LowerIsBetter);
         var fallbacks = 0;
         var section = Stopwatch.StartNew();
         for (var i = 0; i <= options.Runs && section.Elapsed < options.SectionLimit; i++)
         {
             await WaitForPoolAsync(daemon, client, cancellationToken);
-            var (ms, pooled) = await CycleAsync(client, cold: false, cancellationToken);
+            var (ms, pooled, split) = await CycleAsync(client, cold: false, cancellationToken, secondCommand: true);
             if (i > 0)
             {
                 samples.Add(ms);
+                creates.Add(split.CreateMs);
+                firstCommands.Add(ms - split.CreateMs);
+                kills.Add(split.KillMs);
+                seconds.Add(split.SecondMs);
+                if (!double.IsNaN(split.ServerMs))
+                {
+                    serverTotals.Add(split.ServerMs);
+                }
+                if (!double.IsNaN(split.InitMs))
+                {
+                    inits.Add(split.InitMs);
+                }
                 fallbacks += pooled ? 0 : 1;
             }
         }
         report.AddFigure($"create to first output, pooled ({fallbacks} of {samples.Count} fell back cold)", "pooled_create_to_first_output_ms", samples);
+        report.AddFigure("  of it: POST /sandboxes (pooled)", "pooled_create_ms", creates);
+        if (serverTotals.Count > 0 && inits.Count > 0)
+        {
+            report.AddFigure("    of that: the server side (Server-Timing total)", "pooled_create_server_ms", serverTotals);
+            report.AddFigure("    of that: the hand-over (Server-Timing pool-init)", "pooled_create_pool_init_ms", inits);
+        }
+        report.AddFigure("  of it: the first command (echo hi until hi)", "pooled_first_command_ms", firstCommands);
+        report.AddFigure("  then: a second echo hi (not in the figure)", "pooled_second_command_ms", seconds);
+        report.AddFigure("  then: DELETE /sandboxes/{id} (not in the figure)", "kill_ms", kills);
+        report.AddFact("kill p50", "kill_p50_ms", "ms", kills.P50);
         report.AddFact("pooled create to first output p50", "pooled_create_to_output_p50_ms", "ms", samples.P50);
         report.AddFact("pooled create to first output p99", "pooled_create_to_output_p99_ms", "ms", samples.P99);
         report.AddFact("pooled creates that fell back cold", "pooled_fallbacks", "", fallbacks);
     }
 
-    /// <summary>commands.run('true') on one running sandbox through the proxy, against a bare spawn of /bin/true.</summary>
-    private async Task ExecRoundTripAsync(DaemonClient client, Samples bare, DaemonReport report, CancellationToken cancellationToken)
+    /// <summary>
+    /// commands.run('true') on one running sandbox through the proxy, alternating with a bare spawn of /bin/true, both
+    /// once the pool has refilled after the create: measured right after paddockd started, while the pool filled (runc
+    /// and agent starts on both cores), the bare spawn came out at 7.12 ms p50 on an otherwise idle machine.
+    /// </summary>
+    private async Task ExecRoundTripAsync(PaddockdProcess daemon, DaemonClient client, DaemonReport report, CancellationToken cancellationToken)
     {
-        log.WriteLine($"exec round trip: {options.RoundTrips} x true through the proxy");
+        log.WriteLine($"exec round trip: {options.RoundTrips} x true through the proxy, each followed by a bare spawn of /bin/true");
         var sandbox = await client.CreateAsync(cancellationToken);
         try
         {
+            await WaitForPoolAsync(daemon, client, cancellationToken);
             var samples = new Samples("ms", Direction.LowerIsBetter);
+            var bare = new Samples("ms", Direction.LowerIsBetter);
             for (var i = 0; i <= options.RoundTrips; i++)
             {
                 var clock = Stopwatch.StartNew();
                 await client.RunTrueAsync(sandbox, cancellationToken);
+                var ms = clock.Elapsed.TotalMilliseconds;
+                var bareMs = BareSpawnOnce();
                 if (i > 0)
                 {
-                    samples.Add(clock.Elapsed.TotalMilliseconds);
+                    samples.Add(ms);
+                    bare.Add(bareMs);
                 }
             }
+            ReportBareSpawn(report, bare);
             report.AddComparison("commands.run('true') through the proxy", "exec_roundtrip_ms", samples, "posix_spawn true", bare);
             report.AddFact("exec round trip p50", "exec_roundtrip_p50_ms", "ms", samples.P50);
         }
@@ -167,7 +225,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             using var one = new DaemonClient(daemon.Url, daemon.ApiKey);
             while (Interlocked.Increment(ref started) <= options.Creations && !limit.IsCancellationRequested)
             {
-                var (ms, pooled) = await CycleAsync(one, cold: false, limit.Token);
+                var (ms, pooled, _) = await CycleAsync(one, cold: false, limit.Token);
                 latencies.Add(ms);
                 if (pooled)
                 {
@@ -336,20 +394,39 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         }
     }
 
-    /// <summary>One timed create and echo; the kill afterwards is not timed. Returns the milliseconds and whether it was pooled.</summary>
-    private static async Task<(double Milliseconds, bool Pooled)> CycleAsync(DaemonClient client, bool cold, CancellationToken cancellationToken)
+    /// <summary>
+    /// One timed create and echo; the kill afterwards is not in the figure. Returns the milliseconds, whether it was
+    /// pooled, and the split: the create's part of them, how long a second echo took (with
+    /// <paramref name="secondCommand"/>, else 0: what the first command costs over a later one), and the kill.
+    /// </summary>
+    private static async Task<(double Milliseconds, bool Pooled, (double CreateMs, double SecondMs, double KillMs, double ServerMs, double InitMs) Split)> CycleAsync(
+        DaemonClient client, bool cold, CancellationToken cancellationToken, bool secondCommand = false)
     {
         var clock = Stopwatch.StartNew();
         var sandbox = await client.CreateAsync(cancellationToken, cold);
+        var createMs = clock.Elapsed.TotalMilliseconds;
+        double ms;
+        var secondMs = 0.0;
         try
         {
             await client.EchoHiAsync(sandbox, cancellationToken);
-            return (clock.Elapsed.TotalMilliseconds, sandbox.Pooled);
+            ms = clock.Elapsed.TotalMilliseconds;
+            if (secondCommand)
+            {
+                var second = Stopwatch.StartNew();
+                await client.EchoHiAsync(sandbox, cancellationToken);
+                secondMs = second.Elapsed.TotalMilliseconds;
+            }
         }
-        finally
+        catch
         {
             await client.KillAsync(sandbox.Id, CancellationToken.None);
+            throw;
         }
+        var kill = Stopwatch.StartNew();
+        await client.KillAsync(sandbox.Id, CancellationToken.None);
+        return (ms, sandbox.Pooled, (createMs, secondMs, kill.Elapsed.TotalMilliseconds,
+            sandbox.StepMilliseconds("total") ?? double.NaN, sandbox.StepMilliseconds("pool-init") ?? double.NaN));
     }
 
     /// <summary>

@@ -13,7 +13,23 @@ namespace Paddock.Bench.Daemon;
 /// A sandbox as the create answered it: its id, the agent's access token (null when none was given), and whether the
 /// create claimed a warm pool sandbox (its Server-Timing names the step).
 /// </summary>
-internal readonly record struct CreatedSandbox(string Id, string? AccessToken, bool Pooled = false);
+internal readonly record struct CreatedSandbox(string Id, string? AccessToken, bool Pooled = false, string ServerTiming = "")
+{
+    /// <summary>The duration of one step of the create's Server-Timing (<c>total</c>: the whole server side), or null.</summary>
+    public double? StepMilliseconds(string step)
+    {
+        foreach (var entry in ServerTiming.Split(',', StringSplitOptions.TrimEntries))
+        {
+            var parts = entry.Split(';', StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && parts[0] == step && parts[1].StartsWith("dur=", StringComparison.Ordinal) &&
+                double.TryParse(parts[1].AsSpan(4), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var ms))
+            {
+                return ms;
+            }
+        }
+        return null;
+    }
+}
 
 /// <summary>
 /// What an SDK does against paddockd, written against the wire: the control plane (REST, <c>X-API-Key</c>) and a
@@ -62,8 +78,9 @@ internal sealed class DaemonClient : IDisposable
         }
         var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
         var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");
-        var pooled = response.Headers.TryGetValues("Server-Timing", out var timing) && timing.Any(t => t.Contains("pool-claim", StringComparison.Ordinal));
-        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>(), pooled);
+        var timing = response.Headers.TryGetValues("Server-Timing", out var values) ? string.Join(", ", values) : "";
+        var pooled = timing.Contains("pool-claim", StringComparison.Ordinal);
+        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>(), pooled, timing);
     }
 
     /// <summary><c>DELETE /sandboxes/{id}</c>; a 404 (already gone) is fine.</summary>

@@ -173,11 +173,44 @@ internal sealed class PaddockdProcess : IAsyncDisposable
     /// <summary>The daemon's resident set (VmRSS) in bytes.</summary>
     public long ResidentBytes() => HostMemory.ResidentBytes(_process.Id);
 
-    /// <summary>Sandbox cgroups under this daemon's parent now: its live sandboxes plus its pool's, ready or starting.</summary>
+    /// <summary>
+    /// CPU time so far of the daemon with its reaped children (runc, mkfs, nft: utime + stime + cutime + cstime of
+    /// /proc/PID/stat) and of every sandbox under its cgroup parent (cpuacct.usage, which a parent keeps for removed
+    /// children), in milliseconds; <c>SelfMs</c>: the daemon's own part (utime + stime).
+    /// </summary>
+    public (double DaemonMs, double SelfMs, double SandboxesMs) CpuMilliseconds()
+    {
+        var stat = File.ReadAllText($"/proc/{_process.Id}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // After the state (field 3): utime, stime, cutime, cstime are fields 14-17, so 11-14 of what follows ')'.
+        var ticks = Enumerable.Range(11, 4).Sum(i => long.Parse(fields[i], System.Globalization.CultureInfo.InvariantCulture));
+        var selfTicks = Enumerable.Range(11, 2).Sum(i => long.Parse(fields[i], System.Globalization.CultureInfo.InvariantCulture));
+        var usage = Path.Combine("/sys/fs/cgroup/cpuacct", CgroupParent, "cpuacct.usage");
+        var sandboxNs = File.Exists(usage) ? long.Parse(File.ReadAllText(usage).Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
+        // USER_HZ is 100 on Linux.
+        return (ticks * 10.0, selfTicks * 10.0, sandboxNs / 1e6);
+    }
+
+    /// <summary>
+    /// Sandbox cgroups under this daemon's parent now: its live sandboxes plus its pool's, ready or starting. The
+    /// empty cgroups of killed sandboxes whose teardown still runs in the background (no process left) do not count.
+    /// </summary>
     public int SandboxCgroups()
     {
         var parent = Path.Combine(HostMemory.MemoryHierarchy, CgroupParent);
-        return Directory.Exists(parent) ? Directory.EnumerateDirectories(parent).Count() : 0;
+        return Directory.Exists(parent) ? Directory.EnumerateDirectories(parent).Count(HasProcesses) : 0;
+    }
+
+    private static bool HasProcesses(string cgroup)
+    {
+        try
+        {
+            return File.ReadAllText(Path.Combine(cgroup, "cgroup.procs")).Length > 0;
+        }
+        catch (IOException)
+        {
+            return false; // removed meanwhile
+        }
     }
 
     public async ValueTask DisposeAsync()

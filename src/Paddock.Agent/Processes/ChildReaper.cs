@@ -5,9 +5,10 @@ using Paddock.Agent.Native;
 namespace Paddock.Agent.Processes;
 
 /// <summary>
-/// Reaps every child of the agent: a waitpid(-1, WNOHANG) loop woken by SIGCHLD. Exit statuses of the processes the
-/// agent started go to their waiters; any other child is an orphan reparented to the agent (it is PID 1 in a
-/// container, and a child subreaper elsewhere) and is reaped silently so it does not stay a zombie.
+/// Reaps every child of the agent: waitpid(-1, WNOHANG) on every SIGCHLD (on the runtime's signal thread) and in a
+/// periodic sweep. Exit statuses of the processes the agent started go to their waiters; any other child is an
+/// orphan reparented to the agent (it is PID 1 in a container, and a child subreaper elsewhere) and is reaped
+/// silently so it does not stay a zombie.
 /// </summary>
 /// <remarks>
 /// Spawning and reaping share one lock: a child can exit before posix_spawn has even returned its pid, and without
@@ -28,7 +29,7 @@ internal sealed class ChildReaper : IDisposable
     private readonly Dictionary<int, TaskCompletionSource<ExitStatus>> _waiters = [];
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stopping = new();
-    private readonly PosixSignalRegistration _sigchld;
+    private readonly PosixSignalRegistration? _sigchld;
     private readonly ILogger<ChildReaper> _logger;
     private readonly Task _loop;
     private readonly ITimer _sweep;
@@ -47,11 +48,20 @@ internal sealed class ChildReaper : IDisposable
         }
         // The public registration first: it also initialises the runtime's signal handling, which the hook below
         // needs (registering it before that dereferences the runtime's unallocated handler table: measured, SIGSEGV).
-        _sigchld = OperatingSystem.IsLinux()
+        var registration = OperatingSystem.IsLinux()
             ? PosixSignalRegistration.Create(PosixSignal.SIGCHLD, _ => _wake.Writer.TryWrite(true))
             : throw new PlatformNotSupportedException("the agent reaps children through Linux's SIGCHLD");
-        if (!ChildWait.TakeRuntimeSigChld(() => _wake.Writer.TryWrite(true)))
+        if (ChildWait.TakeRuntimeSigChld(ReapOnSignalThread))
         {
+            // The hook reaps on the runtime's signal thread itself. The public registration would queue a thread-pool
+            // work item on every SIGCHLD besides (PosixSignalRegistration.Unix.cs), one more wake-up per command for
+            // nothing. Disposed, it leaves the runtime's handler installed: pal_signal.c's
+            // SystemNative_DisablePosixSignalHandling keeps SIGCHLD's handler while a SIGCHLD callback is set.
+            registration.Dispose();
+        }
+        else
+        {
+            _sigchld = registration;
             ProcessLog.RuntimeSigChldUnavailable(_logger, IsInit);
         }
         _sweep = TimeProvider.System.CreateTimer(static state => ((ChildReaper)state!).OnSweep(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -77,6 +87,26 @@ internal sealed class ChildReaper : IDisposable
                 _sweep.Change(SweepInterval, Timeout.InfiniteTimeSpan);
             }
             return (pid, waiter.Task);
+        }
+    }
+
+    /// <summary>
+    /// SIGCHLD through the runtime's hook, on its signal thread: reaps there, so an exit status reaches its waiter
+    /// without first waking the loop on the thread pool (each wake-up costs tens of microseconds of CPU on this
+    /// project's VMs and, under load, a wait for a core). The waiters' continuations run on the thread pool
+    /// (<see cref="TaskCreationOptions.RunContinuationsAsynchronously"/>), never on the signal thread. The lock may
+    /// hold this thread for the length of a posix_spawn.
+    /// </summary>
+    private void ReapOnSignalThread()
+    {
+        try
+        {
+            ReapAll();
+        }
+        catch (Exception ex)
+        {
+            // The signal thread must go on: every later signal (SIGTERM included) is dispatched by it.
+            ProcessLog.ReaperFailed(_logger, ex);
         }
     }
 
@@ -163,7 +193,7 @@ internal sealed class ChildReaper : IDisposable
     {
         _sweep.Dispose();
         _stopping.Cancel();
-        _sigchld.Dispose();
+        _sigchld?.Dispose();
         _ = _loop.ContinueWith(_ => _stopping.Dispose(), TaskScheduler.Default);
     }
 }

@@ -171,7 +171,10 @@ internal sealed class OutputSubscription : IDisposable
     private readonly OutputFanout _owner;
     private readonly Func<OutputChunk, ValueTask> _send;
     private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly TaskCompletionSource<Exception?> _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Completed with synchronous continuations: the stream waiting on it then writes its end event on the thread that
+    // finished it (the process's end, a failed send), one thread-pool wake-up fewer per command. Nothing completes it
+    // under a lock.
+    private readonly TaskCompletionSource<Exception?> _finished = new();
 
     internal OutputSubscription(OutputFanout owner, Func<OutputChunk, ValueTask> send)
     {

@@ -65,6 +65,7 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         // The host cannot start anything (its runtime's program is gone): not the request's fault, and retryable once
         // an operator fixes the host.
         _ when Chain(ex).OfType<Runtimes.RuntimeUnavailableException>().FirstOrDefault() is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
+        _ when Chain(ex).OfType<Runtimes.RuntimeCapacityException>().FirstOrDefault() is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
         SandboxCreateException e => new(StatusCodes.Status500InternalServerError, e.Message),
         OperationCanceledException => null,
         _ => new(StatusCodes.Status500InternalServerError, "internal error; the daemon's log has the details"),

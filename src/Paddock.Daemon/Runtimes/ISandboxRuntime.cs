@@ -59,6 +59,21 @@ internal interface ISandboxRuntime
     /// </summary>
     Task UpdateNetworkAsync(string sandboxId, Networking.EgressPolicy policy, CancellationToken cancellationToken) =>
         throw new SandboxNetworkUnsupportedException(Name);
+
+    /// <summary>
+    /// Gives the sandbox's processes a background share of the CPU (<paramref name="background"/>: they run only
+    /// when nothing else wants the CPU) or the normal one. Warm pool members wait in the background, so that starting
+    /// and warming them does not slow down sandboxes in use. May be called before <see cref="StartAsync"/> with the id
+    /// the start will use: the sandbox then starts at that priority. A no-op for tiers without such a knob.
+    /// </summary>
+    Task SetCpuPriorityAsync(string sandboxId, bool background, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Kills every process of the sandbox and returns once none is left, without removing anything else of it
+    /// (<see cref="DestroyAsync"/> does that, and must still be called). False when this tier cannot do that apart
+    /// from <see cref="DestroyAsync"/>: the caller then destroys it before answering.
+    /// </summary>
+    Task<bool> KillProcessesAsync(string sandboxId, CancellationToken cancellationToken) => Task.FromResult(false);
 }
 
 /// <summary>What a sandbox is started with.</summary>

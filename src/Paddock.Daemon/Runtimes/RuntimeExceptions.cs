@@ -60,3 +60,15 @@ internal sealed class RuntimeUnavailableException : IOException
     {
     }
 }
+
+/// <summary>
+/// The host has run out of a piece every sandbox needs (its address pool, say): the request was fine and nothing of it
+/// is left behind, but no sandbox can start until others end, so the API answers 503 rather than 500.
+/// </summary>
+internal sealed class RuntimeCapacityException : Exception
+{
+    public RuntimeCapacityException(string message)
+        : base(message)
+    {
+    }
+}

@@ -48,8 +48,13 @@ internal sealed record CreateSandboxCommand
 /// The sandbox lifecycle: create, look up, move the deadline, kill. It keeps the running sandboxes in memory (the proxy
 /// looks one up on every request) and every change in the store, and owns the one rule that decides who kills a
 /// sandbox: whoever removes it from the live set.
+/// A kill answers once every process of the sandbox is gone; the removal of the rest (runc's state, cgroups,
+/// network namespace, mounts, directory: ~150 ms here) runs in the background, a few at a time, with the sandbox
+/// still counted against the host's capacity (--max-sandboxes) until it is done. Its team's share is given back when
+/// the kill answers: for the team it is gone, and E2B's clients expect a kill to free their slot at once.
+/// Disposal waits for the teardowns.
 /// </summary>
-internal sealed class SandboxManager
+internal sealed class SandboxManager : IAsyncDisposable
 {
     public const int AgentPort = 49983;
 
@@ -67,6 +72,11 @@ internal sealed class SandboxManager
     private readonly ILogger<SandboxManager> _logger;
     private readonly TeamUsage _teamUsage = new();
     private readonly WarmPools? _pools;
+
+    // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
+    // every core from the sandboxes still running.
+    private readonly ConcurrentDictionary<string, Task> _teardowns = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _teardownGate = new(2);
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
@@ -95,6 +105,20 @@ internal sealed class SandboxManager
 
     /// <summary>What a team's running and starting sandboxes hold now.</summary>
     public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
+
+    /// <summary>Killed sandboxes whose pieces are still being removed in the background (they still count against the host's capacity).</summary>
+    public int PendingTeardowns => _teardowns.Count;
+
+    /// <summary>Waits (bounded by <paramref name="cancellationToken"/>) until no teardown of a killed sandbox is running.</summary>
+    public async Task WaitForTeardownsAsync(CancellationToken cancellationToken)
+    {
+        // Bounded: a teardown started meanwhile is waited for in the next round, and kills stop at shutdown.
+        for (var round = 0; round < 100 && !_teardowns.IsEmpty; round++)
+        {
+            await Task.WhenAll(_teardowns.Values).WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+    }
 
     /// <summary>Why a sandbox that is being killed right now is being killed.</summary>
     public bool TryGetEnding(string sandboxId, out string reason) => _ending.TryGetValue(sandboxId, out reason!);
@@ -361,35 +385,105 @@ internal sealed class SandboxManager
         _scheduler.Cancel(sandboxId);
         var endReason = reason;
         var level = SandboxLogLevel.Info;
+        // The client may go away; the kill must still finish, but not hang forever on a wedged runtime.
+        var tearDownLater = false;
         try
         {
-            // The client may go away; the destroy must still finish, but not hang forever on a wedged runtime.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            await _runtime.DestroyAsync(sandboxId, timeout.Token);
+            tearDownLater = await _runtime.KillProcessesAsync(sandboxId, timeout.Token);
         }
         catch (Exception ex)
         {
-            SandboxesLog.DestroyFailed(_logger, sandboxId, ex);
-            endReason = $"{reason}; destroying it failed ({ex.Message}), the next daemon start will retry";
-            level = SandboxLogLevel.Error;
+            // The destroy below kills them as well, and reports what fails there.
+            SandboxesLog.KillProcessesFailed(_logger, sandboxId, ex);
         }
-        finally
+        if (tearDownLater)
         {
-            Interlocked.Decrement(ref _reserved);
             _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
+        }
+        else
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                await _runtime.DestroyAsync(sandboxId, timeout.Token);
+            }
+            catch (Exception ex)
+            {
+                SandboxesLog.DestroyFailed(_logger, sandboxId, ex);
+                endReason = $"{reason}; destroying it failed ({ex.Message}), the next daemon start will retry";
+                level = SandboxLogLevel.Error;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _reserved);
+                _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
+            }
         }
         SandboxesLog.Killed(_logger, sandboxId, endReason);
         try
         {
-            // The log line first: once the record says killed, its log is complete.
+            // The log line first: once the record says killed, its log is complete but for a teardown failure.
             await _journal.WriteAsync(sandboxId, level, "killed: " + endReason);
             await _store.UpdateAsync(record with { State = SandboxState.Killed, EndedAt = Now(), EndReason = endReason }, CancellationToken.None);
         }
         finally
         {
             _ending.TryRemove(sandboxId, out _);
+            if (tearDownLater)
+            {
+                StartTeardown(record);
+            }
         }
         return true;
+    }
+
+    /// <summary>Removes the pieces of a killed sandbox (no process of it is left) in the background; see the class.</summary>
+    private void StartTeardown(SandboxRecord record)
+    {
+        var teardown = TeardownAsync(record);
+        _teardowns[record.SandboxId] = teardown;
+        _ = teardown.ContinueWith(_ => _teardowns.TryRemove(record.SandboxId, out var _), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    private async Task TeardownAsync(SandboxRecord record)
+    {
+        await Task.Yield();
+        // No cancellation: shutdown waits for these, and each destroy is bounded by its own timeout.
+        await _teardownGate.WaitAsync(CancellationToken.None);
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _runtime.DestroyAsync(record.SandboxId, timeout.Token);
+        }
+        catch (Exception ex)
+        {
+            // Its processes are gone; what is left on the host (mounts, cgroups, directory) the next start removes.
+            SandboxesLog.DestroyFailed(_logger, record.SandboxId, ex);
+            await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Error,
+                $"removing what it left on the host failed ({ex.Message}); the next daemon start will retry");
+        }
+        finally
+        {
+            _teardownGate.Release();
+            // The host's capacity; the team's share was given back when the kill answered.
+            Interlocked.Decrement(ref _reserved);
+        }
+    }
+
+    /// <summary>Waits for the teardowns of killed sandboxes (a minute at most), so that a stop right after a kill leaves nothing.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await WaitForTeardownsAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            // What is still left the next daemon start removes (its leftover sweep).
+        }
     }
 
     /// <summary>Called by the scheduler when a deadline passes.</summary>

@@ -14,6 +14,9 @@ internal static partial class SandboxesLog
     [LoggerMessage(EventId = 303, Level = LogLevel.Error, Message = "Destroying sandbox {SandboxId} failed; it may be left on the host until the next start reconciles it")]
     public static partial void DestroyFailed(ILogger logger, string sandboxId, Exception exception);
 
+    [LoggerMessage(EventId = 308, Level = LogLevel.Warning, Message = "Killing the processes of sandbox {SandboxId} failed; destroying it instead")]
+    public static partial void KillProcessesFailed(ILogger logger, string sandboxId, Exception exception);
+
     [LoggerMessage(EventId = 304, Level = LogLevel.Information, Message = "Sandbox {SandboxId} deadline moved to {EndAt}")]
     public static partial void DeadlineMoved(ILogger logger, string sandboxId, DateTimeOffset endAt);
 

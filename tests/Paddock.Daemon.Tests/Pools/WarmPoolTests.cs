@@ -64,8 +64,15 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await SendAsync(daemon.Api, HttpMethod.Get, $"/sandboxes/{pooledIds[0]}")).Status);
         await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, pooledIds[0], token: null, "true"));
 
+        // Waiting members run in the background (the cgroup's minimum cpu.shares); a claimed one at the normal value.
+        var cgroups = Cgroups.Discover(_options.CgroupParent);
+        Assert.All(pooledIds, id => Assert.Equal(Cgroups.BackgroundCpuShares, CpuShares(cgroups, id)));
+        // Warmed through the proxy's client before they counted as ready (the agent logs nothing of it at this level).
+        Assert.True(pools.WarmedCount >= pooledIds.Count, $"{pools.WarmedCount} pool sandboxes were warmed, {pooledIds.Count} are ready");
+
         var (first, firstTiming) = await CreateTimedAsync(daemon, """{"templateID":"base","envVars":{"POOL_SECRET":"first-user"},"secure":true}""");
         var firstId = Get<string>(first, "sandboxID");
+        Assert.Equal(Cgroups.NormalCpuShares, CpuShares(cgroups, firstId));
         var firstToken = Get<string>(first, "envdAccessToken");
         Assert.True(pooledIds.Contains(firstId), $"not claimed from the pool; the create's steps: {firstTiming}");
         Assert.Contains("pool-claim", firstTiming, StringComparison.Ordinal);
@@ -173,6 +180,9 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
             await orphan.StopAsync(timeout.Token);
         }
     }
+
+    private static long CpuShares(Cgroups cgroups, string sandboxId) =>
+        Cgroups.ReadLong(Path.Combine(cgroups.Directory(sandboxId, "cpu") ?? throw new InvalidOperationException("no cpu cgroup hierarchy"), "cpu.shares"));
 
     private static async Task<(System.Text.Json.Nodes.JsonNode Body, string ServerTiming)> CreateTimedAsync(TestDaemon daemon, string json)
     {

@@ -165,7 +165,9 @@ internal sealed record HostFootprint(int Mounts, int NetnsFiles, int SandboxDire
 {
     public static HostFootprint Take(RuncOptions options)
     {
-        var mounts = MountTable.Read().Count(m => m.MountPoint.StartsWith(options.StateDirectory + "/", StringComparison.Ordinal));
+        // The disks made ahead (DiskStock) are the runtime's, not a sandbox's, and come and go in the background.
+        var mounts = MountTable.Read().Count(m => m.MountPoint.StartsWith(options.StateDirectory + "/", StringComparison.Ordinal)
+            && !m.MountPoint.StartsWith(options.DiskStockDirectory + "/", StringComparison.Ordinal));
         var cgroupDirs = 0;
         var processes = 0;
         foreach (var m in MountTable.Read().Where(m => m.FsType is "cgroup" or "cgroup2"))

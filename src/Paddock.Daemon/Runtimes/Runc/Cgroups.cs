@@ -170,6 +170,63 @@ internal sealed class Cgroups
         }
     }
 
+    /// <summary>cpu.shares of a sandbox doing background work (the kernel's minimum): it runs when nothing else wants the CPU.</summary>
+    public const long BackgroundCpuShares = 2;
+
+    /// <summary>cpu.shares of a sandbox in use: the kernel's default, which runc leaves when the config names none.</summary>
+    public const long NormalCpuShares = 1024;
+
+    /// <summary>
+    /// Writes the sandbox's cpu.shares, creating its cpu cgroup first when it does not exist yet: runc joins an
+    /// existing cgroup and leaves a value its config does not name, so a sandbox whose cgroup is made here before
+    /// <c>runc run</c> starts with these shares. False when the host has no cpu hierarchy.
+    /// </summary>
+    public bool SetCpuShares(string sandboxId, long shares)
+    {
+        if (Directory(sandboxId, "cpu") is not { } dir)
+        {
+            return false;
+        }
+        System.IO.Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "cpu.shares"), shares.ToString(CultureInfo.InvariantCulture));
+        return true;
+    }
+
+    /// <summary>
+    /// The pids of every process of the sandbox: those in its cgroup and its child cgroups in one hierarchy (every
+    /// process of a sandbox is in every hierarchy; the pids one also has <see cref="PidReserve.WorkCgroup"/>).
+    /// </summary>
+    public IReadOnlyList<int> ProcessesOf(string sandboxId)
+    {
+        var root = Directory(sandboxId, "pids") ?? Directories(sandboxId).FirstOrDefault();
+        var pids = new List<int>();
+        if (root is not null)
+        {
+            Collect(root, depth: 0);
+        }
+        return pids;
+
+        void Collect(string dir, int depth)
+        {
+            pids.AddRange(Pids(dir));
+            if (depth >= 4)
+            {
+                return;
+            }
+            try
+            {
+                foreach (var child in System.IO.Directory.EnumerateDirectories(dir))
+                {
+                    Collect(child, depth + 1);
+                }
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // removed meanwhile: no processes there
+            }
+        }
+    }
+
     /// <summary>The pids in a cgroup directory (cgroup.procs), empty when it is gone.</summary>
     public static IReadOnlyList<int> Pids(string directory)
     {

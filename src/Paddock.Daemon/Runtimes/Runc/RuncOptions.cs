@@ -58,6 +58,12 @@ internal sealed record RuncOptions
     /// </summary>
     public int DiskBytesPerInode { get; init; } = 4096;
 
+    /// <summary>
+    /// Sandbox disks made ahead per size (<see cref="DiskStock"/>), so that a create takes one instead of running
+    /// mkfs and mount; 0: every create makes its own.
+    /// </summary>
+    public int DiskStockDepth { get; init; } = 2;
+
     public string NetworkStateDirectory => Path.Combine(StateDirectory, "network");
 
     public string RuncRoot => Path.Combine(StateDirectory, "runc");
@@ -65,6 +71,9 @@ internal sealed record RuncOptions
     public string SandboxesDirectory => Path.Combine(StateDirectory, "sandboxes");
 
     public string NetnsDirectory => Path.Combine(StateDirectory, "netns");
+
+    /// <summary>Where <see cref="DiskStock"/> keeps its disks: beside the sandbox directories, on their filesystem.</summary>
+    public string DiskStockDirectory => Path.Combine(StateDirectory, "disk-stock");
 
     public string AgentBundlesDirectory => Path.Combine(StateDirectory, "agent");
 }

@@ -31,6 +31,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly Lazy<Task<AgentBundle>> _bundle;
     private readonly SandboxNetworks? _network;
     private readonly AgentExitWatcher _exits;
+    private readonly DiskStock _disks;
 
     public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
     {
@@ -49,7 +50,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         ValidatePathForOverlay(options.SandboxesDirectory);
         _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
         _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
+        _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
     }
+
+    /// <summary>The sandbox disks made ahead (for tests).</summary>
+    internal DiskStock Disks => _disks;
 
     /// <summary>
     /// Called (on the thread pool) when the agent of a started or listed sandbox exits on its own: the container is
@@ -91,10 +96,15 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         try
         {
             var bundle = await _bundle.Value.WaitAsync(cancellationToken);
-            if (_options.EnforceDiskSize && spec.Limits.DiskBytes > 0)
+            var diskBytes = _options.EnforceDiskSize && spec.Limits.DiskBytes > 0 ? SandboxDisk.ImageBytes(spec.Limits.DiskBytes) : 0;
+            if (diskBytes > 0)
             {
-                Directory.CreateDirectory(layout.Directory);
-                await SandboxDisk.CreateAsync(layout, spec.Limits.DiskBytes, _options.DiskBytesPerInode, cancellationToken);
+                // A disk made ahead arrives as the sandbox directory itself (a rename), else one is made here.
+                if (!_disks.TryTake(diskBytes, layout.Directory))
+                {
+                    Directory.CreateDirectory(layout.Directory);
+                    await SandboxDisk.CreateAsync(layout, spec.Limits.DiskBytes, _options.DiskBytesPerInode, cancellationToken);
+                }
                 spec.MarkStep?.Invoke("disk");
             }
             PrepareFilesystem(spec, layout);
@@ -114,10 +124,17 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             spec.MarkStep?.Invoke("netns-bind");
             if (_network is not null)
             {
+                // While the agent starts (it runs since runc returned): hidden when shorter than the agent's start.
                 await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, egress, cancellationToken);
+                spec.MarkStep?.Invoke("network");
             }
             await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
+            if (diskBytes > 0)
+            {
+                // The next create's disk, made now that this one no longer competes with it for the CPU.
+                _disks.Refill(diskBytes);
+            }
             // Before any command of the sandbox runs (pools and template start commands come after this returns).
             PidReserve.Apply(_cgroups, spec.SandboxId, pid, spec.Limits.MaxPids, _logger);
             RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
@@ -237,6 +254,49 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
         await DestroyCoreAsync(layout, cancellationToken);
         RuntimeLog.SandboxDestroyed(_logger, sandboxId);
+    }
+
+    public Task SetCpuPriorityAsync(string sandboxId, bool background, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        // No lock: the pool lowers the shares before the start (which holds the lock until the agent answers) and
+        // raises them at the hand-over; one write of cpu.shares needs no ordering with anything else.
+        _cgroups.SetCpuShares(sandboxId, background ? Cgroups.BackgroundCpuShares : Cgroups.NormalCpuShares);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// SIGKILLs the processes in the sandbox's cgroups until none is left. The first kill reaches its init (the
+    /// agent, pid 1 of the sandbox's pid namespace), and the kernel then kills everything else in that namespace, so
+    /// nothing forked meanwhile survives; the loop waits for the exits the cgroup still shows.
+    /// </summary>
+    public async Task<bool> KillProcessesAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return true;
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        // Our own kill of the agent is no news.
+        _exits.Forget(sandboxId);
+        for (var attempt = 0; attempt < 400; attempt++)
+        {
+            var pids = _cgroups.ProcessesOf(sandboxId);
+            if (pids.Count == 0)
+            {
+                return true;
+            }
+            foreach (var pid in pids)
+            {
+                Signals.Send(pid, Signals.SIGKILL);
+            }
+            // 400 x 5 ms bounds the wait for the exits to 2 s (longer under load: Task.Delay only waits at least that).
+            await Task.Delay(5, cancellationToken);
+        }
+        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", _cgroups.ProcessesOf(sandboxId))}");
     }
 
     /// <summary>
@@ -594,6 +654,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             return;
         }
         _network?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _disks.Dispose();
         _netns.Dispose();
         _exits.Dispose();
         _cgroups.RemoveParentIfEmpty();

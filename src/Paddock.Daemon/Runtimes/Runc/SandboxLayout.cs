@@ -42,13 +42,17 @@ internal sealed partial class SandboxLayout
     public string Work => Path.Combine(LayerParent, "work");
 
     /// <summary>The sparse ext4 image that bounds the writable layer (<see cref="SandboxDisk"/>).</summary>
-    public string DiskImage => Path.Combine(Directory, "disk.img");
+    public string DiskImage => Path.Combine(Directory, DiskImageName);
+
+    public const string DiskImageName = "disk.img";
 
     /// <summary>
     /// Where <see cref="DiskImage"/> is mounted. Its path must stay shorter than <see cref="Rootfs"/>'s: the destroy
     /// unmounts longest paths first, and the overlay must go before the filesystem under it.
     /// </summary>
-    public string DiskMount => Path.Combine(Directory, "disk");
+    public string DiskMount => Path.Combine(Directory, DiskMountName);
+
+    public const string DiskMountName = "disk";
 
     private string LayerParent => System.IO.Directory.Exists(DiskMount) ? DiskMount : Directory;
 
