@@ -43,7 +43,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             var (killed, text) = await SendAsync(http, daemon, HttpMethod.Delete, "/sandboxes/" + (string)s!["sandboxID"]!, null);
             Assert.True(killed is HttpStatusCode.NoContent or HttpStatusCode.NotFound, $"kill answered {(int)killed}: {text}");
         }
-        var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+        var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
         Assert.True(left == HostLeftovers.None, $"left on the host after recovery: {left}; daemon log: {daemon.Log}");
     }
 
@@ -86,7 +86,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         Assert.DoesNotContain(victim.Id, list, StringComparison.Ordinal);
 
         await bystander.DisposeAsync();
-        var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+        var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
         Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
     }
 
@@ -121,7 +121,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             Assert.True(status == HttpStatusCode.ServiceUnavailable, $"create without runc answered {(int)status}: {body}");
             Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
             Assert.Empty(ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)));
-            var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
             Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
             Assert.Contains("runc", body, StringComparison.OrdinalIgnoreCase);
         }
@@ -167,7 +167,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             Assert.Equal(new[] { after.Id, existing.Id }.Order(StringComparer.Ordinal), ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)).Order(StringComparer.Ordinal));
             await after.DisposeAsync();
             await existing.DisposeAsync();
-            var left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
             Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
         }
         finally

@@ -11,7 +11,10 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
 {
     public static HostLeftovers Take(string stateDir, string cgroupParent)
     {
-        var mounts = MountPointsUnder(stateDir).Count;
+        // The disks the runtime makes ahead (Runc:DiskStock, STATE/disk-stock) are the daemon's, not a sandbox's, and
+        // come and go in the background while it runs; a stopped daemon removes them.
+        var stock = Path.Combine(stateDir, "disk-stock") + "/";
+        var mounts = MountPointsUnder(stateDir).Count(m => !m.StartsWith(stock, StringComparison.Ordinal));
         var cgroups = 0;
         var processes = 0;
         foreach (var dir in CgroupDirectories(cgroupParent))
@@ -23,6 +26,25 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
     }
 
     public static readonly HostLeftovers None = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>
+    /// <see cref="Take"/> until nothing is left or <paramref name="within"/> has passed (the last reading then): a kill
+    /// answers once the sandbox's processes are gone, and its mounts, netns, directory, cgroups and link are removed
+    /// in the background right after.
+    /// </summary>
+    public static async Task<HostLeftovers> SettledAsync(string stateDir, string cgroupParent, TimeSpan within)
+    {
+        var deadline = DateTime.UtcNow + within;
+        while (true)
+        {
+            var left = Take(stateDir, cgroupParent);
+            if (left == None || DateTime.UtcNow >= deadline)
+            {
+                return left;
+            }
+            await Task.Delay(100);
+        }
+    }
 
     /// <summary>
     /// The host ends of the veth pairs of <paramref name="stateDir"/>'s sandboxes. A daemon over a state directory

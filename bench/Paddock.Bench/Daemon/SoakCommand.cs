@@ -88,7 +88,8 @@ internal static class SoakCommand
             result = await new SoakRun(daemon.Url, daemon.ApiKey, daemon.ResidentBytes, Console.Error)
                 .RunAsync(new SoakOptions(clients, duration, warm), cancel.Token);
             // Counted while the daemon still runs: what its killed sandboxes left, not what its stop cleans.
-            left = HostLeftovers.Take(daemon.StateDir, daemon.CgroupParent);
+            // A kill's teardown finishes in the background: give the last ones time to end.
+            left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
             if (!daemon.IsRunning)
             {
                 Console.Error.WriteLine("paddock-bench soak: paddockd exited during the run:\n" + daemon.RecentOutput());

@@ -59,6 +59,8 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
             Assert.Equal(HttpStatusCode.OK, (await SendAsync(daemon.Api, HttpMethod.Get, $"/sandboxes/{id}")).Status);
             Assert.Equal("still here\n", (await DaemonCommands.RunAsync(daemon, id, token, "echo still here")).Stdout);
             Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{id}")).Status);
+            // The kill answered once its processes were gone; the rest is removed in the background.
+            await daemon.Manager.WaitForTeardownsAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(60)));
             Assert.Empty(await runtime.ListAsync(CancellationToken.None));
             Assert.Empty(await runtime.CleanupLeftoversAsync(CancellationToken.None));
             Assert.Equal(new HostFootprint(0, 0, 0, 0, 0), HostFootprint.Take(_options));
