@@ -242,23 +242,61 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 {
                     _log.WriteLine($"  cleanup through paddockd failed: {ex.Message}");
                 }
+                // A kill answers once the sandbox's processes are gone; its mounts and cgroups go in the background.
+                // Stopping paddockd before they are gone would leave them (1,000 kills at once take minutes).
+                await WaitForTeardownsAsync(TimeSpan.FromMinutes(10));
                 Stop();
             }
         }
         finally
         {
             _process.Dispose();
-            try
+            var mounted = MountsUnder(_stateDir);
+            if (mounted > 0)
             {
-                Directory.Delete(_stateDir, recursive: true);
+                // Never delete recursively through a mount: it would delete inside the sandboxes' filesystems.
+                _log.WriteLine($"  not removing {_stateDir}: {mounted} mount(s) still under it (start paddockd over it to sweep them)");
             }
-            catch (IOException ex)
+            else
             {
-                _log.WriteLine($"  could not remove {_stateDir}: {ex.Message}");
+                try
+                {
+                    Directory.Delete(_stateDir, recursive: true);
+                }
+                catch (IOException ex)
+                {
+                    _log.WriteLine($"  could not remove {_stateDir}: {ex.Message}");
+                }
             }
             RemoveCgroupParent();
         }
     }
+
+    /// <summary>
+    /// Waits (bounded) until no killed sandbox of this daemon has a cgroup left: a killed one's cgroup is empty until
+    /// its teardown removes it, early in the teardown (the pool's members still run, and paddockd's stop destroys them
+    /// and waits for what is left of the teardowns).
+    /// </summary>
+    private async Task WaitForTeardownsAsync(TimeSpan limit)
+    {
+        var parent = Path.Combine(HostMemory.MemoryHierarchy, CgroupParent);
+        var waited = Stopwatch.StartNew();
+        while (waited.Elapsed < limit && !_process.HasExited)
+        {
+            if (!Directory.Exists(parent) || !Directory.EnumerateDirectories(parent).Any(d => !HasProcesses(d)))
+            {
+                return;
+            }
+            await Task.Delay(200);
+        }
+        if (!_process.HasExited)
+        {
+            _log.WriteLine($"  the sandboxes' teardowns did not finish within {limit.TotalMinutes:0} min");
+        }
+    }
+
+    private static int MountsUnder(string directory) =>
+        File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ')[4].StartsWith(directory + "/", StringComparison.Ordinal));
 
     private void Stop()
     {

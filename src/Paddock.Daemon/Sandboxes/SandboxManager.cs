@@ -472,10 +472,19 @@ internal sealed class SandboxManager : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits for the teardowns of killed sandboxes (a minute at most), so that a stop right after a kill leaves nothing.</summary>
+    /// <summary>
+    /// Waits for the teardowns of killed sandboxes (ten minutes at most), so that a stop right after a kill leaves
+    /// nothing: nothing else runs any more, so they may use more cores than while sandboxes run (a stop after killing
+    /// 1,000 sandboxes at two at a time took over a minute and was cut short at the old one-minute bound).
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        if (!_teardowns.IsEmpty)
+        {
+            SandboxesLog.WaitingForTeardowns(_logger, _teardowns.Count);
+            _teardownGate.Release(Math.Max(2, Environment.ProcessorCount * 2));
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(10));
         try
         {
             await WaitForTeardownsAsync(timeout.Token);

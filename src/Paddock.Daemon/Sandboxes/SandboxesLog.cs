@@ -49,4 +49,7 @@ internal static partial class SandboxesLog
 
     [LoggerMessage(EventId = 320, Level = LogLevel.Debug, Message = "Sandbox {SandboxId} created ({Path}): {Steps}")]
     public static partial void CreateSteps(ILogger logger, string sandboxId, string path, string steps);
+
+    [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Stopping: waiting for the teardowns of {Count} killed sandboxes")]
+    public static partial void WaitingForTeardowns(ILogger logger, int count);
 }

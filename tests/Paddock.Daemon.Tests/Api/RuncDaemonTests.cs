@@ -26,7 +26,7 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
 
     private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
 
-    private ITemplateLookup Templates => new BaseOnly(fixture);
+    private ITemplateLookup Templates => new BaseOnly(fixture.Base);
 
     [Fact]
     public async Task Sandboxes_run_commands_through_the_proxy_and_survive_a_daemon_restart()
@@ -80,11 +80,5 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
         await runtime.CleanupLeftoversAsync(timeout.Token);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
-    }
-
-    private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

@@ -29,7 +29,7 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
 
     private RuncRuntime? _runtime;
 
-    private ITemplateLookup Builtins => new BaseOnly(fixture);
+    private ITemplateLookup Builtins => new BaseOnly(fixture.Base);
 
     [Fact]
     public async Task A_snapshot_is_a_template_that_starts_sandboxes_with_exactly_the_changes_while_its_sandbox_runs_on()
@@ -152,11 +152,5 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
         _runtime?.Dispose();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
-    }
-
-    private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

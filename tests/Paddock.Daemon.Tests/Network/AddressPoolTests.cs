@@ -39,7 +39,7 @@ public sealed class AddressPoolTests(NetworkFixture fixture) : IAsyncLifetime
         };
         _runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
         await _runtime.CleanupLeftoversAsync(TestEnvironment.Timeout(TimeSpan.FromMinutes(1)));
-        _daemon = await TestDaemon.StartAsync(_runtime, _state.Path, templates: new BaseOnly(fixture));
+        _daemon = await TestDaemon.StartAsync(_runtime, _state.Path, templates: new BaseOnly(fixture.Base));
     }
 
     public async Task DisposeAsync()
@@ -48,26 +48,7 @@ public sealed class AddressPoolTests(NetworkFixture fixture) : IAsyncLifetime
         {
             await _daemon.DisposeAsync();
         }
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await _runtime.ListAsync(timeout.Token))
-        {
-            await _runtime.DestroyAsync(s.SandboxId, timeout.Token);
-        }
-        await _runtime.CleanupLeftoversAsync(timeout.Token);
-        await _runtime.Network!.RemoveTableAsync(timeout.Token);
-        _runtime.Dispose();
-        if (MountTable.Under(_options.StateDirectory).Count == 0 && Directory.Exists(_options.StateDirectory))
-        {
-            Directory.Delete(_options.StateDirectory, recursive: true);
-        }
-        foreach (var m in MountTable.Read().Where(m => m.FsType is "cgroup" or "cgroup2"))
-        {
-            var parent = Path.Combine(m.MountPoint, _options.CgroupParent);
-            if (Directory.Exists(parent) && !Directory.EnumerateDirectories(parent).Any())
-            {
-                Directory.Delete(parent);
-            }
-        }
+        await NetworkFixture.DestroyAsync(_runtime, _options);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
     }
@@ -101,11 +82,5 @@ public sealed class AddressPoolTests(NetworkFixture fixture) : IAsyncLifetime
         }
         Assert.True(again.Status == HttpStatusCode.Created, $"create after the kill answered {(int)again.Status}: {again.Body?.ToJsonString()}");
         Assert.NotEqual(first, Get<string>(again.Body!, "sandboxID"));
-    }
-
-    private sealed class BaseOnly(NetworkFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

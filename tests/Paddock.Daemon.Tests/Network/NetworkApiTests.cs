@@ -17,7 +17,7 @@ public sealed class NetworkApiTests(NetworkFixture fixture) : IAsyncLifetime
     private readonly TempDir _state = new();
     private TestDaemon _daemon = null!;
 
-    public async Task InitializeAsync() => _daemon = await TestDaemon.StartAsync(fixture.Runtime, _state.Path, templates: new BaseOnly(fixture));
+    public async Task InitializeAsync() => _daemon = await TestDaemon.StartAsync(fixture.Runtime, _state.Path, templates: new BaseOnly(fixture.Base));
 
     public async Task DisposeAsync()
     {
@@ -59,11 +59,5 @@ public sealed class NetworkApiTests(NetworkFixture fixture) : IAsyncLifetime
         AssertError(HttpStatusCode.NotFound, await SendAsync(_daemon.Api, HttpMethod.Put, "/sandboxes/nosuchsandbox/network",
             """{"allowOut":["10.0.0.1"]}"""));
         Assert.Empty(_daemon.Manager.Running);
-    }
-
-    private sealed class BaseOnly(NetworkFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

@@ -84,25 +84,33 @@ public sealed class NetworkFixture : IAsyncLifetime
         {
             await Outside.DisposeAsync();
         }
-        if (Runtime is null)
+        if (Runtime is not null)
         {
-            return;
+            await DestroyAsync(Runtime, Options);
         }
+    }
+
+    /// <summary>
+    /// Destroys every sandbox of a runtime with egress, then its leftovers, its nftables table, its state directory
+    /// and its (empty) cgroup parents, and disposes it.
+    /// </summary>
+    internal static async Task DestroyAsync(RuncRuntime runtime, RuncOptions options)
+    {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await Runtime.ListAsync(timeout.Token))
+        foreach (var s in await runtime.ListAsync(timeout.Token))
         {
-            await Runtime.DestroyAsync(s.SandboxId, timeout.Token);
+            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
         }
-        await Runtime.CleanupLeftoversAsync(timeout.Token);
-        await Runtime.Network!.RemoveTableAsync(timeout.Token);
-        Runtime.Dispose();
-        if (MountTable.Under(Options.StateDirectory).Count == 0 && Directory.Exists(Options.StateDirectory))
+        await runtime.CleanupLeftoversAsync(timeout.Token);
+        await runtime.Network!.RemoveTableAsync(timeout.Token);
+        runtime.Dispose();
+        if (MountTable.Under(options.StateDirectory).Count == 0 && Directory.Exists(options.StateDirectory))
         {
-            Directory.Delete(Options.StateDirectory, recursive: true);
+            Directory.Delete(options.StateDirectory, recursive: true);
         }
         foreach (var m in MountTable.Read().Where(m => m.FsType is "cgroup" or "cgroup2"))
         {
-            var parent = Path.Combine(m.MountPoint, Options.CgroupParent);
+            var parent = Path.Combine(m.MountPoint, options.CgroupParent);
             if (Directory.Exists(parent) && !Directory.EnumerateDirectories(parent).Any())
             {
                 Directory.Delete(parent);

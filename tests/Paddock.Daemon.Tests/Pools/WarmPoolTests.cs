@@ -32,7 +32,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
 
     private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
 
-    private BaseOnly Templates => new(fixture);
+    private BaseOnly Templates => new(fixture.Base);
 
     private static DaemonOptions WithPool(DaemonOptions options, int size) =>
         options with { Pools = new PoolSettings { Sizes = new Dictionary<string, int> { ["base"] = size }, RefillConcurrency = 2 } };
@@ -205,11 +205,5 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         await runtime.CleanupLeftoversAsync(timeout.Token);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
-    }
-
-    private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
     }
 }

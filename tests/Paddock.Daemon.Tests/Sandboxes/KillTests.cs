@@ -31,7 +31,7 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
 
     private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
 
-    private BaseOnly Templates => new(fixture);
+    private BaseOnly Templates => new(fixture.Base);
 
     [Fact]
     public async Task A_kill_answers_with_every_process_gone_and_the_rest_is_removed_after()
@@ -146,11 +146,6 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
         _state.Dispose();
     }
 
-    private sealed class BaseOnly(RuncFixture fixture) : ITemplateLookup
-    {
-        public ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(templateIdOrAlias == "base" ? new SandboxTemplate("base", null, [fixture.Base.RootfsPath], fixture.Base.DefaultUser) : null);
-    }
 
     /// <summary>
     /// The local test runtime with the kill split as runc does it, and every teardown held until the test releases
