@@ -44,7 +44,7 @@ internal static class PoolAgentCalls
             Version = HttpVersion.Version11,
         };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        Authenticate(request, currentToken, user: null);
+        Templates.BuildCommand.Authenticate(request, currentToken, user: null);
         using var response = await client.SendAsync(request, cancellationToken);
         if (response.StatusCode != HttpStatusCode.NoContent)
         {
@@ -67,7 +67,7 @@ internal static class PoolAgentCalls
         };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/connect+json");
         request.Headers.Add("Connect-Protocol-Version", "1");
-        Authenticate(request, token, user);
+        Templates.BuildCommand.Authenticate(request, token, user);
         using var response = await client.SendAsync(request, cancellationToken);
         if (response.StatusCode != HttpStatusCode.OK)
         {
@@ -116,17 +116,4 @@ internal static class PoolAgentCalls
 
     private static Uri Uri(string sandboxId, string path) =>
         new(SandboxHttpClient.DestinationPrefix(new SandboxTarget(sandboxId, AgentPort)) + path);
-
-    /// <summary>The agent's token, and the user the call runs as (envd's way: Basic auth with the name and no password).</summary>
-    private static void Authenticate(HttpRequestMessage request, string? accessToken, string? user)
-    {
-        if (accessToken is not null)
-        {
-            request.Headers.Add("X-Access-Token", accessToken);
-        }
-        if (user is not null)
-        {
-            request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
-        }
-    }
 }

@@ -101,7 +101,7 @@ internal static class BuildCommand
     private const int AgentPort = Runtimes.AgentBundle.AgentPort;
 
     /// <summary>The agent's token, and the user the call runs as (envd's way: Basic auth with the name and no password).</summary>
-    private static void Authenticate(HttpRequestMessage request, string? accessToken, string? user)
+    internal static void Authenticate(HttpRequestMessage request, string? accessToken, string? user)
     {
         if (accessToken is not null)
         {
