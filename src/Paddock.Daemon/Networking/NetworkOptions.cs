@@ -22,12 +22,8 @@ internal sealed record NetworkOptions
     /// </summary>
     public int ProxyPort { get; init; }
 
-    /// <summary>The ip(8) and nft(8) executables.</summary>
-    public string IpBinary { get; init; } = "ip";
-
+    /// <summary>The nft(8) executable (links, addresses and routes are made over rtnetlink, with no program).</summary>
     public string NftBinary { get; init; } = "nft";
-
-    public string NsenterBinary { get; init; } = "nsenter";
 
     /// <summary>How long the proxy waits for a sandbox to send the Host header or the TLS ClientHello.</summary>
     public TimeSpan ProxyHandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);

@@ -99,6 +99,19 @@ public sealed class OciConfigTests
     }
 
     [Fact]
+    public void Seccomp_admits_the_native_architecture_only()
+    {
+        var seccomp = Build()["linux"]!["seccomp"]!;
+        var architectures = seccomp["architectures"]!.AsArray().Select(a => (string)a!).ToArray();
+        // No 32-bit ABI (x86, x32, arm): their system calls go through the kernel's compat entry, and each listed
+        // architecture costs runc init a filter to compile at every start.
+        var native = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64
+            ? "SCMP_ARCH_X86_64"
+            : "SCMP_ARCH_AARCH64";
+        Assert.Equal([native], architectures);
+    }
+
+    [Fact]
     public void The_agent_is_init_and_starts_through_the_bundled_loader()
     {
         var process = Build()["process"]!;
