@@ -114,21 +114,21 @@ internal sealed class RouteNetlink : IDisposable
         peerNamespace.DangerousAddRef(ref added);
         try
         {
-            var m = new MessageWriter(stackalloc byte[512]);
-            m.Header(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
-            m.IfInfo(0, 0, 0);
+            var m = new NetlinkWriter();
+            m.Message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
+            IfInfo(m, 0, 0, 0);
             m.String(IFLA_IFNAME, name);
             var linkInfo = m.Begin(IFLA_LINKINFO);
             m.String(IFLA_INFO_KIND, "veth", terminate: false);
             var data = m.Begin(IFLA_INFO_DATA);
             var peer = m.Begin(VETH_INFO_PEER);
-            m.IfInfo(0, 0, 0);
+            IfInfo(m, 0, 0, 0);
             m.String(IFLA_IFNAME, peerName);
             m.UInt32(IFLA_NET_NS_FD, (uint)peerNamespace.DangerousGetHandle());
             m.End(peer);
             m.End(data);
             m.End(linkInfo);
-            Request(m.Finish(), $"create veth {name} (peer {peerName})");
+            Request(m.Written, $"create veth {name} (peer {peerName})");
         }
         finally
         {
@@ -142,12 +142,12 @@ internal sealed class RouteNetlink : IDisposable
     /// <summary>The index of interface <paramref name="name"/>, or 0 when there is none.</summary>
     public int IndexOf(string name)
     {
-        var m = new MessageWriter(stackalloc byte[128]);
+        var m = new NetlinkWriter();
         var sequence = ++_sequence;
-        m.Header(RTM_GETLINK, NLM_F_REQUEST, sequence);
-        m.IfInfo(0, 0, 0);
+        m.Message(RTM_GETLINK, NLM_F_REQUEST, sequence);
+        IfInfo(m, 0, 0, 0);
         m.String(IFLA_IFNAME, name);
-        Send(m.Finish(), $"find {name}");
+        Send(m.Written, $"find {name}");
         // Bounded: the answer is one message (the link) or one error; other datagrams would be stale answers.
         for (var attempt = 0; attempt < 8; attempt++)
         {
@@ -183,42 +183,42 @@ internal sealed class RouteNetlink : IDisposable
     public void AddAddress(int index, IPAddress address, int prefixLength)
     {
         var bytes = V4(address);
-        var m = new MessageWriter(stackalloc byte[128]);
-        m.Header(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
-        m.IfAddr(AF_INET, (byte)prefixLength, RT_SCOPE_UNIVERSE, index);
+        var m = new NetlinkWriter();
+        m.Message(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
+        IfAddr(m, AF_INET, (byte)prefixLength, RT_SCOPE_UNIVERSE, index);
         m.Bytes(IFA_LOCAL, bytes);
         m.Bytes(IFA_ADDRESS, bytes);
-        Request(m.Finish(), $"add address {address}/{prefixLength} to interface {index}");
+        Request(m.Written, $"add address {address}/{prefixLength} to interface {index}");
     }
 
     /// <summary><c>ip link set INDEX up</c>.</summary>
     public void SetUp(int index)
     {
-        var m = new MessageWriter(stackalloc byte[64]);
-        m.Header(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, ++_sequence);
-        m.IfInfo(index, IFF_UP, IFF_UP);
-        Request(m.Finish(), $"set interface {index} up");
+        var m = new NetlinkWriter();
+        m.Message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, ++_sequence);
+        IfInfo(m, index, IFF_UP, IFF_UP);
+        Request(m.Written, $"set interface {index} up");
     }
 
     /// <summary><c>ip route add default via GATEWAY dev INDEX</c> (IPv4, main table).</summary>
     public void AddDefaultRoute(IPAddress gateway, int index)
     {
-        var m = new MessageWriter(stackalloc byte[128]);
-        m.Header(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
-        m.RtMsg(AF_INET, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST);
+        var m = new NetlinkWriter();
+        m.Message(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, ++_sequence);
+        RtMsg(m, AF_INET, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST);
         m.Bytes(RTA_GATEWAY, V4(gateway));
         m.UInt32(RTA_OIF, (uint)index);
-        Request(m.Finish(), $"add default route via {gateway}");
+        Request(m.Written, $"add default route via {gateway}");
     }
 
     /// <summary><c>ip link del NAME</c> (a veth takes its peer with it). Returns false when there is no such interface.</summary>
     public bool DeleteLink(string name)
     {
-        var m = new MessageWriter(stackalloc byte[128]);
-        m.Header(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, ++_sequence);
-        m.IfInfo(0, 0, 0);
+        var m = new NetlinkWriter();
+        m.Message(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, ++_sequence);
+        IfInfo(m, 0, 0, 0);
         m.String(IFLA_IFNAME, name);
-        var error = RequestErrno(m.Finish(), $"delete {name}");
+        var error = RequestErrno(m.Written, $"delete {name}");
         return error switch
         {
             0 => true,
@@ -304,104 +304,36 @@ internal sealed class RouteNetlink : IDisposable
 
     private static int Align(int length) => (length + 3) & ~3;
 
-    public void Dispose() => _socket.Dispose();
-
-    /// <summary>Writes one netlink message (header, fixed part, attributes, nested attributes) into a buffer.</summary>
-    private ref struct MessageWriter
+    /// <summary>struct ifinfomsg (AF_UNSPEC).</summary>
+    private static void IfInfo(NetlinkWriter m, int index, uint flags, uint change)
     {
-        private readonly Span<byte> _buffer;
-        private int _length;
-
-        public MessageWriter(Span<byte> buffer)
-        {
-            _buffer = buffer;
-            _buffer.Clear();
-        }
-
-        public void Header(ushort type, ushort flags, uint sequence)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(_buffer[4..], type);
-            BinaryPrimitives.WriteUInt16LittleEndian(_buffer[6..], flags);
-            BinaryPrimitives.WriteUInt32LittleEndian(_buffer[8..], sequence);
-            // nlmsg_pid 0: the kernel fills in the socket's port id.
-            _length = 16;
-        }
-
-        /// <summary>struct ifinfomsg (AF_UNSPEC).</summary>
-        public void IfInfo(int index, uint flags, uint change)
-        {
-            var s = Reserve(IfInfoSize);
-            BinaryPrimitives.WriteInt32LittleEndian(s[4..], index);
-            BinaryPrimitives.WriteUInt32LittleEndian(s[8..], flags);
-            BinaryPrimitives.WriteUInt32LittleEndian(s[12..], change);
-        }
-
-        /// <summary>struct ifaddrmsg.</summary>
-        public void IfAddr(byte family, byte prefixLength, byte scope, int index)
-        {
-            var s = Reserve(IfAddrSize);
-            s[0] = family;
-            s[1] = prefixLength;
-            s[3] = scope;
-            BinaryPrimitives.WriteInt32LittleEndian(s[4..], index);
-        }
-
-        /// <summary>struct rtmsg.</summary>
-        public void RtMsg(byte family, byte destinationLength, byte table, byte protocol, byte scope, byte type)
-        {
-            var s = Reserve(RtMsgSize);
-            s[0] = family;
-            s[1] = destinationLength;
-            s[4] = table;
-            s[5] = protocol;
-            s[6] = scope;
-            s[7] = type;
-        }
-
-        public void String(ushort type, string value, bool terminate = true)
-        {
-            var count = Encoding.ASCII.GetByteCount(value);
-            var s = Attribute(type, count + (terminate ? 1 : 0));
-            Encoding.ASCII.GetBytes(value, s);
-        }
-
-        public void UInt32(ushort type, uint value) => BinaryPrimitives.WriteUInt32LittleEndian(Attribute(type, 4), value);
-
-        public void Bytes(ushort type, ReadOnlySpan<byte> value) => value.CopyTo(Attribute(type, value.Length));
-
-        /// <summary>Starts a nested attribute; <see cref="End"/> with the returned offset sets its length.</summary>
-        public int Begin(ushort type)
-        {
-            var start = _length;
-            Attribute(type, 0);
-            return start;
-        }
-
-        public void End(int start) => BinaryPrimitives.WriteUInt16LittleEndian(_buffer[start..], (ushort)(_length - start));
-
-        public ReadOnlySpan<byte> Finish()
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(_buffer, (uint)_length);
-            return _buffer[.._length];
-        }
-
-        private Span<byte> Attribute(ushort type, int payload)
-        {
-            var s = Reserve(4 + payload);
-            BinaryPrimitives.WriteUInt16LittleEndian(s, (ushort)(4 + payload));
-            BinaryPrimitives.WriteUInt16LittleEndian(s[2..], type);
-            return s.Slice(4, payload);
-        }
-
-        private Span<byte> Reserve(int count)
-        {
-            var start = _length;
-            _length = Align(start + count);
-            if (_length > _buffer.Length)
-            {
-                throw new InvalidOperationException("netlink message buffer too small");
-            }
-            return _buffer.Slice(start, count);
-        }
+        var s = m.Fixed(IfInfoSize);
+        BinaryPrimitives.WriteInt32LittleEndian(s[4..], index);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[8..], flags);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[12..], change);
     }
+
+    /// <summary>struct ifaddrmsg.</summary>
+    private static void IfAddr(NetlinkWriter m, byte family, byte prefixLength, byte scope, int index)
+    {
+        var s = m.Fixed(IfAddrSize);
+        s[0] = family;
+        s[1] = prefixLength;
+        s[3] = scope;
+        BinaryPrimitives.WriteInt32LittleEndian(s[4..], index);
+    }
+
+    /// <summary>struct rtmsg.</summary>
+    private static void RtMsg(NetlinkWriter m, byte family, byte destinationLength, byte table, byte protocol, byte scope, byte type)
+    {
+        var s = m.Fixed(RtMsgSize);
+        s[0] = family;
+        s[1] = destinationLength;
+        s[4] = table;
+        s[5] = protocol;
+        s[6] = scope;
+        s[7] = type;
+    }
+
+    public void Dispose() => _socket.Dispose();
 }

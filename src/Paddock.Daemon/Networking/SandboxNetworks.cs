@@ -149,6 +149,33 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         await RebuildAsync(cancellationToken);
     }
 
+    /// <summary>
+    /// A new link's rules: straight over netlink when <see cref="NftNetlink"/> can express them (no nft process; the
+    /// cold path), else (or when the table is gone, to rebuild it) as an nft script.
+    /// </summary>
+    private async Task AttachRulesAsync(SandboxLink link, CancellationToken cancellationToken)
+    {
+        if (NftNetlink.CanAttach(link))
+        {
+            // Under the gate that orders nft scripts, so that a table rebuild never runs between.
+            await _nftGate.WaitAsync(cancellationToken);
+            try
+            {
+                NftNetlink.Attach(_options.TableName, link);
+                return;
+            }
+            catch (IOException ex) when (ex.HResult == Errno.ENOENT)
+            {
+                // The table or one of its maps is gone (flushed behind the daemon's back): rebuilt below, with the link.
+            }
+            finally
+            {
+                _nftGate.Release();
+            }
+        }
+        await ApplyLinkAsync(_rules.Attach(link, ProxyPort), cancellationToken);
+    }
+
     private async Task<bool> TableExistsAsync(CancellationToken cancellationToken) =>
         (await ExternalCommand.RunAsync(_options.NftBinary, ["list", "chain", "inet", _options.TableName, "guard_input"], cancellationToken)).Succeeded;
 
@@ -177,7 +204,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
             // The rules name the host interface and need nothing of it: nft runs while the link is made. Until its
             // transaction lands the link is in no map of the table, so the guards drop whatever it sends.
-            var rules = ApplyLinkAsync(_rules.Attach(link, ProxyPort), cancellationToken);
+            var rules = AttachRulesAsync(link, cancellationToken);
             try
             {
                 // No program at all: rtnetlink from the daemon (RouteNetlink). The pair is made in one request with
