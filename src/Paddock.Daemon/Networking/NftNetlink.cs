@@ -27,7 +27,9 @@ internal static class NftNetlink
     private const ushort NFT_MSG_NEWCHAIN = 3;
     private const ushort NFT_MSG_NEWRULE = 6;
     private const ushort NFT_MSG_DELRULE = 8;
+    private const ushort NFT_MSG_DELCHAIN = 5;
     private const ushort NFT_MSG_NEWSETELEM = 12;
+    private const ushort NFT_MSG_DELSETELEM = 14;
     private const ushort NLMSG_ERROR = 2;
     private const ushort NLM_F_REQUEST = 0x1;
     private const ushort NLM_F_ACK = 0x4;
@@ -133,8 +135,47 @@ internal static class NftNetlink
             Rule(m, table, f, ++sequence, NF_DROP, expressions => MatchNetwork(expressions, net));
         }
         Rule(m, table, f, ++sequence, NF_ACCEPT, _ => { });
-        Element(m, table, "links", link.HostInterface, f, ++sequence);
-        Element(m, table, "nat_links", link.HostInterface, n, ++sequence);
+        Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "links", link.HostInterface, f, ++sequence);
+        Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "nat_links", link.HostInterface, n, ++sequence);
+        var last = sequence;
+        Batch(m, NFNL_MSG_BATCH_END, ++sequence);
+        Send(m.Written, last);
+    }
+
+    /// <summary>
+    /// The batch for <see cref="NftRules.Detach"/>: removes the link's map elements and chains whether or not they
+    /// exist (each piece is added first, a no-op when it is there, so that no delete fails on a piece a crash left
+    /// out). Throws <see cref="IOException"/> with errno ENOENT when the table or a map is gone.
+    /// </summary>
+    public static void Detach(string table, int slot, string hostInterface)
+    {
+        var f = "f" + slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var n = "n" + slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var m = new NetlinkWriter();
+        uint sequence = 0;
+        Batch(m, NFNL_MSG_BATCH_BEGIN, ++sequence);
+        foreach (var chain in (string[])[f, n])
+        {
+            Header(m, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, ++sequence);
+            m.String(NFTA_CHAIN_TABLE, table);
+            m.String(NFTA_CHAIN_NAME, chain);
+        }
+        Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "links", hostInterface, f, ++sequence);
+        Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "nat_links", hostInterface, n, ++sequence);
+        Element(m, NFT_MSG_DELSETELEM, 0, table, "links", hostInterface, null, ++sequence);
+        Element(m, NFT_MSG_DELSETELEM, 0, table, "nat_links", hostInterface, null, ++sequence);
+        foreach (var chain in (string[])[f, n])
+        {
+            Header(m, NFT_MSG_DELRULE, NLM_F_ACK, ++sequence);
+            m.String(NFTA_RULE_TABLE, table);
+            m.String(NFTA_RULE_CHAIN, chain);
+        }
+        foreach (var chain in (string[])[f, n])
+        {
+            Header(m, NFT_MSG_DELCHAIN, NLM_F_ACK, ++sequence);
+            m.String(NFTA_CHAIN_TABLE, table);
+            m.String(NFTA_CHAIN_NAME, chain);
+        }
         var last = sequence;
         Batch(m, NFNL_MSG_BATCH_END, ++sequence);
         Send(m.Written, last);
@@ -298,10 +339,13 @@ internal static class NftNetlink
         m.End(element);
     }
 
-    /// <summary>add element inet TABLE SET { "INTERFACE" : jump CHAIN }</summary>
-    private static void Element(NetlinkWriter m, string table, string set, string interfaceName, string chain, uint sequence)
+    /// <summary>
+    /// <c>add element inet TABLE SET { "INTERFACE" : jump CHAIN }</c>, or with <paramref name="chain"/> null
+    /// (<see cref="NFT_MSG_DELSETELEM"/>) <c>delete element inet TABLE SET { "INTERFACE" }</c>.
+    /// </summary>
+    private static void Element(NetlinkWriter m, ushort message, ushort flags, string table, string set, string interfaceName, string? chain, uint sequence)
     {
-        Header(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK, sequence);
+        Header(m, message, (ushort)(flags | NLM_F_ACK), sequence);
         m.String(NFTA_SET_ELEM_LIST_TABLE, table);
         m.String(NFTA_SET_ELEM_LIST_SET, set);
         var elements = m.Nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -310,12 +354,15 @@ internal static class NftNetlink
         var key = new byte[IFNAMSIZ];
         System.Text.Encoding.ASCII.GetBytes(interfaceName, key);
         Data(m, NFTA_SET_ELEM_KEY, key);
-        var data = m.Nest(NFTA_SET_ELEM_DATA);
-        var verdict = m.Nest(NFTA_DATA_VERDICT);
-        m.UInt32BigEndian(NFTA_VERDICT_CODE, NFT_JUMP);
-        m.String(NFTA_VERDICT_CHAIN, chain);
-        m.End(verdict);
-        m.End(data);
+        if (chain is not null)
+        {
+            var data = m.Nest(NFTA_SET_ELEM_DATA);
+            var verdict = m.Nest(NFTA_DATA_VERDICT);
+            m.UInt32BigEndian(NFTA_VERDICT_CODE, NFT_JUMP);
+            m.String(NFTA_VERDICT_CHAIN, chain);
+            m.End(verdict);
+            m.End(data);
+        }
         m.End(element);
         m.End(elements);
     }

@@ -15,6 +15,8 @@ namespace Paddock.Daemon.Networking;
 /// table does not know (not in <c>links</c>) is dropped. Per link, chain <c>f{slot}</c> applies the policy to every
 /// packet the sandbox forwards, so a policy change also cuts connections that are open already; chain <c>n{slot}</c>
 /// redirects ports 80 and 443 of denied destinations to the proxy when the policy has a domain allowlist.
+/// A link's attach (when its <c>n{slot}</c> chain stays empty) and its detach go as nf_tables netlink batches
+/// instead (<see cref="NftNetlink"/>), the same rules without an nft process.
 /// </remarks>
 internal sealed class NftRules
 {
@@ -88,30 +90,6 @@ internal sealed class NftRules
     {
         var s = new StringBuilder();
         Policy(s, link, proxyPort);
-        return s.ToString();
-    }
-
-    /// <summary>
-    /// Removes a link's elements and chains, whether or not they exist: each piece is added first (a no-op when it is
-    /// there), so that the deletes cannot fail on a piece that a crash left out. nft 1.0.6 has no "destroy".
-    /// Needs the table (its maps); without it there is nothing to remove.
-    /// </summary>
-    public string Detach(int slot, string hostInterface)
-    {
-        var s = new StringBuilder();
-        s.Append(CultureInfo.InvariantCulture, $$"""
-            add chain inet {{_table}} f{{slot}}
-            add chain inet {{_table}} n{{slot}}
-            add element inet {{_table}} links { "{{hostInterface}}" : jump f{{slot}} }
-            add element inet {{_table}} nat_links { "{{hostInterface}}" : jump n{{slot}} }
-            delete element inet {{_table}} links { "{{hostInterface}}" }
-            delete element inet {{_table}} nat_links { "{{hostInterface}}" }
-            flush chain inet {{_table}} f{{slot}}
-            flush chain inet {{_table}} n{{slot}}
-            delete chain inet {{_table}} f{{slot}}
-            delete chain inet {{_table}} n{{slot}}
-
-            """);
         return s.ToString();
     }
 

@@ -269,17 +269,19 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             return;
         }
         await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        // As one nf_tables netlink batch, no nft process (NftNetlink); under the gate that orders nft scripts.
+        await _nftGate.WaitAsync(cancellationToken);
         try
         {
-            await RunNftAsync(_rules.Detach(link.Slot, link.HostInterface), cancellationToken);
+            NftNetlink.Detach(_options.TableName, link.Slot, link.HostInterface);
         }
-        catch (IOException)
+        catch (IOException ex) when (ex.HResult == Errno.ENOENT)
         {
-            if (await TableExistsAsync(cancellationToken))
-            {
-                throw;
-            }
-            // No table, so none of the link's rules either.
+            // No table (or none of its maps), so none of the link's rules either.
+        }
+        finally
+        {
+            _nftGate.Release();
         }
         File.Delete(file);
         _links.TryRemove(sandboxId, out _);

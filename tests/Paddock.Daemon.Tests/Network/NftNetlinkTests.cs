@@ -56,6 +56,32 @@ public sealed class NftNetlinkTests
     }
 
     [Fact]
+    public async Task Detach_leaves_the_table_as_it_was_and_may_run_twice_or_for_a_link_never_attached()
+    {
+        var table = $"paddock_test_nl_detach_{Pid}";
+        var prefix = $"pd{Pid % 1_000_000}";
+        var rules = new NftRules(table, prefix, Pool);
+        var link = new SandboxLink("sandbox", 3, prefix + "3", IPAddress.Parse("10.206.0.6"), IPAddress.Parse("10.206.0.7"), EgressPolicy.DenyAll);
+        try
+        {
+            await NftAsync(rules.DeleteTable() + rules.Base(3128));
+            var empty = await ListAsync(table);
+            NftNetlink.Attach(table, link);
+            Assert.NotEqual(empty, await ListAsync(table));
+
+            NftNetlink.Detach(table, link.Slot, link.HostInterface);
+            Assert.Equal(empty, await ListAsync(table));
+            NftNetlink.Detach(table, link.Slot, link.HostInterface);
+            NftNetlink.Detach(table, 4, prefix + "4");
+            Assert.Equal(empty, await ListAsync(table));
+        }
+        finally
+        {
+            await NftAsync(rules.DeleteTable());
+        }
+    }
+
+    [Fact]
     public async Task A_missing_table_is_ENOENT_and_applies_nothing()
     {
         var table = $"paddock_test_nl_missing_{Pid}";
@@ -66,6 +92,7 @@ public sealed class NftNetlinkTests
         var error = Assert.Throws<IOException>(() => NftNetlink.Attach(table, link));
 
         Assert.Equal(Errno.ENOENT, error.HResult);
+        Assert.Equal(Errno.ENOENT, Assert.Throws<IOException>(() => NftNetlink.Detach(table, 1, "pm1")).HResult);
         var tables = await ExternalCommand.RunAsync("nft", ["list", "tables"], TestEnvironment.Timeout(TimeSpan.FromSeconds(30)));
         Assert.DoesNotContain(table, tables.StandardOutput);
     }
