@@ -74,13 +74,34 @@ internal static class SeccompProfile
         "utimes", "vfork", "vmsplice", "wait4", "waitid", "waitpid", "write", "writev",
     ];
 
+    /// <summary>
+    /// Names of <see cref="AllowedSyscalls"/> that x86-64 does not have (32-bit and time64 variants, socketcall and
+    /// its kind; libseccomp 2.5.4 resolves none of them for SCMP_ARCH_X86_64). With the native architecture only in
+    /// the filter they match nothing, but runc init still looks each one up and adds a rule for it at every start:
+    /// left out on x86-64 they saved ~7 ms of CPU per start here (135.2 against 142.7 ms, 20 runc runs each,
+    /// alternating, load 8; issue 6).
+    /// </summary>
+    internal static readonly IReadOnlySet<string> NotOnX64 = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "chown32", "clock_adjtime64", "clock_getres_time64", "clock_gettime64", "clock_nanosleep_time64",
+        "fadvise64_64", "fchown32", "fcntl64", "fstat64", "fstatat64", "fstatfs64", "ftruncate64", "futex_time64",
+        "getegid32", "geteuid32", "getgid32", "getgroups32", "getresgid32", "getresuid32", "getuid32",
+        "io_pgetevents_time64", "ipc", "lchown32", "_llseek", "lstat64", "mmap2", "mq_timedreceive_time64",
+        "mq_timedsend_time64", "_newselect", "ppoll_time64", "pselect6_time64", "recv", "recvmmsg_time64",
+        "rt_sigtimedwait_time64", "sched_rr_get_interval_time64", "semtimedop_time64", "send", "sendfile64",
+        "setfsgid32", "setfsuid32", "setgid32", "setgroups32", "setregid32", "setresgid32", "setresuid32",
+        "setreuid32", "setuid32", "sigprocmask", "sigreturn", "socketcall", "stat64", "statfs64", "timer_gettime64",
+        "timer_settime64", "timerfd_gettime64", "timerfd_settime64", "truncate64", "ugetrlimit", "utimensat_time64",
+        "waitpid",
+    };
+
     /// <summary>The profile for a sandbox whose processes hold at most <paramref name="capabilities"/>.</summary>
     public static JsonObject Build(IReadOnlySet<string> capabilities)
     {
         var x64 = RuntimeInformation.ProcessArchitecture == Architecture.X64;
         var rules = new JsonArray
         {
-            Allow(AllowedSyscalls),
+            Allow(x64 ? AllowedSyscalls.Where(n => !NotOnX64.Contains(n)).ToArray() : AllowedSyscalls),
             // Docker allows these from kernel 4.8 on, where ptrace can no longer bypass seccomp.
             Allow("process_vm_readv", "process_vm_writev", "ptrace"),
             // socket(2) for every family but AF_VSOCK, which reaches the hypervisor's host side.
