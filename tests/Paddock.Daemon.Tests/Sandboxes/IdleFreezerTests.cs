@@ -91,6 +91,16 @@ public sealed class IdleFreezerTests
         Assert.Equal(TimeSpan.FromMilliseconds(100), IdleFreezer.SweepPeriod(TimeSpan.FromMilliseconds(10)));
     }
 
+    [Fact]
+    public void Freeze_after_is_parsed_from_the_flag_and_the_environment()
+    {
+        Assert.Equal(TimeSpan.FromSeconds(30), DaemonOptions.Parse([], _ => null).FreezeAfter);
+        Assert.Equal(TimeSpan.FromMilliseconds(500), DaemonOptions.Parse(["--freeze-after", "0.5"], _ => null).FreezeAfter);
+        Assert.Equal(TimeSpan.Zero, DaemonOptions.Parse([], n => n == "PADDOCK_FREEZE_AFTER" ? "0" : null).FreezeAfter);
+        Assert.Throws<ArgumentException>(() => DaemonOptions.Parse(["--freeze-after", "-1"], _ => null));
+        Assert.Throws<ArgumentException>(() => DaemonOptions.Parse(["--freeze-after", "soon"], _ => null));
+    }
+
     private static IdleFreezer NewFreezer(ISandboxRuntime runtime, TimeSpan freezeAfter) =>
         new(runtime, new DaemonOptions { FreezeAfter = freezeAfter }, TimeProvider.System, NullLogger<IdleFreezer>.Instance, () => [Id]);
 
