@@ -320,6 +320,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         log.WriteLine($"idle memory: {options.IdleSandboxes} sandboxes (+ the pool's {options.PoolSize}), {options.IdleWait.TotalSeconds:0} s idle");
         var rssBefore = daemon.ResidentBytes();
         var ids = new ConcurrentBag<string>();
+        var created = new ConcurrentBag<CreatedSandbox>();
         try
         {
             var section = Stopwatch.StartNew();
@@ -335,6 +336,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                     {
                         var sandbox = await client.CreateAsync(cancellationToken);
                         ids.Add(sandbox.Id);
+                        created.Add(sandbox);
                         // The agent answers before it is counted: an idle sandbox is one that has served a command.
                         await client.EchoHiAsync(sandbox, cancellationToken);
                     }
@@ -420,7 +422,26 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             report.AddFigure($"create to first output, pooled, with {memory.Count} idle sandboxes", "loaded_create_to_first_output_ms", loaded);
             report.AddFact("pooled create to first output p50 with the idle sandboxes", "loaded_create_to_output_p50_ms", "ms", loaded.P50);
             // The runs' own sandboxes are new and awake; the idle ones stay frozen through them (nothing touches them).
-            report.AddFact("idle sandboxes still frozen after the runs", "idle_sandboxes_frozen_after_runs", "", HostMemory.FrozenSandboxes(daemon.CgroupParent).Count);
+            var stillFrozen = HostMemory.FrozenSandboxes(daemon.CgroupParent);
+            report.AddFact("idle sandboxes still frozen after the runs", "idle_sandboxes_frozen_after_runs", "", stillFrozen.Count);
+
+            // What the thaw adds to a call: `echo hi` on a frozen idle sandbox (thawed by the call), then at once a
+            // second one on the same sandbox (awake), alternating over up to 10 sandboxes.
+            var thawed = new Samples("ms", Direction.LowerIsBetter);
+            var awake = new Samples("ms", Direction.LowerIsBetter);
+            foreach (var sandbox in created.Where(s => stillFrozen.Contains(s.Id)).Take(10))
+            {
+                var clock = Stopwatch.StartNew();
+                await client.EchoHiAsync(sandbox, cancellationToken);
+                thawed.Add(clock.Elapsed.TotalMilliseconds);
+                clock.Restart();
+                await client.EchoHiAsync(sandbox, cancellationToken);
+                awake.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            if (thawed.Count > 0)
+            {
+                report.AddComparison("echo hi on a frozen idle sandbox (thaw included)", "frozen_echo_ms", thawed, "the next echo, awake", awake);
+            }
         }
         finally
         {
