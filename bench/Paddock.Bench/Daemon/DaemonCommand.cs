@@ -8,7 +8,7 @@ internal static class DaemonCommand
 {
     public const string Usage = """
         usage: paddock-bench daemon [options]
-          --binary PATH       paddockd to measure (default: src/Paddock.Daemon/bin/Release/net10.0/paddockd under the repository)
+          --binary PATH       paddockd to measure (default: artifacts/paddockd/paddockd under the repository, from scripts/publish-daemon)
           --templates-dir DIR built templates, base built there if missing (default /var/lib/paddock-test/templates)
           --runs N            sequential create-to-first-output runs and runc runs, after one warmup (default 20)
           --clients N         concurrent clients for the creation rate (default 16)
@@ -131,10 +131,13 @@ internal static class DaemonCommand
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected a positive integer");
 
-    /// <summary>The Release paddockd in the repository that holds this build (found by walking up to Paddock.slnx).</summary>
+    /// <summary>
+    /// The published paddockd (scripts/publish-daemon: precompiled, as scripts/run starts it) in the repository that
+    /// holds this build (found by walking up to Paddock.slnx).
+    /// </summary>
     internal static string DefaultBinary()
     {
-        const string relative = "src/Paddock.Daemon/bin/Release/net10.0/paddockd";
+        const string relative = "artifacts/paddockd/paddockd";
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
             if (File.Exists(Path.Combine(dir.FullName, "Paddock.slnx")))
