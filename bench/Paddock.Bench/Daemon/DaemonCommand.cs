@@ -20,6 +20,7 @@ internal static class DaemonCommand
           --round-trips N     commands.run('true') round trips and bare spawns (default 50)
           --fanout-sandboxes N, --fanout-commands N
                               commands at once across sandboxes (default 200 across 50)
+          --freeze-after SECS paddockd's --freeze-after for idle sandboxes (default 12; 0: never freeze)
           --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
           --json              also print the figures as one JSON line at the end
         Needs root and runc (the runc tier).
@@ -97,6 +98,7 @@ internal static class DaemonCommand
                 "--round-trips" => options with { RoundTrips = Positive(option, Value(args, ref i)) },
                 "--fanout-sandboxes" => options with { FanoutSandboxes = Positive(option, Value(args, ref i)) },
                 "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
+                "--freeze-after" => options with { FreezeAfter = TimeSpan.FromSeconds(NonNegative(option, Value(args, ref i))) },
                 "--only" => options with { Sections = SectionsOf(Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
