@@ -20,64 +20,65 @@ catch (ArgumentException ex)
     return 2;
 }
 
-// No reloadOnChange for appsettings*.json: it makes the host watch the working directory recursively with inotify
-// (one watch per directory below it: 840 for /tmp here, the whole rootfs when started in /), slowing the start and
-// spending the inotify watches that WatchDir needs.
-var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
-builder.Logging.SetMinimumLevel(LogLevel.Warning);
+// No generic host (WebApplication): Kestrel serves AgentRoutes directly, and the agent's objects are made here. The
+// host's dependency injection was most of the agent's start-up CPU (issue 6; see AgentRoutes). Logging at Warning.
+var loggers = new AgentLoggerFactory(LogLevel.Warning, Console.Out);
+var server = new AgentServer(loggers);
 var h2cSocket = H2cHandoff.NewSocketPath();
-builder.WebHost.ConfigureKestrel(kestrel =>
+server.Kestrel.Limits.MaxRequestBodySize = null; // uploads stream to disk; Connect messages have their own limit
+server.Kestrel.Listen(System.Net.IPAddress.Parse(options.ListenAddress), options.Port, listen =>
 {
-    kestrel.Limits.MaxRequestBodySize = null; // uploads stream to disk; Connect messages have their own limit
-    kestrel.Listen(System.Net.IPAddress.Parse(options.ListenAddress), options.Port, listen =>
-    {
-        listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1;
-        listen.UseH2cHandoff(h2cSocket);
-    });
-    H2cHandoff.ListenPrivate(kestrel, h2cSocket);
+    listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1;
+    listen.UseH2cHandoff(h2cSocket);
 });
+H2cHandoff.ListenPrivate(server.Kestrel, h2cSocket);
 // 64 KiB buffers for Kestrel instead of 4 KiB: fewer system calls per byte of the large bodies the agent moves.
 var memoryPools = new LargeBlockMemoryPoolFactory();
-builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>>(memoryPools);
-builder.Services.AddSingleton(options);
-builder.Services.AddSingleton(new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes });
-builder.Services.AddSingleton(new UserDirectory(options.DefaultUser));
-builder.Services.AddSingleton(new AccessTokenCheck(options.AccessToken));
-builder.Services.AddProcessService();
+var services = new AgentServices(
+    options,
+    new ConnectServerOptions { MaxMessageBytes = options.MaxMessageBytes },
+    new UserDirectory(options.DefaultUser),
+    new AccessTokenCheck(options.AccessToken),
+    ProcessServiceExtensions.LoadEnvironment(),
+    loggers,
+    server.Lifetime);
 
 // PID 1 of a sandbox: shutdown signals that may come from the sandbox's own processes are ignored (SandboxInitLifetime).
-if (SandboxInitLifetime.IsInit)
-{
-    builder.Services.AddSingleton<Microsoft.Extensions.Hosting.IHostLifetime, SandboxInitLifetime>();
-}
-var app = builder.Build();
+Microsoft.Extensions.Hosting.IHostLifetime stopSignals = SandboxInitLifetime.IsInit
+    ? new SandboxInitLifetime(server.Lifetime, new Logger<SandboxInitLifetime>(loggers))
+    : new ConsoleStopSignals(server.Lifetime);
+
+var app = new AgentRoutes(services);
 // Idle memory back to the kernel after a quiet spell (IdleTrim); first, so that it sees every request.
 using var idleTrim = new IdleTrim(IdleTrim.DefaultQuietPeriod, () => IdleTrim.CollectAndDecommit(memoryPools), TimeProvider.System);
 app.Use(idleTrim.InvokeAsync);
-app.Lifetime.ApplicationStarted.Register(idleTrim.Start);
-var tokenCheck = app.Services.GetRequiredService<AccessTokenCheck>();
-app.Use(tokenCheck.InvokeAsync);
+server.Lifetime.ApplicationStarted.Register(idleTrim.Start);
+app.Use(services.TokenCheck.InvokeAsync);
 
-app.MapGet("/health", () => Results.NoContent());
+app.MapGet("/health", http =>
+{
+    http.Response.StatusCode = StatusCodes.Status204NoContent;
+    return Task.CompletedTask;
+});
 // envd's GET /envs: the sandbox-wide variables every command starts with.
-app.MapGet("/envs", async (HttpContext http, ProcessEnvironment environment) =>
+app.MapGet("/envs", async http =>
 {
     http.Response.ContentType = "application/json";
     await using var json = new System.Text.Json.Utf8JsonWriter(http.Response.Body);
     json.WriteStartObject();
-    foreach (var (key, value) in environment.SandboxVariables)
+    foreach (var (key, value) in services.Environment.SandboxVariables)
     {
         json.WriteString(key, value);
     }
     json.WriteEndObject();
 });
 app.MapInit();
-app.MapProcessService();
+var supervisor = app.MapProcessService(server);
 app.MapFilesystemService();
 app.MapFileTransfer();
 
-app.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
-app.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
+server.Lifetime.ApplicationStarted.Register(() => H2cHandoff.Restrict(h2cSocket));
+server.Lifetime.ApplicationStopped.Register(() => File.Delete(h2cSocket));
 
-await app.RunAsync();
+await server.RunAsync(app, memoryPools, stopSignals, supervisor);
 return 0;

@@ -78,6 +78,14 @@ internal static class DaemonHost
         services.AddSingleton<WarmPools>();
         services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();
+        // One sweep for every sandbox; the live set is read through the manager, which holds a lease for each kill.
+        services.AddSingleton(sp => new IdleFreezer(
+            sp.GetRequiredService<ISandboxRuntime>(),
+            options,
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<IdleFreezer>>(),
+            () => sp.GetRequiredService<SandboxManager>().Running.Select(r => r.SandboxId)));
+        services.AddHostedService(sp => sp.GetRequiredService<IdleFreezer>());
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();
         services.AddSingleton<SandboxHttpClient>();

@@ -72,6 +72,13 @@ internal sealed record DaemonOptions
     /// <summary>The most an imported or pulled image may unpack to, in MiB.</summary>
     public int MaxImageMB { get; init; } = 8192;
 
+    /// <summary>
+    /// How long a sandbox with nothing but its agent running and no call in flight stays awake before the idle freezer
+    /// (Sandboxes/IdleFreezer.cs) freezes it; zero: never freeze. An idle agent otherwise costs ~20-40 ms of CPU a
+    /// minute (Kestrel's 1 s heartbeat), 0.65 of this host's 2 cores for 1,000 of them (issue 6).
+    /// </summary>
+    public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(30);
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -91,6 +98,7 @@ internal sealed record DaemonOptions
           --image-registry URL      OCI registry that fromImage(ref) pulls from (default none; env PADDOCK_IMAGE_REGISTRY)
           --image-registry-ca FILE  PEM CA for an https image registry (env PADDOCK_IMAGE_REGISTRY_CA)
           --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
+          --freeze-after SECS       freeze a sandbox idle this long with only its agent running; 0: never (default 30; env PADDOCK_FREEZE_AFTER)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -121,6 +129,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--image-registry", Env("IMAGE_REGISTRY"));
         options = Apply(options, "--image-registry-ca", Env("IMAGE_REGISTRY_CA"));
         options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
+        options = Apply(options, "--freeze-after", Env("FREEZE_AFTER"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -173,6 +182,7 @@ internal sealed record DaemonOptions
             "--image-registry" => options with { ImageRegistry = ParseRegistry(value) },
             "--image-registry-ca" => options with { ImageRegistryCa = File.Exists(value) ? value : throw new ArgumentException($"--image-registry-ca: no file {value}") },
             "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
+            "--freeze-after" => options with { FreezeAfter = ParseSeconds(name, value) },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }
@@ -205,6 +215,12 @@ internal sealed record DaemonOptions
     }
 
     private static int ParsePositive(string option, string text) => ParseAtLeast(option, text, 1);
+
+    /// <summary>Seconds, fractions allowed (tests freeze after 1 s or less); zero is allowed.</summary>
+    private static TimeSpan ParseSeconds(string option, string text) =>
+        double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var s) && s >= 0 && s <= 86400
+            ? TimeSpan.FromSeconds(s)
+            : throw new ArgumentException($"invalid value '{text}' for {option}: expected seconds from 0 to 86400");
 
     private static int ParseAtLeast(string option, string text, int minimum) =>
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= minimum

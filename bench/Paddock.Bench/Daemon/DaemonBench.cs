@@ -320,6 +320,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         log.WriteLine($"idle memory: {options.IdleSandboxes} sandboxes (+ the pool's {options.PoolSize}), {options.IdleWait.TotalSeconds:0} s idle");
         var rssBefore = daemon.ResidentBytes();
         var ids = new ConcurrentBag<string>();
+        var created = new ConcurrentBag<CreatedSandbox>();
         try
         {
             var section = Stopwatch.StartNew();
@@ -335,6 +336,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                     {
                         var sandbox = await client.CreateAsync(cancellationToken);
                         ids.Add(sandbox.Id);
+                        created.Add(sandbox);
                         // The agent answers before it is counted: an idle sandbox is one that has served a command.
                         await client.EchoHiAsync(sandbox, cancellationToken);
                     }
@@ -357,7 +359,12 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 log.WriteLine($"  warning: only {ids.Count} of {options.IdleSandboxes} sandboxes started within {options.IdleLimit.TotalSeconds:0} s");
             }
             await WaitForPoolAsync(daemon, client, cancellationToken);
-            await Task.Delay(options.IdleWait, cancellationToken);
+            // With the idle freezer on, long enough for the last one created to be frozen: its idle time plus a
+            // sweep period (half of it, at most 5 s) and a margin.
+            var idleWait = options.FreezeAfter > TimeSpan.Zero
+                ? TimeSpan.FromTicks(Math.Max(options.IdleWait.Ticks, (options.FreezeAfter + TimeSpan.FromSeconds(Math.Min(options.FreezeAfter.TotalSeconds / 2, 5) + 3)).Ticks))
+                : options.IdleWait;
+            await Task.Delay(idleWait, cancellationToken);
             var memory = HostMemory.Sandboxes(daemon.CgroupParent);
             var rssAfter = daemon.ResidentBytes();
             const double MiB = 1024 * 1024;
@@ -370,16 +377,40 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             report.AddFact($"paddockd RSS growth per created sandbox ({rssBefore / MiB:0} -> {rssAfter / MiB:0} MiB for {ids.Count})", "daemon_rss_growth_per_sandbox_mib", "MiB", (rssAfter - rssBefore) / MiB / Math.Max(ids.Count, 1));
 
             // What the idle sandboxes cost in CPU: their threads' wake-ups and CPU time over a window of doing nothing.
+            // With the idle freezer (paddockd --freeze-after) the frozen ones and the rest (the pool's members, never
+            // frozen, and any the sweep has not reached) are counted apart: the rest is the unfrozen idle agent's cost.
             var window = options.IdleActivityWindow;
+            var frozenBefore = HostMemory.FrozenSandboxes(daemon.CgroupParent);
             var before = HostMemory.SandboxThreads(daemon.CgroupParent);
+            var hostBefore = HostCpu.Read();
             await Task.Delay(window, cancellationToken);
             var after = HostMemory.SandboxThreads(daemon.CgroupParent);
+            var hostAfter = HostCpu.Read();
+            var frozenAfter = HostMemory.FrozenSandboxes(daemon.CgroupParent);
+            // Frozen through the whole window: at both reads (nothing touches them in between).
+            frozenBefore.IntersectWith(frozenAfter);
             var (activity, ended) = HostMemory.Between(before, after);
             var perMinute = TimeSpan.FromMinutes(1) / window / n;
             log.WriteLine($"  {after.Count} threads in the idle sandboxes ({ended} ended in the window, left out); over {window.TotalSeconds:0} s: {activity.ContextSwitches} context switches, {activity.CpuNanoseconds / 1e6:0.0} ms CPU in all");
             report.AddFact("threads per idle sandbox", "idle_sandbox_threads", "", (double)after.Count / n);
             report.AddFact($"idle sandbox wake-ups (context switches of its threads) per minute, over {window.TotalSeconds:0} s", "idle_sandbox_wakeups_per_min", "/min", activity.ContextSwitches * perMinute);
             report.AddFact($"idle sandbox CPU time per minute, over {window.TotalSeconds:0} s", "idle_sandbox_cpu_ms_per_min", "ms/min", activity.CpuNanoseconds / 1e6 * perMinute);
+            report.AddFact($"idle sandboxes frozen through the window (paddockd --freeze-after {options.FreezeAfter.TotalSeconds:0} s)", "idle_sandboxes_frozen", "", frozenBefore.Count);
+            report.AddFact("host CPU busy over the window (of all cores)", "idle_host_cpu_busy_share", "", HostCpu.BusyShare(hostBefore, hostAfter));
+            var frozenSplit = SplitActivity(before, after, daemon.CgroupParent, frozenBefore);
+            if (frozenBefore.Count > 0)
+            {
+                var perFrozen = TimeSpan.FromMinutes(1) / window / frozenBefore.Count;
+                report.AddFact("frozen idle sandbox wake-ups per minute", "frozen_sandbox_wakeups_per_min", "/min", frozenSplit.Frozen.ContextSwitches * perFrozen);
+                report.AddFact("frozen idle sandbox CPU time per minute", "frozen_sandbox_cpu_ms_per_min", "ms/min", frozenSplit.Frozen.CpuNanoseconds / 1e6 * perFrozen);
+            }
+            var awakeCount = memory.Count - frozenBefore.Count;
+            if (awakeCount > 0)
+            {
+                var perAwake = TimeSpan.FromMinutes(1) / window / awakeCount;
+                report.AddFact($"unfrozen idle sandbox wake-ups per minute ({awakeCount}: the pool's and any not frozen)", "unfrozen_sandbox_wakeups_per_min", "/min", frozenSplit.Awake.ContextSwitches * perAwake);
+                report.AddFact("unfrozen idle sandbox CPU time per minute", "unfrozen_sandbox_cpu_ms_per_min", "ms/min", frozenSplit.Awake.CpuNanoseconds / 1e6 * perAwake);
+            }
 
             // The daemon still answers while they idle: pooled create + echo, each after the pool refilled.
             var loaded = new Samples("ms", Direction.LowerIsBetter);
@@ -390,6 +421,29 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             }
             report.AddFigure($"create to first output, pooled, with {memory.Count} idle sandboxes", "loaded_create_to_first_output_ms", loaded);
             report.AddFact("pooled create to first output p50 with the idle sandboxes", "loaded_create_to_output_p50_ms", "ms", loaded.P50);
+            // The runs' own sandboxes are new and awake; the idle ones stay frozen through them (nothing touches them).
+            var stillFrozen = HostMemory.FrozenSandboxes(daemon.CgroupParent);
+            report.AddFact("idle sandboxes still frozen after the runs", "idle_sandboxes_frozen_after_runs", "", stillFrozen.Count);
+
+            // What the first call after idling costs: `echo hi` on an idle sandbox (with the freezer on, a frozen one,
+            // thawed by the call; either way its agent has trimmed its memory), then at once a second one on the same
+            // sandbox (awake), alternating over up to 10 sandboxes. A run with --freeze-after 0 gives the same pair
+            // without the freeze, so the thaw's own share is the difference between the two runs' first figures.
+            var thawed = new Samples("ms", Direction.LowerIsBetter);
+            var awake = new Samples("ms", Direction.LowerIsBetter);
+            foreach (var sandbox in created.Where(s => options.FreezeAfter == TimeSpan.Zero || stillFrozen.Contains(s.Id)).Take(10))
+            {
+                var clock = Stopwatch.StartNew();
+                await client.EchoHiAsync(sandbox, cancellationToken);
+                thawed.Add(clock.Elapsed.TotalMilliseconds);
+                clock.Restart();
+                await client.EchoHiAsync(sandbox, cancellationToken);
+                awake.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            if (thawed.Count > 0)
+            {
+                report.AddComparison(options.FreezeAfter == TimeSpan.Zero ? "echo hi on an idle sandbox (not frozen)" : "echo hi on a frozen idle sandbox (thaw included)", "idle_first_echo_ms", thawed, "the next echo, awake", awake);
+            }
         }
         finally
         {
@@ -398,6 +452,37 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 await client.KillAsync(id, CancellationToken.None);
             }
         }
+    }
+
+    /// <summary>The activity between two thread readings, split into the threads of <paramref name="frozen"/> sandboxes and the rest.</summary>
+    private static (HostMemory.ThreadActivity Frozen, HostMemory.ThreadActivity Awake) SplitActivity(
+        Dictionary<(int Pid, int Tid), HostMemory.ThreadActivity> before, Dictionary<(int Pid, int Tid), HostMemory.ThreadActivity> after,
+        string cgroupParent, HashSet<string> frozen)
+    {
+        // Which process belongs to a frozen sandbox: its memory cgroup's name (a sandbox's processes are all in one).
+        var frozenPids = new HashSet<int>();
+        foreach (var id in frozen)
+        {
+            try
+            {
+                foreach (var line in File.ReadAllLines(Path.Combine(HostMemory.MemoryHierarchy, cgroupParent, id, "cgroup.procs")))
+                {
+                    if (int.TryParse(line, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
+                    {
+                        frozenPids.Add(pid);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // gone meanwhile
+            }
+        }
+        var frozenBefore = before.Where(t => frozenPids.Contains(t.Key.Pid)).ToDictionary();
+        var frozenAfter = after.Where(t => frozenPids.Contains(t.Key.Pid)).ToDictionary();
+        var awakeBefore = before.Where(t => !frozenPids.Contains(t.Key.Pid)).ToDictionary();
+        var awakeAfter = after.Where(t => !frozenPids.Contains(t.Key.Pid)).ToDictionary();
+        return (HostMemory.Between(frozenBefore, frozenAfter).Activity, HostMemory.Between(awakeBefore, awakeAfter).Activity);
     }
 
     /// <summary>

@@ -8,7 +8,7 @@ internal static class DaemonCommand
 {
     public const string Usage = """
         usage: paddock-bench daemon [options]
-          --binary PATH       paddockd to measure (default: src/Paddock.Daemon/bin/Release/net10.0/paddockd under the repository)
+          --binary PATH       paddockd to measure (default: artifacts/paddockd/paddockd under the repository, from scripts/publish-daemon)
           --templates-dir DIR built templates, base built there if missing (default /var/lib/paddock-test/templates)
           --runs N            sequential create-to-first-output runs and runc runs, after one warmup (default 20)
           --clients N         concurrent clients for the creation rate (default 16)
@@ -20,6 +20,7 @@ internal static class DaemonCommand
           --round-trips N     commands.run('true') round trips and bare spawns (default 50)
           --fanout-sandboxes N, --fanout-commands N
                               commands at once across sandboxes (default 200 across 50)
+          --freeze-after SECS paddockd's --freeze-after for idle sandboxes (default 12; 0: never freeze)
           --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
           --json              also print the figures as one JSON line at the end
         Needs root and runc (the runc tier).
@@ -97,6 +98,7 @@ internal static class DaemonCommand
                 "--round-trips" => options with { RoundTrips = Positive(option, Value(args, ref i)) },
                 "--fanout-sandboxes" => options with { FanoutSandboxes = Positive(option, Value(args, ref i)) },
                 "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
+                "--freeze-after" => options with { FreezeAfter = TimeSpan.FromSeconds(NonNegative(option, Value(args, ref i))) },
                 "--only" => options with { Sections = SectionsOf(Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
@@ -129,10 +131,13 @@ internal static class DaemonCommand
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected a positive integer");
 
-    /// <summary>The Release paddockd in the repository that holds this build (found by walking up to Paddock.slnx).</summary>
+    /// <summary>
+    /// The published paddockd (scripts/publish-daemon: precompiled, as scripts/run starts it) in the repository that
+    /// holds this build (found by walking up to Paddock.slnx).
+    /// </summary>
     internal static string DefaultBinary()
     {
-        const string relative = "src/Paddock.Daemon/bin/Release/net10.0/paddockd";
+        const string relative = "artifacts/paddockd/paddockd";
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
             if (File.Exists(Path.Combine(dir.FullName, "Paddock.slnx")))

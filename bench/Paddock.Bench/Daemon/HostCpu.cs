@@ -33,7 +33,11 @@ internal static class HostCpu
         return false;
     }
 
-    private static (long Busy, long Total) Read()
+    /// <summary>The share of all cores' time that was busy between two <see cref="Read"/>s (whatever ran: other helpers too).</summary>
+    public static double BusyShare((long Busy, long Total) before, (long Busy, long Total) after) =>
+        after.Total > before.Total ? (double)(after.Busy - before.Busy) / (after.Total - before.Total) : double.NaN;
+
+    public static (long Busy, long Total) Read()
     {
         // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user already)
         var line = File.ReadLines("/proc/stat").First();

@@ -59,11 +59,15 @@ internal static class HostMemory
     /// <paramref name="cgroupParent"/>, by (pid, tid), from /proc/PID/task/TID/status and schedstat (CPU time in ns,
     /// unlike the 10 ms ticks of /proc/PID/stat).
     /// </summary>
-    public static Dictionary<(int Pid, int Tid), ThreadActivity> SandboxThreads(string cgroupParent)
+    public static Dictionary<(int Pid, int Tid), ThreadActivity> SandboxThreads(string cgroupParent, Func<string, bool>? sandboxFilter = null)
     {
         var result = new Dictionary<(int, int), ThreadActivity>();
         foreach (var dir in Directory.EnumerateDirectories(Path.Combine(MemoryHierarchy, cgroupParent)))
         {
+            if (sandboxFilter is not null && !sandboxFilter(Path.GetFileName(dir)))
+            {
+                continue;
+            }
             foreach (var pid in File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Where(l => l.Length > 0).Select(l => int.Parse(l, CultureInfo.InvariantCulture)))
             {
                 string[] tasks;
@@ -115,6 +119,34 @@ internal static class HostMemory
             cpu += now.CpuNanoseconds - then.CpuNanoseconds;
         }
         return (new ThreadActivity(switches, cpu), before.Keys.Count(k => !after.ContainsKey(k)));
+    }
+
+    public const string FreezerHierarchy = "/sys/fs/cgroup/freezer";
+
+    /// <summary>The sandboxes under <paramref name="cgroupParent"/> whose freezer.state reads FROZEN (paddockd's idle freezer).</summary>
+    public static HashSet<string> FrozenSandboxes(string cgroupParent)
+    {
+        var frozen = new HashSet<string>(StringComparer.Ordinal);
+        var parent = Path.Combine(FreezerHierarchy, cgroupParent);
+        if (!Directory.Exists(parent))
+        {
+            return frozen;
+        }
+        foreach (var dir in Directory.EnumerateDirectories(parent))
+        {
+            try
+            {
+                if (File.ReadAllText(Path.Combine(dir, "freezer.state")).Trim() == "FROZEN")
+                {
+                    frozen.Add(Path.GetFileName(dir));
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // removed meanwhile
+            }
+        }
+        return frozen;
     }
 
     private static Dictionary<string, long> Stat(string path) =>

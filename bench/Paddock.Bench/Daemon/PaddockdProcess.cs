@@ -74,6 +74,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 "--prepare-template", "base",
                 // Room for the idle and fan-out figures (the default is 100 at once); pool sandboxes do not count.
                 "--max-sandboxes", (Math.Max(options.IdleSandboxes, Math.Max(options.FanoutSandboxes, options.Clients)) + 20).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--freeze-after", options.FreezeAfter.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
             },
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -19,7 +19,7 @@ internal static class SoakCommand
           --minutes M         how long the load runs (default 5)
           --seconds S         instead of --minutes, for a short run
           --warmup S          seconds of load before the RSS baseline (default 60, or a fifth of a shorter run)
-          --binary PATH       paddockd (default: src/Paddock.Daemon/bin/Release/net10.0/paddockd under the repository)
+          --binary PATH       paddockd (default: artifacts/paddockd/paddockd under the repository, from scripts/publish-daemon)
           --templates-dir DIR built templates (default /var/lib/paddock-test/templates)
           --json              also print the figures as one JSON line at the end
         Mix per client: create when it has no sandbox, else 45% run 'echo', 40% write+read a file, 15% kill.

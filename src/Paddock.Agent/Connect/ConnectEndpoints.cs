@@ -3,13 +3,13 @@ using System.IO.Compression;
 using System.Text;
 using Google.Protobuf;
 using Microsoft.AspNetCore.Http.Features;
-using Paddock.Agent.Users;
+using Paddock.Agent.Hosting;
 using Paddock.Envd.Connect;
 
 namespace Paddock.Agent.Connect;
 
 /// <summary>
-/// Serves Connect RPC (connectrpc.com/docs/protocol) over ASP.NET Core routing: unary calls in
+/// Serves Connect RPC (connectrpc.com/docs/protocol) over the agent's routes (<see cref="AgentRoutes"/>): unary calls in
 /// <c>application/proto</c> and <c>application/json</c>, streams in <c>application/connect+proto</c> and
 /// <c>application/connect+json</c>, over HTTP/1.1 and h2c alike. Handlers see typed messages and throw
 /// <see cref="ConnectException"/> for errors the caller should see.
@@ -21,11 +21,13 @@ internal static class ConnectEndpoints
     // Unknown JSON fields are skipped, as connect-go's protojson codec does, so newer clients keep working.
     private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
 
-    public static void MapConnectUnary<TRequest, TResponse>(this IEndpointRouteBuilder app, string service, string method, UnaryHandler<TRequest, TResponse> handler)
+    public static void MapConnectUnary<TRequest, TResponse>(this AgentRoutes app, string service, string method, UnaryHandler<TRequest, TResponse> handler)
         where TRequest : IMessage<TRequest>, new()
         where TResponse : IMessage<TResponse>
     {
-        app.MapPost($"/{service}/{method}", async (HttpContext http, ConnectServerOptions options, UserDirectory users) =>
+        var options = app.Services.ConnectOptions;
+        var users = app.Services.Users;
+        app.MapPost($"/{service}/{method}", async http =>
         {
             var codec = UnaryCodec(http.Request.ContentType);
             if (codec is null)
@@ -60,11 +62,13 @@ internal static class ConnectEndpoints
         });
     }
 
-    public static void MapConnectServerStream<TRequest, TResponse>(this IEndpointRouteBuilder app, string service, string method, ServerStreamHandler<TRequest, TResponse> handler)
+    public static void MapConnectServerStream<TRequest, TResponse>(this AgentRoutes app, string service, string method, ServerStreamHandler<TRequest, TResponse> handler)
         where TRequest : IMessage<TRequest>, new()
         where TResponse : IMessage<TResponse>
     {
-        app.MapPost($"/{service}/{method}", async (HttpContext http, ConnectServerOptions options, UserDirectory users) =>
+        var options = app.Services.ConnectOptions;
+        var users = app.Services.Users;
+        app.MapPost($"/{service}/{method}", async http =>
         {
             var codec = StreamCodec(http.Request.ContentType);
             if (codec is null)
@@ -92,11 +96,13 @@ internal static class ConnectEndpoints
         });
     }
 
-    public static void MapConnectClientStream<TRequest, TResponse>(this IEndpointRouteBuilder app, string service, string method, ClientStreamHandler<TRequest, TResponse> handler)
+    public static void MapConnectClientStream<TRequest, TResponse>(this AgentRoutes app, string service, string method, ClientStreamHandler<TRequest, TResponse> handler)
         where TRequest : IMessage<TRequest>, new()
         where TResponse : IMessage<TResponse>
     {
-        app.MapPost($"/{service}/{method}", async (HttpContext http, ConnectServerOptions options, UserDirectory users) =>
+        var options = app.Services.ConnectOptions;
+        var users = app.Services.Users;
+        app.MapPost($"/{service}/{method}", async http =>
         {
             var codec = StreamCodec(http.Request.ContentType);
             if (codec is null)

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
 using Paddock.Agent.Connect;
 using Paddock.Agent.Filesystem;
+using Paddock.Agent.Hosting;
 using Paddock.Agent.Native;
 using Paddock.Agent.Users;
 using Paddock.Envd.Connect;
@@ -31,13 +32,10 @@ internal static class FileTransferEndpoints
     /// </summary>
     private const int MultipartBuffer = 256 * 1024;
 
-    public static IEndpointRouteBuilder MapFileTransfer(this IEndpointRouteBuilder app)
+    public static AgentRoutes MapFileTransfer(this AgentRoutes app)
     {
-        var services = app.ServiceProvider;
-        var transfer = new FileTransfer(
-            services.GetRequiredService<UserDirectory>(),
-            services.GetRequiredService<AgentOptions>().DefaultWorkdir,
-            services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Agent.Files"));
+        var services = app.Services;
+        var transfer = new FileTransfer(services.Users, services.Options.DefaultWorkdir, services.Loggers.CreateLogger("Paddock.Agent.Files"));
         app.MapGet("/files", transfer.DownloadAsync);
         app.MapPost("/files", transfer.UploadAsync);
         return app;

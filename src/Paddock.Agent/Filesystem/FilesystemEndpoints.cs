@@ -1,5 +1,5 @@
 using Paddock.Agent.Connect;
-using Paddock.Agent.Users;
+using Paddock.Agent.Hosting;
 using Paddock.Envd.Filesystem;
 
 namespace Paddock.Agent.Filesystem;
@@ -9,14 +9,14 @@ internal static class FilesystemEndpoints
 {
     public const string ServiceName = "filesystem.Filesystem";
 
-    public static IEndpointRouteBuilder MapFilesystemService(this IEndpointRouteBuilder app)
+    public static AgentRoutes MapFilesystemService(this AgentRoutes app)
     {
-        var services = app.ServiceProvider;
-        var log = services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Agent.Filesystem");
+        var services = app.Services;
+        var log = services.Loggers.CreateLogger("Paddock.Agent.Filesystem");
         var watchers = new WatcherRegistry(new WatcherLimits(), log);
-        services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping.Register(watchers.Dispose);
-        var infos = new EntryInfos(services.GetRequiredService<UserDirectory>());
-        var service = new FilesystemService(infos, watchers, services.GetRequiredService<AgentOptions>().DefaultWorkdir);
+        services.Lifetime.ApplicationStopping.Register(watchers.Dispose);
+        var infos = new EntryInfos(services.Users);
+        var service = new FilesystemService(infos, watchers, services.Options.DefaultWorkdir);
 
         app.MapConnectUnary<StatRequest, StatResponse>(ServiceName, "Stat", service.Stat);
         app.MapConnectUnary<MakeDirRequest, MakeDirResponse>(ServiceName, "MakeDir", service.MakeDir);

@@ -1,4 +1,5 @@
 using Paddock.Agent.Auth;
+using Paddock.Agent.Hosting;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
 using Paddock.Envd.Connect;
@@ -12,16 +13,17 @@ namespace Paddock.Agent.Init;
 /// </summary>
 internal static class InitEndpoint
 {
-    public static WebApplication MapInit(this WebApplication app)
+    public static AgentRoutes MapInit(this AgentRoutes app)
     {
-        app.MapPost("/init", HandleAsync);
+        var services = app.Services;
+        var logger = services.Loggers.CreateLogger("Paddock.Agent.Init");
+        app.MapPost("/init", http => HandleAsync(http, services.Environment, services.Users, services.TokenCheck, services.Options, logger));
         return app;
     }
 
     private static async Task HandleAsync(HttpContext http, ProcessEnvironment environment, UserDirectory users,
-        AccessTokenCheck tokenCheck, AgentOptions options, ILoggerFactory loggers)
+        AccessTokenCheck tokenCheck, AgentOptions options, ILogger logger)
     {
-        var logger = loggers.CreateLogger("Paddock.Agent.Init");
         InitRequest request;
         try
         {

@@ -1,6 +1,7 @@
 using System.Runtime.ExceptionServices;
 using Google.Protobuf;
 using Paddock.Agent.Connect;
+using Paddock.Agent.Hosting;
 using Paddock.Agent.Native;
 using Paddock.Agent.Users;
 using Paddock.Envd.Connect;
@@ -33,7 +34,7 @@ internal sealed class ProcessService
         _logger = logger;
     }
 
-    public void Map(IEndpointRouteBuilder app)
+    public void Map(AgentRoutes app)
     {
         app.MapConnectServerStream<StartRequest, StartResponse>(Service, "Start", StartAsync);
         app.MapConnectServerStream<ConnectRequest, ConnectResponse>(Service, "Connect", ConnectAsync);
@@ -354,32 +355,30 @@ internal sealed class ProcessService
     }
 }
 
-/// <summary>Registration of the process service in the agent's host.</summary>
+/// <summary>The process service's parts, made once at start.</summary>
 internal static class ProcessServiceExtensions
 {
-    /// <summary>Registers the reaper, spawner, table and service, and the shutdown that ends child processes.</summary>
-    public static IServiceCollection AddProcessService(this IServiceCollection services)
+    /// <summary>
+    /// Makes the reaper (started now, before any request can spawn), spawner, table and service, maps the
+    /// process.Process routes, and returns the supervisor that ends child processes when the agent stops; the reaper
+    /// and the supervisor go to <paramref name="server"/> to be disposed when it has stopped.
+    /// </summary>
+    public static ProcessSupervisor MapProcessService(this AgentRoutes app, AgentServer server)
     {
-        services.AddSingleton<ChildReaper>();
-        services.AddSingleton<OutputPoller>();
-        services.AddSingleton<ProcessTable>();
-        services.AddSingleton(_ =>
-        {
-            var environment = new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH"));
-            environment.LoadSandboxVariables(Environment.GetEnvironmentVariable("PADDOCK_AGENT_SANDBOX_ENV"));
-            return environment;
-        });
-        services.AddSingleton<ProcessSpawner>();
-        services.AddSingleton<ProcessService>();
-        services.AddHostedService<ProcessSupervisor>();
-        return services;
+        var services = app.Services;
+        var reaper = server.Own(new ChildReaper(new Logger<ChildReaper>(services.Loggers)));
+        var table = new ProcessTable();
+        var service = new ProcessService(table, new ProcessSpawner(reaper), services.Environment,
+            new OutputPoller(new Logger<OutputPoller>(services.Loggers)), services.Options, new Logger<ProcessService>(services.Loggers));
+        service.Map(app);
+        return server.Own(new ProcessSupervisor(table, reaper, services.Lifetime, new Logger<ProcessSupervisor>(services.Loggers)));
     }
 
-    /// <summary>Maps the process.Process routes; starts the reaper now, before any request can spawn.</summary>
-    public static WebApplication MapProcessService(this WebApplication app)
+    /// <summary>The sandbox-wide variables: the agent's PATH, then those the host passed in PADDOCK_AGENT_SANDBOX_ENV.</summary>
+    public static ProcessEnvironment LoadEnvironment()
     {
-        app.Services.GetRequiredService<ChildReaper>();
-        app.Services.GetRequiredService<ProcessService>().Map(app);
-        return app;
+        var environment = new ProcessEnvironment(Environment.GetEnvironmentVariable("PATH"));
+        environment.LoadSandboxVariables(Environment.GetEnvironmentVariable("PADDOCK_AGENT_SANDBOX_ENV"));
+        return environment;
     }
 }

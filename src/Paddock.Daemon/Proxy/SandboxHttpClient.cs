@@ -15,8 +15,11 @@ internal sealed class SandboxHttpClient : IDisposable
 {
     private const string HostSuffix = ".sandbox";
 
-    public SandboxHttpClient(SandboxManager manager)
+    private readonly IdleFreezer? _freezer;
+
+    public SandboxHttpClient(SandboxManager manager, IdleFreezer? freezer = null)
     {
+        _freezer = freezer;
         var handler = new SocketsHttpHandler
         {
             // The settings YARP recommends for a forwarder's client: no proxy, redirects, decompression or cookies of its own.
@@ -26,7 +29,10 @@ internal sealed class SandboxHttpClient : IDisposable
             UseCookies = false,
             ActivityHeadersPropagator = new Yarp.ReverseProxy.Forwarder.ReverseProxyPropagator(DistributedContextPropagator.Current),
             ConnectTimeout = TimeSpan.FromSeconds(15),
-            // A sandbox that is killed takes its connections with it; idle ones should not linger long.
+            // A sandbox that is killed takes its connections with it; idle ones should not linger long. Kept below the
+            // agent's Kestrel keep-alive (130 s) also for the idle freezer: Kestrel's clock runs on while a sandbox is
+            // frozen, so a connection it had idle past 130 s would be closed by its first heartbeat after the thaw,
+            // under the request that thawed it; at 30 s the pool has dropped such a connection long before.
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
             ConnectCallback = async (context, cancellationToken) =>
             {
@@ -34,8 +40,15 @@ internal sealed class SandboxHttpClient : IDisposable
                 return await manager.ConnectToPortAsync(sandboxId, context.DnsEndPoint.Port, cancellationToken);
             },
         };
-        Invoker = new HttpMessageInvoker(handler, disposeHandler: true);
+        Invoker = new HttpMessageInvoker(freezer is { Enabled: true } ? new AwakeHandler(freezer, handler) : handler, disposeHandler: true);
     }
+
+    /// <summary>
+    /// Keeps <paramref name="sandboxId"/> awake (see <see cref="IdleFreezer"/>) until the lease is disposed: for a call
+    /// whose response is read after <see cref="HttpMessageInvoker.SendAsync"/> returns (a command's output stream).
+    /// </summary>
+    public ValueTask<IdleFreezer.Lease> HoldAwakeAsync(string sandboxId, CancellationToken cancellationToken) =>
+        _freezer?.HoldAwakeAsync(sandboxId, cancellationToken) ?? ValueTask.FromResult(default(IdleFreezer.Lease));
 
     public HttpMessageInvoker Invoker { get; }
 
@@ -49,4 +62,18 @@ internal sealed class SandboxHttpClient : IDisposable
             : throw new InvalidOperationException($"'{host}' is not a sandbox authority");
 
     public void Dispose() => Invoker.Dispose();
+
+    /// <summary>
+    /// The floor under every caller of this client: no request reaches a frozen sandbox, as the sandbox is thawed
+    /// before it is sent. It holds the sandbox awake only until the response headers; a caller that streams the
+    /// body (the proxy, build commands) holds its own lease around the whole exchange.
+    /// </summary>
+    private sealed class AwakeHandler(IdleFreezer freezer, HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            using var awake = await freezer.HoldAwakeAsync(SandboxIdFromHost(request.RequestUri!.Host), cancellationToken);
+            return await base.SendAsync(request, cancellationToken);
+        }
+    }
 }

@@ -21,6 +21,7 @@ internal sealed class SandboxProxyMiddleware(
     SandboxManager manager,
     SandboxDomain domain,
     SandboxHttpClient client,
+    IdleFreezer freezer,
     ILogger<SandboxProxyMiddleware> logger)
 {
     /// <summary>E2B's header for the traffic access token (packages/js-sdk/tests/sandbox/network.test.ts).</summary>
@@ -67,7 +68,13 @@ internal sealed class SandboxProxyMiddleware(
             return;
         }
 
-        var error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer);
+        ForwarderError error;
+        // Awake for the whole exchange: SendAsync returns once the response (a command's output, a watch stream, a
+        // WebSocket) has been streamed to the end, so a long stream is never frozen under its client.
+        using (await freezer.HoldAwakeAsync(target.SandboxId, http.RequestAborted))
+        {
+            error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer);
+        }
         if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
         {
             return;

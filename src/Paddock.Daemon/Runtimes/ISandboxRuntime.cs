@@ -74,6 +74,21 @@ internal interface ISandboxRuntime
     /// from <see cref="DestroyAsync"/>: the caller then destroys it before answering.
     /// </summary>
     Task<bool> KillProcessesAsync(string sandboxId, CancellationToken cancellationToken) => Task.FromResult(false);
+
+    /// <summary>
+    /// Freezes (<paramref name="frozen"/>) or thaws every process of the sandbox, for the idle freezer
+    /// (<see cref="Sandboxes.IdleFreezer"/>). A freeze returns true once every process is frozen; false when this tier
+    /// cannot freeze, or when the freeze did not complete within a bound (the sandbox is then thawed again). A thaw
+    /// of a sandbox that is not frozen, or gone, is a no-op. <see cref="KillProcessesAsync"/> and
+    /// <see cref="DestroyAsync"/> work on a frozen sandbox (they thaw it).
+    /// </summary>
+    Task<bool> SetFrozenAsync(string sandboxId, bool frozen, CancellationToken cancellationToken) => Task.FromResult(false);
+
+    /// <summary>
+    /// Whether the sandbox's agent is its only process (no command, pty, server or daemonized child of the user):
+    /// the idle freezer freezes only such a sandbox. False when this tier cannot tell, or the sandbox is gone.
+    /// </summary>
+    bool IsOnlyAgentRunning(string sandboxId) => false;
 }
 
 /// <summary>What a sandbox is started with.</summary>

@@ -72,6 +72,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     private readonly ILogger<SandboxManager> _logger;
     private readonly TeamUsage _teamUsage = new();
     private readonly WarmPools? _pools;
+    private readonly IdleFreezer? _freezer;
 
     // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
     // every core from the sandboxes still running.
@@ -80,9 +81,11 @@ internal sealed class SandboxManager : IAsyncDisposable
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
-        DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null)
+        DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
+        IdleFreezer? freezer = null)
     {
         _pools = pools;
+        _freezer = freezer;
         _runtime = runtime;
         _templates = templates;
         _store = store;
@@ -390,6 +393,9 @@ internal sealed class SandboxManager : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            // Awake for the kill: a freeze in progress finishes first, then it is thawed and stays so (the runtime's
+            // kill thaws too, but only the lease keeps the idle freezer from freezing it again under the kill).
+            using var awake = _freezer is null ? default : await _freezer.HoldAwakeAsync(sandboxId, timeout.Token);
             tearDownLater = await _runtime.KillProcessesAsync(sandboxId, timeout.Token);
         }
         catch (Exception ex)

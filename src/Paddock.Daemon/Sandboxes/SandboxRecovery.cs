@@ -53,6 +53,9 @@ internal sealed class SandboxRecovery(
                 lost++;
                 continue;
             }
+            // The previous daemon's idle freezer may have left it frozen (it thaws at a clean stop, not at a crash),
+            // and what it knew is gone with it: thawed before anything is sent to it; the new freezer starts afresh.
+            await runtime.SetFrozenAsync(record.SandboxId, frozen: false, cancellationToken);
             manager.Adopt(record);
             if (record.EndAt <= now)
             {

@@ -47,6 +47,8 @@ internal static class BuildCommand
         json.CopyTo(framed, Envelope.HeaderSize);
 
         var uri = new Uri(SandboxHttpClient.DestinationPrefix(new SandboxTarget(sandboxId, AgentPort)) + "process.Process/Start");
+        // Awake until the output stream ends (the idle freezer; the client's own lease covers only the headers).
+        using var awake = await client.HoldAwakeAsync(sandboxId, cancellationToken);
         using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = new ByteArrayContent(framed), Version = new Version(1, 1) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/connect+json");
         request.Headers.Add("Connect-Protocol-Version", "1");
@@ -117,6 +119,7 @@ internal static class BuildCommand
     public static async Task UploadAsync(SandboxHttpClient client, string sandboxId, string? accessToken, string hostPath, string sandboxPath, CancellationToken cancellationToken, string? user = "root")
     {
         var uri = new Uri(SandboxHttpClient.DestinationPrefix(new SandboxTarget(sandboxId, AgentPort)) + "files?path=" + Uri.EscapeDataString(sandboxPath));
+        using var awake = await client.HoldAwakeAsync(sandboxId, cancellationToken);
         await using var file = new FileStream(hostPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, useAsync: true);
         using var request = new HttpRequestMessage(HttpMethod.Post, uri) { Content = new StreamContent(file), Version = new Version(1, 1) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");

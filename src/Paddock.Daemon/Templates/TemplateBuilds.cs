@@ -368,7 +368,12 @@ internal sealed class TemplateBuilds
             var staging = Path.Combine(_registry.LayersDirectory, $".build-{Guid.NewGuid():N}");
             var layer = Path.Combine(_registry.LayersDirectory, "cache-" + key[..32]);
             Directory.CreateDirectory(_registry.LayersDirectory);
-            var size = await _runtime.SnapshotFilesystemAsync(sandbox.SandboxId, staging, timeout.Token);
+            long size;
+            // Awake: the snapshot pauses the container itself (runc pause), which fails on one the idle freezer froze.
+            using (await _client.HoldAwakeAsync(sandbox.SandboxId, timeout.Token))
+            {
+                size = await _runtime.SnapshotFilesystemAsync(sandbox.SandboxId, staging, timeout.Token);
+            }
             try
             {
                 Directory.Move(staging, layer);

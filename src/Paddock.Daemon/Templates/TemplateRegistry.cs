@@ -48,14 +48,16 @@ internal sealed partial class TemplateRegistry
     private readonly ISandboxStore _sandboxes;
     private readonly TimeProvider _time;
     private readonly ILogger<TemplateRegistry> _logger;
+    private readonly IdleFreezer? _freezer;
 
     // Deletes and snapshots one at a time: a snapshot reads its parent's layers while a delete may remove them.
     private readonly SemaphoreSlim _changes = new(1, 1);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string TeamId, TemplateRecord Record)> _stages = new(StringComparer.Ordinal);
 
     public TemplateRegistry(SqliteTemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
-        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger)
+        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null)
     {
+        _freezer = freezer;
         _records = records;
         _builtins = builtins;
         _runtime = runtime;
@@ -202,7 +204,12 @@ internal sealed partial class TemplateRegistry
             var id = SandboxIds.NewId();
             Directory.CreateDirectory(LayersDirectory);
             var layer = Path.Combine(LayersDirectory, id);
-            var size = await _runtime.SnapshotFilesystemAsync(sandbox.SandboxId, layer, cancellationToken);
+            long size;
+            // Awake: the snapshot pauses the container itself (runc pause), which fails on one the idle freezer froze.
+            using (_freezer is null ? default : await _freezer.HoldAwakeAsync(sandbox.SandboxId, cancellationToken))
+            {
+                size = await _runtime.SnapshotFilesystemAsync(sandbox.SandboxId, layer, cancellationToken);
+            }
             try
             {
                 if (name is not null)

@@ -192,6 +192,82 @@ internal sealed class Cgroups
         return true;
     }
 
+    /// <summary>The sandbox's <c>freezer.state</c> (cgroup v1 freezer), or null when the host has no freezer hierarchy.</summary>
+    public string? FreezerStateFile(string sandboxId) =>
+        Directory(sandboxId, "freezer") is { } dir ? Path.Combine(dir, "freezer.state") : null;
+
+    /// <summary>The sandbox's freezer state now (THAWED, FREEZING or FROZEN), or null when its freezer cgroup is gone.</summary>
+    public string? FreezerState(string sandboxId)
+    {
+        try
+        {
+            return FreezerStateFile(sandboxId) is { } file ? File.ReadAllText(file).Trim() : null;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Freezes every task of the sandbox (writes FROZEN) and waits, bounded, until the kernel says all of them are:
+    /// a task in an uninterruptible sleep (disk I/O, a page fault under memory pressure) keeps the cgroup FREEZING
+    /// until it returns to user space. If it is still not FROZEN after about 100 ms it is thawed again and the answer
+    /// is false. False as well when the sandbox has no freezer cgroup (gone).
+    /// </summary>
+    public async Task<bool> FreezeAsync(string sandboxId)
+    {
+        if (FreezerStateFile(sandboxId) is not { } file || !File.Exists(file))
+        {
+            return false;
+        }
+        try
+        {
+            File.WriteAllText(file, "FROZEN");
+            // An idle agent is in epoll_wait or a futex (interruptible sleeps), so the write usually returns with the
+            // cgroup FROZEN already; 1, 2, 4, 8, then 10 ms steps, 15 reads, bound the wait to ~100 ms.
+            var delay = 1;
+            for (var attempt = 0; attempt < 15; attempt++)
+            {
+                if (File.ReadAllText(file).Trim() == "FROZEN")
+                {
+                    return true;
+                }
+                await Task.Delay(delay);
+                delay = Math.Min(delay * 2, 10);
+            }
+            Thaw(sandboxId);
+            return false;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false; // destroyed meanwhile
+        }
+        catch
+        {
+            // Whatever went wrong, never leave it frozen behind the caller's back.
+            Thaw(sandboxId);
+            throw;
+        }
+    }
+
+    /// <summary>Thaws every task of the sandbox (writes THAWED); a no-op when it is not frozen or its freezer cgroup is gone.</summary>
+    public void Thaw(string sandboxId)
+    {
+        if (FreezerStateFile(sandboxId) is not { } file)
+        {
+            return;
+        }
+        try
+        {
+            File.WriteAllText(file, "THAWED");
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            // gone: nothing of it is frozen
+        }
+    }
+
     /// <summary>
     /// The pids of every process of the sandbox: those in its cgroup and its child cgroups in one hierarchy (every
     /// process of a sandbox is in every hierarchy; the pids one also has <see cref="PidReserve.WorkCgroup"/>).

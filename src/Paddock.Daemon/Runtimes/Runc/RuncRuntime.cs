@@ -33,6 +33,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly AgentExitWatcher _exits;
     private readonly DiskStock _disks;
 
+    // The agent's host pid per sandbox (from its start or from runc's list after a restart), for IsOnlyAgentRunning.
+    private readonly ConcurrentDictionary<string, int> _agentPids = new(StringComparer.Ordinal);
+
     public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
     {
         _options = options;
@@ -141,6 +144,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
             RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
             _exits.Watch(spec.SandboxId, pid);
+            _agentPids[spec.SandboxId] = pid;
             return new RuntimeSandbox(spec.SandboxId, pid, metadata.StartedAt);
         }
         catch (Exception ex)
@@ -269,6 +273,38 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     }
 
     /// <summary>
+    /// Writes the sandbox's freezer.state. No lock: a start holds the id's lock until the agent answers, and the
+    /// idle freezer only freezes sandboxes that have started; kill and destroy thaw whatever they find.
+    /// </summary>
+    public async Task<bool> SetFrozenAsync(string sandboxId, bool frozen, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return false;
+        }
+        if (!frozen)
+        {
+            _cgroups.Thaw(sandboxId);
+            return false;
+        }
+        return await _cgroups.FreezeAsync(sandboxId);
+    }
+
+    /// <summary>
+    /// Every pid in the sandbox's cgroups (its own and the pids hierarchy's work child, where the agent's spawn thread
+    /// sits, so the agent may be listed twice) is the agent's.
+    /// </summary>
+    public bool IsOnlyAgentRunning(string sandboxId)
+    {
+        if (!_agentPids.TryGetValue(sandboxId, out var agent))
+        {
+            return false;
+        }
+        var pids = _cgroups.ProcessesOf(sandboxId);
+        return pids.Count > 0 && pids.All(p => p == agent);
+    }
+
+    /// <summary>
     /// SIGKILLs the processes in the sandbox's cgroups until none is left. The first kill reaches its init (the
     /// agent, pid 1 of the sandbox's pid namespace), and the kernel then kills everything else in that namespace, so
     /// nothing forked meanwhile survives; the loop waits for the exits the cgroup still shows.
@@ -293,6 +329,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             {
                 Signals.Send(pid, Signals.SIGKILL);
             }
+            // A frozen task (the idle freezer's, or a snapshot's pause) does not die of SIGKILL on the v1 freezer until
+            // it is thawed; thawed after the kill, it never runs another instruction of its own.
+            _cgroups.Thaw(sandboxId);
             // 400 x 5 ms bounds the wait for the exits to 2 s (longer under load: Task.Delay only waits at least that).
             await Task.Delay(5, cancellationToken);
         }
@@ -310,6 +349,10 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         // Our own kill of the agent is no news.
         _exits.Forget(id);
         _lastCpuSample.TryRemove(id, out _);
+        _agentPids.TryRemove(id, out _);
+        // runc delete --force thaws a paused container itself, but the cgroup step's kill does not: a frozen task
+        // ignores SIGKILL until it is thawed, and its cgroup cannot be removed before it has exited.
+        _cgroups.Thaw(id);
         IOException? runcError = null;
         try
         {
@@ -401,6 +444,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             }
             var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
             sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
+            _agentPids[c.Id] = c.Pid;
             // A sandbox this runtime did not start (adopted after a daemon restart) is watched from here on; one that is
             // starting (its lock held) is watched by its start.
             if (!_locks.IsBusy(c.Id))
