@@ -96,12 +96,8 @@ public sealed class NetworkFixture : IAsyncLifetime
     /// </summary>
     internal static async Task DestroyAsync(RuncRuntime runtime, RuncOptions options)
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await runtime.ListAsync(timeout.Token))
-        {
-            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
-        }
-        await runtime.CleanupLeftoversAsync(timeout.Token);
+        await RuncFixture.DestroyAllAsync(runtime);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(1));
         await runtime.Network!.RemoveTableAsync(timeout.Token);
         runtime.Dispose();
         if (MountTable.Under(options.StateDirectory).Count == 0 && Directory.Exists(options.StateDirectory))

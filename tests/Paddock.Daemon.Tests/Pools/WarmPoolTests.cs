@@ -197,12 +197,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
     public async Task DisposeAsync()
     {
         using var runtime = NewRuntime();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await runtime.ListAsync(timeout.Token))
-        {
-            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
-        }
-        await runtime.CleanupLeftoversAsync(timeout.Token);
+        await RuncFixture.DestroyAllAsync(runtime);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
     }

@@ -82,8 +82,11 @@ public sealed class RuncFixture : IAsyncLifetime
         await RemoveRunAsync(Runtime, Options);
     }
 
-    /// <summary>Destroys every sandbox of a run, then its state directory and cgroup parents.</summary>
-    private static async Task RemoveRunAsync(RuncRuntime runtime, RuncOptions options)
+    /// <summary>
+    /// Destroys every sandbox the runtime lists and whatever its leftover sweep finds (a test's cleanup, also after a
+    /// failure), within 2 minutes.
+    /// </summary>
+    internal static async Task DestroyAllAsync(RuncRuntime runtime)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         foreach (var s in await runtime.ListAsync(timeout.Token))
@@ -91,6 +94,12 @@ public sealed class RuncFixture : IAsyncLifetime
             await runtime.DestroyAsync(s.SandboxId, timeout.Token);
         }
         await runtime.CleanupLeftoversAsync(timeout.Token);
+    }
+
+    /// <summary>Destroys every sandbox of a run, then its state directory and cgroup parents.</summary>
+    private static async Task RemoveRunAsync(RuncRuntime runtime, RuncOptions options)
+    {
+        await DestroyAllAsync(runtime);
         runtime.Dispose();
         if (MountTable.Under(options.StateDirectory).Count == 0 && Directory.Exists(options.StateDirectory))
         {

@@ -91,12 +91,7 @@ public sealed class ImageSandboxTests(RuncFixture fixture) : IAsyncLifetime
     public async Task DisposeAsync()
     {
         using var runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await runtime.ListAsync(timeout.Token))
-        {
-            await runtime.DestroyAsync(s.SandboxId, timeout.Token);
-        }
-        await runtime.CleanupLeftoversAsync(timeout.Token);
+        await RuncFixture.DestroyAllAsync(runtime);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
     }
