@@ -103,24 +103,13 @@ internal static class NftNetlink
         {
             throw new ArgumentException("a policy with a domain allowlist next to a deny list needs the nft script", nameof(link));
         }
-        var f = "f" + link.Slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var n = "n" + link.Slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (f, n) = ChainNames(link.Slot);
         var m = new NetlinkWriter();
         uint sequence = 0;
         Batch(m, NFNL_MSG_BATCH_BEGIN, ++sequence);
-        foreach (var chain in (string[])[f, n])
-        {
-            Header(m, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, ++sequence);
-            m.String(NFTA_CHAIN_TABLE, table);
-            m.String(NFTA_CHAIN_NAME, chain);
-        }
-        foreach (var chain in (string[])[f, n])
-        {
-            // A delete of every rule of the chain ("flush chain"): the chain may be left from a crash.
-            Header(m, NFT_MSG_DELRULE, NLM_F_ACK, ++sequence);
-            m.String(NFTA_RULE_TABLE, table);
-            m.String(NFTA_RULE_CHAIN, chain);
-        }
+        Chains(m, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, table, f, n, ref sequence);
+        // The chains may be left from a crash, with rules.
+        FlushChains(m, table, f, n, ref sequence);
         // ip saddr != SANDBOX drop
         Rule(m, table, f, ++sequence, NF_DROP, expressions =>
         {
@@ -149,36 +138,49 @@ internal static class NftNetlink
     /// </summary>
     public static void Detach(string table, int slot, string hostInterface)
     {
-        var f = "f" + slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var n = "n" + slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (f, n) = ChainNames(slot);
         var m = new NetlinkWriter();
         uint sequence = 0;
         Batch(m, NFNL_MSG_BATCH_BEGIN, ++sequence);
-        foreach (var chain in (string[])[f, n])
-        {
-            Header(m, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, ++sequence);
-            m.String(NFTA_CHAIN_TABLE, table);
-            m.String(NFTA_CHAIN_NAME, chain);
-        }
+        Chains(m, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, table, f, n, ref sequence);
         Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "links", hostInterface, f, ++sequence);
         Element(m, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, "nat_links", hostInterface, n, ++sequence);
         Element(m, NFT_MSG_DELSETELEM, 0, table, "links", hostInterface, null, ++sequence);
         Element(m, NFT_MSG_DELSETELEM, 0, table, "nat_links", hostInterface, null, ++sequence);
+        FlushChains(m, table, f, n, ref sequence);
+        Chains(m, NFT_MSG_DELCHAIN, NLM_F_ACK, table, f, n, ref sequence);
+        var last = sequence;
+        Batch(m, NFNL_MSG_BATCH_END, ++sequence);
+        Send(m.Written, last);
+    }
+
+    /// <summary>A link's two chains: its forward policy (f) and its NAT/redirect chain (n), named by its slot.</summary>
+    private static (string Forward, string Nat) ChainNames(int slot)
+    {
+        var number = slot.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return ("f" + number, "n" + number);
+    }
+
+    /// <summary>One chain message (new or delete) for each of the link's two chains.</summary>
+    private static void Chains(NetlinkWriter m, ushort type, ushort flags, string table, string f, string n, ref uint sequence)
+    {
+        foreach (var chain in (string[])[f, n])
+        {
+            Header(m, type, flags, ++sequence);
+            m.String(NFTA_CHAIN_TABLE, table);
+            m.String(NFTA_CHAIN_NAME, chain);
+        }
+    }
+
+    /// <summary>A delete of every rule of each of the link's two chains ("flush chain").</summary>
+    private static void FlushChains(NetlinkWriter m, string table, string f, string n, ref uint sequence)
+    {
         foreach (var chain in (string[])[f, n])
         {
             Header(m, NFT_MSG_DELRULE, NLM_F_ACK, ++sequence);
             m.String(NFTA_RULE_TABLE, table);
             m.String(NFTA_RULE_CHAIN, chain);
         }
-        foreach (var chain in (string[])[f, n])
-        {
-            Header(m, NFT_MSG_DELCHAIN, NLM_F_ACK, ++sequence);
-            m.String(NFTA_CHAIN_TABLE, table);
-            m.String(NFTA_CHAIN_NAME, chain);
-        }
-        var last = sequence;
-        Batch(m, NFNL_MSG_BATCH_END, ++sequence);
-        Send(m.Written, last);
     }
 
     private static void Send(ReadOnlySpan<byte> batch, uint lastSequence)
