@@ -42,6 +42,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     private int _inFlight;
     private long _lastClaim;
     private int _warmed;
+    private int _initsSkipped;
 
     /// <param name="services">
     /// Where the proxy's <see cref="SandboxHttpClient"/> is found (null: none, and the hand-over opens a connection of
@@ -66,6 +67,9 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
 
     /// <summary>Members warmed by the daemon's own calls so far (for tests: zero when no proxy client was found).</summary>
     public int WarmedCount => Volatile.Read(ref _warmed);
+
+    /// <summary>Claims handed over without a POST /init (no variables, the pool's token kept), for tests.</summary>
+    public int InitsSkipped => Volatile.Read(ref _initsSkipped);
 
     /// <summary>Ids of every pool sandbox ready now (for tests and the bench: these must not appear anywhere else).</summary>
     public IReadOnlyList<string> ReadyIds => [.. _pools.SelectMany(p => p.Ready.Select(m => m.SandboxId))];
@@ -107,8 +111,9 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     }
 
     /// <summary>
-    /// Makes <paramref name="member"/> the claimer's: its variables and access token (null: none) through the agent's
-    /// POST /init, authenticated with the pool's token. On failure the member is destroyed and the error rethrown.
+    /// Makes <paramref name="member"/> the claimer's: its network policy, its CPU priority, and its variables and access
+    /// token (null: none) through the agent's POST /init, authenticated with the pool's token; no /init when there are
+    /// no variables and the token is the pool's. On failure the member is destroyed and the error rethrown.
     /// </summary>
     public async Task HandOverAsync(PoolMember member, IReadOnlyDictionary<string, string> envVars, string? accessToken,
         Networking.EgressPolicy? egress, CancellationToken cancellationToken)
@@ -123,6 +128,12 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             }
             // The claimer's sandbox runs at the normal priority from here on, its first command included.
             await _runtime.SetCpuPriorityAsync(member.SandboxId, background: false, cancellationToken);
+            if (envVars.Count == 0 && string.Equals(accessToken, member.PoolToken, StringComparison.Ordinal))
+            {
+                // Nothing to change: the agent already holds this token and no variables were asked for.
+                Interlocked.Increment(ref _initsSkipped);
+                return;
+            }
             if (_agentClient.Value is { } client)
             {
                 // Over the connection the warm-up left in the proxy's pool, which the claimer's first command then reuses.

@@ -274,7 +274,9 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// </summary>
     private async Task<SandboxRecord?> TryClaimAsync(PoolMember member, SandboxTemplate template, CreateSandboxCommand command, CreateTrace trace, CancellationToken cancellationToken)
     {
-        var envdToken = command.Secure ? SandboxIds.NewToken() : null;
+        // The member's pool token becomes the claimer's access token: only the daemon has known it, it was made like any
+        // other, and keeping it spares the agent a POST /init when the claimer sets no variables.
+        var envdToken = command.Secure ? member.PoolToken : null;
         try
         {
             // A pool member runs with the default policy (allow all); anything else is applied before it is handed over.

@@ -4,12 +4,45 @@ using Paddock.Daemon.Store;
 
 namespace Paddock.Daemon.Templates;
 
-/// <summary>The <c>templates</c> table (schema step 3) in the daemon's SQLite database.</summary>
+/// <summary>
+/// The <c>templates</c> table (schema step 3) in the daemon's SQLite database. Every create resolves its template
+/// through the whole table, so the rows are kept in memory between writes: this daemon is the database's only writer,
+/// and every write goes through here and drops the copy.
+/// </summary>
 internal sealed class SqliteTemplateRecords(SqliteStore database)
 {
     private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd";
 
+    private IReadOnlyList<TemplateRecord>? _all;
+
+    // Bumped before and after every write: a read that overlapped one does not keep what it read.
+    private long _writes;
+
     public async Task<IReadOnlyList<TemplateRecord>> ListAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _all) is { } all)
+        {
+            return all;
+        }
+        var writes = Interlocked.Read(ref _writes);
+        var found = await ReadAllAsync(cancellationToken);
+        if (Interlocked.Read(ref _writes) == writes)
+        {
+            Interlocked.CompareExchange(ref _all, found, null);
+        }
+        return found;
+    }
+
+    public async Task<TemplateRecord?> GetAsync(string templateId, CancellationToken cancellationToken) =>
+        (await ListAsync(cancellationToken)).FirstOrDefault(t => string.Equals(t.TemplateId, templateId, StringComparison.Ordinal));
+
+    private void Invalidate()
+    {
+        Interlocked.Increment(ref _writes);
+        Volatile.Write(ref _all, null);
+    }
+
+    private async Task<IReadOnlyList<TemplateRecord>> ReadAllAsync(CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
@@ -23,18 +56,39 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         return found;
     }
 
-    public async Task<TemplateRecord?> GetAsync(string templateId, CancellationToken cancellationToken)
-    {
-        await using var connection = await database.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = $"SELECT {Columns} FROM templates WHERE template_id = $id;";
-        command.Parameters.AddWithValue("$id", templateId);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        return await reader.ReadAsync(cancellationToken) ? Read(reader) : null;
-    }
-
     /// <summary>Inserts or replaces the record as a whole.</summary>
     public async Task UpsertAsync(TemplateRecord record, CancellationToken cancellationToken)
+    {
+        Invalidate();
+        try
+        {
+            await WriteAsync(record, cancellationToken);
+        }
+        finally
+        {
+            Invalidate();
+        }
+    }
+
+    /// <summary>Deletes the record; false when there was none.</summary>
+    public async Task<bool> DeleteAsync(string templateId, CancellationToken cancellationToken)
+    {
+        Invalidate();
+        try
+        {
+            await using var connection = await database.OpenAsync(cancellationToken);
+            await using var command = connection.CreateCommand();
+            command.CommandText = "DELETE FROM templates WHERE template_id = $id;";
+            command.Parameters.AddWithValue("$id", templateId);
+            return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
+        }
+        finally
+        {
+            Invalidate();
+        }
+    }
+
+    private async Task WriteAsync(TemplateRecord record, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
@@ -59,16 +113,6 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         command.Parameters.AddWithValue("$start", (object?)record.StartCmd ?? DBNull.Value);
         command.Parameters.AddWithValue("$ready", (object?)record.ReadyCmd ?? DBNull.Value);
         await command.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    /// <summary>Deletes the record; false when there was none.</summary>
-    public async Task<bool> DeleteAsync(string templateId, CancellationToken cancellationToken)
-    {
-        await using var connection = await database.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "DELETE FROM templates WHERE template_id = $id;";
-        command.Parameters.AddWithValue("$id", templateId);
-        return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
     }
 
     private static TemplateRecord Read(SqliteDataReader r) => new()

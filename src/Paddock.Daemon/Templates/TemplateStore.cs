@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
@@ -23,6 +24,10 @@ internal sealed class TemplateStore
     private readonly IdMapping _mapping;
     private readonly ILogger<TemplateStore> _logger;
     private readonly KeyedLock _locks = new();
+
+    // Built versions already read, by "name/version": a complete version never changes, so a create reads its
+    // template.json once, not each time (checked for presence only: a version removed by hand is read again).
+    private readonly ConcurrentDictionary<string, TemplateInfo> _built = new(StringComparer.Ordinal);
 
     public TemplateStore(string directory, IdMapping mapping, IEnumerable<ITemplateRecipe> recipes, ILogger<TemplateStore> logger)
     {
@@ -57,9 +62,15 @@ internal sealed class TemplateStore
     public async Task<TemplateInfo> EnsureAsync(ITemplateRecipe recipe, CancellationToken cancellationToken, Action<string>? progress = null)
     {
         var version = VersionOf(recipe);
+        var key = $"{recipe.Name}/{version}";
+        if (_built.TryGetValue(key, out var known) && System.IO.Directory.Exists(known.RootfsPath))
+        {
+            return known;
+        }
         if (Find(recipe.Name, version) is { } cached)
         {
             TemplatesLog.Reused(_logger, recipe.Name, version);
+            _built[key] = cached;
             return cached;
         }
         using var held = await _locks.AcquireAsync(recipe.Name, cancellationToken);

@@ -78,7 +78,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         Assert.Contains("pool-claim", firstTiming, StringComparison.Ordinal);
         Assert.DoesNotContain("runc-run", firstTiming, StringComparison.Ordinal);
 
-        // The caller's variables and token, the template's default user; the pool's token opens nothing any more.
+        // The caller's variables and token, the template's default user; nothing else opens it.
         Assert.Equal("first-user user\n", (await DaemonCommands.RunAsync(daemon, firstId, firstToken, "echo $POOL_SECRET $(whoami)")).Stdout);
         await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, firstId, token: null, "true"));
         await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, firstId, token: "not-the-token", "true"));
@@ -101,6 +101,20 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         Assert.DoesNotContain(firstId, pools.ReadyIds);
         Assert.DoesNotContain(secondId, pools.ReadyIds);
         Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{secondId}")).Status);
+
+        // secure, no variables: the member's own token is handed out as it is, with no POST /init; it is required.
+        Assert.Equal(0, pools.InitsSkipped);
+        var readyBefore = pools.ReadyIds;
+        var (third, thirdTiming) = await CreateTimedAsync(daemon, """{"templateID":"base","secure":true}""");
+        var thirdId = Get<string>(third, "sandboxID");
+        var thirdToken = Get<string>(third, "envdAccessToken");
+        Assert.True(readyBefore.Contains(thirdId), $"not claimed from the pool; the create's steps: {thirdTiming}");
+        Assert.Equal(1, pools.InitsSkipped);
+        Assert.NotEqual(firstToken, thirdToken);
+        Assert.Equal("user\n", (await DaemonCommands.RunAsync(daemon, thirdId, thirdToken, "whoami")).Stdout);
+        await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, thirdId, token: null, "true"));
+        await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, thirdId, token: "not-the-token", "true"));
+        Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{thirdId}")).Status);
     }
 
     [Fact]
