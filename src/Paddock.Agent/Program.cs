@@ -24,6 +24,7 @@ catch (ArgumentException ex)
 // host's dependency injection was most of the agent's start-up CPU (issue 6; see AgentRoutes). Logging at Warning.
 var loggers = new AgentLoggerFactory(LogLevel.Warning, Console.Out);
 var server = new AgentServer(loggers);
+H2cHandoff.RemoveStale(Path.GetTempPath());
 var h2cSocket = H2cHandoff.NewSocketPath();
 server.Kestrel.Limits.MaxRequestBodySize = null; // uploads stream to disk; Connect messages have their own limit
 server.Kestrel.Listen(System.Net.IPAddress.Parse(options.ListenAddress), options.Port, listen =>

@@ -18,9 +18,54 @@ internal static class H2cHandoff
 {
     private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
+    private const string SocketPrefix = ".paddock-agent-h2-";
+
     /// <summary>A fresh path for the private HTTP/2 socket, readable by the agent's own user only (see <see cref="ListenPrivate"/>).</summary>
     public static string NewSocketPath() =>
-        Path.Combine(Path.GetTempPath(), $".paddock-agent-h2-{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
+        Path.Combine(Path.GetTempPath(), $"{SocketPrefix}{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
+
+    /// <summary>
+    /// Removes the private sockets of agents that are gone (killed with SIGKILL, they could not remove their own): those
+    /// whose pid names no process, and those of this pid, which can only be a predecessor's (a sandbox's PID 1 before a
+    /// snapshot). Returns how many went; one that cannot be removed is left.
+    /// </summary>
+    public static int RemoveStale(string directory)
+    {
+        var removed = 0;
+        IEnumerable<string> candidates;
+        try
+        {
+            candidates = Directory.EnumerateFiles(directory, SocketPrefix + "*.sock");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+        foreach (var path in candidates)
+        {
+            var name = Path.GetFileName(path.AsSpan());
+            var rest = name[SocketPrefix.Length..];
+            var dash = rest.IndexOf('-');
+            if (dash <= 0 || !int.TryParse(rest[..dash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid))
+            {
+                continue;
+            }
+            if (pid != Environment.ProcessId && Directory.Exists($"/proc/{pid}"))
+            {
+                continue;
+            }
+            try
+            {
+                File.Delete(path);
+                removed++;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Someone else's, or already gone.
+            }
+        }
+        return removed;
+    }
 
     /// <summary>Adds the private HTTP/2-only endpoint behind <paramref name="socketPath"/>.</summary>
     public static void ListenPrivate(KestrelServerOptions kestrel, string socketPath)
