@@ -33,14 +33,16 @@ internal static class ExternalCommand
     /// Runs <paramref name="fileName"/> with <paramref name="arguments"/>; <paramref name="onLine"/> sees every line of
     /// output as it comes (stdout and stderr alike). Throws <see cref="OperationCanceledException"/> after killing
     /// the program when <paramref name="cancellationToken"/> fires, and <see cref="FileNotFoundException"/> when
-    /// the program does not exist.
+    /// the program does not exist. <paramref name="background"/>: the program runs at nice 10, set as soon as it has
+    /// started (no nice(1) process in between; the first instants of it run at the normal priority).
     /// </summary>
     public static async Task<CommandResult> RunAsync(
         string fileName,
         IEnumerable<string> arguments,
         CancellationToken cancellationToken,
         Action<string>? onLine = null,
-        IReadOnlyDictionary<string, string>? environment = null)
+        IReadOnlyDictionary<string, string>? environment = null,
+        bool background = false)
     {
         var start = new ProcessStartInfo(fileName)
         {
@@ -86,6 +88,17 @@ internal static class ExternalCommand
         catch (System.ComponentModel.Win32Exception ex)
         {
             throw new FileNotFoundException($"cannot run {fileName}: {ex.Message}", fileName, ex);
+        }
+        if (background)
+        {
+            try
+            {
+                process.PriorityClass = ProcessPriorityClass.BelowNormal;
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or System.ComponentModel.Win32Exception)
+            {
+                // It has ended already.
+            }
         }
         process.StandardInput.Close();
         process.BeginOutputReadLine();

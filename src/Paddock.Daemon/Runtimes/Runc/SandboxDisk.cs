@@ -30,7 +30,7 @@ internal static class SandboxDisk
 
     /// <summary>
     /// Makes a fresh sparse ext4 image of <paramref name="imageBytes"/> at <paramref name="image"/> (which must not
-    /// exist) and mounts it at <paramref name="mountPoint"/>. <paramref name="background"/>: mkfs and mount run at a
+    /// exist) and mounts it at <paramref name="mountPoint"/>. <paramref name="background"/>: mkfs runs at a
     /// lower CPU priority (nice 10), so that a disk made ahead yields to the creates it is made for.
     /// </summary>
     public static async Task CreateAsync(string image, string mountPoint, long imageBytes, int bytesPerInode, CancellationToken cancellationToken, bool background = false)
@@ -68,7 +68,5 @@ internal static class SandboxDisk
     }
 
     private static Task<CommandResult> RunAsync(bool background, string program, string[] arguments, CancellationToken cancellationToken) =>
-        background
-            ? ExternalCommand.RunAsync("nice", ["-n", "10", program, .. arguments], cancellationToken)
-            : ExternalCommand.RunAsync(program, arguments, cancellationToken);
+        ExternalCommand.RunAsync(program, arguments, cancellationToken, background: background);
 }
