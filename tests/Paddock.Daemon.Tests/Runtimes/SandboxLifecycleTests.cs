@@ -81,6 +81,8 @@ public sealed class SandboxLifecycleTests
         Assert.Empty(HostNamespaceReferences.Find(netns));
         Assert.DoesNotContain(await _fixture.Runtime.ListAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(30))), s => s.SandboxId == sandbox.SandboxId);
         Assert.Null(await _fixture.Runtime.GetUsageAsync(sandbox.SandboxId, TestEnvironment.Timeout(TimeSpan.FromSeconds(30))));
+        // runc's own state of it is gone too (removed without runc delete, RuncCli.TryForgetStopped).
+        Assert.False(Directory.Exists(Path.Combine(_fixture.Options.RuncRoot, sandbox.SandboxId)));
 
         // Idempotent: a second destroy of the same id succeeds and changes nothing.
         await _fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(TimeSpan.FromSeconds(60)));

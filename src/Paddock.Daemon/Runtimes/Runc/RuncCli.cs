@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -91,6 +92,74 @@ internal sealed class RuncCli
             return false;
         }
         throw new IOException($"runc delete of '{id}' failed: {result.Describe()}");
+    }
+
+    /// <summary>
+    /// What <c>runc delete</c> still has to do for a container whose processes are all gone and whose cgroups the
+    /// daemon has removed: remove runc's state directory. Done here, without starting runc (a Go program: 30-60 ms of
+    /// CPU per delete on this project's VMs). Returns false, and removes nothing, when runc has to do it itself: the
+    /// directory holds more than the state file of a started container (a container created but never started has
+    /// its exec.fifo), the state cannot be read, or its init process still runs. True when runc knows no such id.
+    /// </summary>
+    public bool TryForgetStopped(string id)
+    {
+        var dir = Path.Combine(_root, id);
+        string[] entries;
+        try
+        {
+            entries = System.IO.Directory.GetFileSystemEntries(dir);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return true;
+        }
+        if (entries.Length != 1 || Path.GetFileName(entries[0]) != "state.json")
+        {
+            return false;
+        }
+        long pid;
+        ulong start;
+        try
+        {
+            using var state = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(entries[0]));
+            pid = state.RootElement.GetProperty("init_process_pid").GetInt64();
+            start = state.RootElement.GetProperty("init_process_start").GetUInt64();
+        }
+        catch (Exception ex) when (ex is IOException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            return false;
+        }
+        if (pid <= 0 || Runs(pid, start))
+        {
+            return false;
+        }
+        System.IO.Directory.Delete(dir, recursive: true);
+        return true;
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> runs and is the one that started at <paramref name="start"/> (clock ticks after boot).</summary>
+    private static bool Runs(long pid, ulong start)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
+        catch (IOException)
+        {
+            return false; // ESRCH: it went while being read
+        }
+        // After the command name, which may hold spaces and parentheses: field 3 (state) ... field 22 (starttime).
+        var fields = stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (fields.Length < 20 || fields[0] is "Z" or "X")
+        {
+            return false;
+        }
+        return ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var started) && started == start;
     }
 
     /// <summary><c>runc pause</c>: freezes every process of the container (cgroup freezer).</summary>

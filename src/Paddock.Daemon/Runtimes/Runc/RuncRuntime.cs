@@ -350,21 +350,28 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         _exits.Forget(id);
         _lastCpuSample.TryRemove(id, out _);
         _agentPids.TryRemove(id, out _);
+        IOException? runcError = null;
         // runc delete --force thaws a paused container itself, but the cgroup step's kill does not: a frozen task
         // ignores SIGKILL until it is thawed, and its cgroup cannot be removed before it has exited.
         _cgroups.Thaw(id);
-        IOException? runcError = null;
-        try
-        {
-            await _runc.DeleteAsync(id, cancellationToken);
-        }
-        catch (IOException ex)
-        {
-            runcError = ex; // retried below, once the cgroups step has killed whatever still runs
-        }
+        // The cgroups step kills every process of the sandbox, its init included, and removes its cgroups; of runc
+        // delete's work only its state directory is then left, which TryForgetStopped removes without starting runc.
+        // runc delete runs when that cannot be done safely.
         await _cgroups.RemoveAsync(id, cancellationToken);
+        if (!_runc.TryForgetStopped(id))
+        {
+            try
+            {
+                await _runc.DeleteAsync(id, cancellationToken);
+            }
+            catch (IOException ex)
+            {
+                runcError = ex; // retried below, once the cgroups step has killed whatever still runs
+            }
+        }
         if (runcError is not null)
         {
+            await _cgroups.RemoveAsync(id, cancellationToken);
             try
             {
                 await _runc.DeleteAsync(id, cancellationToken);
