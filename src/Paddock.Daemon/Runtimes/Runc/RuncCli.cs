@@ -133,8 +133,19 @@ internal sealed class RuncCli
         {
             return false;
         }
-        System.IO.Directory.Delete(dir, recursive: true);
-        return true;
+        try
+        {
+            System.IO.Directory.Delete(dir, recursive: true);
+            return true;
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false; // left to runc delete, which reports what is wrong
+        }
     }
 
     /// <summary>Whether process <paramref name="pid"/> runs and is the one that started at <paramref name="start"/> (clock ticks after boot).</summary>
