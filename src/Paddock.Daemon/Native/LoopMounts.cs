@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 
 namespace Paddock.Daemon.Native;
 
@@ -40,69 +41,47 @@ internal static partial class LoopMounts
     /// </summary>
     public static string Mount(string image, string mountPoint, string fsType, ulong flags)
     {
-        var backing = Open(image);
-        try
+        using var backing = Open(image);
+        using var control = Open("/dev/loop-control");
+        for (var attempt = 0; attempt < Attempts; attempt++)
         {
-            var control = Open("/dev/loop-control");
-            try
+            var number = ioctl(control, LOOP_CTL_GET_FREE, 0);
+            if (number < 0)
             {
-                for (var attempt = 0; attempt < Attempts; attempt++)
-                {
-                    var number = ioctl(control, LOOP_CTL_GET_FREE, 0);
-                    if (number < 0)
-                    {
-                        throw Errno.Exception("LOOP_CTL_GET_FREE", "/dev/loop-control", Marshal.GetLastPInvokeError());
-                    }
-                    var device = $"/dev/loop{number}";
-                    var loop = Open(device);
-                    try
-                    {
-                        var configured = Configure(loop, backing, image);
-                        if (configured == Errno.EBUSY)
-                        {
-                            continue;
-                        }
-                        if (configured is Errno.EINVAL or ENOTTY)
-                        {
-                            throw new NotSupportedException($"LOOP_CONFIGURE on {device}: {Errno.Describe(configured)} (a kernel before 5.8?)");
-                        }
-                        if (configured != 0)
-                        {
-                            throw Errno.Exception("LOOP_CONFIGURE", device, configured);
-                        }
-                        // The mount holds the device from here; closing ours below leaves it attached to the mount alone.
-                        var mounted = Mounts.Mount(device, mountPoint, fsType, flags, null);
-                        if (mounted != 0)
-                        {
-                            throw new IOException($"mount {device} ({image}) at {mountPoint}: {Errno.Describe(mounted)} (errno {mounted})", mounted);
-                        }
-                        return device;
-                    }
-                    finally
-                    {
-                        // Autoclear: a device attached but not mounted is detached by this close.
-                        close(loop);
-                    }
-                }
-                throw new IOException($"no free loop device for {image} after {Attempts} attempts (each was taken by another process first)");
+                throw Errno.Exception("LOOP_CTL_GET_FREE", "/dev/loop-control", Marshal.GetLastPInvokeError());
             }
-            finally
+            var device = $"/dev/loop{number}";
+            // Autoclear: a device attached but not mounted is detached when this handle closes; a mount holds it on.
+            using var loop = Open(device);
+            var configured = Configure(loop, backing, image);
+            if (configured == Errno.EBUSY)
             {
-                close(control);
+                continue;
             }
+            if (configured is Errno.EINVAL or ENOTTY)
+            {
+                throw new NotSupportedException($"LOOP_CONFIGURE on {device}: {Errno.Describe(configured)} (a kernel before 5.8?)");
+            }
+            if (configured != 0)
+            {
+                throw Errno.Exception("LOOP_CONFIGURE", device, configured);
+            }
+            var mounted = Mounts.Mount(device, mountPoint, fsType, flags, null);
+            if (mounted != 0)
+            {
+                throw new IOException($"mount {device} ({image}) at {mountPoint}: {Errno.Describe(mounted)} (errno {mounted})", mounted);
+            }
+            return device;
         }
-        finally
-        {
-            close(backing);
-        }
+        throw new IOException($"no free loop device for {image} after {Attempts} attempts (each was taken by another process first)");
     }
 
-    private static unsafe int Configure(int loop, int backing, string image)
+    private static unsafe int Configure(SafeFileHandle loop, SafeFileHandle backing, string image)
     {
         var config = stackalloc byte[ConfigSize];
         var span = new Span<byte>(config, ConfigSize);
         span.Clear();
-        BinaryPrimitives.WriteUInt32LittleEndian(span, (uint)backing);
+        BinaryPrimitives.WriteUInt32LittleEndian(span, (uint)backing.DangerousGetHandle());
         BinaryPrimitives.WriteUInt32LittleEndian(span[FlagsOffset..], LO_FLAGS_AUTOCLEAR);
         // What losetup -l shows as the device's file (informational; the kernel keeps the backing file itself).
         var name = Encoding.UTF8.GetBytes(image);
@@ -110,18 +89,21 @@ internal static partial class LoopMounts
         return ioctl(loop, LOOP_CONFIGURE, (nint)config) == 0 ? 0 : Marshal.GetLastPInvokeError();
     }
 
-    private static int Open(string path)
+    private static SafeFileHandle Open(string path)
     {
-        var fd = open(path, O_RDWR | O_CLOEXEC);
-        return fd >= 0 ? fd : throw Errno.Exception("open", path, Marshal.GetLastPInvokeError());
+        var handle = open(path, O_RDWR | O_CLOEXEC);
+        if (handle.IsInvalid)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            handle.Dispose();
+            throw Errno.Exception("open", path, errno);
+        }
+        return handle;
     }
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int open(string path, int flags);
+    private static partial SafeFileHandle open(string path, int flags);
 
     [LibraryImport("libc", SetLastError = true)]
-    private static partial int ioctl(int fd, ulong request, nint argument);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int close(int fd);
+    private static partial int ioctl(SafeFileHandle fd, ulong request, nint argument);
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -121,15 +120,15 @@ internal sealed class RuncCli
         ulong start;
         try
         {
-            using var state = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(entries[0]));
+            using var state = JsonDocument.Parse(File.ReadAllBytes(entries[0]));
             pid = state.RootElement.GetProperty("init_process_pid").GetInt64();
             start = state.RootElement.GetProperty("init_process_start").GetUInt64();
         }
-        catch (Exception ex) when (ex is IOException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception ex) when (ex is IOException or JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {
             return false;
         }
-        if (pid <= 0 || Runs(pid, start))
+        if (pid <= 0 || ProcessStat.IsRunning(pid, start))
         {
             return false;
         }
@@ -146,31 +145,6 @@ internal sealed class RuncCli
         {
             return false; // left to runc delete, which reports what is wrong
         }
-    }
-
-    /// <summary>Whether process <paramref name="pid"/> runs and is the one that started at <paramref name="start"/> (clock ticks after boot).</summary>
-    private static bool Runs(long pid, ulong start)
-    {
-        string stat;
-        try
-        {
-            stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
-        }
-        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
-        {
-            return false;
-        }
-        catch (IOException)
-        {
-            return false; // ESRCH: it went while being read
-        }
-        // After the command name, which may hold spaces and parentheses: field 3 (state) ... field 22 (starttime).
-        var fields = stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        if (fields.Length < 20 || fields[0] is "Z" or "X")
-        {
-            return false;
-        }
-        return ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var started) && started == start;
     }
 
     /// <summary><c>runc pause</c>: freezes every process of the container (cgroup freezer).</summary>

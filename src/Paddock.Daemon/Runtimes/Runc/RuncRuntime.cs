@@ -221,7 +221,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             while (true)
             {
-                if (!IsRunning(pid))
+                if (!ProcessStat.IsRunning(pid))
                 {
                     throw new SandboxStartException(sandboxId, "the agent exited before it answered: " + layout.LogTail());
                 }
@@ -366,7 +366,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             }
             catch (IOException ex)
             {
-                runcError = ex; // retried below, once the cgroups step has killed whatever still runs
+                runcError = ex; // retried below, after the cgroups step has gone over the sandbox once more
             }
         }
         if (runcError is not null)
@@ -647,23 +647,6 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         foreach (var socket in Directory.EnumerateFileSystemEntries(tmp, ".paddock-agent-*.sock"))
         {
             File.Delete(socket);
-        }
-    }
-
-    /// <summary>
-    /// Whether <paramref name="pid"/> runs (and is not a zombie: once the sandbox's init exits it stays one until the
-    /// host's init reaps it).
-    /// </summary>
-    private static bool IsRunning(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
-        }
-        catch (IOException)
-        {
-            return false;
         }
     }
 

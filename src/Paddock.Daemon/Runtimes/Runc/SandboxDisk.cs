@@ -10,10 +10,10 @@ namespace Paddock.Daemon.Runtimes.Runc;
 /// <remarks>
 /// Why not project quotas on one shared filesystem, as Docker's overlay2 does: this host's kernel has neither XFS quota
 /// support ("XFS: quota support not available in this kernel") nor CONFIG_QUOTA for ext4 (measured 2026-11-28). An
-/// image costs about 30 ms of mkfs and 40 ms of mount per create, 30 ms of umount per destroy (measured, 128 MiB to
-/// 20 GiB alike: lazy inode tables, no journal); the mount is now made with system calls (<see cref="LoopMounts"/>),
-/// not the mount program. The image is sparse, so it takes host space only as it fills. The
-/// mount uses the loop driver's autoclear, so unmounting it (as every destroy does with all mounts under the sandbox
+/// image costs about 30 ms of mkfs per create and 30 ms of umount per destroy (measured, 128 MiB to 20 GiB alike: lazy
+/// inode tables, no journal); it is mounted with system calls (<see cref="LoopMounts"/>), not the mount program, which
+/// cost about 40 ms. The image is sparse, so it takes host space only as it fills. The mount uses the loop driver's
+/// autoclear, so unmounting it (as every destroy does with all mounts under the sandbox
 /// directory, the overlay first because its path is longer) also frees the loop device. A create normally takes a
 /// disk made ahead by <see cref="DiskStock"/>, and only makes one here when the stock has none of its size.
 /// </remarks>
