@@ -1,5 +1,4 @@
 using System.Net;
-using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Runtimes;
@@ -16,15 +15,9 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
 {
     private readonly TempDir _state = new();
 
-    // A state directory and cgroup parent of its own, so the runtime tests' host counts are not disturbed.
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-api"),
-        CgroupParent = "paddock-daemon-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-api", "paddock-daemon-test");
 
-    private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+    private RuncRuntime NewRuntime() => fixture.NewRuntime(_options);
 
     private ITemplateLookup Templates => new BaseOnly(fixture.Base);
 

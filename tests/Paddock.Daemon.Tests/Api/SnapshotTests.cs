@@ -1,6 +1,5 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Templates;
@@ -20,12 +19,7 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
 {
     private readonly TempDir _state = new();
 
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-snapshots"),
-        CgroupParent = "paddock-snapshot-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-snapshots", "paddock-snapshot-test");
 
     private RuncRuntime? _runtime;
 
@@ -34,7 +28,7 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
     [Fact]
     public async Task A_snapshot_is_a_template_that_starts_sandboxes_with_exactly_the_changes_while_its_sandbox_runs_on()
     {
-        _runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        _runtime = fixture.NewRuntime(_options);
         await using var daemon = await TestDaemon.StartAsync(_runtime, _state.Path, templates: Builtins);
         var first = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
         var a = Get<string>(first, "sandboxID");
@@ -120,7 +114,7 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
     [Fact]
     public async Task Bad_snapshot_and_template_requests_get_clear_errors()
     {
-        _runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        _runtime = fixture.NewRuntime(_options);
         await using var daemon = await TestDaemon.StartAsync(_runtime, _state.Path, templates: Builtins);
         AssertError(HttpStatusCode.NotFound, await SendAsync(daemon.Api, HttpMethod.Post, "/sandboxes/nosuchsandbox0000000/snapshots"));
         Assert.Contains("nosuchsnapshot", AssertError(HttpStatusCode.BadRequest,
@@ -142,7 +136,7 @@ public sealed class SnapshotTests(RuncFixture fixture) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        using var runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        using var runtime = fixture.NewRuntime(_options);
         await RuncFixture.DestroyAllAsync(runtime);
         _runtime?.Dispose();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();

@@ -22,15 +22,9 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
 
     private readonly TempDir _state = new();
 
-    // A state directory and cgroup parent of its own, so that other tests' host counts are not disturbed.
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-pools"),
-        CgroupParent = "paddock-pool-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-pools", "paddock-pool-test");
 
-    private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+    private RuncRuntime NewRuntime() => fixture.NewRuntime(_options);
 
     private BaseOnly Templates => new(fixture.Base);
 

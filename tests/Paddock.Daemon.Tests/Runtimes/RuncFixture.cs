@@ -52,7 +52,21 @@ public sealed class RuncFixture : IAsyncLifetime
     }
 
     /// <summary>Another runtime instance over the same state, as a restarted daemon would create.</summary>
-    internal RuncRuntime NewRuntime() => new(Options, AgentBinary, NullLogger<RuncRuntime>.Instance);
+    internal RuncRuntime NewRuntime() => NewRuntime(Options);
+
+    /// <summary>A runtime over <paramref name="options"/> (a test class's own, from <see cref="OwnOptions"/>) with the prepared agent.</summary>
+    internal RuncRuntime NewRuntime(RuncOptions options) => new(options, AgentBinary, NullLogger<RuncRuntime>.Instance);
+
+    /// <summary>
+    /// Options with a state directory (under the test state root) and a cgroup parent of a test class's own, so that
+    /// the host counts of the other tests, which use <see cref="Options"/>, are not disturbed.
+    /// </summary>
+    internal static RuncOptions OwnOptions(string stateDirectory, string cgroupParent) => new()
+    {
+        StateDirectory = Path.Combine(TestEnvironment.StateRoot, stateDirectory),
+        CgroupParent = cgroupParent,
+        StartTimeout = TimeSpan.FromSeconds(30),
+    };
 
     internal SandboxSpec Spec(TemplateInfo template, ResourceLimits? limits = null, string? token = null) => new()
     {

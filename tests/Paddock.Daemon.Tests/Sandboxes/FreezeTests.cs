@@ -3,7 +3,6 @@ using System.Net.Http.Headers;
 using System.Text;
 using Google.Protobuf;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;
@@ -26,15 +25,9 @@ public sealed class FreezeTests(RuncFixture fixture) : IAsyncLifetime
 
     private readonly TempDir _state = new();
 
-    // A state directory and cgroup parent of its own, so that other tests' host counts are not disturbed.
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-freeze"),
-        CgroupParent = "paddock-freeze-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-freeze", "paddock-freeze-test");
 
-    private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+    private RuncRuntime NewRuntime() => fixture.NewRuntime(_options);
 
     private Cgroups Cgroups => Cgroups.Discover(_options.CgroupParent);
 

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
@@ -21,15 +20,9 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
 {
     private readonly TempDir _state = new();
 
-    // A state directory and cgroup parent of its own, so that other tests' host counts are not disturbed.
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-kill"),
-        CgroupParent = "paddock-kill-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-kill", "paddock-kill-test");
 
-    private RuncRuntime NewRuntime() => new(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+    private RuncRuntime NewRuntime() => fixture.NewRuntime(_options);
 
     private BaseOnly Templates => new(fixture.Base);
 

@@ -1,7 +1,6 @@
 using System.Formats.Tar;
 using System.Net;
 using System.Text.Json.Nodes;
-using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;
@@ -23,12 +22,7 @@ public sealed class ImageSandboxTests(RuncFixture fixture) : IAsyncLifetime
 
     private readonly TempDir _state = new();
 
-    private readonly RuncOptions _options = new()
-    {
-        StateDirectory = Path.Combine(TestEnvironment.StateRoot, "daemon-images"),
-        CgroupParent = "paddock-image-test",
-        StartTimeout = TimeSpan.FromSeconds(30),
-    };
+    private readonly RuncOptions _options = RuncFixture.OwnOptions("daemon-images", "paddock-image-test");
 
     [Fact]
     public async Task An_imported_busybox_image_starts_sandboxes_and_is_a_build_base()
@@ -60,7 +54,7 @@ public sealed class ImageSandboxTests(RuncFixture fixture) : IAsyncLifetime
             }, gzip: false);
         image.Env.Add("GREETING=hello env");
 
-        using var runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        using var runtime = fixture.NewRuntime(_options);
         await using var daemon = await TestDaemon.StartAsync(runtime, _state.Path, templates: new NoBuiltins());
         var (status, body, _) = await ImageImportTests.SendImportAsync(daemon, "busybox-img", image.OciArchive());
         Assert.True(status == HttpStatusCode.Created, $"import answered {(int)status}: {body?.ToJsonString()}");
@@ -90,7 +84,7 @@ public sealed class ImageSandboxTests(RuncFixture fixture) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        using var runtime = new RuncRuntime(_options, fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        using var runtime = fixture.NewRuntime(_options);
         await RuncFixture.DestroyAllAsync(runtime);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
