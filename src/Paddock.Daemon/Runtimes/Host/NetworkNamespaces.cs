@@ -2,7 +2,7 @@ using System.Net.Sockets;
 using Microsoft.Win32.SafeHandles;
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// Each sandbox's network namespace, held by a bind mount of its nsfs file on <see cref="SandboxLayout.NetnsFile"/>
