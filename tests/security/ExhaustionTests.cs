@@ -17,7 +17,7 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         var sandboxPids = HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids");
         Assert.NotNull(sandboxPids);
         // The sandbox's processes are counted in its child cgroup "work"; the agent keeps a reserve in the parent
-        // (issue 5, Runtimes/Runc/PidReserve.cs).
+        // (issue 5, Runtimes/Host/PidReserve.cs).
         var pids = Path.Combine(sandboxPids, "work");
         var max = long.Parse(File.ReadAllText(Path.Combine(pids, "pids.max")).Trim(), CultureInfo.InvariantCulture);
 

@@ -11,6 +11,7 @@ internal static partial class Mounts
     public const ulong MS_BIND = 0x1000;
     public const ulong MS_REC = 0x4000;
     public const ulong MS_PRIVATE = 1 << 18;
+    public const ulong MS_SHARED = 1 << 20;
 
     /// <summary>MNT_DETACH: lazy unmount; the mount leaves the tree now and goes away when its last user does.</summary>
     public const int MNT_DETACH = 0x2;

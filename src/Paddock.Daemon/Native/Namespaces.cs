@@ -45,6 +45,15 @@ internal static partial class Namespaces
         }
     }
 
+    /// <summary>
+    /// Moves the calling thread into new namespaces of the types in <paramref name="flags"/> (unshare(2); a network
+    /// namespace is per thread). Returns 0, or the errno (EPERM without CAP_SYS_ADMIN).
+    /// </summary>
+    public static int Unshare(int flags) => unshare(flags) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int unshare(int flags);
+
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial SafeFileHandle open(string path, int flags);
 

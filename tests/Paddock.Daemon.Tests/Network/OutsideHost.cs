@@ -68,11 +68,14 @@ internal sealed class OutsideHost : IAsyncDisposable
 
     public string Other { get; }
 
-    /// <summary><paramref name="octet"/> picks a /24 of 10.204.0.0/16 (per test process) for the outside link.</summary>
-    public static async Task<OutsideHost> CreateAsync(int octet)
+    /// <summary>
+    /// <paramref name="octet"/> picks a /24 of 10.204.0.0/16 (per test process) for the outside link; <paramref name="tag"/>
+    /// (a letter) tells apart two outside hosts of one test process (fixtures run in parallel).
+    /// </summary>
+    public static async Task<OutsideHost> CreateAsync(int octet, string tag = "")
     {
         var pid = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
-        var host = new OutsideHost($"paddock-out-{pid}", $"po{pid}", $"10.204.{octet.ToString(CultureInfo.InvariantCulture)}.");
+        var host = new OutsideHost($"paddock-out-{pid}{tag}", $"po{pid}{tag}", $"10.204.{octet.ToString(CultureInfo.InvariantCulture)}.");
         try
         {
             await host.StartAsync();

@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Pools;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;

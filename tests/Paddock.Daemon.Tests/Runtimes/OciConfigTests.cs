@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Configuration;
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 
 namespace Paddock.Daemon.Tests.Runtimes;
@@ -138,7 +139,7 @@ public sealed class OciConfigTests
         Assert.DoesNotContain(env, e => e.StartsWith("PADDOCK_AGENT_SELF_EXEC=", StringComparison.Ordinal));
         // The sandbox's variables reach the agent only as data, never as its own environment.
         Assert.DoesNotContain(env, e => e.StartsWith("LD_PRELOAD=", StringComparison.Ordinal));
-        var sandboxEnv = JsonNode.Parse(env.Single(e => e.StartsWith(OciConfig.SandboxEnvVariable + "=", StringComparison.Ordinal))[(OciConfig.SandboxEnvVariable.Length + 1)..])!;
+        var sandboxEnv = JsonNode.Parse(env.Single(e => e.StartsWith(AgentLaunch.SandboxEnvVariable + "=", StringComparison.Ordinal))[(AgentLaunch.SandboxEnvVariable.Length + 1)..])!;
         Assert.Equal("b c", (string)sandboxEnv["A"]!);
         var bundleMount = Build()["mounts"]!.AsArray().Single(m => (string)m!["destination"]! == "/.paddock")!;
         Assert.Contains("ro", bundleMount["options"]!.AsArray().Select(o => (string)o!));

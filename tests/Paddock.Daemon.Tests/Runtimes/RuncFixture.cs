@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Templates;
 

@@ -1,5 +1,6 @@
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 
 namespace Paddock.Daemon.Tests.Runtimes;

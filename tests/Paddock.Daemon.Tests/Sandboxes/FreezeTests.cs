@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using Google.Protobuf;
 using Microsoft.Extensions.DependencyInjection;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;

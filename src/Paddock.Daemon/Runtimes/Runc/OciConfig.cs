@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
+using Paddock.Daemon.Runtimes.Host;
+
 namespace Paddock.Daemon.Runtimes.Runc;
 
 /// <summary>
@@ -30,11 +32,6 @@ internal static class OciConfig
     /// <summary>Paths runc remounts read-only, as Docker does.</summary>
     public static readonly string[] ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-    public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-    /// <summary>The agent's variable that carries <see cref="SandboxSpec.EnvVars"/> as a JSON object.</summary>
-    public const string SandboxEnvVariable = "PADDOCK_AGENT_SANDBOX_ENV";
-
     public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
     {
         var json = Build(spec, layout, bundle, options, cgroups).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
@@ -43,39 +40,8 @@ internal static class OciConfig
 
     public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
     {
-        var args = new List<string>(bundle.LaunchPrefix) { "--port", AgentBundle.AgentPort.ToString(CultureInfo.InvariantCulture) };
-        if (spec.AgentAccessToken is { Length: > 0 } token)
-        {
-            // On the command line, as the agent's options define it. Processes in the sandbox can read
-            // /proc/1/cmdline; they are the sandbox's own, which the token does not guard against (it guards the
-            // agent from callers outside).
-            args.AddRange(["--access-token", token]);
-        }
-        if (spec.DefaultUser is { Length: > 0 } user)
-        {
-            args.AddRange(["--default-user", user]);
-        }
-        if (spec.DefaultWorkdir is { Length: > 0 } workdir)
-        {
-            args.AddRange(["--default-workdir", workdir]);
-        }
-
-        var env = new Dictionary<string, string>(StringComparer.Ordinal)
-        {
-            ["PATH"] = DefaultPath,
-        };
-        if (spec.EnvVars.Count > 0)
-        {
-            // The sandbox's variables are for the commands the agent starts, not for the agent: as plain variables
-            // they would reach its loader and runtime (LD_PRELOAD, DOTNET_*), and the agent builds each command's
-            // environment itself. So they travel as one JSON object for the agent to hand on.
-            var vars = new JsonObject();
-            foreach (var (k, v) in spec.EnvVars)
-            {
-                vars[k] = v;
-            }
-            env[SandboxEnvVariable] = vars.ToJsonString();
-        }
+        var args = AgentLaunch.Arguments(spec, bundle);
+        var env = AgentLaunch.Environment(spec);
 
         var caps = Strings(Capabilities.Order(StringComparer.Ordinal));
         var openFiles = Math.Min(options.OpenFilesLimit, Native.ProcessLimits.OpenFilesHardLimit());

@@ -1,7 +1,9 @@
+using Paddock.Daemon.Runtimes.Host;
+
 namespace Paddock.Daemon.Runtimes.Runc;
 
 /// <summary>Settings of the runc tier (configuration section <c>Runc</c>; see <see cref="RuncServiceCollectionExtensions"/>).</summary>
-internal sealed record RuncOptions
+internal sealed record RuncOptions : ISandboxDirectories
 {
     /// <summary>
     /// Root of everything the tier keeps on the host: <c>runc/</c> (runc's own --root, so that runc lists only our

@@ -8,6 +8,8 @@ using Paddock.Daemon.Native;
 using Paddock.Daemon.Networking;
 using Paddock.Daemon.Templates;
 
+using Paddock.Daemon.Runtimes.Host;
+
 namespace Paddock.Daemon.Runtimes.Runc;
 
 /// <summary>
@@ -27,7 +29,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly string _agentBinary;
     private readonly ILogger<RuncRuntime> _logger;
     private readonly KeyedLock _locks = new();
-    private readonly ConcurrentDictionary<string, CgroupSample> _lastCpuSample = new(StringComparer.Ordinal);
+    private readonly UsageMeter _usage = new();
     private readonly Lazy<Task<AgentBundle>> _bundle;
     private readonly SandboxNetworks? _network;
     private readonly AgentExitWatcher _exits;
@@ -50,7 +52,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             Directory.CreateDirectory(dir);
         }
-        ValidatePathForOverlay(options.SandboxesDirectory);
+        SandboxFilesystem.ValidatePathForOverlay(options.SandboxesDirectory);
         _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
         _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
         _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
@@ -74,18 +76,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
         var layout = new SandboxLayout(_options, spec.SandboxId);
-        if (spec.TemplateLayers.Count == 0)
-        {
-            throw new SandboxStartException(spec.SandboxId, "the template has no layers");
-        }
-        foreach (var layer in spec.TemplateLayers)
-        {
-            ValidatePathForOverlay(layer);
-            if (!Directory.Exists(layer))
-            {
-                throw new SandboxStartException(spec.SandboxId, $"template layer {layer} does not exist");
-            }
-        }
+        SandboxFilesystem.ValidateTemplateLayers(spec);
         // With egress off (no Runc:Network) a sandbox has loopback only, whatever its policy: nothing goes out.
         var egress = spec.EffectiveEgress;
         using var held = await _locks.AcquireAsync(spec.SandboxId, cancellationToken);
@@ -110,7 +101,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 }
                 spec.MarkStep?.Invoke("disk");
             }
-            PrepareFilesystem(spec, layout);
+            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping);
             spec.MarkStep?.Invoke("rootfs");
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);
             spec.MarkStep?.Invoke("oci-config");
@@ -131,7 +122,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, egress, cancellationToken);
                 spec.MarkStep?.Invoke("network");
             }
-            await WaitForAgentAsync(spec.SandboxId, layout, pid, cancellationToken);
+            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ct => ConnectAsync(spec.SandboxId, AgentBundle.AgentPort, ct),
+                _options.StartTimeout, () => layout.LogTail(), cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
             if (diskBytes > 0)
             {
@@ -164,87 +156,6 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 throw;
             }
             throw new SandboxStartException(spec.SandboxId, ex.Message, ex);
-        }
-    }
-
-    /// <summary>
-    /// Creates the sandbox's directory, its writable layer and the overlay mount over the template. Nothing of the
-    /// template is copied: the overlay shows the template's files until the sandbox changes them.
-    /// </summary>
-    private void PrepareFilesystem(SandboxSpec spec, SandboxLayout layout)
-    {
-        var map = _options.IdMapping;
-        var root = map.ToHost(0);
-        Directory.CreateDirectory(layout.Directory);
-        new SandboxMetadata(spec.SandboxId, spec.TemplateLayers, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
-
-        // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's
-        // (the top layer's: a snapshot layer carries the root directory as its sandbox last had it).
-        var lowerRoot = Files.Stat(spec.TemplateLayers[0]);
-        Directory.CreateDirectory(layout.Upper);
-        Files.ChangeOwner(layout.Upper, lowerRoot.Uid, lowerRoot.Gid);
-        Files.ChangeMode(layout.Upper, lowerRoot.Mode);
-        Directory.CreateDirectory(layout.Work);
-        Directory.CreateDirectory(layout.Rootfs);
-
-        var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
-            $"lowerdir={string.Join(':', spec.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
-        if (errno != 0)
-        {
-            throw Errno.Exception("mount overlay", layout.Rootfs, errno);
-        }
-
-        File.WriteAllText(layout.HostsFile, $"""
-            127.0.0.1	localhost
-            ::1	localhost ip6-localhost ip6-loopback
-            127.0.1.1	{spec.Hostname}
-
-            """);
-        File.WriteAllText(layout.HostnameFile, spec.Hostname + "\n");
-        foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile])
-        {
-            // The sandbox's root may edit them, as in Docker.
-            Files.ChangeOwner(file, root, root);
-            Files.ChangeMode(file, 0b110_100_100);
-        }
-    }
-
-    private async Task WaitForAgentAsync(string sandboxId, SandboxLayout layout, int pid, CancellationToken cancellationToken)
-    {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_options.StartTimeout);
-        // A probe is an open, two setns calls and a loopback connect (tens of microseconds), so probing often costs
-        // little, while each wait past the agent's first listen is added to every cold create: 1, 2, 4, then every
-        // 5 ms (was capped at 50 ms, which could add up to 50 ms to a start; issue 6's lean cold path).
-        var delay = TimeSpan.FromMilliseconds(1);
-        try
-        {
-            while (true)
-            {
-                if (!ProcessStat.IsRunning(pid))
-                {
-                    throw new SandboxStartException(sandboxId, "the agent exited before it answered: " + layout.LogTail());
-                }
-                try
-                {
-                    await using var stream = await ConnectAsync(sandboxId, AgentBundle.AgentPort, deadline.Token);
-                    if (await AgentProbe.IsHealthyAsync(stream, deadline.Token))
-                    {
-                        return;
-                    }
-                }
-                catch (Exception ex) when (ex is SandboxPortUnreachableException or IOException or SocketException)
-                {
-                    // Not listening yet, or it closed the connection while starting: try again.
-                }
-                await Task.Delay(delay, deadline.Token);
-                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5));
-            }
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            throw new SandboxStartException(sandboxId,
-                $"the agent did not answer GET /health within {_options.StartTimeout.TotalSeconds:0} s: " + layout.LogTail());
         }
     }
 
@@ -318,24 +229,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
         // Our own kill of the agent is no news.
         _exits.Forget(sandboxId);
-        for (var attempt = 0; attempt < 400; attempt++)
-        {
-            var pids = _cgroups.ProcessesOf(sandboxId);
-            if (pids.Count == 0)
-            {
-                return true;
-            }
-            foreach (var pid in pids)
-            {
-                Signals.Send(pid, Signals.SIGKILL);
-            }
-            // A frozen task (the idle freezer's, or a snapshot's pause) does not die of SIGKILL on the v1 freezer until
-            // it is thawed; thawed after the kill, it never runs another instruction of its own.
-            _cgroups.Thaw(sandboxId);
-            // 400 x 5 ms bounds the wait for the exits to 2 s (longer under load: Task.Delay only waits at least that).
-            await Task.Delay(5, cancellationToken);
-        }
-        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", _cgroups.ProcessesOf(sandboxId))}");
+        await _cgroups.KillAllAsync(sandboxId, cancellationToken);
+        return true;
     }
 
     /// <summary>
@@ -348,7 +243,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var id = layout.SandboxId;
         // Our own kill of the agent is no news.
         _exits.Forget(id);
-        _lastCpuSample.TryRemove(id, out _);
+        _usage.Forget(id);
         _agentPids.TryRemove(id, out _);
         IOException? runcError = null;
         // runc delete --force thaws a paused container itself, but the cgroup step's kill does not: a frozen task
@@ -390,53 +285,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             await _network.DetachAsync(id, cancellationToken);
         }
         NetworkNamespaces.Release(layout.NetnsFile);
-        await UnmountRootfsAsync(layout, cancellationToken);
-
-        var left = MountTable.Under(layout.Directory);
-        if (left.Count > 0)
-        {
-            // Never delete recursively through a mount: it would delete what is mounted.
-            throw new IOException($"sandbox '{id}' still has mounts under {layout.Directory}: {string.Join(", ", left)}");
-        }
-        if (Directory.Exists(layout.Directory))
-        {
-            Directory.Delete(layout.Directory, recursive: true);
-        }
+        await SandboxFilesystem.UnmountAllAsync(layout, _logger, cancellationToken);
+        SandboxFilesystem.RemoveDirectory(layout);
         if (runcError is not null)
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(runcError);
-        }
-    }
-
-    private async Task UnmountRootfsAsync(SandboxLayout layout, CancellationToken cancellationToken)
-    {
-        foreach (var mountPoint in MountTable.Under(layout.Directory))
-        {
-            for (var attempt = 0; ; attempt++)
-            {
-                var errno = Mounts.Unmount(mountPoint, Mounts.UMOUNT_NOFOLLOW);
-                if (errno is 0 or Errno.EINVAL or Errno.ENOENT)
-                {
-                    break;
-                }
-                if (errno == Errno.EBUSY && attempt < 50)
-                {
-                    // Processes of the sandbox that were just killed can hold it for a moment; 50 x 20 ms bounds that.
-                    RuntimeLog.OverlayBusy(_logger, layout.SandboxId);
-                    await Task.Delay(20, cancellationToken);
-                    continue;
-                }
-                if (errno == Errno.EBUSY)
-                {
-                    // Still busy after a second: detach it, so that it goes when its last user does.
-                    errno = Mounts.Unmount(mountPoint, Mounts.MNT_DETACH | Mounts.UMOUNT_NOFOLLOW);
-                    if (errno is 0 or Errno.EINVAL)
-                    {
-                        break;
-                    }
-                }
-                throw Errno.Exception("umount", mountPoint, errno);
-            }
         }
     }
 
@@ -516,55 +369,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             return null;
         }
-        var layout = new SandboxLayout(_options, sandboxId);
-        var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
-        var now = _cgroups.Sample(sandboxId);
-        if (metadata is null || now is null)
-        {
-            return null;
-        }
-        // CPU use since the previous sample of this sandbox, else since it started; as a share of the cores it
-        // may use, which is what E2B's metrics report (0-100).
-        var previous = _lastCpuSample.TryGetValue(sandboxId, out var p) ? p : null;
-        _lastCpuSample[sandboxId] = now;
-        var sinceNs = previous?.CpuUsageNanoseconds ?? 0;
-        var sinceTime = previous?.Timestamp ?? metadata.StartedAt;
-        var wallNs = (now.Timestamp - sinceTime).TotalMilliseconds * 1e6;
-        var cores = Math.Max(1, metadata.Limits.CpuCount);
-        var percent = wallNs > 0 ? (now.CpuUsageNanoseconds - sinceNs) / (wallNs * cores) * 100 : 0;
-
-        var disk = await Task.Run(() => DiskUsage(layout.Upper), cancellationToken);
-        return new SandboxUsage(
-            now.Timestamp,
-            Math.Clamp(percent, 0, 100),
-            cores,
-            now.MemoryWorkingSetBytes,
-            now.MemoryLimitBytes,
-            disk,
-            metadata.Limits.DiskBytes);
-    }
-
-    /// <summary>Bytes allocated by the writable layer (what the sandbox added or changed), hard links counted once.</summary>
-    private static long DiskUsage(string upper)
-    {
-        var seen = new HashSet<(ulong, uint, uint)>();
-        long total = 0;
-        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true, AttributesToSkip = 0 };
-        try
-        {
-            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", options))
-            {
-                if (Files.TryStat(path, out var s) == 0 && (s.LinkCount <= 1 || seen.Add((s.Inode, s.DevMajor, s.DevMinor))))
-                {
-                    total += s.AllocatedBytes;
-                }
-            }
-        }
-        catch (DirectoryNotFoundException)
-        {
-            // destroyed while we counted
-        }
-        return total;
+        return await _usage.SampleAsync(_cgroups, new SandboxLayout(_options, sandboxId), cancellationToken);
     }
 
     public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
@@ -627,36 +432,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await _runc.ResumeAsync(sandboxId, resumeTimeout.Token);
         }
-        RemoveAgentLeftovers(destination);
+        SandboxFilesystem.RemoveAgentLeftovers(destination);
         RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
         return bytes;
-    }
-
-    /// <summary>
-    /// The agent's own runtime files in the sandbox (its HTTP/2 hand-off sockets in /tmp, Paddock.Agent's
-    /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own
-    /// agent, and without this every snapshot and every build step would add dead sockets to the layers.
-    /// </summary>
-    private static void RemoveAgentLeftovers(string layer)
-    {
-        var tmp = Path.Combine(layer, "tmp");
-        if (!Directory.Exists(tmp))
-        {
-            return;
-        }
-        foreach (var socket in Directory.EnumerateFileSystemEntries(tmp, ".paddock-agent-*.sock"))
-        {
-            File.Delete(socket);
-        }
-    }
-
-    /// <summary>overlayfs splits its options at ',' and lowerdir at ':'; a path with either cannot be named.</summary>
-    private static void ValidatePathForOverlay(string path)
-    {
-        if (path.IndexOfAny([',', ':', '\\', '\n']) >= 0)
-        {
-            throw new ArgumentException($"path {path} cannot be used in an overlay mount: it contains ',', ':', '\\' or a newline");
-        }
     }
 
     public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// The host's cgroup hierarchies as runc's cgroupfs driver uses them for a container with an absolute
@@ -301,6 +301,31 @@ internal sealed class Cgroups
                 // removed meanwhile: no processes there
             }
         }
+    }
+
+    /// <summary>
+    /// SIGKILLs the processes in the sandbox's cgroups until none is left, thawing them after each round (a frozen
+    /// task does not die of SIGKILL on the v1 freezer until it is thawed; thawed after the kill, it never runs another
+    /// instruction of its own). Throws <see cref="IOException"/> when some are still there after about 2 s.
+    /// </summary>
+    public async Task KillAllAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 400; attempt++)
+        {
+            var pids = ProcessesOf(sandboxId);
+            if (pids.Count == 0)
+            {
+                return;
+            }
+            foreach (var pid in pids)
+            {
+                Signals.Send(pid, Signals.SIGKILL);
+            }
+            Thaw(sandboxId);
+            // 400 x 5 ms bounds the wait for the exits to 2 s (longer under load: Task.Delay only waits at least that).
+            await Task.Delay(5, cancellationToken);
+        }
+        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", ProcessesOf(sandboxId))}");
     }
 
     /// <summary>The pids in a cgroup directory (cgroup.procs), empty when it is gone.</summary>

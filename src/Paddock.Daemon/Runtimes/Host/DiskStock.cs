@@ -2,7 +2,7 @@ using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// Sandbox disks (<see cref="SandboxDisk"/>) made ahead, a few per image size: a create takes one with a rename of its

@@ -1,6 +1,6 @@
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// Gives a sandbox's writable layer a filesystem of its own, the size of its disk limit: a sparse ext4 image in the

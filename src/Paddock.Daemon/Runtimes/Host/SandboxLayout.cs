@@ -2,16 +2,19 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
-/// <summary>Where one sandbox's pieces live on the host. The sandbox directory is also runc's bundle directory.</summary>
+/// <summary>
+/// Where one sandbox's pieces live on the host, in either tier. The sandbox directory is also the OCI bundle
+/// directory that runc or runsc reads.
+/// </summary>
 internal sealed partial class SandboxLayout
 {
     // runc accepts [\w+-.]; we also require a leading letter or digit so an id can never be "." or "..".
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
     private static partial Regex ValidId();
 
-    public SandboxLayout(RuncOptions options, string sandboxId)
+    public SandboxLayout(ISandboxDirectories options, string sandboxId)
     {
         if (!IsValidId(sandboxId))
         {
@@ -26,7 +29,7 @@ internal sealed partial class SandboxLayout
 
     public string SandboxId { get; }
 
-    /// <summary>The sandbox's directory and runc bundle (config.json, rootfs).</summary>
+    /// <summary>The sandbox's directory and OCI bundle (config.json, rootfs).</summary>
     public string Directory { get; }
 
     /// <summary>An empty file that the sandbox's network namespace is bind-mounted on, which keeps it alive.</summary>
@@ -65,7 +68,7 @@ internal sealed partial class SandboxLayout
 
     public string HostnameFile => Path.Combine(Directory, "hostname");
 
-    /// <summary>The agent's stdout and stderr, and runc's own errors when it fails to run the container.</summary>
+    /// <summary>The agent's stdout and stderr, and the OCI runtime's own errors when it fails to run the container.</summary>
     public string LogFile => Path.Combine(Directory, "agent.log");
 
     public string PidFile => Path.Combine(Directory, "init.pid");
@@ -85,6 +88,14 @@ internal sealed partial class SandboxLayout
             return "";
         }
     }
+}
+
+/// <summary>Where a tier keeps its sandboxes' directories and network namespace files (each tier its own).</summary>
+internal interface ISandboxDirectories
+{
+    string SandboxesDirectory { get; }
+
+    string NetnsDirectory { get; }
 }
 
 /// <summary>

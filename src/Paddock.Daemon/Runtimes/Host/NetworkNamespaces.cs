@@ -2,7 +2,7 @@ using System.Net.Sockets;
 using Microsoft.Win32.SafeHandles;
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// Each sandbox's network namespace, held by a bind mount of its nsfs file on <see cref="SandboxLayout.NetnsFile"/>
@@ -42,6 +42,43 @@ internal sealed class NetworkNamespaces : IDisposable
         if (errno != 0)
         {
             throw Errno.Exception($"mount --bind {source}", file, errno);
+        }
+    }
+
+    /// <summary>
+    /// Makes a new network namespace and binds it on <paramref name="file"/>, for a tier whose OCI runtime joins a
+    /// namespace given by path (runsc) instead of making one. The namespace belongs to the host's user namespace.
+    /// The calling thread unshares, binds and returns to the daemon's namespace at once, synchronously, as in
+    /// <see cref="CreateTcpSocket"/>.
+    /// </summary>
+    public void Create(string file)
+    {
+        using (File.Create(file))
+        {
+            // the mount point of the namespace's bind mount, as iproute2 does it
+        }
+        var errno = Namespaces.Unshare(Namespaces.CloneNewNet);
+        if (errno != 0)
+        {
+            throw Errno.Exception("unshare(CLONE_NEWNET) for", file, errno);
+        }
+        try
+        {
+            // thread-self: the namespace is this thread's alone, the daemon's other threads stay in the host's.
+            const string source = "/proc/thread-self/ns/net";
+            errno = Mounts.Mount(source, file, null, Mounts.MS_BIND, null);
+            if (errno != 0)
+            {
+                throw Errno.Exception($"mount --bind {source}", file, errno);
+            }
+        }
+        finally
+        {
+            var back = Namespaces.SetNs(_home, Namespaces.CloneNewNet);
+            if (back != 0)
+            {
+                Environment.FailFast($"paddockd: cannot return to the daemon's network namespace after making {file}: {Errno.Describe(back)}");
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Native;
 
-namespace Paddock.Daemon.Runtimes.Runc;
+namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
 /// Notices at once when a sandbox's agent (its container's init) exits on its own: a crash, an OOM kill, a SIGKILL

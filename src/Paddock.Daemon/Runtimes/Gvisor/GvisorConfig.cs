@@ -1,0 +1,106 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Paddock.Daemon.Runtimes.Host;
+using Paddock.Daemon.Runtimes.Runc;
+
+namespace Paddock.Daemon.Runtimes.Gvisor;
+
+/// <summary>
+/// A gVisor sandbox's config.json (OCI runtime spec, as runsc 2024-07-29 reads it). The agent starts as in the runc
+/// tier (<see cref="AgentLaunch"/>, Docker's capability set inside, no_new_privs), in the same user-namespace range,
+/// over the same overlay root and agent bundle.
+/// </summary>
+/// <remarks>
+/// What differs from <see cref="OciConfig"/>, and why: no seccomp profile (runsc ignores the OCI one unless told
+/// otherwise; the sandbox's system calls go to the Sentry, and the Sentry's own calls to the host are confined by
+/// runsc's built-in seccomp filter), no masked or read-only /proc paths (the Sentry's /proc and /sys are its own and
+/// show nothing of the host), no device rules (the Sentry has no host devices), and the network namespace is named by
+/// path (the daemon makes it and links it before runsc starts, because runsc copies the namespace's addresses and
+/// routes into netstack at start). The cgroup limits bind the Sentry and the gofer, which carry every process of the
+/// sandbox.
+/// </remarks>
+internal static class GvisorConfig
+{
+    public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, Cgroups cgroups)
+    {
+        var json = Build(spec, layout, bundle, options, cgroups).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        File.WriteAllText(layout.ConfigFile, json);
+    }
+
+    public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, Cgroups cgroups)
+    {
+        var caps = Strings(OciConfig.Capabilities.Order(StringComparer.Ordinal));
+        var openFiles = Math.Min(options.OpenFilesLimit, Native.ProcessLimits.OpenFilesHardLimit());
+        var limits = spec.Limits;
+        var memory = new JsonObject { ["limit"] = limits.MemoryBytes };
+        if (cgroups.HasSwapAccounting)
+        {
+            memory["swap"] = limits.MemoryBytes;
+        }
+        var mapping = new JsonObject { ["containerID"] = 0, ["hostID"] = options.IdMapping.HostBase, ["size"] = options.IdMapping.Size };
+        return new JsonObject
+        {
+            ["ociVersion"] = "1.0.2-dev",
+            ["process"] = new JsonObject
+            {
+                ["terminal"] = false,
+                ["user"] = new JsonObject { ["uid"] = 0, ["gid"] = 0 },
+                ["args"] = Strings(AgentLaunch.Arguments(spec, bundle)),
+                ["env"] = Strings(AgentLaunch.Environment(spec).Select(kv => $"{kv.Key}={kv.Value}")),
+                ["cwd"] = "/",
+                ["capabilities"] = new JsonObject
+                {
+                    ["bounding"] = caps.DeepClone(),
+                    ["effective"] = caps.DeepClone(),
+                    ["permitted"] = caps.DeepClone(),
+                    ["inheritable"] = new JsonArray(),
+                    ["ambient"] = new JsonArray(),
+                },
+                ["rlimits"] = new JsonArray(new JsonObject { ["type"] = "RLIMIT_NOFILE", ["hard"] = openFiles, ["soft"] = openFiles }),
+                ["noNewPrivileges"] = options.NoNewPrivileges,
+            },
+            ["root"] = new JsonObject { ["path"] = layout.Rootfs, ["readonly"] = false },
+            ["hostname"] = spec.Hostname,
+            ["mounts"] = new JsonArray(
+                Mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
+                Mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
+                Mount("/dev/pts", "devpts", "devpts", "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+                Mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
+                Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
+                Mount(AgentBundle.MountPoint, "bind", bundle.Directory, "rbind", "ro", "nosuid", "nodev"),
+                Mount("/etc/hosts", "bind", layout.HostsFile, "rbind", "rw"),
+                Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw")),
+            ["linux"] = new JsonObject
+            {
+                ["uidMappings"] = new JsonArray(mapping.DeepClone()),
+                ["gidMappings"] = new JsonArray(mapping.DeepClone()),
+                ["resources"] = new JsonObject
+                {
+                    ["memory"] = memory,
+                    ["cpu"] = new JsonObject { ["quota"] = (long)limits.CpuCount * 100_000, ["period"] = 100_000UL },
+                    // Host tasks: the sandbox's own processes live inside the Sentry, but each address space has a stub
+                    // process on the host, and the Sentry's and gofer's threads count too (HostTaskAllowance).
+                    ["pids"] = new JsonObject { ["limit"] = limits.MaxPids > 0 ? limits.MaxPids + (long)options.HostTaskAllowance : limits.MaxPids },
+                },
+                ["cgroupsPath"] = cgroups.RuncPath(layout.SandboxId),
+                ["namespaces"] = new JsonArray(
+                    new JsonObject { ["type"] = "pid" },
+                    new JsonObject { ["type"] = "network", ["path"] = layout.NetnsFile },
+                    new JsonObject { ["type"] = "ipc" },
+                    new JsonObject { ["type"] = "uts" },
+                    new JsonObject { ["type"] = "mount" },
+                    new JsonObject { ["type"] = "user" }),
+            },
+        };
+    }
+
+    private static JsonObject Mount(string destination, string type, string source, params string[] options) => new()
+    {
+        ["destination"] = destination,
+        ["type"] = type,
+        ["source"] = source,
+        ["options"] = Strings(options),
+    };
+
+    private static JsonArray Strings(IEnumerable<string> values) => new(values.Select(v => (JsonNode)JsonValue.Create(v)).ToArray());
+}

@@ -1,0 +1,433 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Networking;
+using Paddock.Daemon.Runtimes.Host;
+using Paddock.Daemon.Templates;
+
+namespace Paddock.Daemon.Runtimes.Gvisor;
+
+/// <summary>
+/// The gVisor tier: each sandbox runs on gVisor's Sentry, a kernel in user space between the sandbox's processes and
+/// the host (runsc, <c>--platform=systrap</c> by default). What it shares with the runc tier comes from
+/// <see cref="Host"/>: the agent bundle (read-only at /.paddock), the template overlay with a writable layer on the
+/// sandbox's own disk (served to the Sentry by runsc's gofer, so snapshots copy the same upper directory), cgroup
+/// limits (on the Sentry and the gofer), and a veth link with the egress policy per sandbox in a network namespace the
+/// daemon makes (netstack inside the Sentry drives it). Traffic to the sandbox goes to its link address: its loopback
+/// is inside the Sentry, out of the host's reach (<see cref="ConnectAsync"/>).
+/// </summary>
+internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
+{
+    // One attempt of the start's health probe: a SYN that netstack does not answer yet would otherwise wait for the
+    // kernel's retransmission (1 s, then 3 s).
+    private static readonly TimeSpan ProbeConnectTimeout = TimeSpan.FromMilliseconds(500);
+
+    private readonly GvisorOptions _options;
+    private readonly RunscCli _runsc;
+    private readonly Cgroups _cgroups;
+    private readonly NetworkNamespaces _netns;
+    private readonly AgentBundleBuilder _bundles;
+    private readonly string _agentBinary;
+    private readonly ILogger<GvisorRuntime> _logger;
+    private readonly KeyedLock _locks = new();
+    private readonly UsageMeter _usage = new();
+    private readonly Lazy<Task<AgentBundle>> _bundle;
+    private readonly Lazy<Task> _mountNamespace;
+    private readonly SandboxNetworks _network;
+    private readonly AgentExitWatcher _exits;
+    private readonly DiskStock _disks;
+
+    public GvisorRuntime(GvisorOptions options, string agentBinary, ILogger<GvisorRuntime> logger)
+    {
+        _options = options;
+        _agentBinary = agentBinary;
+        _logger = logger;
+        // Before anything is mounted under the state directory (the disk stock mounts in its constructor).
+        GvisorMountNamespace.PrepareMounts(options);
+        foreach (var dir in (string[])[options.RunscRoot, options.SandboxesDirectory, options.NetnsDirectory])
+        {
+            Directory.CreateDirectory(dir);
+        }
+        SandboxFilesystem.ValidatePathForOverlay(options.SandboxesDirectory);
+        _runsc = new RunscCli(options);
+        _cgroups = Cgroups.Discover(options.CgroupParent);
+        _netns = new NetworkNamespaces();
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
+        _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
+        _mountNamespace = new Lazy<Task>(() => GvisorMountNamespace.EnsureAsync(options, CancellationToken.None));
+        _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger);
+        _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
+        _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
+    }
+
+    /// <summary>
+    /// Called (on the thread pool) when the Sentry of a started or listed sandbox exits on its own (its agent, the
+    /// container's init, ended): the daemon kills the sandbox, which destroys what is left.
+    /// </summary>
+    public Func<string, Task>? OnAgentExited { get; set; }
+
+    /// <summary>The sandboxes' links and policies.</summary>
+    internal SandboxNetworks Network => _network;
+
+    /// <summary>The sandbox disks made ahead (for tests).</summary>
+    internal DiskStock Disks => _disks;
+
+    public string Name => "gvisor";
+
+    public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
+    {
+        var layout = new SandboxLayout(_options, spec.SandboxId);
+        SandboxFilesystem.ValidateTemplateLayers(spec);
+        using var held = await _locks.AcquireAsync(spec.SandboxId, cancellationToken);
+        if (Directory.Exists(layout.Directory) || File.Exists(layout.NetnsFile))
+        {
+            throw new SandboxStartException(spec.SandboxId, "a sandbox with this id exists already");
+        }
+
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var bundle = await _bundle.Value.WaitAsync(cancellationToken);
+            await _mountNamespace.Value.WaitAsync(cancellationToken);
+            var diskBytes = _options.EnforceDiskSize && spec.Limits.DiskBytes > 0 ? SandboxDisk.ImageBytes(spec.Limits.DiskBytes) : 0;
+            if (diskBytes > 0)
+            {
+                if (!_disks.TryTake(diskBytes, layout.Directory))
+                {
+                    Directory.CreateDirectory(layout.Directory);
+                    await SandboxDisk.CreateAsync(layout, spec.Limits.DiskBytes, _options.DiskBytesPerInode, cancellationToken);
+                }
+                spec.MarkStep?.Invoke("disk");
+            }
+            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping);
+            spec.MarkStep?.Invoke("rootfs");
+            // The namespace and its link exist before runsc starts: runsc copies the namespace's addresses and routes
+            // into netstack when the sandbox starts (and takes them off the kernel's interface).
+            _netns.Create(layout.NetnsFile);
+            await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, spec.EffectiveEgress, cancellationToken);
+            spec.MarkStep?.Invoke("network");
+            GvisorConfig.Write(spec, layout, bundle, _options, _cgroups);
+            spec.MarkStep?.Invoke("oci-config");
+            var prepared = clock.ElapsedMilliseconds;
+            if (!await _runsc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
+            {
+                throw new SandboxStartException(spec.SandboxId, "runsc run failed: " + layout.LogTail());
+            }
+            spec.MarkStep?.Invoke("runsc-run");
+            var ran = clock.ElapsedMilliseconds;
+            // runsc's pid file names the sandbox process (the Sentry): it lives exactly as long as the sandbox.
+            var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
+            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ProbeAsync, _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+            spec.MarkStep?.Invoke("agent-ready");
+            if (diskBytes > 0)
+            {
+                _disks.Refill(diskBytes);
+            }
+            RuntimeLog.StartPhases(_logger, spec.SandboxId, prepared, ran - prepared, clock.ElapsedMilliseconds - ran);
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile)!;
+            RuntimeLog.SandboxStarted(_logger, spec.SandboxId, clock.ElapsedMilliseconds, pid);
+            _exits.Watch(spec.SandboxId, pid);
+            return new RuntimeSandbox(spec.SandboxId, pid, metadata.StartedAt);
+        }
+        catch (Exception ex)
+        {
+            RuntimeLog.SandboxStartFailed(_logger, spec.SandboxId, ex);
+            try
+            {
+                using var cleanup = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                await DestroyCoreAsync(layout, cleanup.Token);
+            }
+            catch (Exception cleanupError)
+            {
+                RuntimeLog.CleanupAfterFailedStartFailed(_logger, spec.SandboxId, cleanupError);
+            }
+            if (ex is SandboxStartException or OperationCanceledException)
+            {
+                throw;
+            }
+            throw new SandboxStartException(spec.SandboxId, ex.Message, ex);
+        }
+
+        async ValueTask<Stream> ProbeAsync(CancellationToken token)
+        {
+            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
+            attempt.CancelAfter(ProbeConnectTimeout);
+            try
+            {
+                return await ConnectAsync(spec.SandboxId, AgentBundle.AgentPort, attempt.Token);
+            }
+            catch (OperationCanceledException) when (!token.IsCancellationRequested)
+            {
+                throw new IOException("no answer to the connect yet");
+            }
+        }
+    }
+
+    public async Task DestroyAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return;
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        await DestroyCoreAsync(layout, cancellationToken);
+        RuntimeLog.SandboxDestroyed(_logger, sandboxId);
+    }
+
+    /// <summary>
+    /// Removes every piece of the sandbox that exists: its host processes (the Sentry, the gofer, the platform's
+    /// stubs: everything in its cgroups), runsc's state, its cgroups, the link, the network namespace, the mounts, the
+    /// directory. Each step accepts that its piece is already gone, so this also cleans up after a failed start.
+    /// </summary>
+    private async Task DestroyCoreAsync(SandboxLayout layout, CancellationToken cancellationToken)
+    {
+        var id = layout.SandboxId;
+        _exits.Forget(id);
+        _usage.Forget(id);
+        _cgroups.Thaw(id);
+        // Killing the Sentry ends every process of the sandbox at once (they are its tasks); the cgroup step kills
+        // the gofer and stubs with it. runsc delete then finds a dead sandbox and only removes its state.
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        IOException? runscError = null;
+        try
+        {
+            await _runsc.DeleteAsync(id, cancellationToken);
+        }
+        catch (IOException ex)
+        {
+            // The rest is the daemon's own and goes all the same; the failure is reported after that.
+            runscError = ex;
+        }
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        await _network.DetachAsync(id, cancellationToken);
+        NetworkNamespaces.Release(layout.NetnsFile);
+        await SandboxFilesystem.UnmountAllAsync(layout, _logger, cancellationToken);
+        SandboxFilesystem.RemoveDirectory(layout);
+        if (runscError is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(runscError);
+        }
+    }
+
+    public async Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken)
+    {
+        var sandboxes = new List<RuntimeSandbox>();
+        foreach (var c in await _runsc.ListAsync(cancellationToken))
+        {
+            if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id))
+            {
+                continue;
+            }
+            var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
+            sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
+            if (!_locks.IsBusy(c.Id))
+            {
+                _exits.WatchIfNew(c.Id, c.Pid);
+            }
+        }
+        return sandboxes;
+    }
+
+    public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
+    {
+        var containers = await _runsc.ListAsync(cancellationToken);
+        var alive = containers.Where(c => c.IsAlive).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        var candidates = new HashSet<string>(StringComparer.Ordinal);
+        candidates.UnionWith(containers.Select(c => c.Id));
+        candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
+        candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
+        candidates.UnionWith(_cgroups.ExistingSandboxIds());
+        await _network.EnsureReadyAsync(cancellationToken);
+        candidates.UnionWith(_network.RecordedSandboxIds());
+
+        var removed = new List<string>();
+        foreach (var id in candidates.Order(StringComparer.Ordinal))
+        {
+            if (alive.Contains(id) || _locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            {
+                continue;
+            }
+            try
+            {
+                using var held = await _locks.AcquireAsync(id, cancellationToken);
+                await DestroyCoreAsync(new SandboxLayout(_options, id), cancellationToken);
+                removed.Add(id);
+                RuntimeLog.LeftoverRemoved(_logger, id);
+            }
+            catch (IOException ex)
+            {
+                RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
+            }
+        }
+        return removed;
+    }
+
+    private static IEnumerable<string> Names(string directory, bool directories)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return [];
+        }
+        var entries = directories ? Directory.EnumerateDirectories(directory) : Directory.EnumerateFiles(directory);
+        return entries.Select(Path.GetFileName).OfType<string>().Where(SandboxLayout.IsValidId).ToList();
+    }
+
+    /// <summary>
+    /// CPU and memory of the sandbox's cgroups, which hold the Sentry and the gofer: the memory includes the Sentry's
+    /// own (measured about 30-40 MiB idle, see ARCHITECTURE.md), which the sandbox's limit also has to hold.
+    /// </summary>
+    public async Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken) =>
+        SandboxLayout.IsValidId(sandboxId)
+            ? await _usage.SampleAsync(_cgroups, new SandboxLayout(_options, sandboxId), cancellationToken)
+            : null;
+
+    /// <summary>
+    /// A TCP connection from the daemon, in the host's network namespace, to the sandbox's link address. The
+    /// sandbox's loopback is netstack's, inside the Sentry: no host socket can reach it, so (unlike the runc tier) a
+    /// port is reachable here only when its server listens on the sandbox's interface (0.0.0.0 or the link address),
+    /// as the agent does. The link's nftables guards keep other sandboxes out (forwarding between links is dropped)
+    /// and the sandbox from opening connections to the host; this connection is the host's own, and only its replies
+    /// come back in.
+    /// </summary>
+    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
+        await _network.EnsureReadyAsync(cancellationToken);
+        if (_network.Find(sandboxId) is not { } link)
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(new IPEndPoint(link.SandboxAddress, port), cancellationToken);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused or SocketError.ConnectionReset or SocketError.HostUnreachable)
+        {
+            socket.Dispose();
+            throw new SandboxPortUnreachableException(sandboxId, port, ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Pauses the sandbox (runsc pause: the Sentry stops every task), copies its upper directory, and resumes it
+    /// whatever happens. With <c>--overlay2=none</c> the Sentry writes through the gofer to that directory, so the
+    /// copy holds what the sandbox wrote (checked by the tier's snapshot test).
+    /// </summary>
+    public async Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        if (!Directory.Exists(layout.Upper))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var clock = Stopwatch.StartNew();
+        await _runsc.PauseAsync(sandboxId, cancellationToken);
+        var paused = clock.ElapsedMilliseconds;
+        long bytes;
+        try
+        {
+            bytes = await LayerCopy.CopyAsync(layout.Upper, destination, cancellationToken);
+        }
+        finally
+        {
+            using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await _runsc.ResumeAsync(sandboxId, resumeTimeout.Token);
+        }
+        SandboxFilesystem.RemoveAgentLeftovers(destination);
+        RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
+        return bytes;
+    }
+
+    public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        await _network.UpdateAsync(sandboxId, policy, cancellationToken);
+    }
+
+    public Task SetCpuPriorityAsync(string sandboxId, bool background, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        _cgroups.SetCpuShares(sandboxId, background ? Cgroups.BackgroundCpuShares : Cgroups.NormalCpuShares);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// SIGKILLs the sandbox's host processes (the Sentry, whose tasks all the sandbox's processes are, the gofer and
+    /// the stubs) until none is left; <see cref="DestroyAsync"/> removes the rest.
+    /// </summary>
+    public async Task<bool> KillProcessesAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return true;
+        }
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        _exits.Forget(sandboxId);
+        await _cgroups.KillAllAsync(sandboxId, cancellationToken);
+        return true;
+    }
+
+    /// <summary>The cgroup freezer over the Sentry, the gofer and the stubs: a frozen Sentry runs no task of the sandbox.</summary>
+    public async Task<bool> SetFrozenAsync(string sandboxId, bool frozen, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return false;
+        }
+        if (!frozen)
+        {
+            _cgroups.Thaw(sandboxId);
+            return false;
+        }
+        return await _cgroups.FreezeAsync(sandboxId);
+    }
+
+    /// <summary>
+    /// Always false: the sandbox's processes are tasks of the Sentry, not host processes, so the host's cgroups
+    /// cannot tell the agent from a user's command; asking the Sentry (runsc ps) costs a Go process per sandbox per
+    /// idle check. The idle freezer therefore leaves gVisor sandboxes alone.
+    /// </summary>
+    public bool IsOnlyAgentRunning(string sandboxId) => false;
+
+    private int _disposed;
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _network.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _disks.Dispose();
+        _netns.Dispose();
+        _exits.Dispose();
+        _cgroups.RemoveParentIfEmpty();
+    }
+}

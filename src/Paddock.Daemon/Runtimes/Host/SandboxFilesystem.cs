@@ -1,0 +1,170 @@
+using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Native;
+
+namespace Paddock.Daemon.Runtimes.Host;
+
+/// <summary>
+/// A sandbox's root filesystem on the host, the same in every tier that serves the sandbox its files from the host:
+/// an overlay of the template's read-only layers with a per-sandbox writable layer (<see cref="SandboxLayout.Upper"/>,
+/// on the sandbox's own disk when it has one), plus its hosts and hostname files. Filesystem snapshots copy the
+/// writable layer, so they have one format whichever tier made them.
+/// </summary>
+internal static class SandboxFilesystem
+{
+    /// <summary>overlayfs splits its options at ',' and lowerdir at ':'; a path with either cannot be named.</summary>
+    public static void ValidatePathForOverlay(string path)
+    {
+        if (path.IndexOfAny([',', ':', '\\', '\n']) >= 0)
+        {
+            throw new ArgumentException($"path {path} cannot be used in an overlay mount: it contains ',', ':', '\\' or a newline");
+        }
+    }
+
+    /// <summary>Throws <see cref="SandboxStartException"/> unless the spec names layers that exist and can be mounted.</summary>
+    public static void ValidateTemplateLayers(SandboxSpec spec)
+    {
+        if (spec.TemplateLayers.Count == 0)
+        {
+            throw new SandboxStartException(spec.SandboxId, "the template has no layers");
+        }
+        foreach (var layer in spec.TemplateLayers)
+        {
+            ValidatePathForOverlay(layer);
+            if (!Directory.Exists(layer))
+            {
+                throw new SandboxStartException(spec.SandboxId, $"template layer {layer} does not exist");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Creates the sandbox's directory, its metadata, its writable layer and the overlay mount over the template, and
+    /// the hosts and hostname files. Nothing of the template is copied: the overlay shows the template's files until
+    /// the sandbox changes them.
+    /// </summary>
+    public static void Prepare(SandboxSpec spec, SandboxLayout layout, IdMapping map)
+    {
+        var root = map.ToHost(0);
+        Directory.CreateDirectory(layout.Directory);
+        new SandboxMetadata(spec.SandboxId, spec.TemplateLayers, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
+
+        // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's
+        // (the top layer's: a snapshot layer carries the root directory as its sandbox last had it).
+        var lowerRoot = Files.Stat(spec.TemplateLayers[0]);
+        Directory.CreateDirectory(layout.Upper);
+        Files.ChangeOwner(layout.Upper, lowerRoot.Uid, lowerRoot.Gid);
+        Files.ChangeMode(layout.Upper, lowerRoot.Mode);
+        Directory.CreateDirectory(layout.Work);
+        Directory.CreateDirectory(layout.Rootfs);
+
+        var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
+            $"lowerdir={string.Join(':', spec.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
+        if (errno != 0)
+        {
+            throw Errno.Exception("mount overlay", layout.Rootfs, errno);
+        }
+
+        File.WriteAllText(layout.HostsFile, $"""
+            127.0.0.1	localhost
+            ::1	localhost ip6-localhost ip6-loopback
+            127.0.1.1	{spec.Hostname}
+
+            """);
+        File.WriteAllText(layout.HostnameFile, spec.Hostname + "\n");
+        foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile])
+        {
+            // The sandbox's root may edit them, as in Docker.
+            Files.ChangeOwner(file, root, root);
+            Files.ChangeMode(file, 0b110_100_100);
+        }
+    }
+
+    /// <summary>Unmounts everything under the sandbox's directory, longest path first (the overlay before its disk).</summary>
+    public static async Task UnmountAllAsync(SandboxLayout layout, ILogger logger, CancellationToken cancellationToken)
+    {
+        foreach (var mountPoint in MountTable.Under(layout.Directory))
+        {
+            for (var attempt = 0; ; attempt++)
+            {
+                var errno = Mounts.Unmount(mountPoint, Mounts.UMOUNT_NOFOLLOW);
+                if (errno is 0 or Errno.EINVAL or Errno.ENOENT)
+                {
+                    break;
+                }
+                if (errno == Errno.EBUSY && attempt < 50)
+                {
+                    // Processes of the sandbox that were just killed can hold it for a moment; 50 x 20 ms bounds that.
+                    RuntimeLog.OverlayBusy(logger, layout.SandboxId);
+                    await Task.Delay(20, cancellationToken);
+                    continue;
+                }
+                if (errno == Errno.EBUSY)
+                {
+                    // Still busy after a second: detach it, so that it goes when its last user does.
+                    errno = Mounts.Unmount(mountPoint, Mounts.MNT_DETACH | Mounts.UMOUNT_NOFOLLOW);
+                    if (errno is 0 or Errno.EINVAL)
+                    {
+                        break;
+                    }
+                }
+                throw Errno.Exception("umount", mountPoint, errno);
+            }
+        }
+    }
+
+    /// <summary>Deletes the sandbox's directory once nothing is mounted under it; throws when something still is.</summary>
+    public static void RemoveDirectory(SandboxLayout layout)
+    {
+        var left = MountTable.Under(layout.Directory);
+        if (left.Count > 0)
+        {
+            // Never delete recursively through a mount: it would delete what is mounted.
+            throw new IOException($"sandbox '{layout.SandboxId}' still has mounts under {layout.Directory}: {string.Join(", ", left)}");
+        }
+        if (Directory.Exists(layout.Directory))
+        {
+            Directory.Delete(layout.Directory, recursive: true);
+        }
+    }
+
+    /// <summary>Bytes allocated by the writable layer (what the sandbox added or changed), hard links counted once.</summary>
+    public static long DiskUsage(string upper)
+    {
+        var seen = new HashSet<(ulong, uint, uint)>();
+        long total = 0;
+        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true, AttributesToSkip = 0 };
+        try
+        {
+            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", options))
+            {
+                if (Files.TryStat(path, out var s) == 0 && (s.LinkCount <= 1 || seen.Add((s.Inode, s.DevMajor, s.DevMinor))))
+                {
+                    total += s.AllocatedBytes;
+                }
+            }
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // destroyed while we counted
+        }
+        return total;
+    }
+
+    /// <summary>
+    /// The agent's own runtime files in the sandbox (its HTTP/2 hand-off sockets in /tmp, Paddock.Agent's
+    /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own
+    /// agent, and without this every snapshot and every build step would add dead sockets to the layers.
+    /// </summary>
+    public static void RemoveAgentLeftovers(string layer)
+    {
+        var tmp = Path.Combine(layer, "tmp");
+        if (!Directory.Exists(tmp))
+        {
+            return;
+        }
+        foreach (var socket in Directory.EnumerateFileSystemEntries(tmp, ".paddock-agent-*.sock"))
+        {
+            File.Delete(socket);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+using System.Net.Sockets;
+using System.Text;
+using Paddock.Daemon.Native;
+using Paddock.Daemon.Networking;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Host;
+
+namespace Paddock.Daemon.Tests.Runtimes;
+
+/// <summary>The gVisor tier with real runsc, the real agent and the real templates.</summary>
+[Collection(GvisorCollection.Name)]
+public sealed class GvisorRuntimeTests(GvisorFixture fixture)
+{
+    private static readonly TimeSpan Long = TimeSpan.FromSeconds(120);
+
+    [GvisorFact]
+    public async Task A_base_sandbox_runs_commands_on_the_Sentry_kernel()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base));
+
+        // gVisor's kernel reports itself as Linux 4.4.0, whatever the host's (6.18 here): proof the Sentry runs it.
+        var uname = await sandbox.RunAsync("uname -r; ls / | head -n 3; stat -c %U /home/user; id -un");
+        Assert.True(uname.ExitCode == 0, uname.ToString());
+        var lines = uname.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("4.4.0", lines[0]);
+        Assert.NotEqual(Environment.OSVersion.Version.ToString(3), lines[0]);
+        Assert.Equal("user", lines[^2]);
+        Assert.Equal("user", lines[^1]);
+        var dmesg = await sandbox.RunAsync("dmesg | head -n 1", user: "root");
+        Assert.Contains("Starting gVisor", dmesg.Stdout, StringComparison.Ordinal);
+    }
+
+    [GvisorFact]
+    public async Task The_agent_runs_in_a_template_without_any_libc_and_files_persist_in_the_upper_layer()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Busybox));
+
+        var write = await sandbox.RunAsync("echo written-inside > /root/note && cat /root/note");
+        Assert.Equal("written-inside\n", write.Stdout);
+        // The Sentry writes through the gofer to the host overlay (--overlay2=none): the file is in the writable layer.
+        var layout = new SandboxLayout(fixture.Options, sandbox.Id);
+        Assert.Equal("written-inside\n", await File.ReadAllTextAsync(Path.Combine(layout.Upper, "root/note")));
+    }
+
+    [GvisorFact]
+    public async Task ConnectAsync_reaches_a_user_port_and_names_a_closed_one_and_a_missing_sandbox()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base));
+        var (_, server) = await AgentCalls.StartAsync(fixture.Runtime, sandbox.Id, "/usr/bin/python3", ["-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", "/etc"], "user", Long);
+        using (server)
+        {
+            var body = await PollAsync(async () =>
+            {
+                await using var stream = await fixture.Runtime.ConnectAsync(sandbox.Id, 8000, TestEnvironment.Timeout(TimeSpan.FromSeconds(10)));
+                await stream.WriteAsync("GET /hostname HTTP/1.0\r\n\r\n"u8.ToArray(), TestEnvironment.Timeout(TimeSpan.FromSeconds(10)));
+                using var reader = new StreamReader(stream, Encoding.ASCII);
+                return await reader.ReadToEndAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(10)));
+            });
+            Assert.StartsWith("HTTP/1.0 200", body, StringComparison.Ordinal);
+            Assert.EndsWith("sandbox\n", body, StringComparison.Ordinal);
+        }
+        await Assert.ThrowsAsync<SandboxPortUnreachableException>(async () => await fixture.Runtime.ConnectAsync(sandbox.Id, 8001, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))));
+        await Assert.ThrowsAsync<SandboxNotFoundException>(async () => await fixture.Runtime.ConnectAsync("g-missing", 8000, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))));
+    }
+
+    [GvisorFact]
+    public async Task Destroy_leaves_nothing_on_the_host_and_is_idempotent()
+    {
+        var before = fixture.Footprint();
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Base), TestEnvironment.Timeout(Long));
+        var during = fixture.Footprint();
+        Assert.True(during.Processes >= 2, $"the Sentry and the gofer are in the sandbox's cgroups: {during}");
+        Assert.Equal(before.Links + 1, during.Links);
+        Assert.Equal(before.NetnsFiles + 1, during.NetnsFiles);
+
+        await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+
+        Assert.Equal(before, fixture.Footprint());
+        Assert.False(ProcessStat.IsRunning(sandbox.HostPid!.Value));
+        Assert.Null(await fixture.Runtime.GetUsageAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+    }
+
+    [GvisorFact]
+    public async Task Repeated_create_and_destroy_leaks_nothing()
+    {
+        // Its own variable: a gVisor cycle costs several times a runc one (see the report in ARCHITECTURE.md).
+        var cycles = int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_GVISOR_TEST_CYCLES"), out var n) && n > 0 ? n : 20;
+        var before = fixture.Footprint();
+        for (var i = 0; i < cycles; i++)
+        {
+            var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+            try
+            {
+                await using var stream = await fixture.Runtime.ConnectAsync(sandbox.SandboxId, AgentBundle.AgentPort, TestEnvironment.Timeout(TimeSpan.FromSeconds(10)));
+                Assert.True(await AgentProbe.IsHealthyAsync(stream, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))));
+            }
+            finally
+            {
+                await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+            }
+        }
+        Assert.Equal(before, fixture.Footprint());
+        Assert.Empty(await fixture.Runtime.ListAsync(TestEnvironment.Timeout(Long)));
+    }
+
+    [GvisorFact]
+    public async Task A_new_runtime_instance_lists_and_reaches_a_running_sandbox()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Busybox));
+
+        using var restarted = fixture.NewRuntime();
+        var listed = Assert.Single(await restarted.ListAsync(TestEnvironment.Timeout(Long)), s => s.SandboxId == sandbox.Id);
+        Assert.Equal(sandbox.Sandbox.HostPid, listed.HostPid);
+        Assert.Equal(sandbox.Sandbox.StartedAt, listed.StartedAt);
+        await using var stream = await restarted.ConnectAsync(sandbox.Id, AgentBundle.AgentPort, TestEnvironment.Timeout(TimeSpan.FromSeconds(10)));
+        Assert.True(await AgentProbe.IsHealthyAsync(stream, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))));
+        Assert.Empty(await restarted.CleanupLeftoversAsync(TestEnvironment.Timeout(Long)));
+    }
+
+    [GvisorFact]
+    public async Task Leftovers_of_a_killed_sandbox_are_found_and_removed_by_a_new_instance()
+    {
+        var before = fixture.Footprint();
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+        try
+        {
+            // The Sentry dies behind the runtime's back, as in a crash of the host's processes.
+            Assert.Equal(0, Signals.Send(sandbox.HostPid!.Value, Signals.SIGKILL));
+            using var restarted = fixture.NewRuntime();
+            for (var i = 0; i < 100 && (await restarted.ListAsync(TestEnvironment.Timeout(Long))).Any(s => s.SandboxId == sandbox.SandboxId); i++)
+            {
+                await Task.Delay(100);
+            }
+            var removed = await restarted.CleanupLeftoversAsync(TestEnvironment.Timeout(Long));
+
+            Assert.Contains(sandbox.SandboxId, removed);
+            Assert.Equal(before, fixture.Footprint());
+        }
+        finally
+        {
+            await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        }
+    }
+
+    [GvisorFact]
+    public async Task KillProcesses_ends_the_Sentry_and_destroy_removes_the_rest()
+    {
+        var before = fixture.Footprint();
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+        try
+        {
+            Assert.True(await fixture.Runtime.KillProcessesAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+            Assert.False(ProcessStat.IsRunning(sandbox.HostPid!.Value));
+            Assert.Equal(0, fixture.Footprint().Processes);
+            Assert.DoesNotContain(await fixture.Runtime.ListAsync(TestEnvironment.Timeout(Long)), s => s.SandboxId == sandbox.SandboxId);
+        }
+        finally
+        {
+            await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        }
+        Assert.Equal(before, fixture.Footprint());
+    }
+
+    [GvisorFact]
+    public async Task The_disk_limit_fails_writes_beyond_it()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base, new ResourceLimits(1, 512L << 20, 256, 32L << 20)));
+
+        var fill = await sandbox.RunAsync("dd if=/dev/zero of=/home/user/big bs=1M count=64 2>&1; echo rc=$?");
+        Assert.Contains("No space left on device", fill.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("rc=0", fill.Stdout, StringComparison.Ordinal);
+        var usage = await fixture.Runtime.GetUsageAsync(sandbox.Id, TestEnvironment.Timeout(Long));
+        Assert.NotNull(usage);
+        Assert.InRange(usage.DiskUsedBytes, 16L << 20, 40L << 20);
+        Assert.Equal(32L << 20, usage.DiskTotalBytes);
+    }
+
+    [GvisorFact]
+    public async Task A_filesystem_snapshot_holds_what_the_sandbox_wrote_and_deleted()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base));
+        var write = await sandbox.RunAsync("echo snap > /tmp/kept && rm /etc/issue", user: "root");
+        Assert.True(write.ExitCode == 0, write.ToString());
+        var destination = Path.Combine(fixture.Options.StateDirectory, "snapshot-" + sandbox.Id);
+        try
+        {
+            var bytes = await fixture.Runtime.SnapshotFilesystemAsync(sandbox.Id, destination, TestEnvironment.Timeout(Long));
+
+            Assert.True(bytes > 0);
+            Assert.Equal("snap\n", await File.ReadAllTextAsync(Path.Combine(destination, "tmp/kept")));
+            // A deletion is an overlayfs whiteout: a 0/0 character device.
+            var whiteout = Files.Stat(Path.Combine(destination, "etc/issue"));
+            Assert.Equal(0x2000u, whiteout.Mode & 0xF000u);
+            // The sandbox runs on after the pause.
+            Assert.Equal("snap\n", (await sandbox.RunAsync("cat /tmp/kept")).Stdout);
+        }
+        finally
+        {
+            if (Directory.Exists(destination))
+            {
+                Directory.Delete(destination, recursive: true);
+            }
+        }
+    }
+
+    [GvisorFact]
+    public async Task Egress_follows_the_policy_and_its_updates()
+    {
+        var outside = await fixture.OutsideAsync();
+        await using var open = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.AllowAll));
+        await using var closed = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.DenyAll));
+
+        Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(open, outside.Address), StringComparison.Ordinal);
+        Assert.StartsWith("ERR", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
+
+        await fixture.Runtime.UpdateNetworkAsync(open.Id, EgressPolicy.DenyAll, TestEnvironment.Timeout(Long));
+        await fixture.Runtime.UpdateNetworkAsync(closed.Id, EgressPolicy.AllowAll, TestEnvironment.Timeout(Long));
+
+        Assert.StartsWith("ERR", await FetchAsync(open, outside.Address), StringComparison.Ordinal);
+        Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
+        // The host end of the link is the host: closed to the sandbox under every policy.
+        var link = fixture.Runtime.Network.Find(closed.Id)!;
+        Assert.StartsWith("ERR", await FetchAsync(closed, link.HostAddress.ToString()), StringComparison.Ordinal);
+    }
+
+    private static async Task<string> FetchAsync(GvisorLease sandbox, string address)
+    {
+        var output = await sandbox.RunAsync(
+            $"python3 -c \"import socket; s=socket.create_connection(('{address}', 8080), timeout=3); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print('OK', s.recv(200).decode())\" 2>&1 | tail -n 1 | sed 's/^[A-Za-z]*Error.*/ERR &/'");
+        return output.Stdout.Trim();
+    }
+
+    private static async Task<T> PollAsync<T>(Func<Task<T>> attempt)
+    {
+        for (var i = 0; ; i++)
+        {
+            try
+            {
+                return await attempt();
+            }
+            catch (Exception ex) when (i < 50 && ex is SandboxPortUnreachableException or IOException or SocketException)
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
+}
