@@ -6,26 +6,54 @@ namespace Paddock.Daemon.Runtimes;
 /// One isolation tier as the daemon was given it: its runtime, or, when this host cannot run it (its program missing
 /// or too old), why not and how to fix that. Registered once per tier (<c>services.AddSingleton(SandboxTier)</c>).
 /// </summary>
-internal sealed record SandboxTier
+internal sealed class SandboxTier
 {
-    private SandboxTier(string name, ISandboxRuntime? runtime, string? unavailableReason)
+    private readonly Lazy<ISandboxRuntime>? _runtime;
+    private readonly Func<bool> _hasState;
+
+    private SandboxTier(string name, Lazy<ISandboxRuntime>? runtime, string? unavailableReason, Func<bool> hasState, bool deferred = false)
     {
         Name = name;
-        Runtime = runtime;
+        IsDeferred = deferred;
+        _runtime = runtime;
         UnavailableReason = unavailableReason;
+        _hasState = hasState;
     }
 
     public string Name { get; }
 
-    /// <summary>Null when the tier is unavailable on this host.</summary>
-    public ISandboxRuntime? Runtime { get; }
-
     /// <summary>Why the tier cannot run here and what to install; null when it can.</summary>
     public string? UnavailableReason { get; }
 
-    public static SandboxTier Of(ISandboxRuntime runtime) => new(runtime.Name, runtime, null);
+    /// <summary>Made by <see cref="Deferred"/>: its runtime is made, and so disposed, by <see cref="RuntimeTiers"/>.</summary>
+    public bool IsDeferred { get; }
 
-    public static SandboxTier Unavailable(string name, string reason) => new(name, null, reason);
+    /// <summary>Whether the tier can start sandboxes here.</summary>
+    public bool IsAvailable => _runtime is not null;
+
+    /// <summary>Whether its runtime has been made (a deferred tier's is made by its first use).</summary>
+    public bool IsCreated => _runtime is { IsValueCreated: true };
+
+    /// <summary>
+    /// Whether the tier may have sandboxes or leftovers on the host: made already, or its state says so. Recovery
+    /// and a destroy of an unknown id ask only such tiers, so a deferred tier nobody used is never made.
+    /// </summary>
+    public bool MayHaveSandboxes => IsCreated || (_runtime is not null && _hasState());
+
+    /// <summary>The runtime, made now if it is deferred; throws when the tier is unavailable.</summary>
+    public ISandboxRuntime Runtime => _runtime?.Value ?? throw new RuntimeUnavailableException($"the {Name} isolation tier is not available on this host: {UnavailableReason}");
+
+    public static SandboxTier Of(ISandboxRuntime runtime) => new(runtime.Name, new Lazy<ISandboxRuntime>(runtime), null, () => true);
+
+    /// <summary>
+    /// A tier whose runtime is made at its first use (a create on it, or recovery when <paramref name="hasState"/>
+    /// says it left something on the host): a tier that takes host resources as it starts (mounts, a disk stock, an
+    /// nftables table) costs nothing on a daemon whose sandboxes never ask for it.
+    /// </summary>
+    public static SandboxTier Deferred(string name, Func<ISandboxRuntime> create, Func<bool> hasState) =>
+        new(name, new Lazy<ISandboxRuntime>(create, LazyThreadSafetyMode.ExecutionAndPublication), null, hasState, deferred: true);
+
+    public static SandboxTier Unavailable(string name, string reason) => new(name, null, reason, () => false);
 }
 
 /// <summary>
@@ -54,7 +82,7 @@ internal interface IIsolationTiers
 /// tier that started it (or, after a daemon restart, the tier whose <see cref="ListAsync"/> found it). Sandbox ids
 /// are unique across tiers (the daemon makes them), so a sandbox belongs to exactly one tier.
 /// </summary>
-internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
+internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDisposable
 {
     private readonly IReadOnlyList<SandboxTier> _tiers;
     private readonly Dictionary<string, SandboxTier> _byName;
@@ -69,6 +97,8 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
     /// <paramref name="defaultTier"/> must be one of <paramref name="tiers"/>; it may be unavailable (then every create that
     /// does not choose an available tier gets the reason). Throws <see cref="ArgumentException"/> otherwise.
     /// </summary>
+    /// <param name="tiers">The tiers, the default first unless <paramref name="defaultTier"/> names one.</param>
+    /// <param name="defaultTier">The tier of sandboxes that choose none.</param>
     public RuntimeTiers(IEnumerable<SandboxTier> tiers, string? defaultTier)
     {
         _tiers = [.. tiers];
@@ -103,8 +133,8 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
     public string? UnavailableReason(string name) =>
         _byName.TryGetValue(name, out var tier) ? tier.UnavailableReason : $"unknown isolation tier '{name}' (this daemon has {string.Join(", ", Names)})";
 
-    /// <summary>The tiers that can run here.</summary>
-    private IEnumerable<ISandboxRuntime> Available => _tiers.Where(t => t.Runtime is not null).Select(t => t.Runtime!);
+    /// <summary>The tiers that may have sandboxes on the host (made, or with state a deferred one left).</summary>
+    private IEnumerable<ISandboxRuntime> Present => _tiers.Where(t => t.MayHaveSandboxes).Select(t => t.Runtime);
 
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
@@ -113,7 +143,7 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
         {
             throw new SandboxStartException(spec.SandboxId, UnavailableReason(name)!);
         }
-        var runtime = tier.Runtime ?? throw new RuntimeUnavailableException($"the {name} isolation tier is not available on this host: {tier.UnavailableReason}");
+        var runtime = tier.Runtime;
         if (_pendingPriorities.TryRemove(spec.SandboxId, out var background))
         {
             await runtime.SetCpuPriorityAsync(spec.SandboxId, background, cancellationToken);
@@ -141,7 +171,7 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
         else
         {
             // Not started or listed by this instance: every tier's destroy is idempotent, so asking each is safe.
-            foreach (var runtime in Available)
+            foreach (var runtime in Present)
             {
                 await runtime.DestroyAsync(sandboxId, cancellationToken);
             }
@@ -152,7 +182,7 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
     public async Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken)
     {
         var all = new List<RuntimeSandbox>();
-        foreach (var runtime in Available)
+        foreach (var runtime in Present)
         {
             foreach (var sandbox in await runtime.ListAsync(cancellationToken))
             {
@@ -166,7 +196,7 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
     public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
     {
         var all = new List<string>();
-        foreach (var runtime in Available)
+        foreach (var runtime in Present)
         {
             all.AddRange(await runtime.CleanupLeftoversAsync(cancellationToken));
         }
@@ -203,6 +233,23 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers
         _owners.TryGetValue(sandboxId, out var owner) ? owner.SetFrozenAsync(sandboxId, frozen, cancellationToken) : Task.FromResult(false);
 
     public bool IsOnlyAgentRunning(string sandboxId) => _owners.TryGetValue(sandboxId, out var owner) && owner.IsOnlyAgentRunning(sandboxId);
+
+    /// <summary>Disposes the deferred runtimes it made (the container disposes the ones it made itself).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var tier in _tiers.Where(t => t.IsDeferred && t.IsCreated))
+        {
+            switch (tier.Runtime)
+            {
+                case IAsyncDisposable asyncDisposable:
+                    await asyncDisposable.DisposeAsync();
+                    break;
+                case IDisposable disposable:
+                    disposable.Dispose();
+                    break;
+            }
+        }
+    }
 
     private ISandboxRuntime Owner(string sandboxId) =>
         _owners.TryGetValue(sandboxId, out var owner) ? owner : throw new SandboxNotFoundException(sandboxId);

@@ -66,6 +66,31 @@ public sealed class RuntimeTiersTests
     }
 
     [Fact]
+    public async Task A_deferred_tier_is_made_at_its_first_start_or_when_its_state_says_it_left_something()
+    {
+        var made = 0;
+        var hasState = false;
+        var lazy = new RecordingTier("lazy", listed: ["old"]);
+        var deferred = SandboxTier.Deferred("lazy", () => { made++; return lazy; }, () => hasState);
+        await using var tiers = new RuntimeTiers([SandboxTier.Of(new RecordingTier("a")), deferred], "a");
+
+        // Recovery and an unknown id's destroy do not make a tier that has nothing on the host.
+        Assert.Empty(await tiers.ListAsync(Timeout));
+        Assert.Empty(await tiers.CleanupLeftoversAsync(Timeout));
+        await tiers.DestroyAsync("nobody", Timeout);
+        Assert.Equal(0, made);
+        Assert.Null(tiers.UnavailableReason("lazy"));
+
+        // Once its state says so, recovery makes it and adopts what it lists.
+        hasState = true;
+        Assert.Equal([("old", "lazy")], (await tiers.ListAsync(Timeout)).Select(s => (s.SandboxId, s.Tier!)));
+        Assert.Equal(1, made);
+        await tiers.StartAsync(Spec("new", "lazy"), Timeout);
+        Assert.Equal(1, made);
+        Assert.Contains("start new", lazy.Calls);
+    }
+
+    [Fact]
     public void The_choice_is_the_request_then_the_team_then_the_template_then_the_default()
     {
         var tiers = new RuntimeTiers([SandboxTier.Of(new RecordingTier("a")), SandboxTier.Of(new RecordingTier("b")), SandboxTier.Unavailable("g", "install g")], "a");
