@@ -157,12 +157,10 @@ internal static class DaemonHost
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
         await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);
-        if (app.Services.GetService<Runtimes.Runc.RuncRuntime>() is { } runc)
-        {
-            // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
-            var sandboxes = app.Services.GetRequiredService<SandboxManager>();
-            runc.OnAgentExited = id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
-        }
+        // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
+        var sandboxes = app.Services.GetRequiredService<SandboxManager>();
+        app.Services.GetRequiredService<RuntimeTiers>().OnAgentExited =
+            id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }

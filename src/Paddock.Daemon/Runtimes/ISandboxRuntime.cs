@@ -91,6 +91,13 @@ internal interface ISandboxRuntime
     /// the idle freezer freezes only such a sandbox. False when this tier cannot tell, or the sandbox is gone.
     /// </summary>
     bool IsOnlyAgentRunning(string sandboxId) => false;
+
+    /// <summary>
+    /// Called (on the thread pool) with a sandbox's id when its agent exits on its own (crashed, OOM-killed, killed
+    /// from outside), so that the daemon ends it at once instead of at its next sweep. A tier that cannot tell never
+    /// calls it (the default keeps nothing).
+    /// </summary>
+    Func<string, Task>? OnAgentExited { get => null; set { } }
 }
 
 /// <summary>What a sandbox is started with.</summary>

@@ -90,6 +90,8 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
     // Which tier runs each sandbox this instance started or listed; removed when it is destroyed.
     private readonly ConcurrentDictionary<string, ISandboxRuntime> _owners = new(StringComparer.Ordinal);
 
+    private Func<string, Task>? _onAgentExited;
+
     // Priorities set before a start (warm pools do that with the id the start will use), applied by the tier at start.
     private readonly ConcurrentDictionary<string, bool> _pendingPriorities = new(StringComparer.Ordinal);
 
@@ -130,11 +132,37 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
 
     public bool IsKnown(string name) => _byName.ContainsKey(name);
 
+    /// <summary>Handed to every tier, deferred ones as they are made.</summary>
+    public Func<string, Task>? OnAgentExited
+    {
+        get => _onAgentExited;
+        set
+        {
+            _onAgentExited = value;
+            foreach (var tier in _tiers.Where(t => t.IsCreated))
+            {
+                tier.Runtime.OnAgentExited = value;
+            }
+        }
+    }
+
     public string? UnavailableReason(string name) =>
         _byName.TryGetValue(name, out var tier) ? tier.UnavailableReason : $"unknown isolation tier '{name}' (this daemon has {string.Join(", ", Names)})";
 
     /// <summary>The tiers that may have sandboxes on the host (made, or with state a deferred one left).</summary>
-    private IEnumerable<ISandboxRuntime> Present => _tiers.Where(t => t.MayHaveSandboxes).Select(t => t.Runtime);
+    private IEnumerable<ISandboxRuntime> Present => _tiers.Where(t => t.MayHaveSandboxes).Select(Made);
+
+    /// <summary>The tier's runtime, made now if it is deferred, with the exit callback handed to it.</summary>
+    private ISandboxRuntime Made(SandboxTier tier)
+    {
+        var created = tier.IsCreated;
+        var runtime = tier.Runtime;
+        if (!created && _onAgentExited is not null)
+        {
+            runtime.OnAgentExited = _onAgentExited;
+        }
+        return runtime;
+    }
 
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
@@ -143,7 +171,7 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
         {
             throw new SandboxStartException(spec.SandboxId, UnavailableReason(name)!);
         }
-        var runtime = tier.Runtime;
+        var runtime = Made(tier);
         if (_pendingPriorities.TryRemove(spec.SandboxId, out var background))
         {
             await runtime.SetCpuPriorityAsync(spec.SandboxId, background, cancellationToken);
