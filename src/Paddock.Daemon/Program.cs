@@ -32,6 +32,7 @@ try
     app = DaemonHost.Build(options, services =>
     {
         services.AddRuncRuntime(configuration);
+        services.AddGvisorRuntime(configuration);
         services.AddTemplates(configuration);
         services.AddSingleton<ITemplateLookup, TemplateStoreLookup>();
     });

@@ -89,7 +89,12 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
         start.Environment["PADDOCK_ISOLATION"] = options.Isolation;
-        start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
+        // The measured tier's sandboxes go under cgroupParent (the memory figure reads them there); the other tier gets a
+        // parent of its own, since each tier's leftover sweep removes what it does not know under its parent.
+        var gvisor = options.Isolation == "gvisor";
+        start.Environment["PADDOCK_Runc__CgroupParent"] = gvisor ? cgroupParent + "-runc" : cgroupParent;
+        start.Environment["PADDOCK_Gvisor__CgroupParent"] = gvisor ? cgroupParent : cgroupParent + "-gvisor";
+        start.Environment["PADDOCK_Gvisor__Network__Pool"] = "10.209.0.0/16";
         // A daemon over a temporary state directory gets a /22 of sandbox links (510 sandboxes), which the idle
         // figure's 1,000 outgrow: the bench takes a /16 of its own, apart from the default daemon's 10.201.0.0/16
         // and the test daemons' 10.202.0.0/15.

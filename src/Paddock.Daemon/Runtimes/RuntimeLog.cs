@@ -29,6 +29,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(3009, LogLevel.Warning, "The {Tier} isolation tier is not available on this host: {Reason}. Sandboxes that ask for it get a 503; the other tiers serve as usual")]
     public static partial void TierUnavailable(ILogger logger, string tier, string reason);
 
+    [LoggerMessage(3011, LogLevel.Warning, "Could not remove the {Tier} tier's state at {Directory}; the next start re-uses it")]
+    public static partial void TierStateRemovalFailed(ILogger logger, string tier, string directory, Exception exception);
+
     [LoggerMessage(3010, LogLevel.Information, "Isolation tiers: {Tiers}; default {DefaultTier}")]
     public static partial void Tiers(ILogger logger, string tiers, string defaultTier);
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Runtimes.Gvisor;
 using Paddock.Daemon.Runtimes.Runc;
 
 namespace Paddock.Daemon.Runtimes;
@@ -27,6 +28,80 @@ internal static class RuntimeServiceCollectionExtensions
             sp.GetRequiredService<ILogger<RuncRuntime>>()));
         services.AddSingleton(sp => SandboxTier.Of(sp.GetRequiredService<RuncRuntime>()));
         return services;
+    }
+
+    /// <summary>
+    /// Registers the gVisor tier as a <see cref="SandboxTier"/>: its runtime when <see cref="GvisorProbe"/> finds a
+    /// usable runsc, else the tier as unavailable with the probe's reason (the daemon logs it and serves the other
+    /// tiers). Settings, all optional, in section <c>Gvisor</c>: <c>RunscBinary</c>, <c>Platform</c> (systrap or
+    /// ptrace), <c>StateDirectory</c> (default STATE/gvisor), <c>CgroupParent</c>, <c>AgentBinary</c> (default
+    /// <c>Runc:AgentBinary</c>), <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>, <c>EnforceDiskSize</c>; in
+    /// <c>Gvisor:Network</c>: <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>, <c>ProxyPort</c>. A daemon over
+    /// another state directory than the default derives its own cgroup parent, table, prefix and pool, as the runc
+    /// tier does.
+    /// </summary>
+    public static IServiceCollection AddGvisorRuntime(this IServiceCollection services, IConfiguration configuration)
+    {
+        var options = ReadGvisorOptions(configuration);
+        var availability = GvisorProbe.Probe(options);
+        if (!availability.IsAvailable)
+        {
+            services.AddSingleton(SandboxTier.Unavailable(GvisorRuntime.TierName, availability.Reason!));
+            return services;
+        }
+        services.AddSingleton(options);
+        // Deferred: its mounts, disk stock and nftables table are made only when a sandbox asks for gVisor, or when a
+        // previous daemon left gVisor state (its sandboxes or leftovers) for recovery to find.
+        services.AddSingleton(sp => SandboxTier.Deferred(
+            GvisorRuntime.TierName,
+            () => new GvisorRuntime(
+                options,
+                AgentBinaryLocator.Resolve(configuration["Gvisor:AgentBinary"] ?? configuration["Runc:AgentBinary"]),
+                sp.GetRequiredService<ILogger<GvisorRuntime>>()),
+            () => Directory.Exists(options.StateDirectory)));
+        return services;
+    }
+
+    internal static GvisorOptions ReadGvisorOptions(IConfiguration configuration)
+    {
+        var section = configuration.GetSection("Gvisor");
+        var defaults = new GvisorOptions();
+        var daemonState = configuration["StateDirectory"] ?? new RuncOptions().StateDirectory;
+        var isDefaultDaemon = Path.GetFullPath(daemonState).TrimEnd('/') == Path.GetFullPath(new RuncOptions().StateDirectory).TrimEnd('/');
+        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(daemonState))));
+        var network = defaults.Network;
+        if (!isDefaultDaemon)
+        {
+            // Its own /22 of 10.204.0.0/15, apart from the runc tier's 10.201/16 (default) and 10.202.0.0/15 (others).
+            var n = Convert.ToInt32(hash[..4], 16) % 512;
+            network = network with
+            {
+                TableName = "paddock_gvisor_" + hash[..8],
+                InterfacePrefix = "pgv" + hash[..5],
+                Pool = $"10.{(204 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
+            };
+        }
+        var net = section.GetSection("Network");
+        return defaults with
+        {
+            StateDirectory = section["StateDirectory"] ?? Path.Combine(daemonState, "gvisor"),
+            RunscBinary = section["RunscBinary"] ?? defaults.RunscBinary,
+            Platform = section["Platform"] is { } platform
+                ? Enum.TryParse<GvisorPlatform>(platform, ignoreCase: true, out var p) && Enum.IsDefined(p) ? p
+                    : throw new ArgumentException($"Gvisor:Platform is systrap or ptrace, not '{platform}'")
+                : defaults.Platform,
+            CgroupParent = section["CgroupParent"] ?? (isDefaultDaemon ? defaults.CgroupParent : $"{defaults.CgroupParent}-{hash[..10]}"),
+            StartTimeout = section["StartTimeoutSeconds"] is { } s ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture)) : defaults.StartTimeout,
+            NoNewPrivileges = section["NoNewPrivileges"] is { } nnp ? bool.Parse(nnp) : defaults.NoNewPrivileges,
+            EnforceDiskSize = section["EnforceDiskSize"] is { } eds ? bool.Parse(eds) : defaults.EnforceDiskSize,
+            Network = network with
+            {
+                Pool = net["Pool"] ?? network.Pool,
+                TableName = net["TableName"] ?? network.TableName,
+                InterfacePrefix = net["InterfacePrefix"] ?? network.InterfacePrefix,
+                ProxyPort = net["ProxyPort"] is { } port ? int.Parse(port, CultureInfo.InvariantCulture) : network.ProxyPort,
+            },
+        };
     }
 
     internal static RuncOptions ReadOptions(IConfiguration configuration)

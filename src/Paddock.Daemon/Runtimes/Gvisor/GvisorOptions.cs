@@ -63,7 +63,8 @@ internal sealed record GvisorOptions : ISandboxDirectories
     /// </summary>
     public Networking.NetworkOptions Network { get; init; } = new()
     {
-        Pool = "10.202.0.0/16",
+        // Apart from the runc tier's 10.201.0.0/16 and the ranges derived for test daemons (10.202-10.205).
+        Pool = "10.208.0.0/16",
         TableName = "paddock_gvisor",
         InterfacePrefix = "pgv",
     };

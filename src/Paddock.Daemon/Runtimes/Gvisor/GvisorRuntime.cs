@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using Paddock.Daemon.Native;
 using Paddock.Daemon.Networking;
 using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Templates;
@@ -74,7 +75,10 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     /// <summary>The sandbox disks made ahead (for tests).</summary>
     internal DiskStock Disks => _disks;
 
-    public string Name => "gvisor";
+    /// <summary>The tier's name in records, requests and settings.</summary>
+    public const string TierName = "gvisor";
+
+    public string Name => TierName;
 
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
@@ -429,5 +433,35 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         _netns.Dispose();
         _exits.Dispose();
         _cgroups.RemoveParentIfEmpty();
+        RemoveStateIfUnused();
+    }
+
+    /// <summary>
+    /// A daemon that stops with no gVisor sandbox left takes the tier's mounts (the namespace file, the state and shared
+    /// binds) and its state directory with it: the next daemon makes them again at its first gVisor start, and a daemon
+    /// that never runs one never does (the tier is deferred, <see cref="SandboxTier.Deferred"/>). With sandboxes left,
+    /// all of it stays for the next daemon to re-adopt them.
+    /// </summary>
+    private void RemoveStateIfUnused()
+    {
+        static bool Empty(string dir) => !Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any();
+        if (!Empty(_options.SandboxesDirectory) || !Empty(_options.RunscRoot))
+        {
+            return;
+        }
+        try
+        {
+            GvisorMountNamespace.Remove(_options);
+            var state = _options.StateDirectory.TrimEnd('/') + "/";
+            // Never delete through a mount: only when nothing is mounted below the directory any more.
+            if (!MountTable.Read().Any(m => (m.MountPoint + "/").StartsWith(state, StringComparison.Ordinal)))
+            {
+                Directory.Delete(_options.StateDirectory, recursive: true);
+            }
+        }
+        catch (IOException ex)
+        {
+            RuntimeLog.TierStateRemovalFailed(_logger, TierName, _options.StateDirectory, ex);
+        }
     }
 }
