@@ -54,7 +54,8 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         _runsc = new RunscCli(options);
         _cgroups = Cgroups.Discover(options.CgroupParent);
         _netns = new NetworkNamespaces();
-        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
+        // A readable loader: the Sentry reads what it executes (AgentBundleBuilder's executeOnlyLoader).
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, executeOnlyLoader: false);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
         _mountNamespace = new Lazy<Task>(() => GvisorMountNamespace.EnsureAsync(options, CancellationToken.None));
         _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger);
