@@ -211,7 +211,8 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         await using var open = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.AllowAll));
         await using var closed = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.DenyAll));
 
-        Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(open, outside.Address), StringComparison.Ordinal);
+        var reached = await FetchAsync(open, outside.Address);
+        Assert.True(reached.Contains($"outside 8080 {outside.Address}", StringComparison.Ordinal), reached);
         Assert.StartsWith("ERR", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
 
         await fixture.Runtime.UpdateNetworkAsync(open.Id, EgressPolicy.DenyAll, TestEnvironment.Timeout(Long));
@@ -221,13 +222,33 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
         // The host end of the link is the host: closed to the sandbox under every policy.
         var link = fixture.Runtime.Network.Find(closed.Id)!;
-        Assert.StartsWith("ERR", await FetchAsync(closed, link.HostAddress.ToString()), StringComparison.Ordinal);
+        var host = await FetchAsync(closed, link.HostAddress.ToString());
+        Assert.True(host.StartsWith("ERR", StringComparison.Ordinal), host);
     }
 
+    /// <summary>
+    /// What the sandbox gets from <paramref name="address"/>:8080 on one line: "OK" and the whole answer, or "ERR"
+    /// and the error (refused, or timed out after 3 s).
+    /// </summary>
     private static async Task<string> FetchAsync(GvisorLease sandbox, string address)
     {
-        var output = await sandbox.RunAsync(
-            $"python3 -c \"import socket; s=socket.create_connection(('{address}', 8080), timeout=3); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print('OK', s.recv(200).decode())\" 2>&1 | tail -n 1 | sed 's/^[A-Za-z]*Error.*/ERR &/'");
+        const string Probe = """
+            import socket, sys
+            try:
+                s = socket.create_connection((sys.argv[1], 8080), timeout=3)
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                print("OK", repr(data))
+            except OSError as e:
+                print("ERR", repr(e))
+            """;
+        var output = await AgentCalls.RunAsync(sandbox.Runtime, sandbox.Id, "/usr/bin/python3", ["-c", Probe, address], "user", TimeSpan.FromSeconds(60));
+        Assert.True(output.ExitCode == 0, output.ToString());
         return output.Stdout.Trim();
     }
 

@@ -218,7 +218,9 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         var sandboxes = new List<RuntimeSandbox>();
         foreach (var c in await _runsc.ListAsync(cancellationToken))
         {
-            if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id))
+            // runsc list reports the status its state file recorded: a Sentry killed behind its back still shows
+            // "running" (measured), so the pid decides.
+            if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id) || !Native.ProcessStat.IsRunning(c.Pid))
             {
                 continue;
             }
@@ -235,7 +237,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
     {
         var containers = await _runsc.ListAsync(cancellationToken);
-        var alive = containers.Where(c => c.IsAlive).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        var alive = containers.Where(c => c.IsAlive && c.Pid > 0 && Native.ProcessStat.IsRunning(c.Pid)).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         var candidates = new HashSet<string>(StringComparer.Ordinal);
         candidates.UnionWith(containers.Select(c => c.Id));
         candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
