@@ -177,6 +177,21 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
     }
 
     [GvisorFact]
+    public async Task The_memory_limit_is_the_Sentrys_memory_and_ends_the_process_that_exceeds_it()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base, new ResourceLimits(1, 256L << 20, 256, 1L << 30)));
+
+        // 40 x 16 MiB = 640 MiB against a 256 MiB limit.
+        var grow = await sandbox.RunAsync("python3 -c 'b=[]\nfor i in range(40): b.append(bytearray(16<<20)); print(i, flush=True)' > /tmp/grown; echo rc=$?; tail -n 1 /tmp/grown; grep MemTotal /proc/meminfo");
+        var lines = grow.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.NotEqual("rc=0", lines[0]);
+        Assert.InRange(int.Parse(lines[1], System.Globalization.CultureInfo.InvariantCulture), 0, 16);
+        // The Sentry reports the limit as the sandbox's memory, and the sandbox goes on after the kill.
+        Assert.Equal("MemTotal:         262144 kB", lines[2]);
+        Assert.Equal("alive\n", (await sandbox.RunAsync("echo alive")).Stdout);
+    }
+
+    [GvisorFact]
     public async Task A_filesystem_snapshot_holds_what_the_sandbox_wrote_and_deleted()
     {
         await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base));
@@ -267,3 +282,4 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         }
     }
 }
+
