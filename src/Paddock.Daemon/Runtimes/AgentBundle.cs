@@ -45,16 +45,24 @@ internal sealed partial class AgentBundleBuilder
     private readonly string _bundlesDirectory;
     private readonly IReadOnlyList<string> _optionalLibraries;
     private readonly ILogger _logger;
+    private readonly bool _executeOnlyLoader;
 
     /// <param name="bundlesDirectory">Parent of the bundle directories (one per binary content).</param>
     /// <param name="optionalLibraries">
     /// Libraries the agent loads with dlopen rather than links (ldd cannot see them), copied when the host has them.
     /// </param>
-    public AgentBundleBuilder(string bundlesDirectory, IReadOnlyList<string> optionalLibraries, ILogger logger)
+    /// <param name="logger">Where the build is logged.</param>
+    /// <param name="executeOnlyLoader">
+    /// Whether the loader is made execute-only (see <see cref="RestrictLoader"/>). The gVisor tier turns it off: the
+    /// Sentry loads an executable by reading it, and refuses one it may not read ("failed to load
+    /// /.paddock/lib/ld-linux-x86-64.so.2: permission denied", measured with runsc 2024-07-29).
+    /// </param>
+    public AgentBundleBuilder(string bundlesDirectory, IReadOnlyList<string> optionalLibraries, ILogger logger, bool executeOnlyLoader = true)
     {
         _bundlesDirectory = bundlesDirectory;
         _optionalLibraries = optionalLibraries;
         _logger = logger;
+        _executeOnlyLoader = executeOnlyLoader;
     }
 
     /// <summary>
@@ -82,7 +90,7 @@ internal sealed partial class AgentBundleBuilder
         {
             var existing = (await File.ReadAllTextAsync(manifest, cancellationToken)).Trim();
             // Bundles built before the loader was made execute-only get the mode now.
-            RestrictLoader(Path.Combine(directory, "lib", existing));
+            SetLoaderMode(Path.Combine(directory, "lib", existing));
             return new AgentBundle(directory, existing, fingerprint);
         }
 
@@ -112,7 +120,7 @@ internal sealed partial class AgentBundleBuilder
             }
             var loaderName = Path.GetFileName(loader);
             File.Copy(loader, Path.Combine(lib, loaderName), overwrite: true);
-            RestrictLoader(Path.Combine(lib, loaderName));
+            SetLoaderMode(Path.Combine(lib, loaderName));
             await File.WriteAllTextAsync(Path.Combine(staging, "loader"), loaderName + "\n", cancellationToken);
             try
             {
@@ -143,6 +151,19 @@ internal sealed partial class AgentBundleBuilder
     /// root) is not mapped in the sandbox's user namespace, so root inside has only the "other" bits, and
     /// CAP_DAC_OVERRIDE does not apply. The commands the agent starts exec readable programs and stay dumpable.
     /// </summary>
+    private void SetLoaderMode(string loaderPath)
+    {
+        if (_executeOnlyLoader)
+        {
+            RestrictLoader(loaderPath);
+        }
+        else
+        {
+            File.SetUnixFileMode(loaderPath, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+                | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        }
+    }
+
     private static void RestrictLoader(string loaderPath) =>
         File.SetUnixFileMode(loaderPath, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
 

@@ -146,6 +146,8 @@ internal sealed class GvisorLease(GvisorRuntime runtime, RuntimeSandbox sandbox)
 {
     public RuntimeSandbox Sandbox { get; } = sandbox;
 
+    public GvisorRuntime Runtime => runtime;
+
     public string Id => Sandbox.SandboxId;
 
     public Task<CommandOutput> RunAsync(string command, string? user = null, TimeSpan? timeout = null) =>

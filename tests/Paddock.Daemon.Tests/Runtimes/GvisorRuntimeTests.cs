@@ -177,6 +177,21 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
     }
 
     [GvisorFact]
+    public async Task The_memory_limit_is_the_Sentrys_memory_and_ends_the_process_that_exceeds_it()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base, new ResourceLimits(1, 256L << 20, 256, 1L << 30)));
+
+        // 40 x 16 MiB = 640 MiB against a 256 MiB limit.
+        var grow = await sandbox.RunAsync("python3 -c 'b=[]\nfor i in range(40): b.append(bytearray(16<<20)); print(i, flush=True)' > /tmp/grown; echo rc=$?; tail -n 1 /tmp/grown; grep MemTotal /proc/meminfo");
+        var lines = grow.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.NotEqual("rc=0", lines[0]);
+        Assert.InRange(int.Parse(lines[1], System.Globalization.CultureInfo.InvariantCulture), 0, 16);
+        // The Sentry reports the limit as the sandbox's memory, and the sandbox goes on after the kill.
+        Assert.Equal("MemTotal:         262144 kB", lines[2]);
+        Assert.Equal("alive\n", (await sandbox.RunAsync("echo alive")).Stdout);
+    }
+
+    [GvisorFact]
     public async Task A_filesystem_snapshot_holds_what_the_sandbox_wrote_and_deleted()
     {
         await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base));
@@ -211,7 +226,8 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         await using var open = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.AllowAll));
         await using var closed = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: EgressPolicy.DenyAll));
 
-        Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(open, outside.Address), StringComparison.Ordinal);
+        var reached = await FetchAsync(open, outside.Address);
+        Assert.True(reached.Contains($"outside 8080 {outside.Address}", StringComparison.Ordinal), reached);
         Assert.StartsWith("ERR", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
 
         await fixture.Runtime.UpdateNetworkAsync(open.Id, EgressPolicy.DenyAll, TestEnvironment.Timeout(Long));
@@ -221,13 +237,33 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(closed, outside.Address), StringComparison.Ordinal);
         // The host end of the link is the host: closed to the sandbox under every policy.
         var link = fixture.Runtime.Network.Find(closed.Id)!;
-        Assert.StartsWith("ERR", await FetchAsync(closed, link.HostAddress.ToString()), StringComparison.Ordinal);
+        var host = await FetchAsync(closed, link.HostAddress.ToString());
+        Assert.True(host.StartsWith("ERR", StringComparison.Ordinal), host);
     }
 
+    /// <summary>
+    /// What the sandbox gets from <paramref name="address"/>:8080 on one line: "OK" and the whole answer, or "ERR"
+    /// and the error (refused, or timed out after 3 s).
+    /// </summary>
     private static async Task<string> FetchAsync(GvisorLease sandbox, string address)
     {
-        var output = await sandbox.RunAsync(
-            $"python3 -c \"import socket; s=socket.create_connection(('{address}', 8080), timeout=3); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print('OK', s.recv(200).decode())\" 2>&1 | tail -n 1 | sed 's/^[A-Za-z]*Error.*/ERR &/'");
+        const string Probe = """
+            import socket, sys
+            try:
+                s = socket.create_connection((sys.argv[1], 8080), timeout=3)
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                print("OK", repr(data))
+            except OSError as e:
+                print("ERR", repr(e))
+            """;
+        var output = await AgentCalls.RunAsync(sandbox.Runtime, sandbox.Id, "/usr/bin/python3", ["-c", Probe, address], "user", TimeSpan.FromSeconds(60));
+        Assert.True(output.ExitCode == 0, output.ToString());
         return output.Stdout.Trim();
     }
 
@@ -246,3 +282,4 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         }
     }
 }
+

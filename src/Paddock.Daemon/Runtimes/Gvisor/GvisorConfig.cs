@@ -61,7 +61,7 @@ internal static class GvisorConfig
             },
             ["root"] = new JsonObject { ["path"] = layout.Rootfs, ["readonly"] = false },
             ["hostname"] = spec.Hostname,
-            ["mounts"] = new JsonArray(
+            ["mounts"] = new JsonArray((JsonNode?[])[
                 Mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
                 Mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
                 Mount("/dev/pts", "devpts", "devpts", "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
@@ -69,7 +69,8 @@ internal static class GvisorConfig
                 Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
                 Mount(AgentBundle.MountPoint, "bind", bundle.Directory, "rbind", "ro", "nosuid", "nodev"),
                 Mount("/etc/hosts", "bind", layout.HostsFile, "rbind", "rw"),
-                Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw")),
+                Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw"),
+                .. TmpOnDisk(layout)]),
             ["linux"] = new JsonObject
             {
                 ["uidMappings"] = new JsonArray(mapping.DeepClone()),
@@ -92,6 +93,20 @@ internal static class GvisorConfig
                     new JsonObject { ["type"] = "user" }),
             },
         };
+    }
+
+    /// <summary>
+    /// /tmp as the overlay's own directory, bound on itself. runsc mounts a tmpfs on a container's /tmp when nothing
+    /// is mounted there and the image's is empty (measured: a file written to /tmp was missing from the upper
+    /// directory). In the runc tier /tmp is on the sandbox's disk, as in E2B's sandboxes (a tmpfs would charge the
+    /// files to the memory limit); so it is here, and a filesystem snapshot holds it.
+    /// </summary>
+    private static JsonObject[] TmpOnDisk(SandboxLayout layout)
+    {
+        var tmp = Path.Combine(layout.Rootfs, "tmp");
+        return Directory.Exists(tmp) && !File.GetAttributes(tmp).HasFlag(FileAttributes.ReparsePoint)
+            ? [Mount("/tmp", "bind", tmp, "rbind", "rw")]
+            : [];
     }
 
     private static JsonObject Mount(string destination, string type, string source, params string[] options) => new()

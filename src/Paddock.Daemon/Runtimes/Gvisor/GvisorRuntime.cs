@@ -55,7 +55,8 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         _runsc = new RunscCli(options);
         _cgroups = Cgroups.Discover(options.CgroupParent);
         _netns = new NetworkNamespaces();
-        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
+        // A readable loader: the Sentry reads what it executes (AgentBundleBuilder's executeOnlyLoader).
+        _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, executeOnlyLoader: false);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
         _mountNamespace = new Lazy<Task>(() => GvisorMountNamespace.EnsureAsync(options, CancellationToken.None));
         _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger);
@@ -221,7 +222,9 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         var sandboxes = new List<RuntimeSandbox>();
         foreach (var c in await _runsc.ListAsync(cancellationToken))
         {
-            if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id))
+            // runsc list reports the status its state file recorded: a Sentry killed behind its back still shows
+            // "running" (measured), so the pid decides.
+            if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id) || !Native.ProcessStat.IsRunning(c.Pid))
             {
                 continue;
             }
@@ -238,7 +241,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
     {
         var containers = await _runsc.ListAsync(cancellationToken);
-        var alive = containers.Where(c => c.IsAlive).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        var alive = containers.Where(c => c.IsAlive && c.Pid > 0 && Native.ProcessStat.IsRunning(c.Pid)).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         var candidates = new HashSet<string>(StringComparer.Ordinal);
         candidates.UnionWith(containers.Select(c => c.Id));
         candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
