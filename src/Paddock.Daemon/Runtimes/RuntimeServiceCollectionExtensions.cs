@@ -72,13 +72,14 @@ internal static class RuntimeServiceCollectionExtensions
         var network = defaults.Network;
         if (!isDefaultDaemon)
         {
-            // Its own /22 of 10.204.0.0/15, apart from the runc tier's 10.201/16 (default) and 10.202.0.0/15 (others).
+            // Its own /22 of 10.210.0.0/15, apart from the runc tier's 10.201/16 (default) and 10.202.0.0/15 (others),
+            // the gVisor default's 10.208/16 and the tests' and bench's own ranges (10.199, 10.200, 10.203-10.206, 10.209).
             var n = Convert.ToInt32(hash[..4], 16) % 512;
             network = network with
             {
                 TableName = "paddock_gvisor_" + hash[..8],
                 InterfacePrefix = "pgv" + hash[..5],
-                Pool = $"10.{(204 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
+                Pool = $"10.{(210 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
             };
         }
         var net = section.GetSection("Network");
