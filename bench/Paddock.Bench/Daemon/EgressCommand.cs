@@ -191,7 +191,7 @@ internal static class EgressCommand
                     daemonCpuPerMib.Add(cpu / mib);
                 }
             }
-            log.WriteLine($"  run {run}: direct {speedDirect.P50:0} MiB/s, proxied {speedProxied.P50:0} MiB/s (p50 so far)");
+            log.WriteLine(run == 0 ? "  warmup done" : $"  run {run}: direct {speedDirect.P50:0} MiB/s, proxied {speedProxied.P50:0} MiB/s (p50 so far)");
         }
 
         var report = new DaemonReport();

@@ -100,5 +100,9 @@ public sealed class AllowlistTests(NetworkFixture fixture)
         var resolvConf = (await sandbox.RunAsync("grep -v '^#' /etc/resolv.conf")).Stdout;
         Assert.Equal($"nameserver {fixture.Runtime.Network!.ResolverAddress}\noptions edns0\n", resolvConf);
         Assert.Equal($"OK {Outside.Other}", await sandbox.ResolveAsync("evil.test"));
+        // The forwarder's own port on the host is reachable only through the redirect, never directly.
+        var network = fixture.Runtime.Network;
+        Assert.StartsWith("ERR ", await sandbox.ConnectAsync(sandbox.Link.HostAddress.ToString(), network.DnsPort), StringComparison.Ordinal);
+        Assert.StartsWith("ERR ", await sandbox.QueryAsync("evil.test", server: sandbox.Link.HostAddress.ToString()), StringComparison.Ordinal);
     }
 }
