@@ -41,6 +41,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     private readonly Lazy<Task> _ready;
     // The daemon's own network namespace, to return to after opening a netlink socket inside a sandbox's.
     private readonly SafeFileHandle _home;
+    private readonly DaemonResolver _resolver;
     private EgressProxy? _proxy;
     private DnsForwarder? _dns;
 
@@ -63,6 +64,14 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             throw new ArgumentException($"nftables table name '{options.TableName}' must start with a letter and hold only letters, digits and '_'");
         }
         _rules = new NftRules(options.TableName, options.InterfacePrefix, _pool);
+        try
+        {
+            _resolver = DaemonResolver.From(options);
+        }
+        catch (FormatException ex)
+        {
+            throw new ArgumentException(ex.Message, nameof(options), ex);
+        }
         _ready = new Lazy<Task>(() => InitializeAsync(CancellationToken.None));
         Directory.CreateDirectory(stateDirectory);
         _home = Namespaces.Open("/proc/self/ns/net", out var errno);
@@ -105,15 +114,14 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         // Forwarding is what lets packets from a link leave through the uplink at all.
         await File.WriteAllTextAsync("/proc/sys/net/ipv4/ip_forward", "1\n", cancellationToken);
 
-        var resolver = DaemonResolver.From(_options);
-        if (resolver.Servers.Count == 0)
+        if (_resolver.Servers.Count == 0)
         {
             NetworkLog.DnsNoServers(_logger);
         }
-        _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, resolver, _logger);
+        _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, _resolver, _logger);
         _proxy.Start();
         // On all addresses, like the proxy: nftables' redirect rewrites the destination to the link's host address.
-        _dns = new DnsForwarder(IPAddress.Any, _options.DnsPort, FindBySandboxAddress, resolver, _logger);
+        _dns = new DnsForwarder(IPAddress.Any, _options.DnsPort, FindBySandboxAddress, _resolver, _logger);
         _dns.Start();
 
         foreach (var file in Directory.EnumerateFiles(_stateDirectory, "*.json"))
