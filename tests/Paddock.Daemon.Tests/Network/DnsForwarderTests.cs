@@ -63,6 +63,26 @@ public sealed class DnsForwarderTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_proxys_lookup_follows_aliases_keeps_answers_for_their_TTL_and_reports_failures()
+    {
+        var resolver = new DaemonResolver([_upstream.EndPoint], TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(60));
+
+        Assert.Equal([IPAddress.Parse("192.0.2.1")], (await resolver.LookupAsync("allowed.test", CancellationToken.None)).Addresses);
+        var asked = _upstream.Questions.Count;
+        Assert.Equal([IPAddress.Parse("192.0.2.1")], (await resolver.LookupAsync("allowed.test", CancellationToken.None)).Addresses);
+        Assert.Equal(asked, _upstream.Questions.Count); // from the cache: TTL 30 s
+
+        // alias.test is a CNAME of target.test, whose A record comes in the same answer.
+        Assert.Equal([IPAddress.Parse("192.0.2.7")], (await resolver.LookupAsync("alias.test", CancellationToken.None)).Addresses);
+        var missing = await resolver.LookupAsync("nothing.test", CancellationToken.None);
+        Assert.Empty(missing.Addresses);
+        Assert.Contains("NxDomain", missing.Failure, StringComparison.Ordinal);
+        var silent = await new DaemonResolver([new IPEndPoint(IPAddress.Loopback, 9)], TimeSpan.FromMilliseconds(300), TimeSpan.FromSeconds(60))
+            .LookupAsync("allowed.test", CancellationToken.None);
+        Assert.Equal("no resolver answered", silent.Failure);
+    }
+
+    [Fact]
     public async Task An_answer_larger_than_the_client_can_take_over_UDP_is_truncated_and_complete_over_TCP()
     {
         _policy = EgressPolicy.AllowAll;
@@ -318,6 +338,22 @@ public sealed class DnsForwarderTests : IAsyncLifetime
             var answer = new List<byte>(query.AsSpan(0, 12 + question.Length).ToArray());
             answer[2] = 0x81;
             answer[3] = 0x80;
+            if (question.Name == "nothing.test")
+            {
+                answer[3] = 0x83; // NXDOMAIN
+                answer[11] = 0;
+                return answer.ToArray();
+            }
+            if (question.Name == "alias.test")
+            {
+                // alias.test CNAME target.test; target.test A 192.0.2.7 (the target's name written out, then pointed at)
+                answer[7] = 2;
+                answer[11] = 0;
+                var target = answer.Count + 12;
+                answer.AddRange([0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 30, 0, 13, 6, .. "target"u8.ToArray(), 4, .. "test"u8.ToArray(), 0]);
+                answer.AddRange([0xc0, (byte)target, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 7]);
+                return answer.ToArray();
+            }
             answer[7] = (byte)count;
             answer[6] = (byte)(count >> 8);
             answer[11] = 0;
