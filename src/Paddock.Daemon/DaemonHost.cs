@@ -91,12 +91,27 @@ internal static class DaemonHost
         services.AddSingleton<SandboxHttpClient>();
         services.AddHttpForwarder();
         addRuntime(services);
-        if (!services.Any(d => d.ServiceType == typeof(ISandboxRuntime)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
+        if (!services.Any(d => d.ServiceType == typeof(SandboxTier)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
         {
-            throw new InvalidOperationException("no isolation runtime or template lookup is registered: this build of paddockd cannot run sandboxes");
+            throw new InvalidOperationException("no isolation tier or template lookup is registered: this build of paddockd cannot run sandboxes");
         }
+        // Every tier behind one runtime that routes by sandbox; what is above it sees tier names only as strings.
+        services.AddSingleton(sp => new RuntimeTiers(sp.GetServices<SandboxTier>(), options.Isolation));
+        services.AddSingleton<ISandboxRuntime>(sp => sp.GetRequiredService<RuntimeTiers>());
+        services.AddSingleton<IIsolationTiers>(sp => sp.GetRequiredService<RuntimeTiers>());
 
         var app = builder.Build();
+        // Made now, so that an unknown --isolation stops the start with its message, and the log says which tiers run here.
+        var tiers = app.Services.GetRequiredService<RuntimeTiers>();
+        var tierLog = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger<RuntimeTiers>();
+        foreach (var name in tiers.Names)
+        {
+            if (tiers.UnavailableReason(name) is { } reason)
+            {
+                RuntimeLog.TierUnavailable(tierLog, name, reason);
+            }
+        }
+        RuntimeLog.Tiers(tierLog, string.Join(", ", tiers.Names), tiers.DefaultTier);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;

@@ -79,6 +79,12 @@ internal sealed record DaemonOptions
     /// </summary>
     public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// The isolation tier a sandbox runs on when neither its create, its team nor its template chose one; null: the first
+    /// tier registered (runc). Checked against the tiers the daemon has when it starts.
+    /// </summary>
+    public string? Isolation { get; init; }
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -99,6 +105,7 @@ internal sealed record DaemonOptions
           --image-registry-ca FILE  PEM CA for an https image registry (env PADDOCK_IMAGE_REGISTRY_CA)
           --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
           --freeze-after SECS       freeze a sandbox idle this long with only its agent running; 0: never (default 30; env PADDOCK_FREEZE_AFTER)
+          --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -130,6 +137,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--image-registry-ca", Env("IMAGE_REGISTRY_CA"));
         options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
         options = Apply(options, "--freeze-after", Env("FREEZE_AFTER"));
+        options = Apply(options, "--isolation", Env("ISOLATION"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -183,6 +191,7 @@ internal sealed record DaemonOptions
             "--image-registry-ca" => options with { ImageRegistryCa = File.Exists(value) ? value : throw new ArgumentException($"--image-registry-ca: no file {value}") },
             "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
             "--freeze-after" => options with { FreezeAfter = ParseSeconds(name, value) },
+            "--isolation" => options with { Isolation = value.Length > 0 ? value.ToLowerInvariant() : throw new ArgumentException("--isolation needs a tier name (runc, gvisor)") },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

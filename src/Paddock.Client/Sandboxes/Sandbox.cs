@@ -83,6 +83,7 @@ public sealed partial class Sandbox : IAsyncDisposable
             EnvVars = options.Envs,
             Secure = options.Secure,
             AllowInternetAccess = options.AllowInternetAccess,
+            Isolation = options.Isolation,
         }, cancellationToken).ConfigureAwait(false);
         var id = created.SandboxId ?? throw new SandboxException("the control plane created a sandbox but sent no sandboxID");
         return new Sandbox(id, created.TemplateId ?? template, created.EnvdVersion, created.EnvdAccessToken, created.Domain, connection, options.KillOnDispose);
@@ -331,5 +332,6 @@ public sealed partial class Sandbox : IAsyncDisposable
         DiskSizeMB = d.DiskSizeMB,
         Metadata = d.Metadata ?? [],
         EnvdVersion = d.EnvdVersion,
+        Isolation = d.Isolation,
     };
 }
