@@ -13,8 +13,9 @@ namespace Paddock.Daemon.Networking;
 /// sandbox's), a /31 from <see cref="NetworkOptions.Pool"/>, a default route, NAT to the outside and the sandbox's
 /// <see cref="EgressPolicy"/> as nftables rules (<see cref="NftRules"/>); the <see cref="EgressProxy"/> that
 /// checks domain allowlists; and the <see cref="DnsForwarder"/> that every sandbox resolves names through
-/// (<see cref="ResolverAddress"/>, written into its /etc/resolv.conf by the tier: <see cref="ResolvConf"/>). The runtime calls <see cref="AttachAsync"/> once the sandbox's network namespace
-/// exists and <see cref="DetachAsync"/> when it destroys it. Attach and detach are the only places a link is made
+/// (<see cref="ResolverAddress"/>, written into its /etc/resolv.conf by the tier: <see cref="ResolvConf"/>). The
+/// runtime calls <see cref="AttachAsync"/> once the sandbox's network namespace exists and
+/// <see cref="DetachAsync"/> when it destroys it. Attach and detach are the only places a link is made
 /// or removed, so that a pool of ready links can replace them later.
 /// </summary>
 /// <remarks>
@@ -84,7 +85,10 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     /// <summary>The proxy's port (after <see cref="EnsureReadyAsync"/>).</summary>
     public int ProxyPort => _proxy?.Port ?? 0;
 
-    /// <summary>The DNS forwarder's port on the host (after <see cref="EnsureReadyAsync"/>); sandboxes use port 53 of <see cref="ResolverAddress"/>.</summary>
+    /// <summary>
+    /// The DNS forwarder's port on the host (after <see cref="EnsureReadyAsync"/>); sandboxes use port 53 of
+    /// <see cref="ResolverAddress"/>, which the table redirects here.
+    /// </summary>
     public int DnsPort => _dns?.Port ?? 0;
 
     /// <summary>The one resolver address of every sandbox (UDP and TCP port 53), known before any link exists.</summary>
