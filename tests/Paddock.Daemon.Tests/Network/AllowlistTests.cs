@@ -43,6 +43,19 @@ public sealed class AllowlistTests(NetworkFixture fixture)
     }
 
     [Fact]
+    public async Task Allowed_addresses_next_to_names_are_reached_as_before_with_no_name_involved()
+    {
+        await using var sandbox = await fixture.StartAsync(EgressPolicy.From(false, ["allowed.test", Outside.Other], null));
+
+        // An allowed address is reached directly, whatever name the connection carries (or none, on any port).
+        Assert.Contains($"outside 443 {Outside.Other}", await sandbox.ConnectAsync(Outside.Other, 443, ClientHello.Build("unlisted.test")), StringComparison.Ordinal);
+        Assert.Contains($"outside 8080 {Outside.Other}", await sandbox.ConnectAsync(Outside.Other, 8080), StringComparison.Ordinal);
+        // A listed name still goes where it resolves.
+        Assert.Contains($"outside 80 {Outside.Address}", await sandbox.HttpAsync(Outside.Address, 80, "allowed.test"), StringComparison.Ordinal);
+        Assert.Equal("RCODE 3 ANSWERS", await sandbox.QueryAsync("unlisted.test"));
+    }
+
+    [Fact]
     public async Task Names_resolve_in_the_sandbox_only_as_its_policy_allows()
     {
         await using var listed = await fixture.StartAsync(EgressPolicy.From(false, ["allowed.test", "*.wild.test"], null));
