@@ -58,7 +58,8 @@ internal sealed class PaddockdProcess : IAsyncDisposable
     /// Starts paddockd and waits for its <c>/health</c>. With the template missing, paddockd builds it before it
     /// listens (minutes), hence the long <paramref name="readyTimeout"/>.
     /// </summary>
-    public static async Task<PaddockdProcess> StartAsync(DaemonBenchOptions options, TimeSpan readyTimeout, TextWriter log, CancellationToken cancellationToken)
+    public static async Task<PaddockdProcess> StartAsync(DaemonBenchOptions options, TimeSpan readyTimeout, TextWriter log, CancellationToken cancellationToken,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var port = FreePort();
         var stateDir = Directory.CreateTempSubdirectory("paddock-bench-daemon-").FullName;
@@ -98,6 +99,10 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
         {
             start.Environment["PADDOCK_Runc__AgentBinary"] = agent;
+        }
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
         }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {options.Binary}");
         var daemon = new PaddockdProcess(process, stateDir, new Uri($"http://127.0.0.1:{port}"), apiKey, cgroupParent, log);

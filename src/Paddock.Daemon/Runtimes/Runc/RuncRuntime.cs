@@ -201,7 +201,13 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
 
             """);
         File.WriteAllText(layout.HostnameFile, spec.Hostname + "\n");
-        foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile])
+        var owned = new List<string> { layout.HostsFile, layout.HostnameFile };
+        if (_network is not null)
+        {
+            File.WriteAllText(layout.ResolvConfFile, _network.ResolvConf);
+            owned.Add(layout.ResolvConfFile);
+        }
+        foreach (var file in owned)
         {
             // The sandbox's root may edit them, as in Docker.
             Files.ChangeOwner(file, root, root);
