@@ -131,7 +131,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             }
         }
         // Template builds report progress; show them, since a first run waits minutes for one.
-        if (line.StartsWith("paddockd: template", StringComparison.Ordinal))
+        if (line.Contains("Templates.TemplateStore[310", StringComparison.Ordinal))
         {
             _log.WriteLine($"  {line}");
         }
