@@ -80,6 +80,13 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (!options.Observe)
+        {
+            start.ArgumentList.Add("--metrics");
+            start.ArgumentList.Add("off");
+            start.ArgumentList.Add("--audit-max-events");
+            start.ArgumentList.Add("0");
+        }
         if (options.PoolSize > 0)
         {
             start.ArgumentList.Add("--pool");
