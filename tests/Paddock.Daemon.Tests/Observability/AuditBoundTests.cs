@@ -111,4 +111,28 @@ public sealed class AuditBoundTests : IAsyncLifetime
             await trail.StopAsync(CancellationToken.None);
         }
     }
+
+    [Fact]
+    public async Task Retention_removes_old_events_whether_or_not_the_sandbox_still_runs()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var trail = NewTrail(1000);
+        await trail.StartAsync(timeout.Token);
+        var audit = new SqliteAuditStore(_store);
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            trail.Record("oldsandbox0000000000", "team-a", Command(1) with { At = now.AddDays(-40) });
+            trail.Record("mixedsandbox00000000", "team-a", Command(2) with { At = now.AddDays(-40) });
+            trail.Record("mixedsandbox00000000", "team-a", Command(3) with { At = now });
+            await trail.FlushAsync(timeout.Token);
+            Assert.Equal(2, await audit.PurgeAsync(now.AddDays(-30), timeout.Token));
+            Assert.Empty((await audit.ReadAsync("oldsandbox0000000000", 0, null, null, 10, timeout.Token)).Events);
+            Assert.Equal([3], (await audit.ReadAsync("mixedsandbox00000000", 0, null, null, 10, timeout.Token)).Events.Select(e => e.Pid!.Value));
+        }
+        finally
+        {
+            await trail.StopAsync(CancellationToken.None);
+        }
+    }
 }
