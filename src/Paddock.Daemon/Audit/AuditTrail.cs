@@ -18,6 +18,16 @@ internal sealed class AuditTrail : BackgroundService
 
     private const int MaxBatch = 512;
 
+    /// <summary>
+    /// How long the writer gathers events before a transaction. A command makes two events (start, end) a few ms apart;
+    /// written one transaction each, they cost the exec round trip ~25-30% on this loaded 2-core host (bench/run daemon
+    /// --observe on|off, 2026-12-06, bench/README.md); gathered, a transaction carries many. Reads do not wait for it:
+    /// <see cref="FlushAsync"/> wakes the writer at once.
+    /// </summary>
+    internal static readonly TimeSpan GatherDelay = TimeSpan.FromMilliseconds(100);
+
+    private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     private readonly Channel<Item> _queue = Channel.CreateBounded<Item>(new BoundedChannelOptions(QueueCapacity)
     {
         SingleReader = true,
@@ -69,6 +79,7 @@ internal sealed class AuditTrail : BackgroundService
         }
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await _queue.Writer.WriteAsync(new Item(default, done), cancellationToken);
+        Volatile.Read(ref _wake).TrySetResult();
         await done.Task.WaitAsync(cancellationToken);
     }
 
@@ -81,6 +92,12 @@ internal sealed class AuditTrail : BackgroundService
         {
             while (await reader.WaitToReadAsync(stoppingToken))
             {
+                if (reader.Count < MaxBatch)
+                {
+                    // Gather more, unless a reader is waiting (FlushAsync wakes this at once).
+                    await Task.WhenAny(Task.Delay(GatherDelay, stoppingToken), Volatile.Read(ref _wake).Task);
+                }
+                Volatile.Write(ref _wake, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
                 while (batch.Count < MaxBatch && reader.TryRead(out var item))
                 {
                     if (item.Flushed is { } flush)
