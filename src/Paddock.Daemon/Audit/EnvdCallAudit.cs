@@ -205,9 +205,10 @@ internal sealed class EnvdCallAudit : IResponseTap
                     break;
             }
         }
-        catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidJsonException or FormatException)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            // The agent will refuse it too; recorded as an attempt the daemon could not read.
+            // The agent will refuse it too; recorded as an attempt the daemon could not read. Whatever the parser
+            // throws on hostile input, the call itself goes on unchanged.
             var kind = method switch
             {
                 EnvdMethod.ProcessStart => AuditKinds.ProcessStart,
@@ -311,8 +312,9 @@ internal sealed class EnvdCallAudit : IResponseTap
         {
             e = (_jsonCodec ? Json.Parse<StartResponse>(Encoding.UTF8.GetString(payload)) : StartResponse.Parser.ParseFrom(payload)).Event;
         }
-        catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidJsonException or FormatException)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
+            // An event the parser cannot take (the agent can be replaced by code in the sandbox): not a start or end.
             return;
         }
         if (e?.EventCase == ProcessEvent.EventOneofCase.Start && !_startSeen)
@@ -403,11 +405,14 @@ internal sealed class EnvdCallAudit : IResponseTap
         {
             using var doc = JsonDocument.Parse(_uploadAnswer!.ToArray());
             return doc.RootElement.ValueKind == JsonValueKind.Array
-                ? [.. doc.RootElement.EnumerateArray().Select(e => e.TryGetProperty("path", out var p) ? p.GetString() : null).OfType<string>()]
+                ? [.. doc.RootElement.EnumerateArray()
+                    .Select(e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null)
+                    .OfType<string>()]
                 : null;
         }
         catch (JsonException)
         {
+            // Not E2B's answer (the agent can be replaced by code in the sandbox): the upload's asked path is recorded instead.
             return null;
         }
     }
