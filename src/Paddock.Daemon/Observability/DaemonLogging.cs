@@ -12,6 +12,11 @@ internal static class DaemonLogging
     public static void Configure(ILoggingBuilder logging, DaemonOptions options)
     {
         logging.ClearProviders();
+        // ASP.NET Core's hosting and YARP log every request at Information (request starting, endpoint, proxying,
+        // finished): four events per proxied command, each a console line. Requests are counted in /metrics and
+        // traced with --otlp-endpoint; their warnings and errors still come here.
+        logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        logging.AddFilter("Yarp", LogLevel.Warning);
         logging.Configure(o => o.ActivityTrackingOptions = ActivityTrackingOptions.TraceId | ActivityTrackingOptions.SpanId);
         if (options.LogFormat == LogFormat.Json)
         {
