@@ -25,6 +25,7 @@ internal static class CliApp
         root.Subcommands.Add(CopyCommand.Build());
         root.Subcommands.Add(TemplateCommands.Build());
         root.Subcommands.Add(LogsCommand.Build());
+        root.Subcommands.Add(Audit.AuditCommand.Build());
         root.Subcommands.Add(KeyCommands.Build());
         root.Subcommands.Add(TeamCommands.Build());
         ImageImport.ImportCommand.AddTo(root);

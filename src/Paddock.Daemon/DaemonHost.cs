@@ -3,6 +3,8 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Paddock.Daemon.Api;
+using Paddock.Daemon.Audit;
+using Paddock.Daemon.Observability;
 using Paddock.Daemon.Auth;
 using Paddock.Daemon.Pools;
 using Paddock.Daemon.Proxy;
@@ -23,6 +25,7 @@ internal static class DaemonHost
     public static WebApplication Build(DaemonOptions options, Action<IServiceCollection> addRuntime, Action<ILoggingBuilder>? configureLogging = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        Observability.DaemonLogging.Configure(builder.Logging, options);
         configureLogging?.Invoke(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -66,6 +69,7 @@ internal static class DaemonHost
             {
                 await sp.GetRequiredService<SandboxManager>().ReapLostAsync(ct);
                 await sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct);
+                await sp.GetRequiredService<Audit.SqliteAuditStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.AuditRetention, ct);
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
@@ -90,6 +94,11 @@ internal static class DaemonHost
         services.AddSingleton<SandboxDomain>();
         services.AddSingleton<SandboxHttpClient>();
         services.AddHttpForwarder();
+        services.AddSingleton<Observability.DaemonMetrics>();
+        services.AddSingleton<Audit.SqliteAuditStore>();
+        services.AddSingleton<Audit.AuditTrail>();
+        services.AddHostedService(sp => sp.GetRequiredService<Audit.AuditTrail>());
+        Observability.DaemonTracing.AddTracing(services, options);
         addRuntime(services);
         if (!services.Any(d => d.ServiceType == typeof(SandboxTier)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
         {
@@ -120,7 +129,10 @@ internal static class DaemonHost
                 app.Services.GetRequiredService<SandboxDomain>().SetDefaultFromPort(bound.Port);
             }
         });
-        // Order matters: sandbox traffic leaves before the API key check, which it does not need.
+        Observability.MetricsEndpoint.RegisterGauges(app.Services);
+        // Order matters: sandbox traffic leaves before the API key check, which it does not need. The traffic
+        // middleware only watches it (spans, metrics, the audit) and passes everything on.
+        app.UseMiddleware<Observability.SandboxTrafficMiddleware>();
         app.UseMiddleware<SandboxProxyMiddleware>();
         app.UseMiddleware<ApiKeyMiddleware>();
         app.UseMiddleware<ApiErrorMiddleware>();
@@ -129,6 +141,8 @@ internal static class DaemonHost
         app.MapTemplateApi();
         app.MapTemplateImportApi();
         app.MapTeamApi();
+        app.MapAuditApi();
+        app.MapMetricsEndpoint();
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));
         return app;

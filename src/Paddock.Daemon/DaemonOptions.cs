@@ -84,6 +84,23 @@ internal sealed record DaemonOptions
     /// tier registered (runc). Checked against the tiers the daemon has when it starts.
     /// </summary>
     public string? Isolation { get; init; }
+    /// <summary>Console log lines as plain text (one line per event) or as one JSON object per line.</summary>
+    public LogFormat LogFormat { get; init; } = LogFormat.Text;
+
+    /// <summary>Whether <c>GET /metrics</c> serves Prometheus text (and the daemon counts for it at all).</summary>
+    public bool MetricsEnabled { get; init; } = true;
+
+    /// <summary>Where OTLP/HTTP traces go (e.g. <c>http://collector:4318</c>); null: no exporter, no spans recorded.</summary>
+    public Uri? OtlpEndpoint { get; init; }
+
+    /// <summary>
+    /// Audit events kept per sandbox (Audit/AuditTrail.cs); 0 turns the audit trail off. Past the bound the first half
+    /// and the newest half are kept and the ones between are dropped and counted.
+    /// </summary>
+    public int AuditMaxEventsPerSandbox { get; init; } = 10_000;
+
+    /// <summary>How long audit events are kept, counted from when they happened (sandbox alive or not).</summary>
+    public TimeSpan AuditRetention { get; init; } = TimeSpan.FromDays(30);
 
     public static string Usage => """
         usage: paddockd [options]
@@ -106,6 +123,11 @@ internal sealed record DaemonOptions
           --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
           --freeze-after SECS       freeze a sandbox idle this long with only its agent running; 0: never (default 30; env PADDOCK_FREEZE_AFTER)
           --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
+          --log-format text|json    console log lines as text or JSON objects (default text; env PADDOCK_LOG_FORMAT)
+          --metrics on|off          Prometheus text at GET /metrics, admin key required (default on; env PADDOCK_METRICS)
+          --otlp-endpoint URL       send traces by OTLP/HTTP to URL (default none: no traces; env PADDOCK_OTLP_ENDPOINT)
+          --audit-max-events N      audit events kept per sandbox; 0: no audit trail (default 10000; env PADDOCK_AUDIT_MAX_EVENTS)
+          --audit-retention SECS    how long audit events are kept (default 2592000, 30 days; env PADDOCK_AUDIT_RETENTION)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -138,6 +160,11 @@ internal sealed record DaemonOptions
         options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
         options = Apply(options, "--freeze-after", Env("FREEZE_AFTER"));
         options = Apply(options, "--isolation", Env("ISOLATION"));
+        options = Apply(options, "--log-format", Env("LOG_FORMAT"));
+        options = Apply(options, "--metrics", Env("METRICS"));
+        options = Apply(options, "--otlp-endpoint", Env("OTLP_ENDPOINT"));
+        options = Apply(options, "--audit-max-events", Env("AUDIT_MAX_EVENTS"));
+        options = Apply(options, "--audit-retention", Env("AUDIT_RETENTION"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -192,6 +219,27 @@ internal sealed record DaemonOptions
             "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
             "--freeze-after" => options with { FreezeAfter = ParseSeconds(name, value) },
             "--isolation" => options with { Isolation = value.Length > 0 ? value.ToLowerInvariant() : throw new ArgumentException("--isolation needs a tier name (runc, gvisor)") },
+            "--log-format" => options with
+            {
+                LogFormat = value switch
+                {
+                    "text" => LogFormat.Text,
+                    "json" => LogFormat.Json,
+                    _ => throw new ArgumentException($"invalid value '{value}' for --log-format: expected text or json"),
+                },
+            },
+            "--metrics" => options with
+            {
+                MetricsEnabled = value switch
+                {
+                    "on" or "true" or "1" => true,
+                    "off" or "false" or "0" => false,
+                    _ => throw new ArgumentException($"invalid value '{value}' for --metrics: expected on or off"),
+                },
+            },
+            "--otlp-endpoint" => options with { OtlpEndpoint = ParseOtlp(value) },
+            "--audit-max-events" => options with { AuditMaxEventsPerSandbox = value == "0" ? 0 : ParseAtLeast(name, value, 100) },
+            "--audit-retention" => options with { AuditRetention = TimeSpan.FromSeconds(ParsePositive(name, value)) },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }
@@ -212,6 +260,11 @@ internal sealed record DaemonOptions
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/" && uri.Query.Length == 0
             ? uri
             : throw new ArgumentException($"invalid image registry '{text}': expected http(s)://HOST[:PORT]");
+
+    private static Uri ParseOtlp(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.Query.Length == 0
+            ? uri
+            : throw new ArgumentException($"invalid OTLP endpoint '{text}': expected http(s)://HOST:PORT (the /v1/traces path is added)");
 
     private static string ParseDomain(string text)
     {
@@ -235,4 +288,14 @@ internal sealed record DaemonOptions
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= minimum
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected an integer of at least {minimum}");
+}
+
+/// <summary>How paddockd writes its console log.</summary>
+internal enum LogFormat
+{
+    /// <summary>One line per event: time, level, category, message, and the trace id when there is one.</summary>
+    Text,
+
+    /// <summary>One JSON object per line (Microsoft.Extensions.Logging's JSON console formatter), scopes and trace ids included.</summary>
+    Json,
 }

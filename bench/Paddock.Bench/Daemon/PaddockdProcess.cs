@@ -81,6 +81,13 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (!options.Observe)
+        {
+            start.ArgumentList.Add("--metrics");
+            start.ArgumentList.Add("off");
+            start.ArgumentList.Add("--audit-max-events");
+            start.ArgumentList.Add("0");
+        }
         if (options.PoolSize > 0)
         {
             start.ArgumentList.Add("--pool");
@@ -137,7 +144,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             }
         }
         // Template builds report progress; show them, since a first run waits minutes for one.
-        if (line.StartsWith("paddockd: template", StringComparison.Ordinal))
+        if (line.Contains("Templates.TemplateStore[310", StringComparison.Ordinal))
         {
             _log.WriteLine($"  {line}");
         }

@@ -160,6 +160,7 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(TeamRequestDto))]
 [JsonSerializable(typeof(TeamDto))]
 [JsonSerializable(typeof(List<TeamDto>))]
+[JsonSerializable(typeof(SandboxAuditPage))]
 internal sealed partial class ApiJson : JsonSerializerContext
 {
 }

@@ -52,11 +52,21 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
         var team = http.GetCaller().TeamId;
         var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = team, TeamLimits = teams.LimitsOf(team) };
-        var trace = new CreateTrace();
-        var record = await manager.CreateAsync(command, http.RequestAborted, trace);
-        // A built template's start command and ready check (issue 7), before the client gets the sandbox.
-        await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, http.RequestAborted);
-        trace.Mark("template-startup");
+        using var trace = new CreateTrace();
+        SandboxRecord record;
+        try
+        {
+            record = await manager.CreateAsync(command, http.RequestAborted, trace);
+            // A built template's start command and ready check (issue 7), before the client gets the sandbox.
+            await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, http.RequestAborted);
+            trace.Mark("template-startup");
+        }
+        catch (Exception ex)
+        {
+            trace.Complete(null, ex);
+            throw;
+        }
+        trace.Complete(record.SandboxId, null);
         // W3C Server Timing: where this create's time went, for clients and the bench (the daemon logs it at debug).
         http.Response.Headers["Server-Timing"] = trace.ToServerTiming();
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
