@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Auth;
+using Paddock.Daemon.Mcp;
 using Paddock.Daemon.Pools;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
@@ -86,10 +87,18 @@ internal static class DaemonHost
             sp.GetRequiredService<ILogger<IdleFreezer>>(),
             () => sp.GetRequiredService<SandboxManager>().Running.Select(r => r.SandboxId)));
         services.AddHostedService(sp => sp.GetRequiredService<IdleFreezer>());
+        services.AddSingleton(sp => new MetricsHistory(
+            sp.GetRequiredService<ISandboxRuntime>(),
+            options,
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<MetricsHistory>>(),
+            () => sp.GetRequiredService<SandboxManager>().Running.Select(r => r.SandboxId)));
+        services.AddHostedService(sp => sp.GetRequiredService<MetricsHistory>());
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();
         services.AddSingleton<SandboxHttpClient>();
         services.AddHttpForwarder();
+        services.AddPaddockMcpEndpoint();
         addRuntime(services);
         if (!services.Any(d => d.ServiceType == typeof(ISandboxRuntime)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
         {
@@ -103,6 +112,7 @@ internal static class DaemonHost
             if (addresses?.FirstOrDefault() is { } first && Uri.TryCreate(first, UriKind.Absolute, out var bound))
             {
                 app.Services.GetRequiredService<SandboxDomain>().SetDefaultFromPort(bound.Port);
+                app.Services.GetRequiredService<LoopbackAddress>().Set(bound);
             }
         });
         // Order matters: sandbox traffic leaves before the API key check, which it does not need.
@@ -114,6 +124,7 @@ internal static class DaemonHost
         app.MapTemplateApi();
         app.MapTemplateImportApi();
         app.MapTeamApi();
+        app.MapMcp(McpEndpoint.Path);
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));
         return app;

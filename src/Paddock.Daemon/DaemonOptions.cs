@@ -79,6 +79,12 @@ internal sealed record DaemonOptions
     /// </summary>
     public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>How often each running sandbox's resource use is sampled into its history (Sandboxes/MetricsHistory.cs); zero: never.</summary>
+    public TimeSpan MetricsInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Samples kept per sandbox (120 at 5 s: the last 10 minutes).</summary>
+    public int MetricsSamples { get; init; } = 120;
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -99,6 +105,8 @@ internal sealed record DaemonOptions
           --image-registry-ca FILE  PEM CA for an https image registry (env PADDOCK_IMAGE_REGISTRY_CA)
           --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
           --freeze-after SECS       freeze a sandbox idle this long with only its agent running; 0: never (default 30; env PADDOCK_FREEZE_AFTER)
+          --metrics-interval SECS   sample each sandbox's resource use this often for getMetrics; 0: never (default 5; env PADDOCK_METRICS_INTERVAL)
+          --metrics-samples N       samples kept per sandbox (default 120; env PADDOCK_METRICS_SAMPLES)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -130,6 +138,8 @@ internal sealed record DaemonOptions
         options = Apply(options, "--image-registry-ca", Env("IMAGE_REGISTRY_CA"));
         options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
         options = Apply(options, "--freeze-after", Env("FREEZE_AFTER"));
+        options = Apply(options, "--metrics-interval", Env("METRICS_INTERVAL"));
+        options = Apply(options, "--metrics-samples", Env("METRICS_SAMPLES"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -183,6 +193,8 @@ internal sealed record DaemonOptions
             "--image-registry-ca" => options with { ImageRegistryCa = File.Exists(value) ? value : throw new ArgumentException($"--image-registry-ca: no file {value}") },
             "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
             "--freeze-after" => options with { FreezeAfter = ParseSeconds(name, value) },
+            "--metrics-interval" => options with { MetricsInterval = ParseSeconds(name, value) },
+            "--metrics-samples" => options with { MetricsSamples = ParsePositive(name, value) },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

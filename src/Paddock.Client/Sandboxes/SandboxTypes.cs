@@ -25,6 +25,21 @@ public sealed record SandboxOptions
     public bool? AllowInternetAccess { get; init; }
 
     /// <summary>
+    /// Egress the sandbox may use even when the rest is denied: CIDRs, addresses or domain names (E2B's
+    /// <c>network.allowOut</c>); null: none named.
+    /// </summary>
+    public IReadOnlyList<string>? AllowOut { get; init; }
+
+    /// <summary>Egress the sandbox may not use: CIDRs or addresses (E2B's <c>network.denyOut</c>); null: none named.</summary>
+    public IReadOnlyList<string>? DenyOut { get; init; }
+
+    /// <summary>
+    /// The isolation tier to run the sandbox on (paddock's <c>isolation</c> field: <c>"runc"</c> or
+    /// <c>"gvisor"</c>); null: the server's default. Other E2B services ignore it.
+    /// </summary>
+    public string? Isolation { get; init; }
+
+    /// <summary>
     /// What <c>await using</c> (<see cref="Sandbox.DisposeAsync"/>) does: true (the default) kills the sandbox,
     /// false leaves it running until its timeout.
     /// </summary>

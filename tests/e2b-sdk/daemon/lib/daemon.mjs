@@ -86,9 +86,9 @@ export function getViaHost(daemonPort, host, pathname = '/', headers = {}) {
 
 /**
  * Starts paddockd and waits for GET /health. Sets E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY for the SDK in this
- * process (each test file runs in a process of its own).
+ * process (each test file runs in a process of its own). `args`: more paddockd options; `env`: more variables.
  */
-export async function startDaemon() {
+export async function startDaemon({ args = [], env = {} } = {}) {
   const binary = daemonBinary()
   if (!existsSync(binary)) {
     throw new Error(`paddockd not found at ${binary}: run scripts/setup first (or set PADDOCKD_BINARY)`)
@@ -97,10 +97,10 @@ export async function startDaemon() {
   const stateDir = mkdtempSync(path.join(tmpdir(), 'paddockd-e2b-'))
   // A key of E2B's shape, accepted besides the one the daemon generates into its state directory.
   const apiKey = 'e2b_' + randomBytes(20).toString('hex')
-  const child = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir], {
+  const child = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     // Templates are shared across daemons (and with the .NET runtime tests' cache) so that base is built once.
-    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates' },
+    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates', ...env },
   })
   let log = ''
   const append = (chunk) => { log = (log + chunk.toString()).slice(-LOG_LIMIT) }
