@@ -11,6 +11,7 @@ using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Teams;
+using Paddock.Daemon.Tls;
 using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon;
@@ -25,6 +26,11 @@ internal static class DaemonHost
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         configureLogging?.Invoke(builder.Logging);
+        var certificate = options.Tls ? TlsSetup.Certificate(options) : null;
+        if (certificate is not null)
+        {
+            builder.WebHost.UseKestrelHttpsConfiguration();
+        }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             // Uploads to sandboxes stream through; the API bounds its own bodies (SandboxEndpoints.MaxBodyBytes).
@@ -33,8 +39,18 @@ internal static class DaemonHost
             kestrel.Limits.MinRequestBodyDataRate = null;
             var host = options.Listen.Host;
             var port = options.Listen.Port;
-            // HTTP/1.1 only: without TLS Kestrel cannot negotiate HTTP/2, and WebSocket upgrades need HTTP/1.1.
-            void Protocols(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
+            // Plain HTTP: HTTP/1.1 only, as without TLS Kestrel cannot negotiate HTTP/2 (and h2c would shut out
+            // HTTP/1.1 clients). With TLS, HTTP/2 and HTTP/1.1 by ALPN, for the API and the sandbox hosts alike.
+            void Protocols(ListenOptions listen)
+            {
+                if (certificate is null)
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    return;
+                }
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => certificate.Current);
+            }
             if (host == "localhost")
             {
                 kestrel.ListenLocalhost(port, Protocols);
@@ -51,6 +67,10 @@ internal static class DaemonHost
 
         var services = builder.Services;
         services.AddSingleton(options);
+        if (certificate is not null)
+        {
+            services.AddSingleton(certificate);
+        }
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
         services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
@@ -106,6 +126,10 @@ internal static class DaemonHost
         }
 
         var app = builder.Build();
+        if (certificate is not null)
+        {
+            certificate.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Tls");
+        }
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;

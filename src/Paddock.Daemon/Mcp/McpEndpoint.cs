@@ -23,7 +23,7 @@ internal static class McpEndpoint
     public static void AddPaddockMcpEndpoint(this IServiceCollection services)
     {
         services.AddHttpContextAccessor();
-        services.AddSingleton<LoopbackAddress>();
+        services.AddSingleton(sp => new LoopbackAddress(sp.GetService<Tls.ServerCertificate>()));
         services.AddPaddockMcp(sp => new CallerConnectionSource(sp.GetRequiredService<IHttpContextAccessor>(), sp.GetRequiredService<LoopbackAddress>()))
             .WithHttpTransport(o => o.Stateless = true);
     }
@@ -42,6 +42,7 @@ internal static class McpEndpoint
                     ApiKey = http.Request.Headers[ApiKeyAuthenticator.HeaderName].ToString(),
                     ApiUrl = url,
                     SandboxUrl = url,
+                    HttpHandler = self.Handler,
                     // A command's stream may outlast this; it bounds each request and stream start, as in the CLI.
                     RequestTimeout = TimeSpan.FromSeconds(60),
                 };
@@ -51,11 +52,25 @@ internal static class McpEndpoint
 }
 
 /// <summary>Where this daemon can be reached from itself: its first bound address, a wildcard one made loopback.</summary>
-internal sealed class LoopbackAddress
+internal sealed class LoopbackAddress(Tls.ServerCertificate? certificate)
 {
     private volatile Uri? _url;
 
     public Uri Url => _url ?? throw new InvalidOperationException("the daemon's address is not known before the listener is bound");
+
+    /// <summary>
+    /// With TLS, a handler that trusts exactly the certificate this daemon presents now: its own loopback address is
+    /// not a name the certificate need carry (a real wildcard certificate names only the domain); null without TLS.
+    /// </summary>
+    public HttpMessageHandler? Handler { get; } = certificate is null ? null : new SocketsHttpHandler
+    {
+        PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+        SslOptions = new System.Net.Security.SslClientAuthenticationOptions
+        {
+            RemoteCertificateValidationCallback = (_, presented, _, _) =>
+                presented is not null && presented.GetRawCertData().AsSpan().SequenceEqual(certificate.Current.RawData),
+        },
+    };
 
     public void Set(Uri bound)
     {
