@@ -1,4 +1,7 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.Extensions.DependencyInjection;
+using ModelContextProtocol;
 using ModelContextProtocol.Protocol;
 
 namespace Paddock.Mcp;
@@ -15,6 +18,16 @@ internal static class PaddockMcpServer
         "run_command runs bash (python3, node, git, curl; 'sudo' works for the default user); write_file/read_file/list_files move text; " +
         "get_port_url gives the URL of a server started in the sandbox. Kill sandboxes you no longer need.";
 
+    /// <summary>
+    /// The SDK's options, but with null members written: a tool's output schema lists every member of its record as
+    /// required (nullable ones as "type": [..., "null"]), and the TypeScript client checks structured content against
+    /// it, so an omitted null fails the call ("must have required property 'alias'", measured with 1.32.2).
+    /// </summary>
+    private static readonly JsonSerializerOptions SerializerOptions = new(McpJsonUtilities.DefaultOptions)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
     /// <summary>Adds the MCP server with Paddock's tools; <typeparamref name="TSource"/> says where calls go (see <see cref="IConnectionSource"/>).</summary>
     public static IMcpServerBuilder AddPaddockMcp<TSource>(this IServiceCollection services, Func<IServiceProvider, TSource> source)
         where TSource : class, IConnectionSource
@@ -26,6 +39,6 @@ internal static class PaddockMcpServer
                 options.ServerInfo = new Implementation { Name = Name, Version = typeof(PaddockMcpServer).Assembly.GetName().Version?.ToString(3) ?? "0.1.0" };
                 options.ServerInstructions = Instructions;
             })
-            .WithTools<SandboxTools>();
+            .WithTools<SandboxTools>(SerializerOptions);
     }
 }
