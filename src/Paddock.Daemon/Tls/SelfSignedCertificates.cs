@@ -48,8 +48,8 @@ internal static class SelfSignedCertificates
         {
             ca = MakeCa(now);
             using var caKey = ca.GetECDsaPrivateKey()!;
-            WriteFile(caKeyPath, caKey.ExportPkcs8PrivateKeyPem(), Private);
-            WriteFile(caPath, ca.ExportCertificatePem(), Private | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            WriteFile(caKeyPath, caKey.ExportPkcs8PrivateKeyPem() + "\n", Private);
+            WriteFile(caPath, ca.ExportCertificatePem() + "\n", Private | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
         }
         using (ca)
         {
@@ -58,8 +58,8 @@ internal static class SelfSignedCertificates
             {
                 using var server = MakeServer(ca, names, now);
                 using var key = server.GetECDsaPrivateKey()!;
-                WriteFile(keyPath, key.ExportPkcs8PrivateKeyPem(), Private);
-                WriteFile(certPath, server.ExportCertificatePem() + ca.ExportCertificatePem(), Private | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+                WriteFile(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n", Private);
+                WriteFile(certPath, server.ExportCertificatePem() + "\n" + ca.ExportCertificatePem() + "\n", Private | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
             }
         }
         return (caPath, certPath, keyPath);

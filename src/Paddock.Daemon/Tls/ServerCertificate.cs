@@ -25,7 +25,7 @@ internal sealed class ServerCertificate
         _certPath = certPath;
         _keyPath = keyPath;
         _time = time;
-        _current = Load() ?? throw new ArgumentException($"cannot load the TLS certificate {certPath} with the key {keyPath}");
+        _current = Load(out var error) ?? throw new ArgumentException($"cannot load the TLS certificate {certPath} with the key {keyPath}: {error}");
     }
 
     /// <summary>Where reloads and failed loads are logged (the host's logger, set once it exists).</summary>
@@ -62,15 +62,16 @@ internal sealed class ServerCertificate
         {
             return;
         }
-        if (Load() is { } loaded)
+        if (Load(out _) is { } loaded)
         {
             _current = loaded;
             TlsLog.Reloaded(Logger, _certPath, loaded.Certificate.Subject, loaded.Certificate.NotAfter);
         }
     }
 
-    private Loaded? Load()
+    private Loaded? Load(out string? error)
     {
+        error = null;
         var stamp = Stamp();
         try
         {
@@ -80,6 +81,7 @@ internal sealed class ServerCertificate
         catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             TlsLog.LoadFailed(Logger, _certPath, _keyPath, ex.Message);
+            error = ex.Message;
             return null;
         }
     }
