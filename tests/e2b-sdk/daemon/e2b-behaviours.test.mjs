@@ -128,6 +128,31 @@ describe('E2B behaviours through the official SDK', { skip: skip ?? false }, () 
     assert.deepEqual(JSON.parse((await fetchSdkUrl(daemon.port, both.toString())).body), { code: 401, message: 'invalid signature' })
   })
 
+  it('routes a signed URL made with E2B_SANDBOX_URL (no sandbox in it) by its signature, fetched as it is', T, async () => {
+    // The local default: the URL is {E2B_SANDBOX_URL}/files?..., with nothing naming the sandbox but the signature.
+    await sandbox.files.write('local.txt', 'signed locally')
+    const url = await sandbox.downloadUrl('local.txt', { useSignatureExpiration: 10_000 })
+    assert.ok(url.startsWith(`${daemon.url}/files?`), url)
+    const res = await fetch(url)
+    assert.equal(res.status, 200)
+    assert.equal(await res.text(), 'signed locally')
+
+    const upload = new FormData()
+    upload.append('file', new Blob(['uploaded locally']), 'blob')
+    const up = await fetch(await sandbox.uploadUrl('local-up.txt', { useSignatureExpiration: 10_000 }), { method: 'POST', body: upload })
+    assert.equal(up.status, 200)
+    assert.equal(await sandbox.files.read('local-up.txt'), 'uploaded locally')
+
+    const expired = await fetch(await sandbox.downloadUrl('local.txt', { useSignatureExpiration: -10_000 }))
+    assert.equal(expired.status, 401)
+    assert.deepEqual(await expired.json(), { code: 401, message: 'signature is already expired' })
+    const forged = new URL(url)
+    forged.searchParams.set('path', '/etc/shadow')
+    const refused = await fetch(forged)
+    assert.equal(refused.status, 401)
+    assert.deepEqual(await refused.json(), { code: 401, message: 'invalid signature' })
+  })
+
   it('lets the default user sudo (no_new_privs is off), to the same confined root', T, async () => {
     const id = await sandbox.commands.run('sudo -n id -u')
     assert.equal(id.stdout, '0\n')
