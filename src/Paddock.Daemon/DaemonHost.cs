@@ -120,16 +120,31 @@ internal static class DaemonHost
         services.AddHttpForwarder();
         services.AddPaddockMcpEndpoint();
         addRuntime(services);
-        if (!services.Any(d => d.ServiceType == typeof(ISandboxRuntime)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
+        if (!services.Any(d => d.ServiceType == typeof(SandboxTier)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
         {
-            throw new InvalidOperationException("no isolation runtime or template lookup is registered: this build of paddockd cannot run sandboxes");
+            throw new InvalidOperationException("no isolation tier or template lookup is registered: this build of paddockd cannot run sandboxes");
         }
+        // Every tier behind one runtime that routes by sandbox; what is above it sees tier names only as strings.
+        services.AddSingleton(sp => new RuntimeTiers(sp.GetServices<SandboxTier>(), options.Isolation));
+        services.AddSingleton<ISandboxRuntime>(sp => sp.GetRequiredService<RuntimeTiers>());
+        services.AddSingleton<IIsolationTiers>(sp => sp.GetRequiredService<RuntimeTiers>());
 
         var app = builder.Build();
         if (certificate is not null)
         {
             certificate.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Tls");
         }
+        // Made now, so that an unknown --isolation stops the start with its message, and the log says which tiers run here.
+        var tiers = app.Services.GetRequiredService<RuntimeTiers>();
+        var tierLog = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger<RuntimeTiers>();
+        foreach (var name in tiers.Names)
+        {
+            if (tiers.UnavailableReason(name) is { } reason)
+            {
+                RuntimeLog.TierUnavailable(tierLog, name, reason);
+            }
+        }
+        RuntimeLog.Tiers(tierLog, string.Join(", ", tiers.Names), tiers.DefaultTier);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
@@ -177,12 +192,10 @@ internal static class DaemonHost
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
         await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);
-        if (app.Services.GetService<Runtimes.Runc.RuncRuntime>() is { } runc)
-        {
-            // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
-            var sandboxes = app.Services.GetRequiredService<SandboxManager>();
-            runc.OnAgentExited = id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
-        }
+        // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
+        var sandboxes = app.Services.GetRequiredService<SandboxManager>();
+        app.Services.GetRequiredService<RuntimeTiers>().OnAgentExited =
+            id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }

@@ -97,6 +97,12 @@ internal sealed record DaemonOptions
     /// <summary>Samples kept per sandbox (120 at 5 s: the last 10 minutes).</summary>
     public int MetricsSamples { get; init; } = 120;
 
+    /// <summary>
+    /// The isolation tier a sandbox runs on when neither its create, its team nor its template chose one; null: the first
+    /// tier registered (runc). Checked against the tiers the daemon has when it starts.
+    /// </summary>
+    public string? Isolation { get; init; }
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -123,6 +129,7 @@ internal sealed record DaemonOptions
                                     the domain then defaults to paddock.localhost:PORT
           --metrics-interval SECS   sample each sandbox's resource use this often for getMetrics; 0: never (default 5; env PADDOCK_METRICS_INTERVAL)
           --metrics-samples N       samples kept per sandbox (default 120; env PADDOCK_METRICS_SAMPLES)
+          --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -159,6 +166,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--tls-self-signed", Env("TLS_SELF_SIGNED"));
         options = Apply(options, "--metrics-interval", Env("METRICS_INTERVAL"));
         options = Apply(options, "--metrics-samples", Env("METRICS_SAMPLES"));
+        options = Apply(options, "--isolation", Env("ISOLATION"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -233,6 +241,7 @@ internal sealed record DaemonOptions
             "--tls-self-signed" => options with { TlsSelfSigned = bool.TryParse(value, out var b) ? b : throw new ArgumentException($"invalid value '{value}' for --tls-self-signed: expected true or false") },
             "--metrics-interval" => options with { MetricsInterval = ParseSeconds(name, value) },
             "--metrics-samples" => options with { MetricsSamples = ParsePositive(name, value) },
+            "--isolation" => options with { Isolation = value.Length > 0 ? value.ToLowerInvariant() : throw new ArgumentException("--isolation needs a tier name (runc, gvisor)") },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

@@ -63,6 +63,12 @@ internal sealed record DaemonBenchOptions
     /// <summary>The bound on each section's loop, besides its count.</summary>
     public TimeSpan SectionLimit { get; init; } = TimeSpan.FromSeconds(180);
 
+    /// <summary>The isolation tier paddockd runs the sandboxes on (<c>--isolation</c>, its default tier): runc or gvisor.</summary>
+    public string Isolation { get; init; } = "runc";
+
+    /// <summary>The runsc the gVisor tier's raw baseline runs (the one scripts/setup installs).</summary>
+    public string RunscBinary { get; init; } = "/usr/local/lib/paddock/runsc";
+
     /// <summary>The sections to run (<c>--only</c>); all when not given.</summary>
     public DaemonSection Sections { get; init; } = DaemonSection.All;
 

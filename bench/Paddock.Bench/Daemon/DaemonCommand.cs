@@ -22,8 +22,10 @@ internal static class DaemonCommand
                               commands at once across sandboxes (default 200 across 50)
           --freeze-after SECS paddockd's --freeze-after for idle sandboxes (default 12; 0: never freeze)
           --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
+          --isolation TIER    the tier the sandboxes run on: runc (default) or gvisor; the cold baseline is that tier's raw run
+          --runsc PATH        the runsc of gvisor's raw baseline (default /usr/local/lib/paddock/runsc)
           --json              also print the figures as one JSON line at the end
-        Needs root and runc (the runc tier).
+        Needs root and runc (and runsc for --isolation gvisor).
         """;
 
     public static async Task<int> RunAsync(ReadOnlyMemory<string> args)
@@ -100,6 +102,8 @@ internal static class DaemonCommand
                 "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
                 "--freeze-after" => options with { FreezeAfter = TimeSpan.FromSeconds(NonNegative(option, Value(args, ref i))) },
                 "--only" => options with { Sections = SectionsOf(Value(args, ref i)) },
+                "--isolation" => options with { Isolation = Tier(Value(args, ref i)) },
+                "--runsc" => options with { RunscBinary = Path.GetFullPath(Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
@@ -107,6 +111,8 @@ internal static class DaemonCommand
         }
         return (options, json);
     }
+
+    private static string Tier(string text) => text is "runc" or "gvisor" ? text : throw new ArgumentException($"--isolation is runc or gvisor, not '{text}'");
 
     /// <summary><c>--only cold,pooled,exec,rate,fanout,idle</c> (any of them, comma-separated).</summary>
     private static DaemonSection SectionsOf(string text)

@@ -88,6 +88,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             start.ArgumentList.Add(options.PoolRefill.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
+        start.Environment["PADDOCK_ISOLATION"] = options.Isolation;
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
         // A daemon over a temporary state directory gets a /22 of sandbox links (510 sandboxes), which the idle
         // figure's 1,000 outgrow: the bench takes a /16 of its own, apart from the default daemon's 10.201.0.0/16

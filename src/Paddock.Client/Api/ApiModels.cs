@@ -13,10 +13,10 @@ internal sealed class NewSandboxDto
     [JsonPropertyName("allow_internet_access")] public bool? AllowInternetAccess { get; init; }
     [JsonPropertyName("metadata")] public IReadOnlyDictionary<string, string>? Metadata { get; init; }
     [JsonPropertyName("envVars")] public IReadOnlyDictionary<string, string>? EnvVars { get; init; }
-    [JsonPropertyName("network")] public NetworkDto? Network { get; init; }
+    [JsonPropertyName("network"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public NetworkDto? Network { get; init; }
 
-    /// <summary>paddock: the isolation tier ("runc" or "gvisor"); absent: the server's default.</summary>
-    [JsonPropertyName("isolation")] public string? Isolation { get; init; }
+    /// <summary>paddock's extension; left out when null, so E2B's own service never sees it.</summary>
+    [JsonPropertyName("isolation"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Isolation { get; init; }
 }
 
 /// <summary>E2B's SandboxNetworkConfig: egress allow and deny lists (CIDRs, addresses or domain names).</summary>
@@ -60,6 +60,7 @@ internal sealed class SandboxDetailDto
     [JsonPropertyName("diskSizeMB")] public int DiskSizeMB { get; init; }
     [JsonPropertyName("metadata")] public Dictionary<string, string>? Metadata { get; init; }
     [JsonPropertyName("state")] public string? State { get; init; }
+    [JsonPropertyName("isolation")] public string? Isolation { get; init; }
 }
 
 internal sealed class SandboxMetricDto

@@ -337,5 +337,6 @@ public sealed partial class Sandbox : IAsyncDisposable
         DiskSizeMB = d.DiskSizeMB,
         Metadata = d.Metadata ?? [],
         EnvdVersion = d.EnvdVersion,
+        Isolation = d.Isolation,
     };
 }

@@ -34,8 +34,9 @@ public sealed record SandboxOptions
     public IReadOnlyList<string>? DenyOut { get; init; }
 
     /// <summary>
-    /// The isolation tier to run the sandbox on (paddock's <c>isolation</c> field: <c>"runc"</c> or
-    /// <c>"gvisor"</c>); null: the server's default. Other E2B services ignore it.
+    /// Paddock's isolation tier for this sandbox: <c>"runc"</c> (a hardened container) or <c>"gvisor"</c> (a user-space
+    /// kernel between the code and the host). Null: the team's tier, else the template's, else the server's default.
+    /// Not sent when null, so the option costs nothing against E2B's own service.
     /// </summary>
     public string? Isolation { get; init; }
 
@@ -123,6 +124,9 @@ public sealed record SandboxInfo
 
     /// <summary>The version of envd inside it.</summary>
     public string? EnvdVersion { get; init; }
+
+    /// <summary>Paddock: the isolation tier it runs on ("runc", "gvisor"); null from a service that does not say.</summary>
+    public string? Isolation { get; init; }
 }
 
 /// <summary>One sample of a sandbox's resource use.</summary>

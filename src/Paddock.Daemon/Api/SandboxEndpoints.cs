@@ -373,10 +373,10 @@ internal static class SandboxEndpoints
             new NetworkResponse(r.TrafficAccessToken is null),
             // No tier can pause yet, so a timeout always kills, whatever autoPause asked for.
             new LifecycleResponse(AutoResume: false, OnTimeout: "kill"),
-            []);
+            [], r.RuntimeName);
 
     internal static ListedSandboxResponse ToListed(SandboxRecord r) =>
-        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, []);
+        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, [], r.RuntimeName);
 
     private static SandboxMetricResponse ToMetric(Runtimes.SandboxUsage u) =>
         new(u.Timestamp, u.Timestamp.ToUnixTimeSeconds(), u.CpuCount, u.CpuUsedPercent, u.MemoryUsedBytes, u.MemoryTotalBytes, 0, u.DiskUsedBytes, u.DiskTotalBytes);

@@ -10,7 +10,8 @@ namespace Paddock.Daemon.Runtimes;
 internal static class RuntimeServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers the runc tier as <see cref="ISandboxRuntime"/> (and as <see cref="RuncRuntime"/>). Settings, all
+    /// Registers the runc tier as a <see cref="SandboxTier"/> (and as <see cref="RuncRuntime"/>); the daemon routes to
+    /// it through <see cref="RuntimeTiers"/>. Settings, all
     /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>RuncBinary</c>,
     /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>; in section
     /// <c>Runc:Network</c>: <c>Enabled</c> (default true), <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>,
@@ -24,7 +25,7 @@ internal static class RuntimeServiceCollectionExtensions
             options,
             AgentBinaryLocator.Resolve(options.AgentBinary),
             sp.GetRequiredService<ILogger<RuncRuntime>>()));
-        services.AddSingleton<ISandboxRuntime>(sp => sp.GetRequiredService<RuncRuntime>());
+        services.AddSingleton(sp => SandboxTier.Of(sp.GetRequiredService<RuncRuntime>()));
         return services;
     }
 

@@ -104,5 +104,11 @@ internal static class SqliteMigrations
                 created_at INTEGER NOT NULL
             );
             """),
+        // Isolation tiers (issue 14): a template's default tier (NULL: the daemon's) and the one tier a team is bound to
+        // (NULL: any). A sandbox's tier was recorded from the start (sandboxes.runtime).
+        (4, """
+            ALTER TABLE templates ADD COLUMN isolation TEXT;
+            ALTER TABLE teams ADD COLUMN isolation TEXT;
+            """),
     ];
 }

@@ -40,6 +40,9 @@ internal sealed class BuildState(string templateId, string buildId, string teamI
 
     public int MemoryMB { get; } = memoryMB;
 
+    /// <summary>The tier the build's steps and the built template's sandboxes run on: asked for, else the base template's; null: the daemon's.</summary>
+    public string? Isolation { get; set; }
+
     /// <summary>waiting (requested), building, ready or error: E2B's <c>TemplateBuildStatus</c>.</summary>
     public string Status { get; set; } = "waiting";
 
@@ -97,10 +100,12 @@ internal sealed class TemplateBuilds
     private readonly TemplateFiles _files;
     private readonly ImageImporter _images;
     private readonly ILogger<TemplateBuilds> _logger;
+    private readonly Teams.TeamDirectory _teams;
 
     public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
-        SandboxHttpClient client, TemplateFiles files, ImageImporter images, DaemonOptions options, ILogger<TemplateBuilds> logger)
+        SandboxHttpClient client, TemplateFiles files, ImageImporter images, Teams.TeamDirectory teams, DaemonOptions options, ILogger<TemplateBuilds> logger)
     {
+        _teams = teams;
         _images = images;
         _files = files;
         _registry = registry;
@@ -116,7 +121,7 @@ internal sealed class TemplateBuilds
     public static TimeSpan StepTimeout { get; } = TimeSpan.FromMinutes(30);
 
     /// <summary>POST /v3/templates: a new build of the team's template <paramref name="name"/> (its id is kept across rebuilds).</summary>
-    public async Task<BuildState> RequestAsync(string teamId, string name, int? cpuCount, int? memoryMB, CancellationToken cancellationToken)
+    public async Task<BuildState> RequestAsync(string teamId, string name, int? cpuCount, int? memoryMB, CancellationToken cancellationToken, string? isolation = null)
     {
         if (!TemplateRegistry.IsValidName(name) || name.Contains('/', StringComparison.Ordinal))
         {
@@ -125,7 +130,7 @@ internal sealed class TemplateBuilds
         var existing = (await _registry.ListAsync(teamId, cancellationToken))
             .FirstOrDefault(t => t.TeamId == teamId && t.Kind == TemplateKind.Build && t.Names.Contains(name, StringComparer.Ordinal));
         var state = new BuildState(existing?.TemplateId ?? SandboxIds.NewId(), Guid.NewGuid().ToString(), teamId, name,
-            cpuCount ?? _options.DefaultCpuCount, memoryMB ?? _options.DefaultMemoryMB);
+            cpuCount ?? _options.DefaultCpuCount, memoryMB ?? _options.DefaultMemoryMB) { Isolation = isolation };
         _builds[state.BuildId] = state;
         return state;
     }
@@ -180,6 +185,7 @@ internal sealed class TemplateBuilds
                 throw new TemplateBuildException(StatusCodes.Status409Conflict, $"build '{buildId}' was started already");
             }
             state.Status = "building";
+            state.Isolation ??= baseTemplate.Isolation;
         }
         // Not the request's token: the build outlives the request. Bounded by the steps' own timeouts.
         _ = Task.Run(() => RunAsync(state, baseTemplate, spec));
@@ -311,6 +317,7 @@ internal sealed class TemplateBuilds
                 Workdir = workdir,
                 StartCmd = spec.StartCmd is { Length: > 0 } ? spec.StartCmd : baseTemplate.StartCmd,
                 ReadyCmd = spec.StartCmd is { Length: > 0 } ? spec.ReadyCmd : baseTemplate.ReadyCmd,
+                Isolation = state.Isolation,
             };
             if (record.StartCmd is { } startCmd)
             {
@@ -352,6 +359,9 @@ internal sealed class TemplateBuilds
                 MemoryMB = state.MemoryMB,
                 DiskSizeMB = _options.DefaultDiskSizeMB,
                 Metadata = new Dictionary<string, string> { ["paddock.templateBuild"] = state.BuildId },
+                // The steps are untrusted code like any sandbox's: the team's tier binding holds for them too.
+                TeamLimits = _teams.LimitsOf(state.TeamId),
+                Isolation = state.Isolation,
             }, timeout.Token);
             if (archive is not null)
             {
