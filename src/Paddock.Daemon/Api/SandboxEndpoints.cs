@@ -178,7 +178,7 @@ internal static class SandboxEndpoints
         return Results.NoContent();
     }
 
-    private static async Task<IResult> GetMetricsAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    private static async Task<IResult> GetMetricsAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, MetricsHistory history)
     {
         var start = ParseUnixSeconds(http.Request.Query["start"], "start");
         var end = ParseUnixSeconds(http.Request.Query["end"], "end");
@@ -187,9 +187,12 @@ internal static class SandboxEndpoints
             throw ApiRequestException.BadRequest("start must not be after end");
         }
         await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        // The runtime samples usage on demand; there is no history, so the answer is the one sample of now.
+        // A sample of now joins the history first, so that a range reaching the present (or none) always has it,
+        // even for a sandbox younger than one sweep; the answer is the kept samples in the range.
         var usage = await manager.GetUsageAsync(sandboxID, http.RequestAborted);
-        return Results.Json(new List<SandboxMetricResponse> { ToMetric(usage) }, ApiJsonContext.Default.ListSandboxMetricResponse);
+        history.Record(sandboxID, usage);
+        var samples = history.Samples(sandboxID, start, end);
+        return Results.Json(samples.Select(ToMetric).ToList(), ApiJsonContext.Default.ListSandboxMetricResponse);
     }
 
     private static async Task<IResult> ListMetricsAsync(HttpContext http, SandboxManager manager)
