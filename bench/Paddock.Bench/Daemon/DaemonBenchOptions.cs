@@ -57,6 +57,12 @@ internal sealed record DaemonBenchOptions
     /// </summary>
     public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(12);
 
+    /// <summary>
+    /// paddockd's metrics and audit trail (<c>--observe off</c> passes <c>--metrics off --audit-max-events 0</c>), to
+    /// measure what they cost: run the same sections with each and compare.
+    /// </summary>
+    public bool Observe { get; init; } = true;
+
     /// <summary>After <see cref="IdleWait"/>: how long the idle sandboxes' wake-ups and CPU time are counted.</summary>
     public TimeSpan IdleActivityWindow { get; init; } = TimeSpan.FromSeconds(20);
 

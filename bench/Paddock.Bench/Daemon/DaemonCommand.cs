@@ -21,6 +21,7 @@ internal static class DaemonCommand
           --fanout-sandboxes N, --fanout-commands N
                               commands at once across sandboxes (default 200 across 50)
           --freeze-after SECS paddockd's --freeze-after for idle sandboxes (default 12; 0: never freeze)
+          --observe on|off    paddockd's /metrics and audit trail (off: --metrics off --audit-max-events 0; default on)
           --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
           --isolation TIER    the tier the sandboxes run on: runc (default) or gvisor; the cold baseline is that tier's raw run
           --runsc PATH        the runsc of gvisor's raw baseline (default /usr/local/lib/paddock/runsc)
@@ -92,6 +93,15 @@ internal static class DaemonCommand
                 "--templates-dir" => options with { TemplatesDir = Path.GetFullPath(Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
                 "--clients" => options with { Clients = Positive(option, Value(args, ref i)) },
+                "--observe" => options with
+                {
+                    Observe = Value(args, ref i) switch
+                    {
+                        "on" => true,
+                        "off" => false,
+                        var v => throw new ArgumentException($"--observe: expected on or off, got '{v}'"),
+                    },
+                },
                 "--creations" => options with { Creations = Positive(option, Value(args, ref i)) },
                 "--idle" => options with { IdleSandboxes = Positive(option, Value(args, ref i)) },
                 "--idle-limit" => options with { IdleLimit = TimeSpan.FromSeconds(Positive(option, Value(args, ref i))) },

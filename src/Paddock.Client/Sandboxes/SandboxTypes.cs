@@ -25,6 +25,15 @@ public sealed record SandboxOptions
     public bool? AllowInternetAccess { get; init; }
 
     /// <summary>
+    /// Egress the sandbox may use even when the rest is denied: CIDRs, addresses or domain names (E2B's
+    /// <c>network.allowOut</c>); null: none named.
+    /// </summary>
+    public IReadOnlyList<string>? AllowOut { get; init; }
+
+    /// <summary>Egress the sandbox may not use: CIDRs or addresses (E2B's <c>network.denyOut</c>); null: none named.</summary>
+    public IReadOnlyList<string>? DenyOut { get; init; }
+
+    /// <summary>
     /// Paddock's isolation tier for this sandbox: <c>"runc"</c> (a hardened container) or <c>"gvisor"</c> (a user-space
     /// kernel between the code and the host). Null: the team's tier, else the template's, else the server's default.
     /// Not sent when null, so the option costs nothing against E2B's own service.

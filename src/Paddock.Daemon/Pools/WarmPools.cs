@@ -53,9 +53,12 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// its own with no warm-up). Resolved at first use, since that client depends on the sandbox manager, which
     /// depends on the pools.
     /// </param>
+    private readonly Lazy<Observability.DaemonMetrics?> _metrics;
+
     public WarmPools(ISandboxRuntime runtime, ITemplateLookup templates, DaemonOptions options, ILogger<WarmPools> logger, IServiceProvider? services = null)
     {
         _agentClient = new Lazy<SandboxHttpClient?>(() => services?.GetService(typeof(SandboxHttpClient)) as SandboxHttpClient);
+        _metrics = new Lazy<Observability.DaemonMetrics?>(() => services?.GetService(typeof(Observability.DaemonMetrics)) as Observability.DaemonMetrics);
         _runtime = runtime;
         _templates = templates;
         _options = options;
@@ -298,6 +301,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             pool.Isolation = member.Isolation;
             pool.Ready.Enqueue(member);
             pool.FailureStreak = 0;
+            _metrics.Value?.PoolRefill(pool.Name, ok: true);
             PoolsLog.MemberReady(_logger, pool.Name, member.SandboxId, clock.ElapsedMilliseconds, pool.Ready.Count);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -311,6 +315,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
         }
         catch (Exception ex)
         {
+            _metrics.Value?.PoolRefill(pool.Name, ok: false);
             // Whatever of it exists (its cgroup made before the start, or a sandbox whose warm-up failed) goes.
             if (sandboxId is not null)
             {

@@ -77,6 +77,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     private readonly TeamUsage _teamUsage = new();
     private readonly WarmPools? _pools;
     private readonly IdleFreezer? _freezer;
+    private readonly Observability.DaemonMetrics? _metrics;
 
     // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
     // every core from the sandboxes still running.
@@ -86,9 +87,10 @@ internal sealed class SandboxManager : IAsyncDisposable
 
     public SandboxManager(ISandboxRuntime runtime, IIsolationTiers tiers, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
-        IdleFreezer? freezer = null)
+        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null)
     {
         _tiers = tiers;
+        _metrics = metrics;
         _pools = pools;
         _freezer = freezer;
         _runtime = runtime;
@@ -115,6 +117,9 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// <summary>What a team's running and starting sandboxes hold now.</summary>
     public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
 
+    /// <summary>Sandboxes counted against --max-sandboxes now: starting, running, and killed ones still tearing down.</summary>
+    public int Reserved => Volatile.Read(ref _reserved);
+
     /// <summary>Killed sandboxes whose pieces are still being removed in the background (they still count against the host's capacity).</summary>
     public int PendingTeardowns => _teardowns.Count;
 
@@ -138,7 +143,32 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// </summary>
     public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken, CreateTrace? trace = null)
     {
-        trace ??= new CreateTrace();
+        using var own = trace is null ? new CreateTrace() : null;
+        trace ??= own!;
+        var stopwatch = Stopwatch.StartNew();
+        try
+        {
+            var record = await CreateCoreAsync(command, trace, cancellationToken);
+            _metrics?.CreateSucceeded(trace.Path ?? "cold", stopwatch.Elapsed);
+            return record;
+        }
+        catch (Exception ex)
+        {
+            _metrics?.CreateFailed(ex switch
+            {
+                TemplateNotFoundException => "template_not_found",
+                SandboxCapacityException => "capacity",
+                TeamLimitException => "team_limit",
+                OperationCanceledException => "cancelled",
+                SandboxCreateException => "start_failed",
+                _ => "error",
+            }, trace.Path ?? "none");
+            throw;
+        }
+    }
+
+    private async Task<SandboxRecord> CreateCoreAsync(CreateSandboxCommand command, CreateTrace trace, CancellationToken cancellationToken)
+    {
         var template = await _templates.FindAsync(command.Template, command.TeamId, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
         var isolation = IsolationChoice.Resolve(_tiers, command.Isolation, command.TeamLimits.Isolation, template.Isolation);
@@ -161,9 +191,11 @@ internal sealed class SandboxManager : IAsyncDisposable
                 if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
                 {
                     reservationHeld = false;
+                    trace.Path = "pooled";
                     return claimed;
                 }
             }
+            trace.Path = "cold";
 
             var now = Now();
             var record = new SandboxRecord
@@ -396,6 +428,10 @@ internal sealed class SandboxManager : IAsyncDisposable
             return false;
         }
         _scheduler.Cancel(sandboxId);
+        _metrics?.Killed(reason.StartsWith("killed by API", StringComparison.Ordinal) ? "api"
+            : reason.StartsWith("timed out", StringComparison.Ordinal) ? "timeout"
+            : reason.StartsWith("lost", StringComparison.Ordinal) ? "lost"
+            : "other");
         var endReason = reason;
         var level = SandboxLogLevel.Info;
         // The client may go away; the kill must still finish, but not hang forever on a wedged runtime.

@@ -101,11 +101,14 @@ internal sealed class TemplateBuilds
     private readonly ImageImporter _images;
     private readonly ILogger<TemplateBuilds> _logger;
     private readonly Teams.TeamDirectory _teams;
+    private readonly Observability.DaemonMetrics? _metrics;
 
     public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
-        SandboxHttpClient client, TemplateFiles files, ImageImporter images, Teams.TeamDirectory teams, DaemonOptions options, ILogger<TemplateBuilds> logger)
+        SandboxHttpClient client, TemplateFiles files, ImageImporter images, Teams.TeamDirectory teams, DaemonOptions options, ILogger<TemplateBuilds> logger,
+        Observability.DaemonMetrics? metrics = null)
     {
         _teams = teams;
+        _metrics = metrics;
         _images = images;
         _files = files;
         _registry = registry;
@@ -228,12 +231,19 @@ internal sealed class TemplateBuilds
         var count = spec.Steps.Count;
         state.Log("info", $"Building template {state.Name} ({state.TemplateId}) from {baseTemplate.TemplateId}, build {state.BuildId}");
         string? stepName = null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var buildSpan = Observability.DaemonTracing.Source.StartActivity("template.build");
+        buildSpan?.SetTag("paddock.template.id", state.TemplateId);
+        buildSpan?.SetTag("paddock.build.id", state.BuildId);
         try
         {
             for (var i = 0; i < count; i++)
             {
                 var step = spec.Steps[i];
                 stepName = (i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                using var stepSpan = Observability.DaemonTracing.Source.StartActivity("template.build.step");
+                stepSpan?.SetTag("paddock.build.step", stepName);
+                stepSpan?.SetTag("paddock.build.step.type", step.Type);
                 key = Hash($"{key}\n{step.Type}\0{string.Join('\0', step.Args)}\0{step.FilesHash}\0{user}\0{workdir}\0{string.Join('\0', env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => e.Key + "=" + e.Value))}");
                 var label = $"[{i + 1}/{count}] {step.Type} {string.Join(' ', step.Args)}";
                 switch (step.Type)
@@ -326,6 +336,7 @@ internal sealed class TemplateBuilds
             await _registry.RegisterBuildAsync(record, CancellationToken.None);
             state.Log("info", $"Template {state.Name} ({state.TemplateId}) is ready: {layers.Count} layers");
             state.Status = "ready";
+            _metrics?.TemplateBuild(ok: true, clock.Elapsed);
             TemplatesLog.BuildOfTemplateFinished(_logger, state.TemplateId, state.BuildId, "ready");
         }
         catch (Exception ex)
@@ -336,6 +347,8 @@ internal sealed class TemplateBuilds
             state.FailureStep = stepName;
             state.Log("error", "Build failed: " + state.FailureMessage, stepName);
             state.Status = "error";
+            _metrics?.TemplateBuild(ok: false, clock.Elapsed);
+            buildSpan?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, state.FailureMessage);
             TemplatesLog.BuildOfTemplateFailed(_logger, state.TemplateId, state.BuildId, ex);
         }
     }

@@ -43,8 +43,12 @@ internal sealed record GvisorOptions : ISandboxDirectories
     /// <summary>How long a start waits for the agent to answer /health before it gives up and cleans up.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Sets no_new_privs on the agent and so on everything in the sandbox (as the runc tier's option).</summary>
-    public bool NoNewPrivileges { get; init; } = true;
+    /// <summary>
+    /// Sets no_new_privs on the agent and so on everything in the sandbox (as the runc tier's option). Off by default,
+    /// as on the runc tier, so that the default user's sudo works as in E2B's sandboxes: any API caller may already
+    /// run commands as root inside, and root inside the Sentry is no more than that (SECURITY.md).
+    /// </summary>
+    public bool NoNewPrivileges { get; init; }
 
     /// <summary>RLIMIT_NOFILE of sandbox processes (inside the Sentry).</summary>
     public ulong OpenFilesLimit { get; init; } = 1048576;
