@@ -47,6 +47,8 @@ public sealed class GvisorFixture : IAsyncLifetime
     {
         StateDirectory = Path.Combine(TestEnvironment.StateRoot, "gvisor-runs", Pid.ToString(CultureInfo.InvariantCulture)),
         CgroupParent = $"paddock-gvisor-test-{Pid}",
+        // Several instances share this state (restart simulations); DisposeAsync removes the run at the end.
+        ReleaseStateWhenUnused = false,
         StartTimeout = TimeSpan.FromSeconds(60),
         Network = new NetworkOptions
         {

@@ -73,6 +73,13 @@ internal sealed record GvisorOptions : ISandboxDirectories
         InterfacePrefix = "pgv",
     };
 
+    /// <summary>
+    /// Whether a runtime disposed with no gVisor sandbox left unmounts the tier's namespace and state mounts and removes
+    /// its state directory (a daemon's stop). Off only where several runtime instances share one state at once (the
+    /// tests' restart simulations), which remove it themselves at the end.
+    /// </summary>
+    public bool ReleaseStateWhenUnused { get; init; } = true;
+
     /// <summary>Enforces each sandbox's disk size with a loop-mounted image per sandbox, as the runc tier does.</summary>
     public bool EnforceDiskSize { get; init; } = true;
 

@@ -448,7 +448,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     private void RemoveStateIfUnused()
     {
         static bool Empty(string dir) => !Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any();
-        if (!Empty(_options.SandboxesDirectory) || !Empty(_options.RunscRoot))
+        if (!_options.ReleaseStateWhenUnused || !Empty(_options.SandboxesDirectory) || !Empty(_options.RunscRoot))
         {
             return;
         }
