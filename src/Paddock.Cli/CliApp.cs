@@ -2,6 +2,7 @@ using System.CommandLine;
 using Paddock.Cli.Copy;
 using Paddock.Cli.Daemon;
 using Paddock.Cli.Exec;
+using Paddock.Cli.Mcp;
 using Paddock.Cli.Sandboxes;
 using Paddock.Cli.Shell;
 using Paddock.Cli.Teams;
@@ -25,8 +26,10 @@ internal static class CliApp
         root.Subcommands.Add(CopyCommand.Build());
         root.Subcommands.Add(TemplateCommands.Build());
         root.Subcommands.Add(LogsCommand.Build());
+        root.Subcommands.Add(Audit.AuditCommand.Build());
         root.Subcommands.Add(KeyCommands.Build());
         root.Subcommands.Add(TeamCommands.Build());
+        root.Subcommands.Add(McpCommand.Build());
         ImageImport.ImportCommand.AddTo(root);
         var parsed = root.Parse(args);
         return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

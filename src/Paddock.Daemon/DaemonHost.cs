@@ -3,13 +3,17 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Paddock.Daemon.Api;
+using Paddock.Daemon.Audit;
+using Paddock.Daemon.Observability;
 using Paddock.Daemon.Auth;
+using Paddock.Daemon.Mcp;
 using Paddock.Daemon.Pools;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Teams;
+using Paddock.Daemon.Tls;
 using Paddock.Daemon.Templates;
 
 namespace Paddock.Daemon;
@@ -23,7 +27,13 @@ internal static class DaemonHost
     public static WebApplication Build(DaemonOptions options, Action<IServiceCollection> addRuntime, Action<ILoggingBuilder>? configureLogging = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        Observability.DaemonLogging.Configure(builder.Logging, options);
         configureLogging?.Invoke(builder.Logging);
+        var certificate = options.Tls ? TlsSetup.Certificate(options) : null;
+        if (certificate is not null)
+        {
+            builder.WebHost.UseKestrelHttpsConfiguration();
+        }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             // Uploads to sandboxes stream through; the API bounds its own bodies (SandboxEndpoints.MaxBodyBytes).
@@ -32,8 +42,18 @@ internal static class DaemonHost
             kestrel.Limits.MinRequestBodyDataRate = null;
             var host = options.Listen.Host;
             var port = options.Listen.Port;
-            // HTTP/1.1 only: without TLS Kestrel cannot negotiate HTTP/2, and WebSocket upgrades need HTTP/1.1.
-            void Protocols(ListenOptions listen) => listen.Protocols = HttpProtocols.Http1;
+            // Plain HTTP: HTTP/1.1 only, as without TLS Kestrel cannot negotiate HTTP/2 (and h2c would shut out
+            // HTTP/1.1 clients). With TLS, HTTP/2 and HTTP/1.1 by ALPN, for the API and the sandbox hosts alike.
+            void Protocols(ListenOptions listen)
+            {
+                if (certificate is null)
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    return;
+                }
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => certificate.Current);
+            }
             if (host == "localhost")
             {
                 kestrel.ListenLocalhost(port, Protocols);
@@ -50,6 +70,10 @@ internal static class DaemonHost
 
         var services = builder.Services;
         services.AddSingleton(options);
+        if (certificate is not null)
+        {
+            services.AddSingleton(certificate);
+        }
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
         services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
@@ -66,6 +90,7 @@ internal static class DaemonHost
             {
                 await sp.GetRequiredService<SandboxManager>().ReapLostAsync(ct);
                 await sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct);
+                await sp.GetRequiredService<Audit.SqliteAuditStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.AuditRetention, ct);
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
@@ -86,26 +111,62 @@ internal static class DaemonHost
             sp.GetRequiredService<ILogger<IdleFreezer>>(),
             () => sp.GetRequiredService<SandboxManager>().Running.Select(r => r.SandboxId)));
         services.AddHostedService(sp => sp.GetRequiredService<IdleFreezer>());
+        services.AddSingleton(sp => new MetricsHistory(
+            sp.GetRequiredService<ISandboxRuntime>(),
+            options,
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<MetricsHistory>>(),
+            () => sp.GetRequiredService<SandboxManager>().Running.Select(r => r.SandboxId)));
+        services.AddHostedService(sp => sp.GetRequiredService<MetricsHistory>());
         services.AddSingleton<SandboxRecovery>();
         services.AddSingleton<SandboxDomain>();
         services.AddSingleton<SandboxHttpClient>();
         services.AddHttpForwarder();
+        services.AddSingleton<Observability.DaemonMetrics>();
+        services.AddSingleton<Audit.SqliteAuditStore>();
+        services.AddSingleton<Audit.AuditTrail>();
+        services.AddHostedService(sp => sp.GetRequiredService<Audit.AuditTrail>());
+        Observability.DaemonTracing.AddTracing(services, options);
+        services.AddPaddockMcpEndpoint();
         addRuntime(services);
-        if (!services.Any(d => d.ServiceType == typeof(ISandboxRuntime)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
+        if (!services.Any(d => d.ServiceType == typeof(SandboxTier)) || !services.Any(d => d.ServiceType == typeof(ITemplateLookup)))
         {
-            throw new InvalidOperationException("no isolation runtime or template lookup is registered: this build of paddockd cannot run sandboxes");
+            throw new InvalidOperationException("no isolation tier or template lookup is registered: this build of paddockd cannot run sandboxes");
         }
+        // Every tier behind one runtime that routes by sandbox; what is above it sees tier names only as strings.
+        services.AddSingleton(sp => new RuntimeTiers(sp.GetServices<SandboxTier>(), options.Isolation));
+        services.AddSingleton<ISandboxRuntime>(sp => sp.GetRequiredService<RuntimeTiers>());
+        services.AddSingleton<IIsolationTiers>(sp => sp.GetRequiredService<RuntimeTiers>());
 
         var app = builder.Build();
+        if (certificate is not null)
+        {
+            certificate.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Tls");
+        }
+        // Made now, so that an unknown --isolation stops the start with its message, and the log says which tiers run here.
+        var tiers = app.Services.GetRequiredService<RuntimeTiers>();
+        var tierLog = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger<RuntimeTiers>();
+        foreach (var name in tiers.Names)
+        {
+            if (tiers.UnavailableReason(name) is { } reason)
+            {
+                RuntimeLog.TierUnavailable(tierLog, name, reason);
+            }
+        }
+        RuntimeLog.Tiers(tierLog, string.Join(", ", tiers.Names), tiers.DefaultTier);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
             if (addresses?.FirstOrDefault() is { } first && Uri.TryCreate(first, UriKind.Absolute, out var bound))
             {
                 app.Services.GetRequiredService<SandboxDomain>().SetDefaultFromPort(bound.Port);
+                app.Services.GetRequiredService<LoopbackAddress>().Set(bound);
             }
         });
-        // Order matters: sandbox traffic leaves before the API key check, which it does not need.
+        Observability.MetricsEndpoint.RegisterGauges(app.Services);
+        // Order matters: sandbox traffic leaves before the API key check, which it does not need. The traffic
+        // middleware only watches it (spans, metrics, the audit) and passes everything on.
+        app.UseMiddleware<Observability.SandboxTrafficMiddleware>();
         app.UseMiddleware<SandboxProxyMiddleware>();
         app.UseMiddleware<ApiKeyMiddleware>();
         app.UseMiddleware<ApiErrorMiddleware>();
@@ -114,6 +175,9 @@ internal static class DaemonHost
         app.MapTemplateApi();
         app.MapTemplateImportApi();
         app.MapTeamApi();
+        app.MapAuditApi();
+        app.MapMetricsEndpoint();
+        app.MapMcp(McpEndpoint.Path);
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));
         return app;
@@ -142,12 +206,10 @@ internal static class DaemonHost
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
         await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);
-        if (app.Services.GetService<Runtimes.Runc.RuncRuntime>() is { } runc)
-        {
-            // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
-            var sandboxes = app.Services.GetRequiredService<SandboxManager>();
-            runc.OnAgentExited = id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
-        }
+        // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
+        var sandboxes = app.Services.GetRequiredService<SandboxManager>();
+        app.Services.GetRequiredService<RuntimeTiers>().OnAgentExited =
+            id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }

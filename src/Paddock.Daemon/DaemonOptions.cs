@@ -79,6 +79,47 @@ internal sealed record DaemonOptions
     /// </summary>
     public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>A PEM certificate (chain) to serve the API and the sandbox hosts over TLS with; reloaded when it changes.</summary>
+    public string? TlsCertPath { get; init; }
+
+    /// <summary>The PEM private key of <see cref="TlsCertPath"/>.</summary>
+    public string? TlsKeyPath { get; init; }
+
+    /// <summary>Serve TLS with a CA and wildcard certificate this daemon makes in <c>{StateDir}/tls/</c> (Tls/SelfSignedCertificates.cs).</summary>
+    public bool TlsSelfSigned { get; init; }
+
+    /// <summary>Whether the listener speaks TLS (and HTTP/2 by ALPN).</summary>
+    public bool Tls => TlsSelfSigned || TlsCertPath is not null;
+
+    /// <summary>How often each running sandbox's resource use is sampled into its history (Sandboxes/MetricsHistory.cs); zero: never.</summary>
+    public TimeSpan MetricsInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Samples kept per sandbox (120 at 5 s: the last 10 minutes).</summary>
+    public int MetricsSamples { get; init; } = 120;
+
+    /// <summary>
+    /// The isolation tier a sandbox runs on when neither its create, its team nor its template chose one; null: the first
+    /// tier registered (runc). Checked against the tiers the daemon has when it starts.
+    /// </summary>
+    public string? Isolation { get; init; }
+    /// <summary>Console log lines as plain text (one line per event) or as one JSON object per line.</summary>
+    public LogFormat LogFormat { get; init; } = LogFormat.Text;
+
+    /// <summary>Whether <c>GET /metrics</c> serves Prometheus text (and the daemon counts for it at all).</summary>
+    public bool MetricsEnabled { get; init; } = true;
+
+    /// <summary>Where OTLP/HTTP traces go (e.g. <c>http://collector:4318</c>); null: no exporter, no spans recorded.</summary>
+    public Uri? OtlpEndpoint { get; init; }
+
+    /// <summary>
+    /// Audit events kept per sandbox (Audit/AuditTrail.cs); 0 turns the audit trail off. Past the bound the first half
+    /// and the newest half are kept and the ones between are dropped and counted.
+    /// </summary>
+    public int AuditMaxEventsPerSandbox { get; init; } = 10_000;
+
+    /// <summary>How long audit events are kept, counted from when they happened (sandbox alive or not).</summary>
+    public TimeSpan AuditRetention { get; init; } = TimeSpan.FromDays(30);
+
     public static string Usage => """
         usage: paddockd [options]
           --listen URL              where to listen, API and sandbox traffic (default http://127.0.0.1:3000; env PADDOCK_LISTEN)
@@ -99,6 +140,18 @@ internal sealed record DaemonOptions
           --image-registry-ca FILE  PEM CA for an https image registry (env PADDOCK_IMAGE_REGISTRY_CA)
           --max-image-mb N          largest image an import or pull may unpack to (default 8192; env PADDOCK_MAX_IMAGE_MB)
           --freeze-after SECS       freeze a sandbox idle this long with only its agent running; 0: never (default 30; env PADDOCK_FREEZE_AFTER)
+          --tls-cert FILE           serve HTTPS (and HTTP/2) with this PEM certificate chain, reloaded when it changes (env PADDOCK_TLS_CERT)
+          --tls-key FILE            the certificate's PEM private key (env PADDOCK_TLS_KEY)
+          --tls-self-signed         serve HTTPS with a CA and wildcard certificate made in STATE-DIR/tls (env PADDOCK_TLS_SELF_SIGNED=true);
+                                    the domain then defaults to paddock.localhost:PORT
+          --metrics-interval SECS   sample each sandbox's resource use this often for getMetrics; 0: never (default 5; env PADDOCK_METRICS_INTERVAL)
+          --metrics-samples N       samples kept per sandbox (default 120; env PADDOCK_METRICS_SAMPLES)
+          --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
+          --log-format text|json    console log lines as text or JSON objects (default text; env PADDOCK_LOG_FORMAT)
+          --metrics on|off          Prometheus text at GET /metrics, admin key required (default on; env PADDOCK_METRICS)
+          --otlp-endpoint URL       send traces by OTLP/HTTP to URL (default none: no traces; env PADDOCK_OTLP_ENDPOINT)
+          --audit-max-events N      audit events kept per sandbox; 0: no audit trail (default 10000; env PADDOCK_AUDIT_MAX_EVENTS)
+          --audit-retention SECS    how long audit events are kept (default 2592000, 30 days; env PADDOCK_AUDIT_RETENTION)
         env PADDOCK_API_KEY: an API key accepted besides the stored ones.
         """;
 
@@ -130,6 +183,17 @@ internal sealed record DaemonOptions
         options = Apply(options, "--image-registry-ca", Env("IMAGE_REGISTRY_CA"));
         options = Apply(options, "--max-image-mb", Env("MAX_IMAGE_MB"));
         options = Apply(options, "--freeze-after", Env("FREEZE_AFTER"));
+        options = Apply(options, "--tls-cert", Env("TLS_CERT"));
+        options = Apply(options, "--tls-key", Env("TLS_KEY"));
+        options = Apply(options, "--tls-self-signed", Env("TLS_SELF_SIGNED"));
+        options = Apply(options, "--metrics-interval", Env("METRICS_INTERVAL"));
+        options = Apply(options, "--metrics-samples", Env("METRICS_SAMPLES"));
+        options = Apply(options, "--isolation", Env("ISOLATION"));
+        options = Apply(options, "--log-format", Env("LOG_FORMAT"));
+        options = Apply(options, "--metrics", Env("METRICS"));
+        options = Apply(options, "--otlp-endpoint", Env("OTLP_ENDPOINT"));
+        options = Apply(options, "--audit-max-events", Env("AUDIT_MAX_EVENTS"));
+        options = Apply(options, "--audit-retention", Env("AUDIT_RETENTION"));
         for (var i = 0; i < args.Count; i++)
         {
             var name = args[i];
@@ -140,6 +204,10 @@ internal sealed record DaemonOptions
                 value = name[(eq + 1)..];
                 name = name[..eq];
             }
+            else if (name == "--tls-self-signed")
+            {
+                value = "true"; // a flag; --tls-self-signed=false also parses
+            }
             else
             {
                 if (i + 1 >= args.Count)
@@ -149,6 +217,18 @@ internal sealed record DaemonOptions
                 value = args[++i];
             }
             options = Apply(options, name, value);
+        }
+        if ((options.TlsCertPath is null) != (options.TlsKeyPath is null))
+        {
+            throw new ArgumentException("--tls-cert and --tls-key go together: give both, or --tls-self-signed");
+        }
+        if (options.TlsSelfSigned && options.TlsCertPath is not null)
+        {
+            throw new ArgumentException("--tls-self-signed and --tls-cert are alternatives: give one");
+        }
+        if (options.Listen.Scheme == Uri.UriSchemeHttps && !options.Tls)
+        {
+            throw new ArgumentException($"--listen {options.Listen} is https: give --tls-cert and --tls-key, or --tls-self-signed");
         }
         if (options.DefaultTimeoutSeconds > options.MaxTimeoutSeconds)
         {
@@ -183,15 +263,42 @@ internal sealed record DaemonOptions
             "--image-registry-ca" => options with { ImageRegistryCa = File.Exists(value) ? value : throw new ArgumentException($"--image-registry-ca: no file {value}") },
             "--max-image-mb" => options with { MaxImageMB = ParsePositive(name, value) },
             "--freeze-after" => options with { FreezeAfter = ParseSeconds(name, value) },
+            "--tls-cert" => options with { TlsCertPath = File.Exists(value) ? value : throw new ArgumentException($"--tls-cert: no file {value}") },
+            "--tls-key" => options with { TlsKeyPath = File.Exists(value) ? value : throw new ArgumentException($"--tls-key: no file {value}") },
+            "--tls-self-signed" => options with { TlsSelfSigned = bool.TryParse(value, out var b) ? b : throw new ArgumentException($"invalid value '{value}' for --tls-self-signed: expected true or false") },
+            "--metrics-interval" => options with { MetricsInterval = ParseSeconds(name, value) },
+            "--metrics-samples" => options with { MetricsSamples = ParsePositive(name, value) },
+            "--isolation" => options with { Isolation = value.Length > 0 ? value.ToLowerInvariant() : throw new ArgumentException("--isolation needs a tier name (runc, gvisor)") },
+            "--log-format" => options with
+            {
+                LogFormat = value switch
+                {
+                    "text" => LogFormat.Text,
+                    "json" => LogFormat.Json,
+                    _ => throw new ArgumentException($"invalid value '{value}' for --log-format: expected text or json"),
+                },
+            },
+            "--metrics" => options with
+            {
+                MetricsEnabled = value switch
+                {
+                    "on" or "true" or "1" => true,
+                    "off" or "false" or "0" => false,
+                    _ => throw new ArgumentException($"invalid value '{value}' for --metrics: expected on or off"),
+                },
+            },
+            "--otlp-endpoint" => options with { OtlpEndpoint = ParseOtlp(value) },
+            "--audit-max-events" => options with { AuditMaxEventsPerSandbox = value == "0" ? 0 : ParseAtLeast(name, value, 100) },
+            "--audit-retention" => options with { AuditRetention = TimeSpan.FromSeconds(ParsePositive(name, value)) },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }
 
-    /// <summary>Accepts <c>http://HOST:PORT</c> or <c>HOST:PORT</c>; TLS belongs to a front proxy, not to paddockd.</summary>
+    /// <summary>Accepts <c>http(s)://HOST:PORT</c> or <c>HOST:PORT</c>; TLS is on when a TLS option is given (https needs one).</summary>
     internal static Uri ParseListen(string text)
     {
         var withScheme = text.Contains("://", StringComparison.Ordinal) ? text : "http://" + text;
-        if (!Uri.TryCreate(withScheme, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp
+        if (!Uri.TryCreate(withScheme, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps)
             || uri.AbsolutePath != "/" || uri.Query.Length > 0)
         {
             throw new ArgumentException($"invalid listen address '{text}': expected http://HOST:PORT");
@@ -203,6 +310,11 @@ internal sealed record DaemonOptions
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/" && uri.Query.Length == 0
             ? uri
             : throw new ArgumentException($"invalid image registry '{text}': expected http(s)://HOST[:PORT]");
+
+    private static Uri ParseOtlp(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.Query.Length == 0
+            ? uri
+            : throw new ArgumentException($"invalid OTLP endpoint '{text}': expected http(s)://HOST:PORT (the /v1/traces path is added)");
 
     private static string ParseDomain(string text)
     {
@@ -226,4 +338,14 @@ internal sealed record DaemonOptions
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= minimum
             ? n
             : throw new ArgumentException($"invalid value '{text}' for {option}: expected an integer of at least {minimum}");
+}
+
+/// <summary>How paddockd writes its console log.</summary>
+internal enum LogFormat
+{
+    /// <summary>One line per event: time, level, category, message, and the trace id when there is one.</summary>
+    Text,
+
+    /// <summary>One JSON object per line (Microsoft.Extensions.Logging's JSON console formatter), scopes and trace ids included.</summary>
+    Json,
 }

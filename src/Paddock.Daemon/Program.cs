@@ -65,8 +65,9 @@ await using (app)
     {
         // Before the listener opens: the first create then finds the template ready (a base build takes minutes).
         var store = app.Services.GetRequiredService<TemplateStore>();
-        var info = await store.GetOrBuildAsync(template, CancellationToken.None, line => Console.WriteLine($"paddockd: template {template}: {line}"));
-        Console.WriteLine($"paddockd: template {template} ready ({info.Version})");
+        // Its progress lines go to the log (TemplatesLog.BuildProgress) and nowhere else: printing them here too made
+        // every line of a build appear twice on the console.
+        await store.GetOrBuildAsync(template, CancellationToken.None);
     }
     await app.RunAsync();
 }

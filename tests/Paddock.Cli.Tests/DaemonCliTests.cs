@@ -76,6 +76,20 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
         var gone = await Paddock("exec", id, "--", "true");
         Assert.Equal(66, gone.ExitCode);
         Assert.Contains($"no such sandbox: '{id}'", gone.Stderr, StringComparison.Ordinal);
+
+        // The audit trail outlives the sandbox: the commands and the upload above, with exit codes.
+        var audit = await Paddock("audit", id);
+        Assert.True(audit.ExitCode == 0, audit.ToString());
+        var lines = audit.Stdout.Split('\n');
+        Assert.Contains(lines, l => l.Contains("process.start", StringComparison.Ordinal) && l.Contains("cat /tmp/in.txt", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("process.end", StringComparison.Ordinal) && l.Contains("exit 0", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("file.write", StringComparison.Ordinal) && l.Contains("/tmp/in.txt", StringComparison.Ordinal));
+        // --follow of an ended sandbox prints the trail and returns; --json is one object per line.
+        var followed = await Paddock("audit", id, "--follow", "--json");
+        Assert.True(followed.ExitCode == 0, followed.ToString());
+        var kinds = followed.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("kind").GetString()).ToList();
+        Assert.Equal(lines.Count(l => l.Length > 0), kinds.Count);
+        Assert.Contains("process.end", kinds);
     }
 
     [Fact]

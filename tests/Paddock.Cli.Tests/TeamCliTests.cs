@@ -64,6 +64,16 @@ public sealed class TeamCliTests(DaemonFixture fixture) : IClassFixture<DaemonFi
             var unlimited = await Admin("teams", "set-limits", team, "--max-memory-mb", "none");
             Assert.Contains("memory unlimited", unlimited.Stdout, StringComparison.Ordinal);
 
+            // The isolation tier: shown per sandbox, bindable per team, and an unknown one refused by name.
+            Assert.Contains("Isolation", (await As(teamKey, "sandbox", "info", id)).Stdout, StringComparison.Ordinal);
+            var bound = await Admin("teams", "set-limits", team, "--isolation", "runc");
+            Assert.True(bound.ExitCode == 0, bound.ToString());
+            Assert.Contains("isolation runc", bound.Stdout, StringComparison.Ordinal);
+            var unknownTier = await As(teamKey, "sandbox", "create", "--isolation", "kata");
+            Assert.NotEqual(0, unknownTier.ExitCode);
+            Assert.Contains("unknown isolation 'kata'", unknownTier.Stderr, StringComparison.Ordinal);
+            Assert.Contains("isolation any", (await Admin("teams", "set-limits", team, "--isolation", "any")).Stdout, StringComparison.Ordinal);
+
             var notAdmin = await As(teamKey, "teams", "create", Unique("nope"));
             Assert.Equal(77, notAdmin.ExitCode);
             Assert.Contains("admin team", notAdmin.Stderr, StringComparison.Ordinal);

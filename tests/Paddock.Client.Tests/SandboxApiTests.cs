@@ -62,10 +62,13 @@ public sealed class SandboxApiTests : IClassFixture<DaemonFixture>
         var tag = Guid.NewGuid().ToString("N");
         var metadata = new Dictionary<string, string> { ["test"] = tag };
         await using var a = await Sandbox.CreateAsync("base", Options(metadata), Limits.Token(120));
-        await using var b = await Sandbox.CreateAsync("base", Options(metadata), Limits.Token(120));
+        await using var b = await Sandbox.CreateAsync("base", Options(metadata) with { Isolation = "runc" }, Limits.Token(120));
 
         var info = await a.GetInfoAsync(Limits.Token());
         Assert.Equal(a.SandboxId, info.SandboxId);
+        // Whatever the daemon's default tier, it is named; a sandbox that asked for one runs on it.
+        Assert.False(string.IsNullOrEmpty(info.Isolation));
+        Assert.Equal("runc", (await b.GetInfoAsync(Limits.Token())).Isolation);
         Assert.Equal(SandboxState.Running, info.State);
         Assert.Equal(tag, info.Metadata["test"]);
         Assert.True(info.EndAt > info.StartedAt);

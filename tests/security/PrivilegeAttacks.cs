@@ -121,19 +121,19 @@ internal static class PrivilegeAttacks
         // Devices and set-user-ID programs.
         Root("mknod of a block device (sda)", """oserror(lambda: os.mknod("/tmp/sda", 0o60600, os.makedev(8, 0)))"""),
         Root("mknod of /dev/mem", """oserror(lambda: os.mknod("/tmp/mem", 0o20600, os.makedev(1, 1)))"""),
-        new Attack("a set-user-ID root program run by user", "user", """
+        // Set-user-ID programs and sudo make the default user the sandbox's root (no_new_privs is off by default since
+        // issue 18, as E2B's user can sudo): that root must be the same confined root as every other.
+        new Attack("a set-user-ID root unshare run by user", "user", """
             import subprocess
-            out = subprocess.run(["/tmp/suid-id", "-u"], capture_output=True, text=True).stdout.strip()
-            print("ESCAPED" if out == "0" else "BLOCKED euid=" + out)
-            """, "^BLOCKED euid=1000$", Setup: "cp /usr/bin/id /tmp/suid-id && chmod 4755 /tmp/suid-id && stat -c %a /tmp/suid-id"),
-        User("sudo as user", """
+            r = subprocess.run(["/tmp/suid-unshare", "--mount", "--user", "true"], capture_output=True, text=True)
+            print("ESCAPED" if r.returncode == 0 else "BLOCKED unshare")
+            """, "^BLOCKED unshare$", Setup: "cp /usr/bin/unshare /tmp/suid-unshare && chmod 4755 /tmp/suid-unshare && stat -c %a /tmp/suid-unshare"),
+        User("sudo as user gives a root that still cannot mount", """
             import subprocess
-            try:
-                r = subprocess.run(["sudo", "-n", "id", "-u"], capture_output=True, text=True).stdout.strip()
-            except FileNotFoundError:
-                r = "no sudo"
-            print("ESCAPED" if r == "0" else "BLOCKED sudo")
-            """, "^BLOCKED sudo$"),
+            uid = subprocess.run(["sudo", "-n", "id", "-u"], capture_output=True, text=True).stdout.strip()
+            m = subprocess.run(["sudo", "-n", "mount", "-t", "tmpfs", "none", "/mnt"], capture_output=True, text=True)
+            print("ESCAPED" if m.returncode == 0 else "BLOCKED mount as uid " + uid)
+            """, "^BLOCKED mount as uid 0$"),
         // /proc and /sys.
         Root("write /proc/sys/kernel/core_pattern", """oserror(lambda: open("/proc/sys/kernel/core_pattern", "w").write("|/tmp/x"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
         Root("write /proc/sys/vm/drop_caches", """oserror(lambda: open("/proc/sys/vm/drop_caches", "w").write("3"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),

@@ -24,7 +24,10 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         await using var daemon = await PaddockdProcess.StartAsync(options, ReadyTimeout, log, cancellationToken);
         log.WriteLine($"paddockd pid {daemon.Pid} at {daemon.Url}, sandboxes under cgroup {daemon.CgroupParent}, pool base={options.PoolSize}");
         using var client = new DaemonClient(daemon.Url, daemon.ApiKey);
-        using var baseline = new RuncBaseline(BaseRootfs());
+        // The tier's own raw runtime is the baseline: runc for runc, runsc (no network, the tier's platform) for gVisor.
+        using var baseline = options.Isolation == "gvisor"
+            ? new RawRunBaseline("runsc", options.RunscBinary, ["--network=none", "--platform=systrap"], BaseRootfs())
+            : new RawRunBaseline("runc", "/usr/sbin/runc", [], BaseRootfs());
 
         if (options.Includes(DaemonSection.Cold))
         {
@@ -85,9 +88,9 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     }
 
     /// <summary>Cold create (limits no pool sandbox has) → echo hi through the proxy → "hi", alternating with a bare runc run.</summary>
-    private async Task ColdCreateToOutputAsync(PaddockdProcess daemon, DaemonClient client, RuncBaseline baseline, DaemonReport report, CancellationToken cancellationToken)
+    private async Task ColdCreateToOutputAsync(PaddockdProcess daemon, DaemonClient client, RawRunBaseline baseline, DaemonReport report, CancellationToken cancellationToken)
     {
-        log.WriteLine($"cold create-to-first-output: {options.Runs} runs (+1 warmup), alternating with runc run");
+        log.WriteLine($"cold create-to-first-output on {options.Isolation}: {options.Runs} runs (+1 warmup), alternating with {baseline.Name} run");
         var daemonSamples = new Samples("ms", Direction.LowerIsBetter);
         var runcSamples = new Samples("ms", Direction.LowerIsBetter);
         // No pool refill during the section (a cold create takes nothing from the pool), so the daemon's and the
@@ -122,10 +125,10 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
             $"sandbox cgroup {(cpuAfter.SandboxesMs - cpuBefore.SandboxesMs) / cycles:0} ms; {cycles} cycles)", "cold_cycle_cpu_ms", "ms", cpuPerCycle);
         report.AddFact($"cold creations per second the CPUs bound ({Environment.ProcessorCount} CPUs / CPU per cycle)", "cold_cpu_bound_per_s", "/s",
             Environment.ProcessorCount * 1000.0 / cpuPerCycle);
-        report.AddComparison("create to first output, cold", "create_to_first_output_ms", daemonSamples, "runc run echo", runcSamples);
+        report.AddComparison("create to first output, cold", "create_to_first_output_ms", daemonSamples, $"{baseline.Name} run echo", runcSamples);
         report.AddFact("cold create to first output p50", "cold_create_to_output_p50_ms", "ms", daemonSamples.P50);
-        report.AddFact("raw runc run p50", "raw_runc_p50_ms", "ms", runcSamples.P50);
-        report.AddFact("cold / raw runc (p50)", "cold_to_raw_runc_ratio", "x", daemonSamples.P50 / runcSamples.P50);
+        report.AddFact($"raw {baseline.Name} run p50", $"raw_{baseline.Name}_p50_ms", "ms", runcSamples.P50);
+        report.AddFact($"cold / raw {baseline.Name} (p50)", $"cold_to_raw_{baseline.Name}_ratio", "x", daemonSamples.P50 / runcSamples.P50);
     }
 
     /// <summary>Pooled create → echo hi → "hi", each run after the pool has refilled (a claim, not a fallback, is measured).</summary>

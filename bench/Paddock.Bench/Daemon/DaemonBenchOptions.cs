@@ -57,11 +57,23 @@ internal sealed record DaemonBenchOptions
     /// </summary>
     public TimeSpan FreezeAfter { get; init; } = TimeSpan.FromSeconds(12);
 
+    /// <summary>
+    /// paddockd's metrics and audit trail (<c>--observe off</c> passes <c>--metrics off --audit-max-events 0</c>), to
+    /// measure what they cost: run the same sections with each and compare.
+    /// </summary>
+    public bool Observe { get; init; } = true;
+
     /// <summary>After <see cref="IdleWait"/>: how long the idle sandboxes' wake-ups and CPU time are counted.</summary>
     public TimeSpan IdleActivityWindow { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>The bound on each section's loop, besides its count.</summary>
     public TimeSpan SectionLimit { get; init; } = TimeSpan.FromSeconds(180);
+
+    /// <summary>The isolation tier paddockd runs the sandboxes on (<c>--isolation</c>, its default tier): runc or gvisor.</summary>
+    public string Isolation { get; init; } = "runc";
+
+    /// <summary>The runsc the gVisor tier's raw baseline runs (the one scripts/setup installs).</summary>
+    public string RunscBinary { get; init; } = "/usr/local/lib/paddock/runsc";
 
     /// <summary>The sections to run (<c>--only</c>); all when not given.</summary>
     public DaemonSection Sections { get; init; } = DaemonSection.All;

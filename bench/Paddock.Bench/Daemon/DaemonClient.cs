@@ -112,7 +112,30 @@ internal sealed class DaemonClient : IDisposable
     public Task RunTrueAsync(CreatedSandbox sandbox, CancellationToken cancellationToken) =>
         RunAsync(sandbox, new ProcessConfig { Cmd = "/bin/true" }, waitForExit: true, cancellationToken);
 
-    private async Task RunAsync(CreatedSandbox sandbox, ProcessConfig process, bool waitForExit, CancellationToken cancellationToken)
+    /// <summary>Runs <paramref name="command"/> with <paramref name="args"/> to its end (exit 0, else an IOException) and returns its stdout.</summary>
+    public Task<string> RunForOutputAsync(CreatedSandbox sandbox, string command, IEnumerable<string> args, CancellationToken cancellationToken)
+    {
+        var process = new ProcessConfig { Cmd = command };
+        process.Args.AddRange(args);
+        return RunAsync(sandbox, process, waitForExit: true, cancellationToken);
+    }
+
+    /// <summary><c>POST /sandboxes</c> with <paramref name="json"/> as the body (a create with options of its own).</summary>
+    public async Task<CreatedSandbox> CreateAsync(string json, CancellationToken cancellationToken)
+    {
+        using var content = new StringContent(json, Encoding.UTF8, "application/json");
+        using var response = await _http.PostAsync("/sandboxes", content, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        if (response.StatusCode != HttpStatusCode.Created)
+        {
+            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}");
+        }
+        var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
+        var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");
+        return new CreatedSandbox(id, body["envdAccessToken"]?.GetValue<string>());
+    }
+
+    private async Task<string> RunAsync(CreatedSandbox sandbox, ProcessConfig process, bool waitForExit, CancellationToken cancellationToken)
     {
         var request = new StartRequest { Process = process };
         var json = Encoding.UTF8.GetBytes(JsonFormatter.Default.Format(request));
@@ -136,8 +159,8 @@ internal sealed class DaemonClient : IDisposable
         await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
         var header = new byte[Envelope.HeaderSize];
         var stdout = new StringBuilder();
-        // Bounded: a Start stream of echo is a handful of events.
-        for (var frames = 0; frames < 1000; frames++)
+        // Bounded: a Start stream of echo is a handful of events, the egress bench's a few hundred.
+        for (var frames = 0; frames < 100_000; frames++)
         {
             await body.ReadExactlyAsync(header, cancellationToken);
             var (flags, length) = Envelope.ReadHeader(header);
@@ -154,19 +177,19 @@ internal sealed class DaemonClient : IDisposable
                 stdout.Append(e.Data.Stdout.ToStringUtf8());
                 if (!waitForExit && stdout.ToString().Contains("hi", StringComparison.Ordinal))
                 {
-                    return;
+                    return stdout.ToString();
                 }
             }
             if (e?.EventCase == ProcessEvent.EventOneofCase.End)
             {
                 if (waitForExit && e.End.ExitCode == 0)
                 {
-                    return;
+                    return stdout.ToString();
                 }
                 throw new IOException($"{process.Cmd} ended (exit {e.End.ExitCode}) with stdout '{stdout}'");
             }
         }
-        throw new IOException($"the Start stream of {process.Cmd} sent 1000 events without its result");
+        throw new IOException($"the Start stream of {process.Cmd} sent 100000 events without its result");
     }
 
     public void Dispose() => _http.Dispose();

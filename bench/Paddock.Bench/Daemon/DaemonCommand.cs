@@ -21,9 +21,12 @@ internal static class DaemonCommand
           --fanout-sandboxes N, --fanout-commands N
                               commands at once across sandboxes (default 200 across 50)
           --freeze-after SECS paddockd's --freeze-after for idle sandboxes (default 12; 0: never freeze)
+          --observe on|off    paddockd's /metrics and audit trail (off: --metrics off --audit-max-events 0; default on)
           --only LIST         run only these sections: cold, pooled, exec, rate, fanout, idle (comma-separated)
+          --isolation TIER    the tier the sandboxes run on: runc (default) or gvisor; the cold baseline is that tier's raw run
+          --runsc PATH        the runsc of gvisor's raw baseline (default /usr/local/lib/paddock/runsc)
           --json              also print the figures as one JSON line at the end
-        Needs root and runc (the runc tier).
+        Needs root and runc (and runsc for --isolation gvisor).
         """;
 
     public static async Task<int> RunAsync(ReadOnlyMemory<string> args)
@@ -90,6 +93,15 @@ internal static class DaemonCommand
                 "--templates-dir" => options with { TemplatesDir = Path.GetFullPath(Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
                 "--clients" => options with { Clients = Positive(option, Value(args, ref i)) },
+                "--observe" => options with
+                {
+                    Observe = Value(args, ref i) switch
+                    {
+                        "on" => true,
+                        "off" => false,
+                        var v => throw new ArgumentException($"--observe: expected on or off, got '{v}'"),
+                    },
+                },
                 "--creations" => options with { Creations = Positive(option, Value(args, ref i)) },
                 "--idle" => options with { IdleSandboxes = Positive(option, Value(args, ref i)) },
                 "--idle-limit" => options with { IdleLimit = TimeSpan.FromSeconds(Positive(option, Value(args, ref i))) },
@@ -100,6 +112,8 @@ internal static class DaemonCommand
                 "--fanout-commands" => options with { FanoutCommands = Positive(option, Value(args, ref i)) },
                 "--freeze-after" => options with { FreezeAfter = TimeSpan.FromSeconds(NonNegative(option, Value(args, ref i))) },
                 "--only" => options with { Sections = SectionsOf(Value(args, ref i)) },
+                "--isolation" => options with { Isolation = Tier(Value(args, ref i)) },
+                "--runsc" => options with { RunscBinary = Path.GetFullPath(Value(args, ref i)) },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),
             };
@@ -107,6 +121,8 @@ internal static class DaemonCommand
         }
         return (options, json);
     }
+
+    private static string Tier(string text) => text is "runc" or "gvisor" ? text : throw new ArgumentException($"--isolation is runc or gvisor, not '{text}'");
 
     /// <summary><c>--only cold,pooled,exec,rate,fanout,idle</c> (any of them, comma-separated).</summary>
     private static DaemonSection SectionsOf(string text)

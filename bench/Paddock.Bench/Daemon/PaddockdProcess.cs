@@ -58,7 +58,8 @@ internal sealed class PaddockdProcess : IAsyncDisposable
     /// Starts paddockd and waits for its <c>/health</c>. With the template missing, paddockd builds it before it
     /// listens (minutes), hence the long <paramref name="readyTimeout"/>.
     /// </summary>
-    public static async Task<PaddockdProcess> StartAsync(DaemonBenchOptions options, TimeSpan readyTimeout, TextWriter log, CancellationToken cancellationToken)
+    public static async Task<PaddockdProcess> StartAsync(DaemonBenchOptions options, TimeSpan readyTimeout, TextWriter log, CancellationToken cancellationToken,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var port = FreePort();
         var stateDir = Directory.CreateTempSubdirectory("paddock-bench-daemon-").FullName;
@@ -80,6 +81,13 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (!options.Observe)
+        {
+            start.ArgumentList.Add("--metrics");
+            start.ArgumentList.Add("off");
+            start.ArgumentList.Add("--audit-max-events");
+            start.ArgumentList.Add("0");
+        }
         if (options.PoolSize > 0)
         {
             start.ArgumentList.Add("--pool");
@@ -88,6 +96,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             start.ArgumentList.Add(options.PoolRefill.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
         start.Environment["PADDOCK_API_KEY"] = apiKey;
+        start.Environment["PADDOCK_ISOLATION"] = options.Isolation;
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
         // A daemon over a temporary state directory gets a /22 of sandbox links (510 sandboxes), which the idle
         // figure's 1,000 outgrow: the bench takes a /16 of its own, apart from the default daemon's 10.201.0.0/16
@@ -97,6 +106,10 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
         {
             start.Environment["PADDOCK_Runc__AgentBinary"] = agent;
+        }
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
         }
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {options.Binary}");
         var daemon = new PaddockdProcess(process, stateDir, new Uri($"http://127.0.0.1:{port}"), apiKey, cgroupParent, log);
@@ -131,7 +144,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             }
         }
         // Template builds report progress; show them, since a first run waits minutes for one.
-        if (line.StartsWith("paddockd: template", StringComparison.Ordinal))
+        if (line.Contains("Templates.TemplateStore[310", StringComparison.Ordinal))
         {
             _log.WriteLine($"  {line}");
         }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -62,6 +63,9 @@ internal sealed class AccessTokenCheck
     internal string? CheckSignature(HttpContext http, DateTimeOffset now) =>
         _current is { } current ? CheckSignature(http, current.Text, now) : null;
 
+    // The messages and their order are envd's (packages/envd/internal/api/auth.go of e2b-dev/infra): the signature is
+    // compared first, so a forged URL is "invalid signature" whatever its expiration, and only a genuine one past its
+    // time is "signature is already expired"; E2B's SDK tests compare these bodies exactly.
     private static string? CheckSignature(HttpContext http, string token, DateTimeOffset now)
     {
         var query = http.Request.Query;
@@ -72,20 +76,18 @@ internal sealed class AccessTokenCheck
         long? expiration = null;
         if (expirationText.Length > 0)
         {
-            if (!long.TryParse(expirationText, out var e))
+            if (!long.TryParse(expirationText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var e))
             {
                 return $"invalid signature_expiration '{expirationText}': expected Unix seconds";
-            }
-            if (e < now.ToUnixTimeSeconds())
-            {
-                return "the URL signature has expired";
             }
             expiration = e;
         }
         var expected = Sign(path, operation, user, token, expiration);
-        return FixedTimeEquals(query["signature"].ToString(), Encoding.UTF8.GetBytes(expected))
-            ? null
-            : "the URL signature does not match this path, operation, user and token";
+        if (!FixedTimeEquals(query["signature"].ToString(), Encoding.UTF8.GetBytes(expected)))
+        {
+            return "invalid signature";
+        }
+        return expiration < now.ToUnixTimeSeconds() ? "signature is already expired" : null;
     }
 
     /// <summary>The signature E2B's SDKs compute for a file URL.</summary>
@@ -98,16 +100,25 @@ internal sealed class AccessTokenCheck
     private static bool FixedTimeEquals(string presented, byte[] expected) =>
         CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), expected);
 
-    private static Task Reject(HttpContext http, string message)
+    private static async Task Reject(HttpContext http, string message)
     {
         http.Response.StatusCode = StatusCodes.Status401Unauthorized;
+        http.Response.ContentType = "application/json";
+        // Connect callers get Connect's error shape; /files and the rest get envd's {"code":401,"message":...}.
+        // The message may quote the request (a bad signature_expiration), so it is written escaped.
+        await using var json = new System.Text.Json.Utf8JsonWriter(http.Response.Body);
+        json.WriteStartObject();
         if (IsConnect(http.Request.ContentType))
         {
-            http.Response.ContentType = "application/json";
-            return http.Response.WriteAsync("{\"code\":\"unauthenticated\",\"message\":\"" + message + "\"}");
+            json.WriteString("code", "unauthenticated");
         }
-        http.Response.ContentType = "application/json";
-        return http.Response.WriteAsync("{\"code\":401,\"message\":\"" + message + "\"}");
+        else
+        {
+            json.WriteNumber("code", StatusCodes.Status401Unauthorized);
+        }
+        json.WriteString("message", message);
+        json.WriteEndObject();
+        await json.FlushAsync(http.RequestAborted);
     }
 
     private static bool IsConnect(string? contentType) =>

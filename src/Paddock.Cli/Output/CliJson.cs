@@ -16,8 +16,15 @@ namespace Paddock.Cli.Output;
 [JsonSerializable(typeof(TeamInfo))]
 [JsonSerializable(typeof(TemplateBuildResult))]
 [JsonSerializable(typeof(IReadOnlyList<TeamInfo>))]
+[JsonSerializable(typeof(SandboxAuditEvent))]
 internal sealed partial class CliJson : JsonSerializerContext
 {
+    private static CliJson? _compact;
+
+    /// <summary>One JSON document on one line (for streams such as `paddock audit --json`).</summary>
+    public static string WriteLine<T>(T value) =>
+        JsonSerializer.Serialize(value, typeof(T), _compact ??= new CliJson(new JsonSerializerOptions(Default.Options) { WriteIndented = false }));
+
     public static string Write<T>(T value) => JsonSerializer.Serialize(value, typeof(T), Default);
 }
 

@@ -25,7 +25,8 @@ internal static class SandboxCommands
         var timeout = new Option<int?>("--timeout") { Description = "Seconds the sandbox lives (default: the daemon's)" };
         var metadata = new Option<string[]>("--metadata") { Description = "KEY=VALUE stored with the sandbox (repeatable)" };
         var env = new Option<string[]>("--env", "-e") { Description = "KEY=VALUE for every process in the sandbox (repeatable)" };
-        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, metadata, env };
+        var isolation = new Option<string?>("--isolation") { Description = "Isolation tier: runc or gvisor (default: the team's, the template's, else the daemon's)" };
+        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, metadata, env, isolation };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
             var seconds = parse.GetValue(timeout);
@@ -39,6 +40,7 @@ internal static class SandboxCommands
                 Timeout = seconds is { } s ? TimeSpan.FromSeconds(s) : null,
                 Metadata = CliApp.Pairs(parse.GetValue(metadata), "--metadata"),
                 Envs = CliApp.Pairs(parse.GetValue(env), "--env"),
+                Isolation = parse.GetValue(isolation),
                 KillOnDispose = false,
             }, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json)
@@ -74,10 +76,10 @@ internal static class SandboxCommands
                 Console.Out.Write(CliJson.Write(sandboxes) + "\n");
                 return ExitCodes.Ok;
             }
-            var table = new Table("SANDBOX ID", "TEMPLATE", "STATE", "STARTED", "ENDS", "CPUS", "MEMORY");
+            var table = new Table("SANDBOX ID", "TEMPLATE", "STATE", "ISOLATION", "STARTED", "ENDS", "CPUS", "MEMORY");
             foreach (var s in sandboxes)
             {
-                table.Add(s.SandboxId, s.Alias ?? s.TemplateId, State(s.State), Time(s.StartedAt), Time(s.EndAt), s.CpuCount.ToString(CultureInfo.InvariantCulture), $"{s.MemoryMB} MiB");
+                table.Add(s.SandboxId, s.Alias ?? s.TemplateId, State(s.State), s.Isolation ?? "-", Time(s.StartedAt), Time(s.EndAt), s.CpuCount.ToString(CultureInfo.InvariantCulture), $"{s.MemoryMB} MiB");
             }
             Console.Out.Write(table.Render());
             return ExitCodes.Ok;
@@ -102,6 +104,7 @@ internal static class SandboxCommands
                 ("Sandbox", info.SandboxId),
                 ("Template", info.Alias is { } alias ? $"{alias} ({info.TemplateId})" : info.TemplateId),
                 ("State", State(info.State)),
+                ("Isolation", info.Isolation ?? "-"),
                 ("Started", Time(info.StartedAt)),
                 ("Ends", Time(info.EndAt)),
                 ("CPUs", info.CpuCount.ToString(CultureInfo.InvariantCulture)),

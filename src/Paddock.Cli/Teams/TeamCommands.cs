@@ -110,22 +110,24 @@ internal static class TeamCommands
         return command;
     }
 
-    private static (Option<string?> Sandboxes, Option<string?> Cpus, Option<string?> Memory) LimitOptions() => (
+    private static (Option<string?> Sandboxes, Option<string?> Cpus, Option<string?> Memory, Option<string?> Isolation) LimitOptions() => (
         new Option<string?>("--max-sandboxes") { Description = "Sandboxes at once (a number, or 'none')" },
         new Option<string?>("--max-cpus") { Description = "vCPUs of all its sandboxes together (a number, or 'none')" },
-        new Option<string?>("--max-memory-mb") { Description = "MiB of memory of all its sandboxes together (a number, or 'none')" });
+        new Option<string?>("--max-memory-mb") { Description = "MiB of memory of all its sandboxes together (a number, or 'none')" },
+        new Option<string?>("--isolation") { Description = "The one isolation tier its sandboxes may run on (runc, gvisor), or 'any'" });
 
     private static Command Create()
     {
         var name = new Argument<string>("name") { Description = "The team's name: letters, digits, '-', '_', '.'" };
-        var (sandboxes, cpus, memory) = LimitOptions();
-        var command = new Command("create", "Create a team and print its id") { name, sandboxes, cpus, memory };
+        var (sandboxes, cpus, memory, isolation) = LimitOptions();
+        var command = new Command("create", "Create a team and print its id") { name, sandboxes, cpus, memory, isolation };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
             var limits = new TeamLimits(
                 Limit(parse.GetValue(sandboxes), "--max-sandboxes", null),
                 Limit(parse.GetValue(cpus), "--max-cpus", null),
-                Limit(parse.GetValue(memory), "--max-memory-mb", null));
+                Limit(parse.GetValue(memory), "--max-memory-mb", null),
+                Tier(parse.GetValue(isolation), null));
             var team = await Client.Teams.CreateAsync(parse.GetValue(name)!, limits, settings.Connection, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json) ? CliJson.Write(team) + "\n" : team.TeamId + "\n");
             return ExitCodes.Ok;
@@ -160,14 +162,14 @@ internal static class TeamCommands
     private static Command SetLimits()
     {
         var id = new Argument<string>("team") { Description = "The team's id" };
-        var (sandboxes, cpus, memory) = LimitOptions();
-        var command = new Command("set-limits", "Change a team's limits; limits not named stay as they are") { id, sandboxes, cpus, memory };
+        var (sandboxes, cpus, memory, isolation) = LimitOptions();
+        var command = new Command("set-limits", "Change a team's limits; limits not named stay as they are") { id, sandboxes, cpus, memory, isolation };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
-            var (s, c, m) = (parse.GetValue(sandboxes), parse.GetValue(cpus), parse.GetValue(memory));
-            if (s is null && c is null && m is null)
+            var (s, c, m, i) = (parse.GetValue(sandboxes), parse.GetValue(cpus), parse.GetValue(memory), parse.GetValue(isolation));
+            if (s is null && c is null && m is null && i is null)
             {
-                throw new CliException(ExitCodes.Usage, "name at least one limit: --max-sandboxes, --max-cpus or --max-memory-mb");
+                throw new CliException(ExitCodes.Usage, "name at least one limit: --max-sandboxes, --max-cpus, --max-memory-mb or --isolation");
             }
             var teamId = parse.GetValue(id)!;
             var current = (await Client.Teams.ListAsync(settings.Connection, ct)).FirstOrDefault(t => t.TeamId == teamId)
@@ -175,11 +177,12 @@ internal static class TeamCommands
             var limits = new TeamLimits(
                 Limit(s, "--max-sandboxes", current.Limits.MaxSandboxes),
                 Limit(c, "--max-cpus", current.Limits.MaxCpus),
-                Limit(m, "--max-memory-mb", current.Limits.MaxMemoryMB));
+                Limit(m, "--max-memory-mb", current.Limits.MaxMemoryMB),
+                Tier(i, current.Limits.Isolation));
             var team = await Client.Teams.SetLimitsAsync(teamId, limits, settings.Connection, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json)
                 ? CliJson.Write(team) + "\n"
-                : $"{team.TeamId}: sandboxes {Show(team.Limits.MaxSandboxes)}, cpus {Show(team.Limits.MaxCpus)}, memory {Show(team.Limits.MaxMemoryMB)} MiB\n");
+                : $"{team.TeamId}: sandboxes {Show(team.Limits.MaxSandboxes)}, cpus {Show(team.Limits.MaxCpus)}, memory {Show(team.Limits.MaxMemoryMB)} MiB, isolation {team.Limits.Isolation ?? "any"}\n");
             return ExitCodes.Ok;
         }));
         return command;
@@ -192,6 +195,14 @@ internal static class TeamCommands
         "none" => null,
         _ when int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) => n,
         _ => throw new CliException(ExitCodes.Usage, $"{option} takes a non-negative number or 'none', not '{text}'"),
+    };
+
+    /// <summary>Absent keeps <paramref name="current"/>; "any" lifts the binding; else a tier's name (the daemon checks it).</summary>
+    private static string? Tier(string? text, string? current) => text switch
+    {
+        null => current,
+        "any" => null,
+        _ => text,
     };
 
     private static string Of(long used, int? limit) => limit is { } l ? $"{used}/{l}" : $"{used}/-";

@@ -65,6 +65,15 @@ internal sealed partial class ApiClient : IDisposable
         return SendAsync(HttpMethod.Get, $"v2/sandboxes/{Escape(sandboxId)}/logs{query}", null, ApiJson.Default.SandboxLogsV2Dto, sandboxId, cancellationToken);
     }
 
+    /// <summary>GET /sandboxes/{id}/audit (Paddock's audit trail): the page after <paramref name="after"/>.</summary>
+    public Task<SandboxAuditPage> GetAuditAsync(string sandboxId, long after, int? limit, CancellationToken cancellationToken)
+    {
+        var query = new QueryBuilder();
+        query.Add("after", after.ToString(CultureInfo.InvariantCulture));
+        query.Add("limit", limit?.ToString(CultureInfo.InvariantCulture));
+        return SendAsync(HttpMethod.Get, $"sandboxes/{Escape(sandboxId)}/audit{query}", null, ApiJson.Default.SandboxAuditPage, sandboxId, cancellationToken);
+    }
+
     /// <summary>One page of GET /v2/sandboxes, and the token of the next page (X-Next-Token), if any.</summary>
     public async Task<(List<SandboxDetailDto> Items, string? NextToken)> ListSandboxesAsync(SandboxListFilter filter, string? nextToken, CancellationToken cancellationToken)
     {

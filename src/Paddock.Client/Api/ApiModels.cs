@@ -13,6 +13,17 @@ internal sealed class NewSandboxDto
     [JsonPropertyName("allow_internet_access")] public bool? AllowInternetAccess { get; init; }
     [JsonPropertyName("metadata")] public IReadOnlyDictionary<string, string>? Metadata { get; init; }
     [JsonPropertyName("envVars")] public IReadOnlyDictionary<string, string>? EnvVars { get; init; }
+    [JsonPropertyName("network"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public NetworkDto? Network { get; init; }
+
+    /// <summary>paddock's extension; left out when null, so E2B's own service never sees it.</summary>
+    [JsonPropertyName("isolation"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Isolation { get; init; }
+}
+
+/// <summary>E2B's SandboxNetworkConfig: egress allow and deny lists (CIDRs, addresses or domain names).</summary>
+internal sealed class NetworkDto
+{
+    [JsonPropertyName("allowOut")] public IReadOnlyList<string>? AllowOut { get; init; }
+    [JsonPropertyName("denyOut")] public IReadOnlyList<string>? DenyOut { get; init; }
 }
 
 internal sealed class TimeoutDto
@@ -49,6 +60,7 @@ internal sealed class SandboxDetailDto
     [JsonPropertyName("diskSizeMB")] public int DiskSizeMB { get; init; }
     [JsonPropertyName("metadata")] public Dictionary<string, string>? Metadata { get; init; }
     [JsonPropertyName("state")] public string? State { get; init; }
+    [JsonPropertyName("isolation")] public string? Isolation { get; init; }
 }
 
 internal sealed class SandboxMetricDto
@@ -156,6 +168,7 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(TeamRequestDto))]
 [JsonSerializable(typeof(TeamDto))]
 [JsonSerializable(typeof(List<TeamDto>))]
+[JsonSerializable(typeof(SandboxAuditPage))]
 internal sealed partial class ApiJson : JsonSerializerContext
 {
 }

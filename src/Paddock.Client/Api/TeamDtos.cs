@@ -35,6 +35,7 @@ internal sealed class TeamRequestDto
     [JsonPropertyName("maxSandboxes"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxSandboxes { get; init; }
     [JsonPropertyName("maxCpus"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxCpus { get; init; }
     [JsonPropertyName("maxMemoryMB"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxMemoryMB { get; init; }
+    [JsonPropertyName("isolation"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public string? Isolation { get; init; }
 }
 
 internal sealed class TeamLimitsDto
@@ -42,6 +43,7 @@ internal sealed class TeamLimitsDto
     [JsonPropertyName("maxSandboxes")] public int? MaxSandboxes { get; init; }
     [JsonPropertyName("maxCpus")] public int? MaxCpus { get; init; }
     [JsonPropertyName("maxMemoryMB")] public int? MaxMemoryMB { get; init; }
+    [JsonPropertyName("isolation")] public string? Isolation { get; init; }
 }
 
 internal sealed class TeamUsageDto

@@ -30,6 +30,7 @@ public sealed partial class Sandbox : IAsyncDisposable
         EnvdVersion = envdVersion;
         SandboxDomain = domain;
         Connection = connection;
+        EnvdAccessToken = envdAccessToken;
         _killOnDispose = killOnDispose;
         var endpoint = new EnvdEndpoint(connection.EnvdUrl(sandboxId, domain, ConnectionOptions.EnvdPort), sandboxId, ConnectionOptions.EnvdPort, envdAccessToken);
         _envd = new EnvdClient(connection, endpoint);
@@ -40,6 +41,9 @@ public sealed partial class Sandbox : IAsyncDisposable
 
     /// <summary>The sandbox's id.</summary>
     public string SandboxId { get; }
+
+    /// <summary>The access token of a secure sandbox (sent as <c>X-Access-Token</c>), for other clients of its ports.</summary>
+    internal string? EnvdAccessToken { get; }
 
     /// <summary>The template it was created from, when known (not after <see cref="ConnectAsync"/> to some servers).</summary>
     public string? TemplateId { get; }
@@ -83,6 +87,8 @@ public sealed partial class Sandbox : IAsyncDisposable
             EnvVars = options.Envs,
             Secure = options.Secure,
             AllowInternetAccess = options.AllowInternetAccess,
+            Network = options.AllowOut is null && options.DenyOut is null ? null : new NetworkDto { AllowOut = options.AllowOut, DenyOut = options.DenyOut },
+            Isolation = options.Isolation,
         }, cancellationToken).ConfigureAwait(false);
         var id = created.SandboxId ?? throw new SandboxException("the control plane created a sandbox but sent no sandboxID");
         return new Sandbox(id, created.TemplateId ?? template, created.EnvdVersion, created.EnvdAccessToken, created.Domain, connection, options.KillOnDispose);
@@ -331,5 +337,6 @@ public sealed partial class Sandbox : IAsyncDisposable
         DiskSizeMB = d.DiskSizeMB,
         Metadata = d.Metadata ?? [],
         EnvdVersion = d.EnvdVersion,
+        Isolation = d.Isolation,
     };
 }

@@ -25,6 +25,22 @@ public sealed record SandboxOptions
     public bool? AllowInternetAccess { get; init; }
 
     /// <summary>
+    /// Egress the sandbox may use even when the rest is denied: CIDRs, addresses or domain names (E2B's
+    /// <c>network.allowOut</c>); null: none named.
+    /// </summary>
+    public IReadOnlyList<string>? AllowOut { get; init; }
+
+    /// <summary>Egress the sandbox may not use: CIDRs or addresses (E2B's <c>network.denyOut</c>); null: none named.</summary>
+    public IReadOnlyList<string>? DenyOut { get; init; }
+
+    /// <summary>
+    /// Paddock's isolation tier for this sandbox: <c>"runc"</c> (a hardened container) or <c>"gvisor"</c> (a user-space
+    /// kernel between the code and the host). Null: the team's tier, else the template's, else the server's default.
+    /// Not sent when null, so the option costs nothing against E2B's own service.
+    /// </summary>
+    public string? Isolation { get; init; }
+
+    /// <summary>
     /// What <c>await using</c> (<see cref="Sandbox.DisposeAsync"/>) does: true (the default) kills the sandbox,
     /// false leaves it running until its timeout.
     /// </summary>
@@ -108,6 +124,9 @@ public sealed record SandboxInfo
 
     /// <summary>The version of envd inside it.</summary>
     public string? EnvdVersion { get; init; }
+
+    /// <summary>Paddock: the isolation tier it runs on ("runc", "gvisor"); null from a service that does not say.</summary>
+    public string? Isolation { get; init; }
 }
 
 /// <summary>One sample of a sandbox's resource use.</summary>

@@ -39,7 +39,8 @@ public sealed record CreatedApiKey
 /// <param name="MaxSandboxes">Sandboxes at once.</param>
 /// <param name="MaxCpus">vCPUs of all its sandboxes together.</param>
 /// <param name="MaxMemoryMB">Memory of all its sandboxes together, in MiB.</param>
-public sealed record TeamLimits(int? MaxSandboxes = null, int? MaxCpus = null, int? MaxMemoryMB = null);
+/// <param name="Isolation">The one isolation tier its sandboxes may run on ("gvisor"); its keys cannot ask for another. Null: any.</param>
+public sealed record TeamLimits(int? MaxSandboxes = null, int? MaxCpus = null, int? MaxMemoryMB = null, string? Isolation = null);
 
 /// <summary>What a team's running sandboxes hold now.</summary>
 /// <param name="Sandboxes">Sandboxes running or starting.</param>

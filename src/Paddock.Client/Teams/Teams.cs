@@ -24,7 +24,7 @@ public static class Teams
         return ToInfo(await api.CreateTeamAsync(Request(name, limits), cancellationToken).ConfigureAwait(false));
     }
 
-    /// <summary>Replaces a team's limits, all three (admin keys only): a null limit is removed. Running sandboxes are not touched.</summary>
+    /// <summary>Replaces a team's limits, all four (admin keys only): a null limit is removed. Running sandboxes are not touched.</summary>
     public static async Task<TeamInfo> SetLimitsAsync(string teamId, TeamLimits limits, ConnectionOptions? connection = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(teamId);
@@ -39,6 +39,7 @@ public static class Teams
         MaxSandboxes = limits.MaxSandboxes,
         MaxCpus = limits.MaxCpus,
         MaxMemoryMB = limits.MaxMemoryMB,
+        Isolation = limits.Isolation,
     };
 
     private static TeamInfo ToInfo(TeamDto t) => new()
@@ -47,7 +48,7 @@ public static class Teams
         Name = t.Name ?? "",
         IsCallersTeam = t.IsDefault,
         IsAdmin = t.IsAdmin,
-        Limits = new TeamLimits(t.Limits?.MaxSandboxes, t.Limits?.MaxCpus, t.Limits?.MaxMemoryMB),
+        Limits = new TeamLimits(t.Limits?.MaxSandboxes, t.Limits?.MaxCpus, t.Limits?.MaxMemoryMB, t.Limits?.Isolation),
         Usage = new TeamUsage(t.Usage?.Sandboxes ?? 0, t.Usage?.Cpus ?? 0, t.Usage?.MemoryMB ?? 0),
     };
 }

@@ -55,6 +55,8 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         Runtimes.SandboxNetworkUnsupportedException e => new(StatusCodes.Status409Conflict, e.Message),
         SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),
         TeamLimitException e => new(StatusCodes.Status429TooManyRequests, e.Message),
+        UnknownIsolationException e => new(StatusCodes.Status400BadRequest, e.Message),
+        IsolationForbiddenException e => new(StatusCodes.Status403Forbidden, e.Message),
         UnknownKeyException e => new(StatusCodes.Status404NotFound, e.Message),
         Teams.UnknownTeamException e => new(StatusCodes.Status404NotFound, e.Message),
         Teams.TeamConflictException e => new(StatusCodes.Status409Conflict, e.Message),

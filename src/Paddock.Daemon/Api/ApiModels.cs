@@ -5,7 +5,7 @@ namespace Paddock.Daemon.Api;
 
 // The wire shapes of E2B's control plane (spec/openapi.yml of e2b-dev/E2B). Names are the spec's, casing included.
 
-/// <summary>POST /sandboxes and POST /v2/sandboxes (E2B's NewSandbox, plus three optional paddock fields for limits).</summary>
+/// <summary>POST /sandboxes and POST /v2/sandboxes (E2B's NewSandbox, plus optional paddock fields for limits and isolation).</summary>
 internal sealed class NewSandboxRequest
 {
     [JsonPropertyName("templateID")] public string? TemplateId { get; set; }
@@ -30,6 +30,11 @@ internal sealed class NewSandboxRequest
 
     /// <summary>paddock: writable disk in MiB for this sandbox (default from --disk-mb).</summary>
     [JsonPropertyName("diskSizeMB")] public int? DiskSizeMB { get; set; }
+
+    /// <summary>
+    /// paddock: the isolation tier ("runc", "gvisor"); default: the team's tier, else the template's, else --isolation.
+    /// </summary>
+    [JsonPropertyName("isolation")] public string? Isolation { get; set; }
 }
 
 internal sealed class AutoResumeConfig
@@ -110,7 +115,8 @@ internal sealed record SandboxDetailResponse(
     [property: JsonPropertyName("state")] string State,
     [property: JsonPropertyName("network")] NetworkResponse Network,
     [property: JsonPropertyName("lifecycle")] LifecycleResponse Lifecycle,
-    [property: JsonPropertyName("volumeMounts")] IReadOnlyList<VolumeMountResponse> VolumeMounts);
+    [property: JsonPropertyName("volumeMounts")] IReadOnlyList<VolumeMountResponse> VolumeMounts,
+    [property: JsonPropertyName("isolation")] string Isolation);
 
 internal sealed record VolumeMountResponse(
     [property: JsonPropertyName("name")] string Name,
@@ -130,7 +136,8 @@ internal sealed record ListedSandboxResponse(
     [property: JsonPropertyName("metadata")] IReadOnlyDictionary<string, string> Metadata,
     [property: JsonPropertyName("state")] string State,
     [property: JsonPropertyName("envdVersion")] string EnvdVersion,
-    [property: JsonPropertyName("volumeMounts")] IReadOnlyList<VolumeMountResponse> VolumeMounts);
+    [property: JsonPropertyName("volumeMounts")] IReadOnlyList<VolumeMountResponse> VolumeMounts,
+    [property: JsonPropertyName("isolation")] string Isolation);
 
 /// <summary>E2B's SandboxMetric.</summary>
 internal sealed record SandboxMetricResponse(

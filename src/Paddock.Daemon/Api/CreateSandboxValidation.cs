@@ -64,6 +64,10 @@ internal static class CreateSandboxValidation
             DiskSizeMB = request.DiskSizeMB is { } disk
                 ? disk >= 1 ? disk : throw ApiRequestException.BadRequest("diskSizeMB must be at least 1")
                 : options.DefaultDiskSizeMB,
+            // Whether the tier exists and the team may use it is the lifecycle's to say (IsolationChoice).
+            Isolation = request.Isolation is null ? null
+                : request.Isolation.Trim() is { Length: > 0 and <= 32 } isolation ? isolation.ToLowerInvariant()
+                : throw ApiRequestException.BadRequest("isolation must be a tier name such as runc or gvisor"),
         };
     }
 

@@ -52,11 +52,21 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
         var team = http.GetCaller().TeamId;
         var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = team, TeamLimits = teams.LimitsOf(team) };
-        var trace = new CreateTrace();
-        var record = await manager.CreateAsync(command, http.RequestAborted, trace);
-        // A built template's start command and ready check (issue 7), before the client gets the sandbox.
-        await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, http.RequestAborted);
-        trace.Mark("template-startup");
+        using var trace = new CreateTrace();
+        SandboxRecord record;
+        try
+        {
+            record = await manager.CreateAsync(command, http.RequestAborted, trace);
+            // A built template's start command and ready check (issue 7), before the client gets the sandbox.
+            await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, http.RequestAborted);
+            trace.Mark("template-startup");
+        }
+        catch (Exception ex)
+        {
+            trace.Complete(null, ex);
+            throw;
+        }
+        trace.Complete(record.SandboxId, null);
         // W3C Server Timing: where this create's time went, for clients and the bench (the daemon logs it at debug).
         http.Response.Headers["Server-Timing"] = trace.ToServerTiming();
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
@@ -168,7 +178,7 @@ internal static class SandboxEndpoints
         return Results.NoContent();
     }
 
-    private static async Task<IResult> GetMetricsAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    private static async Task<IResult> GetMetricsAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, MetricsHistory history)
     {
         var start = ParseUnixSeconds(http.Request.Query["start"], "start");
         var end = ParseUnixSeconds(http.Request.Query["end"], "end");
@@ -177,9 +187,12 @@ internal static class SandboxEndpoints
             throw ApiRequestException.BadRequest("start must not be after end");
         }
         await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        // The runtime samples usage on demand; there is no history, so the answer is the one sample of now.
+        // A sample of now joins the history first, so that a range reaching the present (or none) always has it,
+        // even for a sandbox younger than one sweep; the answer is the kept samples in the range.
         var usage = await manager.GetUsageAsync(sandboxID, http.RequestAborted);
-        return Results.Json(new List<SandboxMetricResponse> { ToMetric(usage) }, ApiJsonContext.Default.ListSandboxMetricResponse);
+        history.Record(sandboxID, usage);
+        var samples = history.Samples(sandboxID, start, end);
+        return Results.Json(samples.Select(ToMetric).ToList(), ApiJsonContext.Default.ListSandboxMetricResponse);
     }
 
     private static async Task<IResult> ListMetricsAsync(HttpContext http, SandboxManager manager)
@@ -370,10 +383,10 @@ internal static class SandboxEndpoints
             new NetworkResponse(r.TrafficAccessToken is null),
             // No tier can pause yet, so a timeout always kills, whatever autoPause asked for.
             new LifecycleResponse(AutoResume: false, OnTimeout: "kill"),
-            []);
+            [], r.RuntimeName);
 
     internal static ListedSandboxResponse ToListed(SandboxRecord r) =>
-        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, []);
+        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, [], r.RuntimeName);
 
     private static SandboxMetricResponse ToMetric(Runtimes.SandboxUsage u) =>
         new(u.Timestamp, u.Timestamp.ToUnixTimeSeconds(), u.CpuCount, u.CpuUsedPercent, u.MemoryUsedBytes, u.MemoryTotalBytes, 0, u.DiskUsedBytes, u.DiskTotalBytes);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Paddock.Daemon.Auth;
+using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Teams;
@@ -80,24 +81,24 @@ internal static class TeamEndpoints
         return Results.Json(visible.Select(t => ToResponse(t, caller, manager)).ToList(), ApiJsonContext.Default.ListTeamResponse);
     }
 
-    private static async Task<IResult> CreateTeamAsync(HttpContext http, TeamDirectory teams, SandboxManager manager)
+    private static async Task<IResult> CreateTeamAsync(HttpContext http, TeamDirectory teams, SandboxManager manager, IIsolationTiers tiers)
     {
         RequireAdmin(http);
         var request = await SandboxEndpoints.ReadBodyAsync(http, ApiJsonContext.Default.TeamRequest, required: true);
         var name = ValidateTeamName(request!.Name) ?? throw ApiRequestException.BadRequest("name is required");
-        var limits = ApplyLimits(TeamLimits.None, request);
+        var limits = ApplyLimits(TeamLimits.None, request, tiers);
         var team = await teams.CreateTeamAsync(name, limits, http.RequestAborted);
         return Results.Json(ToResponse(team, http.GetCaller(), manager), ApiJsonContext.Default.TeamResponse, statusCode: StatusCodes.Status201Created);
     }
 
-    private static async Task<IResult> UpdateTeamAsync(string teamID, HttpContext http, TeamDirectory teams, SandboxManager manager)
+    private static async Task<IResult> UpdateTeamAsync(string teamID, HttpContext http, TeamDirectory teams, SandboxManager manager, IIsolationTiers tiers)
     {
         RequireAdmin(http);
         var request = await SandboxEndpoints.ReadBodyAsync(http, ApiJsonContext.Default.TeamRequest, required: true);
         var name = ValidateTeamName(request!.Name);
         // Validated before the change so that a bad value changes nothing.
-        ApplyLimits(TeamLimits.None, request);
-        var team = await teams.UpdateTeamAsync(teamID, name, current => ApplyLimits(current, request), http.RequestAborted)
+        ApplyLimits(TeamLimits.None, request, tiers);
+        var team = await teams.UpdateTeamAsync(teamID, name, current => ApplyLimits(current, request, tiers), http.RequestAborted)
             ?? throw new UnknownTeamException(teamID);
         return Results.Json(ToResponse(team, http.GetCaller(), manager), ApiJsonContext.Default.TeamResponse);
     }
@@ -123,7 +124,7 @@ internal static class TeamEndpoints
     {
         var usage = manager.UsageOf(t.TeamId);
         return new TeamResponse(t.TeamId, t.Name, "", t.TeamId == caller.TeamId, t.IsAdmin,
-            new TeamLimitsResponse(t.Limits.MaxSandboxes, t.Limits.MaxCpus, t.Limits.MaxMemoryMB),
+            new TeamLimitsResponse(t.Limits.MaxSandboxes, t.Limits.MaxCpus, t.Limits.MaxMemoryMB, t.Limits.Isolation),
             new TeamUsageResponse(usage.Sandboxes, usage.Cpus, usage.MemoryMB));
     }
 
@@ -169,10 +170,20 @@ internal static class TeamEndpoints
         return name;
     }
 
-    private static TeamLimits ApplyLimits(TeamLimits current, TeamRequest request) => new(
+    private static TeamLimits ApplyLimits(TeamLimits current, TeamRequest request, IIsolationTiers tiers) => new(
         Limit(request.MaxSandboxes, "maxSandboxes", current.MaxSandboxes),
         Limit(request.MaxCpus, "maxCpus", current.MaxCpus),
-        Limit(request.MaxMemoryMB, "maxMemoryMB", current.MaxMemoryMB));
+        Limit(request.MaxMemoryMB, "maxMemoryMB", current.MaxMemoryMB),
+        Tier(request.Isolation, current.Isolation, tiers));
+
+    /// <summary>A known tier's name binds the team to it; null lifts the binding. Unavailable tiers may be named (a host may get it later).</summary>
+    private static string? Tier(JsonElement value, string? current, IIsolationTiers tiers) => value.ValueKind switch
+    {
+        JsonValueKind.Undefined => current,
+        JsonValueKind.Null => null,
+        JsonValueKind.String when tiers.IsKnown(value.GetString()!) => value.GetString(),
+        _ => throw ApiRequestException.BadRequest($"isolation must be one of {string.Join(", ", tiers.Names)}, or null for any"),
+    };
 
     private static int? Limit(JsonElement value, string name, int? current) => value.ValueKind switch
     {

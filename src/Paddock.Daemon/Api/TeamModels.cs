@@ -22,6 +22,9 @@ internal sealed class TeamRequest
     [JsonPropertyName("maxSandboxes")] public JsonElement MaxSandboxes { get; set; }
     [JsonPropertyName("maxCpus")] public JsonElement MaxCpus { get; set; }
     [JsonPropertyName("maxMemoryMB")] public JsonElement MaxMemoryMB { get; set; }
+
+    /// <summary>The one isolation tier the team's sandboxes may run on ("gvisor"); null: any.</summary>
+    [JsonPropertyName("isolation")] public JsonElement Isolation { get; set; }
 }
 
 internal sealed record IdentifierMaskingDetailsResponse(
@@ -49,7 +52,8 @@ internal sealed record CreatedTeamApiKeyResponse(
 internal sealed record TeamLimitsResponse(
     [property: JsonPropertyName("maxSandboxes")] int? MaxSandboxes,
     [property: JsonPropertyName("maxCpus")] int? MaxCpus,
-    [property: JsonPropertyName("maxMemoryMB")] int? MaxMemoryMB);
+    [property: JsonPropertyName("maxMemoryMB")] int? MaxMemoryMB,
+    [property: JsonPropertyName("isolation")] string? Isolation);
 
 internal sealed record TeamUsageResponse(
     [property: JsonPropertyName("sandboxes")] int Sandboxes,

@@ -21,12 +21,13 @@ internal static class TemplateBuildEndpoints
         app.MapGet("/templates/aliases/{alias}", AliasAsync);
     }
 
-    private static async Task<IResult> RequestAsync(HttpContext http, TemplateBuilds builds)
+    private static async Task<IResult> RequestAsync(HttpContext http, TemplateBuilds builds, Runtimes.IIsolationTiers tiers)
     {
         var request = await SandboxEndpoints.ReadBodyAsync(http, TemplateBuildJson.Default.BuildRequestV3, required: true);
+        var isolation = TemplateImportEndpoints.TemplateIsolation(request!.Isolation, tiers);
         var name = request!.Name ?? request.Alias
             ?? throw ApiRequestException.BadRequest("a template name is required");
-        var state = await Guard(() => builds.RequestAsync(http.GetCaller().TeamId, name, request.CpuCount, request.MemoryMB, http.RequestAborted));
+        var state = await Guard(() => builds.RequestAsync(http.GetCaller().TeamId, name, request.CpuCount, request.MemoryMB, http.RequestAborted, isolation));
         var names = new List<string> { name.Split(':')[0] };
         return Results.Json(new BuildRequestResponse(state.TemplateId, state.BuildId, false, names, names, request.Tags ?? []),
             TemplateBuildJson.Default.BuildRequestResponse, statusCode: StatusCodes.Status202Accepted);
@@ -132,7 +133,8 @@ internal sealed record BuildRequestV3(
     [property: JsonPropertyName("alias")] string? Alias,
     [property: JsonPropertyName("tags")] List<string>? Tags,
     [property: JsonPropertyName("cpuCount")] int? CpuCount,
-    [property: JsonPropertyName("memoryMB")] int? MemoryMB);
+    [property: JsonPropertyName("memoryMB")] int? MemoryMB,
+    [property: JsonPropertyName("isolation")] string? Isolation = null);
 
 internal sealed record BuildRequestResponse(
     [property: JsonPropertyName("templateID")] string TemplateID,

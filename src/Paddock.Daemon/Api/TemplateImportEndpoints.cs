@@ -17,8 +17,9 @@ internal static class TemplateImportEndpoints
 
     public static void MapTemplateImportApi(this IEndpointRouteBuilder app) => app.MapPost("/templates/import", ImportAsync);
 
-    private static async Task<IResult> ImportAsync(HttpContext http, ImageImporter importer)
+    private static async Task<IResult> ImportAsync(HttpContext http, ImageImporter importer, Runtimes.IIsolationTiers tiers)
     {
+        var isolation = TemplateIsolation(http.Request.Query["isolation"].ToString(), tiers);
         var name = http.Request.Query["name"].ToString();
         if (name.Length == 0)
         {
@@ -38,7 +39,7 @@ internal static class TemplateImportEndpoints
         ImportedImage imported;
         try
         {
-            imported = await importer.ImportArchiveAsync(http.Request.Body, http.GetCaller().TeamId, name, http.RequestAborted);
+            imported = await importer.ImportArchiveAsync(http.Request.Body, http.GetCaller().TeamId, name, http.RequestAborted, isolation);
         }
         catch (ImageImportException ex)
         {
@@ -48,6 +49,15 @@ internal static class TemplateImportEndpoints
         return Results.Json(new ImportResponse(t.TemplateId, t.Names, t.SizeBytes, imported.ImageLayers, t.DefaultUser, t.Workdir,
             t.EnvVars, imported.Entrypoint, imported.Cmd, imported.Notes), ImportJson.Default.ImportResponse, statusCode: StatusCodes.Status201Created);
     }
+
+    /// <summary>
+    /// A template's default tier as a build or import asks for it (paddock's <c>isolation</c>): null when empty, a known
+    /// tier's name, else a 400. A tier this host cannot run yet may still be named; its sandboxes then get the 503.
+    /// </summary>
+    internal static string? TemplateIsolation(string? requested, Runtimes.IIsolationTiers tiers) =>
+        string.IsNullOrWhiteSpace(requested) ? null
+            : tiers.IsKnown(requested.Trim().ToLowerInvariant()) ? requested.Trim().ToLowerInvariant()
+            : throw ApiRequestException.BadRequest($"unknown isolation '{requested}': this daemon has {string.Join(", ", tiers.Names)}");
 }
 
 /// <summary>An import's answer: the template, and the image config's Entrypoint and Cmd, which templates do not run.</summary>

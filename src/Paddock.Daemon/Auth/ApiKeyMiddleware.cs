@@ -17,7 +17,14 @@ internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator
             await next(http);
             return;
         }
-        var reason = authenticator.Authenticate(http.Request.Headers[ApiKeyAuthenticator.HeaderName], out var caller);
+        var key = http.Request.Headers[ApiKeyAuthenticator.HeaderName];
+        if (key.Count == 0 && http.Request.Path == "/metrics" && http.Request.Headers.Authorization.ToString() is { } authorization
+            && authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            // Prometheus sends a scrape's credentials as a Bearer token; it cannot set X-API-Key on every version.
+            key = authorization[7..].Trim();
+        }
+        var reason = authenticator.Authenticate(key, out var caller);
         if (reason is null)
         {
             http.SetCaller(caller!);

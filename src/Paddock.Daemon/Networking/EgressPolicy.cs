@@ -77,6 +77,17 @@ internal sealed record EgressPolicy
         return new EgressPolicy { AllowOut = allowNets.Distinct().ToList(), DenyOut = denyNets.Distinct().ToList(), AllowDomains = domains.Distinct().ToList() };
     }
 
+    /// <summary>Whether a destination not on any list is denied (a <c>denyOut</c> entry covers all of IPv4).</summary>
+    [JsonIgnore]
+    public bool DeniesByDefault => DenyOut.Any(n => n.PrefixLength == 0);
+
+    /// <summary>
+    /// Whether the sandbox's resolver answers for <paramref name="name"/> (lower case, null when not a host name):
+    /// every name when the policy allows by default (data in a question could leave by any other way too); else
+    /// only names on <see cref="AllowDomains"/>, so that a question about any other name never leaves the host.
+    /// </summary>
+    public bool ResolvesName(string? name) => !DeniesByDefault || (name is not null && AllowsHost(name));
+
     /// <summary>The verdict for a new connection to <paramref name="destination"/> before any host name is known.</summary>
     public bool AllowsAddress(IPAddress destination) =>
         AllowOut.Any(n => n.Contains(destination)) || !DenyOut.Any(n => n.Contains(destination));

@@ -10,15 +10,19 @@ namespace Paddock.Daemon.Networking;
 /// <summary>
 /// The transparent proxy behind domain allowlists. nftables redirects a sandbox's connections on ports 80 and 443
 /// to denied addresses here (<see cref="NftRules"/>); the proxy reads the HTTP Host header or the TLS SNI, and when
-/// the sandbox's policy lists that name it connects onward to the address the sandbox asked for (SO_ORIGINAL_DST)
-/// and relays the bytes unchanged. It never opens a connection to the host itself or to a sandbox, and serves only
-/// connections from a linked sandbox's own address.
+/// the sandbox's policy lists that name it connects onward to an address the name has in the daemon's own resolver
+/// (<see cref="DaemonResolver"/>), on the port the sandbox asked for, and relays the bytes unchanged. A connection
+/// whose name is not listed, is missing or does not parse is refused. It never opens a connection to the host
+/// itself or to a sandbox, and serves only connections from a linked sandbox's own address.
 /// </summary>
 /// <remarks>
-/// Onward goes to the address the sandbox connected to, not to a fresh DNS lookup of the name: the sandbox resolved
-/// it, and a proxy that resolved names itself would let any sandbox reach any address that answers for a listed
-/// name. The flip side, said plainly: a sandbox that sends a listed name to an unlisted address (domain fronting)
-/// reaches that address on port 80/443. Modal and E2B document the same limit for SNI-based allowlists.
+/// Where the sandbox sent the connection (SO_ORIGINAL_DST) does not choose the server, only the port (issue 21):
+/// before, the proxy connected to that address, so a sandbox allowed only "pypi.org" could send SNI "pypi.org" to
+/// a server of its own and reach it (domain fronting by address). The sandbox's address is kept when it is one the
+/// name resolves to (the sandbox asked the same resolvers through <see cref="DnsForwarder"/>), else the first
+/// address of the answer is used. A destination that the policy allows by address (a CIDR in allowOut) is
+/// connected to as it is, with no name involved. What passes is then "bytes to an address that a listed name has";
+/// what the listed service does with them (relaying, hosting user content under a wildcard) is its own.
 /// </remarks>
 internal sealed class EgressProxy : IAsyncDisposable
 {
@@ -29,17 +33,19 @@ internal sealed class EgressProxy : IAsyncDisposable
     private readonly NetworkOptions _options;
     private readonly Func<IPAddress, SandboxLink?> _findLink;
     private readonly Func<IPAddress, bool> _isForbidden;
+    private readonly DaemonResolver _resolver;
     private readonly ILogger _logger;
     private readonly Socket _listener;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _slots = new(MaxConnections, MaxConnections);
     private Task _acceptLoop = Task.CompletedTask;
 
-    public EgressProxy(NetworkOptions options, Func<IPAddress, SandboxLink?> findLink, Func<IPAddress, bool> isForbidden, ILogger logger)
+    public EgressProxy(NetworkOptions options, Func<IPAddress, SandboxLink?> findLink, Func<IPAddress, bool> isForbidden, DaemonResolver resolver, ILogger logger)
     {
         _options = options;
         _findLink = findLink;
         _isForbidden = isForbidden;
+        _resolver = resolver;
         _logger = logger;
         _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         // On all addresses: nftables' redirect rewrites the destination to the link's host address. The input guard
@@ -120,15 +126,18 @@ internal sealed class EgressProxy : IAsyncDisposable
             var name = host ?? "";
             string? refusal = result switch
             {
-                SniffResult.Found when _isForbidden(destination.Address) => "the destination is the host or a sandbox",
-                SniffResult.Found when policy.AllowsHost(name) || policy.AllowsAddress(destination.Address) => null,
-                SniffResult.Found => "the name is not on the allowlist",
+                SniffResult.Found => null,
                 SniffResult.NoName => "no Host header or TLS server name",
                 _ => "neither an HTTP request nor a TLS ClientHello within the limits",
             };
-            if (refusal is not null)
+            var onward = destination;
+            if (refusal is null)
             {
-                NetworkLog.ProxyRefused(_logger, link.SandboxId, name, destination.ToString(), refusal);
+                (onward, refusal) = await ChooseOnwardAsync(policy, name, destination, cancellationToken);
+            }
+            if (refusal is not null || onward is null)
+            {
+                NetworkLog.ProxyRefused(_logger, link.SandboxId, name, destination.ToString(), refusal ?? "no destination");
                 if (length > 0 && buffer[0] != 0x16)
                 {
                     await RespondForbiddenAsync(client, name, cancellationToken);
@@ -142,15 +151,15 @@ internal sealed class EgressProxy : IAsyncDisposable
                 connectTimeout.CancelAfter(_options.ProxyConnectTimeout);
                 try
                 {
-                    await upstream.ConnectAsync(destination, connectTimeout.Token);
+                    await upstream.ConnectAsync(onward, connectTimeout.Token);
                 }
                 catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
                 {
-                    NetworkLog.ProxyRefused(_logger, link.SandboxId, name, destination.ToString(), "onward connection failed: " + ex.Message);
+                    NetworkLog.ProxyRefused(_logger, link.SandboxId, name, onward.ToString(), "onward connection failed: " + ex.Message);
                     return;
                 }
             }
-            NetworkLog.ProxyAllowed(_logger, link.SandboxId, name, destination.ToString());
+            NetworkLog.ProxyAllowed(_logger, link.SandboxId, name, onward.ToString());
             await upstream.SendAsync(buffer.AsMemory(0, length), cancellationToken);
             await RelayAsync(client, upstream, cancellationToken);
         }
@@ -162,6 +171,32 @@ internal sealed class EgressProxy : IAsyncDisposable
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>
+    /// Where a connection for <paramref name="name"/> that the sandbox sent to <paramref name="destination"/> goes:
+    /// the destination itself when the policy allows that address; else, for a listed name, an address the name
+    /// has in the daemon's resolver (the destination when it is one of them), on the destination's port; else a
+    /// refusal. Never the host or a sandbox.
+    /// </summary>
+    private async Task<(IPEndPoint? Onward, string? Refusal)> ChooseOnwardAsync(EgressPolicy policy, string name, IPEndPoint destination, CancellationToken cancellationToken)
+    {
+        if (policy.AllowsAddress(destination.Address))
+        {
+            return _isForbidden(destination.Address) ? (null, "the destination is the host or a sandbox") : (destination, null);
+        }
+        if (!policy.AllowsHost(name))
+        {
+            return (null, "the name is not on the allowlist");
+        }
+        var lookup = await _resolver.LookupAsync(EgressPolicy.NormalizeDomain(name)!, cancellationToken);
+        var usable = lookup.Addresses.Where(a => !_isForbidden(a)).ToList();
+        if (usable.Count == 0)
+        {
+            return (null, lookup.Failure is { } failure ? "the name does not resolve: " + failure : "the name resolves only to the host or a sandbox");
+        }
+        var address = usable.Contains(destination.Address) ? destination.Address : usable[0];
+        return (new IPEndPoint(address, destination.Port), null);
     }
 
     private async Task<(SniffResult Result, string? Host, int Length)> ReadHostAsync(Socket client, byte[] buffer, CancellationToken cancellationToken)

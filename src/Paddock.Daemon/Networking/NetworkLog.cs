@@ -5,8 +5,8 @@ namespace Paddock.Daemon.Networking;
 /// <summary>Log events of sandbox networking (ids 3400-3499).</summary>
 internal static partial class NetworkLog
 {
-    [LoggerMessage(3400, LogLevel.Information, "Sandbox network ready: nftables table inet {Table}, pool {Pool}, egress proxy on port {ProxyPort}, {Links} links re-adopted")]
-    public static partial void Ready(ILogger logger, string table, string pool, int proxyPort, int links);
+    [LoggerMessage(3400, LogLevel.Information, "Sandbox network ready: nftables table inet {Table}, pool {Pool}, egress proxy on port {ProxyPort}, sandbox resolver {Resolver} (DNS forwarder on port {DnsPort}), {Links} links re-adopted")]
+    public static partial void Ready(ILogger logger, string table, string pool, int proxyPort, string resolver, int dnsPort, int links);
 
     [LoggerMessage(3401, LogLevel.Debug, "Sandbox {SandboxId} linked: {HostInterface} {HostAddress} <-> {SandboxAddress}")]
     public static partial void Attached(ILogger logger, string sandboxId, string hostInterface, string hostAddress, string sandboxAddress);
@@ -31,4 +31,13 @@ internal static partial class NetworkLog
 
     [LoggerMessage(3413, LogLevel.Warning, "Egress proxy: accept failed")]
     public static partial void ProxyAcceptFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(3420, LogLevel.Debug, "DNS forwarder: sandbox {SandboxId} asked for {Name} (type {Type}): {Reason}")]
+    public static partial void DnsRefused(ILogger logger, string sandboxId, string name, int type, string reason);
+
+    [LoggerMessage(3421, LogLevel.Warning, "DNS forwarder: receive failed")]
+    public static partial void DnsReceiveFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(3422, LogLevel.Warning, "DNS forwarder: no resolver for the daemon (no DnsServers setting and no IPv4 nameserver in /etc/resolv.conf); sandboxes get SERVFAIL for names their policy allows")]
+    public static partial void DnsNoServers(ILogger logger);
 }

@@ -30,4 +30,22 @@ internal sealed record NetworkOptions
 
     /// <summary>How long the proxy waits for the onward TCP connection.</summary>
     public TimeSpan ProxyConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// The port of the sandboxes' DNS forwarder (UDP and TCP); 0 picks a free one at start. Sandboxes reach it as
+    /// <see cref="SandboxNetworks.ResolverAddress"/> port 53, which nftables redirects here.
+    /// </summary>
+    public int DnsPort { get; init; }
+
+    /// <summary>
+    /// The daemon's own resolvers ("ADDRESS" or "ADDRESS:PORT", IPv4), used by the DNS forwarder and by the egress
+    /// proxy to find where an allowed name goes. Empty: the <c>nameserver</c> lines of /etc/resolv.conf.
+    /// </summary>
+    public IReadOnlyList<string> DnsServers { get; init; } = [];
+
+    /// <summary>How long one query to the daemon's resolvers may take before the sandbox gets SERVFAIL.</summary>
+    public TimeSpan DnsTimeout { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>The longest the proxy keeps a name's addresses, whatever TTL the answer gave (short, so a moved service is followed soon).</summary>
+    public TimeSpan DnsCacheMaxTtl { get; init; } = TimeSpan.FromSeconds(60);
 }

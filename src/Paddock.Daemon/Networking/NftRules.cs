@@ -14,7 +14,9 @@ namespace Paddock.Daemon.Networking;
 /// and nothing may come in on a link unless it answers a connection the sandbox opened (forward hook). A link the
 /// table does not know (not in <c>links</c>) is dropped. Per link, chain <c>f{slot}</c> applies the policy to every
 /// packet the sandbox forwards, so a policy change also cuts connections that are open already; chain <c>n{slot}</c>
-/// redirects ports 80 and 443 of denied destinations to the proxy when the policy has a domain allowlist.
+/// redirects ports 80 and 443 of denied destinations to the proxy when the policy has a domain allowlist. DNS to
+/// <see cref="ResolverAddress"/> (UDP and TCP port 53) is redirected to the daemon's <see cref="DnsForwarder"/>
+/// for every link, before any policy: the forwarder answers by the policy itself.
 /// A link's attach (when its <c>n{slot}</c> chain stays empty) and its detach go as nf_tables netlink batches
 /// instead (<see cref="NftNetlink"/>), the same rules without an nft process.
 /// </remarks>
@@ -31,10 +33,19 @@ internal sealed class NftRules
         _pool = pool;
     }
 
+    /// <summary>
+    /// The address sandboxes send DNS to: the pool's second address, which belongs to slot 0, and no link is ever
+    /// given slot 0 (<see cref="SandboxNetworks"/>), so it is no sandbox's and no host end's. One address for all
+    /// sandboxes lets a tier write /etc/resolv.conf before the sandbox's link exists.
+    /// </summary>
+    public IPAddress ResolverAddress => IpNetwork.ToAddress(_pool.Address + 1);
+
     /// <summary>The whole table from scratch (after deleting any earlier one), with no links.</summary>
-    public string Base(int proxyPort)
+    public string Base(int proxyPort, int dnsPort)
     {
         var p = proxyPort.ToString(CultureInfo.InvariantCulture);
+        var d = dnsPort.ToString(CultureInfo.InvariantCulture);
+        var resolver = ResolverAddress.ToString();
         return $$"""
             table inet {{_table}} {
               map links { type ifname : verdict; }
@@ -47,6 +58,7 @@ internal sealed class NftRules
                 type filter hook input priority -10; policy accept;
                 iifname "{{_prefix}}*" ct state established,related accept
                 iifname "{{_prefix}}*" meta nfproto ipv4 tcp dport {{p}} ct status dnat accept
+                iifname "{{_prefix}}*" meta nfproto ipv4 meta l4proto { tcp, udp } th dport {{d}} ct status dnat accept
                 iifname "{{_prefix}}*" drop
               }
               chain guard_forward {
@@ -60,6 +72,7 @@ internal sealed class NftRules
               }
               chain nat_prerouting {
                 type nat hook prerouting priority dstnat; policy accept;
+                iifname "{{_prefix}}*" ip daddr {{resolver}} meta l4proto { tcp, udp } th dport 53 redirect to :{{d}}
                 iifname "{{_prefix}}*" iifname vmap @nat_links
               }
               chain nat_postrouting {

@@ -11,9 +11,11 @@ namespace Paddock.Daemon.Networking;
 /// <summary>
 /// Gives sandboxes a way out: a veth pair per sandbox (host end in the host's network namespace, "eth0" in the
 /// sandbox's), a /31 from <see cref="NetworkOptions.Pool"/>, a default route, NAT to the outside and the sandbox's
-/// <see cref="EgressPolicy"/> as nftables rules (<see cref="NftRules"/>); and the <see cref="EgressProxy"/> that
-/// checks domain allowlists. The runtime calls <see cref="AttachAsync"/> once the sandbox's network namespace
-/// exists and <see cref="DetachAsync"/> when it destroys it. Attach and detach are the only places a link is made
+/// <see cref="EgressPolicy"/> as nftables rules (<see cref="NftRules"/>); the <see cref="EgressProxy"/> that
+/// checks domain allowlists; and the <see cref="DnsForwarder"/> that every sandbox resolves names through
+/// (<see cref="ResolverAddress"/>, written into its /etc/resolv.conf by the tier: <see cref="ResolvConf"/>). The
+/// runtime calls <see cref="AttachAsync"/> once the sandbox's network namespace exists and
+/// <see cref="DetachAsync"/> when it destroys it. Attach and detach are the only places a link is made
 /// or removed, so that a pool of ready links can replace them later.
 /// </summary>
 /// <remarks>
@@ -40,7 +42,9 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     private readonly Lazy<Task> _ready;
     // The daemon's own network namespace, to return to after opening a netlink socket inside a sandbox's.
     private readonly SafeFileHandle _home;
+    private readonly DaemonResolver _resolver;
     private EgressProxy? _proxy;
+    private DnsForwarder? _dns;
 
     public SandboxNetworks(NetworkOptions options, string stateDirectory, ILogger logger)
     {
@@ -61,6 +65,14 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             throw new ArgumentException($"nftables table name '{options.TableName}' must start with a letter and hold only letters, digits and '_'");
         }
         _rules = new NftRules(options.TableName, options.InterfacePrefix, _pool);
+        try
+        {
+            _resolver = DaemonResolver.From(options);
+        }
+        catch (FormatException ex)
+        {
+            throw new ArgumentException(ex.Message, nameof(options), ex);
+        }
         _ready = new Lazy<Task>(() => InitializeAsync(CancellationToken.None));
         Directory.CreateDirectory(stateDirectory);
         _home = Namespaces.Open("/proc/self/ns/net", out var errno);
@@ -72,6 +84,21 @@ internal sealed class SandboxNetworks : IAsyncDisposable
 
     /// <summary>The proxy's port (after <see cref="EnsureReadyAsync"/>).</summary>
     public int ProxyPort => _proxy?.Port ?? 0;
+
+    /// <summary>
+    /// The DNS forwarder's port on the host (after <see cref="EnsureReadyAsync"/>); sandboxes use port 53 of
+    /// <see cref="ResolverAddress"/>, which the table redirects here.
+    /// </summary>
+    public int DnsPort => _dns?.Port ?? 0;
+
+    /// <summary>The one resolver address of every sandbox (UDP and TCP port 53), known before any link exists.</summary>
+    public IPAddress ResolverAddress => _rules.ResolverAddress;
+
+    /// <summary>
+    /// What a tier writes as the sandbox's /etc/resolv.conf (a file it bind-mounts there, writable by the
+    /// sandbox's root as in Docker): <see cref="ResolverAddress"/> only, so no sandbox needs an outside resolver.
+    /// </summary>
+    public string ResolvConf => $"# paddock: the daemon's DNS forwarder; it answers by this sandbox's network policy\nnameserver {ResolverAddress}\noptions edns0\n";
 
     public IpNetwork Pool => _pool;
 
@@ -91,8 +118,15 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         // Forwarding is what lets packets from a link leave through the uplink at all.
         await File.WriteAllTextAsync("/proc/sys/net/ipv4/ip_forward", "1\n", cancellationToken);
 
-        _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, _logger);
+        if (_resolver.Servers.Count == 0)
+        {
+            NetworkLog.DnsNoServers(_logger);
+        }
+        _proxy = new EgressProxy(_options, FindBySandboxAddress, IsHostOrSandboxAddress, _resolver, _logger);
         _proxy.Start();
+        // On all addresses, like the proxy: nftables' redirect rewrites the destination to the link's host address.
+        _dns = new DnsForwarder(IPAddress.Any, _options.DnsPort, FindBySandboxAddress, _resolver, _logger);
+        _dns.Start();
 
         foreach (var file in Directory.EnumerateFiles(_stateDirectory, "*.json"))
         {
@@ -107,7 +141,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             _links[link.SandboxId] = link;
         }
         var readopted = await RebuildAsync(cancellationToken);
-        NetworkLog.Ready(_logger, _options.TableName, _pool.ToString(), _proxy.Port, readopted);
+        NetworkLog.Ready(_logger, _options.TableName, _pool.ToString(), _proxy.Port, ResolverAddress.ToString(), _dns.Port, readopted);
     }
 
     /// <summary>
@@ -116,7 +150,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     /// </summary>
     private async Task<int> RebuildAsync(CancellationToken cancellationToken)
     {
-        var script = _rules.DeleteTable() + _rules.Base(ProxyPort);
+        var script = _rules.DeleteTable() + _rules.Base(ProxyPort, DnsPort);
         var count = 0;
         foreach (var link in _links.Values)
         {
@@ -306,7 +340,8 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         var count = (int)Math.Min(_pool.Size / 2, int.MaxValue);
         lock (_slotsGate)
         {
-            // Slot 0 would make the pool's network address a host address; start at 1.
+            // Slot 0 would make the pool's network address a host address, and its sandbox address is every
+            // sandbox's resolver (NftRules.ResolverAddress); start at 1.
             for (var slot = 1; slot < count; slot++)
             {
                 if (_slots.Add(slot))
@@ -432,6 +467,10 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         if (_proxy is not null)
         {
             await _proxy.DisposeAsync();
+        }
+        if (_dns is not null)
+        {
+            await _dns.DisposeAsync();
         }
         if (_ready.IsValueCreated && _ready.Value.IsCompletedSuccessfully && _links.IsEmpty && !RecordedSandboxIds().Any())
         {

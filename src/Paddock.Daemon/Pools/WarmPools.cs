@@ -6,8 +6,12 @@ using Paddock.Daemon.Sandboxes;
 
 namespace Paddock.Daemon.Pools;
 
-/// <summary>A started pool sandbox waiting to be claimed. <see cref="PoolToken"/> guards its agent until then.</summary>
-internal sealed record PoolMember(string SandboxId, string Pool, string TemplateId, IReadOnlyList<string> Layers, ResourceLimits Limits, string PoolToken, DateTimeOffset ReadyAt);
+/// <summary>
+/// A started pool sandbox waiting to be claimed. <see cref="PoolToken"/> guards its agent until then; <see cref="Isolation"/>
+/// is the tier it runs on (its template's default, else the daemon's): only a create resolved to that tier claims it.
+/// </summary>
+internal sealed record PoolMember(string SandboxId, string Pool, string TemplateId, IReadOnlyList<string> Layers, ResourceLimits Limits, string PoolToken,
+    DateTimeOffset ReadyAt, string Isolation);
 
 /// <summary>
 /// Warm pools (issue 6): per template, sandboxes started ahead by a background refiller so that a create is a claim
@@ -49,9 +53,12 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// its own with no warm-up). Resolved at first use, since that client depends on the sandbox manager, which
     /// depends on the pools.
     /// </param>
+    private readonly Lazy<Observability.DaemonMetrics?> _metrics;
+
     public WarmPools(ISandboxRuntime runtime, ITemplateLookup templates, DaemonOptions options, ILogger<WarmPools> logger, IServiceProvider? services = null)
     {
         _agentClient = new Lazy<SandboxHttpClient?>(() => services?.GetService(typeof(SandboxHttpClient)) as SandboxHttpClient);
+        _metrics = new Lazy<Observability.DaemonMetrics?>(() => services?.GetService(typeof(Observability.DaemonMetrics)) as Observability.DaemonMetrics);
         _runtime = runtime;
         _templates = templates;
         _options = options;
@@ -76,11 +83,10 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
 
     /// <summary>
     /// Takes a ready member of <paramref name="template"/>'s pool that can serve a create with these settings, or
-    /// null (no pool, empty, or a request a pool sandbox cannot take: other limits; a network policy is applied at the
-    /// hand-over instead). Lock-free:
-    /// a dequeue. The refiller is woken to replace what was taken.
+    /// null (no pool, empty, or a request a pool sandbox cannot take: other limits or another isolation tier; a network
+    /// policy is applied at the hand-over instead). Lock-free: a dequeue. The refiller is woken to replace what was taken.
     /// </summary>
-    public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits)
+    public PoolMember? TryTake(SandboxTemplate template, ResourceLimits limits, string isolation)
     {
         if (_pools.Length == 0 || limits != PoolLimits)
         {
@@ -88,7 +94,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
         }
         foreach (var pool in _pools)
         {
-            if (!string.Equals(pool.TemplateId, template.TemplateId, StringComparison.Ordinal))
+            if (!string.Equals(pool.TemplateId, template.TemplateId, StringComparison.Ordinal) || !string.Equals(pool.Isolation, isolation, StringComparison.Ordinal))
             {
                 continue;
             }
@@ -274,6 +280,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
                 DefaultUser = template.DefaultUser,
                 DefaultWorkdir = template.Workdir,
                 AllowInternetAccess = true,
+                Isolation = template.Isolation,
             };
             var started = await _runtime.StartAsync(spec, timeout.Token);
             if (_agentClient.Value is { } client)
@@ -283,15 +290,18 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             }
             // It waits in the background whatever it started at.
             await _runtime.SetCpuPriorityAsync(started.SandboxId, background: true, timeout.Token);
-            var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.Layers, spec.Limits, token, DateTimeOffset.UtcNow);
+            var member = new PoolMember(started.SandboxId, pool.Name, template.TemplateId, template.Layers, spec.Limits, token, DateTimeOffset.UtcNow,
+                started.Tier ?? _runtime.Name);
             if (stopping.IsCancellationRequested)
             {
                 await DestroyAsync(member.SandboxId);
                 return;
             }
             pool.TemplateId = template.TemplateId;
+            pool.Isolation = member.Isolation;
             pool.Ready.Enqueue(member);
             pool.FailureStreak = 0;
+            _metrics.Value?.PoolRefill(pool.Name, ok: true);
             PoolsLog.MemberReady(_logger, pool.Name, member.SandboxId, clock.ElapsedMilliseconds, pool.Ready.Count);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -305,6 +315,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
         }
         catch (Exception ex)
         {
+            _metrics.Value?.PoolRefill(pool.Name, ok: false);
             // Whatever of it exists (its cgroup made before the start, or a sandbox whose warm-up failed) goes.
             if (sandboxId is not null)
             {
@@ -366,6 +377,9 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
 
         /// <summary>The id its name resolved to when a member last started (null before): what creates are matched by.</summary>
         public volatile string? TemplateId;
+
+        /// <summary>The tier its members run on (set with <see cref="TemplateId"/>): a create resolved to another tier does not claim from it.</summary>
+        public volatile string? Isolation;
 
         public int Starting;
 

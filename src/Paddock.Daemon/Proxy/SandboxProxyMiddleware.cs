@@ -41,17 +41,32 @@ internal sealed class SandboxProxyMiddleware(
     public async Task InvokeAsync(HttpContext http)
     {
         var route = SandboxRouting.Route(http.Request, domain.HostName);
+        SandboxTarget target;
         switch (route.Kind)
         {
+            case SandboxRouting.Kind.ControlPlane when SignedFileUrls.IsSignedFileRequest(http.Request):
+                // A signed file URL without routing (E2B_SANDBOX_URL's form): its signature names the sandbox.
+                if (SignedFileUrls.FindSandbox(http.Request, manager.Running) is not { } signedBy)
+                {
+                    // envd's answer to a signature that no token made (packages/envd/internal/api/auth.go).
+                    http.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                    http.Response.ContentType = "application/json";
+                    await http.Response.WriteAsync("{\"code\":401,\"message\":\"invalid signature\"}", http.RequestAborted);
+                    return;
+                }
+                target = new SandboxTarget(signedBy, SandboxManager.AgentPort);
+                break;
             case SandboxRouting.Kind.ControlPlane:
                 await next(http);
                 return;
             case SandboxRouting.Kind.Invalid:
                 await WriteErrorAsync(http, StatusCodes.Status400BadRequest, route.Error!, "", null);
                 return;
+            default:
+                target = route.Target;
+                break;
         }
 
-        var target = route.Target;
         if (!manager.TryGetRunning(target.SandboxId, out var record))
         {
             ProxyLog.UnknownSandbox(logger, target.SandboxId, http.Request.Method, http.Request.Path);

@@ -1,8 +1,10 @@
 namespace Paddock.Daemon.Runtimes;
 
 /// <summary>
-/// One isolation tier (runc now; gVisor and a KVM microVM tier next). Everything above this interface is
-/// tier-agnostic: it must not assume namespaces, cgroups or a host process per sandbox.
+/// One isolation tier (runc, gVisor; a KVM microVM tier later). Everything above this interface is
+/// tier-agnostic: it must not assume namespaces, cgroups or a host process per sandbox. The daemon holds every tier
+/// behind one <see cref="RuntimeTiers"/>, which is itself an <see cref="ISandboxRuntime"/> that routes each call to
+/// the tier of the sandbox it names.
 /// </summary>
 internal interface ISandboxRuntime
 {
@@ -89,6 +91,13 @@ internal interface ISandboxRuntime
     /// the idle freezer freezes only such a sandbox. False when this tier cannot tell, or the sandbox is gone.
     /// </summary>
     bool IsOnlyAgentRunning(string sandboxId) => false;
+
+    /// <summary>
+    /// Called (on the thread pool) with a sandbox's id when its agent exits on its own (crashed, OOM-killed, killed
+    /// from outside), so that the daemon ends it at once instead of at its next sweep. A tier that cannot tell never
+    /// calls it (the default keeps nothing).
+    /// </summary>
+    Func<string, Task>? OnAgentExited { get => null; set { } }
 }
 
 /// <summary>What a sandbox is started with.</summary>
@@ -132,6 +141,12 @@ internal sealed record SandboxSpec
 
     public string Hostname { get; init; } = "sandbox";
 
+    /// <summary>
+    /// The isolation tier to start on (a tier's <see cref="ISandboxRuntime.Name"/>); null: the daemon's default. Read by
+    /// <see cref="RuntimeTiers"/> only; a tier is handed only the specs meant for it.
+    /// </summary>
+    public string? Isolation { get; init; }
+
     /// <summary>Called as each step of the start ends, with the step's name (for the create's trace); may be null.</summary>
     public Action<string>? MarkStep { get; init; }
 }
@@ -140,7 +155,11 @@ internal sealed record SandboxSpec
 internal sealed record ResourceLimits(int CpuCount, long MemoryBytes, int MaxPids, long DiskBytes);
 
 /// <summary>A running sandbox as the runtime sees it.</summary>
-internal sealed record RuntimeSandbox(string SandboxId, int? HostPid, DateTimeOffset StartedAt);
+internal sealed record RuntimeSandbox(string SandboxId, int? HostPid, DateTimeOffset StartedAt)
+{
+    /// <summary>The tier it runs on, as <see cref="RuntimeTiers"/> started or listed it; null from a tier itself.</summary>
+    public string? Tier { get; init; }
+}
 
 /// <summary>A sample of a sandbox's resource use (E2B's metrics route).</summary>
 internal sealed record SandboxUsage(DateTimeOffset Timestamp, double CpuUsedPercent, int CpuCount, long MemoryUsedBytes, long MemoryTotalBytes, long DiskUsedBytes, long DiskTotalBytes);

@@ -26,6 +26,12 @@ internal static partial class RuntimeLog
     [LoggerMessage(3006, LogLevel.Warning, "Cleanup after the failed start of sandbox {SandboxId} failed too; CleanupLeftoversAsync will retry")]
     public static partial void CleanupAfterFailedStartFailed(ILogger logger, string sandboxId, Exception exception);
 
+    [LoggerMessage(3009, LogLevel.Warning, "The {Tier} isolation tier is not available on this host: {Reason}. Sandboxes that ask for it get a 503; the other tiers serve as usual")]
+    public static partial void TierUnavailable(ILogger logger, string tier, string reason);
+
+    [LoggerMessage(3010, LogLevel.Information, "Isolation tiers: {Tiers}; default {DefaultTier}")]
+    public static partial void Tiers(ILogger logger, string tiers, string defaultTier);
+
     [LoggerMessage(3008, LogLevel.Debug, "Sandbox {SandboxId} start: prepare {PrepareMs} ms, runc run {RuncMs} ms, agent ready {AgentMs} ms")]
     public static partial void StartPhases(ILogger logger, string sandboxId, long prepareMs, long runcMs, long agentMs);
 

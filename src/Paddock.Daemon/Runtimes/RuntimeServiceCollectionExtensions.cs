@@ -10,11 +10,12 @@ namespace Paddock.Daemon.Runtimes;
 internal static class RuntimeServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers the runc tier as <see cref="ISandboxRuntime"/> (and as <see cref="RuncRuntime"/>). Settings, all
+    /// Registers the runc tier as a <see cref="SandboxTier"/> (and as <see cref="RuncRuntime"/>); the daemon routes to
+    /// it through <see cref="RuntimeTiers"/>. Settings, all
     /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>RuncBinary</c>,
     /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>; in section
     /// <c>Runc:Network</c>: <c>Enabled</c> (default true), <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>,
-    /// <c>ProxyPort</c> (see <see cref="Networking.NetworkOptions"/>).
+    /// <c>ProxyPort</c>, <c>DnsPort</c>, <c>DnsServers</c> (see <see cref="Networking.NetworkOptions"/>).
     /// </summary>
     public static IServiceCollection AddRuncRuntime(this IServiceCollection services, IConfiguration configuration)
     {
@@ -24,7 +25,7 @@ internal static class RuntimeServiceCollectionExtensions
             options,
             AgentBinaryLocator.Resolve(options.AgentBinary),
             sp.GetRequiredService<ILogger<RuncRuntime>>()));
-        services.AddSingleton<ISandboxRuntime>(sp => sp.GetRequiredService<RuncRuntime>());
+        services.AddSingleton(sp => SandboxTier.Of(sp.GetRequiredService<RuncRuntime>()));
         return services;
     }
 
@@ -92,6 +93,10 @@ internal static class RuntimeServiceCollectionExtensions
             TableName = section["TableName"] ?? defaults.TableName,
             InterfacePrefix = section["InterfacePrefix"] ?? defaults.InterfacePrefix,
             ProxyPort = section["ProxyPort"] is { } port ? int.Parse(port, CultureInfo.InvariantCulture) : defaults.ProxyPort,
+            DnsPort = section["DnsPort"] is { } dnsPort ? int.Parse(dnsPort, CultureInfo.InvariantCulture) : defaults.DnsPort,
+            // A list (DnsServers:0, DnsServers:1 ...), or one comma-separated value.
+            DnsServers = section.GetSection("DnsServers").GetChildren().Select(c => c.Value).OfType<string>()
+                .Concat((section["DnsServers"] ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList(),
         };
     }
 }

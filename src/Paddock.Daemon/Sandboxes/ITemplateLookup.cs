@@ -17,5 +17,6 @@ internal interface ITemplateLookup
 /// <param name="DefaultUser">The account calls that name none run as ("user" in <c>base</c>); null: root.</param>
 /// <param name="EnvVars">Environment its sandboxes start with (a built template's ENV steps); null: none.</param>
 /// <param name="Workdir">Where commands that name no cwd run (a built template's WORKDIR); null: the user's home.</param>
+/// <param name="Isolation">The isolation tier its sandboxes run on unless the create or the team says otherwise; null: the daemon's.</param>
 internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
-    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null);
+    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null, string? Isolation = null);

@@ -42,6 +42,9 @@ internal sealed record CreateSandboxCommand
     public string TeamId { get; init; } = SandboxRecord.DefaultTeamId;
 
     public TeamLimits TeamLimits { get; init; } = TeamLimits.None;
+
+    /// <summary>The isolation tier asked for; null: the team's, else the template's, else the daemon's (<see cref="IsolationChoice"/>).</summary>
+    public string? Isolation { get; init; }
 }
 
 /// <summary>
@@ -63,6 +66,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
     private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
     private readonly ISandboxRuntime _runtime;
+    private readonly IIsolationTiers _tiers;
     private readonly TemplateRegistry _templates;
     private readonly ISandboxStore _store;
     private readonly SandboxJournal _journal;
@@ -73,6 +77,7 @@ internal sealed class SandboxManager : IAsyncDisposable
     private readonly TeamUsage _teamUsage = new();
     private readonly WarmPools? _pools;
     private readonly IdleFreezer? _freezer;
+    private readonly Observability.DaemonMetrics? _metrics;
 
     // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
     // every core from the sandboxes still running.
@@ -80,10 +85,12 @@ internal sealed class SandboxManager : IAsyncDisposable
     private readonly SemaphoreSlim _teardownGate = new(2);
     private int _reserved;
 
-    public SandboxManager(ISandboxRuntime runtime, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
+    public SandboxManager(ISandboxRuntime runtime, IIsolationTiers tiers, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
-        IdleFreezer? freezer = null)
+        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null)
     {
+        _tiers = tiers;
+        _metrics = metrics;
         _pools = pools;
         _freezer = freezer;
         _runtime = runtime;
@@ -96,7 +103,8 @@ internal sealed class SandboxManager : IAsyncDisposable
         _logger = logger;
     }
 
-    public string RuntimeName => _runtime.Name;
+    /// <summary>The isolation tier of sandboxes that choose none.</summary>
+    public string RuntimeName => _tiers.DefaultTier;
 
     /// <summary>Running sandboxes now (a snapshot).</summary>
     public IReadOnlyCollection<SandboxRecord> Running => [.. _live.Values];
@@ -108,6 +116,9 @@ internal sealed class SandboxManager : IAsyncDisposable
 
     /// <summary>What a team's running and starting sandboxes hold now.</summary>
     public TeamTotals UsageOf(string teamId) => _teamUsage.Of(teamId);
+
+    /// <summary>Sandboxes counted against --max-sandboxes now: starting, running, and killed ones still tearing down.</summary>
+    public int Reserved => Volatile.Read(ref _reserved);
 
     /// <summary>Killed sandboxes whose pieces are still being removed in the background (they still count against the host's capacity).</summary>
     public int PendingTeardowns => _teardowns.Count;
@@ -132,9 +143,35 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// </summary>
     public async Task<SandboxRecord> CreateAsync(CreateSandboxCommand command, CancellationToken cancellationToken, CreateTrace? trace = null)
     {
-        trace ??= new CreateTrace();
+        using var own = trace is null ? new CreateTrace() : null;
+        trace ??= own!;
+        var stopwatch = Stopwatch.StartNew();
+        try
+        {
+            var record = await CreateCoreAsync(command, trace, cancellationToken);
+            _metrics?.CreateSucceeded(trace.Path ?? "cold", stopwatch.Elapsed);
+            return record;
+        }
+        catch (Exception ex)
+        {
+            _metrics?.CreateFailed(ex switch
+            {
+                TemplateNotFoundException => "template_not_found",
+                SandboxCapacityException => "capacity",
+                TeamLimitException => "team_limit",
+                OperationCanceledException => "cancelled",
+                SandboxCreateException => "start_failed",
+                _ => "error",
+            }, trace.Path ?? "none");
+            throw;
+        }
+    }
+
+    private async Task<SandboxRecord> CreateCoreAsync(CreateSandboxCommand command, CreateTrace trace, CancellationToken cancellationToken)
+    {
         var template = await _templates.FindAsync(command.Template, command.TeamId, cancellationToken)
             ?? throw new TemplateNotFoundException(command.Template);
+        var isolation = IsolationChoice.Resolve(_tiers, command.Isolation, command.TeamLimits.Isolation, template.Isolation);
         // The team's share first, then the host's; both are given back on every path that does not end running.
         _teamUsage.Reserve(command.TeamId, command.TeamLimits, command.CpuCount, command.MemoryMB);
         trace.Mark("template");
@@ -148,15 +185,17 @@ internal sealed class SandboxManager : IAsyncDisposable
         try
         {
             var limits = new ResourceLimits(command.CpuCount, command.MemoryMB * 1024L * 1024L, _options.MaxPids, command.DiskSizeMB * 1024L * 1024L);
-            if (_pools?.TryTake(template, limits) is { } member)
+            if (_pools?.TryTake(template, limits, isolation) is { } member)
             {
                 trace.Mark("pool-claim");
                 if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
                 {
                     reservationHeld = false;
+                    trace.Path = "pooled";
                     return claimed;
                 }
             }
+            trace.Path = "cold";
 
             var now = Now();
             var record = new SandboxRecord
@@ -165,7 +204,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 TeamId = command.TeamId,
                 TemplateId = template.TemplateId,
                 Alias = template.Alias,
-                RuntimeName = _runtime.Name,
+                RuntimeName = isolation,
                 State = SandboxState.Starting,
                 Metadata = command.Metadata,
                 CpuCount = command.CpuCount,
@@ -182,13 +221,13 @@ internal sealed class SandboxManager : IAsyncDisposable
             await _store.InsertAsync(record, cancellationToken);
             trace.Mark("store-insert");
             await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
-                $"creating from template {template.TemplateId} with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
+                $"creating from template {template.TemplateId} on the {isolation} tier with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
                 $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
                 $"{command.EnvVars.Count} environment variables, secure={command.Secure}, internet={command.AllowInternetAccess?.ToString() ?? "default"}");
             if (command.AutoPause)
             {
                 await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Warn,
-                    $"autoPause was requested, but the {_runtime.Name} tier cannot pause: the sandbox will be killed at its timeout");
+                    $"autoPause was requested, but the {isolation} tier cannot pause: the sandbox will be killed at its timeout");
             }
 
             var spec = new SandboxSpec
@@ -203,6 +242,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 AllowInternetAccess = command.AllowInternetAccess ?? true,
                 Egress = command.Egress,
                 MarkStep = trace.Mark,
+                Isolation = isolation,
             };
             trace.Mark("journal");
             var stopwatch = Stopwatch.StartNew();
@@ -244,9 +284,9 @@ internal sealed class SandboxManager : IAsyncDisposable
             _live[record.SandboxId] = record;
             _scheduler.Schedule(record.SandboxId, record.EndAt);
             reservationHeld = false;
-            SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, _runtime.Name, stopwatch.ElapsedMilliseconds, record.EndAt);
+            SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, isolation, stopwatch.ElapsedMilliseconds, record.EndAt);
             await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
-                $"started by {_runtime.Name} in {stopwatch.ElapsedMilliseconds} ms{(started.HostPid is { } pid ? $" (host pid {pid})" : "")}; it will be killed at {record.EndAt:O}");
+                $"started by {isolation} in {stopwatch.ElapsedMilliseconds} ms{(started.HostPid is { } pid ? $" (host pid {pid})" : "")}; it will be killed at {record.EndAt:O}");
             trace.Mark("journal");
             SandboxesLog.CreateSteps(_logger, record.SandboxId, "cold", trace.ToString());
             return record;
@@ -300,7 +340,7 @@ internal sealed class SandboxManager : IAsyncDisposable
             TeamId = command.TeamId,
             TemplateId = template.TemplateId,
             Alias = template.Alias,
-            RuntimeName = _runtime.Name,
+            RuntimeName = member.Isolation,
             State = SandboxState.Running,
             Metadata = command.Metadata,
             CpuCount = command.CpuCount,
@@ -328,7 +368,7 @@ internal sealed class SandboxManager : IAsyncDisposable
         trace.Mark("store-insert");
         _live[record.SandboxId] = record;
         _scheduler.Schedule(record.SandboxId, record.EndAt);
-        SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, _runtime.Name, (long)trace.TotalMilliseconds, record.EndAt);
+        SandboxesLog.Started(_logger, record.SandboxId, template.TemplateId, member.Isolation, (long)trace.TotalMilliseconds, record.EndAt);
         await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
             $"claimed from the warm pool of template {template.TemplateId} (started {member.ReadyAt:O}) with {record.CpuCount} CPUs, " +
             $"{record.MemoryMB} MiB memory, {record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
@@ -388,6 +428,10 @@ internal sealed class SandboxManager : IAsyncDisposable
             return false;
         }
         _scheduler.Cancel(sandboxId);
+        _metrics?.Killed(reason.StartsWith("killed by API", StringComparison.Ordinal) ? "api"
+            : reason.StartsWith("timed out", StringComparison.Ordinal) ? "timeout"
+            : reason.StartsWith("lost", StringComparison.Ordinal) ? "lost"
+            : "other");
         var endReason = reason;
         var level = SandboxLogLevel.Info;
         // The client may go away; the kill must still finish, but not hang forever on a wedged runtime.

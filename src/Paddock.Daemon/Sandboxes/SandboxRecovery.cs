@@ -11,6 +11,7 @@ namespace Paddock.Daemon.Sandboxes;
 internal sealed class SandboxRecovery(
     ISandboxStore store,
     ISandboxRuntime runtime,
+    IIsolationTiers tiers,
     SandboxManager manager,
     SandboxJournal journal,
     TimeProvider time,
@@ -30,9 +31,9 @@ internal sealed class SandboxRecovery(
         foreach (var record in records)
         {
             var now = time.GetUtcNow();
-            if (record.RuntimeName != runtime.Name)
+            if (tiers.UnavailableReason(record.RuntimeName) is { } unavailable)
             {
-                await EndAsync(record, $"lost: it ran on the {record.RuntimeName} tier, which this daemon does not have", now);
+                await EndAsync(record, $"lost: it ran on the {record.RuntimeName} tier, which this daemon cannot run now ({unavailable})", now);
                 lost++;
                 continue;
             }
@@ -72,7 +73,7 @@ internal sealed class SandboxRecovery(
         foreach (var stray in alive.Values)
         {
             await DestroyAsync(stray.SandboxId);
-            SandboxesLog.StrayDestroyed(logger, stray.SandboxId, runtime.Name);
+            SandboxesLog.StrayDestroyed(logger, stray.SandboxId, stray.Tier ?? runtime.Name);
             if (await store.GetAsync(stray.SandboxId, cancellationToken) is not null)
             {
                 await journal.WriteAsync(stray.SandboxId, SandboxLogLevel.Warn, "found still running on the host after it had ended; destroyed on daemon restart");

@@ -52,4 +52,7 @@ internal static partial class SandboxesLog
 
     [LoggerMessage(EventId = 321, Level = LogLevel.Information, Message = "Stopping: waiting for the teardowns of {Count} killed sandboxes")]
     public static partial void WaitingForTeardowns(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 322, Level = LogLevel.Debug, Message = "Sampling the metrics of sandbox {SandboxId} failed: {Error}")]
+    public static partial void MetricsSampleFailed(ILogger logger, string sandboxId, string error);
 }

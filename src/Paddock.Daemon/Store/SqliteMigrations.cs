@@ -104,5 +104,34 @@ internal static class SqliteMigrations
                 created_at INTEGER NOT NULL
             );
             """),
+        // Isolation tiers (issue 14): a template's default tier (NULL: the daemon's) and the one tier a team is bound to
+        // (NULL: any). A sandbox's tier was recorded from the start (sandboxes.runtime).
+        (4, """
+            ALTER TABLE templates ADD COLUMN isolation TEXT;
+            ALTER TABLE teams ADD COLUMN isolation TEXT;
+            """),
+        // The audit trail (issue 20, Audit/): what was done in each sandbox, kept after it ends for its own retention.
+        // data is the event as JSON (Audit/AuditEvent.cs); team_id is copied so that a trail outlives its sandbox
+        // record. audit_counts holds each sandbox's bound bookkeeping: rows kept, rows dropped past the bound, and the
+        // last seq of the kept head (the gap starts after it).
+        (5, """
+            CREATE TABLE audit_events (
+                seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+                sandbox_id TEXT NOT NULL,
+                team_id    TEXT NOT NULL,
+                at         INTEGER NOT NULL,
+                kind       TEXT NOT NULL,
+                data       TEXT NOT NULL
+            );
+            CREATE INDEX audit_events_by_sandbox ON audit_events (sandbox_id, seq);
+            CREATE INDEX audit_events_by_time ON audit_events (at);
+            CREATE TABLE audit_counts (
+                sandbox_id  TEXT PRIMARY KEY,
+                kept        INTEGER NOT NULL,
+                dropped     INTEGER NOT NULL,
+                head_end    INTEGER,
+                last_at     INTEGER NOT NULL
+            );
+            """),
     ];
 }

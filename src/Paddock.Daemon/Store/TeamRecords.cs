@@ -2,9 +2,10 @@ namespace Paddock.Daemon.Store;
 
 /// <summary>
 /// Per-team ceilings on what its running sandboxes may hold together. Null means no team limit: the daemon-wide
-/// <c>--max-sandboxes</c> still holds.
+/// <c>--max-sandboxes</c> still holds. <paramref name="Isolation"/>: the one isolation tier the team's sandboxes may
+/// run on (its keys cannot ask for another); null: any.
 /// </summary>
-internal sealed record TeamLimits(int? MaxSandboxes, int? MaxCpus, int? MaxMemoryMB)
+internal sealed record TeamLimits(int? MaxSandboxes, int? MaxCpus, int? MaxMemoryMB, string? Isolation = null)
 {
     public static TeamLimits None { get; } = new(null, null, null);
 }

@@ -11,7 +11,7 @@ namespace Paddock.Daemon.Templates;
 /// </summary>
 internal sealed class SqliteTemplateRecords(SqliteStore database)
 {
-    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd";
+    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd, isolation";
 
     private IReadOnlyList<TemplateRecord>? _all;
 
@@ -94,7 +94,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         await using var command = connection.CreateCommand();
         command.CommandText = $"""
             INSERT OR REPLACE INTO templates ({Columns})
-            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public, $env, $workdir, $start, $ready);
+            VALUES ($id, $team, $names, $kind, $layers, $own, $size, $created, $parent, $source, $user, $public, $env, $workdir, $start, $ready, $isolation);
             """;
         command.Parameters.AddWithValue("$id", record.TemplateId);
         command.Parameters.AddWithValue("$team", (object?)record.TeamId ?? DBNull.Value);
@@ -112,6 +112,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         command.Parameters.AddWithValue("$workdir", (object?)record.Workdir ?? DBNull.Value);
         command.Parameters.AddWithValue("$start", (object?)record.StartCmd ?? DBNull.Value);
         command.Parameters.AddWithValue("$ready", (object?)record.ReadyCmd ?? DBNull.Value);
+        command.Parameters.AddWithValue("$isolation", (object?)record.Isolation ?? DBNull.Value);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
@@ -140,6 +141,7 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         Workdir = r.IsDBNull(13) ? null : r.GetString(13),
         StartCmd = r.IsDBNull(14) ? null : r.GetString(14),
         ReadyCmd = r.IsDBNull(15) ? null : r.GetString(15),
+        Isolation = r.IsDBNull(16) ? null : r.GetString(16),
     };
 
     /// <summary>The cached layer of a build step (keyed by the step and everything before it), or null.</summary>

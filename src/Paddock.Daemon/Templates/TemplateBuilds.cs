@@ -40,6 +40,9 @@ internal sealed class BuildState(string templateId, string buildId, string teamI
 
     public int MemoryMB { get; } = memoryMB;
 
+    /// <summary>The tier the build's steps and the built template's sandboxes run on: asked for, else the base template's; null: the daemon's.</summary>
+    public string? Isolation { get; set; }
+
     /// <summary>waiting (requested), building, ready or error: E2B's <c>TemplateBuildStatus</c>.</summary>
     public string Status { get; set; } = "waiting";
 
@@ -97,10 +100,15 @@ internal sealed class TemplateBuilds
     private readonly TemplateFiles _files;
     private readonly ImageImporter _images;
     private readonly ILogger<TemplateBuilds> _logger;
+    private readonly Teams.TeamDirectory _teams;
+    private readonly Observability.DaemonMetrics? _metrics;
 
     public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
-        SandboxHttpClient client, TemplateFiles files, ImageImporter images, DaemonOptions options, ILogger<TemplateBuilds> logger)
+        SandboxHttpClient client, TemplateFiles files, ImageImporter images, Teams.TeamDirectory teams, DaemonOptions options, ILogger<TemplateBuilds> logger,
+        Observability.DaemonMetrics? metrics = null)
     {
+        _teams = teams;
+        _metrics = metrics;
         _images = images;
         _files = files;
         _registry = registry;
@@ -116,7 +124,7 @@ internal sealed class TemplateBuilds
     public static TimeSpan StepTimeout { get; } = TimeSpan.FromMinutes(30);
 
     /// <summary>POST /v3/templates: a new build of the team's template <paramref name="name"/> (its id is kept across rebuilds).</summary>
-    public async Task<BuildState> RequestAsync(string teamId, string name, int? cpuCount, int? memoryMB, CancellationToken cancellationToken)
+    public async Task<BuildState> RequestAsync(string teamId, string name, int? cpuCount, int? memoryMB, CancellationToken cancellationToken, string? isolation = null)
     {
         if (!TemplateRegistry.IsValidName(name) || name.Contains('/', StringComparison.Ordinal))
         {
@@ -125,7 +133,7 @@ internal sealed class TemplateBuilds
         var existing = (await _registry.ListAsync(teamId, cancellationToken))
             .FirstOrDefault(t => t.TeamId == teamId && t.Kind == TemplateKind.Build && t.Names.Contains(name, StringComparer.Ordinal));
         var state = new BuildState(existing?.TemplateId ?? SandboxIds.NewId(), Guid.NewGuid().ToString(), teamId, name,
-            cpuCount ?? _options.DefaultCpuCount, memoryMB ?? _options.DefaultMemoryMB);
+            cpuCount ?? _options.DefaultCpuCount, memoryMB ?? _options.DefaultMemoryMB) { Isolation = isolation };
         _builds[state.BuildId] = state;
         return state;
     }
@@ -180,6 +188,7 @@ internal sealed class TemplateBuilds
                 throw new TemplateBuildException(StatusCodes.Status409Conflict, $"build '{buildId}' was started already");
             }
             state.Status = "building";
+            state.Isolation ??= baseTemplate.Isolation;
         }
         // Not the request's token: the build outlives the request. Bounded by the steps' own timeouts.
         _ = Task.Run(() => RunAsync(state, baseTemplate, spec));
@@ -222,12 +231,19 @@ internal sealed class TemplateBuilds
         var count = spec.Steps.Count;
         state.Log("info", $"Building template {state.Name} ({state.TemplateId}) from {baseTemplate.TemplateId}, build {state.BuildId}");
         string? stepName = null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var buildSpan = Observability.DaemonTracing.Source.StartActivity("template.build");
+        buildSpan?.SetTag("paddock.template.id", state.TemplateId);
+        buildSpan?.SetTag("paddock.build.id", state.BuildId);
         try
         {
             for (var i = 0; i < count; i++)
             {
                 var step = spec.Steps[i];
                 stepName = (i + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                using var stepSpan = Observability.DaemonTracing.Source.StartActivity("template.build.step");
+                stepSpan?.SetTag("paddock.build.step", stepName);
+                stepSpan?.SetTag("paddock.build.step.type", step.Type);
                 key = Hash($"{key}\n{step.Type}\0{string.Join('\0', step.Args)}\0{step.FilesHash}\0{user}\0{workdir}\0{string.Join('\0', env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => e.Key + "=" + e.Value))}");
                 var label = $"[{i + 1}/{count}] {step.Type} {string.Join(' ', step.Args)}";
                 switch (step.Type)
@@ -311,6 +327,7 @@ internal sealed class TemplateBuilds
                 Workdir = workdir,
                 StartCmd = spec.StartCmd is { Length: > 0 } ? spec.StartCmd : baseTemplate.StartCmd,
                 ReadyCmd = spec.StartCmd is { Length: > 0 } ? spec.ReadyCmd : baseTemplate.ReadyCmd,
+                Isolation = state.Isolation,
             };
             if (record.StartCmd is { } startCmd)
             {
@@ -319,6 +336,7 @@ internal sealed class TemplateBuilds
             await _registry.RegisterBuildAsync(record, CancellationToken.None);
             state.Log("info", $"Template {state.Name} ({state.TemplateId}) is ready: {layers.Count} layers");
             state.Status = "ready";
+            _metrics?.TemplateBuild(ok: true, clock.Elapsed);
             TemplatesLog.BuildOfTemplateFinished(_logger, state.TemplateId, state.BuildId, "ready");
         }
         catch (Exception ex)
@@ -329,6 +347,8 @@ internal sealed class TemplateBuilds
             state.FailureStep = stepName;
             state.Log("error", "Build failed: " + state.FailureMessage, stepName);
             state.Status = "error";
+            _metrics?.TemplateBuild(ok: false, clock.Elapsed);
+            buildSpan?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, state.FailureMessage);
             TemplatesLog.BuildOfTemplateFailed(_logger, state.TemplateId, state.BuildId, ex);
         }
     }
@@ -352,6 +372,9 @@ internal sealed class TemplateBuilds
                 MemoryMB = state.MemoryMB,
                 DiskSizeMB = _options.DefaultDiskSizeMB,
                 Metadata = new Dictionary<string, string> { ["paddock.templateBuild"] = state.BuildId },
+                // The steps are untrusted code like any sandbox's: the team's tier binding holds for them too.
+                TeamLimits = _teams.LimitsOf(state.TeamId),
+                Isolation = state.Isolation,
             }, timeout.Token);
             if (archive is not null)
             {

@@ -63,6 +63,12 @@ internal sealed record TemplateRecord
     /// <summary>Run until it exits 0 after the start command; the create returns once it has.</summary>
     public string? ReadyCmd { get; init; }
 
+    /// <summary>
+    /// The isolation tier its sandboxes run on unless their create or team chooses (set at build or import; a
+    /// snapshot takes its sandbox's tier); null: the daemon's default.
+    /// </summary>
+    public string? Isolation { get; init; }
+
     /// <summary>Whether <paramref name="teamId"/> may see and use it: its own, or public.</summary>
     public bool IsVisibleTo(string teamId) => Public || TeamId == teamId;
 }

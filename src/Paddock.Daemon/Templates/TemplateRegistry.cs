@@ -79,7 +79,7 @@ internal sealed partial class TemplateRegistry
         var record = await ResolveAsync(templateIdOrName, teamId, cancellationToken);
         return record is null
             ? null
-            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir);
+            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation);
     }
 
     /// <summary>
@@ -236,6 +236,8 @@ internal sealed partial class TemplateRegistry
                     Workdir = parent.Workdir,
                     StartCmd = parent.StartCmd,
                     ReadyCmd = parent.ReadyCmd,
+                    // Its sandboxes run where the state was taken (a later memory snapshot can only restore there).
+                    Isolation = sandbox.RuntimeName,
                 };
                 await _records.UpsertAsync(record, CancellationToken.None);
                 TemplatesLog.SnapshotRegistered(_logger, id, sandbox.SandboxId, parent.TemplateId, size);

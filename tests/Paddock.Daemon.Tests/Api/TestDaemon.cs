@@ -50,13 +50,20 @@ internal sealed class TestDaemon : IAsyncDisposable
 
     public SandboxManager Manager => _app.Services.GetRequiredService<SandboxManager>();
 
-    public static async Task<TestDaemon> StartAsync(ISandboxRuntime runtime, string stateDir, Func<DaemonOptions, DaemonOptions>? configure = null, ITemplateLookup? templates = null)
+    public static Task<TestDaemon> StartAsync(ISandboxRuntime runtime, string stateDir, Func<DaemonOptions, DaemonOptions>? configure = null, ITemplateLookup? templates = null) =>
+        StartAsync([SandboxTier.Of(runtime)], stateDir, configure, templates);
+
+    /// <summary>A daemon over several isolation tiers (the first is the default unless <paramref name="configure"/> sets one).</summary>
+    public static async Task<TestDaemon> StartAsync(IReadOnlyList<SandboxTier> tiers, string stateDir, Func<DaemonOptions, DaemonOptions>? configure = null, ITemplateLookup? templates = null)
     {
         var options = new DaemonOptions { Listen = new Uri("http://127.0.0.1:0"), StateDir = stateDir };
         options = configure?.Invoke(options) ?? options;
         var app = DaemonHost.Build(options, services =>
         {
-            services.AddSingleton(runtime);
+            foreach (var tier in tiers)
+            {
+                services.AddSingleton(tier);
+            }
             services.AddSingleton(templates ?? new FixedTemplates());
         }, logging => logging.SetMinimumLevel(LogLevel.Warning));
         try

@@ -40,8 +40,8 @@ public sealed class NftNetlinkTests
         var scriptRules = new NftRules(viaScript, prefix, Pool);
         try
         {
-            await NftAsync(rules.DeleteTable() + rules.Base(3128));
-            await NftAsync(scriptRules.DeleteTable() + scriptRules.Base(3128));
+            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353));
+            await NftAsync(scriptRules.DeleteTable() + scriptRules.Base(3128, 5353));
 
             NftNetlink.Attach(viaNetlink, link);
             await NftAsync(scriptRules.Attach(link, 3128));
@@ -64,7 +64,7 @@ public sealed class NftNetlinkTests
         var link = new SandboxLink("sandbox", 3, prefix + "3", IPAddress.Parse("10.206.0.6"), IPAddress.Parse("10.206.0.7"), EgressPolicy.DenyAll);
         try
         {
-            await NftAsync(rules.DeleteTable() + rules.Base(3128));
+            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353));
             var empty = await ListAsync(table);
             NftNetlink.Attach(table, link);
             Assert.NotEqual(empty, await ListAsync(table));

@@ -7,8 +7,11 @@ namespace Paddock.Daemon.Tests.Network;
 /// A stand-in for "the internet" that the test makes itself: a network namespace with a veth pair to the host
 /// (host end <see cref="Gateway"/>/29) and two addresses of its own, <see cref="Address"/> and <see cref="Other"/>,
 /// where a small Python server answers on ports 80, 443 and 8080 with "outside PORT ADDRESS" and closes, and
-/// echoes on port 9000 until the client closes. Nothing is
-/// ever sent to an address this class did not create. Disposing removes the namespace, the veth and the server.
+/// echoes on port 9000 until the client closes; and a test resolver on <see cref="Resolver"/> port 53 (UDP and
+/// TCP) that answers A questions: "allowed.test" and every name under "wild.test" are <see cref="Address"/>, every
+/// other name under "test" (evil.test, ...) is <see cref="Other"/>, anything else NXDOMAIN; TTL 1 s. Every
+/// question it gets is kept in <see cref="Questions"/>. Nothing is ever sent to an address this class did not
+/// create. Disposing removes the namespace, the veth and the server.
 /// </summary>
 internal sealed class OutsideHost : IAsyncDisposable
 {
@@ -40,7 +43,62 @@ internal sealed class OutsideHost : IAsyncDisposable
             while True:
                 c, _ = s.accept()
                 threading.Thread(target=one, args=(c,), daemon=True).start()
-        for a in sys.argv[1:]:
+        def dns_answer(q):
+            if len(q) < 12:
+                return None
+            i, labels = 12, []
+            while i < len(q) and q[i] != 0:
+                n = q[i]
+                labels.append(q[i + 1:i + 1 + n].decode("ascii", "replace").lower())
+                i += 1 + n
+            i += 1
+            if i + 4 > len(q):
+                return None
+            qtype = int.from_bytes(q[i:i + 2], "big")
+            name = ".".join(labels)
+            print("question %s %d" % (name, qtype), flush=True)
+            addr = ADDRESS if name == "allowed.test" or name.endswith(".wild.test") else OTHER if name.endswith(".test") else None
+            answer = b""
+            if addr and qtype == 1:
+                answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04" + socket.inet_aton(addr)
+            header = q[:2] + bytes([0x84 | (q[2] & 0x01), 0x80 | (0 if addr else 3)]) + b"\x00\x01" + (b"\x00\x01" if answer else b"\x00\x00") + b"\x00\x00\x00\x00"
+            return header + q[12:i + 4] + answer
+        def dns_udp(addr):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
+            while True:
+                q, peer = s.recvfrom(4096)
+                a = dns_answer(q)
+                if a:
+                    s.sendto(a, peer)
+        def dns_tcp(addr):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 53)); s.listen(16)
+            def one(c):
+                c.settimeout(5)
+                try:
+                    while True:
+                        n = c.recv(2)
+                        if len(n) < 2:
+                            break
+                        q = b""
+                        while len(q) < int.from_bytes(n, "big"):
+                            chunk = c.recv(int.from_bytes(n, "big") - len(q))
+                            if not chunk:
+                                break
+                            q += chunk
+                        a = dns_answer(q)
+                        if not a:
+                            break
+                        c.sendall(len(a).to_bytes(2, "big") + a)
+                except OSError:
+                    pass
+                c.close()
+            while True:
+                c, _ = s.accept()
+                threading.Thread(target=one, args=(c,), daemon=True).start()
+        ADDRESS, OTHER, RESOLVER = sys.argv[1:4]
+        threading.Thread(target=dns_udp, args=(RESOLVER,), daemon=True).start()
+        threading.Thread(target=dns_tcp, args=(RESOLVER,), daemon=True).start()
+        for a in (ADDRESS, OTHER):
             for p in (80, 443, 8080):
                 threading.Thread(target=serve, args=(a, p), daemon=True).start()
             threading.Thread(target=echo, args=(a, 9000), daemon=True).start()
@@ -50,7 +108,9 @@ internal sealed class OutsideHost : IAsyncDisposable
 
     private readonly string _netns;
     private readonly string _hostInterface;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _questions = new();
     private System.Diagnostics.Process? _server;
+    private Task _reader = Task.CompletedTask;
 
     private OutsideHost(string netns, string hostInterface, string prefix)
     {
@@ -59,7 +119,14 @@ internal sealed class OutsideHost : IAsyncDisposable
         Gateway = prefix + "1";
         Address = prefix + "2";
         Other = prefix + "3";
+        Resolver = prefix + "4";
     }
+
+    /// <summary>The test resolver's address (port 53): what the daemon under test is told to use.</summary>
+    public string Resolver { get; }
+
+    /// <summary>Every question the test resolver got so far, as "NAME TYPE" (lower case).</summary>
+    public IReadOnlyCollection<string> Questions => _questions;
 
     /// <summary>The host's end of the veth (an address of the host: sandboxes must never reach it).</summary>
     public string Gateway { get; }
@@ -97,12 +164,13 @@ internal sealed class OutsideHost : IAsyncDisposable
         await Run("ip", "link", "set", _hostInterface, "up");
         await Run("ip", "-n", _netns, "addr", "add", Address + "/29", "dev", "eth0");
         await Run("ip", "-n", _netns, "addr", "add", Other + "/29", "dev", "eth0");
+        await Run("ip", "-n", _netns, "addr", "add", Resolver + "/29", "dev", "eth0");
         await Run("ip", "-n", _netns, "link", "set", "eth0", "up");
         await Run("ip", "-n", _netns, "link", "set", "lo", "up");
         await Run("ip", "-n", _netns, "route", "add", "default", "via", Gateway);
 
         var start = new System.Diagnostics.ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in (string[])["netns", "exec", _netns, "/usr/bin/python3", "-c", Server, Address, Other])
+        foreach (var a in (string[])["netns", "exec", _netns, "/usr/bin/python3", "-c", Server, Address, Other, Resolver])
         {
             start.ArgumentList.Add(a);
         }
@@ -113,6 +181,18 @@ internal sealed class OutsideHost : IAsyncDisposable
         {
             throw new InvalidOperationException("the outside server did not start: " + await _server.StandardError.ReadToEndAsync(ready.Token));
         }
+        var output = _server.StandardOutput;
+        _reader = Task.Run(async () =>
+        {
+            // Until the server ends (dispose kills it): each line is one question.
+            while (await output.ReadLineAsync() is { } question)
+            {
+                if (question.StartsWith("question ", StringComparison.Ordinal))
+                {
+                    _questions.Enqueue(question["question ".Length..]);
+                }
+            }
+        });
     }
 
     /// <summary>Connects from inside the outside namespace; "OK ..." with what came back, or "ERR ..." and the error's name.</summary>
@@ -149,6 +229,7 @@ internal sealed class OutsideHost : IAsyncDisposable
             server.Kill(entireProcessTree: true);
             using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(10));
             await server.WaitForExitAsync(wait.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await _reader.WaitAsync(wait.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             server.Dispose();
             _server = null;
         }

@@ -92,13 +92,35 @@ public sealed class IsolationTests
         Assert.Equal(dockerDefault, ulong.Parse(fields["CapBnd"], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
         Assert.Equal(0UL, effective & capSysAdmin);
         Assert.Equal(0UL, ulong.Parse(fields["CapInh"], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-        Assert.Equal("1", fields["NoNewPrivs"]);
+        // no_new_privs is off by default (issue 18): the default user's sudo makes it the sandbox's root, as in E2B.
+        Assert.Equal("0", fields["NoNewPrivs"]);
         Assert.Equal("2", fields["Seccomp"]); // filter mode
         Assert.NotEqual(0, mount.ExitCode);
         Assert.NotEqual(0, unshare.ExitCode);
-        // no_new_privs: the set-user-ID sudo cannot make the user root.
-        Assert.NotEqual(0, sudo.ExitCode);
-        Assert.DoesNotContain("0", sudo.Stdout.Trim(), StringComparison.Ordinal);
+        Assert.Equal(0, sudo.ExitCode);
+        Assert.Equal("0", sudo.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task Root_reached_through_sudo_is_the_same_confined_root()
+    {
+        await using var sandbox = await _fixture.StartAsync(_fixture.Spec(_fixture.Base));
+
+        var status = await sandbox.RunAsync("sudo -n grep -E '^(Uid|CapEff|CapBnd|Seccomp):' /proc/self/status", user: "user");
+        var mount = await sandbox.RunAsync("mkdir -p /tmp/m && sudo -n mount -t tmpfs none /tmp/m", user: "user");
+        var unshare = await sandbox.RunAsync("sudo -n unshare --user --map-root-user true", user: "user");
+
+        Assert.Equal(0, status.ExitCode);
+        var fields = status.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(':', 2))
+            .ToDictionary(p => p[0], p => p[1].Trim());
+        const string dockerDefault = "00000000a80425fb";
+        Assert.StartsWith("0\t0\t0\t0", fields["Uid"], StringComparison.Ordinal);
+        Assert.Equal(dockerDefault, fields["CapEff"]);
+        Assert.Equal(dockerDefault, fields["CapBnd"]);
+        Assert.Equal("2", fields["Seccomp"]);
+        Assert.NotEqual(0, mount.ExitCode);
+        Assert.NotEqual(0, unshare.ExitCode);
     }
 
     [Fact]

@@ -44,7 +44,7 @@ public sealed class OciConfigTests
     }
 
     [Fact]
-    public void Capabilities_are_Dockers_default_set_with_no_new_privileges()
+    public void Capabilities_are_Dockers_default_set_and_no_new_privs_is_off_by_default()
     {
         var process = Build()["process"]!;
         var caps = process["capabilities"]!;
@@ -56,7 +56,8 @@ public sealed class OciConfigTests
         }
         Assert.Empty(caps["inheritable"]!.AsArray());
         Assert.Empty(caps["ambient"]!.AsArray());
-        Assert.True((bool)process["noNewPrivileges"]!);
+        // Off by default: sudo works for the default user, as in E2B (issue 18; SECURITY.md says why that is safe).
+        Assert.False((bool)process["noNewPrivileges"]!);
         Assert.Equal(0, (int)process["user"]!["uid"]!);
     }
 
@@ -167,7 +168,7 @@ public sealed class OciConfigTests
             ["StateDirectory"] = "/srv/paddock",
             ["Runc:CgroupParent"] = "pd",
             ["Runc:StartTimeoutSeconds"] = "12.5",
-            ["Runc:NoNewPrivileges"] = "false",
+            ["Runc:NoNewPrivileges"] = "true",
         }).Build();
 
         var options = RuntimeServiceCollectionExtensions.ReadOptions(configuration);
@@ -176,7 +177,7 @@ public sealed class OciConfigTests
         Assert.Equal("/srv/paddock/runc", options.RuncRoot);
         Assert.Equal("pd", options.CgroupParent);
         Assert.Equal(TimeSpan.FromSeconds(12.5), options.StartTimeout);
-        Assert.False(options.NoNewPrivileges);
+        Assert.True(options.NoNewPrivileges);
     }
 
     [Fact]

@@ -37,7 +37,8 @@ public sealed class RunAsUserInSandboxTests
         Assert.Equal("0000000000000000", fields["CapInh"]);
         Assert.Equal("0000000000000000", fields["CapAmb"]);
         Assert.Equal(DockerDefault, fields["CapBnd"]);
-        Assert.Equal("1", fields["NoNewPrivs"]);
+        // Off by default, so that sudo works (issue 18); the setuid calls below still fail without it.
+        Assert.Equal("0", fields["NoNewPrivs"]);
     }
 
     [Fact]

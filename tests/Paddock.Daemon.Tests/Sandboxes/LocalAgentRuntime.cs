@@ -13,12 +13,13 @@ namespace Paddock.Daemon.Tests.Sandboxes;
 /// the agent's port for 49983, and to a host port the test mapped for any other sandbox port.
 /// It outlives the daemons that use it, as a real runtime's sandboxes outlive a daemon restart.
 /// </summary>
-internal sealed class LocalAgentRuntime : ISandboxRuntime, IAsyncDisposable
+internal sealed class LocalAgentRuntime(string name = "local-test") : ISandboxRuntime, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, Entry> _sandboxes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<int, int> _portMap = new();
 
-    public string Name => "local-test";
+    /// <summary>Its tier name; tests of the isolation choice run two under different names.</summary>
+    public string Name { get; } = name;
 
     /// <summary>Specs the runtime was asked to start (for asserting what the daemon passed down).</summary>
     public ConcurrentQueue<SandboxSpec> Started { get; } = new();

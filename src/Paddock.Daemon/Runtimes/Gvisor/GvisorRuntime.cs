@@ -102,7 +102,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
                 }
                 spec.MarkStep?.Invoke("disk");
             }
-            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping);
+            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping, _network.ResolvConf);
             spec.MarkStep?.Invoke("rootfs");
             // The namespace and its link exist before runsc starts: runsc copies the namespace's addresses and routes
             // into netstack when the sandbox starts (and takes them off the kernel's interface).

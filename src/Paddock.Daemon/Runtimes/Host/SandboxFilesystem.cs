@@ -39,10 +39,11 @@ internal static class SandboxFilesystem
 
     /// <summary>
     /// Creates the sandbox's directory, its metadata, its writable layer and the overlay mount over the template, and
-    /// the hosts and hostname files. Nothing of the template is copied: the overlay shows the template's files until
-    /// the sandbox changes them.
+    /// the hosts and hostname files, and its resolv.conf when <paramref name="resolvConf"/> is given (the sandbox has
+    /// egress: <see cref="Networking.SandboxNetworks.ResolvConf"/>). Nothing of the template is copied: the overlay
+    /// shows the template's files until the sandbox changes them.
     /// </summary>
-    public static void Prepare(SandboxSpec spec, SandboxLayout layout, IdMapping map)
+    public static void Prepare(SandboxSpec spec, SandboxLayout layout, IdMapping map, string? resolvConf)
     {
         var root = map.ToHost(0);
         Directory.CreateDirectory(layout.Directory);
@@ -71,7 +72,13 @@ internal static class SandboxFilesystem
 
             """);
         File.WriteAllText(layout.HostnameFile, spec.Hostname + "\n");
-        foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile])
+        var owned = new List<string> { layout.HostsFile, layout.HostnameFile };
+        if (resolvConf is not null)
+        {
+            File.WriteAllText(layout.ResolvConfFile, resolvConf);
+            owned.Add(layout.ResolvConfFile);
+        }
+        foreach (var file in owned)
         {
             // The sandbox's root may edit them, as in Docker.
             Files.ChangeOwner(file, root, root);

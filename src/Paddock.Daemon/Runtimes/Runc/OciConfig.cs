@@ -125,7 +125,7 @@ internal static class OciConfig
     private static JsonArray Mounts(SandboxLayout layout, AgentBundle bundle, RuncOptions options)
     {
         var shm = $"size={options.ShmBytes / 1024}k";
-        return new JsonArray(
+        var mounts = new JsonArray(
             Mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
             // /dev is a small tmpfs with only the nodes runc creates (bind mounts of the host's null, zero, full,
             // random, urandom, tty in a user namespace), plus pts, shm and mqueue below.
@@ -139,6 +139,12 @@ internal static class OciConfig
             Mount(AgentBundle.MountPoint, "bind", bundle.Directory, "rbind", "ro", "nosuid", "nodev"),
             Mount("/etc/hosts", "bind", layout.HostsFile, "rbind", "rw"),
             Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw"));
+        if (File.Exists(layout.ResolvConfFile))
+        {
+            // With egress on: the daemon's DNS forwarder as the only resolver (SandboxNetworks.ResolvConf).
+            mounts.Add(Mount("/etc/resolv.conf", "bind", layout.ResolvConfFile, "rbind", "rw"));
+        }
+        return mounts;
     }
 
     private static JsonObject Mount(string destination, string type, string source, params string[] options) => new()

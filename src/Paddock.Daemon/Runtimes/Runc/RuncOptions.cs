@@ -27,10 +27,13 @@ internal sealed record RuncOptions : ISandboxDirectories
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// Sets no_new_privs on the agent and so on everything in the sandbox. It makes set-user-ID programs (sudo, su)
-    /// run without their privileges: with it on, a call that needs root names user "root" instead of using sudo.
+    /// Sets no_new_privs on the agent and so on everything in the sandbox, which makes set-user-ID programs (sudo, su)
+    /// run without their privileges. Off by default (issue 18): E2B's default user can <c>sudo</c>, and any API caller
+    /// may run commands as the sandbox's root anyway, so the bit guarded nothing inside the sandbox; what guards the
+    /// host (user namespace, capability bounding set, seccomp) applies to root inside either way (SECURITY.md).
+    /// On (<c>Runc:NoNewPrivileges=true</c>): a call that needs root names user "root" instead of using sudo.
     /// </summary>
-    public bool NoNewPrivileges { get; init; } = true;
+    public bool NoNewPrivileges { get; init; }
 
     /// <summary>Size of each sandbox's /dev/shm (Docker's default, 64 MiB).</summary>
     public long ShmBytes { get; init; } = 64L * 1024 * 1024;

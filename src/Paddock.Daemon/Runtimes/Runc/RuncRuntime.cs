@@ -101,7 +101,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 }
                 spec.MarkStep?.Invoke("disk");
             }
-            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping);
+            SandboxFilesystem.Prepare(spec, layout, _options.IdMapping, _network?.ResolvConf);
             spec.MarkStep?.Invoke("rootfs");
             OciConfig.Write(spec, layout, bundle, _options, _cgroups);
             spec.MarkStep?.Invoke("oci-config");

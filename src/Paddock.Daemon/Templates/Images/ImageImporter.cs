@@ -44,13 +44,14 @@ internal sealed class ImageImporter : IDisposable
     private string ScratchDirectory => Path.Combine(_options.StateDir, "image-imports");
 
     /// <summary>Imports an uploaded archive (tar or tar.gz of an OCI layout or of <c>docker save</c> output).</summary>
-    public async Task<ImportedImage> ImportArchiveAsync(Stream body, string teamId, string name, CancellationToken cancellationToken)
+    /// <remarks><paramref name="isolation"/>: the template's default isolation tier (checked by the caller); null: the daemon's.</remarks>
+    public async Task<ImportedImage> ImportArchiveAsync(Stream body, string teamId, string name, CancellationToken cancellationToken, string? isolation = null)
     {
         await CheckNameAsync(name, teamId, cancellationToken);
         var scratch = Path.Combine(ScratchDirectory, ".upload-" + Guid.NewGuid().ToString("N"));
         using var files = await Refused(() => ArchiveImageFiles.UnpackAsync(body, scratch, MaxBytes, cancellationToken));
         var plan = await Refused(() => Task.Run(() => ImagePlans.FromFiles(files), cancellationToken));
-        return await ImportAsync(plan, teamId, name, cancellationToken);
+        return await ImportAsync(plan, teamId, name, cancellationToken, isolation);
     }
 
     /// <summary>Imports an OCI image layout directory on this host.</summary>
@@ -100,7 +101,7 @@ internal sealed class ImageImporter : IDisposable
         }
     }
 
-    private async Task<ImportedImage> ImportAsync(ImagePlan plan, string teamId, string? name, CancellationToken cancellationToken)
+    private async Task<ImportedImage> ImportAsync(ImagePlan plan, string teamId, string? name, CancellationToken cancellationToken, string? isolation = null)
     {
         await _gate.WaitAsync(cancellationToken);
         var id = SandboxIds.NewId();
@@ -145,6 +146,7 @@ internal sealed class ImageImporter : IDisposable
                 DefaultUser = DefaultUser(run.User, staging, Note),
                 EnvVars = Environment(run.Env, Note),
                 Workdir = run.WorkingDir is { Length: > 0 } workdir ? workdir : null,
+                Isolation = isolation,
             };
             Directory.Move(staging, layer);
             try

@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { request } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -86,9 +87,12 @@ export function getViaHost(daemonPort, host, pathname = '/', headers = {}) {
 
 /**
  * Starts paddockd and waits for GET /health. Sets E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY for the SDK in this
- * process (each test file runs in a process of its own).
+ * process (each test file runs in a process of its own). `args`: more paddockd options; `env`: more variables;
+ * `tls`: the daemon serves HTTPS with its self-signed CA (--tls-self-signed), which this process trusts for its own
+ * calls by passing the CA to node:https (NODE_EXTRA_CA_CERTS is read only when a process starts); `listenHost`:
+ * 'localhost' listens on 127.0.0.1 and ::1, for clients that resolve names (*.localhost may resolve to ::1 first).
  */
-export async function startDaemon() {
+export async function startDaemon({ args = [], env = {}, tls = false, listenHost = '127.0.0.1' } = {}) {
   const binary = daemonBinary()
   if (!existsSync(binary)) {
     throw new Error(`paddockd not found at ${binary}: run scripts/setup first (or set PADDOCKD_BINARY)`)
@@ -97,10 +101,11 @@ export async function startDaemon() {
   const stateDir = mkdtempSync(path.join(tmpdir(), 'paddockd-e2b-'))
   // A key of E2B's shape, accepted besides the one the daemon generates into its state directory.
   const apiKey = 'e2b_' + randomBytes(20).toString('hex')
-  const child = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir], {
+  const tlsArgs = tls ? ['--tls-self-signed'] : []
+  const child = spawn(binary, ['--listen', `${listenHost}:${port}`, '--state-dir', stateDir, ...tlsArgs, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     // Templates are shared across daemons (and with the .NET runtime tests' cache) so that base is built once.
-    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates' },
+    env: { ...process.env, PADDOCK_API_KEY: apiKey, PADDOCK_TEMPLATES_DIR: process.env.PADDOCK_TEMPLATES_DIR || '/var/lib/paddock-test/templates', ...env },
   })
   let log = ''
   const append = (chunk) => { log = (log + chunk.toString()).slice(-LOG_LIMIT) }
@@ -114,15 +119,29 @@ export async function startDaemon() {
   const killOnExit = () => { if (!exit) child.kill('SIGKILL') }
   process.once('exit', killOnExit)
 
-  const url = `http://127.0.0.1:${port}`
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`
+  const caPath = path.join(stateDir, 'tls', 'ca.pem')
+  /** One request to the daemon with node:http(s), the CA trusted when TLS is on; resolves { status, body }. */
+  const call = (method, pathname, headers = {}, timeoutMs = 30_000) => new Promise((resolve, reject) => {
+    const send = tls ? httpsRequest : request
+    const options = { host: '127.0.0.1', port, path: pathname, method, headers, timeout: timeoutMs, ...(tls ? { ca: readFileSync(caPath) } : {}) }
+    const req = send(options, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+    })
+    req.on('timeout', () => req.destroy(new Error('request timed out')))
+    req.on('error', reject)
+    req.end()
+  })
   try {
     await waitUntil(async () => {
       if (exit) {
         throw new Error(`paddockd exited (${JSON.stringify(exit)}) before it was ready:\n${log}`)
       }
       try {
-        const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(5_000) })
-        return res.status === 200
+        return (await call('GET', '/health', {}, 5_000)).status === 200
       } catch {
         return false
       }
@@ -142,6 +161,7 @@ export async function startDaemon() {
     port,
     apiKey,
     stateDir,
+    caPath: tls ? caPath : null,
     pid: child.pid,
     log: () => log,
     /** The key paddockd generated on its first start (written to its state directory, mode 0600). */
@@ -153,9 +173,9 @@ export async function startDaemon() {
     async stop() {
       if (!exit) {
         const headers = { 'X-API-Key': apiKey }
-        const res = await fetch(`${url}/v2/sandboxes?limit=100`, { headers, signal: AbortSignal.timeout(30_000) })
-        for (const s of res.ok ? await res.json() : []) {
-          await fetch(`${url}/sandboxes/${s.sandboxID}`, { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
+        const res = await call('GET', '/v2/sandboxes?limit=100', headers)
+        for (const s of res.status === 200 ? JSON.parse(res.body) : []) {
+          await call('DELETE', `/sandboxes/${s.sandboxID}`, headers, 60_000)
         }
       }
       if (!exit) {

@@ -6,25 +6,35 @@ using Paddock.Bench.Native;
 namespace Paddock.Bench.Daemon;
 
 /// <summary>
-/// The floor under a sandbox start: a bare <c>runc run</c> of <c>/bin/echo hi</c> in the same root filesystem (read
-/// only), with the config <c>runc spec</c> writes (its namespaces, no network set up, no cgroup limits beyond the
-/// default), timed from the spawn to "hi" on its stdout. Its own <c>--root</c> under a temporary directory.
+/// The floor under a sandbox start: a bare <c>runc run</c> (or <c>runsc run</c> for the gVisor tier) of
+/// <c>/bin/echo hi</c> in the same root filesystem (read only), with the config <c>spec</c> writes (its namespaces, no
+/// network set up, no cgroup limits beyond the default), timed from the spawn to "hi" on its stdout. Its own
+/// <c>--root</c> under a temporary directory.
 /// </summary>
-internal sealed class RuncBaseline : IDisposable
+internal sealed class RawRunBaseline : IDisposable
 {
     private readonly string _dir;
     private readonly string _bundle;
     private readonly string _root;
+    private readonly string _binary;
+    private readonly string[] _globalArgs;
     private int _next;
 
-    public RuncBaseline(string rootfs)
+    /// <param name="name">The runtime's name in the figures ("runc", "runsc").</param>
+    /// <param name="binary">Its program.</param>
+    /// <param name="globalArgs">Flags before the command (runsc: its platform, and <c>--network=none</c>).</param>
+    /// <param name="rootfs">The root filesystem the sandboxes start from.</param>
+    public RawRunBaseline(string name, string binary, string[] globalArgs, string rootfs)
     {
-        _dir = Directory.CreateTempSubdirectory("paddock-bench-runc-").FullName;
+        Name = name;
+        _binary = binary;
+        _globalArgs = globalArgs;
+        _dir = Directory.CreateTempSubdirectory($"paddock-bench-{name}-").FullName;
         _bundle = Path.Combine(_dir, "bundle");
         _root = Path.Combine(_dir, "root");
         Directory.CreateDirectory(_bundle);
         Directory.CreateDirectory(_root);
-        RunToEnd("runc", ["spec", "--bundle", _bundle]);
+        RunToEnd(binary, ["spec", "--bundle", _bundle]);
         var configPath = Path.Combine(_bundle, "config.json");
         var config = JsonNode.Parse(File.ReadAllText(configPath))!;
         config["root"] = new JsonObject { ["path"] = rootfs, ["readonly"] = true };
@@ -33,11 +43,14 @@ internal sealed class RuncBaseline : IDisposable
         File.WriteAllText(configPath, config.ToJsonString());
     }
 
-    /// <summary>One <c>runc run</c>; returns the milliseconds from the spawn to "hi" on its stdout, then reaps it.</summary>
+    /// <summary>The runtime's name in the figures.</summary>
+    public string Name { get; }
+
+    /// <summary>One <c>run</c>; returns the milliseconds from the spawn to "hi" on its stdout, then reaps it.</summary>
     public unsafe double RunOnce()
     {
         var id = $"paddock-bench-{Environment.ProcessId}-{_next++}";
-        using var spawner = new Spawner("/usr/sbin/runc", ["--root", _root, "run", "--bundle", _bundle, id], quiet: true);
+        using var spawner = new Spawner(_binary, [.. _globalArgs, "--root", _root, "run", "--bundle", _bundle, id], quiet: true);
         var fds = stackalloc int[2];
         if (Posix.Pipe2(fds, Posix.O_CLOEXEC) != 0)
         {
@@ -80,18 +93,18 @@ internal sealed class RuncBaseline : IDisposable
         var exit = Spawner.Wait(pid);
         return exit == 0 && elapsed is { } ms
             ? ms
-            : throw new IOException($"runc run exited {exit} with stdout '{output}'");
+            : throw new IOException($"{Name} run exited {exit} with stdout '{output}'");
     }
 
     public void Dispose()
     {
-        // runc run removes its container on exit; a run that failed halfway may leave one, so delete by name.
+        // run removes its container on exit; a run that failed halfway may leave one, so delete by name.
         for (var i = 0; i < _next; i++)
         {
             var id = $"paddock-bench-{Environment.ProcessId}-{i}";
             if (Directory.Exists(Path.Combine(_root, id)))
             {
-                RunToEnd("runc", ["--root", _root, "delete", "--force", id]);
+                RunToEnd(_binary, [.. _globalArgs, "--root", _root, "delete", "--force", id]);
             }
         }
         Directory.Delete(_dir, recursive: true);
