@@ -72,6 +72,9 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         Assert.True(during.Processes >= 2, $"the Sentry and the gofer are in the sandbox's cgroups: {during}");
         Assert.Equal(before.Links + 1, during.Links);
         Assert.Equal(before.NetnsFiles + 1, during.NetnsFiles);
+        // The host tasks of the sandbox (Sentry, gofer, stubs) are bounded: its pid limit plus the tier's allowance.
+        var pidsMax = await File.ReadAllTextAsync($"/sys/fs/cgroup/pids/{fixture.Options.CgroupParent}/{sandbox.SandboxId}/pids.max");
+        Assert.Equal((256 + fixture.Options.HostTaskAllowance).ToString(System.Globalization.CultureInfo.InvariantCulture), pidsMax.Trim());
 
         await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
         await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
@@ -154,6 +157,32 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
             Assert.False(ProcessStat.IsRunning(sandbox.HostPid!.Value));
             Assert.Equal(0, fixture.Footprint().Processes);
             Assert.DoesNotContain(await fixture.Runtime.ListAsync(TestEnvironment.Timeout(Long)), s => s.SandboxId == sandbox.SandboxId);
+        }
+        finally
+        {
+            await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        }
+        Assert.Equal(before, fixture.Footprint());
+    }
+
+    [GvisorFact]
+    public async Task Freezing_stops_the_Sentry_and_kill_and_destroy_work_on_a_frozen_sandbox()
+    {
+        var before = fixture.Footprint();
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+        try
+        {
+            Assert.False(fixture.Runtime.IsOnlyAgentRunning(sandbox.SandboxId));
+            Assert.True(await fixture.Runtime.SetFrozenAsync(sandbox.SandboxId, true, TestEnvironment.Timeout(Long)));
+            var state = await File.ReadAllTextAsync($"/sys/fs/cgroup/freezer/{fixture.Options.CgroupParent}/{sandbox.SandboxId}/freezer.state");
+            Assert.Equal("FROZEN", state.Trim());
+            await fixture.Runtime.SetFrozenAsync(sandbox.SandboxId, false, TestEnvironment.Timeout(Long));
+            var lease = new GvisorLease(fixture.Runtime, sandbox);
+            Assert.Equal("thawed\n", (await lease.RunAsync("echo thawed")).Stdout);
+
+            Assert.True(await fixture.Runtime.SetFrozenAsync(sandbox.SandboxId, true, TestEnvironment.Timeout(Long)));
+            Assert.True(await fixture.Runtime.KillProcessesAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+            Assert.False(ProcessStat.IsRunning(sandbox.HostPid!.Value));
         }
         finally
         {

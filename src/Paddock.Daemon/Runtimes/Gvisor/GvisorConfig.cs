@@ -70,8 +70,8 @@ internal static class GvisorConfig
                 Mount(AgentBundle.MountPoint, "bind", bundle.Directory, "rbind", "ro", "nosuid", "nodev"),
                 Mount("/etc/hosts", "bind", layout.HostsFile, "rbind", "rw"),
                 Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw"),
-                // The daemon's DNS forwarder as the only resolver (SandboxNetworks.ResolvConf; the tier always has a link).
-                .. (File.Exists(layout.ResolvConfFile) ? [Mount("/etc/resolv.conf", "bind", layout.ResolvConfFile, "rbind", "rw")] : Array.Empty<JsonNode?>()),
+                // The daemon's DNS forwarder as the only resolver (SandboxNetworks.ResolvConf), as in the runc tier.
+                Mount("/etc/resolv.conf", "bind", layout.ResolvConfFile, "rbind", "rw"),
                 .. TmpOnDisk(layout)]),
             ["linux"] = new JsonObject
             {

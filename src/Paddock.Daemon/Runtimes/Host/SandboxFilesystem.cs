@@ -39,9 +39,9 @@ internal static class SandboxFilesystem
 
     /// <summary>
     /// Creates the sandbox's directory, its metadata, its writable layer and the overlay mount over the template, and
-    /// the hosts and hostname files, and the resolv.conf when <paramref name="resolvConf"/> is given (a tier with
-    /// egress: the daemon's DNS forwarder, Networking/SandboxNetworks.ResolvConf). Nothing of the template is copied:
-    /// the overlay shows the template's files until the sandbox changes them.
+    /// the hosts and hostname files, and its resolv.conf when <paramref name="resolvConf"/> is given (the sandbox has
+    /// egress: <see cref="Networking.SandboxNetworks.ResolvConf"/>). Nothing of the template is copied: the overlay
+    /// shows the template's files until the sandbox changes them.
     /// </summary>
     public static void Prepare(SandboxSpec spec, SandboxLayout layout, IdMapping map, string? resolvConf)
     {

@@ -68,7 +68,7 @@ internal sealed partial class SandboxLayout
 
     public string HostnameFile => Path.Combine(Directory, "hostname");
 
-    /// <summary>The sandbox's /etc/resolv.conf (bind-mounted) when it has egress: the daemon's DNS forwarder only.</summary>
+    /// <summary>The sandbox's /etc/resolv.conf (bind-mounted) when it has egress.</summary>
     public string ResolvConfFile => Path.Combine(Directory, "resolv.conf");
 
     /// <summary>The agent's stdout and stderr, and the OCI runtime's own errors when it fails to run the container.</summary>

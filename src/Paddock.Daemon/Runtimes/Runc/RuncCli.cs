@@ -3,8 +3,6 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Paddock.Daemon.Native;
 
-using Paddock.Daemon.Runtimes.Host;
-
 namespace Paddock.Daemon.Runtimes.Runc;
 
 /// <summary>A container as <c>runc list</c> reports it.</summary>

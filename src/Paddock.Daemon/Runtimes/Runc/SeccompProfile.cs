@@ -1,8 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 
-using Paddock.Daemon.Runtimes.Host;
-
 namespace Paddock.Daemon.Runtimes.Runc;
 
 /// <summary>
