@@ -18,4 +18,11 @@ internal interface ITemplateLookup
 /// <param name="EnvVars">Environment its sandboxes start with (a built template's ENV steps); null: none.</param>
 /// <param name="Workdir">Where commands that name no cwd run (a built template's WORKDIR); null: the user's home.</param>
 internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
-    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null);
+    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null)
+{
+    /// <summary>A built-in's start command (<see cref="Templates.ITemplateRecipe.StartCmd"/>); null: none.</summary>
+    public string? StartCmd { get; init; }
+
+    /// <summary>A built-in's ready check (<see cref="Templates.ITemplateRecipe.ReadyCmd"/>); null: none.</summary>
+    public string? ReadyCmd { get; init; }
+}

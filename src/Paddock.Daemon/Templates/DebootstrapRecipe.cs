@@ -22,7 +22,29 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
         UserId = 1000,
     };
 
+    /// <summary>
+    /// <c>base</c> plus the kernels of the code interpreter (issue 16): IPython's kernel with matplotlib, pandas,
+    /// numpy and Pillow, all from Debian. The interpreter's own server and kernels are not in the template: they come
+    /// with the agent bundle (<c>/.paddock/interp</c>), so a change to them needs no rebuild of this template, which
+    /// takes minutes (ARCHITECTURE.md has the measurement). Answers to E2B's name <c>code-interpreter-v1</c> too, the
+    /// default template of the <c>@e2b/code-interpreter</c> SDK.
+    /// </summary>
+    public static DebootstrapRecipe CodeInterpreter { get; } = Base with
+    {
+        Name = "code-interpreter",
+        Packages = [.. Base.Packages, "python3-ipykernel", "python3-matplotlib", "python3-pandas", "python3-numpy", "python3-pil"],
+        Aliases = ["code-interpreter-v1"],
+        StartCmd = "/.paddock/interp/paddock-interp serve",
+        ReadyCmd = "/.paddock/interp/paddock-interp wait-ready",
+    };
+
     public required string Name { get; init; }
+
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    public string? StartCmd { get; init; }
+
+    public string? ReadyCmd { get; init; }
 
     public required string Suite { get; init; }
 
