@@ -114,6 +114,12 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             // The client left before its cell started (waiting for the kernel to start): nothing ran.
         }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or KernelDiedException)
+        {
+            // The context was removed or its kernel went away between the checks above: said in the stream, not as
+            // a broken response.
+            output.TryWrite(OutputLines.Error("ContextError", $"context {Id}: {ex.Message}", ""));
+        }
         finally
         {
             output.TryComplete();
@@ -170,7 +176,7 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             while (true)
             {
-                var message = await request.Messages.ReadAsync(clientGone);
+                var message = await request.ReadAsync(clientGone);
                 var content = message.Content.RootElement;
                 switch (message.MsgType)
                 {
@@ -243,7 +249,7 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             while (true)
             {
-                var message = await request.Messages.ReadAsync(grace.Token);
+                var message = await request.ReadAsync(grace.Token);
                 if (message.MsgType == "status" && message.Content.RootElement.TryGetProperty("execution_state", out var state) && state.GetString() == "idle")
                 {
                     InterpreterLog.Interrupted(_logger, Id, "the cell stopped");
@@ -294,7 +300,7 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             while (true)
             {
-                var message = await request.Messages.ReadAsync(timeout.Token);
+                var message = await request.ReadAsync(timeout.Token);
                 if (message.MsgType == "error")
                 {
                     ok = false;

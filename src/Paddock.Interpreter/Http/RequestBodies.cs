@@ -54,7 +54,7 @@ internal static class RequestBodies
         }
         catch (JsonException ex)
         {
-            throw new BadBodyException($"the body is not valid JSON: {ex.Message}");
+            throw new BadBodyException($"the body is not valid JSON (line {ex.LineNumber + 1}, byte {ex.BytePositionInLine + 1})");
         }
         if (doc.RootElement.ValueKind != JsonValueKind.Object)
         {

@@ -179,7 +179,7 @@ internal sealed class Kernel : IAsyncDisposable
                 var sawReply = false;
                 while (!(sawIopub && sawReply))
                 {
-                    var message = await request.Messages.ReadAsync(attempt.Token);
+                    var message = await request.ReadAsync(attempt.Token);
                     sawIopub |= message.MsgType == "status";
                     sawReply |= message.MsgType == "kernel_info_reply";
                 }
@@ -276,7 +276,21 @@ internal sealed class KernelRequest(string msgId, ChannelReader<JupyterMessage> 
 {
     public string MsgId { get; } = msgId;
 
-    public ChannelReader<JupyterMessage> Messages { get; } = messages;
+    /// <summary>
+    /// The next message that answers this request. Throws <see cref="KernelDiedException"/> once the kernel has
+    /// exited (the channel's own ChannelClosedException unwrapped) and OperationCanceledException on cancellation.
+    /// </summary>
+    public async ValueTask<JupyterMessage> ReadAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await messages.ReadAsync(cancellationToken);
+        }
+        catch (ChannelClosedException ex) when (ex.InnerException is KernelDiedException died)
+        {
+            throw died;
+        }
+    }
 
     public void Dispose() => untrack();
 }
