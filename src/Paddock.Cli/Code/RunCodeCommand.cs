@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Paddock.Cli.Exec;
 using Paddock.Cli.Native;
 using Paddock.Client;
 
