@@ -104,7 +104,16 @@ internal sealed class CodeContext : IAsyncDisposable
                 output.TryWrite(OutputLines.Error("EnvVarsError", "the call's environment variables could not be set in the kernel", ""));
                 return;
             }
-            await RunCellAsync(kernel, code, output, clientGone);
+            var clean = await RunCellAsync(kernel, code, output, clientGone);
+            if (!clean && _kernel == kernel && !kernel.HasExited && SessionCensus.Count(kernel.Pid) is var processes and > SessionCensus.Limit)
+            {
+                output.TryWrite(OutputLines.Error("KernelRestarted",
+                    $"the cell left {processes} processes in its kernel's session (a fork bomb?): they and the kernel were killed, and a new kernel started; the context's state is gone", ""));
+                InterpreterLog.Restarted(_logger, Id, $"{processes} processes in the kernel's session after a failed cell");
+                await kernel.DisposeAsync();
+                await RestartDeadAsync(kernel);
+                return;
+            }
             if (setEnv && _kernel is { HasExited: false } still && still == kernel)
             {
                 await RunSilentAsync(kernel, EnvSnippets.Reset(Language, envVars!.Keys, _sandboxEnv));
@@ -168,7 +177,8 @@ internal sealed class CodeContext : IAsyncDisposable
         return kernel;
     }
 
-    private async Task RunCellAsync(Kernel kernel, string code, ChannelWriter<byte[]> output, CancellationToken clientGone)
+    /// <summary>Runs the cell; false when it failed, was interrupted or its kernel died.</summary>
+    private async Task<bool> RunCellAsync(Kernel kernel, string code, ChannelWriter<byte[]> output, CancellationToken clientGone)
     {
         using var request = kernel.Send(KernelChannel.Shell, "execute_request", JupyterMessage.ExecuteRequestContent(code, silent: false));
         var errored = false;
@@ -218,7 +228,7 @@ internal sealed class CodeContext : IAsyncDisposable
                     case "status":
                         if (content.TryGetProperty("execution_state", out var state) && state.GetString() == "idle")
                         {
-                            return;
+                            return !errored;
                         }
                         break;
                 }
@@ -229,10 +239,12 @@ internal sealed class CodeContext : IAsyncDisposable
             output.TryWrite(OutputLines.Error("KernelDied",
                 $"{ex.Message}. The context's kernel is being restarted: its variables and imports are gone.", ""));
             await RestartDeadAsync(kernel);
+            return false;
         }
         catch (OperationCanceledException) when (clientGone.IsCancellationRequested)
         {
             await InterruptAsync(kernel, request);
+            return false;
         }
     }
 
