@@ -20,6 +20,10 @@ internal sealed class Kernel : IAsyncDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>RLIMIT_NPROC of kernels: <c>PADDOCK_INTERP_MAX_PROCS</c>, default 512 (0: none).</summary>
+    private static int MaxProcesses { get; } =
+        int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : 512;
+
     private readonly ConcurrentDictionary<string, Channel<JupyterMessage>> _requests = new(StringComparer.Ordinal);
     private readonly Process _process;
     private KernelChannels? _channels;
@@ -70,6 +74,15 @@ internal sealed class Kernel : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (MaxProcesses > 0 && File.Exists("/usr/bin/prlimit"))
+        {
+            // A cap on the processes of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below
+            // the sandbox's pids limit (1024 by default): a fork bomb in a cell fails there with EAGAIN instead of
+            // filling the sandbox, so this server and the agent can still make threads and processes, and the cell
+            // ends. Measured without it: a Python fork bomb left the sandbox unable to run even commands.run.
+            start.ArgumentList.Add("/usr/bin/prlimit");
+            start.ArgumentList.Add($"--nproc={MaxProcesses}");
+        }
         foreach (var arg in spec.Arguments)
         {
             start.ArgumentList.Add(arg.Replace("{connection_file}", connectionFile, StringComparison.Ordinal));

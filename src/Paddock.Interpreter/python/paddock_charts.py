@@ -160,7 +160,8 @@ def _pie(ax, title):
     texts = [t.get_text() for t in ax.texts]
     elements = []
     for wedge in (p for p in ax.patches if isinstance(p, Wedge)):
-        angle = round(abs(wedge.theta2 - wedge.theta1), 6)
+        # theta1/theta2 come from float sums (90% of 360 is 323.999991 here); E2B's charts give whole degrees as such.
+        angle = round(abs(wedge.theta2 - wedge.theta1), 4)
         elements.append({"label": _label(wedge), "angle": angle, "radius": _number(wedge.r)})
     return {"type": "pie", "title": title, "elements": elements}
 
