@@ -77,9 +77,10 @@ internal sealed class Kernel : IAsyncDisposable
         if (MaxProcesses > 0 && File.Exists("/usr/bin/prlimit"))
         {
             // A cap on the processes of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below
-            // the sandbox's pids limit (1024 by default): a fork bomb in a cell fails there with EAGAIN instead of
-            // filling the sandbox, so this server and the agent can still make threads and processes, and the cell
-            // ends. Measured without it: a Python fork bomb left the sandbox unable to run even commands.run.
+            // the sandbox's pids limit (1024 by default), so that a fork bomb in a cell leaves pids for this server
+            // and the agent. Not enough on its own (measured 2026-12-06, runc tier, 2 CPUs): a Python
+            // `while True: os.fork()` cell still left the sandbox unable to answer commands.run for over 90 s, and
+            // its /execute call ended with a cut connection; see the report of issue 16.
             start.ArgumentList.Add("/usr/bin/prlimit");
             start.ArgumentList.Add($"--nproc={MaxProcesses}");
         }
