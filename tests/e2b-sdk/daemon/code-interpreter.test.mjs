@@ -9,6 +9,10 @@ import { startDaemon, whyNotRunnable } from './lib/daemon.mjs'
 
 const CREATE = { requestTimeoutMs: 20 * 60_000 }
 const T = { timeout: 120_000 }
+// runCode's request timer is cleared only when the response is OK (@e2b/code-interpreter 2.8.0, dist: clearTimeout
+// after extractError): a call answered 400/404 leaves it running, and the sandbox's requestTimeoutMs (20 min, from
+// its create) would hold this process open that long. Calls expected to fail get a short one of their own.
+const FAILS = { requestTimeoutMs: 10_000 }
 const skip = whyNotRunnable()
 
 describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false }, () => {
@@ -98,7 +102,7 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
 
     await sandbox.removeCodeContext(context.id)
     assert.ok(!(await sandbox.listCodeContexts()).some((c) => c.id === context.id))
-    await assert.rejects(sandbox.runCode('1', { context }), NotFoundError)
+    await assert.rejects(sandbox.runCode('1', { context, ...FAILS }), NotFoundError)
     await assert.rejects(sandbox.removeCodeContext(context.id), NotFoundError)
   })
 
@@ -243,8 +247,8 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
     const both = await rawExecute({ code: '1', context_id: 'x', language: 'python' })
     assert.equal(both.status, 400)
     assert.match(both.text, /Only one of context_id or language/)
-    await assert.rejects(sandbox.runCode('1', { context: { id: 'no-such-context' } }), NotFoundError)
-    await assert.rejects(sandbox.runCode('1', { language: 'cobol' }), (err) => err instanceof SandboxError && /400/.test(err.message))
+    await assert.rejects(sandbox.runCode('1', { context: { id: 'no-such-context' }, ...FAILS }), NotFoundError)
+    await assert.rejects(sandbox.runCode('1', { language: 'cobol', ...FAILS }), (err) => err instanceof SandboxError && /400/.test(err.message))
 
     const big = await sandbox.runCode("print('x' * 10_000_000)", { timeoutMs: 60_000 })
     assert.equal(big.logs.stdout.join('').length, 10_000_001)
