@@ -37,6 +37,10 @@ internal static class Program
         {
             return await Daemon.EgressCommand.RunAsync(args.AsMemory(1));
         }
+        if (args[0] == "interp")
+        {
+            return await Interp.InterpBench.RunAsync(args.AsMemory(1));
+        }
         if (args[0] == "soak")
         {
             return await Daemon.SoakCommand.RunAsync(args.AsMemory(1));

@@ -22,6 +22,7 @@ internal static class CliApp
         root.Subcommands.Add(UpCommand.Build());
         root.Subcommands.Add(SandboxCommands.Build());
         root.Subcommands.Add(ExecCommand.Build());
+        root.Subcommands.Add(Code.RunCodeCommand.Build());
         root.Subcommands.Add(ShellCommand.Build());
         root.Subcommands.Add(CopyCommand.Build());
         root.Subcommands.Add(TemplateCommands.Build());

@@ -9,6 +9,9 @@ internal sealed record DaemonBenchOptions
     /// <summary>Built templates shared with the tests, so base is built once per machine.</summary>
     public string TemplatesDir { get; init; } = "/var/lib/paddock-test/templates";
 
+    /// <summary>The template paddockd builds before it listens (<c>--prepare-template</c>), and the pool's template.</summary>
+    public string Template { get; init; } = "base";
+
     /// <summary>Sequential create-to-first-output runs, and as many raw <c>runc run</c>s.</summary>
     public int Runs { get; init; } = 20;
 

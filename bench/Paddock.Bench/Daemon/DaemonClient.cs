@@ -66,9 +66,29 @@ internal sealed class DaemonClient : IDisposable
     }
 
     /// <summary><c>POST /sandboxes</c> of the base template; <paramref name="cold"/>: with limits no pool sandbox has.</summary>
-    public async Task<CreatedSandbox> CreateAsync(CancellationToken cancellationToken, bool cold = false)
+    public Task<CreatedSandbox> CreateAsync(CancellationToken cancellationToken, bool cold = false) =>
+        CreateAsync(cold ? ColdCreateBody : CreateBody, cancellationToken);
+
+    /// <summary><c>POST /sandboxes</c> of <paramref name="template"/>; <paramref name="cold"/>: with limits no pool sandbox has.</summary>
+    public Task<CreatedSandbox> CreateAsync(string template, bool cold, CancellationToken cancellationToken) =>
+        CreateAsync(Encoding.UTF8.GetBytes(cold
+            ? $$"""{"templateID":"{{template}}","timeout":3600,"cpuCount":1}"""
+            : $$"""{"templateID":"{{template}}","timeout":3600}"""), cancellationToken);
+
+    /// <summary>The HTTP client (its base address is the daemon), for requests through the proxy.</summary>
+    public HttpClient Http => _http;
+
+    /// <summary><c>commands.run(cmd args...)</c>: returns when its end event (exit 0) arrives.</summary>
+    public Task RunToExitAsync(CreatedSandbox sandbox, string cmd, IEnumerable<string> args, CancellationToken cancellationToken)
     {
-        using var content = new ByteArrayContent(cold ? ColdCreateBody : CreateBody);
+        var process = new ProcessConfig { Cmd = cmd };
+        process.Args.AddRange(args);
+        return RunAsync(sandbox, process, waitForExit: true, cancellationToken);
+    }
+
+    private async Task<CreatedSandbox> CreateAsync(byte[] createBody, CancellationToken cancellationToken)
+    {
+        using var content = new ByteArrayContent(createBody);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         using var response = await _http.PostAsync("/sandboxes", content, cancellationToken);
         var text = await response.Content.ReadAsStringAsync(cancellationToken);

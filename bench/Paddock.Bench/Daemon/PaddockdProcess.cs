@@ -72,7 +72,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
                 "--listen", $"127.0.0.1:{port}",
                 "--state-dir", stateDir,
                 "--templates-dir", options.TemplatesDir,
-                "--prepare-template", "base",
+                "--prepare-template", options.Template,
                 // Room for the idle and fan-out figures (the default is 100 at once); pool sandboxes do not count.
                 "--max-sandboxes", (Math.Max(options.IdleSandboxes, Math.Max(options.FanoutSandboxes, options.Clients)) + 20).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--freeze-after", options.FreezeAfter.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -91,7 +91,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         if (options.PoolSize > 0)
         {
             start.ArgumentList.Add("--pool");
-            start.ArgumentList.Add($"base={options.PoolSize}");
+            start.ArgumentList.Add($"{options.Template}={options.PoolSize}");
             start.ArgumentList.Add("--pool-refill");
             start.ArgumentList.Add(options.PoolRefill.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }

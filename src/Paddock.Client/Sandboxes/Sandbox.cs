@@ -37,6 +37,7 @@ public sealed partial class Sandbox : IAsyncDisposable
         Commands = new SandboxCommands(_envd);
         Files = new Filesystem(_envd, envdVersion);
         Pty = new Pty(_envd, Commands);
+        Code = new SandboxCode(connection, new EnvdEndpoint(connection.EnvdUrl(sandboxId, domain, SandboxCode.Port), sandboxId, SandboxCode.Port, envdAccessToken));
     }
 
     /// <summary>The sandbox's id.</summary>
@@ -65,6 +66,9 @@ public sealed partial class Sandbox : IAsyncDisposable
 
     /// <summary>Interactive terminals.</summary>
     public Pty Pty { get; }
+
+    /// <summary>The code interpreter (sandboxes of the <c>code-interpreter</c> template): stateful cells with rich results.</summary>
+    public SandboxCode Code { get; }
 
     /// <summary>
     /// Creates a sandbox from a template (default <see cref="DefaultTemplate"/>) and returns once it runs.

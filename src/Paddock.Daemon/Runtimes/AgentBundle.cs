@@ -24,6 +24,13 @@ internal sealed record AgentBundle(string Directory, string LoaderName, string F
     public const string MountPoint = "/.paddock";
 
 
+    /// <summary>
+    /// The code interpreter's directory name in the bundle (<c>/.paddock/interp</c>): its server binary and the
+    /// kernels' Python and Node.js files, present when the agent was published with it (scripts/publish-agent).
+    /// Only the code-interpreter template starts anything from it (issue 16).
+    /// </summary>
+    public const string InterpreterDirectory = "interp";
+
     /// <summary>The port the agent listens on inside every sandbox (E2B's envd port).</summary>
     public const int AgentPort = 49983;
 
@@ -83,7 +90,9 @@ internal sealed partial class AgentBundleBuilder
                 $"the agent binary {agentBinary} does not exist: publish it with 'dotnet publish src/Paddock.Agent -c Release -o {Path.GetDirectoryName(agentBinary)}' or set Runc:AgentBinary",
                 agentBinary);
         }
-        var fingerprint = await FingerprintAsync(agentBinary, cancellationToken);
+        // The code interpreter beside the agent (artifacts/agent/interp), copied into every bundle when present.
+        var interpreter = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(agentBinary))!, AgentBundle.InterpreterDirectory);
+        var fingerprint = await FingerprintAsync(agentBinary, System.IO.Directory.Exists(interpreter) ? interpreter : null, cancellationToken);
         var directory = Path.Combine(_bundlesDirectory, fingerprint);
         var manifest = Path.Combine(directory, "loader");
         if (File.Exists(manifest))
@@ -100,6 +109,10 @@ internal sealed partial class AgentBundleBuilder
         {
             var lib = System.IO.Directory.CreateDirectory(Path.Combine(staging, "lib")).FullName;
             File.Copy(agentBinary, Path.Combine(staging, "paddock-agent"));
+            if (System.IO.Directory.Exists(interpreter))
+            {
+                CopyTree(interpreter, Path.Combine(staging, AgentBundle.InterpreterDirectory));
+            }
             var (libraries, loader) = await ResolveAsync(agentBinary, cancellationToken);
             foreach (var name in _optionalLibraries)
             {
@@ -167,11 +180,45 @@ internal sealed partial class AgentBundleBuilder
     private static void RestrictLoader(string loaderPath) =>
         File.SetUnixFileMode(loaderPath, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
 
-    private static async Task<string> FingerprintAsync(string path, CancellationToken cancellationToken)
+    /// <summary>
+    /// The agent binary's SHA-256, and with an interpreter directory, the hash of the agent's hash and every file
+    /// of it (relative path and content, in ordinal order): a changed kernel script makes a new bundle too.
+    /// </summary>
+    private static async Task<string> FingerprintAsync(string path, string? interpreter, CancellationToken cancellationToken)
     {
-        await using var stream = File.OpenRead(path);
-        var hash = await SHA256.HashDataAsync(stream, cancellationToken);
+        byte[] hash;
+        await using (var stream = File.OpenRead(path))
+        {
+            hash = await SHA256.HashDataAsync(stream, cancellationToken);
+        }
+        if (interpreter is not null)
+        {
+            using var all = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            all.AppendData(hash);
+            foreach (var file in BundledFiles(interpreter).Order(StringComparer.Ordinal))
+            {
+                all.AppendData(System.Text.Encoding.UTF8.GetBytes(Path.GetRelativePath(interpreter, file) + "\0"));
+                await using var stream = File.OpenRead(file);
+                all.AppendData(await SHA256.HashDataAsync(stream, cancellationToken));
+            }
+            hash = all.GetHashAndReset();
+        }
         return Convert.ToHexStringLower(hash)[..16];
+    }
+
+    /// <summary>The files of the interpreter directory that go into a bundle (not debug symbols or Python caches).</summary>
+    private static IEnumerable<string> BundledFiles(string directory) =>
+        System.IO.Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories)
+            .Where(f => !f.EndsWith(".dbg", StringComparison.Ordinal) && !f.EndsWith(".pdb", StringComparison.Ordinal) && !f.Contains("__pycache__", StringComparison.Ordinal));
+
+    private static void CopyTree(string source, string destination)
+    {
+        foreach (var file in BundledFiles(source))
+        {
+            var target = Path.Combine(destination, Path.GetRelativePath(source, file));
+            System.IO.Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
     }
 
     /// <summary>The libraries <paramref name="binary"/> links (soname to host path) and its dynamic loader, from ldd.</summary>

@@ -19,4 +19,11 @@ internal interface ITemplateLookup
 /// <param name="Workdir">Where commands that name no cwd run (a built template's WORKDIR); null: the user's home.</param>
 /// <param name="Isolation">The isolation tier its sandboxes run on unless the create or the team says otherwise; null: the daemon's.</param>
 internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOnlyList<string> Layers, string? DefaultUser = null,
-    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null, string? Isolation = null);
+    IReadOnlyDictionary<string, string>? EnvVars = null, string? Workdir = null, string? Isolation = null)
+{
+    /// <summary>A built-in's start command (<see cref="Templates.ITemplateRecipe.StartCmd"/>); null: none.</summary>
+    public string? StartCmd { get; init; }
+
+    /// <summary>A built-in's ready check (<see cref="Templates.ITemplateRecipe.ReadyCmd"/>); null: none.</summary>
+    public string? ReadyCmd { get; init; }
+}

@@ -3,7 +3,7 @@ using Paddock.Daemon.Templates;
 namespace Paddock.Daemon.Sandboxes;
 
 /// <summary>
-/// Creates find templates in the template store: a name with a recipe (<c>base</c>) is built on first use and reused
+/// Creates find templates in the template store: a name (or alias) with a recipe (<c>base</c>, <c>code-interpreter</c>) is built on first use and reused
 /// after; a name without one matches the newest built template of that name.
 /// </summary>
 internal sealed class TemplateStoreLookup(TemplateStore store) : ITemplateLookup
@@ -11,14 +11,19 @@ internal sealed class TemplateStoreLookup(TemplateStore store) : ITemplateLookup
     public async ValueTask<SandboxTemplate?> FindAsync(string templateIdOrAlias, CancellationToken cancellationToken)
     {
         TemplateInfo? info;
-        if (store.RecipeNames.Contains(templateIdOrAlias))
+        var recipe = store.RecipeFor(templateIdOrAlias);
+        if (recipe is not null)
         {
-            info = await store.GetOrBuildAsync(templateIdOrAlias, cancellationToken);
+            info = await store.EnsureAsync(recipe, cancellationToken);
         }
         else
         {
             info = store.List().Where(t => t.Name == templateIdOrAlias).MaxBy(t => t.BuiltAt);
         }
-        return info is null ? null : new SandboxTemplate(info.Name, null, [info.RootfsPath], info.DefaultUser);
+        return info is null ? null : new SandboxTemplate(info.Name, info.Name == templateIdOrAlias ? null : templateIdOrAlias, [info.RootfsPath], info.DefaultUser)
+        {
+            StartCmd = recipe?.StartCmd,
+            ReadyCmd = recipe?.ReadyCmd,
+        };
     }
 }

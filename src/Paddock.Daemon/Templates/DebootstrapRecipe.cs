@@ -22,7 +22,35 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
         UserId = 1000,
     };
 
+    /// <summary>
+    /// <c>base</c> plus the kernels of the code interpreter (issue 16): IPython's kernel with matplotlib, pandas,
+    /// numpy and Pillow, all from Debian. The interpreter's own server and kernels are not in the template: they come
+    /// with the agent bundle (<c>/.paddock/interp</c>), so a change to them needs no rebuild of this template, which
+    /// takes minutes (ARCHITECTURE.md has the measurement). Answers to E2B's name <c>code-interpreter-v1</c> too, the
+    /// default template of the <c>@e2b/code-interpreter</c> SDK.
+    /// </summary>
+    public static DebootstrapRecipe CodeInterpreter { get; } = Base with
+    {
+        Name = "code-interpreter",
+        // Through apt in the new root, not debootstrap's --include: debootstrap's own resolver left python3-zmq,
+        // python3-ipykernel, gdb and python3-debugpy unconfigured ("dependency problems", measured here 2026-12-06).
+        AptPackages = ["python3-ipykernel", "python3-matplotlib", "python3-pandas", "python3-numpy", "python3-pil"],
+        Aliases = ["code-interpreter-v1"],
+        // Its log to a file: a detached start command's output is nobody's to read once the create has returned.
+        StartCmd = "exec /.paddock/interp/paddock-interp serve >>/tmp/paddock-interp.log 2>&1",
+        ReadyCmd = "/.paddock/interp/paddock-interp wait-ready",
+    };
+
     public required string Name { get; init; }
+
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    /// <summary>Packages installed after debootstrap with <c>apt-get install --no-install-recommends</c> in the new root.</summary>
+    public IReadOnlyList<string> AptPackages { get; init; } = [];
+
+    public string? StartCmd { get; init; }
+
+    public string? ReadyCmd { get; init; }
 
     public required string Suite { get; init; }
 
@@ -45,7 +73,8 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
 
     // "v1": bump when what PopulateAsync does changes in a way the fields do not show.
     public string Fingerprint =>
-        $"debootstrap v1; suite={Suite}; variant={Variant}; packages={string.Join(',', Packages.Order(StringComparer.Ordinal))}; user={User}:{UserId}; sudo=nopasswd; apt-lists=removed";
+        $"debootstrap v1; suite={Suite}; variant={Variant}; packages={string.Join(',', Packages.Order(StringComparer.Ordinal))}; user={User}:{UserId}; sudo=nopasswd; apt-lists=removed"
+        + (AptPackages.Count > 0 ? $"; apt={string.Join(',', AptPackages.Order(StringComparer.Ordinal))}" : "");
 
     public async Task PopulateAsync(string rootfs, Action<string> progress, CancellationToken cancellationToken)
     {
@@ -61,6 +90,17 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
             var log = Path.Combine(rootfs, "debootstrap", "debootstrap.log");
             var tail = File.Exists(log) ? string.Join('\n', File.ReadLines(log).TakeLast(20)) : "";
             throw new InvalidOperationException($"debootstrap failed: {result.Describe()}\n{tail}");
+        }
+
+        if (AptPackages.Count > 0)
+        {
+            // apt's resolver (debootstrap's cannot order every dependency); the chroot uses the host's network and
+            // the mirror debootstrap wrote into its sources.list.
+            progress($"apt-get install {string.Join(' ', AptPackages)}");
+            await ChrootAsync(rootfs, progress, cancellationToken, "/usr/bin/apt-get", "-q", "-o", "Acquire::Retries=3", "update");
+            await ChrootAsync(rootfs, progress, cancellationToken, ["/usr/bin/env", "DEBIAN_FRONTEND=noninteractive", "/usr/bin/apt-get", "-q", "-y",
+                "-o", "Acquire::Retries=3", "--no-install-recommends", "install", .. AptPackages]);
+            await ChrootAsync(rootfs, progress, cancellationToken, "/usr/bin/apt-get", "clean");
         }
 
         // The account, as E2B's base has it: uid 1000, home /home/USER, bash, in group sudo, sudo without password.

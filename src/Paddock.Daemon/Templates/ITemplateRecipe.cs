@@ -23,4 +23,17 @@ internal interface ITemplateRecipe
     /// seen inside a sandbox (uid 0 for root); the store shifts them into the sandboxes' id range afterwards.
     /// </summary>
     Task PopulateAsync(string rootfs, Action<string> progress, CancellationToken cancellationToken);
+
+    /// <summary>Other names the template answers to (E2B's own template names); none by default.</summary>
+    IReadOnlyList<string> Aliases => [];
+
+    /// <summary>
+    /// A command started (detached, as <see cref="DefaultUser"/>) in every new sandbox of the template before its
+    /// create returns (<see cref="TemplateStartup"/>); null: none. Not part of <see cref="Fingerprint"/>: it changes
+    /// no file of the build.
+    /// </summary>
+    string? StartCmd => null;
+
+    /// <summary>The check run after <see cref="StartCmd"/> until it exits 0; null: none.</summary>
+    string? ReadyCmd => null;
 }

@@ -150,7 +150,8 @@ internal sealed partial class TemplateRegistry
         {
             names = [.. names, alias];
         }
-        if (existing is not null && existing.Layers.SequenceEqual(builtin.Layers, StringComparer.Ordinal) && existing.Names.Count == names.Count)
+        if (existing is not null && existing.Layers.SequenceEqual(builtin.Layers, StringComparer.Ordinal) && existing.Names.Count == names.Count
+            && existing.StartCmd == builtin.StartCmd && existing.ReadyCmd == builtin.ReadyCmd)
         {
             return existing;
         }
@@ -164,6 +165,8 @@ internal sealed partial class TemplateRegistry
             SizeBytes = await Task.Run(() => builtin.Layers.Sum(LayerCopy.Measure), cancellationToken),
             CreatedAt = existing?.CreatedAt ?? _time.GetUtcNow(),
             DefaultUser = builtin.DefaultUser,
+            StartCmd = builtin.StartCmd,
+            ReadyCmd = builtin.ReadyCmd,
             Public = true,
         };
         await _records.UpsertAsync(record, cancellationToken);

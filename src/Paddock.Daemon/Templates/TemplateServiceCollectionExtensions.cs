@@ -9,7 +9,7 @@ namespace Paddock.Daemon.Templates;
 internal static class TemplateServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers <see cref="TemplateStore"/> with the built-in recipes (<c>base</c>). Settings: <c>Templates:Directory</c>,
+    /// Registers <see cref="TemplateStore"/> with the built-in recipes (<c>base</c>, <c>code-interpreter</c>; each built on first use). Settings: <c>Templates:Directory</c>,
     /// else <c>StateDirectory</c>/templates (default /var/lib/paddock/templates). The id mapping is the runc tier's,
     /// since the files are shifted for it.
     /// </summary>
@@ -18,6 +18,7 @@ internal static class TemplateServiceCollectionExtensions
         var stateDirectory = configuration.GetSection("Runc")["StateDirectory"] ?? configuration["StateDirectory"] ?? "/var/lib/paddock";
         var directory = configuration.GetSection("Templates")["Directory"] ?? Path.Combine(stateDirectory, "templates");
         services.AddSingleton<ITemplateRecipe>(DebootstrapRecipe.Base);
+        services.AddSingleton<ITemplateRecipe>(DebootstrapRecipe.CodeInterpreter);
         services.AddSingleton(sp => new TemplateStore(
             directory,
             IdMapping.Default,

@@ -42,6 +42,10 @@ internal sealed class TemplateStore
     /// <summary>The names of the templates this store can build.</summary>
     public IReadOnlyCollection<string> RecipeNames => (IReadOnlyCollection<string>)_recipes.Keys;
 
+    /// <summary>The recipe of <paramref name="nameOrAlias"/> (its name or one of its aliases), or null.</summary>
+    public ITemplateRecipe? RecipeFor(string nameOrAlias) =>
+        _recipes.TryGetValue(nameOrAlias, out var recipe) ? recipe : _recipes.Values.FirstOrDefault(r => r.Aliases.Contains(nameOrAlias, StringComparer.Ordinal));
+
     /// <summary>The version a recipe builds to under this store's id mapping.</summary>
     public string VersionOf(ITemplateRecipe recipe)
     {

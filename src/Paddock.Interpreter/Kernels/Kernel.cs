@@ -1,0 +1,310 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Paddock.Interpreter.Jupyter;
+using Paddock.Interpreter.Native;
+using Paddock.Interpreter.ZeroMq;
+
+namespace Paddock.Interpreter.Kernels;
+
+/// <summary>The kernel process ended while a request was waiting for its answer.</summary>
+internal sealed class KernelDiedException(string message) : Exception(message);
+
+/// <summary>
+/// One running kernel process and its sockets. Requests are tracked by msg_id: every message whose parent is a
+/// request goes to that request's channel, in arrival order; messages for no tracked request are dropped. When the
+/// process exits, every open request fails with <see cref="KernelDiedException"/>.
+/// </summary>
+internal sealed class Kernel : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>RLIMIT_NPROC of kernels: <c>PADDOCK_INTERP_MAX_PROCS</c>, default 512 (0: none).</summary>
+    private static int MaxProcesses { get; } =
+        int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : 512;
+
+    private readonly ConcurrentDictionary<string, Channel<JupyterMessage>> _requests = new(StringComparer.Ordinal);
+    private readonly Process _process;
+    private KernelChannels? _channels;
+    private readonly MessageSigner _signer;
+    private readonly string _session = JupyterMessage.NewId();
+    private readonly string _connectionFile;
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Queue<string> _stderrTail = new();
+    private readonly ILogger _logger;
+
+    private Kernel(Process process, MessageSigner signer, string connectionFile, ILogger logger)
+    {
+        _process = process;
+        _signer = signer;
+        _connectionFile = connectionFile;
+        _logger = logger;
+    }
+
+    public int Pid => _process.Id;
+
+    /// <summary>Completes when the kernel process has exited (for whatever reason).</summary>
+    public Task Exited => _exited.Task;
+
+    public bool HasExited => _exited.Task.IsCompleted;
+
+    /// <summary>The kernel's exit, in words ("exit code 1", "killed by signal 9"), once it has exited.</summary>
+    public string ExitDescription { get; private set; } = "";
+
+    /// <summary>
+    /// Starts the kernel of <paramref name="spec"/> in <paramref name="cwd"/>, in a session of its own (setsid: so
+    /// that a kill reaches what the cell forked), and waits until it answers kernel_info_request with its iopub
+    /// subscription in place (jupyter_client's wait_for_ready does the same: iopub drops what is published before
+    /// the subscriber is connected).
+    /// </summary>
+    public static async Task<Kernel> StartAsync(KernelSpec spec, string cwd, string runtimeDirectory, ILogger logger, CancellationToken cancellationToken)
+    {
+        var signer = MessageSigner.NewRandom();
+        var info = KernelConnectionInfo.WithFreePorts(signer.KeyText);
+        Directory.CreateDirectory(runtimeDirectory);
+        var connectionFile = Path.Combine(runtimeDirectory, $"kernel-{JupyterMessage.NewId()[..12]}.json");
+        info.Write(connectionFile);
+
+        var start = new ProcessStartInfo("setsid")
+        {
+            WorkingDirectory = cwd,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (MaxProcesses > 0 && File.Exists("/usr/bin/prlimit"))
+        {
+            // A cap on the processes of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below
+            // the sandbox's pids limit (1024 by default), so that a fork bomb in a cell leaves pids for this server
+            // and the agent. Not enough on its own (measured 2026-12-06, runc tier, 2 CPUs): a Python
+            // `while True: os.fork()` cell still left the sandbox unable to answer commands.run for over 90 s, and
+            // its /execute call ended with a cut connection; see the report of issue 16.
+            start.ArgumentList.Add("/usr/bin/prlimit");
+            start.ArgumentList.Add($"--nproc={MaxProcesses}");
+        }
+        foreach (var arg in spec.Arguments)
+        {
+            start.ArgumentList.Add(arg.Replace("{connection_file}", connectionFile, StringComparison.Ordinal));
+        }
+        foreach (var (key, value) in spec.Environment)
+        {
+            start.Environment[key] = value;
+        }
+        var process = new Process { StartInfo = start, EnableRaisingEvents = true };
+        Kernel? kernel = null;
+        process.Exited += (_, _) => kernel?.OnExited();
+        if (!process.Start())
+        {
+            throw new IOException($"the {spec.Language} kernel did not start");
+        }
+        try
+        {
+            kernel = new Kernel(process, signer, connectionFile, logger);
+            kernel._channels = new KernelChannels(info, signer, kernel.Dispatch, problem => InterpreterLog.KernelProblem(logger, process.Id, problem));
+            kernel.CaptureOutput();
+            if (process.HasExited)
+            {
+                kernel.OnExited();
+            }
+            await kernel.WaitReadyAsync(cancellationToken);
+            return kernel;
+        }
+        catch
+        {
+            if (kernel is not null)
+            {
+                await kernel.DisposeAsync();
+            }
+            else
+            {
+                KillGroup(process.Id);
+            }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Sends a request and tracks what answers it until the returned handle is disposed. The handle's reader gets
+    /// every message whose parent is this request (iopub and shell/control replies alike).
+    /// </summary>
+    public KernelRequest Send(KernelChannel channel, string msgType, byte[] content)
+    {
+        var msgId = JupyterMessage.NewId();
+        var messages = Channel.CreateUnbounded<JupyterMessage>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        _requests[msgId] = messages;
+        if (HasExited)
+        {
+            messages.Writer.TryComplete(new KernelDiedException(DiedMessage()));
+        }
+        else
+        {
+            _channels!.Send(channel, JupyterMessage.Build(_signer, _session, msgId, msgType, content, DateTimeOffset.UtcNow));
+        }
+        return new KernelRequest(msgId, messages.Reader, () => _requests.TryRemove(msgId, out _));
+    }
+
+    /// <summary>SIGINT to the kernel process, as jupyter_client interrupts kernels whose interrupt_mode is "signal".</summary>
+    public void Interrupt() => Libc.kill(_process.Id, Libc.SIGINT);
+
+    /// <summary>SIGKILL to the kernel's whole session (what its cells forked, unless they left it).</summary>
+    public void Kill() => KillGroup(_process.Id);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!HasExited)
+        {
+            Kill();
+            // Bounded: SIGKILL cannot be ignored; the wait covers the exit's delivery.
+            await Task.WhenAny(Exited, Task.Delay(TimeSpan.FromSeconds(5)));
+        }
+        _channels?.Dispose();
+        _process.Dispose();
+        try
+        {
+            File.Delete(_connectionFile);
+        }
+        catch (IOException)
+        {
+            // The runtime directory is temporary; a leftover file holds a key to a kernel that no longer exists.
+        }
+    }
+
+    private static void KillGroup(int pid)
+    {
+        Libc.kill(-pid, Libc.SIGKILL);
+        Libc.kill(pid, Libc.SIGKILL);
+    }
+
+    private async Task WaitReadyAsync(CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(StartTimeout);
+        // Bounded by the deadline; each attempt waits up to 250 ms for the iopub status of its kernel_info_request.
+        while (true)
+        {
+            using var request = Send(KernelChannel.Shell, "kernel_info_request", "{}"u8.ToArray());
+            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+            attempt.CancelAfter(TimeSpan.FromMilliseconds(250));
+            try
+            {
+                var sawIopub = false;
+                var sawReply = false;
+                while (!(sawIopub && sawReply))
+                {
+                    var message = await request.ReadAsync(attempt.Token);
+                    sawIopub |= message.MsgType == "status";
+                    sawReply |= message.MsgType == "kernel_info_reply";
+                }
+                return;
+            }
+            catch (OperationCanceledException) when (!deadline.IsCancellationRequested)
+            {
+                // Not up yet, or its iopub subscription not yet joined: ask again.
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new IOException($"the kernel did not answer within {StartTimeout.TotalSeconds:0} s{StderrSuffix()}");
+            }
+            catch (KernelDiedException ex)
+            {
+                throw new IOException(ex.Message);
+            }
+        }
+    }
+
+    private void Dispatch(JupyterMessage message)
+    {
+        if (message.ParentMsgId is { } parent && _requests.TryGetValue(parent, out var channel))
+        {
+            channel.Writer.TryWrite(message);
+        }
+    }
+
+    private void CaptureOutput()
+    {
+        // The kernel's own stdout and stderr (start-up notes, a crash's traceback): the last lines are kept for the
+        // message of a failed start or a death; cell output goes over iopub, not here.
+        _process.OutputDataReceived += (_, e) => Remember(e.Data);
+        _process.ErrorDataReceived += (_, e) => Remember(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        _process.StandardInput.Close();
+    }
+
+    private void Remember(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+        lock (_stderrTail)
+        {
+            _stderrTail.Enqueue(line);
+            while (_stderrTail.Count > 20)
+            {
+                _stderrTail.Dequeue();
+            }
+        }
+    }
+
+    private string StderrSuffix()
+    {
+        lock (_stderrTail)
+        {
+            return _stderrTail.Count == 0 ? "" : "; its output ended with: " + string.Join(" | ", _stderrTail.TakeLast(5));
+        }
+    }
+
+    private string DiedMessage() => $"the kernel (pid {_process.Id}) exited: {ExitDescription}{StderrSuffix()}";
+
+    private void OnExited()
+    {
+        if (_exited.Task.IsCompleted)
+        {
+            return;
+        }
+        try
+        {
+            var code = _process.ExitCode;
+            // .NET reports a death by signal N as 128 + N.
+            ExitDescription = code > 128 ? $"killed by signal {code - 128}" : $"exit code {code}";
+        }
+        catch (InvalidOperationException)
+        {
+            ExitDescription = "exited";
+        }
+        InterpreterLog.KernelExited(_logger, _process.Id, ExitDescription);
+        _exited.TrySetResult();
+        var error = new KernelDiedException(DiedMessage());
+        foreach (var channel in _requests.Values)
+        {
+            channel.Writer.TryComplete(error);
+        }
+    }
+}
+
+/// <summary>A sent request: the messages that answer it, until disposed.</summary>
+internal sealed class KernelRequest(string msgId, ChannelReader<JupyterMessage> messages, Action untrack) : IDisposable
+{
+    public string MsgId { get; } = msgId;
+
+    /// <summary>
+    /// The next message that answers this request. Throws <see cref="KernelDiedException"/> once the kernel has
+    /// exited (the channel's own ChannelClosedException unwrapped) and OperationCanceledException on cancellation.
+    /// </summary>
+    public async ValueTask<JupyterMessage> ReadAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await messages.ReadAsync(cancellationToken);
+        }
+        catch (ChannelClosedException ex) when (ex.InnerException is KernelDiedException died)
+        {
+            throw died;
+        }
+    }
+
+    public void Dispose() => untrack();
+}
