@@ -343,26 +343,8 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         }
         var layout = new SandboxLayout(_options, sandboxId);
         using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
-        if (!Directory.Exists(layout.Upper))
-        {
-            throw new SandboxNotFoundException(sandboxId);
-        }
-        var clock = Stopwatch.StartNew();
-        await _runsc.PauseAsync(sandboxId, cancellationToken);
-        var paused = clock.ElapsedMilliseconds;
-        long bytes;
-        try
-        {
-            bytes = await LayerCopy.CopyAsync(layout.Upper, destination, cancellationToken);
-        }
-        finally
-        {
-            using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await _runsc.ResumeAsync(sandboxId, resumeTimeout.Token);
-        }
-        SandboxFilesystem.RemoveAgentLeftovers(destination);
-        RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
-        return bytes;
+        return await SandboxFilesystem.SnapshotAsync(sandboxId, layout, destination,
+            ct => _runsc.PauseAsync(sandboxId, ct), ct => _runsc.ResumeAsync(sandboxId, ct), _logger, cancellationToken);
     }
 
     public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)

@@ -162,6 +162,39 @@ internal static class SandboxFilesystem
     /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own
     /// agent, and without this every snapshot and every build step would add dead sockets to the layers.
     /// </summary>
+    /// <summary>
+    /// A filesystem snapshot of either tier: holds the sandbox still with <paramref name="pause"/> (runc's freezer,
+    /// runsc's Sentry pause), copies its upper directory to <paramref name="destination"/> (<see cref="Templates.LayerCopy"/>:
+    /// new inodes, so later writes never reach the copy), and resumes it whatever happens: a paused sandbox is a hung
+    /// sandbox. The caller holds the sandbox's lock, so that a destroy cannot remove the upper directory under the copy.
+    /// Throws <see cref="SandboxNotFoundException"/> when the sandbox has no upper directory.
+    /// </summary>
+    public static async Task<long> SnapshotAsync(string sandboxId, SandboxLayout layout, string destination,
+        Func<CancellationToken, Task> pause, Func<CancellationToken, Task> resume, ILogger logger, CancellationToken cancellationToken)
+    {
+        if (!Directory.Exists(layout.Upper))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await pause(cancellationToken);
+        var paused = clock.ElapsedMilliseconds;
+        long bytes;
+        try
+        {
+            bytes = await Templates.LayerCopy.CopyAsync(layout.Upper, destination, cancellationToken);
+        }
+        finally
+        {
+            // Resumed even when the copy failed or the request was cancelled.
+            using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await resume(resumeTimeout.Token);
+        }
+        RemoveAgentLeftovers(destination);
+        RuntimeLog.SnapshotTaken(logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
+        return bytes;
+    }
+
     public static void RemoveAgentLeftovers(string layer)
     {
         var tmp = Path.Combine(layer, "tmp");

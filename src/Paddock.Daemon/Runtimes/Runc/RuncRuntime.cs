@@ -414,27 +414,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var layout = new SandboxLayout(_options, sandboxId);
         // Held so that a destroy cannot remove the upper directory under the copy.
         using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
-        if (!Directory.Exists(layout.Upper))
-        {
-            throw new SandboxNotFoundException(sandboxId);
-        }
-        var clock = Stopwatch.StartNew();
-        await _runc.PauseAsync(sandboxId, cancellationToken);
-        var paused = clock.ElapsedMilliseconds;
-        long bytes;
-        try
-        {
-            bytes = await LayerCopy.CopyAsync(layout.Upper, destination, cancellationToken);
-        }
-        finally
-        {
-            // Thawed even when the copy failed or the request was cancelled: a frozen sandbox is a hung sandbox.
-            using var resumeTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await _runc.ResumeAsync(sandboxId, resumeTimeout.Token);
-        }
-        SandboxFilesystem.RemoveAgentLeftovers(destination);
-        RuntimeLog.SnapshotTaken(_logger, sandboxId, bytes, paused, clock.ElapsedMilliseconds);
-        return bytes;
+        return await SandboxFilesystem.SnapshotAsync(sandboxId, layout, destination,
+            ct => _runc.PauseAsync(sandboxId, ct), ct => _runc.ResumeAsync(sandboxId, ct), _logger, cancellationToken);
     }
 
     public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
