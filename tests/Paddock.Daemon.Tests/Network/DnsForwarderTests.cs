@@ -283,8 +283,8 @@ public sealed class DnsForwarderTests : IAsyncLifetime
     private sealed class StubUpstream : IDisposable
     {
         public const int BigAnswers = 120;
-        private readonly Socket _udp = new(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        private readonly Socket _tcp = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        private Socket _udp = new(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        private Socket _tcp = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         private readonly CancellationTokenSource _stop = new();
         private readonly System.Collections.Concurrent.ConcurrentQueue<string> _questions = new();
 
@@ -296,9 +296,25 @@ public sealed class DnsForwarderTests : IAsyncLifetime
 
         public void Start()
         {
-            _udp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            EndPoint = (IPEndPoint)_udp.LocalEndPoint!;
-            _tcp.Bind(EndPoint);
+            // The free UDP port may be taken for TCP by another process of the machine: a bounded number of fresh pairs
+            // (a CI run failed once with "Address already in use" here).
+            for (var attempt = 1; ; attempt++)
+            {
+                _udp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+                EndPoint = (IPEndPoint)_udp.LocalEndPoint!;
+                try
+                {
+                    _tcp.Bind(EndPoint);
+                    break;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse && attempt < 20)
+                {
+                    _udp.Dispose();
+                    _tcp.Dispose();
+                    _udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                    _tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                }
+            }
             _tcp.Listen(16);
             _ = Task.Run(async () =>
             {
