@@ -248,7 +248,9 @@ public sealed class StartTests : IClassFixture<AgentFixture>
     public async Task The_call_deadline_kills_the_process_as_E2B_command_timeouts_do()
     {
         using var cts = Calls.Timeout();
-        var stream = ProcessRun.StartAsync(Client(), Calls.Shell("echo started; sleep 60", tag: "deadline-test"), cts.Token, new ConnectCallOptions { TimeoutMs = 1500 });
+        // 5 s rather than less: the deadline counts from the call's start, and on a loaded CI machine the start event
+        // (which gives the pid this test needs) once came after a 1.5 s deadline had already passed.
+        var stream = ProcessRun.StartAsync(Client(), Calls.Shell("echo started; sleep 60", tag: "deadline-test"), cts.Token, new ConnectCallOptions { TimeoutMs = 5000 });
         await using var run = await stream;
         var error = await Assert.ThrowsAsync<ConnectException>(() => run.WaitEndAsync(cts.Token));
         Assert.Equal(ConnectCode.DeadlineExceeded, error.Code);
