@@ -118,7 +118,6 @@ internal static class RuntimeServiceCollectionExtensions
             RuncBinary = section["RuncBinary"] ?? defaults.RuncBinary,
             AgentBinary = section["AgentBinary"] ?? defaults.AgentBinary,
             CgroupParent = section["CgroupParent"] ?? DefaultCgroupParent(stateDirectory, defaults),
-            DebugLogDirectory = section["DebugLogDirectory"],
             StartTimeout = section["StartTimeoutSeconds"] is { } s
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))
                 : defaults.StartTimeout,
