@@ -25,15 +25,19 @@ internal sealed class TestSandbox : IAsyncDisposable
     private readonly PaddockdProcess _daemon;
     private readonly HttpClient _http;
 
-    private TestSandbox(PaddockdProcess daemon, HttpClient http, string id, string? token)
+    private TestSandbox(PaddockdProcess daemon, HttpClient http, string id, string? token, string isolation)
     {
         _daemon = daemon;
         _http = http;
         Id = id;
         Token = token;
+        Isolation = isolation;
     }
 
     public string Id { get; }
+
+    /// <summary>The tier it runs on ("runc" or "gvisor"), as GET /sandboxes/{id} says.</summary>
+    public string Isolation { get; }
 
     public string? Token { get; }
 
@@ -49,7 +53,13 @@ internal sealed class TestSandbox : IAsyncDisposable
         var text = await response.Content.ReadAsStringAsync(timeout.Token);
         Assert.True(response.StatusCode == HttpStatusCode.Created, $"create answered {(int)response.StatusCode}: {text}");
         var body = JsonNode.Parse(text)!;
-        return new TestSandbox(daemon, http, (string)body["sandboxID"]!, (string?)body["envdAccessToken"]);
+        var id = (string)body["sandboxID"]!;
+        using var get = new HttpRequestMessage(HttpMethod.Get, new Uri(daemon.Url, "/sandboxes/" + id));
+        get.Headers.Add("X-API-Key", daemon.ApiKey);
+        using var detail = await http.SendAsync(get, timeout.Token);
+        var detailText = await detail.Content.ReadAsStringAsync(timeout.Token);
+        Assert.True(detail.StatusCode == HttpStatusCode.OK, $"GET /sandboxes/{id} answered {(int)detail.StatusCode}: {detailText}");
+        return new TestSandbox(daemon, http, id, (string?)body["envdAccessToken"], (string)JsonNode.Parse(detailText)!["isolation"]!);
     }
 
     /// <summary>A request to the sandbox's agent through the daemon.</summary>

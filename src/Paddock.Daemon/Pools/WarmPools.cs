@@ -22,7 +22,8 @@ internal sealed record PoolMember(string SandboxId, string Pool, string Template
 /// A member starts (while the pool is over half full) and waits at a background CPU priority (its cgroup's
 /// cpu.shares at the minimum), is warmed by the daemon's own calls before it counts as ready, and gets the normal
 /// priority back at its hand-over; a refill waits briefly after a claim while the pool is over half full, so that
-/// the claimer's first command has the CPU first.
+/// the claimer's first command has the CPU first. A template's start command and ready check run in a member before
+/// it counts as ready (<see cref="Templates.TemplateStartup.PrepareAsync"/>), so a pooled create does not run them.
 /// </summary>
 internal sealed class WarmPools : IHostedService, IAsyncDisposable
 {
@@ -55,10 +56,14 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// </param>
     private readonly Lazy<Observability.DaemonMetrics?> _metrics;
 
+    // The template's start command and ready check (null: none registered, as in the pools' unit tests).
+    private readonly Lazy<Templates.TemplateStartup?> _startup;
+
     public WarmPools(ISandboxRuntime runtime, ITemplateLookup templates, DaemonOptions options, ILogger<WarmPools> logger, IServiceProvider? services = null)
     {
         _agentClient = new Lazy<SandboxHttpClient?>(() => services?.GetService(typeof(SandboxHttpClient)) as SandboxHttpClient);
         _metrics = new Lazy<Observability.DaemonMetrics?>(() => services?.GetService(typeof(Observability.DaemonMetrics)) as Observability.DaemonMetrics);
+        _startup = new Lazy<Templates.TemplateStartup?>(() => services?.GetService(typeof(Templates.TemplateStartup)) as Templates.TemplateStartup);
         _runtime = runtime;
         _templates = templates;
         _options = options;
@@ -287,6 +292,12 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             {
                 await PoolAgentCalls.WarmAsync(client.Invoker, started.SandboxId, token, template.DefaultUser, timeout.Token);
                 Interlocked.Increment(ref _warmed);
+            }
+            // A template with a start command (code-interpreter's server) is ready only once its ready check passed,
+            // so that a claim is ready at once, as a cold create is when it returns.
+            if (_startup.Value is { } startup)
+            {
+                await startup.PrepareAsync(started.SandboxId, template.TemplateId, token, timeout.Token);
             }
             // It waits in the background whatever it started at.
             await _runtime.SetCpuPriorityAsync(started.SandboxId, background: true, timeout.Token);

@@ -34,7 +34,7 @@ internal static class RuntimeServiceCollectionExtensions
     /// Registers the gVisor tier as a <see cref="SandboxTier"/>: its runtime when <see cref="GvisorProbe"/> finds a
     /// usable runsc, else the tier as unavailable with the probe's reason (the daemon logs it and serves the other
     /// tiers). Settings, all optional, in section <c>Gvisor</c>: <c>RunscBinary</c>, <c>Platform</c> (systrap or
-    /// ptrace), <c>StateDirectory</c> (default STATE/gvisor), <c>CgroupParent</c>, <c>AgentBinary</c> (default
+    /// ptrace), <c>StateDirectory</c> (default STATE/gvisor), <c>DebugLogDirectory</c>, <c>CgroupParent</c>, <c>AgentBinary</c> (default
     /// <c>Runc:AgentBinary</c>), <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>, <c>EnforceDiskSize</c>; in
     /// <c>Gvisor:Network</c>: <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>, <c>ProxyPort</c>. A daemon over
     /// another state directory than the default derives its own cgroup parent, table, prefix and pool, as the runc
@@ -92,6 +92,7 @@ internal static class RuntimeServiceCollectionExtensions
                     : throw new ArgumentException($"Gvisor:Platform is systrap or ptrace, not '{platform}'")
                 : defaults.Platform,
             CgroupParent = section["CgroupParent"] ?? (isDefaultDaemon ? defaults.CgroupParent : $"{defaults.CgroupParent}-{hash[..10]}"),
+            DebugLogDirectory = section["DebugLogDirectory"],
             StartTimeout = section["StartTimeoutSeconds"] is { } s ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture)) : defaults.StartTimeout,
             NoNewPrivileges = section["NoNewPrivileges"] is { } nnp ? bool.Parse(nnp) : defaults.NoNewPrivileges,
             EnforceDiskSize = section["EnforceDiskSize"] is { } eds ? bool.Parse(eds) : defaults.EnforceDiskSize,

@@ -184,6 +184,30 @@ for (const [transportName, makeTransport] of [['stdio (paddock mcp)', stdioTrans
       assert.match(text(badIsolation), /isolation must be 'runc' or 'gvisor'/)
     })
 
+    it('runs code in a code-interpreter sandbox: state kept across calls, results, errors', CREATE, async () => {
+      // The first create may build the code-interpreter template when the shared cache is cold (~15 min).
+      const created = await ok(client, 'create_sandbox', { template: 'code-interpreter', timeoutSeconds: 300 }, CREATE)
+      const codeSandbox = created.structuredContent.sandboxId
+      try {
+        const first = await ok(client, 'run_code', { sandboxId: codeSandbox, code: 'x = 6 * 7\nprint("x is", x)' })
+        assert.equal(first.structuredContent.stdout, 'x is 42\n')
+        assert.equal(first.structuredContent.error, null)
+        // The kernel kept x: the cell's last expression is its main result.
+        const second = await ok(client, 'run_code', { sandboxId: codeSandbox, code: 'x + 1' })
+        assert.deepEqual(second.structuredContent.results.map((r) => [r.text, r.isMainResult]), [['43', true]])
+        assert.equal(second.structuredContent.executionCount, first.structuredContent.executionCount + 1)
+        // A raised exception is the run's error (a result the model reads), not a tool error.
+        const raised = await ok(client, 'run_code', { sandboxId: codeSandbox, code: 'import json\njson.loads("{")' })
+        assert.equal(raised.structuredContent.error.name, 'JSONDecodeError')
+        assert.match(raised.structuredContent.error.traceback.replace(/\x1b\[[0-9;]*m/g, ''), /json\.loads/)
+        // Rich results name their formats: a matplotlib figure comes with a png.
+        const chart = await ok(client, 'run_code', { sandboxId: codeSandbox, code: 'import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()' })
+        assert.ok(chart.structuredContent.results.some((r) => r.formats.includes('png')), JSON.stringify(chart.structuredContent.results))
+      } finally {
+        await ok(client, 'kill_sandbox', { sandboxId: codeSandbox })
+      }
+    })
+
     it('kills the sandbox', T, async () => {
       const killed = await ok(client, 'kill_sandbox', { sandboxId })
       assert.equal(killed.structuredContent.killed, true)

@@ -35,6 +35,13 @@ internal sealed record GvisorOptions : ISandboxDirectories
 
     public GvisorPlatform Platform { get; init; } = GvisorPlatform.Systrap;
 
+    /// <summary>
+    /// A directory for runsc's debug logs (<c>--debug --debug-log=DIR/</c>, one file per runsc process: boot is the
+    /// Sentry, gofer the gofer); null: none. For diagnosis: the boot log lists the host system calls the Sentry's
+    /// seccomp filter allows ("Installing seccomp filters for N syscalls", SECURITY.md's surface figure).
+    /// </summary>
+    public string? DebugLogDirectory { get; init; }
+
     /// <summary>The cgroup under which each sandbox's Sentry and gofer get their own, named after its id.</summary>
     public string CgroupParent { get; init; } = "paddock-gvisor";
 

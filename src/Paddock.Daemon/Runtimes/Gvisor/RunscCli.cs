@@ -40,6 +40,7 @@ internal sealed class RunscCli
             // A checkpoint (the later pause/resume/fork issue) must not fail on a TCP connection over the veth;
             // measured: without it the checkpoint of a sandbox that had served one connection failed.
             "--net-disconnect-ok",
+            .. options.DebugLogDirectory is { Length: > 0 } debugLogs ? (string[])["--debug", "--debug-log=" + debugLogs.TrimEnd('/') + "/"] : [],
         ];
     }
 

@@ -49,7 +49,7 @@ internal sealed class NetworkNamespaces : IDisposable
     /// Makes a new network namespace and binds it on <paramref name="file"/>, for a tier whose OCI runtime joins a
     /// namespace given by path (runsc) instead of making one. The namespace belongs to the host's user namespace.
     /// The calling thread unshares, binds and returns to the daemon's namespace at once, synchronously, as in
-    /// <see cref="CreateTcpSocket"/>.
+    /// <see cref="CreateTcpSocket"/>. Its loopback interface is up.
     /// </summary>
     public void Create(string file)
     {
@@ -70,6 +70,15 @@ internal sealed class NetworkNamespaces : IDisposable
             if (errno != 0)
             {
                 throw Errno.Exception($"mount --bind {source}", file, errno);
+            }
+            // A new namespace's loopback is down, and runsc copies into netstack only the interfaces that are up:
+            // without this a gVisor sandbox had no 127.0.0.1 at all (measured: bind to 127.0.0.1 failed with
+            // EADDRNOTAVAIL, so `python3 -m http.server --bind 127.0.0.1` and the code interpreter's kernels,
+            // which talk ZeroMQ over loopback, never came up). runc brings it up itself for the namespaces it makes.
+            errno = Interfaces.SetUp("lo");
+            if (errno != 0)
+            {
+                throw Errno.Exception("set up the loopback interface of", file, errno);
             }
         }
         finally
