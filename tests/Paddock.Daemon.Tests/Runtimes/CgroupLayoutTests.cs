@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Configuration;
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes.Host;
 

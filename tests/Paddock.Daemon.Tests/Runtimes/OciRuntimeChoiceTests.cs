@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging.Abstractions;
 using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes.Runc;

@@ -108,7 +108,9 @@ internal sealed class UnifiedCgroups : ISandboxCgroups
 
     /// <summary>
     /// Kills every process in <paramref name="directory"/> and below: one write of cgroup.kill (Linux 5.14+), which
-    /// also reaches frozen tasks and cannot miss a fork racing with it; on older kernels SIGKILL to each pid listed.
+    /// also reaches frozen tasks and cannot miss a fork racing with it. SIGKILL to each pid listed instead where
+    /// cgroup.kill is missing (older kernels) or refused: a threaded cgroup (the pid reserve's S/work) answers
+    /// EOPNOTSUPP (seen on 6.18: UnifiedCgroupsLiveTests), though a kill of its threaded root reaches it.
     /// </summary>
     private static void Kill(string directory)
     {
@@ -117,13 +119,13 @@ internal sealed class UnifiedCgroups : ISandboxCgroups
             File.WriteAllText(Path.Combine(directory, "cgroup.kill"), "1");
             return;
         }
-        catch (Exception ex) when (ex is FileNotFoundException or UnauthorizedAccessException)
-        {
-            // no cgroup.kill (kernel before 5.14): signal each process below
-        }
         catch (DirectoryNotFoundException)
         {
             return; // gone
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // no cgroup.kill, or a threaded cgroup: signal each process below
         }
         foreach (var pid in Collect(directory))
         {
