@@ -41,6 +41,15 @@ internal static partial class RuntimeLog
     [LoggerMessage(3007, LogLevel.Debug, "Sandbox {SandboxId}: overlay busy at unmount, retrying")]
     public static partial void OverlayBusy(ILogger logger, string sandboxId);
 
+    [LoggerMessage(3012, LogLevel.Information, "{Tier} tier: cgroup layout {Mode}, sandboxes under '{Parent}'")]
+    public static partial void CgroupLayout(ILogger logger, string tier, string mode, string parent);
+
+    [LoggerMessage(3013, LogLevel.Warning, "Sandbox {SandboxId}: its agent exited after the kernel's OOM killer killed {OomKills} process(es) at the sandbox's memory limit")]
+    public static partial void AgentExitAfterOom(ILogger logger, string sandboxId, long oomKills);
+
+    [LoggerMessage(3015, LogLevel.Information, "runc tier: OCI runtime {Name} ({Binary}): {Reason}")]
+    public static partial void OciRuntimeChosen(ILogger logger, string name, string binary, string reason);
+
     [LoggerMessage(3050, LogLevel.Information, "Sandbox {SandboxId}: filesystem snapshot of {Bytes} bytes, frozen after {PauseMs} ms, done in {TotalMs} ms")]
     public static partial void SnapshotTaken(ILogger logger, string sandboxId, long bytes, long pauseMs, long totalMs);
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Paddock.Daemon.Runtimes.Gvisor;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Runtimes.Runc;
 
 namespace Paddock.Daemon.Runtimes;
@@ -13,8 +14,8 @@ internal static class RuntimeServiceCollectionExtensions
     /// <summary>
     /// Registers the runc tier as a <see cref="SandboxTier"/> (and as <see cref="RuncRuntime"/>); the daemon routes to
     /// it through <see cref="RuntimeTiers"/>. Settings, all
-    /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>RuncBinary</c>,
-    /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>; in section
+    /// optional: <c>StateDirectory</c> (default /var/lib/paddock), and in section <c>Runc</c>: <c>Runtime</c> (runc, crun or auto), <c>RuncBinary</c>,
+    /// <c>AgentBinary</c>, <c>CgroupParent</c>, <c>CgroupManager</c> (cgroupfs or systemd), <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>; in section
     /// <c>Runc:Network</c>: <c>Enabled</c> (default true), <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>,
     /// <c>ProxyPort</c>, <c>DnsPort</c>, <c>DnsServers</c> (see <see cref="Networking.NetworkOptions"/>).
     /// </summary>
@@ -116,8 +117,16 @@ internal static class RuntimeServiceCollectionExtensions
             StateDirectory = stateDirectory,
             Network = ReadNetworkOptions(section.GetSection("Network"), stateDirectory, defaults.StateDirectory),
             RuncBinary = section["RuncBinary"] ?? defaults.RuncBinary,
+            Runtime = section["Runtime"] is { } runtime
+                ? Enum.TryParse<OciRuntimeKind>(runtime, ignoreCase: true, out var r) && Enum.IsDefined(r) && !int.TryParse(runtime, out _) ? r
+                    : throw new ArgumentException($"Runc:Runtime is runc, crun or auto, not '{runtime}'")
+                : defaults.Runtime,
             AgentBinary = section["AgentBinary"] ?? defaults.AgentBinary,
             CgroupParent = section["CgroupParent"] ?? DefaultCgroupParent(stateDirectory, defaults),
+            CgroupManager = section["CgroupManager"] is { } manager
+                ? Enum.TryParse<CgroupManager>(manager, ignoreCase: true, out var m) && Enum.IsDefined(m) && !int.TryParse(manager, out _) ? m
+                    : throw new ArgumentException($"Runc:CgroupManager is cgroupfs or systemd, not '{manager}'")
+                : defaults.CgroupManager,
             StartTimeout = section["StartTimeoutSeconds"] is { } s
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))
                 : defaults.StartTimeout,

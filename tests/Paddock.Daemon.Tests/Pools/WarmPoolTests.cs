@@ -60,7 +60,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, pooledIds[0], token: null, "true"));
 
         // Waiting members run in the background (the cgroup's minimum cpu.shares); a claimed one at the normal value.
-        var cgroups = Cgroups.Discover(_options.CgroupParent);
+        var cgroups = LegacyCgroups.Discover(_options.CgroupParent);
         Assert.All(pooledIds, id => Assert.Equal(Cgroups.BackgroundCpuShares, CpuShares(cgroups, id)));
         // Warmed through the proxy's client before they counted as ready (the agent logs nothing of it at this level).
         Assert.True(pools.WarmedCount >= pooledIds.Count, $"{pools.WarmedCount} pool sandboxes were warmed, {pooledIds.Count} are ready");
@@ -190,7 +190,7 @@ public sealed class WarmPoolTests(RuncFixture fixture) : IAsyncLifetime
         }
     }
 
-    private static long CpuShares(Cgroups cgroups, string sandboxId) =>
+    private static long CpuShares(LegacyCgroups cgroups, string sandboxId) =>
         Cgroups.ReadLong(Path.Combine(cgroups.Directory(sandboxId, "cpu") ?? throw new InvalidOperationException("no cpu cgroup hierarchy"), "cpu.shares"));
 
     private static async Task<(System.Text.Json.Nodes.JsonNode Body, string ServerTiming)> CreateTimedAsync(TestDaemon daemon, string json)

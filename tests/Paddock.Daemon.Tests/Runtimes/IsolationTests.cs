@@ -128,7 +128,7 @@ public sealed class IsolationTests
     {
         const int maxPids = 64;
         var spec = _fixture.Spec(_fixture.Base, new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: maxPids, DiskBytes: 1L << 30));
-        var sandboxDir = Cgroups.Discover(_fixture.Options.CgroupParent).Directory(spec.SandboxId, "pids")!;
+        var sandboxDir = LegacyCgroups.Discover(_fixture.Options.CgroupParent).Directory(spec.SandboxId, "pids")!;
         // The sandbox's processes are counted in S/work (PidReserve): the limit there, plus the agent's spawn thread.
         var workDir = Path.Combine(sandboxDir, PidReserve.WorkCgroup);
         await using (var sandbox = await _fixture.StartAsync(spec))
@@ -174,7 +174,7 @@ public sealed class IsolationTests
     {
         const int maxPids = 32;
         var spec = _fixture.Spec(_fixture.Base, new ResourceLimits(CpuCount: 1, MemoryBytes: 512L << 20, MaxPids: maxPids, DiskBytes: 1L << 30));
-        var sandboxDir = Cgroups.Discover(_fixture.Options.CgroupParent).Directory(spec.SandboxId, "pids")!;
+        var sandboxDir = LegacyCgroups.Discover(_fixture.Options.CgroupParent).Directory(spec.SandboxId, "pids")!;
         var workDir = Path.Combine(sandboxDir, PidReserve.WorkCgroup);
         await using var sandbox = await _fixture.StartAsync(spec);
         var agent = sandbox.Sandbox.HostPid;
@@ -268,7 +268,7 @@ public sealed class IsolationTests
         const long limit = 256L << 20;
         var spec = _fixture.Spec(_fixture.Base, new ResourceLimits(CpuCount: 1, MemoryBytes: limit, MaxPids: 256, DiskBytes: 1L << 30));
         await using var sandbox = await _fixture.StartAsync(spec);
-        var memoryDir = Cgroups.Discover(_fixture.Options.CgroupParent).Directory(sandbox.Id, "memory")!;
+        var memoryDir = LegacyCgroups.Discover(_fixture.Options.CgroupParent).Directory(sandbox.Id, "memory")!;
 
         // 1 GiB of real (written) bytes, four times the limit.
         var hog = await sandbox.RunAsync("python3 -c \"b = b'x' * (1024 * 1024 * 1024); print('survived')\"", timeout: TimeSpan.FromSeconds(120));
@@ -323,7 +323,7 @@ public sealed class IsolationTests
     /// <summary>/proc/PID/status on the host of the sandbox process whose pid inside is <paramref name="pidInside"/>.</summary>
     private Dictionary<string, string> HostStatus(string sandboxId, uint pidInside)
     {
-        var pidsDir = Cgroups.Discover(_fixture.Options.CgroupParent).Directory(sandboxId, "pids")!;
+        var pidsDir = LegacyCgroups.Discover(_fixture.Options.CgroupParent).Directory(sandboxId, "pids")!;
         // The agent is in S, the processes it starts in S/work (PidReserve).
         foreach (var pid in Cgroups.Pids(pidsDir).Concat(Cgroups.Pids(Path.Combine(pidsDir, PidReserve.WorkCgroup))).Distinct())
         {

@@ -24,7 +24,7 @@ public sealed class OciConfigTests
             EnvVars = new Dictionary<string, string> { ["LD_PRELOAD"] = "/x.so", ["A"] = "b c" },
         };
         var bundle = new AgentBundle("/var/lib/paddock-unit/agent/f", "ld-linux-x86-64.so.2", "f");
-        return OciConfig.Build(spec, new SandboxLayout(Options, spec.SandboxId), bundle, Options, Cgroups.Discover("paddock"));
+        return OciConfig.Build(spec, new SandboxLayout(Options, spec.SandboxId), bundle, Options, LegacyCgroups.Discover("paddock"));
     }
 
     [Fact]

@@ -188,7 +188,7 @@ public sealed class SandboxLifecycleTests
     }
 
     private string CgroupDirectory(string sandboxId, string controller) =>
-        Cgroups.Discover(_fixture.Options.CgroupParent).Directory(sandboxId, controller)
+        LegacyCgroups.Discover(_fixture.Options.CgroupParent).Directory(sandboxId, controller)
         ?? throw new InvalidOperationException($"no {controller} hierarchy");
 
     private static ulong NetnsInode(string file) => Files.Stat(file).Inode;

@@ -30,7 +30,7 @@ public sealed class FreezeTests(RuncFixture fixture) : IAsyncLifetime
 
     private RuncRuntime NewRuntime() => fixture.NewRuntime(_options);
 
-    private Cgroups Cgroups => Cgroups.Discover(_options.CgroupParent);
+    private LegacyCgroups Cgroups => LegacyCgroups.Discover(_options.CgroupParent);
 
     private Task<TestDaemon> StartDaemonAsync(RuncRuntime runtime, TimeSpan? freezeAfter = null) =>
         TestDaemon.StartAsync(runtime, _state.Path, o => o with { FreezeAfter = freezeAfter ?? FreezeAfter }, new BaseOnly(fixture.Base));

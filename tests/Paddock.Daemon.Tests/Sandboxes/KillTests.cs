@@ -37,7 +37,7 @@ public sealed class KillTests(RuncFixture fixture) : IAsyncLifetime
         var token = Get<string>(created, "envdAccessToken");
         // A process of the user's besides the agent, started in the background of a command that returns.
         Assert.Equal(0, (await DaemonCommands.RunAsync(daemon, id, token, "nohup sleep 600 >/dev/null 2>&1 &")).ExitCode);
-        var cgroups = Cgroups.Discover(_options.CgroupParent);
+        var cgroups = LegacyCgroups.Discover(_options.CgroupParent);
         var before = cgroups.ProcessesOf(id);
         Assert.True(before.Count >= 2, $"expected the agent and sleep in the sandbox's cgroup, found {before.Count}");
 

@@ -21,13 +21,13 @@ namespace Paddock.Daemon.Runtimes.Gvisor;
 /// </remarks>
 internal static class GvisorConfig
 {
-    public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, Cgroups cgroups)
+    public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, ISandboxCgroups cgroups)
     {
         var json = Build(spec, layout, bundle, options, cgroups).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
         File.WriteAllText(layout.ConfigFile, json);
     }
 
-    public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, Cgroups cgroups)
+    public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, GvisorOptions options, ISandboxCgroups cgroups)
     {
         var caps = Strings(OciConfig.Capabilities.Order(StringComparer.Ordinal));
         var openFiles = Math.Min(options.OpenFilesLimit, Native.ProcessLimits.OpenFilesHardLimit());
@@ -85,7 +85,7 @@ internal static class GvisorConfig
                     // process on the host, and the Sentry's and gofer's threads count too (HostTaskAllowance).
                     ["pids"] = new JsonObject { ["limit"] = limits.MaxPids > 0 ? limits.MaxPids + (long)options.HostTaskAllowance : limits.MaxPids },
                 },
-                ["cgroupsPath"] = cgroups.RuncPath(layout.SandboxId),
+                ["cgroupsPath"] = cgroups.OciPath(layout.SandboxId),
                 ["namespaces"] = new JsonArray(
                     new JsonObject { ["type"] = "pid" },
                     new JsonObject { ["type"] = "network", ["path"] = layout.NetnsFile },

@@ -27,7 +27,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
 
     private readonly GvisorOptions _options;
     private readonly RunscCli _runsc;
-    private readonly Cgroups _cgroups;
+    private readonly ISandboxCgroups _cgroups;
     private readonly NetworkNamespaces _netns;
     private readonly AgentBundleBuilder _bundles;
     private readonly string _agentBinary;
@@ -53,7 +53,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         }
         SandboxFilesystem.ValidatePathForOverlay(options.SandboxesDirectory);
         _runsc = new RunscCli(options);
-        _cgroups = Cgroups.Discover(options.CgroupParent);
+        _cgroups = Cgroups.Detect(options.CgroupParent);
         _netns = new NetworkNamespaces();
         // A readable loader: the Sentry reads what it executes (AgentBundleBuilder's executeOnlyLoader).
         _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, executeOnlyLoader: false);
@@ -363,7 +363,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         {
             throw new SandboxNotFoundException(sandboxId);
         }
-        _cgroups.SetCpuShares(sandboxId, background ? Cgroups.BackgroundCpuShares : Cgroups.NormalCpuShares);
+        _cgroups.SetCpuWeight(sandboxId, background);
         return Task.CompletedTask;
     }
 
@@ -395,7 +395,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
             _cgroups.Thaw(sandboxId);
             return false;
         }
-        return await _cgroups.FreezeAsync(sandboxId);
+        return await _cgroups.FreezeAsync(sandboxId, cancellationToken);
     }
 
     /// <summary>

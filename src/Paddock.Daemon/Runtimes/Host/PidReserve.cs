@@ -12,9 +12,10 @@ namespace Paddock.Daemon.Runtimes.Host;
 /// process it starts, and everything those start, is counted there, while the agent's other threads stay in S.
 /// </summary>
 /// <remarks>
-/// This relies on cgroup v1 (FACTS.md: this host's pids controller is a v1 hierarchy): a thread can be in another
-/// cgroup than its process (its TID written to <c>tasks</c>), and a child starts in the cgroup of the thread that
-/// created it. Both were checked on this kernel (6.18) with a Python thread moved into a child cgroup: its children
+/// On cgroup v1 (FACTS.md: this host's pids controller is a v1 hierarchy) a thread can be in another cgroup than its
+/// process (its TID written to <c>tasks</c>); on v2 only in a threaded subtree (S/work is made <c>threaded</c>, the TID
+/// written to <c>cgroup.threads</c>; see <see cref="UnifiedCgroups.CreateThreadCgroup"/>). On both a child starts in
+/// the cgroup of the thread that created it. Both were checked on this kernel (6.18) with a Python thread moved into a child cgroup: its children
 /// were charged to the child cgroup and failed with EAGAIN at its pids.max while the main thread still created threads.
 /// The daemon (host root) moves the thread rather than the agent itself: the agent then needs no descriptor of a host
 /// cgroup directory, which the sandbox's root could otherwise use to move its processes out of S/work.
@@ -47,15 +48,15 @@ internal static partial class PidReserve
     /// plain limit, the behaviour before the reserve; the sandbox works, with no reserve. Returns whether the reserve
     /// is in place.
     /// </summary>
-    public static bool Apply(Cgroups cgroups, string sandboxId, int agentPid, int maxPids, ILogger logger)
+    public static bool Apply(ISandboxCgroups cgroups, string sandboxId, int agentPid, int maxPids, ILogger logger)
     {
-        var sandbox = cgroups.Directory(sandboxId, "pids");
-        if (sandbox is null || maxPids <= 0 || !System.IO.Directory.Exists(sandbox))
+        var sandbox = cgroups.PidsDirectory(sandboxId);
+        if (sandbox is null || maxPids <= 0)
         {
             return false; // no pids hierarchy, or no limit: nothing to reserve
         }
         var work = Path.Combine(sandbox, WorkCgroup);
-        System.IO.Directory.CreateDirectory(work);
+        cgroups.CreateThreadCgroup(work);
         File.WriteAllText(Path.Combine(work, "pids.max"), WorkLimit(maxPids).ToString(CultureInfo.InvariantCulture));
         var tid = FindThread(agentPid, SpawnThreadName);
         if (tid is null)
@@ -65,7 +66,7 @@ internal static partial class PidReserve
             NoSpawnThread(logger, sandboxId, agentPid);
             return false;
         }
-        File.WriteAllText(Path.Combine(work, "tasks"), tid.Value.ToString(CultureInfo.InvariantCulture));
+        cgroups.MoveThread(work, tid.Value);
         return true;
     }
 

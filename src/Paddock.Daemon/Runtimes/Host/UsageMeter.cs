@@ -3,7 +3,7 @@ using System.Collections.Concurrent;
 namespace Paddock.Daemon.Runtimes.Host;
 
 /// <summary>
-/// E2B's metrics for sandboxes whose host processes sit in cgroups of their own (<see cref="Cgroups"/>): CPU use
+/// E2B's metrics for sandboxes whose host processes sit in cgroups of their own (<see cref="ISandboxCgroups"/>): CPU use
 /// since the previous sample of the same sandbox (else since it started) as a share of the cores it may use, the
 /// memory working set, and the writable layer's size.
 /// </summary>
@@ -13,7 +13,7 @@ internal sealed class UsageMeter
 
     public void Forget(string sandboxId) => _lastCpuSample.TryRemove(sandboxId, out _);
 
-    public async Task<SandboxUsage?> SampleAsync(Cgroups cgroups, SandboxLayout layout, CancellationToken cancellationToken)
+    public async Task<SandboxUsage?> SampleAsync(ISandboxCgroups cgroups, SandboxLayout layout, CancellationToken cancellationToken)
     {
         var sandboxId = layout.SandboxId;
         var metadata = SandboxMetadata.TryRead(layout.MetadataFile);

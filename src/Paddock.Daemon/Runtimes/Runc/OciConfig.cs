@@ -32,13 +32,13 @@ internal static class OciConfig
     /// <summary>Paths runc remounts read-only, as Docker does.</summary>
     public static readonly string[] ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-    public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
+    public static void Write(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, ISandboxCgroups cgroups)
     {
         var json = Build(spec, layout, bundle, options, cgroups).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
         File.WriteAllText(layout.ConfigFile, json);
     }
 
-    public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, Cgroups cgroups)
+    public static JsonObject Build(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options, ISandboxCgroups cgroups)
     {
         var args = AgentLaunch.Arguments(spec, bundle);
         var env = AgentLaunch.Environment(spec);
@@ -108,7 +108,7 @@ internal static class OciConfig
                     // The limit plus the agent's reserve: the sandbox's processes get the limit itself in S/work (PidReserve).
                     ["pids"] = new JsonObject { ["limit"] = PidReserve.SandboxLimit(limits.MaxPids) },
                 },
-                ["cgroupsPath"] = cgroups.RuncPath(layout.SandboxId),
+                ["cgroupsPath"] = cgroups.OciPath(layout.SandboxId),
                 ["namespaces"] = new JsonArray(
                     // No path for "network": runc makes a new one owned by the sandbox's user namespace; the daemon
                     // binds it once the container runs (see NetworkNamespaces).

@@ -26,11 +26,16 @@ internal sealed class RuncCli
 
     private readonly string _binary;
     private readonly string _root;
+    private readonly string[] _global;
 
-    public RuncCli(string binary, string root)
+    /// <param name="binary">runc or crun (both take the same commands and global flags used here).</param>
+    /// <param name="root">The tier's own state root.</param>
+    /// <param name="systemdCgroup">Adds <c>--systemd-cgroup</c>: cgroupsPath is <c>slice:prefix:name</c> and systemd makes the scope.</param>
+    public RuncCli(string binary, string root, bool systemdCgroup = false)
     {
         _binary = binary;
         _root = root;
+        _global = systemdCgroup ? ["--root", root, "--systemd-cgroup"] : ["--root", root];
     }
 
     /// <summary>
@@ -42,17 +47,16 @@ internal sealed class RuncCli
     public async Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
     {
         // /bin/sh only redirects and execs runc: no managed code between fork and exec, and no pipe to the container.
-        var start = new ProcessStartInfo("/bin/sh")
-        {
-            ArgumentList =
-            {
+        var start = new ProcessStartInfo("/bin/sh", (string[])
+            [
                 "-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile,
                 // --no-new-keyring: by default runc gives each container a session keyring, charged to the uid root
                 // maps to, and every sandbox maps root to the same host uid, whose quota (kernel.keys.maxkeys, 200 on
                 // Debian) then capped the host at ~200 sandboxes. Sandboxes cannot use keyrings anyway: the seccomp
                 // profile refuses keyctl, add_key and request_key.
-                _binary, "--root", _root, "run", "--detach", "--no-new-keyring", "--bundle", bundle, "--pid-file", pidFile, id,
-            },
+                _binary, .. _global, "run", "--detach", "--no-new-keyring", "--bundle", bundle, "--pid-file", pidFile, id,
+            ])
+        {
             UseShellExecute = false,
         };
         using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
@@ -187,7 +191,7 @@ internal sealed class RuncCli
         timeout.CancelAfter(CallTimeout);
         try
         {
-            return await ExternalCommand.RunAsync(_binary, ["--root", _root, .. args], timeout.Token);
+            return await ExternalCommand.RunAsync(_binary, [.. _global, .. args], timeout.Token);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

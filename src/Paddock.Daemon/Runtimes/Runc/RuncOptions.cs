@@ -12,14 +12,28 @@ internal sealed record RuncOptions : ISandboxDirectories
     /// </summary>
     public string StateDirectory { get; init; } = "/var/lib/paddock";
 
-    /// <summary>The runc executable (a name looked up in PATH, or a path).</summary>
+    /// <summary>The OCI runtime executable (a name looked up in PATH, or a path); set, it wins over <see cref="Runtime"/>.</summary>
     public string RuncBinary { get; init; } = "runc";
+
+    /// <summary>
+    /// runc, crun, or auto (<c>Runc:Runtime</c>): auto takes crun where it runs as the host is and runc elsewhere
+    /// (<see cref="OciRuntimeChoice"/>).
+    /// </summary>
+    public OciRuntimeKind Runtime { get; init; } = OciRuntimeKind.Auto;
 
     /// <summary>The published NativeAOT agent; null: found next to the daemon or under artifacts/agent of the repository.</summary>
     public string? AgentBinary { get; init; }
 
     /// <summary>The cgroup (in every v1 hierarchy) under which each sandbox gets its own, named after its id.</summary>
     public string CgroupParent { get; init; } = "paddock";
+
+    /// <summary>
+    /// Who creates each sandbox's cgroup (<c>Runc:CgroupManager</c>, <c>cgroupfs</c> or <c>systemd</c>): the runtime
+    /// itself below <see cref="CgroupParent"/>, or systemd as the scope paddock-ID.scope in the slice
+    /// <c>CgroupParent.slice</c> (a unified host whose systemd delegates cgroups; runc/crun get
+    /// <c>--systemd-cgroup</c>). systemd is refused on a v1 or hybrid host.
+    /// </summary>
+    public CgroupManager CgroupManager { get; init; } = CgroupManager.Cgroupfs;
 
     public IdMapping IdMapping { get; init; } = IdMapping.Default;
 

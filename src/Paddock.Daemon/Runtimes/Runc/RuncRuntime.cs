@@ -23,7 +23,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
 {
     private readonly RuncOptions _options;
     private readonly RuncCli _runc;
-    private readonly Cgroups _cgroups;
+    private readonly ISandboxCgroups _cgroups;
     private readonly NetworkNamespaces _netns;
     private readonly AgentBundleBuilder _bundles;
     private readonly string _agentBinary;
@@ -43,8 +43,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         _options = options;
         _agentBinary = agentBinary;
         _logger = logger;
-        _runc = new RuncCli(options.RuncBinary, options.RuncRoot);
-        _cgroups = Cgroups.Discover(options.CgroupParent);
+        // Before the cgroups are read: crun on a hybrid host may add a v1 hierarchy (hugetlb) that sandboxes then join.
+        OciRuntime = OciRuntimeChoice.Choose(options, logger);
+        RuntimeLog.OciRuntimeChosen(logger, OciRuntime.Name, OciRuntime.Binary, OciRuntime.Reason);
+        _runc = new RuncCli(OciRuntime.Binary, options.RuncRoot, options.CgroupManager == CgroupManager.Systemd);
+        _cgroups = Cgroups.Detect(options.CgroupParent, options.CgroupManager);
         _netns = new NetworkNamespaces();
         _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
@@ -54,9 +57,21 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
         SandboxFilesystem.ValidatePathForOverlay(options.SandboxesDirectory);
         _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
-        _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
+        RuntimeLog.CgroupLayout(logger, "runc", _cgroups.Mode, _cgroups.Parent);
+        _exits = new AgentExitWatcher(id =>
+        {
+            // The cgroup outlives the agent until the destroy: an OOM kill is the likeliest reason an agent dies.
+            if (_cgroups.OomKills(id) is long kills and > 0)
+            {
+                RuntimeLog.AgentExitAfterOom(_logger, id, kills);
+            }
+            return OnAgentExited?.Invoke(id) ?? Task.CompletedTask;
+        }, logger);
         _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
     }
+
+    /// <summary>The OCI runtime this tier drives (runc or crun) and why.</summary>
+    internal OciRuntimeSelection OciRuntime { get; }
 
     /// <summary>The sandbox disks made ahead (for tests).</summary>
     internal DiskStock Disks => _disks;
@@ -179,7 +194,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
         // No lock: the pool lowers the shares before the start (which holds the lock until the agent answers) and
         // raises them at the hand-over; one write of cpu.shares needs no ordering with anything else.
-        _cgroups.SetCpuShares(sandboxId, background ? Cgroups.BackgroundCpuShares : Cgroups.NormalCpuShares);
+        _cgroups.SetCpuWeight(sandboxId, background);
         return Task.CompletedTask;
     }
 
@@ -198,7 +213,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             _cgroups.Thaw(sandboxId);
             return false;
         }
-        return await _cgroups.FreezeAsync(sandboxId);
+        return await _cgroups.FreezeAsync(sandboxId, cancellationToken);
     }
 
     /// <summary>
