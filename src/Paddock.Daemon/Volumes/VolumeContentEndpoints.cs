@@ -314,10 +314,19 @@ internal static class VolumeContentEndpoints
             handle.Dispose();
             throw Fail(errno, c.Path);
         }
-        await using (var stream = new FileStream(handle, FileAccess.Write, bufferSize: 0))
+        try
         {
+            await using var stream = new FileStream(handle, FileAccess.Write, bufferSize: 0);
             await c.Http.Request.Body.CopyToAsync(stream, 64 * 1024, c.Http.RequestAborted);
             await stream.FlushAsync(c.Http.RequestAborted);
+        }
+        catch (IOException ex) when (ex.HResult is ENOSPC or EDQUOT)
+        {
+            // A full volume: the partial file goes, and the rest of the body is read and dropped so that the client
+            // gets the 507 instead of a reset connection.
+            Remove(parent, name);
+            await c.Http.Request.Body.CopyToAsync(Stream.Null, c.Http.RequestAborted);
+            throw new ContentException(StatusCodes.Status507InsufficientStorage, $"the volume is full (no space left on device) writing '/{c.Path}'");
         }
         ChangeOwner(parent, name, uid, gid);
         using var written = OpenOrFail(c.Root, c.Path, O_PATH | O_NOFOLLOW);
