@@ -11,9 +11,9 @@ namespace Paddock.Daemon.Volumes;
 /// </summary>
 /// <remarks>
 /// Why an image and not a directory with a project quota: this host's kernel has neither XFS quota support nor
-/// CONFIG_QUOTA for ext4 (measured 2026-11-28 for the sandbox disks, Runtimes/Host/SandboxDisk.cs; re-checked for
-/// volumes: <c>mount -o prjquota</c> of a fresh ext4 image fails with "quota support not available"), so a directory
-/// would have no bound. Unlike a sandbox disk the image has a journal: a volume outlives its sandboxes and should
+/// a working ext4 project quota (measured 2026-11-28 for the sandbox disks, Runtimes/Host/SandboxDisk.cs; re-checked
+/// for volumes 2026-12-06: an image made with <c>mkfs.ext4 -O quota,project</c> fails <c>mount -o prjquota</c> with
+/// "The kernel was not built with CONFIG_QUOTA and CONFIG_QFMT_V2"), so a directory would have no bound. Unlike a sandbox disk the image has a journal: a volume outlives its sandboxes and should
 /// survive a host crash as a filesystem that mounts again. The root directory is owned by the sandboxes' root
 /// (<see cref="IdMapping.Default"/>) with mode 0777, so a template's unprivileged user can write too; files keep
 /// the host ids of whoever wrote them, which every sandbox maps alike (one remap range), so what one sandbox's user
