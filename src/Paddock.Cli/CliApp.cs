@@ -30,6 +30,7 @@ internal static class CliApp
         root.Subcommands.Add(Audit.AuditCommand.Build());
         root.Subcommands.Add(KeyCommands.Build());
         root.Subcommands.Add(TeamCommands.Build());
+        root.Subcommands.Add(Volumes.VolumeCommands.Build());
         root.Subcommands.Add(McpCommand.Build());
         ImageImport.ImportCommand.AddTo(root);
         var parsed = root.Parse(args);

@@ -103,6 +103,8 @@ internal static class DaemonHost
         services.AddSingleton<WarmPools>();
         services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());
         services.AddSingleton<SandboxManager>();
+        services.AddSingleton<Volumes.VolumeRecords>();
+        services.AddSingleton<Volumes.VolumeManager>();
         // One sweep for every sandbox; the live set is read through the manager, which holds a lease for each kill.
         services.AddSingleton(sp => new IdleFreezer(
             sp.GetRequiredService<ISandboxRuntime>(),
@@ -175,6 +177,7 @@ internal static class DaemonHost
         app.MapTemplateApi();
         app.MapTemplateImportApi();
         app.MapTeamApi();
+        Volumes.VolumeEndpoints.MapVolumeApi(app);
         app.MapAuditApi();
         app.MapMetricsEndpoint();
         app.MapMcp(McpEndpoint.Path);
@@ -210,6 +213,8 @@ internal static class DaemonHost
         var sandboxes = app.Services.GetRequiredService<SandboxManager>();
         app.Services.GetRequiredService<RuntimeTiers>().OnAgentExited =
             id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
+        // Volumes before recovery: re-adopted sandboxes hold binds of them, and their mounts must be known to a delete.
+        await app.Services.GetRequiredService<Volumes.VolumeManager>().InitializeAsync(cancellationToken);
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }

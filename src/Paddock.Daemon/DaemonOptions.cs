@@ -45,6 +45,18 @@ internal sealed record DaemonOptions
 
     public int MaxPids { get; init; } = 1024;
 
+    /// <summary>The size of a volume whose create names none (Volumes/: a sparse ext4 image, so a hard limit).</summary>
+    public int VolumeSizeMB { get; init; } = 1024;
+
+    /// <summary>The largest size a volume create may ask for (paddock's <c>sizeMB</c>).</summary>
+    public int MaxVolumeSizeMB { get; init; } = 10 * 1024;
+
+    /// <summary>Volumes one team may have.</summary>
+    public int MaxVolumesPerTeam { get; init; } = 20;
+
+    /// <summary>The sum of one team's volume sizes (images are sparse, so this bounds what they can take of the host's disk).</summary>
+    public int MaxVolumeTotalMB { get; init; } = 50 * 1024;
+
     /// <summary>How long the records and logs of ended sandboxes are kept.</summary>
     public TimeSpan RecordRetention { get; init; } = TimeSpan.FromDays(7);
 
@@ -176,6 +188,10 @@ internal sealed record DaemonOptions
         options = Apply(options, "--memory-mb", Env("MEMORY_MB"));
         options = Apply(options, "--disk-mb", Env("DISK_MB"));
         options = Apply(options, "--max-pids", Env("MAX_PIDS"));
+        options = Apply(options, "--volume-size-mb", Env("VOLUME_SIZE_MB"));
+        options = Apply(options, "--max-volume-size-mb", Env("MAX_VOLUME_SIZE_MB"));
+        options = Apply(options, "--max-volumes", Env("MAX_VOLUMES"));
+        options = Apply(options, "--max-volume-total-mb", Env("MAX_VOLUME_TOTAL_MB"));
         options = Apply(options, "--prepare-template", Env("PREPARE_TEMPLATE"));
         options = Apply(options, "--pool", Env("POOL"));
         options = Apply(options, "--pool-refill", Env("POOL_REFILL"));
@@ -256,6 +272,10 @@ internal sealed record DaemonOptions
             "--memory-mb" => options with { DefaultMemoryMB = ParseAtLeast(name, value, 128) },
             "--disk-mb" => options with { DefaultDiskSizeMB = ParsePositive(name, value) },
             "--max-pids" => options with { MaxPids = ParseAtLeast(name, value, 16) },
+            "--volume-size-mb" => options with { VolumeSizeMB = ParseAtLeast(name, value, 16) },
+            "--max-volume-size-mb" => options with { MaxVolumeSizeMB = ParseAtLeast(name, value, 16) },
+            "--max-volumes" => options with { MaxVolumesPerTeam = ParseAtLeast(name, value, 0) },
+            "--max-volume-total-mb" => options with { MaxVolumeTotalMB = ParseAtLeast(name, value, 0) },
             "--prepare-template" => options with { PrepareTemplate = value.Length > 0 ? value : throw new ArgumentException("--prepare-template needs a template name") },
             "--pool" => options with { Pools = options.Pools with { Sizes = PoolSettings.ParseSizes(value) } },
             "--pool-refill" => options with { Pools = options.Pools with { RefillConcurrency = ParsePositive(name, value) } },

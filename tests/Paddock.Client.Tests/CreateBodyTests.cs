@@ -28,6 +28,19 @@ public sealed class CreateBodyTests
         {
         }
 
+        await using (await Sandbox.CreateAsync("base", new SandboxOptions
+        {
+            Connection = connection,
+            VolumeMounts = new Dictionary<string, string> { ["/data"] = "work" },
+            KillOnDispose = false,
+        }, timeout.Token))
+        {
+        }
+
+        var volumes = handler.Bodies[2]["volumeMounts"]!.AsArray();
+        Assert.Equal("work", (string?)Assert.Single(volumes)!["name"]);
+        Assert.Equal("/data", (string?)volumes[0]!["path"]);
+        Assert.False(handler.Bodies[1].ContainsKey("volumeMounts"));
         var full = handler.Bodies[0];
         Assert.Equal("gvisor", (string?)full["isolation"]);
         Assert.Equal(["10.0.0.0/8", "example.com"], full["network"]!["allowOut"]!.AsArray().Select(n => (string?)n));

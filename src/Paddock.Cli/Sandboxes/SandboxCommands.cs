@@ -26,7 +26,8 @@ internal static class SandboxCommands
         var metadata = new Option<string[]>("--metadata") { Description = "KEY=VALUE stored with the sandbox (repeatable)" };
         var env = new Option<string[]>("--env", "-e") { Description = "KEY=VALUE for every process in the sandbox (repeatable)" };
         var isolation = new Option<string?>("--isolation") { Description = "Isolation tier: runc or gvisor (default: the team's, the template's, else the daemon's)" };
-        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, metadata, env, isolation };
+        var volume = new Option<string[]>("--volume", "-v") { Description = "NAME:/PATH: mount the team's volume NAME at /PATH (repeatable)" };
+        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, metadata, env, isolation, volume };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
             var seconds = parse.GetValue(timeout);
@@ -41,6 +42,7 @@ internal static class SandboxCommands
                 Metadata = CliApp.Pairs(parse.GetValue(metadata), "--metadata"),
                 Envs = CliApp.Pairs(parse.GetValue(env), "--env"),
                 Isolation = parse.GetValue(isolation),
+                VolumeMounts = VolumeMounts(parse.GetValue(volume)),
                 KillOnDispose = false,
             }, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json)
@@ -49,6 +51,29 @@ internal static class SandboxCommands
             return ExitCodes.Ok;
         }));
         return command;
+    }
+
+    /// <summary>`--volume NAME:/PATH` values as the SDK's mounts (path to name); a malformed one is a usage error.</summary>
+    internal static IReadOnlyDictionary<string, string>? VolumeMounts(string[]? values)
+    {
+        if (values is not { Length: > 0 })
+        {
+            return null;
+        }
+        var mounts = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var value in values)
+        {
+            var colon = value.IndexOf(':', StringComparison.Ordinal);
+            if (colon <= 0 || colon == value.Length - 1)
+            {
+                throw new CliException(ExitCodes.Usage, $"--volume '{value}': expected NAME:/PATH");
+            }
+            if (!mounts.TryAdd(value[(colon + 1)..], value[..colon]))
+            {
+                throw new CliException(ExitCodes.Usage, $"--volume '{value}': two volumes at {value[(colon + 1)..]}");
+            }
+        }
+        return mounts;
     }
 
     private static Command List()

@@ -17,6 +17,32 @@ internal sealed class NewSandboxDto
 
     /// <summary>paddock's extension; left out when null, so E2B's own service never sees it.</summary>
     [JsonPropertyName("isolation"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Isolation { get; init; }
+
+    /// <summary>E2B's <c>volumeMounts</c>: left out when null.</summary>
+    [JsonPropertyName("volumeMounts"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<VolumeMountDto>? VolumeMounts { get; init; }
+}
+
+/// <summary>E2B's SandboxVolumeMount.</summary>
+internal sealed class VolumeMountDto
+{
+    [JsonPropertyName("name")] public required string Name { get; init; }
+    [JsonPropertyName("path")] public required string Path { get; init; }
+}
+
+/// <summary>E2B's NewVolume, plus paddockd's size.</summary>
+internal sealed class NewVolumeDto
+{
+    [JsonPropertyName("name")] public required string Name { get; init; }
+    [JsonPropertyName("sizeMB"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? SizeMB { get; init; }
+}
+
+/// <summary>E2B's Volume and VolumeAndToken (the token only in the latter), plus paddockd's size.</summary>
+internal sealed class VolumeDto
+{
+    [JsonPropertyName("volumeID")] public string? VolumeId { get; init; }
+    [JsonPropertyName("name")] public string? Name { get; init; }
+    [JsonPropertyName("token")] public string? Token { get; init; }
+    [JsonPropertyName("sizeMB")] public long? SizeMB { get; init; }
 }
 
 /// <summary>E2B's SandboxNetworkConfig: egress allow and deny lists (CIDRs, addresses or domain names).</summary>
@@ -169,6 +195,9 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(TeamDto))]
 [JsonSerializable(typeof(List<TeamDto>))]
 [JsonSerializable(typeof(SandboxAuditPage))]
+[JsonSerializable(typeof(NewVolumeDto))]
+[JsonSerializable(typeof(VolumeDto))]
+[JsonSerializable(typeof(List<VolumeDto>))]
 internal sealed partial class ApiJson : JsonSerializerContext
 {
 }

@@ -93,6 +93,7 @@ public sealed partial class Sandbox : IAsyncDisposable
             AllowInternetAccess = options.AllowInternetAccess,
             Network = options.AllowOut is null && options.DenyOut is null ? null : new NetworkDto { AllowOut = options.AllowOut, DenyOut = options.DenyOut },
             Isolation = options.Isolation,
+            VolumeMounts = options.VolumeMounts?.Select(kv => new VolumeMountDto { Name = kv.Value, Path = kv.Key }).ToArray(),
         }, cancellationToken).ConfigureAwait(false);
         var id = created.SandboxId ?? throw new SandboxException("the control plane created a sandbox but sent no sandboxID");
         return new Sandbox(id, created.TemplateId ?? template, created.EnvdVersion, created.EnvdAccessToken, created.Domain, connection, options.KillOnDispose);

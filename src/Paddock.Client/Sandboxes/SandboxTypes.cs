@@ -45,6 +45,12 @@ public sealed record SandboxOptions
     /// false leaves it running until its timeout.
     /// </summary>
     public bool KillOnDispose { get; init; } = true;
+
+    /// <summary>
+    /// Volumes to mount, path inside the sandbox to volume name (E2B's <c>volumeMounts</c>); the volumes must be the
+    /// caller's team's (<see cref="Volumes"/>). Null: none.
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? VolumeMounts { get; init; }
 }
 
 /// <summary>How to connect to an existing sandbox.</summary>

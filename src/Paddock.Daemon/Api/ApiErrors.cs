@@ -47,6 +47,7 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
     internal static ErrorResponse? Map(Exception ex) => ex switch
     {
         ApiRequestException e => new(e.StatusCode, e.Message),
+        Volumes.VolumeException e => new(e.StatusCode, e.Message),
         UnknownSandboxException e => new(StatusCodes.Status404NotFound, e.Message),
         // The runtime lost it between the daemon's check and the call (killed behind the daemon's back).
         Runtimes.SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),

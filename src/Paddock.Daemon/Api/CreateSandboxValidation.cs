@@ -29,7 +29,6 @@ internal static class CreateSandboxValidation
 
         Refuse(request.Mcp, "mcp", "MCP gateways are not supported by paddockd");
         Refuse(request.Iam, "iam", "workload identity tokens are not supported by paddockd");
-        Refuse(request.VolumeMounts, "volumeMounts", "volumes are not supported by paddockd");
         if (request.AutoResume?.Enabled == true)
         {
             throw ApiRequestException.BadRequest("autoResume needs pausing, which this host's isolation tier cannot do");
@@ -48,6 +47,7 @@ internal static class CreateSandboxValidation
             Template = template,
             TimeoutSeconds = timeout,
             Metadata = ValidateMetadata(request.Metadata),
+            VolumeMounts = Volumes.VolumeMountPaths.Parse(request.VolumeMounts),
             EnvVars = ValidateEnvVars(request.EnvVars),
             // Absent means secure: E2B's SDKs sent secure=true by default and newer ones leave the field out.
             Secure = request.Secure ?? true,

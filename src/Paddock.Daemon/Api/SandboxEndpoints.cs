@@ -52,6 +52,8 @@ internal static class SandboxEndpoints
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.NewSandboxRequest, required: true);
         var team = http.GetCaller().TeamId;
         var command = CreateSandboxValidation.Validate(request!, options) with { TeamId = team, TeamLimits = teams.LimitsOf(team) };
+        using var volumeLease = await http.RequestServices.GetRequiredService<Volumes.VolumeManager>().AcquireAsync(team, command.VolumeMounts, http.RequestAborted);
+        command = command with { Volumes = volumeLease };
         using var trace = new CreateTrace();
         SandboxRecord record;
         try
@@ -119,7 +121,9 @@ internal static class SandboxEndpoints
     private static async Task<IResult> GetAsync(string sandboxID, SandboxManager manager, ISandboxStore store, SandboxDomain domain, HttpContext http)
     {
         var record = await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        return Results.Json(ToDetail(record, domain), ApiJsonContext.Default.SandboxDetailResponse);
+        var mounts = http.RequestServices.GetRequiredService<Volumes.VolumeManager>().MountsOf(sandboxID);
+        return Results.Json(ToDetail(record, domain) with { VolumeMounts = [.. mounts.Select(m => new VolumeMountResponse(m.Name, m.Path))] },
+            ApiJsonContext.Default.SandboxDetailResponse);
     }
 
     private static async Task<IResult> KillAsync(string sandboxID, SandboxManager manager, ISandboxStore store, HttpContext http)

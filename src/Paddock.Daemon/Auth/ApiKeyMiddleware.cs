@@ -4,7 +4,7 @@ using Paddock.Daemon.Teams;
 namespace Paddock.Daemon.Auth;
 
 /// <summary>
-/// Every control-plane request but <c>GET /health</c> must carry a valid <c>X-API-Key</c>; otherwise 401 with E2B's
+/// Every control-plane request but <c>GET /health</c> and the volume content API (Volumes/) must carry a valid <c>X-API-Key</c>; otherwise 401 with E2B's
 /// error body. Sandbox traffic never reaches this: the proxy runs first, and there the agent's access token and the
 /// traffic token are what count.
 /// </summary>
@@ -12,8 +12,10 @@ internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator
 {
     public async Task InvokeAsync(HttpContext http)
     {
-        if (HttpMethods.IsGet(http.Request.Method) && http.Request.Path == "/health")
+        if ((HttpMethods.IsGet(http.Request.Method) && http.Request.Path == "/health")
+            || http.Request.Path.StartsWithSegments("/volumecontent", StringComparison.Ordinal))
         {
+            // /volumecontent: E2B's volume content API, whose credential is the volume's own token (checked there).
             await next(http);
             return;
         }

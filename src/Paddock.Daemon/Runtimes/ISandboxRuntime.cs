@@ -149,7 +149,18 @@ internal sealed record SandboxSpec
 
     /// <summary>Called as each step of the start ends, with the step's name (for the create's trace); may be null.</summary>
     public Action<string>? MarkStep { get; init; }
+
+    /// <summary>
+    /// Host directories the sandbox sees read-write at a path of its own (volumes: Volumes/). The caller has checked
+    /// the paths (absolute, normalized, none inside another, none over /proc, /dev, /sys, the agent's bundle or the
+    /// files a tier mounts itself); a tier makes each one appear as it is on the host, owners seen through the
+    /// sandbox's id mapping, so that files one sandbox wrote are the next one's. Empty: none.
+    /// </summary>
+    public IReadOnlyList<SandboxMount> Mounts { get; init; } = [];
 }
+
+/// <summary>A host directory shown read-write inside a sandbox at <paramref name="Path"/>.</summary>
+internal sealed record SandboxMount(string HostDirectory, string Path);
 
 /// <summary>Limits from the create request (defaults are stated in the README).</summary>
 internal sealed record ResourceLimits(int CpuCount, long MemoryBytes, int MaxPids, long DiskBytes);

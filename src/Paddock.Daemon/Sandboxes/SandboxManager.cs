@@ -45,6 +45,12 @@ internal sealed record CreateSandboxCommand
 
     /// <summary>The isolation tier asked for; null: the team's, else the template's, else the daemon's (<see cref="IsolationChoice"/>).</summary>
     public string? Isolation { get; init; }
+
+    /// <summary>The create's <c>volumeMounts</c>, checked (names and paths); resolved by the API into <see cref="Volumes"/>.</summary>
+    public IReadOnlyList<Paddock.Daemon.Volumes.VolumeMountRequest> VolumeMounts { get; init; } = [];
+
+    /// <summary>The team's volumes resolved for this create and held against deletion while it starts.</summary>
+    public Paddock.Daemon.Volumes.VolumeLease Volumes { get; init; } = Paddock.Daemon.Volumes.VolumeLease.Empty;
 }
 
 /// <summary>
@@ -185,7 +191,8 @@ internal sealed class SandboxManager : IAsyncDisposable
         try
         {
             var limits = new ResourceLimits(command.CpuCount, command.MemoryMB * 1024L * 1024L, _options.MaxPids, command.DiskSizeMB * 1024L * 1024L);
-            if (_pools?.TryTake(template, limits, isolation) is { } member)
+            // A pool member was started without volumes, and mounts cannot be added to a running sandbox.
+            if (command.Volumes.IsEmpty && _pools?.TryTake(template, limits, isolation) is { } member)
             {
                 trace.Mark("pool-claim");
                 if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
@@ -219,6 +226,8 @@ internal sealed class SandboxManager : IAsyncDisposable
                 AutoPause = command.AutoPause,
             };
             await _store.InsertAsync(record, cancellationToken);
+            // Before the start: from here on a volume delete sees this sandbox as its user.
+            await command.Volumes.RecordAsync(record.SandboxId, cancellationToken);
             trace.Mark("store-insert");
             await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
                 $"creating from template {template.TemplateId} on the {isolation} tier with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
@@ -243,6 +252,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 Egress = command.Egress,
                 MarkStep = trace.Mark,
                 Isolation = isolation,
+                Mounts = command.Volumes.Mounts,
             };
             trace.Mark("journal");
             var stopwatch = Stopwatch.StartNew();

@@ -133,5 +133,27 @@ internal static class SqliteMigrations
                 last_at     INTEGER NOT NULL
             );
             """),
+        // Volumes (issue 15, Volumes/): a team's named volume (an ext4 image of size_bytes under the state directory)
+        // and which sandbox mounts which volume at which path, kept after the sandbox ends (its detail shows them).
+        // Step 7: step 6 is the pause work's (issue 15, points 1-5).
+        (7, """
+            CREATE TABLE volumes (
+                volume_id  TEXT PRIMARY KEY,
+                team_id    TEXT NOT NULL,
+                name       TEXT NOT NULL,
+                token      TEXT NOT NULL,
+                size_bytes INTEGER NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            CREATE UNIQUE INDEX volumes_by_team_name ON volumes (team_id, name);
+            CREATE TABLE sandbox_volume_mounts (
+                sandbox_id TEXT NOT NULL,
+                volume_id  TEXT NOT NULL,
+                name       TEXT NOT NULL,
+                path       TEXT NOT NULL,
+                PRIMARY KEY (sandbox_id, path)
+            );
+            CREATE INDEX sandbox_volume_mounts_by_volume ON sandbox_volume_mounts (volume_id);
+            """),
     ];
 }

@@ -72,7 +72,8 @@ internal static class GvisorConfig
                 Mount("/etc/hostname", "bind", layout.HostnameFile, "rbind", "rw"),
                 // The daemon's DNS forwarder as the only resolver (SandboxNetworks.ResolvConf), as in the runc tier.
                 Mount("/etc/resolv.conf", "bind", layout.ResolvConfFile, "rbind", "rw"),
-                .. TmpOnDisk(layout)]),
+                .. (spec.Mounts.Any(m => m.Path == "/tmp") ? [] : TmpOnDisk(layout)),
+                .. OciConfig.VolumeMounts(spec, layout)]),
             ["linux"] = new JsonObject
             {
                 ["uidMappings"] = new JsonArray(mapping.DeepClone()),

@@ -65,6 +65,8 @@ internal static class SandboxFilesystem
             throw Errno.Exception("mount overlay", layout.Rootfs, errno);
         }
 
+        BindMounts(spec, layout);
+
         File.WriteAllText(layout.HostsFile, $"""
             127.0.0.1	localhost
             ::1	localhost ip6-localhost ip6-loopback
@@ -83,6 +85,35 @@ internal static class SandboxFilesystem
             // The sandbox's root may edit them, as in Docker.
             Files.ChangeOwner(file, root, root);
             Files.ChangeMode(file, 0b110_100_100);
+        }
+    }
+
+    /// <summary>
+    /// Binds each of the spec's host directories (volumes) at <see cref="SandboxLayout.MountSource"/>, inside the
+    /// sandbox's directory, and the tier's config names that bind as the mount's source. Why a bind of its own: the
+    /// gVisor tier's runsc runs in a mount namespace made once per host (GvisorMountNamespace), which sees only what is
+    /// mounted later under the tier's shared directory, where sandbox directories live; a volume mounted elsewhere
+    /// would be missing there. The runc tier takes the same path so both tiers have one. The destroy's
+    /// <see cref="UnmountAllAsync"/> removes these binds with every other mount of the sandbox, and
+    /// <see cref="RemoveDirectory"/> deletes nothing while one is still mounted, so a volume's files are never deleted
+    /// through its bind.
+    /// </summary>
+    public static void BindMounts(SandboxSpec spec, SandboxLayout layout)
+    {
+        for (var i = 0; i < spec.Mounts.Count; i++)
+        {
+            var source = spec.Mounts[i].HostDirectory;
+            if (!Directory.Exists(source))
+            {
+                throw new SandboxStartException(spec.SandboxId, $"the directory {source} to mount at {spec.Mounts[i].Path} does not exist");
+            }
+            var target = layout.MountSource(i);
+            Directory.CreateDirectory(target);
+            var errno = Mounts.Mount(source, target, null, Mounts.MS_BIND, null);
+            if (errno != 0)
+            {
+                throw Errno.Exception("mount --bind", target, errno);
+            }
         }
     }
 

@@ -78,6 +78,12 @@ internal sealed partial class SandboxLayout
 
     public string MetadataFile => Path.Combine(Directory, "sandbox.json");
 
+    /// <summary>
+    /// Where the <paramref name="index"/>th of <see cref="SandboxSpec.Mounts"/> is bound on the host before the sandbox
+    /// starts, and what the OCI config names as the mount's source (<see cref="SandboxFilesystem.BindMounts"/>).
+    /// </summary>
+    public string MountSource(int index) => Path.Combine(Directory, "mounts", index.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
     /// <summary>The end of the log, for error messages.</summary>
     public string LogTail(int maxChars = 2000)
     {

@@ -85,7 +85,7 @@ internal static class OciConfig
             },
             ["root"] = new JsonObject { ["path"] = layout.Rootfs, ["readonly"] = false },
             ["hostname"] = spec.Hostname,
-            ["mounts"] = Mounts(layout, bundle, options),
+            ["mounts"] = Mounts(spec, layout, bundle, options),
             ["linux"] = new JsonObject
             {
                 ["uidMappings"] = new JsonArray(Mapping(map)),
@@ -122,7 +122,7 @@ internal static class OciConfig
         };
     }
 
-    private static JsonArray Mounts(SandboxLayout layout, AgentBundle bundle, RuncOptions options)
+    private static JsonArray Mounts(SandboxSpec spec, SandboxLayout layout, AgentBundle bundle, RuncOptions options)
     {
         var shm = $"size={options.ShmBytes / 1024}k";
         var mounts = new JsonArray(
@@ -144,8 +144,19 @@ internal static class OciConfig
             // With egress on: the daemon's DNS forwarder as the only resolver (SandboxNetworks.ResolvConf).
             mounts.Add(Mount("/etc/resolv.conf", "bind", layout.ResolvConfFile, "rbind", "rw"));
         }
+        foreach (var mount in VolumeMounts(spec, layout))
+        {
+            mounts.Add(mount);
+        }
         return mounts;
     }
+
+    /// <summary>
+    /// The spec's volumes, bound by <see cref="SandboxFilesystem.BindMounts"/>, read-write, no devices or set-id
+    /// programs. Last, so that none is hidden by a mount of the tier's. Shared by the gVisor tier's config.
+    /// </summary>
+    internal static IEnumerable<JsonObject> VolumeMounts(SandboxSpec spec, SandboxLayout layout) =>
+        spec.Mounts.Select((m, i) => Mount(m.Path, "bind", layout.MountSource(i), "bind", "rw", "nosuid", "nodev"));
 
     private static JsonObject Mount(string destination, string type, string source, params string[] options) => new()
     {

@@ -177,6 +177,11 @@ export async function startDaemon({ args = [], env = {}, tls = false, listenHost
         for (const s of res.status === 200 ? JSON.parse(res.body) : []) {
           await call('DELETE', `/sandboxes/${s.sandboxID}`, headers, 60_000)
         }
+        // Volumes are loop-mounted images under the state directory: delete them through the API (which unmounts).
+        const volumes = await call('GET', '/volumes', headers)
+        for (const v of volumes.status === 200 ? JSON.parse(volumes.body) : []) {
+          await call('DELETE', `/volumes/${v.volumeID}`, headers, 60_000)
+        }
       }
       if (!exit) {
         child.kill('SIGTERM')
@@ -185,6 +190,14 @@ export async function startDaemon({ args = [], env = {}, tls = false, listenHost
         clearTimeout(timer)
       }
       process.removeListener('exit', killOnExit)
+      // Whatever is still mounted under the state directory (another team's volume, a failed test's) is detached
+      // first, deepest first: a recursive delete must never run through a mount.
+      const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+        .map((line) => line.split(' ')[4]).filter((m) => m && m.startsWith(stateDir + '/'))
+        .sort((a, b) => b.length - a.length)
+      for (const m of mounted) {
+        spawnSync('umount', ['-l', m])
+      }
       rmSync(stateDir, { recursive: true, force: true })
     },
   }

@@ -1,0 +1,129 @@
+using Microsoft.Data.Sqlite;
+using Paddock.Daemon.Store;
+
+namespace Paddock.Daemon.Volumes;
+
+/// <summary>A team's volume as the store has it. The token is kept as is: E2B's GET /volumes/{id} answers it.</summary>
+internal sealed record VolumeRecord
+{
+    public required string VolumeId { get; init; }
+
+    public required string TeamId { get; init; }
+
+    public required string Name { get; init; }
+
+    public required string Token { get; init; }
+
+    public required long SizeBytes { get; init; }
+
+    public required DateTimeOffset CreatedAt { get; init; }
+}
+
+/// <summary>One volume mounted by one sandbox.</summary>
+internal sealed record SandboxVolumeMount(string SandboxId, string VolumeId, string Name, string Path);
+
+/// <summary>The volumes and sandbox_volume_mounts tables (schema step 7) in the daemon's SQLite file.</summary>
+internal sealed class VolumeRecords(SqliteStore store)
+{
+    private const int SqliteConstraint = 19;
+
+    public async Task<IReadOnlyList<VolumeRecord>> ListAsync(string? teamId, CancellationToken cancellationToken)
+    {
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = teamId is null
+            ? "SELECT volume_id, team_id, name, token, size_bytes, created_at FROM volumes ORDER BY created_at, volume_id;"
+            : "SELECT volume_id, team_id, name, token, size_bytes, created_at FROM volumes WHERE team_id = $team ORDER BY created_at, volume_id;";
+        if (teamId is not null)
+        {
+            command.Parameters.AddWithValue("$team", teamId);
+        }
+        var volumes = new List<VolumeRecord>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            volumes.Add(new VolumeRecord
+            {
+                VolumeId = reader.GetString(0),
+                TeamId = reader.GetString(1),
+                Name = reader.GetString(2),
+                Token = reader.GetString(3),
+                SizeBytes = reader.GetInt64(4),
+                CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(5)),
+            });
+        }
+        return volumes;
+    }
+
+    /// <summary>Inserts a volume; false when the team has one of that name already.</summary>
+    public async Task<bool> InsertAsync(VolumeRecord volume, CancellationToken cancellationToken)
+    {
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = """
+            INSERT INTO volumes (volume_id, team_id, name, token, size_bytes, created_at)
+            VALUES ($id, $team, $name, $token, $size, $at);
+            """;
+        command.Parameters.AddWithValue("$id", volume.VolumeId);
+        command.Parameters.AddWithValue("$team", volume.TeamId);
+        command.Parameters.AddWithValue("$name", volume.Name);
+        command.Parameters.AddWithValue("$token", volume.Token);
+        command.Parameters.AddWithValue("$size", volume.SizeBytes);
+        command.Parameters.AddWithValue("$at", volume.CreatedAt.ToUnixTimeMilliseconds());
+        try
+        {
+            await command.ExecuteNonQueryAsync(cancellationToken);
+            return true;
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        {
+            return false;
+        }
+    }
+
+    public async Task DeleteAsync(string volumeId, CancellationToken cancellationToken)
+    {
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "DELETE FROM volumes WHERE volume_id = $id;";
+        command.Parameters.AddWithValue("$id", volumeId);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    public async Task InsertMountsAsync(IReadOnlyList<SandboxVolumeMount> mounts, CancellationToken cancellationToken)
+    {
+        if (mounts.Count == 0)
+        {
+            return;
+        }
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
+        foreach (var mount in mounts)
+        {
+            await using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = "INSERT OR REPLACE INTO sandbox_volume_mounts (sandbox_id, volume_id, name, path) VALUES ($s, $v, $n, $p);";
+            command.Parameters.AddWithValue("$s", mount.SandboxId);
+            command.Parameters.AddWithValue("$v", mount.VolumeId);
+            command.Parameters.AddWithValue("$n", mount.Name);
+            command.Parameters.AddWithValue("$p", mount.Path);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>Every mount of every sandbox (for the in-memory view at start).</summary>
+    public async Task<IReadOnlyList<SandboxVolumeMount>> ListMountsAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT sandbox_id, volume_id, name, path FROM sandbox_volume_mounts ORDER BY sandbox_id, path;";
+        var mounts = new List<SandboxVolumeMount>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            mounts.Add(new SandboxVolumeMount(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetString(3)));
+        }
+        return mounts;
+    }
+}
