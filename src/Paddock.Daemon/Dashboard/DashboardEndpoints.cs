@@ -172,8 +172,8 @@ internal static class DashboardEndpoints
         var path = PathParameter(http);
         await using var sandbox = await ConnectAsync(http, sandboxID, self, sessions);
         var entries = await Client(() => sandbox.Files.ListAsync(path, 1, null, http.RequestAborted));
-        var rows = entries.OrderBy(e => e.Type != FileType.Dir).ThenBy(e => e.Name, StringComparer.Ordinal)
-            .Select(e => new FileEntryResponse(e.Name, e.Path, e.Type == FileType.Dir ? "dir" : "file", e.Size, e.Permissions)).ToList();
+        var rows = entries.OrderBy(e => e.Type != FileType.Directory).ThenBy(e => e.Name, StringComparer.Ordinal)
+            .Select(e => new FileEntryResponse(e.Name, e.Path, e.Type == FileType.Directory ? "dir" : "file", e.Size, e.Permissions)).ToList();
         return Results.Json(rows, DashboardJsonContext.Default.ListFileEntryResponse);
     }
 
@@ -232,7 +232,7 @@ internal static class DashboardEndpoints
         {
             return await call();
         }
-        catch (SandboxNotFoundException ex)
+        catch (Paddock.Client.SandboxNotFoundException ex)
         {
             throw new ApiRequestException(StatusCodes.Status404NotFound, ex.Message);
         }

@@ -3,6 +3,7 @@ using System.Net.WebSockets;
 using System.Text.Json;
 using Paddock.Client;
 using Paddock.Daemon.Api;
+using Paddock.Daemon.Auth;
 using Paddock.Daemon.Mcp;
 
 namespace Paddock.Daemon.Dashboard;
@@ -130,7 +131,7 @@ internal static class DashboardTerminal
                 }
                 else
                 {
-                    await socket.CloseAsync(WebSocketCloseStatus.InvalidPayloadType, "unknown control message", cancellationToken);
+                    await socket.CloseAsync(WebSocketCloseStatus.InvalidPayloadData, "unknown control message", cancellationToken);
                     return;
                 }
             }
@@ -144,7 +145,7 @@ internal static class DashboardTerminal
     /// <summary>One whole message (binary input is sent as it comes; a text control message must fit <see cref="MaxControlBytes"/>).</summary>
     private static async Task<(WebSocketMessageType Type, ReadOnlyMemory<byte> Bytes)> ReadMessageAsync(WebSocket socket, byte[] buffer, CancellationToken cancellationToken)
     {
-        var result = await socket.ReceiveAsync(buffer, cancellationToken);
+        var result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer), cancellationToken);
         if (result.MessageType != WebSocketMessageType.Text || result.EndOfMessage)
         {
             return (result.MessageType, buffer.AsMemory(0, result.Count));
@@ -156,7 +157,7 @@ internal static class DashboardTerminal
             {
                 throw new WebSocketException(WebSocketError.InvalidMessageType, "a control message longer than 4 KiB");
             }
-            result = await socket.ReceiveAsync(buffer.AsMemory(length), cancellationToken);
+            result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer, length, buffer.Length - length), cancellationToken);
             length += result.Count;
         }
         return (result.MessageType, buffer.AsMemory(0, length));
