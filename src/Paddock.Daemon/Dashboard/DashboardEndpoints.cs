@@ -29,7 +29,9 @@ internal static class DashboardEndpoints
 
     public static void MapDashboard(this IEndpointRouteBuilder app)
     {
-        app.MapGet(Prefix, (HttpContext http) => Results.Redirect(Prefix + "/"));
+        // Routing matches "/dashboard/" here too (a trailing slash is ignored): only the bare path is sent on, as the
+        // pages' relative links need the slash.
+        app.MapGet(Prefix, (HttpContext http) => http.Request.Path.Value!.EndsWith('/') ? DashboardAssets.Serve(http, null) : Results.Redirect(Prefix + "/"));
         app.MapGet(Prefix + "/{**file}", (string? file, HttpContext http) => DashboardAssets.Serve(http, file));
         app.MapPost(Prefix + "/api/session", SignInAsync);
         app.MapGet(Prefix + "/api/session", Session);
