@@ -80,6 +80,7 @@ internal static class DaemonHost
         services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<Dashboard.DashboardSessions>();
         services.AddSingleton<TeamDirectory>();
         services.AddSingleton<SandboxJournal>();
         services.AddSingleton(sp => new DeadlineScheduler(
@@ -172,6 +173,8 @@ internal static class DaemonHost
         app.UseMiddleware<SandboxProxyMiddleware>();
         app.UseMiddleware<ApiKeyMiddleware>();
         app.UseMiddleware<ApiErrorMiddleware>();
+        // The dashboard's terminal (Dashboard/DashboardTerminal.cs); sandbox WebSockets are forwarded by the proxy above.
+        app.UseWebSockets();
         app.UseRouting();
         app.MapSandboxApi();
         app.MapTemplateApi();
@@ -180,6 +183,7 @@ internal static class DaemonHost
         Volumes.VolumeEndpoints.MapVolumeApi(app);
         app.MapAuditApi();
         app.MapMetricsEndpoint();
+        Dashboard.DashboardEndpoints.MapDashboard(app);
         app.MapMcp(McpEndpoint.Path);
         app.MapFallback((HttpContext http) => ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status404NotFound,
             $"no such route: {http.Request.Method} {http.Request.Path}"));

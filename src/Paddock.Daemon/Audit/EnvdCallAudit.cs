@@ -517,7 +517,7 @@ internal sealed class EnvdCallAudit : IResponseTap
     }
 
     /// <summary>Bytes already read, then the rest of the original body.</summary>
-    private sealed class ConcatenatedStream(byte[] head, Stream rest) : Stream
+    private sealed class ConcatenatedStream(byte[] head, Stream rest) : Observability.ReadOnlyForwardStream
     {
         private int _position;
 
@@ -533,29 +533,6 @@ internal sealed class EnvdCallAudit : IResponseTap
             return await rest.ReadAsync(buffer, cancellationToken);
         }
 
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
         public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

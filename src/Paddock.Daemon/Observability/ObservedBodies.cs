@@ -79,7 +79,7 @@ internal sealed class ObservedResponseBody(IHttpResponseBodyFeature inner, IResp
 }
 
 /// <summary>A request body that counts what the proxy reads from it.</summary>
-internal sealed class CountingRequestBody(Stream inner) : Stream
+internal sealed class CountingRequestBody(Stream inner) : ReadOnlyForwardStream
 {
     public long BytesRead { get; private set; }
 
@@ -90,33 +90,10 @@ internal sealed class CountingRequestBody(Stream inner) : Stream
         return n;
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
     public override int Read(byte[] buffer, int offset, int count)
     {
         var n = inner.Read(buffer, offset, count);
         BytesRead += n;
         return n;
     }
-
-    public override bool CanRead => true;
-
-    public override bool CanSeek => false;
-
-    public override bool CanWrite => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-    public override void Flush()
-    {
-    }
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
