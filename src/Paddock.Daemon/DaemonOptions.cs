@@ -37,6 +37,12 @@ internal sealed record DaemonOptions
     /// <summary>Sandboxes alive or starting at once; more get 429 as E2B's concurrency limit does.</summary>
     public int MaxSandboxes { get; init; } = 100;
 
+    /// <summary>
+    /// Paused sandboxes one team may keep (a team's own limit overrides it). They hold only disk, so they do not count
+    /// against <see cref="MaxSandboxes"/> or a team's running limits.
+    /// </summary>
+    public int MaxPausedPerTeam { get; init; } = 100;
+
     public int DefaultCpuCount { get; init; } = 2;
 
     public int DefaultMemoryMB { get; init; } = 512;
@@ -141,6 +147,7 @@ internal sealed record DaemonOptions
           --default-timeout SECS    sandbox lifetime when the create names none (default 300; env PADDOCK_DEFAULT_TIMEOUT)
           --max-timeout SECS        longest lifetime a client may ask for (default 86400; env PADDOCK_MAX_TIMEOUT)
           --max-sandboxes N         sandboxes at once (default 100; env PADDOCK_MAX_SANDBOXES)
+          --max-paused-per-team N   paused sandboxes a team may keep (default 100; env PADDOCK_MAX_PAUSED_PER_TEAM)
           --cpus N                  CPUs per sandbox unless the create says (default 2; env PADDOCK_CPUS)
           --memory-mb N             memory per sandbox unless the create says (default 512; env PADDOCK_MEMORY_MB)
           --disk-mb N               writable disk per sandbox unless the create says (default 1024; env PADDOCK_DISK_MB)
@@ -184,6 +191,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--default-timeout", Env("DEFAULT_TIMEOUT"));
         options = Apply(options, "--max-timeout", Env("MAX_TIMEOUT"));
         options = Apply(options, "--max-sandboxes", Env("MAX_SANDBOXES"));
+        options = Apply(options, "--max-paused-per-team", Env("MAX_PAUSED_PER_TEAM"));
         options = Apply(options, "--cpus", Env("CPUS"));
         options = Apply(options, "--memory-mb", Env("MEMORY_MB"));
         options = Apply(options, "--disk-mb", Env("DISK_MB"));
@@ -268,6 +276,7 @@ internal sealed record DaemonOptions
             "--default-timeout" => options with { DefaultTimeoutSeconds = ParsePositive(name, value) },
             "--max-timeout" => options with { MaxTimeoutSeconds = ParsePositive(name, value) },
             "--max-sandboxes" => options with { MaxSandboxes = ParsePositive(name, value) },
+            "--max-paused-per-team" => options with { MaxPausedPerTeam = ParsePositive(name, value) },
             "--cpus" => options with { DefaultCpuCount = ParsePositive(name, value) },
             "--memory-mb" => options with { DefaultMemoryMB = ParseAtLeast(name, value, 128) },
             "--disk-mb" => options with { DefaultDiskSizeMB = ParsePositive(name, value) },

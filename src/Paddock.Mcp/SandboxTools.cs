@@ -9,7 +9,8 @@ namespace Paddock.Mcp;
 /// <summary>
 /// The MCP tools: every call goes through <see cref="Sandbox"/> of Paddock.Client with the connection of
 /// <see cref="IConnectionSource"/>, so a sandbox is an ordinary one of the caller's team: it outlives the tool call
-/// and ends at its timeout like any other. Pause and resume are not offered: paddockd answers 501 to a pause today.
+/// and ends at its timeout like any other. A paused sandbox is resumed only by resume_sandbox (issue 18): the other
+/// tools refuse it with a message that says so, instead of resuming it with the one-second connect they use.
 /// </summary>
 [McpServerToolType]
 internal sealed class SandboxTools(IConnectionSource connections)
@@ -66,14 +67,14 @@ internal sealed class SandboxTools(IConnectionSource connections)
     }
 
     [McpServerTool(Name = "list_sandboxes", Title = "List my sandboxes", ReadOnly = true, OpenWorld = false, UseStructuredContent = true)]
-    [Description("Lists the running sandboxes of this API key's team with their ids, templates and the time each will be killed.")]
+    [Description("Lists the running and paused sandboxes of this API key's team with their ids, templates, states and the time each running one will be killed.")]
     public Task<SandboxList> ListSandboxesAsync(CancellationToken cancellationToken = default) =>
         ToolErrors.GuardAsync(null, async () =>
         {
             var list = new List<SandboxSummary>();
-            await foreach (var s in Sandbox.ListAsync(new SandboxListFilter { States = [SandboxState.Running] }, Connection, cancellationToken))
+            await foreach (var s in Sandbox.ListAsync(new SandboxListFilter { States = [SandboxState.Running, SandboxState.Paused] }, Connection, cancellationToken))
             {
-                list.Add(new SandboxSummary(s.SandboxId, s.TemplateId, s.Alias, s.StartedAt, s.EndAt, s.Metadata));
+                list.Add(new SandboxSummary(s.SandboxId, s.TemplateId, s.Alias, s.StartedAt, s.EndAt, s.Metadata, s.State == SandboxState.Paused ? "paused" : "running"));
                 if (list.Count >= 1000)
                 {
                     break; // a bounded answer; a team with more is not one an agent reads through
@@ -278,12 +279,60 @@ internal sealed class SandboxTools(IConnectionSource connections)
         });
     }
 
+    [McpServerTool(Name = "pause_sandbox", Title = "Pause a sandbox", Idempotent = true, OpenWorld = false, UseStructuredContent = true)]
+    [Description("Pauses the sandbox: it stops using CPU and memory until resume_sandbox. With keepMemory true (the default where the " +
+        "sandbox's isolation tier can: gvisor) its processes go on where they stopped; with false (or on runc) only its files are kept " +
+        "and a resume starts it afresh.")]
+    public Task<SandboxPaused> PauseSandboxAsync(
+        [Description("The sandbox's id.")] string sandboxId,
+        [Description("Keep memory and processes (true) or only files (false); default: what the sandbox's tier keeps.")] bool? keepMemory = null,
+        CancellationToken cancellationToken = default)
+    {
+        RequireId(sandboxId);
+        return ToolErrors.GuardAsync(sandboxId, async () =>
+        {
+            var paused = await Sandbox.PauseAsync(sandboxId, keepMemory, Connection, cancellationToken);
+            return new SandboxPaused(sandboxId, true, paused ? null : "it was paused already");
+        });
+    }
+
+    [McpServerTool(Name = "resume_sandbox", Title = "Resume a paused sandbox", Idempotent = true, OpenWorld = false, UseStructuredContent = true)]
+    [Description("Resumes a paused sandbox under the same id (a running one only gets its timeout extended); it then lives timeoutSeconds from now.")]
+    public Task<SandboxResumed> ResumeSandboxAsync(
+        [Description("The sandbox's id.")] string sandboxId,
+        [Description("Seconds it lives from now (default 300).")] int? timeoutSeconds = null,
+        CancellationToken cancellationToken = default)
+    {
+        RequireId(sandboxId);
+        if (timeoutSeconds is <= 0)
+        {
+            throw ToolErrors.Invalid($"timeoutSeconds must be positive, got {timeoutSeconds}");
+        }
+        return ToolErrors.GuardAsync(sandboxId, async () =>
+        {
+            await using var sandbox = await Sandbox.ResumeAsync(sandboxId, new SandboxConnectOptions
+            {
+                Connection = Connection,
+                Timeout = timeoutSeconds is { } s ? TimeSpan.FromSeconds(s) : null,
+            }, cancellationToken);
+            var info = await sandbox.GetInfoAsync(cancellationToken);
+            return new SandboxResumed(sandboxId, info.EndAt);
+        });
+    }
+
     /// <summary>
     /// A client for a running sandbox. The connect call asks for a timeout of one second, which never shortens one
     /// (paddockd and E2B only extend on connect): a tool call does not change when the sandbox ends.
     /// </summary>
-    private async Task<Sandbox> ConnectAsync(string sandboxId, CancellationToken cancellationToken) =>
-        await Sandbox.ConnectAsync(sandboxId, new SandboxConnectOptions { Connection = Connection, Timeout = TimeSpan.FromSeconds(1) }, cancellationToken);
+    private async Task<Sandbox> ConnectAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        // A connect resumes a paused sandbox with the timeout it names (E2B's connect): one second would end it at once.
+        if ((await Sandbox.GetInfoAsync(sandboxId, Connection, cancellationToken)).State == SandboxState.Paused)
+        {
+            throw ToolErrors.Invalid($"sandbox {sandboxId} is paused: call resume_sandbox first");
+        }
+        return await Sandbox.ConnectAsync(sandboxId, new SandboxConnectOptions { Connection = Connection, Timeout = TimeSpan.FromSeconds(1) }, cancellationToken);
+    }
 
     private static void RequireId(string sandboxId)
     {
@@ -320,7 +369,7 @@ internal sealed record SandboxCreated(
     string? Alias,
     [property: Description("When the sandbox will be killed unless its timeout is changed.")] DateTimeOffset EndAt);
 
-internal sealed record SandboxSummary(string SandboxId, string TemplateId, string? Alias, DateTimeOffset StartedAt, DateTimeOffset EndAt, IReadOnlyDictionary<string, string> Metadata);
+internal sealed record SandboxSummary(string SandboxId, string TemplateId, string? Alias, DateTimeOffset StartedAt, DateTimeOffset EndAt, IReadOnlyDictionary<string, string> Metadata, string State);
 
 /// <summary>list_sandboxes' answer.</summary>
 internal sealed record SandboxList(IReadOnlyList<SandboxSummary> Sandboxes);
@@ -339,3 +388,9 @@ internal sealed record PortUrl(string Url, int Port);
 internal sealed record SandboxTimeoutSet(string SandboxId, DateTimeOffset EndAt);
 
 internal sealed record SandboxKilled(string SandboxId, bool Killed);
+
+/// <summary>pause_sandbox's answer; <paramref name="Note"/> says when nothing had to be done.</summary>
+internal sealed record SandboxPaused(string SandboxId, bool Paused, string? Note);
+
+/// <summary>resume_sandbox's answer.</summary>
+internal sealed record SandboxResumed(string SandboxId, DateTimeOffset EndAt);

@@ -5,7 +5,7 @@ using Paddock.Client;
 
 namespace Paddock.Cli.Sandboxes;
 
-/// <summary>`paddock sandbox create|ls|info|kill|timeout`.</summary>
+/// <summary>`paddock sandbox create|ls|info|kill|timeout|pause|resume`.</summary>
 internal static class SandboxCommands
 {
     public static Command Build()
@@ -16,6 +16,59 @@ internal static class SandboxCommands
         command.Subcommands.Add(Info());
         command.Subcommands.Add(Kill());
         command.Subcommands.Add(Timeout());
+        command.Subcommands.Add(Pause());
+        command.Subcommands.Add(Resume());
+        return command;
+    }
+
+    private static Command Pause()
+    {
+        var id = new Argument<string>("id") { Description = "The sandbox" };
+        var memory = new Option<string?>("--memory") { Description = "true: keep memory (its processes go on after a resume); false: the filesystem only (default: what its tier keeps)" };
+        var command = new Command("pause", "Pause a sandbox; `paddock sandbox resume` brings it back") { id, memory };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            bool? keep = parse.GetValue(memory) switch
+            {
+                null => null,
+                "true" => true,
+                "false" => false,
+                var other => throw new CliException(ExitCodes.Usage, $"--memory must be true or false, not '{other}'"),
+            };
+            var sandboxId = parse.GetValue(id)!;
+            if (!await Sandbox.PauseAsync(sandboxId, keep, settings.Connection, ct))
+            {
+                await Console.Error.WriteLineAsync($"paddock: sandbox '{sandboxId}' is already paused");
+                return ExitCodes.Failure;
+            }
+            Console.Out.Write($"paused {sandboxId}\n");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static Command Resume()
+    {
+        var id = new Argument<string>("id") { Description = "The sandbox" };
+        var timeout = new Option<int?>("--timeout") { Description = "Seconds it lives from now (default 300)" };
+        var command = new Command("resume", "Resume a paused sandbox (a running one only gets its timeout extended)") { id, timeout };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var seconds = parse.GetValue(timeout);
+            if (seconds is <= 0)
+            {
+                throw new CliException(ExitCodes.Usage, "--timeout must be a positive number of seconds");
+            }
+            await using var sandbox = await Sandbox.ResumeAsync(parse.GetValue(id)!, new SandboxConnectOptions
+            {
+                Connection = settings.Connection,
+                Timeout = seconds is { } s ? TimeSpan.FromSeconds(s) : null,
+                KillOnDispose = false,
+            }, ct);
+            var info = await sandbox.GetInfoAsync(ct);
+            Console.Out.Write($"{info.SandboxId} {State(info.State)}, ends at {Time(info.EndAt)}\n");
+            return ExitCodes.Ok;
+        }));
         return command;
     }
 

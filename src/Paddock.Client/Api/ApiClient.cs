@@ -32,6 +32,20 @@ internal sealed partial class ApiClient : IDisposable
     public Task<SandboxDetailDto> GetSandboxAsync(string sandboxId, CancellationToken cancellationToken) =>
         SendAsync(HttpMethod.Get, $"sandboxes/{Escape(sandboxId)}", null, ApiJson.Default.SandboxDetailDto, sandboxId, cancellationToken);
 
+    /// <summary>POST /sandboxes/{id}/pause: false when it was paused already (409).</summary>
+    public async Task<bool> PauseSandboxAsync(string sandboxId, bool? keepMemory, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await SendAsync<object>(HttpMethod.Post, $"sandboxes/{Escape(sandboxId)}/pause", Json(new PauseDto { Memory = keepMemory }, ApiJson.Default.PauseDto), null, sandboxId, cancellationToken);
+            return true;
+        }
+        catch (SandboxException ex) when (ex.StatusCode == 409)
+        {
+            return false;
+        }
+    }
+
     /// <summary>DELETE /sandboxes/{id}: false when the sandbox did not exist.</summary>
     public async Task<bool> KillSandboxAsync(string sandboxId, CancellationToken cancellationToken)
     {

@@ -9,6 +9,8 @@ internal sealed class NewSandboxDto
     [JsonPropertyName("templateID")] public required string TemplateId { get; init; }
     [JsonPropertyName("timeout")] public int? Timeout { get; init; }
     [JsonPropertyName("autoPause")] public bool? AutoPause { get; init; }
+    [JsonPropertyName("autoPauseMemory"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public bool? AutoPauseMemory { get; init; }
+    [JsonPropertyName("autoResume"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public AutoResumeDto? AutoResume { get; init; }
     [JsonPropertyName("secure")] public bool? Secure { get; init; }
     [JsonPropertyName("allow_internet_access")] public bool? AllowInternetAccess { get; init; }
     [JsonPropertyName("metadata")] public IReadOnlyDictionary<string, string>? Metadata { get; init; }
@@ -45,6 +47,12 @@ internal sealed class VolumeDto
     [JsonPropertyName("sizeMB")] public long? SizeMB { get; init; }
 }
 
+/// <summary>E2B's SandboxAutoResumeConfig.</summary>
+internal sealed class AutoResumeDto
+{
+    [JsonPropertyName("enabled")] public required bool Enabled { get; init; }
+}
+
 /// <summary>E2B's SandboxNetworkConfig: egress allow and deny lists (CIDRs, addresses or domain names).</summary>
 internal sealed class NetworkDto
 {
@@ -55,6 +63,14 @@ internal sealed class NetworkDto
 internal sealed class TimeoutDto
 {
     [JsonPropertyName("timeout")] public required int Timeout { get; init; }
+}
+
+/// <summary>POST /sandboxes/{id}/pause: memory false pauses the filesystem only; null lets the sandbox's tier keep what it can.</summary>
+internal sealed class PauseDto
+{
+    [JsonPropertyName("memory")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public bool? Memory { get; init; }
 }
 
 internal sealed class SandboxDto
@@ -177,6 +193,7 @@ internal sealed class WriteInfoDto
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, PropertyNameCaseInsensitive = false)]
 [JsonSerializable(typeof(NewSandboxDto))]
 [JsonSerializable(typeof(TimeoutDto))]
+[JsonSerializable(typeof(PauseDto))]
 [JsonSerializable(typeof(SandboxDto))]
 [JsonSerializable(typeof(SandboxDetailDto))]
 [JsonSerializable(typeof(List<SandboxDetailDto>))]

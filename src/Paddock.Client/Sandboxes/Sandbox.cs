@@ -83,8 +83,19 @@ public sealed partial class Sandbox : IAsyncDisposable
             return new Sandbox(DebugSandboxId, template, null, null, null, connection, options.KillOnDispose);
         }
         using var api = new ApiClient(connection);
+        if (options.OnTimeout != OnTimeout.Pause && (options.AutoResume || options.PauseKeepsMemory is not null))
+        {
+            throw new ArgumentException("AutoResume and PauseKeepsMemory need OnTimeout = OnTimeout.Pause", nameof(options));
+        }
+        if (options.AutoResume && options.PauseKeepsMemory == false)
+        {
+            throw new ArgumentException("AutoResume is not valid with PauseKeepsMemory = false: a filesystem-only pause is resumed by ConnectAsync only", nameof(options));
+        }
         var created = await api.CreateSandboxAsync(new NewSandboxDto
         {
+            AutoPause = options.OnTimeout == OnTimeout.Pause ? true : null,
+            AutoPauseMemory = options.PauseKeepsMemory,
+            AutoResume = options.AutoResume ? new AutoResumeDto { Enabled = true } : null,
             TemplateId = template,
             Timeout = Seconds(options.Timeout ?? SandboxOptions.DefaultTimeout),
             Metadata = options.Metadata,
@@ -161,6 +172,34 @@ public sealed partial class Sandbox : IAsyncDisposable
         }
         using var api = new ApiClient(resolved);
         return await api.KillSandboxAsync(sandboxId, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Pauses a sandbox: on a tier that keeps memory (gVisor) its processes stop where they are and go on after a
+    /// resume; <paramref name="keepMemory"/> false keeps only its filesystem (a resume boots it afresh). Null: what its
+    /// tier keeps. Returns false when it was paused already. A tier that cannot keep memory refuses
+    /// <paramref name="keepMemory"/> true with an <see cref="InvalidArgumentException"/> naming the tier.
+    /// </summary>
+    public static async Task<bool> PauseAsync(string sandboxId, bool? keepMemory = null, ConnectionOptions? connection = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sandboxId);
+        using var api = new ApiClient((connection ?? new ConnectionOptions()).Resolve());
+        return await api.PauseSandboxAsync(sandboxId, keepMemory, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Resumes a paused sandbox (or connects to a running one): E2B's connect, under the same id and tokens.</summary>
+    public static Task<Sandbox> ResumeAsync(string sandboxId, SandboxConnectOptions? options = null, CancellationToken cancellationToken = default) =>
+        ConnectAsync(sandboxId, options, cancellationToken);
+
+    /// <summary>Pauses this sandbox (see the static <see cref="PauseAsync(string, bool?, ConnectionOptions?, CancellationToken)"/>).</summary>
+    public Task<bool> PauseAsync(bool? keepMemory = null, CancellationToken cancellationToken = default) =>
+        PauseAsync(SandboxId, keepMemory, ApiOptions(), cancellationToken);
+
+    /// <summary>Resumes this sandbox when it is paused (a no-op connect when it runs); its deadline becomes <paramref name="timeout"/> from now.</summary>
+    public async Task ResumeAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        using var api = new ApiClient(ApiOptions().Resolve());
+        await api.ConnectSandboxAsync(SandboxId, Seconds(timeout ?? SandboxOptions.DefaultTimeout), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sets how long a sandbox lives from now (it may shorten or extend it).</summary>

@@ -41,6 +41,18 @@ public sealed record SandboxOptions
     public string? Isolation { get; init; }
 
     /// <summary>
+    /// What the timeout does (E2B's <c>lifecycle.onTimeout</c>): <see cref="OnTimeout.Kill"/> (the default) or
+    /// <see cref="OnTimeout.Pause"/>, which keeps the sandbox paused until a resume.
+    /// </summary>
+    public OnTimeout OnTimeout { get; init; } = OnTimeout.Kill;
+
+    /// <summary>With <see cref="OnTimeout.Pause"/>: whether the pause keeps memory (default true) or the filesystem only.</summary>
+    public bool? PauseKeepsMemory { get; init; }
+
+    /// <summary>With <see cref="OnTimeout.Pause"/>: the first request to the paused sandbox through the proxy resumes it (E2B's <c>autoResume</c>).</summary>
+    public bool AutoResume { get; init; }
+
+    /// <summary>
     /// What <c>await using</c> (<see cref="Sandbox.DisposeAsync"/>) does: true (the default) kills the sandbox,
     /// false leaves it running until its timeout.
     /// </summary>
@@ -51,6 +63,16 @@ public sealed record SandboxOptions
     /// caller's team's (<see cref="Volumes"/>). Null: none.
     /// </summary>
     public IReadOnlyDictionary<string, string>? VolumeMounts { get; init; }
+}
+
+/// <summary>What a sandbox's timeout does to it.</summary>
+public enum OnTimeout
+{
+    /// <summary>It is killed.</summary>
+    Kill,
+
+    /// <summary>It is paused, to be resumed later.</summary>
+    Pause,
 }
 
 /// <summary>How to connect to an existing sandbox.</summary>

@@ -8,6 +8,7 @@ namespace Paddock.Daemon.Api;
 [JsonSerializable(typeof(TimeoutRequest))]
 [JsonSerializable(typeof(NetworkUpdateRequest))]
 [JsonSerializable(typeof(ConnectRequest))]
+[JsonSerializable(typeof(PauseRequest))]
 [JsonSerializable(typeof(SandboxResponse))]
 [JsonSerializable(typeof(SandboxDetailResponse))]
 [JsonSerializable(typeof(List<ListedSandboxResponse>))]

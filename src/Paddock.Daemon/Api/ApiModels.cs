@@ -71,6 +71,12 @@ internal sealed class TimeoutRequest
     [JsonPropertyName("timeout")] public int? Timeout { get; set; }
 }
 
+/// <summary>POST /sandboxes/{id}/pause (E2B's PauseSandbox): memory false pauses the filesystem only; absent: what the tier keeps.</summary>
+internal sealed class PauseRequest
+{
+    [JsonPropertyName("memory")] public bool? Memory { get; set; }
+}
+
 /// <summary>POST /sandboxes/{id}/connect and /v2/sandboxes/{id}/connect.</summary>
 internal sealed class ConnectRequest
 {

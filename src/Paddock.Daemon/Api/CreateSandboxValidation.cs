@@ -29,9 +29,19 @@ internal static class CreateSandboxValidation
 
         Refuse(request.Mcp, "mcp", "MCP gateways are not supported by paddockd");
         Refuse(request.Iam, "iam", "workload identity tokens are not supported by paddockd");
-        if (request.AutoResume?.Enabled == true)
+        // As E2B's SDK checks them before it sends (createSandbox in its sandboxApi): autoResume only with autoPause, and
+        // never with a filesystem-only pause at the timeout.
+        if (request.AutoResume?.Enabled == true && request.AutoPause != true)
         {
-            throw ApiRequestException.BadRequest("autoResume needs pausing, which this host's isolation tier cannot do");
+            throw ApiRequestException.BadRequest("autoResume.enabled needs autoPause: true (the timeout must pause the sandbox for a request to resume it)");
+        }
+        if (request.AutoResume?.Enabled == true && request.AutoPauseMemory == false)
+        {
+            throw ApiRequestException.BadRequest("autoResume.enabled is not valid with autoPauseMemory: false: a filesystem-only pause is resumed by connect only");
+        }
+        if (request.AutoPauseMemory is not null && request.AutoPause != true)
+        {
+            throw ApiRequestException.BadRequest("autoPauseMemory is only valid with autoPause: true");
         }
         var network = request.Network;
         if (network is not null)
@@ -55,6 +65,8 @@ internal static class CreateSandboxValidation
             Egress = ValidateEgress(request.AllowInternetAccess, StringList(network?.AllowOut, "network.allowOut"), StringList(network?.DenyOut, "network.denyOut")),
             AllowPublicTraffic = network?.AllowPublicTraffic ?? true,
             AutoPause = request.AutoPause ?? false,
+            AutoPauseMemory = request.AutoPauseMemory ?? true,
+            AutoResume = request.AutoResume?.Enabled ?? false,
             CpuCount = request.CpuCount is { } cpus
                 ? cpus >= 1 && cpus <= Environment.ProcessorCount ? cpus : throw ApiRequestException.BadRequest($"cpuCount must be between 1 and {Environment.ProcessorCount} (this host's CPUs)")
                 : options.DefaultCpuCount,

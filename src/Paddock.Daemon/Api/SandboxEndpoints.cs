@@ -96,31 +96,34 @@ internal static class SandboxEndpoints
                 ? t
                 : throw ApiRequestException.BadRequest($"invalid startedAfter '{startedText}': expected an RFC 3339 date-time");
         }
+        var states = SandboxListing.ParseStateFilter(q["state"]);
         var query = new SandboxListQuery
         {
             Metadata = SandboxListing.ParseMetadataFilter(q["metadata"]),
-            IncludeRunning = SandboxListing.ParseStateFilter(q["state"]),
+            IncludeRunning = states.Running,
+            IncludePaused = states.Paused,
             Descending = order != "asc",
             StartedAfter = startedAfter,
             Template = q["template"].ToString() is { Length: > 0 } template ? template : null,
             Limit = SandboxListing.ParseLimit(q["limit"]),
             After = SandboxListing.DecodeToken(q["nextToken"]),
         };
-        var (page, next, total) = SandboxListing.Apply(OwnRunning(http, manager), query);
+        var (page, next, _) = SandboxListing.Apply(OwnRunning(http, manager).Concat(OwnPaused(http, manager)), query);
         if (next is not null)
         {
             http.Response.Headers["X-Next-Token"] = next;
         }
         if (query.IncludeRunning)
         {
-            http.Response.Headers["X-Total-Running"] = total.ToString(CultureInfo.InvariantCulture);
+            var running = SandboxListing.Apply(OwnRunning(http, manager), query with { IncludePaused = false, After = null, Limit = int.MaxValue }).Total;
+            http.Response.Headers["X-Total-Running"] = running.ToString(CultureInfo.InvariantCulture);
         }
         return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
     }
 
     private static async Task<IResult> GetAsync(string sandboxID, SandboxManager manager, ISandboxStore store, SandboxDomain domain, HttpContext http)
     {
-        var record = await GetRunningOrExplainAsync(sandboxID, manager, store, http);
+        var record = OwnPaused(http, manager, sandboxID) ?? await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         var mounts = http.RequestServices.GetRequiredService<Volumes.VolumeManager>().MountsOf(sandboxID);
         return Results.Json(ToDetail(record, domain) with { VolumeMounts = [.. mounts.Select(m => new VolumeMountResponse(m.Name, m.Path))] },
             ApiJsonContext.Default.SandboxDetailResponse);
@@ -129,6 +132,10 @@ internal static class SandboxEndpoints
     private static async Task<IResult> KillAsync(string sandboxID, SandboxManager manager, ISandboxStore store, HttpContext http)
     {
         // Ownership first: another team's sandbox must answer exactly as an unknown one does.
+        if (OwnPaused(http, manager, sandboxID) is not null && await manager.KillAsync(sandboxID, "killed by API request"))
+        {
+            return Results.NoContent();
+        }
         await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         if (!await manager.KillAsync(sandboxID, "killed by API request"))
         {
@@ -164,14 +171,23 @@ internal static class SandboxEndpoints
         return Results.NoContent();
     }
 
-    private static async Task<IResult> ConnectAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options, SandboxDomain domain)
+    /// <summary>
+    /// E2B's connect: 200 with the sandbox when it runs (a timeout only extends its deadline), 201 when this call
+    /// resumed it from a pause (same id and tokens; the timeout, else the daemon's default, counts from now).
+    /// </summary>
+    private static async Task<IResult> ConnectAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options,
+        SandboxDomain domain, TeamDirectory teams)
     {
         var request = await ReadBodyAsync(http, ApiJsonContext.Default.ConnectRequest, required: false);
         var timeout = CreateSandboxValidation.ValidateTimeout(request?.Timeout, options);
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        var record = await manager.ConnectAsync(sandboxID, timeout, http.RequestAborted);
-        // 200: it was already running (201 would mean resumed from pause, which never happens here).
-        return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse);
+        if (OwnPaused(http, manager, sandboxID) is null)
+        {
+            await GetRunningOrExplainAsync(sandboxID, manager, store, http);
+        }
+        var team = http.GetCaller().TeamId;
+        var (record, resumed) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted);
+        return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse,
+            statusCode: resumed ? StatusCodes.Status201Created : StatusCodes.Status200OK);
     }
 
     private static async Task<IResult> RefreshAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options)
@@ -271,17 +287,47 @@ internal static class SandboxEndpoints
         return Results.Json(new SandboxLogsV2Response(entries), ApiJsonContext.Default.SandboxLogsV2Response);
     }
 
-    private static async Task<IResult> PauseAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    /// <summary>
+    /// E2B's pause: 204 once it is paused; 409 when it is paused already (the SDK's pause() then answers false); a 400
+    /// naming the tier when the tier cannot keep what was asked (memory: true on a filesystem-only tier).
+    /// </summary>
+    private static async Task<IResult> PauseAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, TeamDirectory teams)
     {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.PauseRequest, required: false);
+        if (OwnPaused(http, manager, sandboxID) is not null)
+        {
+            throw new SandboxStateConflictException($"sandbox '{sandboxID}' is already paused");
+        }
         await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        throw new ApiRequestException(StatusCodes.Status501NotImplemented,
-            $"pausing is not supported by the {manager.RuntimeName} isolation tier; the sandbox keeps running");
+        var team = http.GetCaller().TeamId;
+        await manager.PauseAsync(sandboxID, request?.Memory, teams.LimitsOf(team), "paused by API request", http.RequestAborted);
+        return Results.NoContent();
     }
 
-    private static async Task<IResult> ResumeAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store)
+    /// <summary>E2B's deprecated resume: 201 with the sandbox when it resumed it, 409 when it was running already.</summary>
+    private static async Task<IResult> ResumeAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options,
+        SandboxDomain domain, TeamDirectory teams)
     {
-        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
-        throw new ApiRequestException(StatusCodes.Status409Conflict, $"sandbox '{sandboxID}' is already running");
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.ConnectRequest, required: false);
+        var timeout = CreateSandboxValidation.ValidateTimeout(request?.Timeout, options);
+        if (OwnPaused(http, manager, sandboxID) is null)
+        {
+            await GetRunningOrExplainAsync(sandboxID, manager, store, http);
+            throw new SandboxStateConflictException($"sandbox '{sandboxID}' is already running");
+        }
+        var team = http.GetCaller().TeamId;
+        var (record, _) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted);
+        return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
+    }
+
+    /// <summary>The caller's team's paused sandbox with this id, else null.</summary>
+    private static SandboxRecord? OwnPaused(HttpContext http, SandboxManager manager, string sandboxId) =>
+        manager.TryGetPaused(sandboxId, out var record) && record.TeamId == http.GetCaller().TeamId ? record : null;
+
+    private static IEnumerable<SandboxRecord> OwnPaused(HttpContext http, SandboxManager manager)
+    {
+        var team = http.GetCaller().TeamId;
+        return manager.Paused.Where(r => r.TeamId == team);
     }
 
     /// <summary>
@@ -383,14 +429,15 @@ internal static class SandboxEndpoints
 
     internal static SandboxDetailResponse ToDetail(SandboxRecord r, SandboxDomain domain) =>
         new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, EnvdVersion, r.EnvdAccessToken, r.AllowInternetAccess,
-            domain.Value, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running",
+            domain.Value, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, StateName(r),
             new NetworkResponse(r.TrafficAccessToken is null),
-            // No tier can pause yet, so a timeout always kills, whatever autoPause asked for.
-            new LifecycleResponse(AutoResume: false, OnTimeout: "kill"),
+            new LifecycleResponse(AutoResume: r.AutoPause && r.AutoResume, OnTimeout: r.AutoPause ? "pause" : "kill"),
             [], r.RuntimeName);
 
     internal static ListedSandboxResponse ToListed(SandboxRecord r) =>
-        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, "running", EnvdVersion, [], r.RuntimeName);
+        new(r.TemplateId, r.Alias, r.SandboxId, ClientId, r.StartedAt, r.EndAt, r.CpuCount, r.MemoryMB, r.DiskSizeMB, r.Metadata, StateName(r), EnvdVersion, [], r.RuntimeName);
+
+    private static string StateName(SandboxRecord r) => r.State == SandboxState.Paused ? "paused" : "running";
 
     private static SandboxMetricResponse ToMetric(Runtimes.SandboxUsage u) =>
         new(u.Timestamp, u.Timestamp.ToUnixTimeSeconds(), u.CpuCount, u.CpuUsedPercent, u.MemoryUsedBytes, u.MemoryTotalBytes, 0, u.DiskUsedBytes, u.DiskTotalBytes);

@@ -13,6 +13,8 @@ internal sealed record SandboxListQuery
 
     public bool IncludeRunning { get; init; } = true;
 
+    public bool IncludePaused { get; init; } = true;
+
     public bool Descending { get; init; } = true;
 
     public DateTimeOffset? StartedAfter { get; init; }
@@ -69,27 +71,33 @@ internal static class SandboxListing
     }
 
     /// <summary>
-    /// Parses the v2 state filter (<c>state=running,paused</c>, or the parameter repeated). Null: no filter. Only running
-    /// sandboxes exist here; asking for paused ones is valid and finds none.
+    /// Parses the v2 state filter (<c>state=running,paused</c>, or the parameter repeated): which states to list. No
+    /// filter: both, as E2B lists running and paused sandboxes by default.
     /// </summary>
-    public static bool ParseStateFilter(IEnumerable<string?> values)
+    public static (bool Running, bool Paused) ParseStateFilter(IEnumerable<string?> values)
     {
         var any = false;
         var running = false;
+        var paused = false;
         foreach (var value in values)
         {
             foreach (var state in (value ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {
                 any = true;
-                running |= state switch
+                switch (state)
                 {
-                    "running" => true,
-                    "paused" => false,
-                    _ => throw ApiRequestException.BadRequest($"invalid state '{state}': expected running or paused"),
-                };
+                    case "running":
+                        running = true;
+                        break;
+                    case "paused":
+                        paused = true;
+                        break;
+                    default:
+                        throw ApiRequestException.BadRequest($"invalid state '{state}': expected running or paused");
+                }
             }
         }
-        return !any || running;
+        return any ? (running, paused) : (true, true);
     }
 
     public static int ParseLimit(string? text)
@@ -127,14 +135,13 @@ internal static class SandboxListing
         throw ApiRequestException.BadRequest("invalid nextToken: pass the X-Next-Token of the previous page unchanged");
     }
 
-    /// <summary>Filters and orders <paramref name="running"/>; returns one page, the token of the next (if any) and the total.</summary>
-    public static (IReadOnlyList<SandboxRecord> Page, string? NextToken, int Total) Apply(IEnumerable<SandboxRecord> running, SandboxListQuery query)
+    /// <summary>
+    /// Filters and orders <paramref name="sandboxes"/> (running and paused ones together, so that one page order holds
+    /// across states); returns one page, the token of the next (if any) and the total.
+    /// </summary>
+    public static (IReadOnlyList<SandboxRecord> Page, string? NextToken, int Total) Apply(IEnumerable<SandboxRecord> sandboxes, SandboxListQuery query)
     {
-        if (!query.IncludeRunning)
-        {
-            return ([], null, 0);
-        }
-        var matching = running.Where(r => Matches(r, query));
+        var matching = sandboxes.Where(r => (r.State == SandboxState.Paused ? query.IncludePaused : query.IncludeRunning) && Matches(r, query));
         var ordered = query.Descending
             ? matching.OrderByDescending(r => r.StartedAt.ToUnixTimeMilliseconds()).ThenByDescending(r => r.SandboxId, StringComparer.Ordinal)
             : matching.OrderBy(r => r.StartedAt.ToUnixTimeMilliseconds()).ThenBy(r => r.SandboxId, StringComparer.Ordinal);

@@ -125,4 +125,17 @@ internal static partial class Files
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int lsetxattr(string path, string name, byte* value, nuint size, int flags);
+
+    /// <summary>
+    /// fsync(2)s every regular file under <paramref name="directory"/>, so that what a crash of the host must not lose
+    /// (a paused sandbox's memory image) is on disk before a rename or marker makes it count.
+    /// </summary>
+    public static void SyncTree(string directory)
+    {
+        foreach (var path in Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories))
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+            file.Flush(flushToDisk: true);
+        }
+    }
 }

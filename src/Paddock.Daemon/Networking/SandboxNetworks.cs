@@ -326,6 +326,66 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         NetworkLog.Detached(_logger, sandboxId);
     }
 
+    /// <summary>
+    /// Takes a paused sandbox's link down to its record: the interface and its rules go, the record, the slot and so
+    /// the addresses stay reserved for <see cref="ReattachAsync"/> (a sandbox restored from a memory checkpoint has
+    /// its address inside that checkpoint). Idempotent; a daemon restart keeps the reservation (the record is read
+    /// back at start, and <see cref="RebuildAsync"/> gives rules only to links whose interface exists).
+    /// </summary>
+    public async Task SuspendAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        await EnsureReadyAsync(cancellationToken);
+        var link = _links.TryGetValue(sandboxId, out var known) ? known : SandboxLink.TryRead(RecordFile(sandboxId));
+        if (link is null)
+        {
+            return;
+        }
+        await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        await _nftGate.WaitAsync(cancellationToken);
+        try
+        {
+            NftNetlink.Detach(_options.TableName, link.Slot, link.HostInterface);
+        }
+        catch (IOException ex) when (ex.HResult == Errno.ENOENT)
+        {
+            // No table (or none of its maps), so none of the link's rules either.
+        }
+        finally
+        {
+            _nftGate.Release();
+        }
+        NetworkLog.Detached(_logger, sandboxId);
+    }
+
+    /// <summary>
+    /// Makes a suspended link (<see cref="SuspendAsync"/>) again in the network namespace at
+    /// <paramref name="netnsFile"/>, with its recorded slot, addresses and policy. Throws
+    /// <see cref="SandboxNotFoundException"/> when the sandbox has no link record.
+    /// </summary>
+    public async Task<SandboxLink> ReattachAsync(string sandboxId, string netnsFile, CancellationToken cancellationToken)
+    {
+        await EnsureReadyAsync(cancellationToken);
+        var link = (_links.TryGetValue(sandboxId, out var known) ? known : SandboxLink.TryRead(RecordFile(sandboxId)))
+            ?? throw new SandboxNotFoundException(sandboxId);
+        lock (_slotsGate)
+        {
+            _slots.Add(link.Slot);
+        }
+        _links[sandboxId] = link;
+        await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        var rules = AttachRulesAsync(link, cancellationToken);
+        try
+        {
+            ConfigureLink(link, netnsFile);
+        }
+        finally
+        {
+            await rules;
+        }
+        NetworkLog.Attached(_logger, sandboxId, link.HostInterface, link.HostAddress.ToString(), link.SandboxAddress.ToString());
+        return link;
+    }
+
     /// <summary>Ids of sandboxes that have a link record (for the runtime's cleanup of leftovers).</summary>
     public IReadOnlyList<string> RecordedSandboxIds() => !Directory.Exists(_stateDirectory) ? [] :
         Directory.EnumerateFiles(_stateDirectory, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToList();

@@ -10,4 +10,10 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Information, Message = "Refused {Method} {Path} to sandbox {SandboxId} port {Port}: missing or wrong traffic access token")]
     public static partial void TrafficTokenRefused(ILogger logger, string method, string path, string sandboxId, int port);
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Debug, Message = "Sandbox {SandboxId} is paused: {Method} {Path} answered 502")]
+    public static partial void PausedSandbox(ILogger logger, string sandboxId, string method, string path);
+
+    [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: autoResume on a proxied request failed")]
+    public static partial void AutoResumeFailed(ILogger logger, string sandboxId, Exception exception);
 }

@@ -67,6 +67,28 @@ internal sealed class SandboxProxyMiddleware(
                 break;
         }
 
+        if (manager.TryGetPaused(target.SandboxId, out var paused))
+        {
+            if (!paused.AutoResume || !TrafficTokenAccepted(http, paused, target))
+            {
+                ProxyLog.PausedSandbox(logger, target.SandboxId, http.Request.Method, http.Request.Path);
+                // E2B's envd /health through its proxy answers 502 for a paused sandbox: the SDKs' isRunning() reads that.
+                await WriteErrorAsync(http, StatusCodes.Status502BadGateway,
+                    $"sandbox '{target.SandboxId}' is paused; connect to it (POST /v2/sandboxes/{target.SandboxId}/connect) to resume it", target.SandboxId, target.Port);
+                return;
+            }
+            // autoResume (E2B's lifecycle): the first request resumes it, then is served; concurrent ones share the resume.
+            try
+            {
+                await manager.ConnectOrResumeAsync(target.SandboxId, null, Store.TeamLimits.None, http.RequestAborted);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                ProxyLog.AutoResumeFailed(logger, target.SandboxId, ex);
+                await WriteErrorAsync(http, StatusCodes.Status502BadGateway, $"sandbox '{target.SandboxId}' is paused and could not be resumed: {ex.Message}", target.SandboxId, target.Port);
+                return;
+            }
+        }
         if (!manager.TryGetRunning(target.SandboxId, out var record))
         {
             ProxyLog.UnknownSandbox(logger, target.SandboxId, http.Request.Method, http.Request.Path);
@@ -74,8 +96,7 @@ internal sealed class SandboxProxyMiddleware(
             await WriteErrorAsync(http, StatusCodes.Status502BadGateway, $"sandbox '{target.SandboxId}' not found (never created, killed or timed out)", target.SandboxId, target.Port);
             return;
         }
-        if (record.TrafficAccessToken is { } token && target.Port != SandboxManager.AgentPort
-            && !FixedTimeEquals(http.Request.Headers[TrafficTokenHeader].ToString(), token))
+        if (!TrafficTokenAccepted(http, record, target))
         {
             ProxyLog.TrafficTokenRefused(logger, http.Request.Method, http.Request.Path, target.SandboxId, target.Port);
             await WriteErrorAsync(http, StatusCodes.Status403Forbidden,
@@ -104,6 +125,11 @@ internal sealed class SandboxProxyMiddleware(
             await WriteErrorAsync(http, StatusCodes.Status502BadGateway, message, target.SandboxId, target.Port);
         }
     }
+
+    /// <summary>A sandbox made with allowPublicTraffic: false takes requests to ports other than the agent's only with its traffic token.</summary>
+    private static bool TrafficTokenAccepted(HttpContext http, Store.SandboxRecord record, SandboxTarget target) =>
+        record.TrafficAccessToken is not { } token || target.Port == SandboxManager.AgentPort
+        || FixedTimeEquals(http.Request.Headers[TrafficTokenHeader].ToString(), token);
 
     private static Task WriteErrorAsync(HttpContext http, int status, string message, string sandboxId, int? port)
     {

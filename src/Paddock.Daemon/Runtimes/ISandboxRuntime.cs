@@ -92,6 +92,36 @@ internal interface ISandboxRuntime
     /// </summary>
     bool IsOnlyAgentRunning(string sandboxId) => false;
 
+    /// <summary>What this tier keeps of a sandbox it pauses (<see cref="PauseAsync"/>); <see cref="PauseSupport.None"/>: it cannot pause.</summary>
+    PauseSupport PauseSupport => PauseSupport.None;
+
+    /// <summary>
+    /// Pauses a running sandbox: on return no process of it runs and it holds no host process, memory, mount, cgroup
+    /// or network link, while what a later <see cref="ResumeAsync"/> needs is on disk under the tier's state directory
+    /// (its writable layer always; with <paramref name="keepMemory"/> also its processes' memory and kernel state),
+    /// so that it survives a restart of the daemon and of the host. Crash-safe: a daemon killed during a pause leaves
+    /// either a complete paused sandbox (listed by <see cref="ListPausedAsync"/>) or one that
+    /// <see cref="CleanupLeftoversAsync"/> removes whole. Throws <see cref="SandboxPauseUnsupportedException"/> when
+    /// the tier cannot keep what was asked (nothing changed then), <see cref="SandboxNotFoundException"/> when the
+    /// sandbox is gone, and <see cref="IOException"/> when the pause failed (the sandbox is then still running, or,
+    /// when it could not be brought back, gone: the caller asks <see cref="ListAsync"/>).
+    /// </summary>
+    Task PauseAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken) =>
+        throw new SandboxPauseUnsupportedException(Name, keepMemory);
+
+    /// <summary>
+    /// Brings a paused sandbox back under the same id and returns once its agent answers: from its memory image when
+    /// the pause kept one (its processes go on where they stopped), else booted afresh on its kept filesystem. On
+    /// failure it stays paused (nothing of the attempt is left running) and the error is a
+    /// <see cref="SandboxStartException"/>; <see cref="SandboxNotFoundException"/> when no paused sandbox has this id.
+    /// </summary>
+    Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
+        throw new SandboxNotFoundException(sandboxId);
+
+    /// <summary>The sandboxes of this tier that are paused on the host (complete pauses only), with whether each kept its memory.</summary>
+    Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<PausedSandbox>>([]);
+
     /// <summary>
     /// Called (on the thread pool) with a sandbox's id when its agent exits on its own (crashed, OOM-killed, killed
     /// from outside), so that the daemon ends it at once instead of at its next sweep. A tier that cannot tell never
@@ -161,6 +191,25 @@ internal sealed record SandboxSpec
 
 /// <summary>A host directory shown read-write inside a sandbox at <paramref name="Path"/>.</summary>
 internal sealed record SandboxMount(string HostDirectory, string Path);
+/// <summary>What a tier keeps of a sandbox it pauses.</summary>
+internal enum PauseSupport
+{
+    /// <summary>It cannot pause.</summary>
+    None,
+
+    /// <summary>The writable layer only: the processes end, and a resume boots the sandbox afresh on its files.</summary>
+    FilesystemOnly,
+
+    /// <summary>The writable layer and a checkpoint of every process's memory and kernel state: a resume goes on where it stopped.</summary>
+    FilesystemAndMemory,
+}
+
+/// <summary>A paused sandbox as the tier found it on the host.</summary>
+internal sealed record PausedSandbox(string SandboxId, bool HasMemory, DateTimeOffset PausedAt)
+{
+    /// <summary>The tier it belongs to, as <see cref="RuntimeTiers"/> listed it; null from a tier itself.</summary>
+    public string? Tier { get; init; }
+}
 
 /// <summary>Limits from the create request (defaults are stated in the README).</summary>
 internal sealed record ResourceLimits(int CpuCount, long MemoryBytes, int MaxPids, long DiskBytes);

@@ -72,3 +72,17 @@ internal sealed class RuntimeCapacityException : Exception
     {
     }
 }
+
+/// <summary>The sandbox's tier cannot pause, or cannot keep memory when it pauses; nothing was changed.</summary>
+internal sealed class SandboxPauseUnsupportedException : Exception
+{
+    public SandboxPauseUnsupportedException(string tier, bool memory)
+        : base(memory
+            ? $"the {tier} isolation tier cannot keep a sandbox's memory when it pauses it; pause with memory: false (filesystem only), or use an isolation tier that keeps memory"
+            : $"the {tier} isolation tier cannot pause sandboxes")
+    {
+        Tier = tier;
+    }
+
+    public string Tier { get; }
+}

@@ -52,4 +52,16 @@ internal static partial class RuntimeLog
 
     [LoggerMessage(3050, LogLevel.Information, "Sandbox {SandboxId}: filesystem snapshot of {Bytes} bytes, frozen after {PauseMs} ms, done in {TotalMs} ms")]
     public static partial void SnapshotTaken(ILogger logger, string sandboxId, long bytes, long pauseMs, long totalMs);
+
+    [LoggerMessage(3060, LogLevel.Information, "Sandbox {SandboxId} paused (memory kept: {Memory}) in {Milliseconds} ms, {ImageBytes} bytes of memory image")]
+    public static partial void SandboxPaused(ILogger logger, string sandboxId, bool memory, long milliseconds, long imageBytes);
+
+    [LoggerMessage(3061, LogLevel.Information, "Sandbox {SandboxId} resumed (from memory: {Memory}) in {Milliseconds} ms")]
+    public static partial void SandboxResumed(ILogger logger, string sandboxId, bool memory, long milliseconds);
+
+    [LoggerMessage(3062, LogLevel.Warning, "Sandbox {SandboxId}: resume failed; it stays paused")]
+    public static partial void ResumeFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3063, LogLevel.Information, "Sandbox {SandboxId}: paused sandbox settled (host resources of an interrupted pause or resume released)")]
+    public static partial void PausedSettled(ILogger logger, string sandboxId);
 }

@@ -74,6 +74,9 @@ internal interface IIsolationTiers
 
     /// <summary>Null when the tier can start sandboxes on this host; else why not and how to fix it.</summary>
     string? UnavailableReason(string name);
+
+    /// <summary>What the tier keeps of a sandbox it pauses; <see cref="PauseSupport.None"/> for an unknown or unavailable tier.</summary>
+    PauseSupport PauseSupportOf(string name);
 }
 
 /// <summary>
@@ -146,6 +149,9 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
         }
     }
 
+    public PauseSupport PauseSupportOf(string name) =>
+        _byName.TryGetValue(name, out var tier) && tier.IsAvailable ? Made(tier).PauseSupport : PauseSupport.None;
+
     public string? UnavailableReason(string name) =>
         _byName.TryGetValue(name, out var tier) ? tier.UnavailableReason : $"unknown isolation tier '{name}' (this daemon has {string.Join(", ", Names)})";
 
@@ -216,6 +222,27 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
             {
                 _owners[sandbox.SandboxId] = runtime;
                 all.Add(sandbox with { Tier = runtime.Name });
+            }
+        }
+        return all;
+    }
+
+    public Task PauseAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken) =>
+        Owner(sandboxId).PauseAsync(sandboxId, keepMemory, cancellationToken);
+
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
+        await Owner(sandboxId).ResumeAsync(sandboxId, cancellationToken) with { Tier = Owner(sandboxId).Name };
+
+    /// <summary>Every tier's paused sandboxes; each is then routed to its tier (for resume and destroy after a restart).</summary>
+    public async Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken)
+    {
+        var all = new List<PausedSandbox>();
+        foreach (var runtime in Present)
+        {
+            foreach (var paused in await runtime.ListPausedAsync(cancellationToken))
+            {
+                _owners[paused.SandboxId] = runtime;
+                all.Add(paused with { Tier = runtime.Name });
             }
         }
         return all;

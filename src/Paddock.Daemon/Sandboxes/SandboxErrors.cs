@@ -37,3 +37,6 @@ internal sealed class TeamLimitException(string limit, string message) : Excepti
     /// <summary>Which limit: maxSandboxes, maxCpus or maxMemoryMB.</summary>
     public string Limit { get; } = limit;
 }
+
+/// <summary>The request conflicts with the sandbox's state (pausing a paused sandbox, forking one): the API's 409.</summary>
+internal sealed class SandboxStateConflictException(string message) : Exception(message);

@@ -31,6 +31,12 @@ internal sealed record CreateSandboxCommand
 
     public bool AutoPause { get; init; }
 
+    /// <summary>E2B's <c>autoPauseMemory</c>: whether the pause at the deadline keeps memory (default true).</summary>
+    public bool AutoPauseMemory { get; init; } = true;
+
+    /// <summary>E2B's <c>autoResume.enabled</c>.</summary>
+    public bool AutoResume { get; init; }
+
     public required int CpuCount { get; init; }
 
     public required int MemoryMB { get; init; }
@@ -63,7 +69,7 @@ internal sealed record CreateSandboxCommand
 /// the kill answers: for the team it is gone, and E2B's clients expect a kill to free their slot at once.
 /// Disposal waits for the teardowns.
 /// </summary>
-internal sealed class SandboxManager : IAsyncDisposable
+internal sealed partial class SandboxManager : IAsyncDisposable
 {
     public const int AgentPort = 49983;
 
@@ -224,6 +230,8 @@ internal sealed class SandboxManager : IAsyncDisposable
                 TrafficAccessToken = command.AllowPublicTraffic ? null : SandboxIds.NewToken(),
                 AllowInternetAccess = command.AllowInternetAccess,
                 AutoPause = command.AutoPause,
+            AutoPauseMemory = command.AutoPauseMemory,
+            AutoResume = command.AutoResume,
             };
             await _store.InsertAsync(record, cancellationToken);
             // Before the start: from here on a volume delete sees this sandbox as its user.
@@ -233,7 +241,7 @@ internal sealed class SandboxManager : IAsyncDisposable
                 $"creating from template {template.TemplateId} on the {isolation} tier with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
                 $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
                 $"{command.EnvVars.Count} environment variables, secure={command.Secure}, internet={command.AllowInternetAccess?.ToString() ?? "default"}");
-            if (command.AutoPause)
+            if (command.AutoPause && _tiers.PauseSupportOf(isolation) == PauseSupport.None)
             {
                 await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Warn,
                     $"autoPause was requested, but the {isolation} tier cannot pause: the sandbox will be killed at its timeout");
@@ -363,6 +371,8 @@ internal sealed class SandboxManager : IAsyncDisposable
             TrafficAccessToken = command.AllowPublicTraffic ? null : SandboxIds.NewToken(),
             AllowInternetAccess = command.AllowInternetAccess,
             AutoPause = command.AutoPause,
+            AutoPauseMemory = command.AutoPauseMemory,
+            AutoResume = command.AutoResume,
         };
         try
         {
@@ -427,6 +437,10 @@ internal sealed class SandboxManager : IAsyncDisposable
     /// <summary>Kills a running sandbox. False when no running sandbox has this id (or someone else is killing it).</summary>
     public async Task<bool> KillAsync(string sandboxId, string reason)
     {
+        if (_paused.ContainsKey(sandboxId))
+        {
+            return await KillPausedAsync(sandboxId, reason);
+        }
         // Whoever takes the ending slot kills; a second caller (a DELETE racing the deadline) backs off.
         if (!_live.ContainsKey(sandboxId) || !_ending.TryAdd(sandboxId, reason))
         {
@@ -566,7 +580,12 @@ internal sealed class SandboxManager : IAsyncDisposable
             _scheduler.Schedule(sandboxId, record.EndAt);
             return;
         }
-        await KillAsync(sandboxId, record?.AutoPause == true ? "timed out (autoPause requested; this tier cannot pause)" : "timed out");
+        if (record?.AutoPause == true)
+        {
+            await ExpireWithPauseAsync(record);
+            return;
+        }
+        await KillAsync(sandboxId, "timed out");
     }
 
     /// <summary>

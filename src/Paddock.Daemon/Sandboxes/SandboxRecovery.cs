@@ -25,7 +25,8 @@ internal sealed class SandboxRecovery(
         await store.PurgeAsync(time.GetUtcNow() - options.RecordRetention, cancellationToken);
 
         var alive = (await runtime.ListAsync(cancellationToken)).ToDictionary(s => s.SandboxId, StringComparer.Ordinal);
-        var records = await store.ListAsync([SandboxState.Starting, SandboxState.Running], cancellationToken);
+        var paused = (await runtime.ListPausedAsync(cancellationToken)).ToDictionary(s => s.SandboxId, StringComparer.Ordinal);
+        var records = await store.ListAsync([SandboxState.Starting, SandboxState.Running, SandboxState.Paused], cancellationToken);
         int adopted = 0, lost = 0, expired = 0, strays = 0;
 
         foreach (var record in records)
@@ -37,11 +38,44 @@ internal sealed class SandboxRecovery(
                 lost++;
                 continue;
             }
+            if (paused.Remove(record.SandboxId, out var onDisk) && record.State != SandboxState.Starting)
+            {
+                // Paused on the host: whether the store heard of it (a daemon killed after the tier's pause but before
+                // its record changed leaves it saying running) the host decides, since the pause was complete.
+                var kept = record.State == SandboxState.Paused ? record
+                    : record with { State = SandboxState.Paused, PausedAt = onDisk.PausedAt, PausedWithMemory = onDisk.HasMemory };
+                if (kept != record)
+                {
+                    await store.UpdateAsync(kept, CancellationToken.None);
+                }
+                manager.AdoptPaused(kept);
+                await journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info, "paused; kept across a daemon restart");
+                adopted++;
+                continue;
+            }
+            if (record.State == SandboxState.Paused && alive.ContainsKey(record.SandboxId))
+            {
+                // Its resume finished on the host, the record did not hear of it: running, with a fresh deadline.
+                var resumed = record with
+                {
+                    State = SandboxState.Running,
+                    EndAt = now.AddSeconds(options.DefaultTimeoutSeconds),
+                    PausedAt = null,
+                    PausedWithMemory = null,
+                };
+                alive.Remove(record.SandboxId);
+                await store.UpdateAsync(resumed, CancellationToken.None);
+                manager.Adopt(resumed);
+                await journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info, $"resumed just before a daemon restart; re-adopted, it will be killed at {resumed.EndAt:O}");
+                adopted++;
+                continue;
+            }
             if (!alive.Remove(record.SandboxId))
             {
                 SandboxesLog.Lost(logger, record.SandboxId, SqliteStore.StateName(record.State));
                 await EndAsync(record, record.State == SandboxState.Starting
                     ? "lost: the daemon stopped while it was starting and the runtime does not have it"
+                    : record.State == SandboxState.Paused ? "lost: its paused state was no longer on the host when the daemon restarted"
                     : "lost: the runtime no longer had it when the daemon restarted", now);
                 lost++;
                 continue;
@@ -78,6 +112,14 @@ internal sealed class SandboxRecovery(
             {
                 await journal.WriteAsync(stray.SandboxId, SandboxLogLevel.Warn, "found still running on the host after it had ended; destroyed on daemon restart");
             }
+            strays++;
+        }
+
+        foreach (var stray in paused.Values)
+        {
+            // Paused on the host, but its record ended or never was: nobody can resume it.
+            await DestroyAsync(stray.SandboxId);
+            SandboxesLog.StrayDestroyed(logger, stray.SandboxId, stray.Tier ?? runtime.Name);
             strays++;
         }
 

@@ -55,4 +55,16 @@ internal static partial class SandboxesLog
 
     [LoggerMessage(EventId = 322, Level = LogLevel.Debug, Message = "Sampling the metrics of sandbox {SandboxId} failed: {Error}")]
     public static partial void MetricsSampleFailed(ILogger logger, string sandboxId, string error);
+
+    [LoggerMessage(EventId = 330, Level = LogLevel.Information, Message = "Sandbox {SandboxId} paused (memory kept: {Memory}) in {Milliseconds} ms")]
+    public static partial void Paused(ILogger logger, string sandboxId, bool memory, long milliseconds);
+
+    [LoggerMessage(EventId = 331, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: pause failed")]
+    public static partial void PauseFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(EventId = 332, Level = LogLevel.Information, Message = "Sandbox {SandboxId} resumed (from memory: {Memory}) in {Milliseconds} ms")]
+    public static partial void Resumed(ILogger logger, string sandboxId, bool memory, long milliseconds);
+
+    [LoggerMessage(EventId = 333, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: resume failed; it stays paused")]
+    public static partial void ResumeFailed(ILogger logger, string sandboxId, Exception exception);
 }

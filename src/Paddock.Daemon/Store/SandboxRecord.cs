@@ -8,6 +8,12 @@ internal enum SandboxState
 
     Running,
 
+    /// <summary>
+    /// Paused: no process runs; its writable layer (and, on a tier that keeps memory, its memory image) waits on disk
+    /// for a resume. Not reachable through the proxy (or only to resume it, with <see cref="SandboxRecord.AutoResume"/>).
+    /// </summary>
+    Paused,
+
     /// <summary>Gone for good; <see cref="SandboxRecord.EndReason"/> says why (killed, timed out, lost, failed to start).</summary>
     Killed,
 }
@@ -69,8 +75,20 @@ internal sealed record SandboxRecord
     /// <summary>As the client set it; null when it did not say.</summary>
     public bool? AllowInternetAccess { get; init; }
 
-    /// <summary>The client asked for pause-on-timeout; no tier can pause yet, so the sandbox is killed instead (and its log says so).</summary>
+    /// <summary>The client asked for pause-on-timeout (E2B's <c>autoPause</c>): at its deadline it is paused instead of killed.</summary>
     public bool AutoPause { get; init; }
+
+    /// <summary>Whether a pause at the deadline keeps memory (E2B's <c>autoPauseMemory</c>; default true).</summary>
+    public bool AutoPauseMemory { get; init; } = true;
+
+    /// <summary>E2B's <c>autoResume.enabled</c>: the first request for it through the proxy resumes a paused sandbox.</summary>
+    public bool AutoResume { get; init; }
+
+    /// <summary>When it was last paused (null: never, or running since).</summary>
+    public DateTimeOffset? PausedAt { get; init; }
+
+    /// <summary>Whether its pause kept memory (null while running).</summary>
+    public bool? PausedWithMemory { get; init; }
 }
 
 /// <summary>One line of a sandbox's log: what the daemon did to it and saw of it.</summary>

@@ -133,9 +133,17 @@ internal static class SqliteMigrations
                 last_at     INTEGER NOT NULL
             );
             """),
+        // Pause and resume (issue 15): a sandbox can be 'paused' (state), with when and whether its memory was kept;
+        // create's autoPause memory choice and autoResume; a team's bound on paused sandboxes (NULL: the daemon's).
+        (6, """
+            ALTER TABLE sandboxes ADD COLUMN auto_pause_memory INTEGER NOT NULL DEFAULT 1;
+            ALTER TABLE sandboxes ADD COLUMN auto_resume INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
+            ALTER TABLE sandboxes ADD COLUMN paused_memory INTEGER;
+            ALTER TABLE teams ADD COLUMN max_paused_sandboxes INTEGER;
+            """),
         // Volumes (issue 15, Volumes/): a team's named volume (an ext4 image of size_bytes under the state directory)
         // and which sandbox mounts which volume at which path, kept after the sandbox ends (its detail shows them).
-        // Step 7: step 6 is the pause work's (issue 15, points 1-5).
         (7, """
             CREATE TABLE volumes (
                 volume_id  TEXT PRIMARY KEY,

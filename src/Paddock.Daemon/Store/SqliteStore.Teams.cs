@@ -11,7 +11,7 @@ internal sealed partial class SqliteStore
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at, isolation FROM teams ORDER BY created_at, team_id;";
+        command.CommandText = "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at, isolation, max_paused_sandboxes FROM teams ORDER BY created_at, team_id;";
         var teams = new List<TeamRecord>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -21,7 +21,7 @@ internal sealed partial class SqliteStore
                 TeamId = reader.GetString(0),
                 Name = reader.GetString(1),
                 IsAdmin = reader.GetInt64(2) != 0,
-                Limits = new TeamLimits(NullableInt(reader, 3), NullableInt(reader, 4), NullableInt(reader, 5), reader.IsDBNull(7) ? null : reader.GetString(7)),
+                Limits = new TeamLimits(NullableInt(reader, 3), NullableInt(reader, 4), NullableInt(reader, 5), reader.IsDBNull(7) ? null : reader.GetString(7), NullableInt(reader, 8)),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6)),
             });
         }
@@ -33,8 +33,8 @@ internal sealed partial class SqliteStore
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = """
-            INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, isolation, created_at)
-            VALUES ($id, $name, $admin, $sandboxes, $cpus, $memory, $isolation, $at);
+            INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, isolation, created_at, max_paused_sandboxes)
+            VALUES ($id, $name, $admin, $sandboxes, $cpus, $memory, $isolation, $at, $paused);
             """;
         BindTeam(command, team);
         command.Parameters.AddWithValue("$admin", team.IsAdmin ? 1 : 0);
@@ -55,7 +55,7 @@ internal sealed partial class SqliteStore
         await using var command = connection.CreateCommand();
         command.CommandText = """
             UPDATE teams SET name = $name, max_sandboxes = $sandboxes, max_cpus = $cpus, max_memory_mb = $memory,
-                isolation = $isolation
+                isolation = $isolation, max_paused_sandboxes = $paused
             WHERE team_id = $id;
             """;
         BindTeam(command, team);
@@ -151,6 +151,7 @@ internal sealed partial class SqliteStore
         command.Parameters.AddWithValue("$cpus", (object?)team.Limits.MaxCpus ?? DBNull.Value);
         command.Parameters.AddWithValue("$memory", (object?)team.Limits.MaxMemoryMB ?? DBNull.Value);
         command.Parameters.AddWithValue("$isolation", (object?)team.Limits.Isolation ?? DBNull.Value);
+        command.Parameters.AddWithValue("$paused", (object?)team.Limits.MaxPausedSandboxes ?? DBNull.Value);
     }
 
     private static int? NullableInt(SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetInt32(ordinal);

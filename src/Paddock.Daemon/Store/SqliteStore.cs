@@ -89,9 +89,11 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         await using var command = connection.CreateCommand();
         command.CommandText = """
             INSERT INTO sandboxes (sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id)
+                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
+                                   auto_pause_memory, auto_resume, paused_at, paused_memory)
             VALUES ($id, $template, $alias, $runtime, $state, $metadata, $cpu, $mem, $disk, $pids,
-                    $started, $end, $ended, $reason, $envd, $traffic, $internet, $autopause, $team);
+                    $started, $end, $ended, $reason, $envd, $traffic, $internet, $autopause, $team,
+                    $autopausememory, $autoresume, $pausedat, $pausedmemory);
             """;
         Bind(command, record);
         try
@@ -112,7 +114,8 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
             UPDATE sandboxes SET template_id = $template, alias = $alias, runtime = $runtime, state = $state, metadata = $metadata,
                 cpu_count = $cpu, memory_mb = $mem, disk_mb = $disk, max_pids = $pids, started_at = $started, end_at = $end,
                 ended_at = $ended, end_reason = $reason, envd_access_token = $envd, traffic_access_token = $traffic,
-                allow_internet_access = $internet, auto_pause = $autopause, team_id = $team
+                allow_internet_access = $internet, auto_pause = $autopause, team_id = $team,
+                auto_pause_memory = $autopausememory, auto_resume = $autoresume, paused_at = $pausedat, paused_memory = $pausedmemory
             WHERE sandbox_id = $id;
             """;
         Bind(command, record);
@@ -260,7 +263,8 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
 
     private const string SelectColumns = """
         SELECT sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id
+               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
+               auto_pause_memory, auto_resume, paused_at, paused_memory
         FROM sandboxes
         """;
 
@@ -311,6 +315,10 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         command.Parameters.AddWithValue("$internet", r.AllowInternetAccess is { } b ? (b ? 1 : 0) : DBNull.Value);
         command.Parameters.AddWithValue("$autopause", r.AutoPause ? 1 : 0);
         command.Parameters.AddWithValue("$team", r.TeamId);
+        command.Parameters.AddWithValue("$autopausememory", r.AutoPauseMemory ? 1 : 0);
+        command.Parameters.AddWithValue("$autoresume", r.AutoResume ? 1 : 0);
+        command.Parameters.AddWithValue("$pausedat", (object?)r.PausedAt?.ToUnixTimeMilliseconds() ?? DBNull.Value);
+        command.Parameters.AddWithValue("$pausedmemory", r.PausedWithMemory is { } m ? (m ? 1 : 0) : DBNull.Value);
     }
 
     private static SandboxRecord Read(SqliteDataReader reader) => new()
@@ -334,6 +342,10 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         AllowInternetAccess = reader.IsDBNull(16) ? null : reader.GetInt64(16) != 0,
         AutoPause = reader.GetInt64(17) != 0,
         TeamId = reader.GetString(18),
+        AutoPauseMemory = reader.GetInt64(19) != 0,
+        AutoResume = reader.GetInt64(20) != 0,
+        PausedAt = reader.IsDBNull(21) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(21)),
+        PausedWithMemory = reader.IsDBNull(22) ? null : reader.GetInt64(22) != 0,
     };
 
     internal static string StateName(SandboxState state) => state switch
@@ -341,6 +353,7 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         SandboxState.Starting => "starting",
         SandboxState.Running => "running",
         SandboxState.Killed => "killed",
+        SandboxState.Paused => "paused",
         _ => throw new ArgumentOutOfRangeException(nameof(state)),
     };
 
@@ -349,6 +362,7 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         "starting" => SandboxState.Starting,
         "running" => SandboxState.Running,
         "killed" => SandboxState.Killed,
+        "paused" => SandboxState.Paused,
         _ => throw new InvalidDataException($"unknown sandbox state '{text}' in the state database"),
     };
 

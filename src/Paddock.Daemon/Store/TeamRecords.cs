@@ -3,9 +3,11 @@ namespace Paddock.Daemon.Store;
 /// <summary>
 /// Per-team ceilings on what its running sandboxes may hold together. Null means no team limit: the daemon-wide
 /// <c>--max-sandboxes</c> still holds. <paramref name="Isolation"/>: the one isolation tier the team's sandboxes may
-/// run on (its keys cannot ask for another); null: any.
+/// run on (its keys cannot ask for another); null: any. <paramref name="MaxPausedSandboxes"/>: how many paused sandboxes
+/// the team may keep (they hold disk, not CPU or memory, so they do not count against the others); null: the daemon's
+/// <c>--max-paused-per-team</c>.
 /// </summary>
-internal sealed record TeamLimits(int? MaxSandboxes, int? MaxCpus, int? MaxMemoryMB, string? Isolation = null)
+internal sealed record TeamLimits(int? MaxSandboxes, int? MaxCpus, int? MaxMemoryMB, string? Isolation = null, int? MaxPausedSandboxes = null)
 {
     public static TeamLimits None { get; } = new(null, null, null);
 }

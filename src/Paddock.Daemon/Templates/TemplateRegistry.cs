@@ -283,7 +283,7 @@ internal sealed partial class TemplateRegistry
                 return new(TemplateDeleteStatus.HasDependents, target.TemplateId, dependents);
             }
             // Starting ones too: they are recorded before the runtime mounts the layers.
-            var users = (await _sandboxes.ListAsync([SandboxState.Starting, SandboxState.Running], cancellationToken))
+            var users = (await _sandboxes.ListAsync([SandboxState.Starting, SandboxState.Running, SandboxState.Paused], cancellationToken))
                 .Where(s => s.TemplateId == target.TemplateId).Select(s => s.SandboxId).ToList();
             if (users.Count > 0)
             {

@@ -24,10 +24,11 @@ public sealed class SandboxListingTests
     [Fact]
     public void The_state_filter_accepts_both_encodings_and_refuses_unknown_states()
     {
-        Assert.True(SandboxListing.ParseStateFilter([]));
-        Assert.True(SandboxListing.ParseStateFilter(["running,paused"]));
-        Assert.True(SandboxListing.ParseStateFilter(["paused", "running"]));
-        Assert.False(SandboxListing.ParseStateFilter(["paused"]));
+        Assert.Equal((true, true), SandboxListing.ParseStateFilter([]));
+        Assert.Equal((true, true), SandboxListing.ParseStateFilter(["running,paused"]));
+        Assert.Equal((true, true), SandboxListing.ParseStateFilter(["paused", "running"]));
+        Assert.Equal((false, true), SandboxListing.ParseStateFilter(["paused"]));
+        Assert.Equal((true, false), SandboxListing.ParseStateFilter(["running"]));
         Assert.Throws<ApiRequestException>(() => SandboxListing.ParseStateFilter(["killed"]));
     }
 
@@ -74,7 +75,7 @@ public sealed class SandboxListingTests
         var (even, _, evenTotal) = SandboxListing.Apply(records, new SandboxListQuery { Metadata = new Dictionary<string, string> { ["team"] = "even" } });
         Assert.Equal(4, evenTotal);
         Assert.All(even, r => Assert.Equal("even", r.Metadata["team"]));
-        Assert.Empty(SandboxListing.Apply(records, new SandboxListQuery { IncludeRunning = false }).Page);
+        Assert.Empty(SandboxListing.Apply(records, new SandboxListQuery { IncludeRunning = false, IncludePaused = false }).Page);
     }
 
     [Fact]

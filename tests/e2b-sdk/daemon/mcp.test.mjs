@@ -15,7 +15,7 @@ const skip = whyNotRunnable()
 const T = { timeout: 120_000 }
 // The first create may build the base template (debootstrap) when the shared cache is cold.
 const CREATE = { timeout: 15 * 60_000 }
-const TOOLS = ['create_sandbox', 'list_sandboxes', 'run_command', 'run_code', 'read_file', 'write_file', 'list_files', 'get_port_url', 'set_sandbox_timeout', 'kill_sandbox']
+const TOOLS = ['create_sandbox', 'list_sandboxes', 'run_command', 'run_code', 'read_file', 'write_file', 'list_files', 'get_port_url', 'set_sandbox_timeout', 'kill_sandbox', 'pause_sandbox', 'resume_sandbox']
 
 /** The CLI: $PADDOCK_CLI_BINARY, else the Release build, else the Debug build. */
 function cliBinary() {
@@ -206,6 +206,23 @@ for (const [transportName, makeTransport] of [['stdio (paddock mcp)', stdioTrans
       } finally {
         await ok(client, 'kill_sandbox', { sandboxId: codeSandbox })
       }
+    })
+
+    it('pauses and resumes the sandbox (issue 18), its files kept', T, async () => {
+      await ok(client, 'write_file', { sandboxId, path: '/home/user/paused.txt', content: 'kept while paused\n' })
+      const paused = await ok(client, 'pause_sandbox', { sandboxId })
+      assert.equal(paused.structuredContent.paused, true)
+      const again = await ok(client, 'pause_sandbox', { sandboxId })
+      assert.match(again.structuredContent.note, /paused already/)
+      const listed = await ok(client, 'list_sandboxes', {})
+      assert.equal(listed.structuredContent.sandboxes.find((s) => s.sandboxId === sandboxId).state, 'paused')
+      const refused = await call(client, 'run_command', { sandboxId, command: 'true' })
+      assert.equal(refused.isError, true)
+      assert.match(text(refused), /paused: call resume_sandbox/)
+      const resumed = await ok(client, 'resume_sandbox', { sandboxId, timeoutSeconds: 600 })
+      assert.ok(Date.parse(resumed.structuredContent.endAt) > Date.now() + 500_000)
+      const read = await ok(client, 'read_file', { sandboxId, path: '/home/user/paused.txt' })
+      assert.match(text(read), /kept while paused/)
     })
 
     it('kills the sandbox', T, async () => {

@@ -228,7 +228,13 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
             {
                 continue;
             }
-            var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
+            var layout = new SandboxLayout(_options, c.Id);
+            if (File.Exists(layout.PausedFile))
+            {
+                // Paused (a resume may be under way): ListPausedAsync reports it, and recovery must never take it for a stray.
+                continue;
+            }
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
             sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
             if (!_locks.IsBusy(c.Id))
             {
@@ -253,14 +259,34 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         var removed = new List<string>();
         foreach (var id in candidates.Order(StringComparer.Ordinal))
         {
-            if (alive.Contains(id) || _locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            if (_locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            {
+                continue;
+            }
+            var layout = new SandboxLayout(_options, id);
+            if (File.Exists(layout.PausedFile))
+            {
+                // A complete pause: kept, with what an interrupted pause or resume still held released.
+                try
+                {
+                    using var held = await _locks.AcquireAsync(id, cancellationToken);
+                    await SettleAsync(layout, cancellationToken);
+                    RuntimeLog.PausedSettled(_logger, id);
+                }
+                catch (IOException ex)
+                {
+                    RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
+                }
+                continue;
+            }
+            if (alive.Contains(id))
             {
                 continue;
             }
             try
             {
                 using var held = await _locks.AcquireAsync(id, cancellationToken);
-                await DestroyCoreAsync(new SandboxLayout(_options, id), cancellationToken);
+                await DestroyCoreAsync(layout, cancellationToken);
                 removed.Add(id);
                 RuntimeLog.LeftoverRemoved(_logger, id);
             }
@@ -346,6 +372,213 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         return await SandboxFilesystem.SnapshotAsync(sandboxId, layout, destination,
             ct => _runsc.PauseAsync(sandboxId, ct), ct => _runsc.ResumeAsync(sandboxId, ct), _logger, cancellationToken);
     }
+
+    /// <summary>runsc checkpoint keeps every task's memory and kernel state (FACTS.md: measured on this host).</summary>
+    public PauseSupport PauseSupport => PauseSupport.FilesystemAndMemory;
+
+    /// <summary>
+    /// With <paramref name="keepMemory"/>: <c>runsc checkpoint</c> into the sandbox's directory (the Sentry writes its
+    /// tasks' memory and kernel state and exits); without: every process killed. Either way the writable layer stays
+    /// in its upper directory (with <c>--overlay2=none</c> the checkpoint holds none of the rootfs, FACTS.md), the
+    /// marker is written, and then everything else the sandbox held on the host is released (<see cref="SettleAsync"/>):
+    /// its runsc state, cgroups, link interface and rules (the link's record keeps its address for the restore, whose
+    /// netstack holds it), network namespace and mounts.
+    /// </summary>
+    public async Task PauseAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        if (File.Exists(layout.PausedFile))
+        {
+            return;
+        }
+        if (!TryReadPid(layout, out var pid) || !Native.ProcessStat.IsRunning(pid))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var clock = Stopwatch.StartNew();
+        long imageBytes = 0;
+        // The Sentry exits at the checkpoint: that is not the agent dying on its own.
+        _exits.Forget(sandboxId);
+        if (keepMemory)
+        {
+            DeleteDirectory(layout.PartialCheckpointDirectory);
+            DeleteDirectory(layout.CheckpointDirectory);
+            Directory.CreateDirectory(layout.PartialCheckpointDirectory);
+            try
+            {
+                // Thawed first: the idle freezer's frozen cgroup would hold the checkpoint's own work still.
+                _cgroups.Thaw(sandboxId);
+                await _runsc.CheckpointAsync(sandboxId, layout.PartialCheckpointDirectory, cancellationToken);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or TimeoutException)
+            {
+                DeleteDirectory(layout.PartialCheckpointDirectory);
+                if (Native.ProcessStat.IsRunning(pid))
+                {
+                    _exits.Watch(sandboxId, pid);
+                }
+                else
+                {
+                    // It stopped without a complete image: nothing to resume, so nothing of it is kept.
+                    OnAgentExited?.Invoke(sandboxId);
+                }
+                throw;
+            }
+            imageBytes = DirectoryBytes(layout.PartialCheckpointDirectory);
+            Files.SyncTree(layout.PartialCheckpointDirectory);
+            Directory.Move(layout.PartialCheckpointDirectory, layout.CheckpointDirectory);
+        }
+        else
+        {
+            await _cgroups.KillAllAsync(sandboxId, cancellationToken);
+        }
+        // From here the sandbox is paused, whatever happens to the rest: a crash leaves it for SettleAsync.
+        new PauseMarker(keepMemory, DateTimeOffset.UtcNow).Write(layout);
+        using (var settle = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+        {
+            await SettleAsync(layout, settle.Token);
+        }
+        RuntimeLog.SandboxPaused(_logger, sandboxId, keepMemory, clock.ElapsedMilliseconds, imageBytes);
+    }
+
+    /// <summary>
+    /// From the memory image with <c>runsc restore</c> when the pause kept one, else <c>runsc run</c> of the same bundle
+    /// (a fresh boot on the kept files); in both cases the mounts, namespace and link come back first, the link with
+    /// its recorded address (the restored netstack still has it). The image is removed once the agent answers.
+    /// </summary>
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        var marker = PauseMarker.TryRead(layout) ?? throw new SandboxNotFoundException(sandboxId);
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            await SettleAsync(layout, cancellationToken);
+            await _bundle.Value.WaitAsync(cancellationToken);
+            await _mountNamespace.Value.WaitAsync(cancellationToken);
+            SandboxFilesystem.Remount(layout);
+            _netns.Create(layout.NetnsFile);
+            await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
+            File.Delete(layout.PidFile);
+            var ok = marker.Memory
+                ? await _runsc.RestoreDetachedAsync(sandboxId, layout.Directory, layout.CheckpointDirectory, layout.PidFile, layout.LogFile, cancellationToken)
+                : await _runsc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken);
+            if (!ok)
+            {
+                throw new SandboxStartException(sandboxId, $"runsc {(marker.Memory ? "restore" : "run")} failed: " + layout.LogTail());
+            }
+            if (!TryReadPid(layout, out var pid))
+            {
+                throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
+            }
+            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+            // Running again: the marker goes first, so that a crash from here leaves a running sandbox, never a paused one
+            // whose image is half deleted.
+            PauseMarker.Remove(layout);
+            DeleteDirectory(layout.CheckpointDirectory);
+            _exits.Watch(sandboxId, pid);
+            RuntimeLog.SandboxResumed(_logger, sandboxId, marker.Memory, clock.ElapsedMilliseconds);
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
+            return new RuntimeSandbox(sandboxId, pid, metadata?.StartedAt ?? DateTimeOffset.UtcNow);
+        }
+        catch (Exception ex)
+        {
+            RuntimeLog.ResumeFailed(_logger, sandboxId, ex);
+            using (var settle = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+            {
+                await SettleAsync(layout, settle.Token);
+            }
+            if (ex is SandboxStartException or OperationCanceledException)
+            {
+                throw;
+            }
+            throw new SandboxStartException(sandboxId, ex.Message, ex);
+        }
+    }
+
+    public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(PausedIn(_options));
+
+    /// <summary>The sandboxes under <paramref name="directories"/> that carry a complete pause marker.</summary>
+    internal static IReadOnlyList<PausedSandbox> PausedIn(ISandboxDirectories directories)
+    {
+        var paused = new List<PausedSandbox>();
+        foreach (var id in Names(directories.SandboxesDirectory, directories: true))
+        {
+            if (PauseMarker.TryRead(new SandboxLayout(directories, id)) is { } marker)
+            {
+                paused.Add(new PausedSandbox(id, marker.Memory, marker.PausedAt));
+            }
+        }
+        return paused;
+    }
+
+    /// <summary>
+    /// Releases every host resource of a paused sandbox but its directory (writable layer, disk image, metadata, config,
+    /// memory image) and its link record: host processes (an interrupted resume's too), runsc's state, cgroups, the
+    /// link's interface and rules, the network namespace, the mounts. Each step accepts that its piece is gone.
+    /// </summary>
+    private async Task SettleAsync(SandboxLayout layout, CancellationToken cancellationToken)
+    {
+        var id = layout.SandboxId;
+        _exits.Forget(id);
+        _usage.Forget(id);
+        _cgroups.Thaw(id);
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        await _runsc.DeleteAsync(id, cancellationToken);
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        await _network.SuspendAsync(id, cancellationToken);
+        NetworkNamespaces.Release(layout.NetnsFile);
+        await SandboxFilesystem.UnmountAllAsync(layout, _logger, cancellationToken);
+    }
+
+    private async ValueTask<Stream> ProbeAsync(string sandboxId, CancellationToken token)
+    {
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
+        attempt.CancelAfter(ProbeConnectTimeout);
+        try
+        {
+            return await ConnectAsync(sandboxId, AgentBundle.AgentPort, attempt.Token);
+        }
+        catch (OperationCanceledException) when (!token.IsCancellationRequested)
+        {
+            throw new IOException("no answer to the connect yet");
+        }
+    }
+
+    private static bool TryReadPid(SandboxLayout layout, out int pid)
+    {
+        pid = 0;
+        try
+        {
+            return int.TryParse(File.ReadAllText(layout.PidFile).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out pid) && pid > 0;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static void DeleteDirectory(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            Directory.Delete(path, recursive: true);
+        }
+    }
+
+    private static long DirectoryBytes(string path) =>
+        new DirectoryInfo(path).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
 
     public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
     {

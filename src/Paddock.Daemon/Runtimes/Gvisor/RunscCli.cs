@@ -51,9 +51,33 @@ internal sealed class RunscCli
     /// agent inside, and returns. The container's stdio and runsc's own errors go to <paramref name="logFile"/> (a
     /// detached container inherits runsc's stdio: a file, never a pipe someone must keep reading).
     /// </summary>
-    public async Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
+    public Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken) =>
+        DetachedAsync(["run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id], logFile, cancellationToken);
+
+    /// <summary>
+    /// <c>runsc restore --detach</c> of the checkpoint in <paramref name="imagePath"/> as container <paramref name="id"/>,
+    /// from the same bundle (config.json, mounts) and global flags as its run, inside the same mount namespace: the
+    /// Sentry comes back with every task where the checkpoint stopped it. runsc's errors go to <paramref name="logFile"/>.
+    /// </summary>
+    public Task<bool> RestoreDetachedAsync(string id, string bundle, string imagePath, string pidFile, string logFile, CancellationToken cancellationToken) =>
+        DetachedAsync(["restore", "--detach", "--bundle", bundle, "--image-path", imagePath, "--pid-file", pidFile, id], logFile, cancellationToken);
+
+    /// <summary>
+    /// <c>runsc checkpoint</c> into <paramref name="imagePath"/>: the Sentry writes every task's memory and kernel state
+    /// there and the container stops. Uncompressed: flate cost CPU time per GiB that a pause waits for (ARCHITECTURE.md).
+    /// </summary>
+    public async Task CheckpointAsync(string id, string imagePath, CancellationToken cancellationToken)
     {
-        var command = GvisorMountNamespace.Enter(_options, [_options.RunscBinary, .. _global, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id]);
+        var result = await RunAsync(cancellationToken, "checkpoint", "--compression=none", "--image-path", imagePath, id);
+        if (!result.Succeeded)
+        {
+            throw IsUnknown(result) ? new SandboxNotFoundException(id) : new IOException($"runsc checkpoint of '{id}' failed: {result.Describe()}");
+        }
+    }
+
+    private async Task<bool> DetachedAsync(string[] arguments, string logFile, CancellationToken cancellationToken)
+    {
+        var command = GvisorMountNamespace.Enter(_options, [_options.RunscBinary, .. _global, .. arguments]);
         // /bin/sh only redirects and execs: no managed code between fork and exec, and no pipe to the container.
         var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         foreach (var a in (string[])["-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile, .. command])

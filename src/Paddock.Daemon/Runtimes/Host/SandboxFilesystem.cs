@@ -117,6 +117,41 @@ internal static class SandboxFilesystem
         }
     }
 
+    /// <summary>
+    /// Mounts a paused sandbox's filesystem again as <see cref="Prepare"/> made it: its disk image (when it has one)
+    /// and the overlay of its template's layers (from its metadata) with its kept writable layer. Idempotent: what is
+    /// mounted already stays. Throws <see cref="IOException"/> when the metadata or a layer is missing.
+    /// </summary>
+    public static void Remount(SandboxLayout layout)
+    {
+        var metadata = SandboxMetadata.TryRead(layout.MetadataFile)
+            ?? throw new IOException($"sandbox '{layout.SandboxId}' has no readable metadata at {layout.MetadataFile}");
+        var mounted = MountTable.Under(layout.Directory).ToHashSet(StringComparer.Ordinal);
+        if (File.Exists(layout.DiskImage) && !mounted.Contains(layout.DiskMount))
+        {
+            Directory.CreateDirectory(layout.DiskMount);
+            LoopMounts.Mount(layout.DiskImage, layout.DiskMount, "ext4", Mounts.MS_NODEV | Mounts.MS_NOSUID | LoopMounts.MS_NOATIME);
+        }
+        if (mounted.Contains(layout.Rootfs))
+        {
+            return;
+        }
+        foreach (var layer in metadata.TemplateLayers)
+        {
+            if (!Directory.Exists(layer))
+            {
+                throw new IOException($"template layer {layer} of sandbox '{layout.SandboxId}' is gone");
+            }
+        }
+        Directory.CreateDirectory(layout.Rootfs);
+        var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
+            $"lowerdir={string.Join(':', metadata.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
+        if (errno != 0)
+        {
+            throw Errno.Exception("mount overlay", layout.Rootfs, errno);
+        }
+    }
+
     /// <summary>Unmounts everything under the sandbox's directory, longest path first (the overlay before its disk).</summary>
     public static async Task UnmountAllAsync(SandboxLayout layout, ILogger logger, CancellationToken cancellationToken)
     {

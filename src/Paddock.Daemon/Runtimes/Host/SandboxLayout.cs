@@ -84,6 +84,18 @@ internal sealed partial class SandboxLayout
     /// </summary>
     public string MountSource(int index) => Path.Combine(Directory, "mounts", index.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
+    /// <summary>
+    /// Written last by a pause (<see cref="PauseMarker"/>): its presence is what makes the sandbox paused, so that a
+    /// daemon killed in the middle of a pause leaves either a complete paused sandbox or a leftover.
+    /// </summary>
+    public string PausedFile => Path.Combine(Directory, "paused.json");
+
+    /// <summary>A paused sandbox's memory image (gVisor's checkpoint), in the state directory, never on the sandbox's disk (its limit is the user's).</summary>
+    public string CheckpointDirectory => Path.Combine(Directory, "checkpoint");
+
+    /// <summary>Where a checkpoint is written before it is complete (renamed to <see cref="CheckpointDirectory"/> then).</summary>
+    public string PartialCheckpointDirectory => Path.Combine(Directory, "checkpoint.partial");
+
     /// <summary>The end of the log, for error messages.</summary>
     public string LogTail(int maxChars = 2000)
     {
@@ -130,5 +142,39 @@ internal sealed record SandboxMetadata(string SandboxId, IReadOnlyList<string> T
 }
 
 [JsonSerializable(typeof(SandboxMetadata))]
+[JsonSerializable(typeof(PauseMarker))]
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 internal sealed partial class SandboxMetadataJson : JsonSerializerContext;
+
+/// <summary>
+/// What a pause left on disk: whether it kept memory, and when. Written atomically (a temporary file renamed over it),
+/// and only once everything the resume needs is on disk.
+/// </summary>
+internal sealed record PauseMarker(bool Memory, DateTimeOffset PausedAt)
+{
+    public static PauseMarker? TryRead(SandboxLayout layout)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllText(layout.PausedFile), SandboxMetadataJson.Default.PauseMarker);
+        }
+        catch (Exception ex) when (ex is IOException or JsonException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    public void Write(SandboxLayout layout)
+    {
+        var temporary = layout.PausedFile + ".tmp";
+        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write))
+        {
+            JsonSerializer.Serialize(file, this, SandboxMetadataJson.Default.PauseMarker);
+            // On disk before the rename makes it count: a host crash must not leave a marker without its content.
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, layout.PausedFile, overwrite: true);
+    }
+
+    public static void Remove(SandboxLayout layout) => File.Delete(layout.PausedFile);
+}

@@ -308,6 +308,141 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
+    /// <summary>
+    /// Filesystem only: runc has no working checkpoint here (CRIU 3.17 fails on this kernel, FACTS.md), so a pause ends
+    /// every process and keeps the writable layer, and a resume boots the sandbox afresh on it.
+    /// </summary>
+    public PauseSupport PauseSupport => PauseSupport.FilesystemOnly;
+
+    /// <summary>
+    /// Kills every process (the cgroup's kill), writes the marker, then releases the rest (<see cref="SettleAsync"/>):
+    /// runc's state, cgroups, the link's interface and rules (its record keeps the address and policy), the network
+    /// namespace, the mounts. The directory stays: writable layer, disk image, config.json (the same agent, token and
+    /// variables at the resume).
+    /// </summary>
+    public async Task PauseAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken)
+    {
+        if (keepMemory)
+        {
+            throw new SandboxPauseUnsupportedException(Name, memory: true);
+        }
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        if (File.Exists(layout.PausedFile))
+        {
+            return;
+        }
+        if (!File.Exists(layout.ConfigFile))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var clock = Stopwatch.StartNew();
+        _exits.Forget(sandboxId);
+        _agentPids.TryRemove(sandboxId, out _);
+        _cgroups.Thaw(sandboxId);
+        await _cgroups.KillAllAsync(sandboxId, cancellationToken);
+        new PauseMarker(Memory: false, DateTimeOffset.UtcNow).Write(layout);
+        using (var settle = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+        {
+            await SettleAsync(layout, settle.Token);
+        }
+        RuntimeLog.SandboxPaused(_logger, sandboxId, false, clock.ElapsedMilliseconds, 0);
+    }
+
+    /// <summary>A fresh boot of the same bundle (config.json) on the kept writable layer, with the link's recorded address and policy.</summary>
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(_options, sandboxId);
+        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
+        var marker = PauseMarker.TryRead(layout) ?? throw new SandboxNotFoundException(sandboxId);
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            await SettleAsync(layout, cancellationToken);
+            await _bundle.Value.WaitAsync(cancellationToken);
+            SandboxFilesystem.Remount(layout);
+            File.Delete(layout.PidFile);
+            if (!await _runc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
+            {
+                throw new SandboxStartException(sandboxId, "runc run failed: " + layout.LogTail());
+            }
+            var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
+            NetworkNamespaces.Bind(pid, layout.NetnsFile);
+            if (_network is not null)
+            {
+                await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
+            }
+            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ConnectAsync(sandboxId, AgentBundle.AgentPort, ct),
+                _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
+            PidReserve.Apply(_cgroups, sandboxId, pid, metadata?.Limits.MaxPids ?? 0, _logger);
+            PauseMarker.Remove(layout);
+            _exits.Watch(sandboxId, pid);
+            _agentPids[sandboxId] = pid;
+            RuntimeLog.SandboxResumed(_logger, sandboxId, marker.Memory, clock.ElapsedMilliseconds);
+            return new RuntimeSandbox(sandboxId, pid, metadata?.StartedAt ?? DateTimeOffset.UtcNow);
+        }
+        catch (Exception ex)
+        {
+            RuntimeLog.ResumeFailed(_logger, sandboxId, ex);
+            using (var settle = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+            {
+                await SettleAsync(layout, settle.Token);
+            }
+            if (ex is SandboxStartException or OperationCanceledException)
+            {
+                throw;
+            }
+            throw new SandboxStartException(sandboxId, ex.Message, ex);
+        }
+    }
+
+    public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken)
+    {
+        var paused = new List<PausedSandbox>();
+        foreach (var id in Names(_options.SandboxesDirectory, directories: true))
+        {
+            if (PauseMarker.TryRead(new SandboxLayout(_options, id)) is { } marker)
+            {
+                paused.Add(new PausedSandbox(id, marker.Memory, marker.PausedAt));
+            }
+        }
+        return Task.FromResult<IReadOnlyList<PausedSandbox>>(paused);
+    }
+
+    /// <summary>
+    /// Releases every host resource of a paused sandbox but its directory and link record: processes (an interrupted
+    /// resume's too), runc's state, cgroups, the link's interface and rules, the network namespace, the mounts.
+    /// </summary>
+    private async Task SettleAsync(SandboxLayout layout, CancellationToken cancellationToken)
+    {
+        var id = layout.SandboxId;
+        _exits.Forget(id);
+        _usage.Forget(id);
+        _agentPids.TryRemove(id, out _);
+        _cgroups.Thaw(id);
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        if (!_runc.TryForgetStopped(id))
+        {
+            await _runc.DeleteAsync(id, cancellationToken);
+        }
+        await _cgroups.RemoveAsync(id, cancellationToken);
+        if (_network is not null)
+        {
+            await _network.SuspendAsync(id, cancellationToken);
+        }
+        NetworkNamespaces.Release(layout.NetnsFile);
+        await SandboxFilesystem.UnmountAllAsync(layout, _logger, cancellationToken);
+    }
+
     public async Task<IReadOnlyList<RuntimeSandbox>> ListAsync(CancellationToken cancellationToken)
     {
         var sandboxes = new List<RuntimeSandbox>();
@@ -317,7 +452,13 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             {
                 continue;
             }
-            var metadata = SandboxMetadata.TryRead(new SandboxLayout(_options, c.Id).MetadataFile);
+            var layout = new SandboxLayout(_options, c.Id);
+            if (File.Exists(layout.PausedFile))
+            {
+                // Paused (a resume may be under way): ListPausedAsync reports it, and recovery must never take it for a stray.
+                continue;
+            }
+            var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
             sandboxes.Add(new RuntimeSandbox(c.Id, c.Pid, metadata?.StartedAt ?? c.Created));
             _agentPids[c.Id] = c.Pid;
             // A sandbox this runtime did not start (adopted after a daemon restart) is watched from here on; one that is
@@ -348,14 +489,34 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var removed = new List<string>();
         foreach (var id in candidates.Order(StringComparer.Ordinal))
         {
-            if (alive.Contains(id) || _locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            if (_locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
+            {
+                continue;
+            }
+            var layout = new SandboxLayout(_options, id);
+            if (File.Exists(layout.PausedFile))
+            {
+                // A complete pause: kept, with what an interrupted pause or resume still held released.
+                try
+                {
+                    using var held = await _locks.AcquireAsync(id, cancellationToken);
+                    await SettleAsync(layout, cancellationToken);
+                    RuntimeLog.PausedSettled(_logger, id);
+                }
+                catch (IOException ex)
+                {
+                    RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
+                }
+                continue;
+            }
+            if (alive.Contains(id))
             {
                 continue;
             }
             try
             {
                 using var held = await _locks.AcquireAsync(id, cancellationToken);
-                await DestroyCoreAsync(new SandboxLayout(_options, id), cancellationToken);
+                await DestroyCoreAsync(layout, cancellationToken);
                 removed.Add(id);
                 RuntimeLog.LeftoverRemoved(_logger, id);
             }

@@ -92,15 +92,16 @@ export function getViaHost(daemonPort, host, pathname = '/', headers = {}) {
  * calls by passing the CA to node:https (NODE_EXTRA_CA_CERTS is read only when a process starts); `listenHost`:
  * 'localhost' listens on 127.0.0.1 and ::1, for clients that resolve names (*.localhost may resolve to ::1 first).
  */
-export async function startDaemon({ args = [], env = {}, tls = false, listenHost = '127.0.0.1' } = {}) {
+export async function startDaemon({ args = [], env = {}, tls = false, listenHost = '127.0.0.1', stateDir: reuseStateDir = null, apiKey: reuseApiKey = null } = {}) {
   const binary = daemonBinary()
   if (!existsSync(binary)) {
     throw new Error(`paddockd not found at ${binary}: run scripts/setup first (or set PADDOCKD_BINARY)`)
   }
   const port = await freePort()
-  const stateDir = mkdtempSync(path.join(tmpdir(), 'paddockd-e2b-'))
+  // `stateDir` and `apiKey` of a daemon that crash()ed: a restart over its state, as after a SIGKILL.
+  const stateDir = reuseStateDir ?? mkdtempSync(path.join(tmpdir(), 'paddockd-e2b-'))
   // A key of E2B's shape, accepted besides the one the daemon generates into its state directory.
-  const apiKey = 'e2b_' + randomBytes(20).toString('hex')
+  const apiKey = reuseApiKey ?? 'e2b_' + randomBytes(20).toString('hex')
   const tlsArgs = tls ? ['--tls-self-signed'] : []
   const child = spawn(binary, ['--listen', `${listenHost}:${port}`, '--state-dir', stateDir, ...tlsArgs, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -166,6 +167,14 @@ export async function startDaemon({ args = [], env = {}, tls = false, listenHost
     log: () => log,
     /** The key paddockd generated on its first start (written to its state directory, mode 0600). */
     generatedKey: () => readFileSync(path.join(stateDir, 'api-key'), 'utf8').trim(),
+    /** SIGKILLs paddockd and keeps its state directory (sandboxes outlive it), for a restart with startDaemon({ stateDir, apiKey }). */
+    async crash() {
+      if (!exit) {
+        child.kill('SIGKILL')
+        await exited
+      }
+      process.removeListener('exit', killOnExit)
+    },
     /**
      * Kills every sandbox the daemon still runs (a test that failed halfway leaves some), stops paddockd by pid and
      * removes its state directory. Sandboxes outlive a stopped daemon, so they must go first.

@@ -1,0 +1,151 @@
+// Pause and resume with the official E2B SDK, unchanged, against the real paddockd (issue 15): on gVisor a pause
+// keeps memory (a background `sleep 3600` and `python3 -m http.server` go on after the resume, through the proxy);
+// pause() of a paused sandbox answers false; isRunning() is false while paused (envd /health through the proxy is
+// 502); list and getInfo say 'paused'; connect() resumes; a paused sandbox survives a SIGKILL of the daemon and its
+// restart; autoResume on an HTTP request; runc's filesystem-only pause and its 400 for memory: true.
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { after, before, describe, it } from 'node:test'
+import { Sandbox } from 'e2b'
+import { getViaHost, startDaemon, waitUntil, whyNotRunnable } from './lib/daemon.mjs'
+
+const CREATE = { requestTimeoutMs: 15 * 60_000 }
+const T = { timeout: 180_000 }
+const RUNSC = '/usr/local/lib/paddock/runsc'
+const skip = whyNotRunnable() ?? (existsSync(RUNSC) ? null : `runsc is not installed at ${RUNSC} (scripts/setup runs scripts/install-runsc)`)
+
+describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
+  let daemon
+  const started = []
+
+  before(async () => {
+    daemon = await startDaemon({ args: ['--isolation', 'gvisor'] })
+  }, { timeout: 16 * 60_000 })
+
+  after(async () => {
+    for (const s of started) {
+      await Sandbox.kill(s).catch(() => {})
+    }
+    await daemon?.stop()
+  })
+
+  const api = async (method, pathname, body) => {
+    const res = await fetch(daemon.url + pathname, {
+      method,
+      headers: { 'X-API-Key': daemon.apiKey, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.text()
+    return { status: res.status, body: text ? JSON.parse(text) : null }
+  }
+
+  const httpThroughProxy = (sandbox, port, path) => waitUntil(async () => {
+    const r = await getViaHost(daemon.port, sandbox.getHost(port), path).catch(() => null)
+    return r?.status === 200 ? r : null
+  }, 30_000, `port ${port} through the proxy`, 200)
+
+  it('keeps processes, servers and files across a pause with memory, and connect() resumes it', T, async () => {
+    const sandbox = await Sandbox.create('base', CREATE)
+    started.push(sandbox.sandboxId)
+    const sleeper = await sandbox.commands.run('sleep 3600', { background: true })
+    await sandbox.commands.run('cd /home/user && python3 -m http.server 8000', { background: true })
+    await sandbox.files.write('/home/user/note.txt', 'written before the pause\n')
+    await httpThroughProxy(sandbox, 8000, '/note.txt')
+
+    assert.equal(await sandbox.pause(), true)
+    assert.equal(await sandbox.pause(), false, 'a paused sandbox answers 409, which the SDK reads as false')
+    assert.equal(await sandbox.isRunning(), false)
+    const info = await sandbox.getInfo()
+    assert.equal(info.state, 'paused')
+    const paused = await Sandbox.list({ query: { state: ['paused'] } }).nextItems()
+    assert.deepEqual(paused.map((s) => s.sandboxId), [sandbox.sandboxId])
+    assert.equal(paused[0].state, 'paused')
+    const running = await Sandbox.list({ query: { state: ['running'] } }).nextItems()
+    assert.ok(!running.some((s) => s.sandboxId === sandbox.sandboxId))
+
+    const resumed = await Sandbox.connect(sandbox.sandboxId, CREATE)
+    assert.equal(resumed.sandboxId, sandbox.sandboxId)
+    assert.equal(await resumed.isRunning(), true)
+    assert.equal((await resumed.getInfo()).state, 'running')
+    const processes = await resumed.commands.list()
+    assert.ok(processes.some((p) => p.pid === sleeper.pid && p.cmd === 'sleep'), `sleep ${sleeper.pid} in ${JSON.stringify(processes)}`)
+    assert.ok(processes.some((p) => (p.args ?? []).join(' ').includes('http.server')), 'the http server still runs')
+    const res = await httpThroughProxy(resumed, 8000, '/note.txt')
+    assert.equal(res.body, 'written before the pause\n')
+    assert.equal(await resumed.files.read('/home/user/note.txt'), 'written before the pause\n')
+    // Connecting to a running sandbox is not a resume: 200, and still the same processes.
+    const again = await api('POST', `/v2/sandboxes/${sandbox.sandboxId}/connect`, { timeout: 120 })
+    assert.equal(again.status, 200)
+    assert.equal(again.body.envdAccessToken, (await api('GET', `/sandboxes/${sandbox.sandboxId}`)).body.envdAccessToken)
+  })
+
+  it('survives a SIGKILL of the daemon and its restart while paused', T, async () => {
+    const sandbox = await Sandbox.create('base', CREATE)
+    started.push(sandbox.sandboxId)
+    await sandbox.commands.run('sleep 3600', { background: true })
+    await sandbox.files.write('/home/user/kept.txt', 'kept across a daemon crash\n')
+    assert.equal(await sandbox.pause(), true)
+
+    const { stateDir, apiKey } = daemon
+    await daemon.crash()
+    daemon = await startDaemon({ args: ['--isolation', 'gvisor'], stateDir, apiKey })
+
+    assert.equal((await sandbox.getInfo()).state, 'paused')
+    const resumed = await Sandbox.connect(sandbox.sandboxId, CREATE)
+    assert.equal(await resumed.files.read('/home/user/kept.txt'), 'kept across a daemon crash\n')
+    assert.ok((await resumed.commands.list()).some((p) => p.cmd === 'sleep'), 'sleep runs on after the restart')
+  })
+
+  it('pauses at the timeout and resumes on the first HTTP request (autoResume)', T, async () => {
+    const sandbox = await Sandbox.create('base', { ...CREATE, timeoutMs: 20_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+    started.push(sandbox.sandboxId)
+    const info = await sandbox.getInfo()
+    assert.deepEqual(info.lifecycle, { onTimeout: 'pause', autoResume: true })
+    await sandbox.files.write('/home/user/auto.txt', 'served after an auto resume\n')
+    await sandbox.commands.run('cd /home/user && python3 -m http.server 8000', { background: true })
+    await httpThroughProxy(sandbox, 8000, '/auto.txt')
+
+    await waitUntil(async () => (await sandbox.getInfo()).state === 'paused', 60_000, 'the timeout to pause it', 500)
+    const res = await getViaHost(daemon.port, sandbox.getHost(8000), '/auto.txt')
+    assert.equal(res.status, 200, res.body)
+    assert.equal(res.body, 'served after an auto resume\n')
+    assert.equal((await sandbox.getInfo()).state, 'running')
+  })
+
+  it('refuses bad pause requests and a paused sandbox without autoResume stays paused to the proxy', T, async () => {
+    const sandbox = await Sandbox.create('base', CREATE)
+    started.push(sandbox.sandboxId)
+    assert.equal((await sandbox.getInfo()).lifecycle.onTimeout, 'kill')
+    assert.equal(await sandbox.pause(), true)
+    const health = await getViaHost(daemon.port, sandbox.getHost(49983), '/health')
+    assert.equal(health.status, 502)
+    assert.match(health.body, /paused/)
+    assert.equal((await api('POST', `/sandboxes/${sandbox.sandboxId}/resume`, {})).status, 201)
+    assert.equal((await api('POST', `/sandboxes/${sandbox.sandboxId}/resume`, {})).status, 409)
+    assert.equal((await api('POST', '/sandboxes/nope/pause', {})).status, 404)
+    const bad = await api('POST', '/v2/sandboxes', { templateID: 'base', autoResume: { enabled: true } })
+    assert.equal(bad.status, 400)
+    assert.match(bad.body.message, /autoResume/)
+  })
+
+  it('pauses a runc sandbox with its filesystem only, and refuses memory naming the tier', T, async () => {
+    const created = await api('POST', '/v2/sandboxes', { templateID: 'base', isolation: 'runc', timeout: 300 })
+    assert.equal(created.status, 201, JSON.stringify(created.body))
+    const id = created.body.sandboxID
+    started.push(id)
+    const sandbox = await Sandbox.connect(id, CREATE)
+    await sandbox.files.write('/home/user/fs.txt', 'on disk\n')
+
+    const refused = await api('POST', `/sandboxes/${id}/pause`, { memory: true })
+    assert.equal(refused.status, 400)
+    assert.match(refused.body.message, /runc/)
+    assert.equal(await sandbox.isRunning(), true, 'a refused pause changes nothing')
+
+    assert.equal(await sandbox.pause({ keepMemory: false }), true)
+    assert.equal((await sandbox.getInfo()).state, 'paused')
+    const resumed = await api('POST', `/v2/sandboxes/${id}/connect`, { timeout: 120 })
+    assert.equal(resumed.status, 201)
+    assert.equal(resumed.body.envdAccessToken, created.body.envdAccessToken)
+    assert.equal(await sandbox.files.read('/home/user/fs.txt'), 'on disk\n')
+  })
+})
