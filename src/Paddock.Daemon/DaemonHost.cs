@@ -197,6 +197,10 @@ internal static class DaemonHost
         Directory.CreateDirectory(options.StateDir, StateDirMode);
         File.SetUnixFileMode(options.StateDir, StateDirMode);
         await app.Services.GetRequiredService<ISandboxStore>().InitializeAsync(cancellationToken);
+        if (app.Services.GetService<PostgresStore>() is { } postgres)
+        {
+            await postgres.ClaimAsync(cancellationToken);
+        }
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(app.Services.GetRequiredService<IApiKeyStore>(), options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
         await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);

@@ -14,8 +14,12 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
     // Any fixed 64-bit number: the key of the advisory lock that lets one paddockd at a time migrate the schema.
     private const long MigrationLockKey = 0x7061_6464_6f63_6b01; // "paddock" + 1
 
+    // The key of the lock a daemon holds for as long as it uses the database (ClaimAsync).
+    private const long DaemonLockKey = 0x7061_6464_6f63_6b02;
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly ILogger<PostgresStore> _logger;
+    private NpgsqlConnection? _claim;
 
     public PostgresStore(string connectionString, ILogger<PostgresStore> logger)
     {
@@ -80,6 +84,33 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         finally
         {
             await ExecuteAsync(connection, $"SELECT pg_advisory_unlock({MigrationLockKey});", CancellationToken.None);
+        }
+    }
+
+    /// <summary>
+    /// Makes this daemon the database's only one, for as long as it runs: a session advisory lock on a connection of
+    /// its own. Until cluster mode records which node runs which sandbox (issue 17), a second paddockd on the same
+    /// database would take the first one's sandboxes for its own lost ones at its start (SandboxRecovery) and end
+    /// their records. Throws <see cref="InvalidOperationException"/> when another daemon holds the lock. The lock
+    /// goes with the connection: if PostgreSQL restarts, it is not taken again (a known gap until cluster mode).
+    /// </summary>
+    public async Task ClaimAsync(CancellationToken cancellationToken)
+    {
+        var connection = await OpenAsync(cancellationToken);
+        try
+        {
+            await using var command = new NpgsqlCommand($"SELECT pg_try_advisory_lock({DaemonLockKey});", connection);
+            if (await command.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                throw new InvalidOperationException(
+                    $"another paddockd already uses the state database {Description}; one database serves one paddockd until cluster mode exists");
+            }
+            _claim = connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
         }
     }
 
@@ -309,5 +340,12 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         TeamId = reader.GetString(18),
     };
 
-    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        if (_claim is not null)
+        {
+            await _claim.DisposeAsync();
+        }
+        await _dataSource.DisposeAsync();
+    }
 }

@@ -51,6 +51,21 @@ public sealed class PostgresDaemonTests(PostgresFixture fixture) : IAsyncLifetim
     }
 
     [Fact]
+    public async Task A_second_daemon_on_the_same_database_is_refused_with_a_clear_message()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        var database = await fixture.Server.CreateDatabaseAsync(timeout.Token);
+        await using var first = await StartAsync(database);
+        using var otherState = new TempDir();
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => TestDaemon.StartAsync(_runtime, otherState.Path, o => o with
+        {
+            PostgresConnectionString = PostgresConnectionString.FromUri(fixture.Server.StoreUri(database)),
+        }));
+        Assert.Contains("another paddockd already uses the state database", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await SendAsync(first.Api, HttpMethod.Get, "/v2/sandboxes")).Status);
+    }
+
+    [Fact]
     public async Task While_PostgreSQL_is_down_the_API_answers_503_and_it_recovers_alone_with_nothing_lost()
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(180));
