@@ -211,6 +211,7 @@ internal static class DaemonHost
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
     }
+
     /// <summary>
     /// The state store and the stores that share its database: SQLite in the state directory unless
     /// <see cref="DaemonOptions.PostgresConnectionString"/> names a PostgreSQL database. One instance serves every
