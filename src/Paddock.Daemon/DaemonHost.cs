@@ -75,10 +75,7 @@ internal static class DaemonHost
             services.AddSingleton(certificate);
         }
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
-        services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
+        AddStore(services, options);
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddSingleton<Dashboard.DashboardSessions>();
         services.AddSingleton<TeamDirectory>();
@@ -91,11 +88,10 @@ internal static class DaemonHost
             {
                 await sp.GetRequiredService<SandboxManager>().ReapLostAsync(ct);
                 await sp.GetRequiredService<ISandboxStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.RecordRetention, ct);
-                await sp.GetRequiredService<Audit.SqliteAuditStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.AuditRetention, ct);
+                await sp.GetRequiredService<Audit.IAuditStore>().PurgeAsync(sp.GetRequiredService<TimeProvider>().GetUtcNow() - options.AuditRetention, ct);
             },
             options.HousekeepingPeriod));
         services.AddHostedService(sp => sp.GetRequiredService<DeadlineScheduler>());
-        services.AddSingleton<SqliteTemplateRecords>();
         services.AddSingleton<TemplateRegistry>();
         services.AddSingleton<TemplateBuilds>();
         services.AddSingleton<TemplateFiles>();
@@ -126,7 +122,6 @@ internal static class DaemonHost
         services.AddSingleton<SandboxHttpClient>();
         services.AddHttpForwarder();
         services.AddSingleton<Observability.DaemonMetrics>();
-        services.AddSingleton<Audit.SqliteAuditStore>();
         services.AddSingleton<Audit.AuditTrail>();
         services.AddHostedService(sp => sp.GetRequiredService<Audit.AuditTrail>());
         Observability.DaemonTracing.AddTracing(services, options);
@@ -208,10 +203,13 @@ internal static class DaemonHost
             | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
         Directory.CreateDirectory(options.StateDir, StateDirMode);
         File.SetUnixFileMode(options.StateDir, StateDirMode);
-        var store = app.Services.GetRequiredService<SqliteStore>();
-        await store.InitializeAsync(cancellationToken);
+        await app.Services.GetRequiredService<ISandboxStore>().InitializeAsync(cancellationToken);
+        if (app.Services.GetService<PostgresStore>() is { } postgres)
+        {
+            await postgres.ClaimAsync(cancellationToken);
+        }
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
-        var key = await ApiKeyBootstrap.EnsureAsync(store, options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
+        var key = await ApiKeyBootstrap.EnsureAsync(app.Services.GetRequiredService<IApiKeyStore>(), options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
         await app.Services.GetRequiredService<TeamDirectory>().ReloadAsync(cancellationToken);
         // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
         var sandboxes = app.Services.GetRequiredService<SandboxManager>();
@@ -221,5 +219,30 @@ internal static class DaemonHost
         await app.Services.GetRequiredService<Volumes.VolumeManager>().InitializeAsync(cancellationToken);
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
         return key;
+    }
+
+    /// <summary>
+    /// The state store and the stores that share its database: SQLite in the state directory unless
+    /// <see cref="DaemonOptions.PostgresConnectionString"/> names a PostgreSQL database. One instance serves every
+    /// store interface, so that InitializeAsync migrates the one schema all of them use.
+    /// </summary>
+    private static void AddStore(IServiceCollection services, DaemonOptions options)
+    {
+        if (options.PostgresConnectionString is { } connectionString)
+        {
+            services.AddSingleton(sp => new PostgresStore(connectionString, sp.GetRequiredService<ILogger<PostgresStore>>()));
+            services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<PostgresStore>());
+            services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<PostgresStore>());
+            services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<PostgresStore>());
+            services.AddSingleton<ITemplateRecords, PostgresTemplateRecords>();
+            services.AddSingleton<Audit.IAuditStore, Audit.PostgresAuditStore>();
+            return;
+        }
+        services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
+        services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ITemplateRecords, SqliteTemplateRecords>();
+        services.AddSingleton<Audit.IAuditStore, Audit.SqliteAuditStore>();
     }
 }

@@ -120,6 +120,12 @@ internal sealed record DaemonOptions
     /// tier registered (runc). Checked against the tiers the daemon has when it starts.
     /// </summary>
     public string? Isolation { get; init; }
+
+    /// <summary>
+    /// The state store: null for SQLite in <c>{StateDir}/paddock.db</c> (the default), else an Npgsql connection string
+    /// parsed from <c>--store postgres://…</c> (Store/PostgresConnectionString.cs).
+    /// </summary>
+    public string? PostgresConnectionString { get; init; }
     /// <summary>Console log lines as plain text (one line per event) or as one JSON object per line.</summary>
     public LogFormat LogFormat { get; init; } = LogFormat.Text;
 
@@ -166,6 +172,7 @@ internal sealed record DaemonOptions
           --metrics-interval SECS   sample each sandbox's resource use this often for getMetrics; 0: never (default 5; env PADDOCK_METRICS_INTERVAL)
           --metrics-samples N       samples kept per sandbox (default 120; env PADDOCK_METRICS_SAMPLES)
           --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
+          --store sqlite|URI        state store: sqlite ({state-dir}/paddock.db, the default) or postgres://user:password@host:port/db (env PADDOCK_STORE)
           --log-format text|json    console log lines as text or JSON objects (default text; env PADDOCK_LOG_FORMAT)
           --metrics on|off          Prometheus text at GET /metrics, admin key required (default on; env PADDOCK_METRICS)
           --otlp-endpoint URL       send traces by OTLP/HTTP to URL (default none: no traces; env PADDOCK_OTLP_ENDPOINT)
@@ -213,6 +220,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--metrics-interval", Env("METRICS_INTERVAL"));
         options = Apply(options, "--metrics-samples", Env("METRICS_SAMPLES"));
         options = Apply(options, "--isolation", Env("ISOLATION"));
+        options = Apply(options, "--store", Env("STORE"));
         options = Apply(options, "--log-format", Env("LOG_FORMAT"));
         options = Apply(options, "--metrics", Env("METRICS"));
         options = Apply(options, "--otlp-endpoint", Env("OTLP_ENDPOINT"));
@@ -297,6 +305,15 @@ internal sealed record DaemonOptions
             "--tls-self-signed" => options with { TlsSelfSigned = bool.TryParse(value, out var b) ? b : throw new ArgumentException($"invalid value '{value}' for --tls-self-signed: expected true or false") },
             "--metrics-interval" => options with { MetricsInterval = ParseSeconds(name, value) },
             "--metrics-samples" => options with { MetricsSamples = ParsePositive(name, value) },
+            "--store" => options with
+            {
+                PostgresConnectionString = value switch
+                {
+                    "sqlite" => null,
+                    _ when Store.PostgresConnectionString.IsPostgres(value) => Store.PostgresConnectionString.FromUri(value),
+                    _ => throw new ArgumentException($"invalid value '{Store.PostgresConnectionString.Redact(value)}' for --store: expected sqlite or postgres://user:password@host:port/database"),
+                },
+            },
             "--isolation" => options with { Isolation = value.Length > 0 ? value.ToLowerInvariant() : throw new ArgumentException("--isolation needs a tier name (runc, gvisor)") },
             "--log-format" => options with
             {

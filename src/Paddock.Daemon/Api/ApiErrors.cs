@@ -68,6 +68,10 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         // Before the generic cases: a full state disk is the operator's to fix, and the caller should know it is not
         // their request (issue 5's fault test fills the disk).
         _ when IsDiskFull(ex) => new(StatusCodes.Status507InsufficientStorage, "the daemon's state disk is full (no space left on device); free space on it and retry"),
+        // PostgreSQL down, restarting or unreachable (--store postgres://…): Npgsql marks these transient. Not the
+        // request's fault, and the pool reconnects by itself once the database is back.
+        _ when Chain(ex).OfType<Npgsql.NpgsqlException>().FirstOrDefault() is { IsTransient: true } => new(StatusCodes.Status503ServiceUnavailable,
+            "the state database (PostgreSQL) cannot be reached; retry shortly"),
         // The host cannot start anything (its runtime's program is gone): not the request's fault, and retryable once
         // an operator fixes the host.
         _ when Chain(ex).OfType<Runtimes.RuntimeUnavailableException>().FirstOrDefault() is { } e => new(StatusCodes.Status503ServiceUnavailable, e.Message),

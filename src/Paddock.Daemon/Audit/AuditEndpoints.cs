@@ -21,7 +21,7 @@ internal static class AuditEndpoints
         app.MapGet("/sandboxes/{sandboxID}/audit", GetAsync);
     }
 
-    private static async Task<IResult> GetAsync(string sandboxID, HttpContext http, ISandboxStore store, SqliteAuditStore audit, AuditTrail trail)
+    private static async Task<IResult> GetAsync(string sandboxID, HttpContext http, ISandboxStore store, IAuditStore audit, AuditTrail trail)
     {
         var q = http.Request.Query;
         var after = ParseLong(q["after"], "after", 0);

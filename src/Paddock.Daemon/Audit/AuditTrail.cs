@@ -35,13 +35,13 @@ internal sealed class AuditTrail : BackgroundService
     });
 
     private readonly ConcurrentDictionary<string, long> _lost = new(StringComparer.Ordinal);
-    private readonly SqliteAuditStore _store;
+    private readonly IAuditStore _store;
     private readonly DaemonOptions _options;
     private readonly DaemonMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly ILogger<AuditTrail> _logger;
 
-    public AuditTrail(SqliteAuditStore store, DaemonOptions options, DaemonMetrics metrics, TimeProvider time, ILogger<AuditTrail> logger)
+    public AuditTrail(IAuditStore store, DaemonOptions options, DaemonMetrics metrics, TimeProvider time, ILogger<AuditTrail> logger)
     {
         _store = store;
         _options = options;

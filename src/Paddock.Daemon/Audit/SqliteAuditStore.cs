@@ -17,7 +17,7 @@ internal sealed record AuditTrailRead(string? TeamId, IReadOnlyList<AuditEvent> 
 /// flood of commands can neither fill the disk nor push the start of the trail out.
 /// The egress guard's connection events will go through the same path (kind net.connect, fields already here).
 /// </summary>
-internal sealed class SqliteAuditStore(SqliteStore store)
+internal sealed class SqliteAuditStore(SqliteStore store) : IAuditStore
 {
     /// <summary>Writes a batch in one transaction and applies the bound to every sandbox it touched; returns the events dropped by the bound.</summary>
     public async Task<long> AppendAsync(IReadOnlyList<PendingAuditEvent> batch, IReadOnlyDictionary<string, long> lostBefore, int maxPerSandbox, CancellationToken cancellationToken)

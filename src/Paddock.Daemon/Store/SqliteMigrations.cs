@@ -3,7 +3,9 @@ namespace Paddock.Daemon.Store;
 /// <summary>
 /// The schema, as numbered steps. A step is never edited once released: a change is a new step. Each step runs in its
 /// own transaction together with the row in <c>schema_migrations</c> that records it, so a crash leaves the database
-/// either before or after the step. Times are Unix milliseconds and booleans integers, which PostgreSQL takes as well.
+/// either before or after the step. Times are Unix milliseconds and booleans integers. PostgreSQL runs these same
+/// steps through <see cref="PostgresMigrations"/> (INTEGER read as BIGINT, AUTOINCREMENT as an identity column, and a
+/// replacement table for SQLite-only SQL): write a new step in that portable subset, or add its replacement there.
 /// </summary>
 internal static class SqliteMigrations
 {

@@ -357,7 +357,7 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         _ => throw new ArgumentOutOfRangeException(nameof(state)),
     };
 
-    private static SandboxState ParseState(string text) => text switch
+    internal static SandboxState ParseState(string text) => text switch
     {
         "starting" => SandboxState.Starting,
         "running" => SandboxState.Running,
@@ -375,7 +375,7 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         _ => throw new ArgumentOutOfRangeException(nameof(level)),
     };
 
-    private static SandboxLogLevel ParseLevel(string text) => text switch
+    internal static SandboxLogLevel ParseLevel(string text) => text switch
     {
         "debug" => SandboxLogLevel.Debug,
         "info" => SandboxLogLevel.Info,

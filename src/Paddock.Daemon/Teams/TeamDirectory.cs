@@ -145,7 +145,7 @@ internal sealed class TeamDirectory(ITeamStore store, ApiKeyAuthenticator authen
         {
             await store.SetApiKeyLastUsedAsync(keyId, now, CancellationToken.None);
         }
-        catch (Exception ex) when (ex is Microsoft.Data.Sqlite.SqliteException or IOException)
+        catch (Exception ex) when (ex is Microsoft.Data.Sqlite.SqliteException or Npgsql.NpgsqlException or IOException)
         {
             // Bookkeeping only: a full disk or a busy database must not turn an authenticated request into an error.
             TeamsLog.LastUsedFailed(logger, keyId, ex);

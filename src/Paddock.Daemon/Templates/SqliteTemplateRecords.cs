@@ -9,9 +9,9 @@ namespace Paddock.Daemon.Templates;
 /// through the whole table, so the rows are kept in memory between writes: this daemon is the database's only writer,
 /// and every write goes through here and drops the copy.
 /// </summary>
-internal sealed class SqliteTemplateRecords(SqliteStore database)
+internal sealed class SqliteTemplateRecords(SqliteStore database) : ITemplateRecords
 {
-    private const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd, isolation";
+    internal const string Columns = "template_id, team_id, names, kind, layers, own_layer, size_bytes, created_at, parent_id, source_sandbox_id, default_user, public, env, workdir, start_cmd, ready_cmd, isolation";
 
     private IReadOnlyList<TemplateRecord>? _all;
 
@@ -116,7 +116,8 @@ internal sealed class SqliteTemplateRecords(SqliteStore database)
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
-    private static TemplateRecord Read(SqliteDataReader r) => new()
+    /// <summary>One row of <see cref="Columns"/>; PostgresTemplateRecords reads with it too (the columns are the same there).</summary>
+    internal static TemplateRecord Read(System.Data.Common.DbDataReader r) => new()
     {
         TemplateId = r.GetString(0),
         TeamId = r.IsDBNull(1) ? null : r.GetString(1),

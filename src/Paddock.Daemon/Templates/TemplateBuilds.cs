@@ -92,7 +92,7 @@ internal sealed class TemplateBuilds
 
     private readonly ConcurrentDictionary<string, BuildState> _builds = new(StringComparer.Ordinal);
     private readonly TemplateRegistry _registry;
-    private readonly SqliteTemplateRecords _records;
+    private readonly ITemplateRecords _records;
     private readonly SandboxManager _manager;
     private readonly ISandboxRuntime _runtime;
     private readonly SandboxHttpClient _client;
@@ -103,7 +103,7 @@ internal sealed class TemplateBuilds
     private readonly Teams.TeamDirectory _teams;
     private readonly Observability.DaemonMetrics? _metrics;
 
-    public TemplateBuilds(TemplateRegistry registry, SqliteTemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
+    public TemplateBuilds(TemplateRegistry registry, ITemplateRecords records, SandboxManager manager, ISandboxRuntime runtime,
         SandboxHttpClient client, TemplateFiles files, ImageImporter images, Teams.TeamDirectory teams, DaemonOptions options, ILogger<TemplateBuilds> logger,
         Observability.DaemonMetrics? metrics = null)
     {

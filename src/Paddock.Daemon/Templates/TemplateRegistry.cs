@@ -42,7 +42,7 @@ internal sealed partial class TemplateRegistry
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")]
     private static partial Regex ValidName();
 
-    private readonly SqliteTemplateRecords _records;
+    private readonly ITemplateRecords _records;
     private readonly ITemplateLookup _builtins;
     private readonly ISandboxRuntime _runtime;
     private readonly ISandboxStore _sandboxes;
@@ -54,7 +54,7 @@ internal sealed partial class TemplateRegistry
     private readonly SemaphoreSlim _changes = new(1, 1);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string TeamId, TemplateRecord Record)> _stages = new(StringComparer.Ordinal);
 
-    public TemplateRegistry(SqliteTemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
+    public TemplateRegistry(ITemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
         DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null)
     {
         _freezer = freezer;
