@@ -234,6 +234,7 @@ internal static class DaemonHost
             services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<PostgresStore>());
             services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<PostgresStore>());
             services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<PostgresStore>());
+            services.AddSingleton<IStoreConnections>(sp => sp.GetRequiredService<PostgresStore>());
             services.AddSingleton<ITemplateRecords, PostgresTemplateRecords>();
             services.AddSingleton<Audit.IAuditStore, Audit.PostgresAuditStore>();
             return;
@@ -242,6 +243,7 @@ internal static class DaemonHost
         services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IStoreConnections>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ITemplateRecords, SqliteTemplateRecords>();
         services.AddSingleton<Audit.IAuditStore, Audit.SqliteAuditStore>();
     }

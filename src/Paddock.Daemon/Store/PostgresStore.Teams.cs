@@ -10,7 +10,7 @@ internal sealed partial class PostgresStore
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand(
-            "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at, isolation FROM teams ORDER BY created_at, team_id;", connection);
+            "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at, isolation, max_paused_sandboxes FROM teams ORDER BY created_at, team_id;", connection);
         var teams = new List<TeamRecord>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -20,7 +20,7 @@ internal sealed partial class PostgresStore
                 TeamId = reader.GetString(0),
                 Name = reader.GetString(1),
                 IsAdmin = reader.GetInt64(2) != 0,
-                Limits = new TeamLimits(NullableInt(reader, 3), NullableInt(reader, 4), NullableInt(reader, 5), reader.IsDBNull(7) ? null : reader.GetString(7)),
+                Limits = new TeamLimits(NullableInt(reader, 3), NullableInt(reader, 4), NullableInt(reader, 5), reader.IsDBNull(7) ? null : reader.GetString(7), NullableInt(reader, 8)),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6)),
             });
         }
@@ -31,8 +31,8 @@ internal sealed partial class PostgresStore
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand("""
-            INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, isolation, created_at)
-            VALUES (@id, @name, @admin, @sandboxes, @cpus, @memory, @isolation, @at);
+            INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, isolation, created_at, max_paused_sandboxes)
+            VALUES (@id, @name, @admin, @sandboxes, @cpus, @memory, @isolation, @at, @paused);
             """, connection);
         BindTeam(command, team);
         command.Parameters.AddWithValue("admin", team.IsAdmin ? 1L : 0L);
@@ -52,7 +52,7 @@ internal sealed partial class PostgresStore
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand("""
             UPDATE teams SET name = @name, max_sandboxes = @sandboxes, max_cpus = @cpus, max_memory_mb = @memory,
-                isolation = @isolation
+                isolation = @isolation, max_paused_sandboxes = @paused
             WHERE team_id = @id;
             """, connection);
         BindTeam(command, team);
@@ -145,6 +145,7 @@ internal sealed partial class PostgresStore
         AddNullable(command, "cpus", NpgsqlDbType.Bigint, (long?)team.Limits.MaxCpus);
         AddNullable(command, "memory", NpgsqlDbType.Bigint, (long?)team.Limits.MaxMemoryMB);
         AddNullable(command, "isolation", NpgsqlDbType.Text, team.Limits.Isolation);
+        AddNullable(command, "paused", NpgsqlDbType.Bigint, (long?)team.Limits.MaxPausedSandboxes);
     }
 
     private static int? NullableInt(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : checked((int)reader.GetInt64(ordinal));

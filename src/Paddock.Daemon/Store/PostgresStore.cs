@@ -9,7 +9,7 @@ namespace Paddock.Daemon.Store;
 /// <see cref="SqliteStore"/>, through Npgsql's pooled data source. Times stay Unix milliseconds and booleans integers
 /// (BIGINT here, see <see cref="PostgresMigrations"/>), so a record reads the same from either store.
 /// </summary>
-internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeamStore, IAsyncDisposable
+internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeamStore, IStoreConnections, IAsyncDisposable
 {
     // Any fixed 64-bit number: the key of the advisory lock that lets one paddockd at a time migrate the schema.
     private const long MigrationLockKey = 0x7061_6464_6f63_6b01; // "paddock" + 1
@@ -119,9 +119,11 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand("""
             INSERT INTO sandboxes (sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id)
+                                   started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
+                                   auto_pause_memory, auto_resume, paused_at, paused_memory)
             VALUES (@id, @template, @alias, @runtime, @state, @metadata, @cpu, @mem, @disk, @pids,
-                    @started, @end, @ended, @reason, @envd, @traffic, @internet, @autopause, @team);
+                    @started, @end, @ended, @reason, @envd, @traffic, @internet, @autopause, @team,
+                    @autopausememory, @autoresume, @pausedat, @pausedmemory);
             """, connection);
         Bind(command, record);
         try
@@ -141,7 +143,8 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
             UPDATE sandboxes SET template_id = @template, alias = @alias, runtime = @runtime, state = @state, metadata = @metadata,
                 cpu_count = @cpu, memory_mb = @mem, disk_mb = @disk, max_pids = @pids, started_at = @started, end_at = @end,
                 ended_at = @ended, end_reason = @reason, envd_access_token = @envd, traffic_access_token = @traffic,
-                allow_internet_access = @internet, auto_pause = @autopause, team_id = @team
+                allow_internet_access = @internet, auto_pause = @autopause, team_id = @team,
+                auto_pause_memory = @autopausememory, auto_resume = @autoresume, paused_at = @pausedat, paused_memory = @pausedmemory
             WHERE sandbox_id = @id;
             """, connection);
         Bind(command, record);
@@ -275,11 +278,16 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
 
     private const string SelectColumns = """
         SELECT sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
-               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id
+               started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
+               auto_pause_memory, auto_resume, paused_at, paused_memory
         FROM sandboxes
         """;
 
     /// <summary>A new open pooled connection (the template and audit stores share the database and its schema).</summary>
+    async Task<System.Data.Common.DbConnection> IStoreConnections.OpenConnectionAsync(CancellationToken cancellationToken) => await OpenAsync(cancellationToken);
+
+    bool IStoreConnections.IsUniqueViolation(System.Data.Common.DbException error) => error is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation };
+
     internal async Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken) =>
         await _dataSource.OpenConnectionAsync(cancellationToken);
 
@@ -315,6 +323,10 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         AddNullable(command, "internet", NpgsqlDbType.Bigint, r.AllowInternetAccess is { } b ? (b ? 1L : 0L) : null);
         command.Parameters.AddWithValue("autopause", r.AutoPause ? 1L : 0L);
         command.Parameters.AddWithValue("team", r.TeamId);
+        command.Parameters.AddWithValue("autopausememory", r.AutoPauseMemory ? 1L : 0L);
+        command.Parameters.AddWithValue("autoresume", r.AutoResume ? 1L : 0L);
+        AddNullable(command, "pausedat", NpgsqlDbType.Bigint, r.PausedAt?.ToUnixTimeMilliseconds());
+        AddNullable(command, "pausedmemory", NpgsqlDbType.Bigint, r.PausedWithMemory is { } m ? (m ? 1L : 0L) : null);
     }
 
     private static SandboxRecord Read(NpgsqlDataReader reader) => new()
@@ -338,6 +350,10 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         AllowInternetAccess = reader.IsDBNull(16) ? null : reader.GetInt64(16) != 0,
         AutoPause = reader.GetInt64(17) != 0,
         TeamId = reader.GetString(18),
+        AutoPauseMemory = reader.GetInt64(19) != 0,
+        AutoResume = reader.GetInt64(20) != 0,
+        PausedAt = reader.IsDBNull(21) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(21)),
+        PausedWithMemory = reader.IsDBNull(22) ? null : reader.GetInt64(22) != 0,
     };
 
     public async ValueTask DisposeAsync()

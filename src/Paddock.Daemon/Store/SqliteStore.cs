@@ -8,7 +8,7 @@ namespace Paddock.Daemon.Store;
 /// The SQLite state store: one file in the state directory, in WAL mode so that API reads never wait for the writer.
 /// Every call opens a pooled connection of its own, which keeps concurrent callers apart without a lock here.
 /// </summary>
-internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamStore
+internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamStore, IStoreConnections
 {
     private readonly string _connectionString;
     private readonly string _path;
@@ -269,6 +269,10 @@ internal sealed partial class SqliteStore : ISandboxStore, IApiKeyStore, ITeamSt
         """;
 
     /// <summary>A new open connection to the same database (other stores of the daemon share the file and its schema).</summary>
+    async Task<System.Data.Common.DbConnection> IStoreConnections.OpenConnectionAsync(CancellationToken cancellationToken) => await OpenAsync(cancellationToken);
+
+    bool IStoreConnections.IsUniqueViolation(System.Data.Common.DbException error) => error is SqliteException { SqliteErrorCode: 19 }; // SQLITE_CONSTRAINT
+
     internal async Task<SqliteConnection> OpenAsync(CancellationToken cancellationToken)
     {
         var connection = new SqliteConnection(_connectionString);

@@ -1,4 +1,4 @@
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 using Paddock.Daemon.Store;
 
 namespace Paddock.Daemon.Volumes;
@@ -22,22 +22,20 @@ internal sealed record VolumeRecord
 /// <summary>One volume mounted by one sandbox.</summary>
 internal sealed record SandboxVolumeMount(string SandboxId, string VolumeId, string Name, string Path);
 
-/// <summary>The volumes and sandbox_volume_mounts tables (schema step 7) in the daemon's SQLite file.</summary>
-internal sealed class VolumeRecords(SqliteStore store)
+/// <summary>
+/// The volumes and sandbox_volume_mounts tables (schema step 7), in whichever store the daemon runs on: the SQL here
+/// is the same for SQLite and PostgreSQL (<see cref="IStoreConnections"/>).
+/// </summary>
+internal sealed class VolumeRecords(IStoreConnections store)
 {
-    private const int SqliteConstraint = 19;
+    private const string Columns = "SELECT volume_id, team_id, name, token, size_bytes, created_at FROM volumes";
 
     public async Task<IReadOnlyList<VolumeRecord>> ListAsync(string? teamId, CancellationToken cancellationToken)
     {
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = teamId is null
-            ? "SELECT volume_id, team_id, name, token, size_bytes, created_at FROM volumes ORDER BY created_at, volume_id;"
-            : "SELECT volume_id, team_id, name, token, size_bytes, created_at FROM volumes WHERE team_id = $team ORDER BY created_at, volume_id;";
-        if (teamId is not null)
-        {
-            command.Parameters.AddWithValue("$team", teamId);
-        }
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var command = teamId is null
+            ? connection.Command($"{Columns} ORDER BY created_at, volume_id;")
+            : connection.Command($"{Columns} WHERE team_id = @team ORDER BY created_at, volume_id;").With("@team", teamId);
         var volumes = new List<VolumeRecord>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -58,24 +56,23 @@ internal sealed class VolumeRecords(SqliteStore store)
     /// <summary>Inserts a volume; false when the team has one of that name already.</summary>
     public async Task<bool> InsertAsync(VolumeRecord volume, CancellationToken cancellationToken)
     {
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = """
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var command = connection.Command("""
             INSERT INTO volumes (volume_id, team_id, name, token, size_bytes, created_at)
-            VALUES ($id, $team, $name, $token, $size, $at);
-            """;
-        command.Parameters.AddWithValue("$id", volume.VolumeId);
-        command.Parameters.AddWithValue("$team", volume.TeamId);
-        command.Parameters.AddWithValue("$name", volume.Name);
-        command.Parameters.AddWithValue("$token", volume.Token);
-        command.Parameters.AddWithValue("$size", volume.SizeBytes);
-        command.Parameters.AddWithValue("$at", volume.CreatedAt.ToUnixTimeMilliseconds());
+            VALUES (@id, @team, @name, @token, @size, @at);
+            """)
+            .With("@id", volume.VolumeId)
+            .With("@team", volume.TeamId)
+            .With("@name", volume.Name)
+            .With("@token", volume.Token)
+            .With("@size", volume.SizeBytes)
+            .With("@at", volume.CreatedAt.ToUnixTimeMilliseconds());
         try
         {
             await command.ExecuteNonQueryAsync(cancellationToken);
             return true;
         }
-        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        catch (DbException ex) when (store.IsUniqueViolation(ex))
         {
             return false;
         }
@@ -83,10 +80,8 @@ internal sealed class VolumeRecords(SqliteStore store)
 
     public async Task DeleteAsync(string volumeId, CancellationToken cancellationToken)
     {
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "DELETE FROM volumes WHERE volume_id = $id;";
-        command.Parameters.AddWithValue("$id", volumeId);
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var command = connection.Command("DELETE FROM volumes WHERE volume_id = @id;").With("@id", volumeId);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
@@ -96,17 +91,18 @@ internal sealed class VolumeRecords(SqliteStore store)
         {
             return;
         }
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         foreach (var mount in mounts)
         {
-            await using var command = connection.CreateCommand();
-            command.Transaction = transaction;
-            command.CommandText = "INSERT OR REPLACE INTO sandbox_volume_mounts (sandbox_id, volume_id, name, path) VALUES ($s, $v, $n, $p);";
-            command.Parameters.AddWithValue("$s", mount.SandboxId);
-            command.Parameters.AddWithValue("$v", mount.VolumeId);
-            command.Parameters.AddWithValue("$n", mount.Name);
-            command.Parameters.AddWithValue("$p", mount.Path);
+            await using var command = connection.Command("""
+                INSERT INTO sandbox_volume_mounts (sandbox_id, volume_id, name, path) VALUES (@s, @v, @n, @p)
+                ON CONFLICT (sandbox_id, path) DO UPDATE SET volume_id = excluded.volume_id, name = excluded.name;
+                """, transaction)
+                .With("@s", mount.SandboxId)
+                .With("@v", mount.VolumeId)
+                .With("@n", mount.Name)
+                .With("@p", mount.Path);
             await command.ExecuteNonQueryAsync(cancellationToken);
         }
         await transaction.CommitAsync(cancellationToken);
@@ -115,9 +111,8 @@ internal sealed class VolumeRecords(SqliteStore store)
     /// <summary>Every mount of every sandbox (for the in-memory view at start).</summary>
     public async Task<IReadOnlyList<SandboxVolumeMount>> ListMountsAsync(CancellationToken cancellationToken)
     {
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT sandbox_id, volume_id, name, path FROM sandbox_volume_mounts ORDER BY sandbox_id, path;";
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var command = connection.Command("SELECT sandbox_id, volume_id, name, path FROM sandbox_volume_mounts ORDER BY sandbox_id, path;");
         var mounts = new List<SandboxVolumeMount>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
