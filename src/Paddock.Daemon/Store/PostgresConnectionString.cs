@@ -26,8 +26,10 @@ internal static class PostgresConnectionString
         {
             // paddockd opens and closes a connection per store call; the pool keeps that cheap.
             Pooling = true,
-            // Seconds to wait for a connection: a database that is down must turn into a clear 503 soon, not a hang.
-            Timeout = 5,
+            // Seconds to wait for a new connection (Npgsql's default, kept explicit). A stopped server refuses at once
+            // (a 503 without waiting); this bounds only a host that drops packets. 5 s was too short under a load
+            // average of 250 on this 2-core machine: a store test's create got 503 while postgres forked its backend.
+            Timeout = 15,
             CommandTimeout = 30,
             ApplicationName = "paddockd",
         };
