@@ -2,11 +2,12 @@ using Paddock.Daemon.Audit;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Teams;
 using Paddock.Daemon.Templates;
+using Paddock.Daemon.Volumes;
 
 namespace Paddock.Daemon.Tests.Store;
 
 /// <summary>The stores of one database, as the daemon composes them (DaemonHost.AddStore).</summary>
-internal sealed record StoreSet(ISandboxStore Sandboxes, IApiKeyStore Keys, ITeamStore Teams, ITemplateRecords Templates, IAuditStore Audit);
+internal sealed record StoreSet(ISandboxStore Sandboxes, IApiKeyStore Keys, ITeamStore Teams, ITemplateRecords Templates, IAuditStore Audit, IStoreConnections Connections);
 
 /// <summary>
 /// What every state store promises, run against each (<see cref="SqliteStoreTests"/>, <see cref="PostgresStoreTests"/>):
@@ -25,7 +26,11 @@ public abstract class StoreContractTests : IDisposable
     public async Task A_record_round_trips_with_every_field()
     {
         var store = await OpenSandboxesAsync();
-        var record = TestRecords.Record("abc") with { TrafficAccessToken = "traffic", AutoPause = true };
+        var record = TestRecords.Record("abc") with
+        {
+            TrafficAccessToken = "traffic", AutoPause = true, AutoPauseMemory = false, AutoResume = true,
+            State = SandboxState.Paused, PausedAt = DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_123_456), PausedWithMemory = true,
+        };
         await store.InsertAsync(record, Timeout.Token);
         var read = await store.GetAsync("abc", Timeout.Token);
         Assert.NotNull(read);
@@ -36,6 +41,28 @@ public abstract class StoreContractTests : IDisposable
         await store.InsertAsync(nulls, Timeout.Token);
         var readNulls = (await store.GetAsync("nulls", Timeout.Token))!;
         Assert.Equal(nulls with { Metadata = readNulls.Metadata }, readNulls);
+    }
+
+    [Fact]
+    public async Task Volume_records_and_their_mounts_round_trip_and_a_name_is_unique_per_team()
+    {
+        var volumes = new VolumeRecords((await OpenAsync()).Connections);
+        var at = DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000);
+        VolumeRecord Volume(string id, string team, string name) => new() { VolumeId = id, TeamId = team, Name = name, Token = "tok-" + id, SizeBytes = 5L << 30, CreatedAt = at };
+        Assert.True(await volumes.InsertAsync(Volume("v1", "team-a", "data"), Timeout.Token));
+        Assert.True(await volumes.InsertAsync(Volume("v2", "team-b", "data"), Timeout.Token));
+        Assert.False(await volumes.InsertAsync(Volume("v3", "team-a", "data"), Timeout.Token));
+        Assert.Equal([Volume("v1", "team-a", "data")], await volumes.ListAsync("team-a", Timeout.Token));
+        Assert.Equal(["v1", "v2"], (await volumes.ListAsync(null, Timeout.Token)).Select(v => v.VolumeId));
+
+        await volumes.InsertMountsAsync([new("sbx", "v1", "data", "/data"), new("sbx", "v2", "other", "/other")], Timeout.Token);
+        // The same sandbox and path again replaces the row instead of failing.
+        await volumes.InsertMountsAsync([new("sbx", "v2", "data2", "/data")], Timeout.Token);
+        Assert.Equal([new SandboxVolumeMount("sbx", "v2", "data2", "/data"), new SandboxVolumeMount("sbx", "v2", "other", "/other")],
+            await volumes.ListMountsAsync(Timeout.Token));
+
+        await volumes.DeleteAsync("v1", Timeout.Token);
+        Assert.Empty(await volumes.ListAsync("team-a", Timeout.Token));
     }
 
     [Fact]
