@@ -17,6 +17,8 @@ namespace Paddock.Cli.Output;
 [JsonSerializable(typeof(TemplateBuildResult))]
 [JsonSerializable(typeof(IReadOnlyList<TeamInfo>))]
 [JsonSerializable(typeof(SandboxAuditEvent))]
+[JsonSerializable(typeof(VolumeInfo))]
+[JsonSerializable(typeof(IReadOnlyList<VolumeInfo>))]
 internal sealed partial class CliJson : JsonSerializerContext
 {
     private static CliJson? _compact;

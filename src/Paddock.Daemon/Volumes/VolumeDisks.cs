@@ -47,9 +47,11 @@ internal sealed class VolumeDisks(string stateDir)
                 file.SetLength(Math.Max(sizeBytes, MinimumBytes)); // sparse: host space only as it fills
             }
             var root = IdMapping.Default.ToHost(0).ToString(CultureInfo.InvariantCulture);
-            // -m 0: the whole size is the user's; root_owner: the sandboxes' root owns /; no discard (a sparse file).
+            // -m 0: the whole size is the user's; root_owner: the sandboxes' root owns /; no discard (a sparse file);
+            // lazy journal: a fresh sparse file reads as zeros already, and zeroing the journal made a new 1 GiB
+            // volume take 33 MiB of host disk instead of 664 KiB (measured 2026-12-06; mkfs 0.04-0.11 s either way).
             var mkfs = await ExternalCommand.RunAsync("mkfs.ext4",
-                ["-q", "-F", "-m", "0", "-b", "4096", "-E", $"lazy_itable_init=1,nodiscard,root_owner={root}:{root}", ImageOf(volumeId)],
+                ["-q", "-F", "-m", "0", "-b", "4096", "-E", $"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={root}:{root}", ImageOf(volumeId)],
                 cancellationToken);
             if (!mkfs.Succeeded)
             {

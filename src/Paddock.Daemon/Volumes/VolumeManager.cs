@@ -73,6 +73,7 @@ internal sealed class VolumeManager
                 VolumesLog.MountFailed(_logger, id, ex);
             }
         }
+        await _records.PurgeMountsAsync(cancellationToken);
         foreach (var group in (await _records.ListMountsAsync(cancellationToken)).GroupBy(m => m.SandboxId, StringComparer.Ordinal))
         {
             _mounts[group.Key] = [.. group];

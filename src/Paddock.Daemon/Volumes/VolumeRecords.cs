@@ -108,6 +108,15 @@ internal sealed class VolumeRecords(IStoreConnections store)
         await transaction.CommitAsync(cancellationToken);
     }
 
+    /// <summary>Drops the mounts of sandboxes whose record is gone (purged after its retention); returns how many.</summary>
+    public async Task<int> PurgeMountsAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await store.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "DELETE FROM sandbox_volume_mounts WHERE sandbox_id NOT IN (SELECT sandbox_id FROM sandboxes);";
+        return await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
     /// <summary>Every mount of every sandbox (for the in-memory view at start).</summary>
     public async Task<IReadOnlyList<SandboxVolumeMount>> ListMountsAsync(CancellationToken cancellationToken)
     {
