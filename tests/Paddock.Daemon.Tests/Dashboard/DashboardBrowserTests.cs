@@ -183,7 +183,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             // Two terminals, each ended when its tab was left (the page closes its socket, the daemon kills the shell):
             // both with their end read from the audit trail.
             await WaitUntilAsync(page, "() => { const cells = Array.from(document.querySelectorAll('#commands .exit-code')).map(c => c.textContent); "
-                + "return cells.length === 2 && cells.every(c => c !== 'running' && c !== ''); }");
+                + "return cells.length === 2 && cells.every(c => c.startsWith('signal: killed')); }");
             await ShotAsync(page, "06-commands");
             await page.ClickAsync("#tab-audit");
             await WaitForAsync(page, "#audit table");
