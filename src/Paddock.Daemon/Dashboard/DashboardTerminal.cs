@@ -70,7 +70,6 @@ internal static class DashboardTerminal
         }
         finally
         {
-            await stop.CancelAsync();
             if (!output.IsCompleted)
             {
                 // The page left first: end the shell, so no terminal outlives its page.
@@ -85,16 +84,15 @@ internal static class DashboardTerminal
             }
             try
             {
-                await output;
+                // The output pump reads on to the shell's end, so that the end passes the proxy and is in the audit
+                // trail with its status; bounded, as a sandbox that stops answering must not hold this request.
+                await output.WaitAsync(TimeSpan.FromSeconds(10));
             }
-            catch (OperationCanceledException)
-            {
-                // expected: stopped above
-            }
-            catch (Exception ex) when (ex is WebSocketException or SandboxException)
+            catch (Exception ex) when (ex is TimeoutException or OperationCanceledException or WebSocketException or SandboxException)
             {
                 how += $" ({ex.Message})";
             }
+            await stop.CancelAsync();
         }
         DashboardLog.TerminalClosed(logger, sandboxID, pty.Pid, how);
     }
@@ -167,9 +165,24 @@ internal static class DashboardTerminal
     {
         await foreach (var chunk in pty.ReadOutputAsync(cancellationToken))
         {
-            await socket.SendAsync(chunk, WebSocketMessageType.Binary, endOfMessage: true, cancellationToken);
+            // Once the page is gone the output is dropped, but read on to the end (see RunAsync).
+            if (socket.State == WebSocketState.Open)
+            {
+                try
+                {
+                    await socket.SendAsync(chunk, WebSocketMessageType.Binary, endOfMessage: true, cancellationToken);
+                }
+                catch (WebSocketException)
+                {
+                    // The page went away mid-send; RunAsync kills the shell.
+                }
+            }
         }
         var result = await pty.WaitAsync(cancellationToken);
+        if (socket.State != WebSocketState.Open)
+        {
+            return;
+        }
         var exit = JsonSerializer.SerializeToUtf8Bytes(new TerminalExit("exit", result.ExitCode, null), DashboardJsonContext.Default.TerminalExit);
         await socket.SendAsync(exit, WebSocketMessageType.Text, endOfMessage: true, cancellationToken);
         await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "the shell ended", cancellationToken);

@@ -102,6 +102,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         using var teamApi = TenantApi.ClientFor(_daemon, key);
         string? mine = null;
         string? theirs = null;
+        IPage? page = null;
         try
         {
             // A wrong key is refused, and nothing of the app shows.
@@ -111,7 +112,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             await ShotAsync(refused, "01-sign-in-refused");
             await refused.CloseAsync();
 
-            var page = await SignInAsync(key);
+            page = await SignInAsync(key);
             await WaitForAsync(page, "#sandboxes");
             // Made through the API after the page is open: the live list picks it up.
             theirs = await TenantApi.CreateSandboxAsync(otherTeam, """{"templateID":"base","timeout":120}""");
@@ -123,7 +124,9 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             await ShotAsync(page, "02-sandboxes");
 
             // The terminal: a real shell in the sandbox through the daemon.
-            await page.ClickAsync($"tr[data-sandbox-id='{mine}'] a");
+            // Clicked in one step in the page: the live list redraws every 2 s, and a link found before a redraw and
+            // clicked after it would be gone.
+            await page.EvaluateFunctionAsync("sel => document.querySelector(sel).click()", $"tr[data-sandbox-id='{mine}'] a");
             await WaitUntilAsync(page, "() => document.querySelector('#terminal-status')?.textContent === 'connected'");
             await page.ClickAsync("#terminal");
             await page.Keyboard.TypeAsync("echo $((6*7))");
@@ -140,9 +143,11 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             await page.Keyboard.PressAsync(Key.Enter);
             await WaitUntilAsync(page, $"() => ({TerminalText})().split('\\n').some(l => l.trim() === '{size[1]} {size[0]}')");
 
-            // Ctrl-C ends a running command and the shell answers again.
-            await page.Keyboard.TypeAsync("sleep 600");
+            // Ctrl-C ends a running command and the shell answers again. The command says when it runs (from the
+            // process that then becomes sleep), so the Ctrl-C cannot arrive before it is the terminal's foreground job.
+            await page.Keyboard.TypeAsync("bash -c 'echo ready-$((1+1)); exec sleep 600'");
             await page.Keyboard.PressAsync(Key.Enter);
+            await WaitUntilAsync(page, $"() => ({TerminalText})().split('\\n').some(l => l.trim() === 'ready-2')");
             await page.Keyboard.DownAsync(Key.Control);
             await page.Keyboard.PressAsync("c");
             await page.Keyboard.UpAsync(Key.Control);
@@ -175,6 +180,10 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             // The commands tab lists the terminal sessions from the audit trail.
             await page.ClickAsync("#tab-commands");
             await WaitForAsync(page, "#commands table");
+            // Two terminals, each ended when its tab was left (the page closes its socket, the daemon kills the shell):
+            // both with their end read from the audit trail.
+            await WaitUntilAsync(page, "() => { const cells = Array.from(document.querySelectorAll('#commands .exit-code')).map(c => c.textContent); "
+                + "return cells.length === 2 && cells.every(c => c.startsWith('signal: killed')); }");
             await ShotAsync(page, "06-commands");
             await page.ClickAsync("#tab-audit");
             await WaitForAsync(page, "#audit table");
@@ -193,6 +202,11 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
             await page.GoToAsync(new Uri(_daemon.BaseAddress, "/dashboard/#/templates").ToString());
             await WaitForAsync(page, "#templates table");
             await ShotAsync(page, "10-templates");
+        }
+        catch when (page is not null)
+        {
+            await ShotAsync(page!, "failure");
+            throw;
         }
         finally
         {

@@ -313,7 +313,7 @@ function commandsTab(id, body) {
   every(3000, async () => {
     try {
       const events = await auditEvents(id);
-      const ends = new Map(events.filter(e => e.kind === 'process.end').map(e => [e.pid, e]));
+      const ends = new Map(events.filter(e => e.kind === 'process.end' || e.kind === 'pty.close').map(e => [e.pid, e]));
       const rows = events.filter(e => e.kind === 'process.start' || e.kind === 'pty.open').map(e => {
         const end = ends.get(e.pid);
         return el('tr', {},
