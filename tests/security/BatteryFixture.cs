@@ -102,7 +102,7 @@ public sealed class BatteryFixture : IAsyncLifetime
             var path = "/proc/sys/" + sysctl;
             snapshot["sysctl " + sysctl] = File.Exists(path) ? File.ReadAllText(path).Trim() : "absent";
         }
-        foreach (var binary in (string[])["/usr/sbin/runc", "/usr/bin/runc", Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") ?? ""])
+        foreach (var binary in (string[])["/usr/sbin/runc", "/usr/bin/runc", "/usr/bin/crun", Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") ?? ""])
         {
             if (binary.Length > 0 && File.Exists(binary))
             {

@@ -28,10 +28,15 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         using var baseline = options.Isolation == "gvisor"
             ? new RawRunBaseline("runsc", options.RunscBinary, ["--network=none", "--platform=systrap"], BaseRootfs())
             : new RawRunBaseline("runc", "/usr/sbin/runc", [], BaseRootfs());
+        // crun as a second floor on the runc tier where it is installed (issue 19: the tier may drive crun). On a hybrid
+        // host it only runs once hugetlb has left cgroup2 (a daemon with Runc:Runtime=crun does that at its start).
+        using var crun = options.Isolation == "runc" && File.Exists("/usr/bin/crun")
+            ? new RawRunBaseline("crun", "/usr/bin/crun", [], BaseRootfs())
+            : null;
 
         if (options.Includes(DaemonSection.Cold))
         {
-            await ColdCreateToOutputAsync(daemon, client, baseline, report, cancellationToken);
+            await ColdCreateToOutputAsync(daemon, client, baseline, crun, report, cancellationToken);
         }
         if (options.Includes(DaemonSection.Pooled))
         {
@@ -88,8 +93,9 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     }
 
     /// <summary>Cold create (limits no pool sandbox has) → echo hi through the proxy → "hi", alternating with a bare runc run.</summary>
-    private async Task ColdCreateToOutputAsync(PaddockdProcess daemon, DaemonClient client, RawRunBaseline baseline, DaemonReport report, CancellationToken cancellationToken)
+    private async Task ColdCreateToOutputAsync(PaddockdProcess daemon, DaemonClient client, RawRunBaseline baseline, RawRunBaseline? crun, DaemonReport report, CancellationToken cancellationToken)
     {
+        var crunSamples = new Samples("ms", Direction.LowerIsBetter);
         log.WriteLine($"cold create-to-first-output on {options.Isolation}: {options.Runs} runs (+1 warmup), alternating with {baseline.Name} run");
         var daemonSamples = new Samples("ms", Direction.LowerIsBetter);
         var runcSamples = new Samples("ms", Direction.LowerIsBetter);
@@ -113,6 +119,22 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 daemonSamples.Add(ms);
                 runcSamples.Add(runcMs);
             }
+            if (crun is not null)
+            {
+                try
+                {
+                    var crunMs = crun.RunOnce();
+                    if (i > 0)
+                    {
+                        crunSamples.Add(crunMs);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or InvalidOperationException)
+                {
+                    log.WriteLine($"raw crun run failed ({ex.Message}); no crun baseline (a hybrid host whose cgroup2 holds hugetlb?)");
+                    crun = null;
+                }
+            }
         }
         report.AddFact($"cold and raw runs started before the host was quiet (waited up to 10 s)", "cold_unquiet_starts", "", unquiet);
         // Background teardowns of the last kills included: the section ends when their cgroups are gone.
@@ -129,6 +151,11 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         report.AddFact("cold create to first output p50", "cold_create_to_output_p50_ms", "ms", daemonSamples.P50);
         report.AddFact($"raw {baseline.Name} run p50", $"raw_{baseline.Name}_p50_ms", "ms", runcSamples.P50);
         report.AddFact($"cold / raw {baseline.Name} (p50)", $"cold_to_raw_{baseline.Name}_ratio", "x", daemonSamples.P50 / runcSamples.P50);
+        if (crunSamples.Count > 0)
+        {
+            report.AddFact("raw crun run p50", "raw_crun_p50_ms", "ms", crunSamples.P50);
+            report.AddFact("cold / raw crun (p50)", "cold_to_raw_crun_ratio", "x", daemonSamples.P50 / crunSamples.P50);
+        }
     }
 
     /// <summary>Pooled create → echo hi → "hi", each run after the pool has refilled (a claim, not a fallback, is measured).</summary>

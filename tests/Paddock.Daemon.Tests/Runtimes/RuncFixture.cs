@@ -40,7 +40,15 @@ public sealed class RuncFixture : IAsyncLifetime
         StateDirectory = Path.Combine(RunsDirectory, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)),
         CgroupParent = $"paddock-test-{pid}",
         StartTimeout = TimeSpan.FromSeconds(30),
+        Runtime = TestRuntime,
     };
+
+    /// <summary>
+    /// The OCI runtime under test: PADDOCK_Runc__Runtime (runc, crun or auto, as the daemon reads it), so that one
+    /// variable runs these suites and the daemon-process suites on crun; auto when unset.
+    /// </summary>
+    internal static OciRuntimeKind TestRuntime =>
+        Environment.GetEnvironmentVariable("PADDOCK_Runc__Runtime") is { Length: > 0 } r ? Enum.Parse<OciRuntimeKind>(r, ignoreCase: true) : OciRuntimeKind.Auto;
 
     public async Task InitializeAsync()
     {
@@ -67,6 +75,7 @@ public sealed class RuncFixture : IAsyncLifetime
         StateDirectory = Path.Combine(TestEnvironment.StateRoot, stateDirectory),
         CgroupParent = cgroupParent,
         StartTimeout = TimeSpan.FromSeconds(30),
+        Runtime = TestRuntime,
     };
 
     internal SandboxSpec Spec(TemplateInfo template, ResourceLimits? limits = null, string? token = null) => new()
