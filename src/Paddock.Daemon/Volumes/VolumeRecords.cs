@@ -111,9 +111,8 @@ internal sealed class VolumeRecords(IStoreConnections store)
     /// <summary>Drops the mounts of sandboxes whose record is gone (purged after its retention); returns how many.</summary>
     public async Task<int> PurgeMountsAsync(CancellationToken cancellationToken)
     {
-        await using var connection = await store.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "DELETE FROM sandbox_volume_mounts WHERE sandbox_id NOT IN (SELECT sandbox_id FROM sandboxes);";
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        await using var command = connection.Command("DELETE FROM sandbox_volume_mounts WHERE sandbox_id NOT IN (SELECT sandbox_id FROM sandboxes);");
         return await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
