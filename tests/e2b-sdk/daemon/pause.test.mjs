@@ -23,6 +23,9 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
   }, { timeout: 16 * 60_000 })
 
   after(async () => {
+    if (process.env.PADDOCK_TEST_DAEMON_LOG) {
+      console.log(daemon?.log())
+    }
     for (const s of started) {
       await Sandbox.kill(s).catch(() => {})
     }
@@ -50,7 +53,8 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     const sleeper = await sandbox.commands.run('sleep 3600', { background: true })
     await sandbox.commands.run('cd /home/user && python3 -m http.server 8000', { background: true })
     await sandbox.files.write('/home/user/note.txt', 'written before the pause\n')
-    await httpThroughProxy(sandbox, 8000, '/note.txt')
+    // No request to the server before the pause: a TCP connection the sandbox closed within about a minute before the
+    // checkpoint (its TIME_WAIT) leaves runsc 2024-07-29's restored netstack unreachable (ARCHITECTURE.md, measured).
 
     assert.equal(await sandbox.pause(), true)
     assert.equal(await sandbox.pause(), false, 'a paused sandbox answers 409, which the SDK reads as false')
@@ -68,8 +72,9 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     assert.equal(await resumed.isRunning(), true)
     assert.equal((await resumed.getInfo()).state, 'running')
     const processes = await resumed.commands.list()
-    assert.ok(processes.some((p) => p.pid === sleeper.pid && p.cmd === 'sleep'), `sleep ${sleeper.pid} in ${JSON.stringify(processes)}`)
-    assert.ok(processes.some((p) => (p.args ?? []).join(' ').includes('http.server')), 'the http server still runs')
+    const line = (p) => [p.cmd, ...(p.args ?? [])].join(' ')
+    assert.ok(processes.some((p) => p.pid === sleeper.pid && line(p).includes('sleep 3600')), `sleep ${sleeper.pid} in ${JSON.stringify(processes)}`)
+    assert.ok(processes.some((p) => line(p).includes('http.server')), 'the http server still runs')
     const res = await httpThroughProxy(resumed, 8000, '/note.txt')
     assert.equal(res.body, 'written before the pause\n')
     assert.equal(await resumed.files.read('/home/user/note.txt'), 'written before the pause\n')
@@ -90,10 +95,12 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     await daemon.crash()
     daemon = await startDaemon({ args: ['--isolation', 'gvisor'], stateDir, apiKey })
 
-    assert.equal((await sandbox.getInfo()).state, 'paused')
+    // Static calls: the new daemon listens on another port, which startDaemon gave the SDK's environment.
+    assert.equal((await Sandbox.getInfo(sandbox.sandboxId)).state, 'paused')
     const resumed = await Sandbox.connect(sandbox.sandboxId, CREATE)
     assert.equal(await resumed.files.read('/home/user/kept.txt'), 'kept across a daemon crash\n')
-    assert.ok((await resumed.commands.list()).some((p) => p.cmd === 'sleep'), 'sleep runs on after the restart')
+    const processes = await resumed.commands.list()
+    assert.ok(processes.some((p) => [p.cmd, ...(p.args ?? [])].join(' ').includes('sleep 3600')), `sleep runs on after the restart: ${JSON.stringify(processes)}`)
   })
 
   it('pauses at the timeout and resumes on the first HTTP request (autoResume)', T, async () => {
@@ -103,7 +110,6 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     assert.deepEqual(info.lifecycle, { onTimeout: 'pause', autoResume: true })
     await sandbox.files.write('/home/user/auto.txt', 'served after an auto resume\n')
     await sandbox.commands.run('cd /home/user && python3 -m http.server 8000', { background: true })
-    await httpThroughProxy(sandbox, 8000, '/auto.txt')
 
     await waitUntil(async () => (await sandbox.getInfo()).state === 'paused', 60_000, 'the timeout to pause it', 500)
     const res = await getViaHost(daemon.port, sandbox.getHost(8000), '/auto.txt')
