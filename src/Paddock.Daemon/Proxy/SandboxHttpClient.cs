@@ -53,13 +53,24 @@ internal sealed class SandboxHttpClient : IDisposable
     public HttpMessageInvoker Invoker { get; }
 
     /// <summary>The destination prefix the forwarder is given for <paramref name="target"/>.</summary>
-    public static string DestinationPrefix(SandboxTarget target) =>
-        string.Create(CultureInfo.InvariantCulture, $"http://{target.SandboxId}{HostSuffix}:{target.Port}/");
+    /// <remarks>A resumed sandbox's authority names its incarnation (<c>{id}.i{n}.sandbox</c>): <see cref="SandboxIncarnations"/> says why.</remarks>
+    public static string DestinationPrefix(SandboxTarget target) => SandboxIncarnations.Of(target.SandboxId) is var n and > 0
+        ? string.Create(CultureInfo.InvariantCulture, $"http://{target.SandboxId}{IncarnationMark}{n}{HostSuffix}:{target.Port}/")
+        : string.Create(CultureInfo.InvariantCulture, $"http://{target.SandboxId}{HostSuffix}:{target.Port}/");
 
-    internal static string SandboxIdFromHost(string host) =>
-        host.EndsWith(HostSuffix, StringComparison.Ordinal)
-            ? host[..^HostSuffix.Length]
-            : throw new InvalidOperationException($"'{host}' is not a sandbox authority");
+    private const string IncarnationMark = ".i";
+
+    internal static string SandboxIdFromHost(string host)
+    {
+        if (!host.EndsWith(HostSuffix, StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException($"'{host}' is not a sandbox authority");
+        }
+        var name = host[..^HostSuffix.Length];
+        // Sandbox ids have no dots (SandboxIds), so the incarnation mark is the last dot's.
+        var mark = name.LastIndexOf(IncarnationMark, StringComparison.Ordinal);
+        return mark > 0 ? name[..mark] : name;
+    }
 
     public void Dispose() => Invoker.Dispose();
 

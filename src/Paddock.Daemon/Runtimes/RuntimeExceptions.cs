@@ -79,10 +79,14 @@ internal sealed class SandboxPauseUnsupportedException : Exception
     public SandboxPauseUnsupportedException(string tier, bool memory)
         : base(memory
             ? $"the {tier} isolation tier cannot keep a sandbox's memory when it pauses it; pause with memory: false (filesystem only), or use an isolation tier that keeps memory"
-            : $"the {tier} isolation tier cannot pause sandboxes")
+            : $"pausing is not supported by the {tier} isolation tier; the sandbox keeps running")
     {
         Tier = tier;
+        Memory = memory;
     }
 
     public string Tier { get; }
+
+    /// <summary>True: the tier pauses, but cannot keep memory (a 400); false: it cannot pause at all (a 501).</summary>
+    public bool Memory { get; }
 }

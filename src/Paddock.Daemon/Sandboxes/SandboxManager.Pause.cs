@@ -59,7 +59,9 @@ internal sealed partial class SandboxManager
         }
         try
         {
-            if (!_live.TryRemove(sandboxId, out record!))
+            // It stays in the live set (and so in GET /sandboxes/{id} as running) until the tier has paused it: a
+            // request through the proxy meanwhile fails as the sandbox stops, and the ending slot keeps kills out.
+            if (!_live.TryGetValue(sandboxId, out record!))
             {
                 throw new UnknownSandboxException(sandboxId);
             }
@@ -81,6 +83,8 @@ internal sealed partial class SandboxManager
             var paused = record with { State = SandboxState.Paused, PausedAt = Now(), PausedWithMemory = keepMemory };
             await _store.UpdateAsync(paused, CancellationToken.None);
             _paused[sandboxId] = paused;
+            _live.TryRemove(sandboxId, out _);
+            SandboxIncarnations.Renew(sandboxId);
             Interlocked.Decrement(ref _reserved);
             _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
             SandboxesLog.Paused(_logger, sandboxId, keepMemory, clock.ElapsedMilliseconds);
@@ -114,11 +118,11 @@ internal sealed partial class SandboxManager
         }
         if (alive)
         {
-            _live[id] = record;
             _scheduler.Schedule(id, record.EndAt);
             await _journal.WriteAsync(id, SandboxLogLevel.Warn, $"pause failed, it keeps running: {error.Message}");
             return;
         }
+        _live.TryRemove(id, out _);
         var reason = $"lost: its pause failed and it could not be kept ({error.Message})";
         try
         {
@@ -211,6 +215,7 @@ internal sealed partial class SandboxManager
             };
             await _store.UpdateAsync(record, CancellationToken.None);
             _paused.TryRemove(sandboxId, out _);
+            SandboxIncarnations.Renew(sandboxId);
             _live[sandboxId] = record;
             _scheduler.Schedule(sandboxId, record.EndAt);
             SandboxesLog.Resumed(_logger, sandboxId, paused.PausedWithMemory ?? false, clock.ElapsedMilliseconds);

@@ -79,6 +79,31 @@ public sealed class SandboxListingTests
     }
 
     [Fact]
+    public void Running_and_paused_sandboxes_share_one_page_order_and_the_state_filter_picks_either()
+    {
+        var t = DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000);
+        var records = Enumerable.Range(0, 6)
+            .Select(i => TestRecords.Record($"s{i}", i % 2 == 0 ? SandboxState.Running : SandboxState.Paused, t.AddSeconds(i)))
+            .ToList();
+
+        var seen = new List<string>();
+        PageToken? after = null;
+        for (var page = 0; page < 10; page++)
+        {
+            var (items, next, _) = SandboxListing.Apply(records, new SandboxListQuery { Limit = 4, After = after });
+            seen.AddRange(items.Select(r => r.SandboxId));
+            if (next is null)
+            {
+                break;
+            }
+            after = SandboxListing.DecodeToken(next);
+        }
+        Assert.Equal(["s5", "s4", "s3", "s2", "s1", "s0"], seen);
+        Assert.Equal(["s5", "s3", "s1"], SandboxListing.Apply(records, new SandboxListQuery { IncludeRunning = false }).Page.Select(r => r.SandboxId));
+        Assert.Equal(["s4", "s2", "s0"], SandboxListing.Apply(records, new SandboxListQuery { IncludePaused = false }).Page.Select(r => r.SandboxId));
+    }
+
+    [Fact]
     public void A_forged_page_token_is_refused()
     {
         Assert.Throws<ApiRequestException>(() => SandboxListing.DecodeToken("!!!"));

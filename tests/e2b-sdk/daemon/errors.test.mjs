@@ -52,7 +52,6 @@ describe('paddockd errors through the e2b SDK', { skip: skip ?? false }, () => {
   it('refuses options it cannot honour instead of ignoring them', T, async () => {
     // Names can only be allowed (E2B: "Domain names are not supported for deny rules").
     await assert.rejects(Sandbox.create('base', { network: { denyOut: ['example.com'] } }), /400: network\.denyOut/)
-    await assert.rejects(Sandbox.create('base', { lifecycle: { onTimeout: 'pause', autoResume: true } }), /400: autoResume/)
   })
 
   it('lists nothing for a metadata filter that matches nothing', T, async () => {

@@ -536,6 +536,15 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         _cgroups.Thaw(id);
         await _cgroups.RemoveAsync(id, cancellationToken);
         await _runsc.DeleteAsync(id, cancellationToken);
+        // runsc delete of an id it no longer knows still takes (makes) its lock file and leaves it: seen after a daemon
+        // stop, where that file kept the tier's state directory from being released.
+        foreach (var lockFile in Directory.Exists(_options.RunscRoot) ? Directory.EnumerateFiles(_options.RunscRoot, id + "_sandbox:*.lock") : [])
+        {
+            if (!Directory.EnumerateFiles(_options.RunscRoot, id + "_sandbox:*.state").Any())
+            {
+                File.Delete(lockFile);
+            }
+        }
         await _cgroups.RemoveAsync(id, cancellationToken);
         await _network.SuspendAsync(id, cancellationToken);
         NetworkNamespaces.Release(layout.NetnsFile);
