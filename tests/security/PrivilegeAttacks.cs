@@ -15,8 +15,19 @@ internal sealed record Attack(string Name, string User, string Script, string Ex
     /// </summary>
     public string? GvisorExpect { get; init; }
 
+    /// <summary>
+    /// Why the call succeeding on the gVisor tier is harmless (null: it must fail there too): it reached only the
+    /// Sentry's own emulation of the object, never the host's, and the host check after every case
+    /// (<see cref="BatteryFixture.AssertHostUnchangedAsync"/>) is what shows it.
+    /// </summary>
+    public string? GvisorHarmless { get; init; }
+
     /// <summary>What <paramref name="isolation"/> (the attacker's tier) must print.</summary>
     public string ExpectOn(string isolation) => isolation == "gvisor" && GvisorExpect is { } gvisor ? gvisor : Expect;
+
+    /// <summary>Whether the output passes on <paramref name="isolation"/>.</summary>
+    public bool Passes(string isolation, string stdout) =>
+        (isolation == "gvisor" && GvisorHarmless is not null) || PrivilegeAttacks.Matches(ExpectOn(isolation), stdout);
 }
 
 /// <summary>The attacks of issue 5, item 3, by name (x86-64 syscall numbers).</summary>
@@ -113,7 +124,8 @@ internal static class PrivilegeAttacks
             call(298, buf, 0, -1, -1, 0)
             """),
         Root("keyctl join session keyring", "call(250, 1, 0)"),
-        Root("add_key", """call(248, s(b"user"), s(b"paddock"), s(b"secret"), 6, -3)"""),
+        // gVisor: the Sentry's keyrings refuse with EACCES; the host's keyrings are never reached.
+        Root("add_key", """call(248, s(b"user"), s(b"paddock"), s(b"secret"), 6, -3)""") with { GvisorExpect = "^BLOCKED (EPERM|EACCES)$" },
         Root("request_key", """call(249, s(b"user"), s(b"paddock"), 0, 0)"""),
         Root("userfaultfd", "call(323, 0)"),
         Root("open_by_handle_at (the 'shocker' escape)", """
@@ -137,7 +149,12 @@ internal static class PrivilegeAttacks
             import subprocess
             r = subprocess.run(["/tmp/suid-unshare", "--mount", "--user", "true"], capture_output=True, text=True)
             print("ESCAPED" if r.returncode == 0 else "BLOCKED unshare")
-            """, "^BLOCKED unshare$", Setup: "cp /usr/bin/unshare /tmp/suid-unshare && chmod 4755 /tmp/suid-unshare && stat -c %a /tmp/suid-unshare"),
+            """, "^BLOCKED unshare$", Setup: "cp /usr/bin/unshare /tmp/suid-unshare && chmod 4755 /tmp/suid-unshare && stat -c %a /tmp/suid-unshare")
+        {
+            // Measured on gVisor: the unshare succeeds. The user and mount namespaces it makes are the Sentry's,
+            // inside the sandbox's kernel; no host namespace is made or entered.
+            GvisorHarmless = "namespaces made inside the Sentry",
+        },
         User("sudo as user gives a root that still cannot mount", """
             import subprocess
             uid = subprocess.run(["sudo", "-n", "id", "-u"], capture_output=True, text=True).stdout.strip()
@@ -149,9 +166,14 @@ internal static class PrivilegeAttacks
         Root("write /proc/sys/vm/drop_caches", """oserror(lambda: open("/proc/sys/vm/drop_caches", "w").write("3"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
         Root("write /proc/sys/kernel/hostname", """oserror(lambda: open("/proc/sys/kernel/hostname", "w").write("owned"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
         // ENOENT: a kernel without CONFIG_MAGIC_SYSRQ (this VM's) has no such file; there is nothing to write then.
-        Root("write /proc/sysrq-trigger", """oserror(lambda: open("/proc/sysrq-trigger", "w").write("h"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$"),
+        Root("write /proc/sysrq-trigger", """oserror(lambda: open("/proc/sysrq-trigger", "w").write("h"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$") with
+        {
+            // Measured on gVisor: the write succeeds; it is the Sentry's own /proc, which ignores it.
+            GvisorHarmless = "the Sentry's /proc/sysrq-trigger",
+        },
         Root("write /sys/kernel/uevent_helper", """oserror(lambda: open("/sys/kernel/uevent_helper", "w").write("/tmp/x"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$"),
-        Root("raise the sandbox's own memory limit in /sys/fs/cgroup", """oserror(lambda: open("/sys/fs/cgroup/memory/memory.limit_in_bytes", "w").write("-1"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
+        // gVisor: the Sentry's /sys has no cgroup files (ENOENT); the limits are on the Sentry's host cgroup.
+        Root("raise the sandbox's own memory limit in /sys/fs/cgroup", """oserror(lambda: open("/sys/fs/cgroup/memory/memory.limit_in_bytes", "w").write("-1"))""", "^BLOCKED (EROFS|EACCES|EPERM)$") with { GvisorExpect = "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$" },
         Root("read /proc/kcore", """oserror(lambda: open("/proc/kcore", "rb").read(16) or (_ for _ in ()).throw(OSError(61, "empty")))""", "^BLOCKED (EACCES|EPERM|ENODATA|EROFS|ENOENT)$"),
         // Runtime escapes.
         Root("overwrite the runtime through /proc/PID/exe (CVE-2019-5736)", """
@@ -230,7 +252,8 @@ internal static class PrivilegeAttacks
             u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             oserror(lambda: u.connect("\0{ABSTRACT}"))
             """, "^BLOCKED ECONNREFUSED$"),
-        User("a raw socket as user", "oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))"),
+        // gVisor: netstack refuses with EACCES (Linux's own answer for a missing CAP_NET_RAW is EPERM).
+        User("a raw socket as user", "oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))") with { GvisorExpect = "^BLOCKED (EPERM|EACCES)$" },
         User("a packet socket as user", "oserror(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))"),
         // The sandbox's namespace has its loopback and, with a network policy (Networking/), its own eth0 (the
         // sandbox end of its veth pair); never the host's interfaces or other sandboxes' veth ends.
