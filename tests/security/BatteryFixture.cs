@@ -131,7 +131,8 @@ public sealed class BatteryFixture : IAsyncLifetime
             {
                 var uidLine = File.ReadLines(Path.Combine(dir, "status")).FirstOrDefault(l => l.StartsWith("Uid:", StringComparison.Ordinal));
                 var uid = uidLine is null ? 0 : long.Parse(uidLine.Split('\t', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-                if (uid is >= 100000 and < 100000 + 65536 && new FileInfo(Path.Combine(dir, "ns/pid")).LinkTarget == hostPidNs)
+                if (uid is >= 100000 and < 100000 + 65536 && new FileInfo(Path.Combine(dir, "ns/pid")).LinkTarget == hostPidNs
+                    && !IsRunsc(dir))
                 {
                     found.Add($"{Path.GetFileName(dir)} uid {uid}: {File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ')}");
                 }
@@ -142,6 +143,26 @@ public sealed class BatteryFixture : IAsyncLifetime
             }
         }
         return found;
+    }
+
+    /// <summary>
+    /// The gVisor tier's own host processes: the Sentry, the gofer and the systrap stubs run as the sandbox's uid in
+    /// the host's pid namespace, all of them runsc (measured: every uid-100000 host process of a gVisor sandbox had
+    /// /proc/PID/exe = the runsc binary). The sandbox's own processes are Sentry tasks, never host processes; one that
+    /// got out of the Sentry would run another executable. Other test runs' gVisor sandboxes on the machine are
+    /// these too, so they are left out on both tiers.
+    /// </summary>
+    private static bool IsRunsc(string procDir)
+    {
+        var runsc = Environment.GetEnvironmentVariable("PADDOCK_Gvisor__RunscBinary") is { Length: > 0 } configured ? configured : "/usr/local/lib/paddock/runsc";
+        try
+        {
+            return new FileInfo(Path.Combine(procDir, "exe")).LinkTarget == runsc;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     private static string Hash(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));

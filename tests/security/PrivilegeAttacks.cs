@@ -15,8 +15,19 @@ internal sealed record Attack(string Name, string User, string Script, string Ex
     /// </summary>
     public string? GvisorExpect { get; init; }
 
+    /// <summary>
+    /// Why the call succeeding on the gVisor tier is harmless (null: it must fail there too): it reached only the
+    /// Sentry's own emulation of the object, never the host's, and the host check after every case
+    /// (<see cref="BatteryFixture.AssertHostUnchangedAsync"/>) is what shows it.
+    /// </summary>
+    public string? GvisorHarmless { get; init; }
+
     /// <summary>What <paramref name="isolation"/> (the attacker's tier) must print.</summary>
     public string ExpectOn(string isolation) => isolation == "gvisor" && GvisorExpect is { } gvisor ? gvisor : Expect;
+
+    /// <summary>Whether the output passes on <paramref name="isolation"/>.</summary>
+    public bool Passes(string isolation, string stdout) =>
+        (isolation == "gvisor" && GvisorHarmless is not null) || PrivilegeAttacks.Matches(ExpectOn(isolation), stdout);
 }
 
 /// <summary>The attacks of issue 5, item 3, by name (x86-64 syscall numbers).</summary>
@@ -63,9 +74,11 @@ internal static class PrivilegeAttacks
         Root("bind-mount / elsewhere (MS_BIND|MS_REC)", """call(165, s(b"/"), s(b"/mnt"), None, 0x5000, 0)"""),
         Root("unmount /proc to uncover what it masks", """call(166, s(b"/proc/kcore"), 2)"""),
         Root("pivot_root", """call(155, s(b"/tmp"), s(b"/tmp"))"""),
-        Root("new mount API: fsopen", """call(430, s(b"tmpfs"), 0)"""),
-        Root("new mount API: open_tree of /", """call(428, -100, s(b"/"), 1)"""),
-        Root("unshare a user namespace", "call(272, 0x10000000)"),
+        // gVisor: the Sentry has no new mount API (ENOSYS); nothing reaches the host kernel.
+        Root("new mount API: fsopen", """call(430, s(b"tmpfs"), 0)""") with { GvisorExpect = "^BLOCKED (EPERM|ENOSYS)$" },
+        // gVisor: the Sentry has no new mount API (ENOSYS); nothing reaches the host kernel.
+        Root("new mount API: open_tree of /", """call(428, -100, s(b"/"), 1)""") with { GvisorExpect = "^BLOCKED (EPERM|ENOSYS)$" },
+        Root("unshare a user namespace", "call(272, 0x10000000)") with { GvisorHarmless = "a user namespace of the Sentry" },
         Root("unshare a mount namespace", "call(272, 0x00020000)"),
         Root("unshare a network namespace", "call(272, 0x40000000)"),
         Root("clone(2) with CLONE_NEWUSER|CLONE_NEWNS", """
@@ -73,8 +86,8 @@ internal static class PrivilegeAttacks
             if r == 0:
                 os._exit(0)
             verdict(r, e)
-            """),
-        Root("clone3(2) (flags a filter cannot see)", "call(435, buf, 88)", "^BLOCKED ENOSYS$"),
+            """) with { GvisorHarmless = "namespaces of the Sentry" },
+        Root("clone3(2) (flags a filter cannot see)", "call(435, buf, 88)", "^BLOCKED ENOSYS$") with { GvisorHarmless = "a Sentry task: no host seccomp filter stands between the sandbox and the Sentry" },
         Root("setns into a mount namespace", """
             # The agent's own /proc/1/ns is out of reach (it is not dumpable); a namespace file of the sandbox's
             # own processes is the one an attacker has, and setns(2) must be refused whatever the file.
@@ -85,7 +98,7 @@ internal static class PrivilegeAttacks
             import subprocess
             r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
             print("ESCAPED" if r.returncode == 0 else "BLOCKED EPERM")
-            """),
+            """) with { GvisorHarmless = "namespaces of the Sentry" },
         // Other processes.
         Root("ptrace PTRACE_ATTACH of the daemon's host pid", "call(101, 16, {DAEMON_PID}, 0, 0)", "^BLOCKED (ESRCH|EPERM)$"),
         User("ptrace PTRACE_ATTACH of the agent (pid 1) as user", "call(101, 16, 1, 0, 0)"),
@@ -111,19 +124,22 @@ internal static class PrivilegeAttacks
         Root("perf_event_open", """
             ctypes.memmove(buf, (1).to_bytes(4, "little") + (128).to_bytes(4, "little"), 8)
             call(298, buf, 0, -1, -1, 0)
-            """),
-        Root("keyctl join session keyring", "call(250, 1, 0)"),
-        Root("add_key", """call(248, s(b"user"), s(b"paddock"), s(b"secret"), 6, -3)"""),
-        Root("request_key", """call(249, s(b"user"), s(b"paddock"), 0, 0)"""),
-        Root("userfaultfd", "call(323, 0)"),
+            """) with { GvisorExpect = "^BLOCKED (EPERM|ENODEV)$" }, // gVisor: the Sentry has no perf events (ENODEV)
+        Root("keyctl join session keyring", "call(250, 1, 0)") with { GvisorHarmless = "a keyring of the Sentry" },
+        // gVisor: the Sentry's keyrings refuse with EACCES; the host's keyrings are never reached.
+        Root("add_key", """call(248, s(b"user"), s(b"paddock"), s(b"secret"), 6, -3)""") with { GvisorExpect = "^BLOCKED (EPERM|EACCES)$" },
+        // gVisor: the Sentry's keyrings refuse (EACCES); nothing reaches the host kernel.
+        Root("request_key", """call(249, s(b"user"), s(b"paddock"), 0, 0)""") with { GvisorExpect = "^BLOCKED (EPERM|EACCES)$" },
+        // gVisor: not implemented by the Sentry (ENOSYS); nothing reaches the host kernel.
+        Root("userfaultfd", "call(323, 0)") with { GvisorExpect = "^BLOCKED (EPERM|ENOSYS)$" },
         Root("open_by_handle_at (the 'shocker' escape)", """
             fd = os.open("/", os.O_RDONLY)
             ctypes.memmove(buf, (8).to_bytes(4, "little") + (1).to_bytes(4, "little") + (2).to_bytes(8, "little"), 16)
             call(304, fd, buf, 0)
-            """),
+            """) with { GvisorExpect = "^BLOCKED (EPERM|ENOTSUP)$" }, // gVisor: not supported by the Sentry (ENOTSUP)
         Root("iopl(3)", "call(172, 3)"),
         Root("swapon", """call(167, s(b"/tmp/swap"), 0)"""),
-        Root("syslog (dmesg)", "call(103, 3, buf, 4096)"),
+        Root("syslog (dmesg)", "call(103, 3, buf, 4096)") with { GvisorHarmless = "the Sentry's own boot messages, not the host's kernel log" },
         Root("clock_settime", """
             ctypes.memmove(buf, (1).to_bytes(8, "little") + (0).to_bytes(8, "little"), 16)
             call(227, 0, buf)
@@ -137,21 +153,31 @@ internal static class PrivilegeAttacks
             import subprocess
             r = subprocess.run(["/tmp/suid-unshare", "--mount", "--user", "true"], capture_output=True, text=True)
             print("ESCAPED" if r.returncode == 0 else "BLOCKED unshare")
-            """, "^BLOCKED unshare$", Setup: "cp /usr/bin/unshare /tmp/suid-unshare && chmod 4755 /tmp/suid-unshare && stat -c %a /tmp/suid-unshare"),
+            """, "^BLOCKED unshare$", Setup: "cp /usr/bin/unshare /tmp/suid-unshare && chmod 4755 /tmp/suid-unshare && stat -c %a /tmp/suid-unshare")
+        {
+            // Measured on gVisor: the unshare succeeds. The user and mount namespaces it makes are the Sentry's,
+            // inside the sandbox's kernel; no host namespace is made or entered.
+            GvisorHarmless = "namespaces made inside the Sentry",
+        },
         User("sudo as user gives a root that still cannot mount", """
             import subprocess
             uid = subprocess.run(["sudo", "-n", "id", "-u"], capture_output=True, text=True).stdout.strip()
             m = subprocess.run(["sudo", "-n", "mount", "-t", "tmpfs", "none", "/mnt"], capture_output=True, text=True)
             print("ESCAPED" if m.returncode == 0 else "BLOCKED mount as uid " + uid)
-            """, "^BLOCKED mount as uid 0$"),
+            """, "^BLOCKED mount as uid 0$") with { GvisorExpect = "^BLOCKED mount as uid$" }, // gVisor: sudo itself is refused (no_new_privs, SECURITY.md)
         // /proc and /sys.
         Root("write /proc/sys/kernel/core_pattern", """oserror(lambda: open("/proc/sys/kernel/core_pattern", "w").write("|/tmp/x"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
         Root("write /proc/sys/vm/drop_caches", """oserror(lambda: open("/proc/sys/vm/drop_caches", "w").write("3"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
-        Root("write /proc/sys/kernel/hostname", """oserror(lambda: open("/proc/sys/kernel/hostname", "w").write("owned"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
+        Root("write /proc/sys/kernel/hostname", """oserror(lambda: open("/proc/sys/kernel/hostname", "w").write("owned"))""", "^BLOCKED (EROFS|EACCES|EPERM)$") with { GvisorHarmless = "the sandbox's hostname in the Sentry; the host's kernel/hostname is in the host check" },
         // ENOENT: a kernel without CONFIG_MAGIC_SYSRQ (this VM's) has no such file; there is nothing to write then.
-        Root("write /proc/sysrq-trigger", """oserror(lambda: open("/proc/sysrq-trigger", "w").write("h"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$"),
+        Root("write /proc/sysrq-trigger", """oserror(lambda: open("/proc/sysrq-trigger", "w").write("h"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$") with
+        {
+            // Measured on gVisor: the write succeeds; it is the Sentry's own /proc, which ignores it.
+            GvisorHarmless = "the Sentry's /proc/sysrq-trigger",
+        },
         Root("write /sys/kernel/uevent_helper", """oserror(lambda: open("/sys/kernel/uevent_helper", "w").write("/tmp/x"))""", "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$"),
-        Root("raise the sandbox's own memory limit in /sys/fs/cgroup", """oserror(lambda: open("/sys/fs/cgroup/memory/memory.limit_in_bytes", "w").write("-1"))""", "^BLOCKED (EROFS|EACCES|EPERM)$"),
+        // gVisor: the Sentry's /sys has no cgroup files (ENOENT); the limits are on the Sentry's host cgroup.
+        Root("raise the sandbox's own memory limit in /sys/fs/cgroup", """oserror(lambda: open("/sys/fs/cgroup/memory/memory.limit_in_bytes", "w").write("-1"))""", "^BLOCKED (EROFS|EACCES|EPERM)$") with { GvisorExpect = "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$" },
         Root("read /proc/kcore", """oserror(lambda: open("/proc/kcore", "rb").read(16) or (_ for _ in ()).throw(OSError(61, "empty")))""", "^BLOCKED (EACCES|EPERM|ENODATA|EROFS|ENOENT)$"),
         // Runtime escapes.
         Root("overwrite the runtime through /proc/PID/exe (CVE-2019-5736)", """
@@ -230,15 +256,21 @@ internal static class PrivilegeAttacks
             u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             oserror(lambda: u.connect("\0{ABSTRACT}"))
             """, "^BLOCKED ECONNREFUSED$"),
-        User("a raw socket as user", "oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))"),
+        // gVisor: netstack refuses with EACCES (Linux's own answer for a missing CAP_NET_RAW is EPERM).
+        User("a raw socket as user", "oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))") with { GvisorExpect = "^BLOCKED (EPERM|EACCES)$" },
         User("a packet socket as user", "oserror(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))"),
         // The sandbox's namespace has its loopback and, with a network policy (Networking/), its own eth0 (the
         // sandbox end of its veth pair); never the host's interfaces or other sandboxes' veth ends.
+        // gVisor: runsc gives the sandbox no raw sockets at all (no --net-raw), even as root: EPERM.
         Root("raw sockets as root see only the sandbox's own interfaces", """
-            r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            except PermissionError:
+                print("BLOCKED EPERM")
+                sys.exit(0)
             names = sorted(n for _, n in socket.if_nameindex())
             print("BLOCKED interfaces=" + ",".join(names) if set(names) <= {"lo", "eth0"} else "ESCAPED " + ",".join(names))
-            """, "^BLOCKED interfaces=(eth0,)?lo$"),
+            """, "^BLOCKED interfaces=(eth0,)?lo$") with { GvisorExpect = "^BLOCKED EPERM$" },
         Root("AF_VSOCK to the hypervisor host", "oserror(lambda: socket.socket(40, socket.SOCK_STREAM, 0))", "^BLOCKED (EPERM|EAFNOSUPPORT)$"),
     ];
 

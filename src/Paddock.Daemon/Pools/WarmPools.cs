@@ -297,7 +297,7 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             // so that a claim is ready at once, as a cold create is when it returns.
             if (_startup.Value is { } startup)
             {
-                await startup.PrepareAsync(started.SandboxId, template.TemplateId, token, timeout.Token);
+                await startup.PrepareAsync(started.SandboxId, template, token, timeout.Token);
             }
             // It waits in the background whatever it started at.
             await _runtime.SetCpuPriorityAsync(started.SandboxId, background: true, timeout.Token);

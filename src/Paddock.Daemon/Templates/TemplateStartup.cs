@@ -31,7 +31,7 @@ internal sealed class TemplateStartup(TemplateRegistry registry, SandboxManager 
         string? failure;
         try
         {
-            failure = await StartAsync(template, sandbox.SandboxId, sandbox.EnvdAccessToken, createEnv, cancellationToken);
+            failure = template is null ? null : await StartAsync(Startup.Of(template), sandbox.SandboxId, sandbox.EnvdAccessToken, createEnv, cancellationToken);
         }
         catch
         {
@@ -52,20 +52,26 @@ internal sealed class TemplateStartup(TemplateRegistry registry, SandboxManager 
     /// start command runs when the template is built, a create's variables do not reach it. Throws
     /// <see cref="IOException"/> when the sandbox does not get ready; the pool then destroys it and backs off.
     /// </summary>
-    public async Task PrepareAsync(string sandboxId, string templateId, string accessToken, CancellationToken cancellationToken)
+    public async Task PrepareAsync(string sandboxId, SandboxTemplate template, string accessToken, CancellationToken cancellationToken)
     {
-        var template = await registry.GetAsync(templateId, cancellationToken);
-        if (await StartAsync(template, sandboxId, accessToken, new Dictionary<string, string>(), cancellationToken) is { } failure)
+        // The registry's record; for a built-in (code-interpreter) whose record the registry has not written yet (a
+        // pool fills at the daemon's start, before any create asked for the template: measured, the first member was
+        // handed out without its server), the recipe's commands that the lookup carries.
+        var startup = await registry.GetAsync(template.TemplateId, cancellationToken) is { } record
+            ? Startup.Of(record)
+            : new Startup(template.TemplateId, template.StartCmd, template.ReadyCmd, template.DefaultUser, template.Workdir,
+                template.EnvVars ?? new Dictionary<string, string>());
+        if (await StartAsync(startup, sandboxId, accessToken, new Dictionary<string, string>(), cancellationToken) is { } failure)
         {
             throw new IOException(failure);
         }
     }
 
     /// <summary>Null when the sandbox is ready (or the template has no start command), else why not.</summary>
-    private async Task<string?> StartAsync(TemplateRecord? template, string sandboxId, string? accessToken, IReadOnlyDictionary<string, string> createEnv,
+    private async Task<string?> StartAsync(Startup template, string sandboxId, string? accessToken, IReadOnlyDictionary<string, string> createEnv,
         CancellationToken cancellationToken)
     {
-        if (template?.StartCmd is not { Length: > 0 } startCmd)
+        if (template.StartCmd is not { Length: > 0 } startCmd)
         {
             return null;
         }
@@ -102,5 +108,13 @@ internal sealed class TemplateStartup(TemplateRegistry registry, SandboxManager 
         {
             return $"the start command of template {template.TemplateId} could not be run: {ex.Message}";
         }
+    }
+
+    /// <summary>What a start needs of a template.</summary>
+    private sealed record Startup(string TemplateId, string? StartCmd, string? ReadyCmd, string? DefaultUser, string? Workdir,
+        IReadOnlyDictionary<string, string> EnvVars)
+    {
+        public static Startup Of(TemplateRecord record) =>
+            new(record.TemplateId, record.StartCmd, record.ReadyCmd, record.DefaultUser, record.Workdir, record.EnvVars);
     }
 }

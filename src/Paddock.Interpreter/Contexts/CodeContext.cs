@@ -25,12 +25,6 @@ internal sealed class CodeContext : IAsyncDisposable
     /// <summary>How long an interrupted cell may take to stop before its kernel is killed and started again.</summary>
     public static TimeSpan InterruptGrace { get; } = TimeSpan.FromSeconds(3);
 
-    /// <summary>How long a cell runs before <see cref="WatchSessionAsync"/> starts counting its kernel's processes.</summary>
-    private static readonly TimeSpan WatchAfter = TimeSpan.FromMilliseconds(500);
-
-    /// <summary>How often it counts them after that (a census reads /proc/PID/stat of every process).</summary>
-    private static readonly TimeSpan WatchInterval = TimeSpan.FromMilliseconds(250);
-
     /// <summary>The longest a silent environment change may take (a busy kernel is interrupted first).</summary>
     private static readonly TimeSpan SilentTimeout = TimeSpan.FromSeconds(30);
 
@@ -110,20 +104,7 @@ internal sealed class CodeContext : IAsyncDisposable
                 output.TryWrite(OutputLines.Error("EnvVarsError", "the call's environment variables could not be set in the kernel", ""));
                 return;
             }
-            bool clean;
-            using (var cellDone = new CancellationTokenSource())
-            {
-                var watch = WatchSessionAsync(kernel, cellDone.Token);
-                try
-                {
-                    clean = await RunCellAsync(kernel, code, output, clientGone);
-                }
-                finally
-                {
-                    await cellDone.CancelAsync();
-                    await watch;
-                }
-            }
+            var clean = await RunCellAsync(kernel, code, output, clientGone);
             if (!clean && _kernel == kernel && !kernel.HasExited && SessionCensus.Count(kernel.Pid) is var processes and > SessionCensus.Limit)
             {
                 output.TryWrite(OutputLines.Error("KernelRestarted",
@@ -152,36 +133,6 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             output.TryComplete();
             _gate.Release();
-        }
-    }
-
-    /// <summary>
-    /// While a cell runs longer than <see cref="WatchAfter"/>, counts its kernel's session every
-    /// <see cref="WatchInterval"/>; past <see cref="SessionCensus.Limit"/> processes (a fork bomb) it kills the whole
-    /// session, which fails the cell with the reason (KernelDied) and restarts the kernel. Waiting for the cell to end
-    /// first was not enough (measured 2026-12-06, runc tier, 2 CPUs): a Python <c>while True: os.fork()</c> cell
-    /// never ended, its forks held the sandbox's user at RLIMIT_NPROC and its CPUs busy, and the sandbox answered no
-    /// command for over 90 s. A cell that ends within <see cref="WatchAfter"/> pays nothing.
-    /// </summary>
-    private async Task WatchSessionAsync(Kernel kernel, CancellationToken cellDone)
-    {
-        try
-        {
-            await Task.Delay(WatchAfter, cellDone);
-            while (!kernel.HasExited)
-            {
-                if (SessionCensus.Count(kernel.Pid) is var processes and > SessionCensus.Limit)
-                {
-                    InterpreterLog.Restarted(_logger, Id, $"{processes} processes in the kernel's session while a cell ran: killed");
-                    kernel.Kill($"its cell made {processes} processes, over the limit of {SessionCensus.Limit} (a fork bomb?); they were killed with the kernel");
-                    return;
-                }
-                await Task.Delay(WatchInterval, cellDone);
-            }
-        }
-        catch (OperationCanceledException) when (cellDone.IsCancellationRequested)
-        {
-            // the cell ended
         }
     }
 

@@ -33,7 +33,6 @@ internal sealed class Kernel : IAsyncDisposable
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Queue<string> _stderrTail = new();
     private readonly ILogger _logger;
-    private volatile string? _killReason;
 
     private Kernel(Process process, MessageSigner signer, string connectionFile, ILogger logger)
     {
@@ -151,16 +150,6 @@ internal sealed class Kernel : IAsyncDisposable
 
     /// <summary>SIGKILL to the kernel's whole session (what its cells forked, unless they left it).</summary>
     public void Kill() => KillGroup(_process.Id);
-
-    /// <summary>
-    /// <see cref="Kill"/>, with the reason that the requests it fails and <see cref="ExitDescription"/> will name
-    /// instead of the bare signal.
-    /// </summary>
-    public void Kill(string reason)
-    {
-        _killReason = reason;
-        Kill();
-    }
 
     public async ValueTask DisposeAsync()
     {
@@ -281,10 +270,6 @@ internal sealed class Kernel : IAsyncDisposable
             var code = _process.ExitCode;
             // .NET reports a death by signal N as 128 + N.
             ExitDescription = code > 128 ? $"killed by signal {code - 128}" : $"exit code {code}";
-            if (_killReason is { } reason)
-            {
-                ExitDescription = $"{ExitDescription} ({reason})";
-            }
         }
         catch (InvalidOperationException)
         {

@@ -47,20 +47,18 @@ describe('a warm pool of code-interpreter', { skip: skip ?? false }, () => {
   })
 
   it('hands out sandboxes whose interpreter started before the create was sent', T, async () => {
-    // The pool fills in the background after start (the first member builds the template if the cache lacks it);
-    // until then creates start cold. Bounded retries until one claims.
-    let sent = 0
-    let answered = 0
-    const sandbox = await waitUntil(async () => {
-      sent = performance.now()
-      const s = await Sandbox.create('code-interpreter', CREATE)
-      answered = performance.now()
-      if (await claimedFromPool(daemon, s.sandboxId)) {
-        return s
-      }
-      await s.kill()
-      return null
-    }, 240_000, 'a create that claims a pool sandbox', 1_000)
+    // The pool fills in the background after start (the first member builds the template if the cache lacks it).
+    // A create sent while a member is ready claims it: the daemon's gauge says when one is (bounded wait).
+    const poolReady = async () => {
+      const res = await fetch(`${daemon.url}/metrics`, { headers: { 'X-API-Key': daemon.apiKey }, signal: AbortSignal.timeout(30_000) })
+      assert.equal(res.status, 200)
+      return /^paddock_pool_ready\{[^}]*code-interpreter[^}]*\} [1-9]/m.test(await res.text())
+    }
+    await waitUntil(poolReady, 240_000, 'a ready member in the code-interpreter pool', 1_000)
+    const sent = performance.now()
+    const sandbox = await Sandbox.create('code-interpreter', CREATE)
+    const answered = performance.now()
+    assert.ok(await claimedFromPool(daemon, sandbox.sandboxId), 'the create claimed the ready member')
     try {
       const first = await sandbox.runCode('1 + 1')
       assert.equal(first.text, '2')
