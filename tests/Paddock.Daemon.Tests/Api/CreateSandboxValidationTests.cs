@@ -57,7 +57,6 @@ public sealed class CreateSandboxValidationTests
     [InlineData("""{"templateID":"base","envVars":{"A=B":"1"}}""", "invalid environment variable name")]
     [InlineData("""{"templateID":"base","envVars":{"A":null}}""", "environment variable 'A'")]
     [InlineData("""{"templateID":"base","mcp":{"x":{}}}""", "mcp")]
-    [InlineData("""{"templateID":"base","volumeMounts":[{"name":"v","path":"/v"}]}""", "volumeMounts")]
     [InlineData("""{"templateID":"base","network":{"allowOut":["1.1.1.1/40"]}}""", "network.allowOut")]
     [InlineData("""{"templateID":"base","network":{"denyOut":["example.com"]}}""", "network.denyOut")]
     [InlineData("""{"templateID":"base","network":{"denyOut":"0.0.0.0/0"}}""", "network.denyOut")]
