@@ -247,65 +247,11 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     public async Task<IReadOnlyList<string>> CleanupLeftoversAsync(CancellationToken cancellationToken)
     {
         var containers = await _runsc.ListAsync(cancellationToken);
+        // runsc's state file can say "running" for a Sentry that is gone, so the pid decides.
         var alive = containers.Where(c => c.IsAlive && c.Pid > 0 && Native.ProcessStat.IsRunning(c.Pid)).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
-        var candidates = new HashSet<string>(StringComparer.Ordinal);
-        candidates.UnionWith(containers.Select(c => c.Id));
-        candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
-        candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
-        candidates.UnionWith(_cgroups.ExistingSandboxIds());
-        await _network.EnsureReadyAsync(cancellationToken);
-        candidates.UnionWith(_network.RecordedSandboxIds());
-
-        var removed = new List<string>();
-        foreach (var id in candidates.Order(StringComparer.Ordinal))
-        {
-            if (_locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
-            {
-                continue;
-            }
-            var layout = new SandboxLayout(_options, id);
-            if (File.Exists(layout.PausedFile))
-            {
-                // A complete pause: kept, with what an interrupted pause or resume still held released.
-                try
-                {
-                    using var held = await _locks.AcquireAsync(id, cancellationToken);
-                    await SettleAsync(layout, cancellationToken);
-                    RuntimeLog.PausedSettled(_logger, id);
-                }
-                catch (IOException ex)
-                {
-                    RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
-                }
-                continue;
-            }
-            if (alive.Contains(id))
-            {
-                continue;
-            }
-            try
-            {
-                using var held = await _locks.AcquireAsync(id, cancellationToken);
-                await DestroyCoreAsync(layout, cancellationToken);
-                removed.Add(id);
-                RuntimeLog.LeftoverRemoved(_logger, id);
-            }
-            catch (IOException ex)
-            {
-                RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
-            }
-        }
-        return removed;
-    }
-
-    private static IEnumerable<string> Names(string directory, bool directories)
-    {
-        if (!Directory.Exists(directory))
-        {
-            return [];
-        }
-        var entries = directories ? Directory.EnumerateDirectories(directory) : Directory.EnumerateFiles(directory);
-        return entries.Select(Path.GetFileName).OfType<string>().Where(SandboxLayout.IsValidId).ToList();
+        var sweep = new LeftoverSweep(_options, _locks, SettleAsync, DestroyCoreAsync, _logger);
+        var candidates = await sweep.CandidatesAsync(containers.Select(c => c.Id), _cgroups, _network, cancellationToken);
+        return await sweep.RunAsync(candidates, alive, cancellationToken);
     }
 
     /// <summary>
@@ -507,21 +453,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
-        Task.FromResult(PausedIn(_options));
-
-    /// <summary>The sandboxes under <paramref name="directories"/> that carry a complete pause marker.</summary>
-    internal static IReadOnlyList<PausedSandbox> PausedIn(ISandboxDirectories directories)
-    {
-        var paused = new List<PausedSandbox>();
-        foreach (var id in Names(directories.SandboxesDirectory, directories: true))
-        {
-            if (PauseMarker.TryRead(new SandboxLayout(directories, id)) is { } marker)
-            {
-                paused.Add(new PausedSandbox(id, marker.Memory, marker.PausedAt));
-            }
-        }
-        return paused;
-    }
+        Task.FromResult(LeftoverSweep.PausedIn(_options));
 
     /// <summary>
     /// Releases every host resource of a paused sandbox but its directory (writable layer, disk image, metadata, config,

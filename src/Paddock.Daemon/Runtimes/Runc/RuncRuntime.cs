@@ -405,18 +405,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         }
     }
 
-    public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken)
-    {
-        var paused = new List<PausedSandbox>();
-        foreach (var id in Names(_options.SandboxesDirectory, directories: true))
-        {
-            if (PauseMarker.TryRead(new SandboxLayout(_options, id)) is { } marker)
-            {
-                paused.Add(new PausedSandbox(id, marker.Memory, marker.PausedAt));
-            }
-        }
-        return Task.FromResult<IReadOnlyList<PausedSandbox>>(paused);
-    }
+    public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
+        Task.FromResult(LeftoverSweep.PausedIn(_options));
 
     /// <summary>
     /// Releases every host resource of a paused sandbox but its directory and link record: processes (an interrupted
@@ -475,68 +465,9 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     {
         var containers = await _runc.ListAsync(cancellationToken);
         var alive = containers.Where(c => c.IsAlive).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
-        var candidates = new HashSet<string>(StringComparer.Ordinal);
-        candidates.UnionWith(containers.Select(c => c.Id));
-        candidates.UnionWith(Names(_options.SandboxesDirectory, directories: true));
-        candidates.UnionWith(Names(_options.NetnsDirectory, directories: false));
-        candidates.UnionWith(_cgroups.ExistingSandboxIds());
-        if (_network is not null)
-        {
-            await _network.EnsureReadyAsync(cancellationToken);
-            candidates.UnionWith(_network.RecordedSandboxIds());
-        }
-
-        var removed = new List<string>();
-        foreach (var id in candidates.Order(StringComparer.Ordinal))
-        {
-            if (_locks.IsBusy(id) || !SandboxLayout.IsValidId(id))
-            {
-                continue;
-            }
-            var layout = new SandboxLayout(_options, id);
-            if (File.Exists(layout.PausedFile))
-            {
-                // A complete pause: kept, with what an interrupted pause or resume still held released.
-                try
-                {
-                    using var held = await _locks.AcquireAsync(id, cancellationToken);
-                    await SettleAsync(layout, cancellationToken);
-                    RuntimeLog.PausedSettled(_logger, id);
-                }
-                catch (IOException ex)
-                {
-                    RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
-                }
-                continue;
-            }
-            if (alive.Contains(id))
-            {
-                continue;
-            }
-            try
-            {
-                using var held = await _locks.AcquireAsync(id, cancellationToken);
-                await DestroyCoreAsync(layout, cancellationToken);
-                removed.Add(id);
-                RuntimeLog.LeftoverRemoved(_logger, id);
-            }
-            catch (IOException ex)
-            {
-                RuntimeLog.LeftoverRemovalFailed(_logger, id, ex);
-            }
-        }
-        return removed;
-    }
-
-    private static IEnumerable<string> Names(string directory, bool directories)
-    {
-        if (!Directory.Exists(directory))
-        {
-            return [];
-        }
-        var entries = directories ? Directory.EnumerateDirectories(directory) : Directory.EnumerateFiles(directory);
-        // Staging directories of the agent bundle or partial names are not sandbox ids.
-        return entries.Select(Path.GetFileName).OfType<string>().Where(SandboxLayout.IsValidId).ToList();
+        var sweep = new LeftoverSweep(_options, _locks, SettleAsync, DestroyCoreAsync, _logger);
+        var candidates = await sweep.CandidatesAsync(containers.Select(c => c.Id), _cgroups, _network, cancellationToken);
+        return await sweep.RunAsync(candidates, alive, cancellationToken);
     }
 
     public async Task<SandboxUsage?> GetUsageAsync(string sandboxId, CancellationToken cancellationToken)
