@@ -228,23 +228,21 @@ internal static class DaemonHost
     /// </summary>
     private static void AddStore(IServiceCollection services, DaemonOptions options)
     {
+        var soleWriter = options.PostgresConnectionString is null;
         if (options.PostgresConnectionString is { } connectionString)
         {
             services.AddSingleton(sp => new PostgresStore(connectionString, sp.GetRequiredService<ILogger<PostgresStore>>()));
-            services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<PostgresStore>());
-            services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<PostgresStore>());
-            services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<PostgresStore>());
-            services.AddSingleton<IStoreConnections>(sp => sp.GetRequiredService<PostgresStore>());
-            services.AddSingleton<ITemplateRecords, PostgresTemplateRecords>();
-            services.AddSingleton<Audit.IAuditStore, Audit.PostgresAuditStore>();
-            return;
+            services.AddSingleton<StateStore>(sp => sp.GetRequiredService<PostgresStore>());
         }
-        services.AddSingleton(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
-        services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<IStoreConnections>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<ITemplateRecords, SqliteTemplateRecords>();
-        services.AddSingleton<Audit.IAuditStore, Audit.SqliteAuditStore>();
+        else
+        {
+            services.AddSingleton<StateStore>(sp => new SqliteStore(Path.Combine(options.StateDir, "paddock.db"), sp.GetRequiredService<ILogger<SqliteStore>>()));
+        }
+        services.AddSingleton<ISandboxStore>(sp => sp.GetRequiredService<StateStore>());
+        services.AddSingleton<IApiKeyStore>(sp => sp.GetRequiredService<StateStore>());
+        services.AddSingleton<ITeamStore>(sp => sp.GetRequiredService<StateStore>());
+        services.AddSingleton<IStoreConnections>(sp => sp.GetRequiredService<StateStore>());
+        services.AddSingleton<ITemplateRecords>(sp => new TemplateRecords(sp.GetRequiredService<IStoreConnections>(), soleWriter));
+        services.AddSingleton<Audit.IAuditStore, Audit.AuditStore>();
     }
 }

@@ -443,5 +443,5 @@ internal static class SandboxEndpoints
         new(u.Timestamp, u.Timestamp.ToUnixTimeSeconds(), u.CpuCount, u.CpuUsedPercent, u.MemoryUsedBytes, u.MemoryTotalBytes, 0, u.DiskUsedBytes, u.DiskTotalBytes);
 
     private static SandboxLogEntryResponse ToLogEntry(SandboxLogLine l) =>
-        new(l.Timestamp, SqliteStore.LevelName(l.Level), l.Message, new Dictionary<string, string> { ["source"] = "paddockd" });
+        new(l.Timestamp, StateStore.LevelName(l.Level), l.Message, new Dictionary<string, string> { ["source"] = "paddockd" });
 }

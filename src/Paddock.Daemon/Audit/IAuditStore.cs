@@ -1,7 +1,7 @@
 namespace Paddock.Daemon.Audit;
 
 /// <summary>
-/// Where the audit trail is kept (schema step 5): <see cref="SqliteAuditStore"/> or <see cref="PostgresAuditStore"/>,
+/// Where the audit trail is kept (schema step 5): <see cref="AuditStore"/>, on either database,
 /// with the same bound per sandbox (the first half and the newest half kept, the events between counted as dropped).
 /// </summary>
 internal interface IAuditStore

@@ -72,7 +72,7 @@ internal sealed class SandboxRecovery(
             }
             if (!alive.Remove(record.SandboxId))
             {
-                SandboxesLog.Lost(logger, record.SandboxId, SqliteStore.StateName(record.State));
+                SandboxesLog.Lost(logger, record.SandboxId, StateStore.StateName(record.State));
                 await EndAsync(record, record.State == SandboxState.Starting
                     ? "lost: the daemon stopped while it was starting and the runtime does not have it"
                     : record.State == SandboxState.Paused ? "lost: its paused state was no longer on the host when the daemon restarted"

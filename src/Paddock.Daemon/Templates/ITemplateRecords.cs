@@ -2,7 +2,7 @@ namespace Paddock.Daemon.Templates;
 
 /// <summary>
 /// The <c>templates</c> and <c>template_layer_cache</c> tables (schema step 3), in whichever store the daemon runs on
-/// (<see cref="SqliteTemplateRecords"/>, <see cref="PostgresTemplateRecords"/>). Safe for concurrent use.
+/// (<see cref="TemplateRecords"/>). Safe for concurrent use.
 /// </summary>
 internal interface ITemplateRecords
 {

@@ -26,7 +26,7 @@ public sealed class AuditBoundTests : IAsyncLifetime
     }
 
     private AuditTrail NewTrail(int max) =>
-        new(new SqliteAuditStore(_store), new DaemonOptions { AuditMaxEventsPerSandbox = max }, new DaemonMetrics(new DaemonOptions()), TimeProvider.System, NullLogger<AuditTrail>.Instance);
+        new(new AuditStore(_store), new DaemonOptions { AuditMaxEventsPerSandbox = max }, new DaemonMetrics(new DaemonOptions()), TimeProvider.System, NullLogger<AuditTrail>.Instance);
 
     private static AuditEvent Command(int i) => new() { At = DateTimeOffset.UtcNow, Kind = AuditKinds.ProcessStart, Cmd = "/bin/sh", Pid = i };
 
@@ -38,7 +38,7 @@ public sealed class AuditBoundTests : IAsyncLifetime
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(5));
         var trail = NewTrail(Max);
         await trail.StartAsync(timeout.Token);
-        var audit = new SqliteAuditStore(_store);
+        var audit = new AuditStore(_store);
         try
         {
             trail.Record("quietsandbox00000000", "team-b", Command(-1));
@@ -101,8 +101,8 @@ public sealed class AuditBoundTests : IAsyncLifetime
             // The lost ones are written with the next batch: one more event makes one.
             trail.Record("burstsandbox00000000", "team-a", Command(Sent));
             await trail.FlushAsync(timeout.Token);
-            var read = await new SqliteAuditStore(_store).ReadAsync("burstsandbox00000000", 0, null, null, 10, timeout.Token);
-            var kept = await new SqliteAuditStore(_store).CountAsync("burstsandbox00000000", timeout.Token);
+            var read = await new AuditStore(_store).ReadAsync("burstsandbox00000000", 0, null, null, 10, timeout.Token);
+            var kept = await new AuditStore(_store).CountAsync("burstsandbox00000000", timeout.Token);
             Assert.Equal(AuditTrail.QueueCapacity + 1, kept);
             Assert.Equal(500, read.Dropped);
         }
@@ -118,7 +118,7 @@ public sealed class AuditBoundTests : IAsyncLifetime
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         var trail = NewTrail(1000);
         await trail.StartAsync(timeout.Token);
-        var audit = new SqliteAuditStore(_store);
+        var audit = new AuditStore(_store);
         try
         {
             var now = DateTimeOffset.UtcNow;

@@ -24,7 +24,7 @@ public sealed class PostgresStoreTests(PostgresFixture fixture) : StoreContractT
     private protected override async Task<StoreSet> OpenAsync()
     {
         var (store, _) = await OpenPostgresAsync();
-        return new StoreSet(store, store, store, new PostgresTemplateRecords(store), new PostgresAuditStore(store), store);
+        return new StoreSet(store, store, store, new TemplateRecords(store, soleWriter: false), new AuditStore(store), store);
     }
 
     private async Task<T> ScalarAsync<T>(string database, string sql)

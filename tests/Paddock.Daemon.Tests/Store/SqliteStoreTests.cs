@@ -24,7 +24,7 @@ public sealed class SqliteStoreTests : StoreContractTests
     private protected override async Task<StoreSet> OpenAsync()
     {
         var store = await OpenSqliteAsync();
-        return new StoreSet(store, store, store, new SqliteTemplateRecords(store), new SqliteAuditStore(store), store);
+        return new StoreSet(store, store, store, new TemplateRecords(store, soleWriter: true), new AuditStore(store), store);
     }
 
     [Fact]

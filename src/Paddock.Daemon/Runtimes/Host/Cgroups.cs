@@ -91,6 +91,38 @@ internal static class Cgroups
     /// <summary>The pids in a cgroup directory (cgroup.procs), empty when it is gone.</summary>
     public static IReadOnlyList<int> Pids(string directory) => Ids(Path.Combine(directory, "cgroup.procs"));
 
+    /// <summary>
+    /// The pids of a cgroup and its children, four levels down (a sandbox's own tree is two deep: the pid reserve's
+    /// work child, or the processes the sandbox's runtime nests). A pid can show twice (threads of one process in two
+    /// v2 cgroups, one of them threaded), hence Distinct.
+    /// </summary>
+    public static IReadOnlyList<int> PidsBelow(string root)
+    {
+        var pids = new List<int>();
+        Walk(root, 0);
+        return pids.Distinct().ToList();
+
+        void Walk(string dir, int depth)
+        {
+            pids.AddRange(Pids(dir));
+            if (depth >= 4)
+            {
+                return;
+            }
+            try
+            {
+                foreach (var child in Directory.EnumerateDirectories(dir))
+                {
+                    Walk(child, depth + 1);
+                }
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // removed meanwhile: no processes there
+            }
+        }
+    }
+
     /// <summary>The ids, one a line, in a cgroup's cgroup.procs, cgroup.threads or tasks; empty when it is gone.</summary>
     internal static IReadOnlyList<int> Ids(string file)
     {

@@ -227,32 +227,7 @@ internal sealed class LegacyCgroups : ISandboxCgroups
     public IReadOnlyList<int> ProcessesOf(string sandboxId)
     {
         var root = Directory(sandboxId, "pids") ?? Directories(sandboxId).FirstOrDefault();
-        var pids = new List<int>();
-        if (root is not null)
-        {
-            Collect(root, depth: 0);
-        }
-        return pids;
-
-        void Collect(string dir, int depth)
-        {
-            pids.AddRange(Cgroups.Pids(dir));
-            if (depth >= 4)
-            {
-                return;
-            }
-            try
-            {
-                foreach (var child in System.IO.Directory.EnumerateDirectories(dir))
-                {
-                    Collect(child, depth + 1);
-                }
-            }
-            catch (DirectoryNotFoundException)
-            {
-                // removed meanwhile: no processes there
-            }
-        }
+        return root is null ? [] : Cgroups.PidsBelow(root);
     }
 
     /// <summary>

@@ -127,7 +127,7 @@ internal sealed class UnifiedCgroups : ISandboxCgroups
         {
             // no cgroup.kill, or a threaded cgroup: signal each process below
         }
-        foreach (var pid in Collect(directory))
+        foreach (var pid in Cgroups.PidsBelow(directory))
         {
             Signals.Send(pid, Signals.SIGKILL);
         }
@@ -266,38 +266,7 @@ internal sealed class UnifiedCgroups : ISandboxCgroups
         }
     }
 
-    public IReadOnlyList<int> ProcessesOf(string sandboxId) => Collect(Directory(sandboxId));
-
-    /// <summary>
-    /// The processes of a cgroup and its children (bounded depth). A threaded child (the pid reserve's) lists its
-    /// processes in cgroup.procs as well; a pid can show twice (threads of one process in two cgroups), hence Distinct.
-    /// </summary>
-    private static List<int> Collect(string root)
-    {
-        var pids = new List<int>();
-        Walk(root, 0);
-        return pids.Distinct().ToList();
-
-        void Walk(string dir, int depth)
-        {
-            pids.AddRange(Cgroups.Pids(dir));
-            if (depth >= 4)
-            {
-                return;
-            }
-            try
-            {
-                foreach (var child in System.IO.Directory.EnumerateDirectories(dir))
-                {
-                    Walk(child, depth + 1);
-                }
-            }
-            catch (DirectoryNotFoundException)
-            {
-                // removed meanwhile: no processes there
-            }
-        }
-    }
+    public IReadOnlyList<int> ProcessesOf(string sandboxId) => Cgroups.PidsBelow(Directory(sandboxId));
 
     /// <summary>
     /// Kills the sandbox's cgroup (cgroup.kill, else SIGKILL to each pid) until it shows no process. A frozen task
@@ -309,14 +278,14 @@ internal sealed class UnifiedCgroups : ISandboxCgroups
         var dir = Directory(sandboxId);
         for (var attempt = 0; attempt < 400; attempt++)
         {
-            if (Collect(dir).Count == 0)
+            if (Cgroups.PidsBelow(dir).Count == 0)
             {
                 return;
             }
             Kill(dir);
             await Task.Delay(5, cancellationToken);
         }
-        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", Collect(dir))}");
+        throw new IOException($"processes of sandbox '{sandboxId}' were still running 2 s after SIGKILL: {string.Join(", ", Cgroups.PidsBelow(dir))}");
     }
 
     /// <summary>

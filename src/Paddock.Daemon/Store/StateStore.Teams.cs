@@ -1,15 +1,13 @@
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 
 namespace Paddock.Daemon.Store;
 
 // Teams and API keys (schema step 2).
-internal sealed partial class SqliteStore
+internal abstract partial class StateStore
 {
-    private const int SqliteConstraint = 19;
-
     public async Task<IReadOnlyList<TeamRecord>> ListTeamsAsync(CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, created_at, isolation, max_paused_sandboxes FROM teams ORDER BY created_at, team_id;";
         var teams = new List<TeamRecord>();
@@ -30,20 +28,20 @@ internal sealed partial class SqliteStore
 
     public async Task InsertTeamAsync(TeamRecord team, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = """
             INSERT INTO teams (team_id, name, is_admin, max_sandboxes, max_cpus, max_memory_mb, isolation, created_at, max_paused_sandboxes)
-            VALUES ($id, $name, $admin, $sandboxes, $cpus, $memory, $isolation, $at, $paused);
+            VALUES (@id, @name, @admin, @sandboxes, @cpus, @memory, @isolation, @at, @paused);
             """;
         BindTeam(command, team);
-        command.Parameters.AddWithValue("$admin", team.IsAdmin ? 1 : 0);
-        command.Parameters.AddWithValue("$at", team.CreatedAt.ToUnixTimeMilliseconds());
+        command.With("@admin", team.IsAdmin ? 1L : 0L);
+        command.With("@at", team.CreatedAt.ToUnixTimeMilliseconds());
         try
         {
             await command.ExecuteNonQueryAsync(cancellationToken);
         }
-        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        catch (DbException ex) when (IsUniqueViolation(ex))
         {
             throw new DuplicateNameException(team.Name);
         }
@@ -51,19 +49,19 @@ internal sealed partial class SqliteStore
 
     public async Task<bool> UpdateTeamAsync(TeamRecord team, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = """
-            UPDATE teams SET name = $name, max_sandboxes = $sandboxes, max_cpus = $cpus, max_memory_mb = $memory,
-                isolation = $isolation, max_paused_sandboxes = $paused
-            WHERE team_id = $id;
+            UPDATE teams SET name = @name, max_sandboxes = @sandboxes, max_cpus = @cpus, max_memory_mb = @memory,
+                isolation = @isolation, max_paused_sandboxes = @paused
+            WHERE team_id = @id;
             """;
         BindTeam(command, team);
         try
         {
             return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
         }
-        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        catch (DbException ex) when (IsUniqueViolation(ex))
         {
             throw new DuplicateNameException(team.Name);
         }
@@ -71,7 +69,7 @@ internal sealed partial class SqliteStore
 
     public async Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT key_id, key_hash, key_mask, team_id, name, created_at, revoked_at, last_used_at FROM api_keys ORDER BY created_at, key_id;";
         var keys = new List<ApiKeyRecord>();
@@ -95,64 +93,65 @@ internal sealed partial class SqliteStore
 
     public async Task AddApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        // OR IGNORE: the same key added twice (a restart with the same key file) stays one row.
+        // DO NOTHING: the same key added twice (a restart with the same key file) stays one row.
         command.CommandText = """
-            INSERT OR IGNORE INTO api_keys (key_hash, key_mask, created_at, key_id, team_id, name)
-            VALUES ($hash, $mask, $at, $id, $team, $name);
+            INSERT INTO api_keys (key_hash, key_mask, created_at, key_id, team_id, name)
+            VALUES (@hash, @mask, @at, @id, @team, @name)
+            ON CONFLICT DO NOTHING;
             """;
-        command.Parameters.AddWithValue("$hash", key.KeyHash);
-        command.Parameters.AddWithValue("$mask", key.KeyMask);
-        command.Parameters.AddWithValue("$at", key.CreatedAt.ToUnixTimeMilliseconds());
-        command.Parameters.AddWithValue("$id", key.KeyId);
-        command.Parameters.AddWithValue("$team", key.TeamId);
-        command.Parameters.AddWithValue("$name", key.Name);
+        command.With("@hash", key.KeyHash);
+        command.With("@mask", key.KeyMask);
+        command.With("@at", key.CreatedAt.ToUnixTimeMilliseconds());
+        command.With("@id", key.KeyId);
+        command.With("@team", key.TeamId);
+        command.With("@name", key.Name);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
     public async Task<bool> RenameApiKeyAsync(string teamId, string keyId, string name, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE api_keys SET name = $name WHERE key_id = $id AND team_id = $team AND revoked_at IS NULL;";
-        command.Parameters.AddWithValue("$name", name);
-        command.Parameters.AddWithValue("$id", keyId);
-        command.Parameters.AddWithValue("$team", teamId);
+        command.CommandText = "UPDATE api_keys SET name = @name WHERE key_id = @id AND team_id = @team AND revoked_at IS NULL;";
+        command.With("@name", name);
+        command.With("@id", keyId);
+        command.With("@team", teamId);
         return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
     }
 
     public async Task<bool> RevokeApiKeyAsync(string teamId, string keyId, DateTimeOffset at, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE api_keys SET revoked_at = $at WHERE key_id = $id AND team_id = $team AND revoked_at IS NULL;";
-        command.Parameters.AddWithValue("$at", at.ToUnixTimeMilliseconds());
-        command.Parameters.AddWithValue("$id", keyId);
-        command.Parameters.AddWithValue("$team", teamId);
+        command.CommandText = "UPDATE api_keys SET revoked_at = @at WHERE key_id = @id AND team_id = @team AND revoked_at IS NULL;";
+        command.With("@at", at.ToUnixTimeMilliseconds());
+        command.With("@id", keyId);
+        command.With("@team", teamId);
         return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
     }
 
     public async Task SetApiKeyLastUsedAsync(string keyId, DateTimeOffset at, CancellationToken cancellationToken)
     {
-        await using var connection = await OpenAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE api_keys SET last_used_at = $at WHERE key_id = $id;";
-        command.Parameters.AddWithValue("$at", at.ToUnixTimeMilliseconds());
-        command.Parameters.AddWithValue("$id", keyId);
+        command.CommandText = "UPDATE api_keys SET last_used_at = @at WHERE key_id = @id;";
+        command.With("@at", at.ToUnixTimeMilliseconds());
+        command.With("@id", keyId);
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
-    private static void BindTeam(SqliteCommand command, TeamRecord team)
+    private static void BindTeam(DbCommand command, TeamRecord team)
     {
-        command.Parameters.AddWithValue("$id", team.TeamId);
-        command.Parameters.AddWithValue("$name", team.Name);
-        command.Parameters.AddWithValue("$sandboxes", (object?)team.Limits.MaxSandboxes ?? DBNull.Value);
-        command.Parameters.AddWithValue("$cpus", (object?)team.Limits.MaxCpus ?? DBNull.Value);
-        command.Parameters.AddWithValue("$memory", (object?)team.Limits.MaxMemoryMB ?? DBNull.Value);
-        command.Parameters.AddWithValue("$isolation", (object?)team.Limits.Isolation ?? DBNull.Value);
-        command.Parameters.AddWithValue("$paused", (object?)team.Limits.MaxPausedSandboxes ?? DBNull.Value);
+        command.With("@id", team.TeamId);
+        command.With("@name", team.Name);
+        command.With("@sandboxes", (long?)team.Limits.MaxSandboxes);
+        command.With("@cpus", (long?)team.Limits.MaxCpus);
+        command.With("@memory", (long?)team.Limits.MaxMemoryMB);
+        command.With("@isolation", team.Limits.Isolation);
+        command.With("@paused", (long?)team.Limits.MaxPausedSandboxes);
     }
 
-    private static int? NullableInt(SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetInt32(ordinal);
+    private static int? NullableInt(DbDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : checked((int)reader.GetInt64(ordinal));
 }
