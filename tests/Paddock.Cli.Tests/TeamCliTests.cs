@@ -74,6 +74,15 @@ public sealed class TeamCliTests(DaemonFixture fixture) : IClassFixture<DaemonFi
             Assert.Contains("unknown isolation 'kata'", unknownTier.Stderr, StringComparison.Ordinal);
             Assert.Contains("isolation any", (await Admin("teams", "set-limits", team, "--isolation", "any")).Stdout, StringComparison.Ordinal);
 
+            // The paused-sandbox limit: set, shown, and given back to the daemon's default with 'none'.
+            var paused = await Admin("teams", "set-limits", team, "--max-paused", "3");
+            Assert.True(paused.ExitCode == 0, paused.ToString());
+            Assert.Contains("paused 3", paused.Stdout, StringComparison.Ordinal);
+            Assert.Contains("sandboxes 2", paused.Stdout, StringComparison.Ordinal);
+            Assert.Contains("0/3", Assert.Single((await Admin("teams", "ls")).Stdout.Split('\n'), l => l.StartsWith(team + " ", StringComparison.Ordinal)), StringComparison.Ordinal);
+            Assert.Contains("paused as the daemon's default", (await Admin("teams", "set-limits", team, "--max-paused", "none")).Stdout, StringComparison.Ordinal);
+            Assert.Equal(64, (await Admin("teams", "set-limits", team, "--max-paused", "1.5")).ExitCode);
+
             var notAdmin = await As(teamKey, "teams", "create", Unique("nope"));
             Assert.Equal(77, notAdmin.ExitCode);
             Assert.Contains("admin team", notAdmin.Stderr, StringComparison.Ordinal);

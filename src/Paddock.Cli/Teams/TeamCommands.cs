@@ -110,24 +110,26 @@ internal static class TeamCommands
         return command;
     }
 
-    private static (Option<string?> Sandboxes, Option<string?> Cpus, Option<string?> Memory, Option<string?> Isolation) LimitOptions() => (
+    private static (Option<string?> Sandboxes, Option<string?> Cpus, Option<string?> Memory, Option<string?> Isolation, Option<string?> Paused) LimitOptions() => (
         new Option<string?>("--max-sandboxes") { Description = "Sandboxes at once (a number, or 'none')" },
         new Option<string?>("--max-cpus") { Description = "vCPUs of all its sandboxes together (a number, or 'none')" },
         new Option<string?>("--max-memory-mb") { Description = "MiB of memory of all its sandboxes together (a number, or 'none')" },
-        new Option<string?>("--isolation") { Description = "The one isolation tier its sandboxes may run on (runc, gvisor), or 'any'" });
+        new Option<string?>("--isolation") { Description = "The one isolation tier its sandboxes may run on (runc, gvisor), or 'any'" },
+        new Option<string?>("--max-paused") { Description = "Paused sandboxes it may keep (a number, or 'none' for the daemon's --max-paused-per-team)" });
 
     private static Command Create()
     {
         var name = new Argument<string>("name") { Description = "The team's name: letters, digits, '-', '_', '.'" };
-        var (sandboxes, cpus, memory, isolation) = LimitOptions();
-        var command = new Command("create", "Create a team and print its id") { name, sandboxes, cpus, memory, isolation };
+        var (sandboxes, cpus, memory, isolation, paused) = LimitOptions();
+        var command = new Command("create", "Create a team and print its id") { name, sandboxes, cpus, memory, isolation, paused };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
             var limits = new TeamLimits(
                 Limit(parse.GetValue(sandboxes), "--max-sandboxes", null),
                 Limit(parse.GetValue(cpus), "--max-cpus", null),
                 Limit(parse.GetValue(memory), "--max-memory-mb", null),
-                Tier(parse.GetValue(isolation), null));
+                Tier(parse.GetValue(isolation), null),
+                Limit(parse.GetValue(paused), "--max-paused", null));
             var team = await Client.Teams.CreateAsync(parse.GetValue(name)!, limits, settings.Connection, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json) ? CliJson.Write(team) + "\n" : team.TeamId + "\n");
             return ExitCodes.Ok;
@@ -147,11 +149,12 @@ internal static class TeamCommands
                 Console.Out.Write(CliJson.Write(teams) + "\n");
                 return ExitCodes.Ok;
             }
-            var table = new Table("TEAM ID", "NAME", "ADMIN", "SANDBOXES", "CPUS", "MEMORY MIB");
+            var table = new Table("TEAM ID", "NAME", "ADMIN", "SANDBOXES", "CPUS", "MEMORY MIB", "PAUSED");
             foreach (var t in teams)
             {
                 table.Add(t.TeamId, t.IsCallersTeam ? t.Name + " *" : t.Name, t.IsAdmin ? "yes" : "no",
-                    Of(t.Usage.Sandboxes, t.Limits.MaxSandboxes), Of(t.Usage.Cpus, t.Limits.MaxCpus), Of(t.Usage.MemoryMB, t.Limits.MaxMemoryMB));
+                    Of(t.Usage.Sandboxes, t.Limits.MaxSandboxes), Of(t.Usage.Cpus, t.Limits.MaxCpus), Of(t.Usage.MemoryMB, t.Limits.MaxMemoryMB),
+                    Of(t.Usage.PausedSandboxes, t.Limits.MaxPausedSandboxes));
             }
             Console.Out.Write(table.Render());
             return ExitCodes.Ok;
@@ -162,14 +165,14 @@ internal static class TeamCommands
     private static Command SetLimits()
     {
         var id = new Argument<string>("team") { Description = "The team's id" };
-        var (sandboxes, cpus, memory, isolation) = LimitOptions();
-        var command = new Command("set-limits", "Change a team's limits; limits not named stay as they are") { id, sandboxes, cpus, memory, isolation };
+        var (sandboxes, cpus, memory, isolation, paused) = LimitOptions();
+        var command = new Command("set-limits", "Change a team's limits; limits not named stay as they are") { id, sandboxes, cpus, memory, isolation, paused };
         command.SetAction(CliApp.Action(async (parse, settings, ct) =>
         {
-            var (s, c, m, i) = (parse.GetValue(sandboxes), parse.GetValue(cpus), parse.GetValue(memory), parse.GetValue(isolation));
-            if (s is null && c is null && m is null && i is null)
+            var (s, c, m, i, p) = (parse.GetValue(sandboxes), parse.GetValue(cpus), parse.GetValue(memory), parse.GetValue(isolation), parse.GetValue(paused));
+            if (s is null && c is null && m is null && i is null && p is null)
             {
-                throw new CliException(ExitCodes.Usage, "name at least one limit: --max-sandboxes, --max-cpus, --max-memory-mb or --isolation");
+                throw new CliException(ExitCodes.Usage, "name at least one limit: --max-sandboxes, --max-cpus, --max-memory-mb, --isolation or --max-paused");
             }
             var teamId = parse.GetValue(id)!;
             var current = (await Client.Teams.ListAsync(settings.Connection, ct)).FirstOrDefault(t => t.TeamId == teamId)
@@ -178,11 +181,12 @@ internal static class TeamCommands
                 Limit(s, "--max-sandboxes", current.Limits.MaxSandboxes),
                 Limit(c, "--max-cpus", current.Limits.MaxCpus),
                 Limit(m, "--max-memory-mb", current.Limits.MaxMemoryMB),
-                Tier(i, current.Limits.Isolation));
+                Tier(i, current.Limits.Isolation),
+                Limit(p, "--max-paused", current.Limits.MaxPausedSandboxes));
             var team = await Client.Teams.SetLimitsAsync(teamId, limits, settings.Connection, ct);
             Console.Out.Write(parse.GetValue(CliApp.Json)
                 ? CliJson.Write(team) + "\n"
-                : $"{team.TeamId}: sandboxes {Show(team.Limits.MaxSandboxes)}, cpus {Show(team.Limits.MaxCpus)}, memory {Show(team.Limits.MaxMemoryMB)} MiB, isolation {team.Limits.Isolation ?? "any"}\n");
+                : $"{team.TeamId}: sandboxes {Show(team.Limits.MaxSandboxes)}, cpus {Show(team.Limits.MaxCpus)}, memory {Show(team.Limits.MaxMemoryMB)} MiB, isolation {team.Limits.Isolation ?? "any"}, paused {team.Limits.MaxPausedSandboxes?.ToString(CultureInfo.InvariantCulture) ?? "as the daemon's default"}\n");
             return ExitCodes.Ok;
         }));
         return command;

@@ -36,6 +36,7 @@ internal sealed class TeamRequestDto
     [JsonPropertyName("maxCpus"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxCpus { get; init; }
     [JsonPropertyName("maxMemoryMB"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxMemoryMB { get; init; }
     [JsonPropertyName("isolation"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public string? Isolation { get; init; }
+    [JsonPropertyName("maxPausedSandboxes"), JsonIgnore(Condition = JsonIgnoreCondition.Never)] public int? MaxPausedSandboxes { get; init; }
 }
 
 internal sealed class TeamLimitsDto
@@ -44,6 +45,7 @@ internal sealed class TeamLimitsDto
     [JsonPropertyName("maxCpus")] public int? MaxCpus { get; init; }
     [JsonPropertyName("maxMemoryMB")] public int? MaxMemoryMB { get; init; }
     [JsonPropertyName("isolation")] public string? Isolation { get; init; }
+    [JsonPropertyName("maxPausedSandboxes")] public int? MaxPausedSandboxes { get; init; }
 }
 
 internal sealed class TeamUsageDto
@@ -51,6 +53,7 @@ internal sealed class TeamUsageDto
     [JsonPropertyName("sandboxes")] public int Sandboxes { get; init; }
     [JsonPropertyName("cpus")] public int Cpus { get; init; }
     [JsonPropertyName("memoryMB")] public long MemoryMB { get; init; }
+    [JsonPropertyName("pausedSandboxes")] public int PausedSandboxes { get; init; }
 }
 
 internal sealed class TeamDto

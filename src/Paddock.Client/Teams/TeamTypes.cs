@@ -35,18 +35,20 @@ public sealed record CreatedApiKey
     public DateTimeOffset CreatedAt { get; init; }
 }
 
-/// <summary>A team's ceilings on what its running sandboxes hold together; null means no team limit.</summary>
+/// <summary>A team's ceilings on what its running (and paused) sandboxes hold together; null means no team limit.</summary>
 /// <param name="MaxSandboxes">Sandboxes at once.</param>
 /// <param name="MaxCpus">vCPUs of all its sandboxes together.</param>
 /// <param name="MaxMemoryMB">Memory of all its sandboxes together, in MiB.</param>
 /// <param name="Isolation">The one isolation tier its sandboxes may run on ("gvisor"); its keys cannot ask for another. Null: any.</param>
-public sealed record TeamLimits(int? MaxSandboxes = null, int? MaxCpus = null, int? MaxMemoryMB = null, string? Isolation = null);
+/// <param name="MaxPausedSandboxes">Paused sandboxes it may keep; null: the daemon's <c>--max-paused-per-team</c>.</param>
+public sealed record TeamLimits(int? MaxSandboxes = null, int? MaxCpus = null, int? MaxMemoryMB = null, string? Isolation = null, int? MaxPausedSandboxes = null);
 
 /// <summary>What a team's running sandboxes hold now.</summary>
 /// <param name="Sandboxes">Sandboxes running or starting.</param>
 /// <param name="Cpus">Their vCPUs together.</param>
 /// <param name="MemoryMB">Their memory together, in MiB.</param>
-public sealed record TeamUsage(int Sandboxes, int Cpus, long MemoryMB);
+/// <param name="PausedSandboxes">Its paused sandboxes (they hold no CPU or memory).</param>
+public sealed record TeamUsage(int Sandboxes, int Cpus, long MemoryMB, int PausedSandboxes = 0);
 
 /// <summary>A team: it owns API keys and sandboxes.</summary>
 public sealed record TeamInfo

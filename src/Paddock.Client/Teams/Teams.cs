@@ -40,6 +40,7 @@ public static class Teams
         MaxCpus = limits.MaxCpus,
         MaxMemoryMB = limits.MaxMemoryMB,
         Isolation = limits.Isolation,
+        MaxPausedSandboxes = limits.MaxPausedSandboxes,
     };
 
     private static TeamInfo ToInfo(TeamDto t) => new()
@@ -48,7 +49,7 @@ public static class Teams
         Name = t.Name ?? "",
         IsCallersTeam = t.IsDefault,
         IsAdmin = t.IsAdmin,
-        Limits = new TeamLimits(t.Limits?.MaxSandboxes, t.Limits?.MaxCpus, t.Limits?.MaxMemoryMB, t.Limits?.Isolation),
-        Usage = new TeamUsage(t.Usage?.Sandboxes ?? 0, t.Usage?.Cpus ?? 0, t.Usage?.MemoryMB ?? 0),
+        Limits = new TeamLimits(t.Limits?.MaxSandboxes, t.Limits?.MaxCpus, t.Limits?.MaxMemoryMB, t.Limits?.Isolation, t.Limits?.MaxPausedSandboxes),
+        Usage = new TeamUsage(t.Usage?.Sandboxes ?? 0, t.Usage?.Cpus ?? 0, t.Usage?.MemoryMB ?? 0, t.Usage?.PausedSandboxes ?? 0),
     };
 }

@@ -124,8 +124,8 @@ internal static class TeamEndpoints
     {
         var usage = manager.UsageOf(t.TeamId);
         return new TeamResponse(t.TeamId, t.Name, "", t.TeamId == caller.TeamId, t.IsAdmin,
-            new TeamLimitsResponse(t.Limits.MaxSandboxes, t.Limits.MaxCpus, t.Limits.MaxMemoryMB, t.Limits.Isolation),
-            new TeamUsageResponse(usage.Sandboxes, usage.Cpus, usage.MemoryMB));
+            new TeamLimitsResponse(t.Limits.MaxSandboxes, t.Limits.MaxCpus, t.Limits.MaxMemoryMB, t.Limits.Isolation, t.Limits.MaxPausedSandboxes),
+            new TeamUsageResponse(usage.Sandboxes, usage.Cpus, usage.MemoryMB, manager.PausedCountOf(t.TeamId)));
     }
 
     /// <summary>The stored mask is the prefix, an ellipsis and the last four characters (<see cref="ApiKeys.Mask"/>).</summary>
@@ -174,7 +174,8 @@ internal static class TeamEndpoints
         Limit(request.MaxSandboxes, "maxSandboxes", current.MaxSandboxes),
         Limit(request.MaxCpus, "maxCpus", current.MaxCpus),
         Limit(request.MaxMemoryMB, "maxMemoryMB", current.MaxMemoryMB),
-        Tier(request.Isolation, current.Isolation, tiers));
+        Tier(request.Isolation, current.Isolation, tiers),
+        Limit(request.MaxPausedSandboxes, "maxPausedSandboxes", current.MaxPausedSandboxes));
 
     /// <summary>A known tier's name binds the team to it; null lifts the binding. Unavailable tiers may be named (a host may get it later).</summary>
     private static string? Tier(JsonElement value, string? current, IIsolationTiers tiers) => value.ValueKind switch

@@ -25,6 +25,9 @@ internal sealed class TeamRequest
 
     /// <summary>The one isolation tier the team's sandboxes may run on ("gvisor"); null: any.</summary>
     [JsonPropertyName("isolation")] public JsonElement Isolation { get; set; }
+
+    /// <summary>How many paused sandboxes the team may keep; null: the daemon's --max-paused-per-team.</summary>
+    [JsonPropertyName("maxPausedSandboxes")] public JsonElement MaxPausedSandboxes { get; set; }
 }
 
 internal sealed record IdentifierMaskingDetailsResponse(
@@ -53,12 +56,14 @@ internal sealed record TeamLimitsResponse(
     [property: JsonPropertyName("maxSandboxes")] int? MaxSandboxes,
     [property: JsonPropertyName("maxCpus")] int? MaxCpus,
     [property: JsonPropertyName("maxMemoryMB")] int? MaxMemoryMB,
-    [property: JsonPropertyName("isolation")] string? Isolation);
+    [property: JsonPropertyName("isolation")] string? Isolation,
+    [property: JsonPropertyName("maxPausedSandboxes")] int? MaxPausedSandboxes);
 
 internal sealed record TeamUsageResponse(
     [property: JsonPropertyName("sandboxes")] int Sandboxes,
     [property: JsonPropertyName("cpus")] int Cpus,
-    [property: JsonPropertyName("memoryMB")] long MemoryMB);
+    [property: JsonPropertyName("memoryMB")] long MemoryMB,
+    [property: JsonPropertyName("pausedSandboxes")] int PausedSandboxes);
 
 /// <summary>
 /// E2B's Team (GET /teams) plus paddock's fields. E2B's <c>apiKey</c> is always empty here: paddockd keeps only

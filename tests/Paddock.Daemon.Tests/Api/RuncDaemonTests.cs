@@ -3,6 +3,7 @@ using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Runtimes;
 using static Paddock.Daemon.Tests.Api.ApiClient;
+using static Paddock.Daemon.Tests.Teams.TenantApi;
 
 namespace Paddock.Daemon.Tests.Api;
 
@@ -57,6 +58,35 @@ public sealed class RuncDaemonTests(RuncFixture fixture) : IAsyncLifetime
             Assert.Empty(await runtime.ListAsync(CancellationToken.None));
             Assert.Empty(await runtime.CleanupLeftoversAsync(CancellationToken.None));
             Assert.Equal(new HostFootprint(0, 0, 0, 0, 0), HostFootprint.Take(_options));
+        }
+    }
+
+    [Fact]
+    public async Task Pauses_count_against_the_daemons_paused_limit_until_the_team_has_its_own()
+    {
+        using var runtime = NewRuntime();
+        await using var daemon = await TestDaemon.StartAsync(runtime, _state.Path, o => o with { MaxPausedPerTeam = 1 }, Templates);
+        var (team, _, client) = await TeamWithClientAsync(daemon);
+        using (client)
+        {
+            var first = await CreateSandboxAsync(client);
+            var second = await CreateSandboxAsync(client);
+            Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(client, HttpMethod.Post, $"/sandboxes/{first}/pause")).Status);
+            Assert.Contains("maxPausedSandboxes", AssertError(HttpStatusCode.TooManyRequests,
+                await SendAsync(client, HttpMethod.Post, $"/sandboxes/{second}/pause")), StringComparison.Ordinal);
+            // The refused pause changed nothing: the sandbox still runs.
+            Assert.Equal("running", Get<string>((await SendAsync(client, HttpMethod.Get, $"/sandboxes/{second}")).Body!, "state"));
+            Assert.Equal(1, Get<int>((await SendAsync(client, HttpMethod.Get, "/teams")).Body!.AsArray()[0]!["usage"]!, "pausedSandboxes"));
+
+            // The team's own limit overrides the daemon's.
+            Assert.Equal(HttpStatusCode.OK, (await SendAsync(daemon.Api, HttpMethod.Patch, $"/teams/{team}", """{"maxPausedSandboxes":2}""")).Status);
+            Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(client, HttpMethod.Post, $"/sandboxes/{second}/pause")).Status);
+            Assert.Equal(2, Get<int>((await SendAsync(client, HttpMethod.Get, "/teams")).Body!.AsArray()[0]!["usage"]!, "pausedSandboxes"));
+            foreach (var id in new[] { first, second })
+            {
+                Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(client, HttpMethod.Delete, $"/sandboxes/{id}")).Status);
+            }
+            Assert.Equal(0, Get<int>((await SendAsync(client, HttpMethod.Get, "/teams")).Body!.AsArray()[0]!["usage"]!, "pausedSandboxes"));
         }
     }
 

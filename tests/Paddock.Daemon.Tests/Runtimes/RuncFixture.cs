@@ -117,6 +117,11 @@ public sealed class RuncFixture : IAsyncLifetime
         {
             await runtime.DestroyAsync(s.SandboxId, timeout.Token);
         }
+        // The leftover sweep keeps paused sandboxes (their marker says so): a test's are destroyed here.
+        foreach (var p in await runtime.ListPausedAsync(timeout.Token))
+        {
+            await runtime.DestroyAsync(p.SandboxId, timeout.Token);
+        }
         await runtime.CleanupLeftoversAsync(timeout.Token);
     }
 

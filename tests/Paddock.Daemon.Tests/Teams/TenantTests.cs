@@ -170,6 +170,34 @@ public sealed class TenantTests(DaemonFixture fixture) : IClassFixture<DaemonFix
     }
 
     [Fact]
+    public async Task The_paused_sandbox_limit_is_set_kept_and_cleared_through_the_team_api()
+    {
+        var (team, _, client) = await TeamWithClientAsync(Daemon, "\"maxPausedSandboxes\":3");
+        using (client)
+        {
+            var (status, teams, _) = await SendAsync(client, HttpMethod.Get, "/teams");
+            Assert.Equal(HttpStatusCode.OK, status);
+            var own = Assert.Single(teams!.AsArray());
+            Assert.Equal(3, Get<int>(own!["limits"]!, "maxPausedSandboxes"));
+            Assert.Equal(0, Get<int>(own["usage"]!, "pausedSandboxes"));
+
+            // A patch that names another limit keeps this one (it used to be dropped: the limit was unreachable).
+            var (patchStatus, patched, _) = await SendAsync(Daemon.Api, HttpMethod.Patch, $"/teams/{team}", """{"maxCpus":4}""");
+            Assert.Equal(HttpStatusCode.OK, patchStatus);
+            Assert.Equal(3, Get<int>(patched!["limits"]!, "maxPausedSandboxes"));
+            foreach (var bad in new[] { "-1", "1.5", "\"2\"", "true", "2147483648" })
+            {
+                Assert.Contains("maxPausedSandboxes", AssertError(HttpStatusCode.BadRequest,
+                    await SendAsync(Daemon.Api, HttpMethod.Patch, $"/teams/{team}", $$"""{"maxPausedSandboxes":{{bad}}}""")), StringComparison.Ordinal);
+            }
+            Assert.Equal(3, Get<int>((await SendAsync(client, HttpMethod.Get, "/teams")).Body!.AsArray()[0]!["limits"]!, "maxPausedSandboxes"));
+            (patchStatus, patched, _) = await SendAsync(Daemon.Api, HttpMethod.Patch, $"/teams/{team}", """{"maxPausedSandboxes":null}""");
+            Assert.Equal(HttpStatusCode.OK, patchStatus);
+            Assert.Null(patched!["limits"]!["maxPausedSandboxes"]);
+        }
+    }
+
+    [Fact]
     public async Task The_keys_api_validates_its_input_and_shows_a_key_once()
     {
         var (team, keyId, client) = await TeamWithClientAsync(Daemon);
