@@ -26,7 +26,8 @@ internal static class RuntimeServiceCollectionExtensions
         services.AddSingleton(sp => new RuncRuntime(
             options,
             AgentBinaryLocator.Resolve(options.AgentBinary),
-            sp.GetRequiredService<ILogger<RuncRuntime>>()));
+            sp.GetRequiredService<ILogger<RuncRuntime>>(),
+            sp.GetService<Networking.IConnectionSink>()));
         services.AddSingleton(sp => SandboxTier.Of(sp.GetRequiredService<RuncRuntime>()));
         return services;
     }
@@ -58,7 +59,8 @@ internal static class RuntimeServiceCollectionExtensions
             () => new GvisorRuntime(
                 options,
                 AgentBinaryLocator.Resolve(configuration["Gvisor:AgentBinary"] ?? configuration["Runc:AgentBinary"]),
-                sp.GetRequiredService<ILogger<GvisorRuntime>>()),
+                sp.GetRequiredService<ILogger<GvisorRuntime>>(),
+                sp.GetService<Networking.IConnectionSink>()),
             () => Directory.Exists(options.StateDirectory)));
         return services;
     }
