@@ -124,6 +124,8 @@ internal static class DaemonHost
         services.AddSingleton<Observability.DaemonMetrics>();
         services.AddSingleton<Audit.AuditTrail>();
         services.AddHostedService(sp => sp.GetRequiredService<Audit.AuditTrail>());
+        // What each tier's connection observer sees goes into the audit trail (Networking/ConnectionObserver).
+        services.AddSingleton<Networking.IConnectionSink, Audit.ConnectionAudit>();
         Observability.DaemonTracing.AddTracing(services, options);
         services.AddPaddockMcpEndpoint();
         addRuntime(services);

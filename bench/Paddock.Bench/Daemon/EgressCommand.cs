@@ -23,6 +23,8 @@ internal static class EgressCommand
           --templates-dir DIR built templates (default /var/lib/paddock-test/templates)
           --runs N            timed runs per side, after one warmup (default 10)
           --mib N             MiB per download (default 64)
+          --connections N     TCP connections per run of the connection rate section (default 500; 0: skip it)
+          --observe on|off    paddockd's audit trail, with it the connection observer, and /metrics (default on)
           --json              also print the figures as one JSON line at the end
         Needs root, runc and nftables (the runc tier with egress).
         """;
@@ -50,6 +52,12 @@ internal static class EgressCommand
                 pass
             finally:
                 c.close()
+        def closer():
+            # Accepts and closes at once: the other end of the connection rate section.
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 7)); s.listen(512)
+            while True:
+                c, _ = s.accept()
+                c.close()
         def https():
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(cert, key)
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 443)); s.listen(64)
@@ -75,6 +83,7 @@ internal static class EgressCommand
                 s.sendto(header + q[12:i + 4] + answer, peer)
         threading.Thread(target=https, daemon=True).start()
         threading.Thread(target=dns, daemon=True).start()
+        threading.Thread(target=closer, daemon=True).start()
         print("ready", flush=True)
         threading.Event().wait()
         """;
@@ -104,12 +113,26 @@ internal static class EgressCommand
         print(json.dumps({"first": first, "seconds": seconds, "bytes": total}))
         """;
 
+    // In the sandbox: argv[2] TCP connections one after another to argv[1] port 7 (accepted and closed at once);
+    // prints the connections per second.
+    private const string Connector = """
+        import socket, sys, time
+        host, n = sys.argv[1], int(sys.argv[2])
+        start = time.perf_counter()
+        for _ in range(n):
+            s = socket.create_connection((host, 7), timeout=10)
+            s.recv(1)
+            s.close()
+        print(n / (time.perf_counter() - start))
+        """;
+
     public static async Task<int> RunAsync(ReadOnlyMemory<string> args)
     {
         var options = new DaemonBenchOptions { Binary = DaemonCommand.DefaultBinary(), PoolSize = 0 };
         var runs = 10;
         var mib = 64;
         var json = false;
+        var connections = 500;
         try
         {
             var a = args.Span;
@@ -124,6 +147,18 @@ internal static class EgressCommand
                     case "--templates-dir": options = options with { TemplatesDir = Path.GetFullPath(Value(a, ref i)) }; break;
                     case "--runs": runs = DaemonCommand.Positive(option, Value(a, ref i)); break;
                     case "--mib": mib = DaemonCommand.Positive(option, Value(a, ref i)); break;
+                    case "--connections": connections = int.Parse(Value(a, ref i), CultureInfo.InvariantCulture) is var c and >= 0 ? c : throw new ArgumentException("--connections: expected 0 or more"); break;
+                    case "--observe":
+                        options = options with
+                        {
+                            Observe = Value(a, ref i) switch
+                            {
+                                "on" => true,
+                                "off" => false,
+                                var v => throw new ArgumentException($"--observe: expected on or off, got '{v}'"),
+                            },
+                        };
+                        break;
                     case "--json": json = true; break;
                     case "-h" or "--help": Console.Error.WriteLine(Usage); return 0;
                     default: throw new ArgumentException($"unknown option '{option}'");
@@ -194,10 +229,37 @@ internal static class EgressCommand
             log.WriteLine(run == 0 ? "  warmup done" : $"  run {run}: direct {speedDirect.P50:0} MiB/s, proxied {speedProxied.P50:0} MiB/s (p50 so far)");
         }
 
+        // Connections per second from the open sandbox, and paddockd's CPU for them: what the connection observer
+        // (a conntrack NEW and DESTROY event per connection, two audit events) costs. Compare --observe on and off.
+        var rate = new Samples("conn/s", Direction.HigherIsBetter);
+        var cpuPerThousand = new Samples("ms", Direction.LowerIsBetter);
+        for (var run = 0; connections > 0 && run <= runs && clock.Elapsed < TimeSpan.FromMinutes(15); run++)
+        {
+            var cpuBefore = daemon.CpuMilliseconds().DaemonMs;
+            var output = await client.RunForOutputAsync(direct, "/usr/bin/python3", ["-c", Connector, outside.Address, connections.ToString(CultureInfo.InvariantCulture)], cancel.Token);
+            var cpu = daemon.CpuMilliseconds().DaemonMs - cpuBefore;
+            if (run == 0)
+            {
+                continue;
+            }
+            rate.Add(double.Parse(output.Trim(), CultureInfo.InvariantCulture));
+            cpuPerThousand.Add(cpu * 1000.0 / connections);
+        }
+        if (connections > 0)
+        {
+            log.WriteLine($"  connections: {rate.P50:0} per second p50 (observe {(options.Observe ? "on" : "off")})");
+        }
+
         var report = new DaemonReport();
         report.AddComparison("HTTPS first byte, allowlist (proxy)", "egress_first_byte_proxied", firstProxied, "open policy (NAT)", firstDirect);
         report.AddComparison($"HTTPS download {mib} MiB, allowlist (proxy)", "egress_download_proxied", speedProxied, "open policy (NAT)", speedDirect);
         report.AddFigure("paddockd CPU per proxied MiB (whole run)", "egress_daemon_cpu_per_mib", daemonCpuPerMib);
+        if (connections > 0)
+        {
+            var observe = options.Observe ? "on" : "off";
+            report.AddFigure($"TCP connections per second from a sandbox (observe {observe})", $"egress_connections_per_second_observe_{observe}", rate);
+            report.AddFigure($"paddockd CPU per 1000 connections (observe {observe})", $"egress_daemon_cpu_per_1000_connections_observe_{observe}", cpuPerThousand);
+        }
         Console.Out.WriteLine();
         report.PrintTable(Console.Out);
         if (json)

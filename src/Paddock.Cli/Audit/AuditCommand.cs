@@ -69,8 +69,25 @@ internal static class AuditCommand
                 text.Append(' ').Append(e.Path).Append(" -> ").Append(e.Destination).Append("  http ").Append(e.HttpStatus?.ToString(CultureInfo.InvariantCulture));
                 break;
             case "net.connect":
-                text.Append(' ').Append(e.Address).Append(':').Append(e.Port?.ToString(CultureInfo.InvariantCulture)).Append("  ").Append(e.Verdict)
-                    .Append("  ").Append(e.Bytes?.ToString(CultureInfo.InvariantCulture) ?? "0").Append(" bytes");
+                text.Append(' ').Append(e.Protocol).Append(' ').Append(e.Address);
+                if (e.Port is { } port)
+                {
+                    text.Append(':').Append(port.ToString(CultureInfo.InvariantCulture));
+                }
+                text.Append("  ").Append(e.Verdict);
+                break;
+            case "net.close":
+                text.Append(' ').Append(e.Protocol).Append(' ').Append(e.Address);
+                if (e.Port is { } closedPort)
+                {
+                    text.Append(':').Append(closedPort.ToString(CultureInfo.InvariantCulture));
+                }
+                text.Append("  out ").Append(e.BytesOut?.ToString(CultureInfo.InvariantCulture) ?? "-").Append(" B  in ")
+                    .Append(e.BytesIn?.ToString(CultureInfo.InvariantCulture) ?? "-").Append(" B");
+                if (e.DurationMs is { } ms)
+                {
+                    text.Append("  ").Append(ms.ToString(CultureInfo.InvariantCulture)).Append(" ms");
+                }
                 break;
             default:
                 text.Append(' ').Append(e.Path).Append("  http ").Append(e.HttpStatus?.ToString(CultureInfo.InvariantCulture));

@@ -7,7 +7,8 @@ namespace Paddock.Client;
 /// <summary>
 /// One entry of a sandbox's audit trail (a Paddock extension): what was done through the sandbox's agent, as the
 /// daemon's proxy saw it. <see cref="Kind"/> says which fields are set: process.start / process.end, pty.open /
-/// pty.close, file.write, file.move, file.remove (net.connect is reserved for outbound connections).
+/// pty.close, file.write, file.move, file.remove, net.connect (an outbound connection attempt, seen by the host's
+/// netfilter) and net.close (the end of an allowed connection, with its bytes).
 /// </summary>
 public sealed class SandboxAuditEvent
 {
@@ -59,14 +60,26 @@ public sealed class SandboxAuditEvent
     /// <summary>Outbound connections: the destination address.</summary>
     [JsonPropertyName("address")] public string? Address { get; init; }
 
-    /// <summary>Outbound connections: the destination port.</summary>
+    /// <summary>Outbound connections: the destination port (absent for ICMP).</summary>
     [JsonPropertyName("port")] public int? Port { get; init; }
 
-    /// <summary>Outbound connections: allowed or denied.</summary>
+    /// <summary>Outbound connections: tcp, udp, icmp, or the IP protocol number.</summary>
+    [JsonPropertyName("protocol")] public string? Protocol { get; init; }
+
+    /// <summary>Outbound connections: allowed, denied, or proxied (sent to the egress proxy, which checks the name).</summary>
     [JsonPropertyName("verdict")] public string? Verdict { get; init; }
 
-    /// <summary>Outbound connections: bytes moved.</summary>
+    /// <summary>At a connection's end (net.close): bytes both ways.</summary>
     [JsonPropertyName("bytes")] public long? Bytes { get; init; }
+
+    /// <summary>At a connection's end: bytes the sandbox sent.</summary>
+    [JsonPropertyName("bytesOut")] public long? BytesOut { get; init; }
+
+    /// <summary>At a connection's end: bytes the sandbox received.</summary>
+    [JsonPropertyName("bytesIn")] public long? BytesIn { get; init; }
+
+    /// <summary>At a connection's end: how long it lasted, in milliseconds.</summary>
+    [JsonPropertyName("durationMs")] public long? DurationMs { get; init; }
 
     /// <summary>Set when the daemon could not read the call.</summary>
     [JsonPropertyName("note")] public string? Note { get; init; }

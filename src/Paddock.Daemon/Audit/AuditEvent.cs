@@ -47,15 +47,32 @@ internal sealed record AuditEvent
     /// <summary>The HTTP status the agent answered for a file call; an error is recorded as an attempt.</summary>
     public int? HttpStatus { get; init; }
 
-    /// <summary>Outbound connections (not recorded yet, see AuditKinds.Connection): the destination address.</summary>
+    /// <summary>Outbound connections (<see cref="AuditKinds.Connection"/>, <see cref="AuditKinds.ConnectionEnd"/>): the destination address.</summary>
     public string? Address { get; init; }
 
+    /// <summary>Outbound connections: the destination port (absent for protocols without ports, such as ICMP).</summary>
     public int? Port { get; init; }
 
-    /// <summary>Outbound connections: "allowed" or "denied" under the sandbox's egress policy.</summary>
+    /// <summary>Outbound connections: "tcp", "udp", "icmp" or the IP protocol number.</summary>
+    public string? Protocol { get; init; }
+
+    /// <summary>
+    /// Outbound connections: "allowed" or "denied" under the sandbox's egress policy, or "proxied" (ports 80/443 of a
+    /// denied address sent to the egress proxy, which lets only the allowed names through).
+    /// </summary>
     public string? Verdict { get; init; }
 
+    /// <summary>At a connection's end: bytes both ways (<see cref="BytesOut"/> + <see cref="BytesIn"/>).</summary>
     public long? Bytes { get; init; }
+
+    /// <summary>At a connection's end: bytes the sandbox sent (IP packets, as the host's conntrack counted them).</summary>
+    public long? BytesOut { get; init; }
+
+    /// <summary>At a connection's end: bytes the sandbox received.</summary>
+    public long? BytesIn { get; init; }
+
+    /// <summary>At a connection's end: how long it lasted, in milliseconds (absent when its start was not seen).</summary>
+    public long? DurationMs { get; init; }
 
     /// <summary>Set when the daemon could not read the call (e.g. a compressed or oversized body): the call went through, unread.</summary>
     public string? Note { get; init; }
@@ -73,10 +90,13 @@ internal static class AuditKinds
     public const string FileRemove = "file.remove";
 
     /// <summary>
-    /// Reserved for the egress guard (Networking/): one event per outbound connection attempt with its destination,
-    /// port, verdict and bytes. The store and the API already carry the fields; nothing writes them yet.
+    /// An outbound connection attempt as the host's netfilter saw it (Networking/ConnectionObserver): destination,
+    /// port, protocol and verdict. Code in the sandbox can neither hide nor forge it.
     /// </summary>
     public const string Connection = "net.connect";
+
+    /// <summary>The end of an allowed (or proxied) connection: its bytes each way and duration.</summary>
+    public const string ConnectionEnd = "net.close";
 }
 
 /// <summary>A page of a sandbox's audit trail.</summary>

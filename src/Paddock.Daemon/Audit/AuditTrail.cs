@@ -191,4 +191,7 @@ internal static partial class AuditLog
 {
     [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "could not store {Count} audit events; they are counted as dropped")]
     public static partial void WriteFailed(ILogger logger, int count, Exception exception);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "a connection of sandbox {SandboxId} could not be recorded: its team could not be read")]
+    public static partial void ConnectionUnrecorded(ILogger logger, string sandboxId, Exception exception);
 }

@@ -9,11 +9,13 @@ internal static partial class Errno
     public const int ENOENT = 2;
     public const int ESRCH = 3;
     public const int EINTR = 4;
+    public const int EAGAIN = 11;
     public const int EBUSY = 16;
     public const int EEXIST = 17;
     public const int ENOTDIR = 20;
     public const int EINVAL = 22;
     public const int ENODATA = 61;
+    public const int ENOBUFS = 105;
 
     /// <summary>strerror(3) of <paramref name="errno"/>, e.g. "Device or resource busy".</summary>
     public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno);

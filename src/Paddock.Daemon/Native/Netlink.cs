@@ -17,6 +17,9 @@ internal static unsafe partial class Netlink
     private const int SOCK_CLOEXEC = 0x80000;
     private const int SOL_SOCKET = 1;
     private const int SO_RCVTIMEO = 20;
+    private const int SO_RCVBUFFORCE = 33;
+    private const int SOL_NETLINK = 270;
+    private const int NETLINK_ADD_MEMBERSHIP = 1;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct TimeVal
@@ -82,6 +85,17 @@ internal static unsafe partial class Netlink
             return (int)received;
         }
     }
+
+    /// <summary>Joins multicast group <paramref name="group"/> (1-based, as the kernel's NFNLGRP_* numbers). Returns 0 or the errno.</summary>
+    public static int JoinGroup(SafeNetlinkSocket socket, int group) =>
+        setsockopt(socket, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(int)) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
+    /// <summary>
+    /// Sets the receive buffer to <paramref name="bytes"/> past the rmem_max limit (SO_RCVBUFFORCE, needs CAP_NET_ADMIN):
+    /// a listener of kernel events that falls behind loses them (ENOBUFS) once the buffer is full. Returns 0 or the errno.
+    /// </summary>
+    public static int SetReceiveBuffer(SafeNetlinkSocket socket, int bytes) =>
+        setsockopt(socket, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(int)) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial SafeNetlinkSocket socket(int domain, int type, int protocol);

@@ -50,6 +50,10 @@ internal sealed class NetlinkWriter
     /// <summary>A 32-bit attribute in network order (nf_tables' convention).</summary>
     public void UInt32BigEndian(ushort type, uint value) => BinaryPrimitives.WriteUInt32BigEndian(Attribute(type, 4), value);
 
+    public void UInt16BigEndian(ushort type, ushort value) => BinaryPrimitives.WriteUInt16BigEndian(Attribute(type, 2), value);
+
+    public void UInt64BigEndian(ushort type, ulong value) => BinaryPrimitives.WriteUInt64BigEndian(Attribute(type, 8), value);
+
     public void Bytes(ushort type, ReadOnlySpan<byte> value) => value.CopyTo(Attribute(type, value.Length));
 
     /// <summary>Starts a nested attribute; <see cref="End"/> with the returned offset sets its length.</summary>

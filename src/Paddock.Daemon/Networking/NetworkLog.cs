@@ -40,4 +40,22 @@ internal static partial class NetworkLog
 
     [LoggerMessage(3422, LogLevel.Warning, "DNS forwarder: no resolver for the daemon (no DnsServers setting and no IPv4 nameserver in /etc/resolv.conf); sandboxes get SERVFAIL for names their policy allows")]
     public static partial void DnsNoServers(ILogger logger);
+
+    [LoggerMessage(3430, LogLevel.Information, "Connection observer: NFLOG group {Group}, conntrack events, byte accounting on")]
+    public static partial void ObserverStarted(ILogger logger, int group);
+
+    [LoggerMessage(3431, LogLevel.Warning, "Connection observer: the kernel dropped connection events (the reader fell behind; ENOBUFS); some connections are missing from audit trails")]
+    public static partial void ConnectionEventsLost(ILogger logger);
+
+    [LoggerMessage(3432, LogLevel.Warning, "Connection observer: receive failed: {Reason}")]
+    public static partial void ConnectionReadFailed(ILogger logger, string reason);
+
+    [LoggerMessage(3433, LogLevel.Warning, "Connection observer: a netlink message could not be read; skipped")]
+    public static partial void ConnectionEventUnreadable(ILogger logger, Exception exception);
+
+    [LoggerMessage(3434, LogLevel.Error, "Connection observer could not start: outbound connections are not audited")]
+    public static partial void ObserverFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(3435, LogLevel.Warning, "Connection observer: ending the flows of sandbox {SandboxId} failed")]
+    public static partial void EndFlowsFailed(ILogger logger, string sandboxId, Exception exception);
 }

@@ -77,6 +77,13 @@ internal static class NftNetlink
     private const ushort NFTA_SET_ELEM_LIST_ELEMENTS = 3;
     private const ushort NFTA_SET_ELEM_KEY = 1;
     private const ushort NFTA_SET_ELEM_DATA = 2;
+    private const ushort NFTA_LIMIT_RATE = 1;
+    private const ushort NFTA_LIMIT_UNIT = 2;
+    private const ushort NFTA_LIMIT_BURST = 3;
+    private const ushort NFTA_LIMIT_TYPE = 4;
+    private const ushort NFTA_LIMIT_FLAGS = 5;
+    private const uint NFT_LIMIT_PKTS = 0;
+    private const ushort NFTA_LOG_GROUP = 1;
     private const uint NFT_REG_VERDICT = 0;
     private const uint NFT_REG_1 = 1;
     private const uint NF_DROP = 0;
@@ -97,7 +104,7 @@ internal static class NftNetlink
     /// <c>nat_links</c>; one transaction. Throws <see cref="IOException"/> with the kernel's errno (ENOENT: the table
     /// or a map is gone) when nf_tables refuses it, in which case nothing of it was applied.
     /// </summary>
-    public static void Attach(string table, SandboxLink link)
+    public static void Attach(string table, SandboxLink link, int logGroup)
     {
         if (!CanAttach(link))
         {
@@ -121,6 +128,12 @@ internal static class NftNetlink
         }
         foreach (var net in link.Policy.DenyOut)
         {
+            // ip daddr NET limit rate R/second burst B packets log group G (no verdict: the next rule drops)
+            Rule(m, table, f, ++sequence, null, expressions =>
+            {
+                MatchNetwork(expressions, net);
+                LimitAndLog(expressions, logGroup);
+            });
             Rule(m, table, f, ++sequence, NF_DROP, expressions => MatchNetwork(expressions, net));
         }
         Rule(m, table, f, ++sequence, NF_ACCEPT, _ => { });
@@ -259,23 +272,45 @@ internal static class NftNetlink
         m.Fixed(4)[0] = NFPROTO_INET;
     }
 
-    private static void Rule(NetlinkWriter m, string table, string chain, uint sequence, uint verdict, Action<NetlinkWriter> match)
+    private static void Rule(NetlinkWriter m, string table, string chain, uint sequence, uint? verdict, Action<NetlinkWriter> match)
     {
         Header(m, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, sequence);
         m.String(NFTA_RULE_TABLE, table);
         m.String(NFTA_RULE_CHAIN, chain);
         var list = m.Nest(NFTA_RULE_EXPRESSIONS);
         match(m);
+        if (verdict is not { } code)
+        {
+            m.End(list);
+            return;
+        }
         Expression(m, "immediate", () =>
         {
             m.UInt32BigEndian(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
             var data = m.Nest(NFTA_IMMEDIATE_DATA);
             var v = m.Nest(NFTA_DATA_VERDICT);
-            m.UInt32BigEndian(NFTA_VERDICT_CODE, verdict);
+            m.UInt32BigEndian(NFTA_VERDICT_CODE, code);
             m.End(v);
             m.End(data);
         });
         m.End(list);
+    }
+
+    /// <summary>
+    /// <c>limit rate NftRules.LogRate/second burst NftRules.LogBurst packets log group G</c>, as nft 1.0.6 sends it
+    /// (<c>nft --debug=netlink</c>: limit type packets, flags 0; log with the group only).
+    /// </summary>
+    private static void LimitAndLog(NetlinkWriter m, int logGroup)
+    {
+        Expression(m, "limit", () =>
+        {
+            m.UInt64BigEndian(NFTA_LIMIT_RATE, NftRules.LogRate);
+            m.UInt64BigEndian(NFTA_LIMIT_UNIT, 1);
+            m.UInt32BigEndian(NFTA_LIMIT_BURST, NftRules.LogBurst);
+            m.UInt32BigEndian(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS);
+            m.UInt32BigEndian(NFTA_LIMIT_FLAGS, 0);
+        });
+        Expression(m, "log", () => m.UInt16BigEndian(NFTA_LOG_GROUP, checked((ushort)logGroup)));
     }
 
     private static void MatchNetwork(NetlinkWriter m, IpNetwork net) =>

@@ -19,6 +19,10 @@ namespace Paddock.Daemon.Networking;
 /// for every link, before any policy: the forwarder answers by the policy itself.
 /// A link's attach (when its <c>n{slot}</c> chain stays empty) and its detach go as nf_tables netlink batches
 /// instead (<see cref="NftNetlink"/>), the same rules without an nft process.
+/// What the rules drop for a policy (a denied destination) or a guard (the host, another sandbox) is first logged to
+/// the NFLOG group of the daemon's <see cref="ConnectionObserver"/>, at most <see cref="LogRate"/> packets a second
+/// (burst <see cref="LogBurst"/>) per rule: above that the packets are still dropped, unlogged, so a sandbox that
+/// sends a flood cannot make the daemon read (or the audit trail keep) more than that.
 /// </remarks>
 internal sealed class NftRules
 {
@@ -40,9 +44,19 @@ internal sealed class NftRules
     /// </summary>
     public IPAddress ResolverAddress => IpNetwork.ToAddress(_pool.Address + 1);
 
+    /// <summary>Dropped packets logged per second and rule at most (nft <c>limit</c>); the daemon then folds retries of one flow into one event.</summary>
+    public const int LogRate = 20;
+
+    /// <summary>The burst the <see cref="LogRate"/> limit allows.</summary>
+    public const int LogBurst = 100;
+
+    private static string Log(int logGroup) =>
+        $"limit rate {LogRate.ToString(CultureInfo.InvariantCulture)}/second burst {LogBurst.ToString(CultureInfo.InvariantCulture)} packets log group {logGroup.ToString(CultureInfo.InvariantCulture)}";
+
     /// <summary>The whole table from scratch (after deleting any earlier one), with no links.</summary>
-    public string Base(int proxyPort, int dnsPort)
+    public string Base(int proxyPort, int dnsPort, int logGroup)
     {
+        var log = Log(logGroup);
         var p = proxyPort.ToString(CultureInfo.InvariantCulture);
         var d = dnsPort.ToString(CultureInfo.InvariantCulture);
         var resolver = ResolverAddress.ToString();
@@ -59,10 +73,12 @@ internal sealed class NftRules
                 iifname "{{_prefix}}*" ct state established,related accept
                 iifname "{{_prefix}}*" meta nfproto ipv4 tcp dport {{p}} ct status dnat accept
                 iifname "{{_prefix}}*" meta nfproto ipv4 meta l4proto { tcp, udp } th dport {{d}} ct status dnat accept
+                iifname "{{_prefix}}*" meta nfproto ipv4 {{log}}
                 iifname "{{_prefix}}*" drop
               }
               chain guard_forward {
                 type filter hook forward priority -10; policy accept;
+                iifname "{{_prefix}}*" oifname "{{_prefix}}*" meta nfproto ipv4 {{log}}
                 iifname "{{_prefix}}*" oifname "{{_prefix}}*" drop
                 oifname "{{_prefix}}*" ct state established,related accept
                 oifname "{{_prefix}}*" drop
@@ -88,27 +104,27 @@ internal sealed class NftRules
     /// Adds (or replaces the rules of) one link. It fails when the table or its maps are missing (someone flushed
     /// the ruleset): a link is never added to a table without its guards.
     /// </summary>
-    public string Attach(SandboxLink link, int proxyPort)
+    public string Attach(SandboxLink link, int proxyPort, int logGroup)
     {
         var s = new StringBuilder();
         s.Append(CultureInfo.InvariantCulture, $"add chain inet {_table} f{link.Slot}\nadd chain inet {_table} n{link.Slot}\n");
-        Policy(s, link, proxyPort);
+        Policy(s, link, proxyPort, logGroup);
         s.Append(CultureInfo.InvariantCulture, $"add element inet {_table} links {{ \"{link.HostInterface}\" : jump f{link.Slot} }}\n");
         s.Append(CultureInfo.InvariantCulture, $"add element inet {_table} nat_links {{ \"{link.HostInterface}\" : jump n{link.Slot} }}\n");
         return s.ToString();
     }
 
     /// <summary>Replaces the policy rules of a link that is attached; the whole script is one transaction.</summary>
-    public string Update(SandboxLink link, int proxyPort)
+    public string Update(SandboxLink link, int proxyPort, int logGroup)
     {
         var s = new StringBuilder();
-        Policy(s, link, proxyPort);
+        Policy(s, link, proxyPort, logGroup);
         return s.ToString();
     }
 
     public string DeleteTable() => $"add table inet {_table}\ndelete table inet {_table}\n";
 
-    private void Policy(StringBuilder s, SandboxLink link, int proxyPort)
+    private void Policy(StringBuilder s, SandboxLink link, int proxyPort, int logGroup)
     {
         var t = _table;
         var f = $"f{link.Slot.ToString(CultureInfo.InvariantCulture)}";
@@ -122,6 +138,7 @@ internal sealed class NftRules
         }
         foreach (var net in policy.DenyOut)
         {
+            s.Append(CultureInfo.InvariantCulture, $"add rule inet {t} {f} ip daddr {net} {Log(logGroup)}\n");
             s.Append(CultureInfo.InvariantCulture, $"add rule inet {t} {f} ip daddr {net} drop\n");
         }
         s.Append(CultureInfo.InvariantCulture, $"add rule inet {t} {f} accept\n");

@@ -43,11 +43,19 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     // The daemon's own network namespace, to return to after opening a netlink socket inside a sandbox's.
     private readonly SafeFileHandle _home;
     private readonly DaemonResolver _resolver;
+    private readonly IConnectionSink? _connections;
     private EgressProxy? _proxy;
     private DnsForwarder? _dns;
+    private ConnectionObserver? _observer;
+    private int _logGroup;
 
-    public SandboxNetworks(NetworkOptions options, string stateDirectory, ILogger logger)
+    /// <param name="connections">
+    /// Where the <see cref="ConnectionObserver"/> reports every outbound connection attempt of these sandboxes; null:
+    /// no observer (the rules still log dropped packets to a group nobody reads, which the kernel discards).
+    /// </param>
+    public SandboxNetworks(NetworkOptions options, string stateDirectory, ILogger logger, IConnectionSink? connections = null)
     {
+        _connections = connections;
         _options = options;
         _stateDirectory = stateDirectory;
         _logger = logger;
@@ -127,6 +135,28 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         // On all addresses, like the proxy: nftables' redirect rewrites the destination to the link's host address.
         _dns = new DnsForwarder(IPAddress.Any, _options.DnsPort, FindBySandboxAddress, _resolver, _logger);
         _dns.Start();
+        // A group per table, so that daemons (and test runs) on one host do not ask for the same one; the observer
+        // takes the next free one if it is held.
+        var hash = 2166136261u;
+        foreach (var c in _options.TableName)
+        {
+            hash = (hash ^ c) * 16777619u; // FNV-1a
+        }
+        _logGroup = 1024 + (int)(hash % 30000);
+        if (_connections is not null)
+        {
+            try
+            {
+                _observer = ConnectionObserver.Start(_logGroup, FindBySandboxAddress, ResolverAddress, _pool, _connections, _logger);
+                _logGroup = _observer.LogGroup;
+                NetworkLog.ObserverStarted(_logger, _logGroup);
+            }
+            catch (IOException ex)
+            {
+                // Egress works without it; the audit trail then lacks connections, and the log says so.
+                NetworkLog.ObserverFailed(_logger, ex);
+            }
+        }
 
         foreach (var file in Directory.EnumerateFiles(_stateDirectory, "*.json"))
         {
@@ -150,13 +180,13 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     /// </summary>
     private async Task<int> RebuildAsync(CancellationToken cancellationToken)
     {
-        var script = _rules.DeleteTable() + _rules.Base(ProxyPort, DnsPort);
+        var script = _rules.DeleteTable() + _rules.Base(ProxyPort, DnsPort, _logGroup);
         var count = 0;
         foreach (var link in _links.Values)
         {
             if (Directory.Exists($"/sys/class/net/{link.HostInterface}"))
             {
-                script += _rules.Attach(link, ProxyPort);
+                script += _rules.Attach(link, ProxyPort, _logGroup);
                 count++;
             }
         }
@@ -195,7 +225,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             await _nftGate.WaitAsync(cancellationToken);
             try
             {
-                NftNetlink.Attach(_options.TableName, link);
+                NftNetlink.Attach(_options.TableName, link, _logGroup);
                 return;
             }
             catch (IOException ex) when (ex.HResult == Errno.ENOENT)
@@ -207,7 +237,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
                 _nftGate.Release();
             }
         }
-        await ApplyLinkAsync(_rules.Attach(link, ProxyPort), cancellationToken);
+        await ApplyLinkAsync(_rules.Attach(link, ProxyPort, _logGroup), cancellationToken);
     }
 
     private async Task<bool> TableExistsAsync(CancellationToken cancellationToken) =>
@@ -274,7 +304,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         _links[sandboxId] = updated;
         try
         {
-            await ApplyLinkAsync(_rules.Update(updated, ProxyPort), cancellationToken);
+            await ApplyLinkAsync(_rules.Update(updated, ProxyPort, _logGroup), cancellationToken);
         }
         catch
         {
@@ -303,6 +333,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             return;
         }
         await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        EndFlows(sandboxId);
         // As one nf_tables netlink batch, no nft process (NftNetlink); under the gate that orders nft scripts.
         await _nftGate.WaitAsync(cancellationToken);
         try
@@ -341,6 +372,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             return;
         }
         await DeleteInterfaceAsync(link.HostInterface, cancellationToken);
+        EndFlows(sandboxId);
         await _nftGate.WaitAsync(cancellationToken);
         try
         {
@@ -413,6 +445,22 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         // The runtime's start names the sandbox around this; the API answers 503 (the host is full, not the request wrong).
         throw new RuntimeCapacityException(
             $"the sandbox address pool {_pool} is exhausted: all {count - 1} addresses are in use; kill sandboxes, or give Runc:Network:Pool a larger range");
+    }
+
+    /// <summary>
+    /// Ends the observer's flows of a sandbox whose interface is gone, so that each is reported now with its bytes
+    /// (<see cref="ConnectionObserver.EndFlows"/>). A failure costs only the timeliness of those reports.
+    /// </summary>
+    private void EndFlows(string sandboxId)
+    {
+        try
+        {
+            _observer?.EndFlows(sandboxId);
+        }
+        catch (IOException ex)
+        {
+            NetworkLog.EndFlowsFailed(_logger, sandboxId, ex);
+        }
     }
 
     private SandboxLink? FindBySandboxAddress(IPAddress address)
@@ -532,6 +580,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         {
             await _dns.DisposeAsync();
         }
+        _observer?.Dispose();
         if (_ready.IsValueCreated && _ready.Value.IsCompletedSuccessfully && _links.IsEmpty && !RecordedSandboxIds().Any())
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

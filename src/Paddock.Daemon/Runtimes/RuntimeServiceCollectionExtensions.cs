@@ -26,7 +26,8 @@ internal static class RuntimeServiceCollectionExtensions
         services.AddSingleton(sp => new RuncRuntime(
             options,
             AgentBinaryLocator.Resolve(options.AgentBinary),
-            sp.GetRequiredService<ILogger<RuncRuntime>>()));
+            sp.GetRequiredService<ILogger<RuncRuntime>>(),
+            ConnectionSink(sp)));
         services.AddSingleton(sp => SandboxTier.Of(sp.GetRequiredService<RuncRuntime>()));
         return services;
     }
@@ -58,10 +59,18 @@ internal static class RuntimeServiceCollectionExtensions
             () => new GvisorRuntime(
                 options,
                 AgentBinaryLocator.Resolve(configuration["Gvisor:AgentBinary"] ?? configuration["Runc:AgentBinary"]),
-                sp.GetRequiredService<ILogger<GvisorRuntime>>()),
+                sp.GetRequiredService<ILogger<GvisorRuntime>>(),
+                ConnectionSink(sp)),
             () => Directory.Exists(options.StateDirectory)));
         return services;
     }
+
+    /// <summary>
+    /// The audit trail's sink for the tiers' connection observers, or null (no observer, no NFLOG socket, no conntrack
+    /// events) when the audit trail is off (<c>--audit-max-events 0</c>).
+    /// </summary>
+    private static Networking.IConnectionSink? ConnectionSink(IServiceProvider sp) =>
+        sp.GetService<DaemonOptions>() is { AuditMaxEventsPerSandbox: > 0 } ? sp.GetService<Networking.IConnectionSink>() : null;
 
     internal static GvisorOptions ReadGvisorOptions(IConfiguration configuration)
     {

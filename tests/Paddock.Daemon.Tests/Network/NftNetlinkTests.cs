@@ -40,11 +40,11 @@ public sealed class NftNetlinkTests
         var scriptRules = new NftRules(viaScript, prefix, Pool);
         try
         {
-            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353));
-            await NftAsync(scriptRules.DeleteTable() + scriptRules.Base(3128, 5353));
+            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353, 4242));
+            await NftAsync(scriptRules.DeleteTable() + scriptRules.Base(3128, 5353, 4242));
 
-            NftNetlink.Attach(viaNetlink, link);
-            await NftAsync(scriptRules.Attach(link, 3128));
+            NftNetlink.Attach(viaNetlink, link, 4242);
+            await NftAsync(scriptRules.Attach(link, 3128, 4242));
 
             Assert.Equal(await ListAsync(viaScript), await ListAsync(viaNetlink));
             Assert.Contains($"\"{link.HostInterface}\" : jump f7", await ListAsync(viaNetlink));
@@ -64,9 +64,9 @@ public sealed class NftNetlinkTests
         var link = new SandboxLink("sandbox", 3, prefix + "3", IPAddress.Parse("10.206.0.6"), IPAddress.Parse("10.206.0.7"), EgressPolicy.DenyAll);
         try
         {
-            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353));
+            await NftAsync(rules.DeleteTable() + rules.Base(3128, 5353, 4242));
             var empty = await ListAsync(table);
-            NftNetlink.Attach(table, link);
+            NftNetlink.Attach(table, link, 4242);
             Assert.NotEqual(empty, await ListAsync(table));
 
             NftNetlink.Detach(table, link.Slot, link.HostInterface);
@@ -89,7 +89,7 @@ public sealed class NftNetlinkTests
         await NftAsync(rules.DeleteTable());
         var link = new SandboxLink("sandbox", 1, "pm1", IPAddress.Parse("10.206.0.2"), IPAddress.Parse("10.206.0.3"), EgressPolicy.AllowAll);
 
-        var error = Assert.Throws<IOException>(() => NftNetlink.Attach(table, link));
+        var error = Assert.Throws<IOException>(() => NftNetlink.Attach(table, link, 4242));
 
         Assert.Equal(Errno.ENOENT, error.HResult);
         Assert.Equal(Errno.ENOENT, Assert.Throws<IOException>(() => NftNetlink.Detach(table, 1, "pm1")).HResult);
@@ -105,7 +105,7 @@ public sealed class NftNetlinkTests
 
         Assert.False(NftNetlink.CanAttach(link));
         Assert.True(NftNetlink.CanAttach(link with { Policy = EgressPolicy.DenyAll }));
-        Assert.Throws<ArgumentException>(() => NftNetlink.Attach("unused", link));
+        Assert.Throws<ArgumentException>(() => NftNetlink.Attach("unused", link, 4242));
     }
 
     /// <summary>The table as nft lists it, without its name line (the two tables differ only there).</summary>

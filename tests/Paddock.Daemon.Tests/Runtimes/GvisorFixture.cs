@@ -85,7 +85,10 @@ public sealed class GvisorFixture : IAsyncLifetime
     }
 
     /// <summary>Another runtime instance over the same state, as a restarted daemon would create.</summary>
-    internal GvisorRuntime NewRuntime() => new(Options, AgentBinary, NullLogger<GvisorRuntime>.Instance);
+    internal GvisorRuntime NewRuntime() => new(Options, AgentBinary, NullLogger<GvisorRuntime>.Instance, Connections);
+
+    /// <summary>What the runtimes' connection observers saw (Networking/ConnectionObserver), in order.</summary>
+    internal CollectedConnections Connections { get; } = new();
 
     internal SandboxSpec Spec(TemplateInfo template, ResourceLimits? limits = null, EgressPolicy? egress = null) => new()
     {
@@ -194,4 +197,14 @@ internal sealed record GvisorFootprint(int Mounts, int NetnsFiles, int SandboxDi
 
     private static int Count(string dir, bool directories) =>
         !Directory.Exists(dir) ? 0 : (directories ? Directory.EnumerateDirectories(dir) : Directory.EnumerateFiles(dir)).Count();
+}
+
+/// <summary>An <see cref="IConnectionSink"/> that keeps every event, for tests to read.</summary>
+internal sealed class CollectedConnections : IConnectionSink
+{
+    private readonly System.Collections.Concurrent.ConcurrentQueue<ConnectionEvent> _events = new();
+
+    public IReadOnlyList<ConnectionEvent> Of(string sandboxId) => _events.Where(e => e.SandboxId == sandboxId).ToList();
+
+    public void Observed(ConnectionEvent connection) => _events.Enqueue(connection);
 }

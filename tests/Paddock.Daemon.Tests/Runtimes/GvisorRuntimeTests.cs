@@ -270,6 +270,40 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         Assert.True(host.StartsWith("ERR", StringComparison.Ordinal), host);
     }
 
+    [GvisorFact]
+    public async Task Outbound_connections_are_seen_on_the_host_with_their_verdict_and_bytes_until_the_kill()
+    {
+        var outside = await fixture.OutsideAsync();
+        var policy = new EgressPolicy { AllowOut = [IpNetwork.Parse(outside.Address + "/32")], DenyOut = [IpNetwork.Parse("0.0.0.0/0")] };
+        string id;
+        await using (var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Base, egress: policy)))
+        {
+            id = sandbox.Id;
+            Assert.Contains($"outside 8080 {outside.Address}", await FetchAsync(sandbox, outside.Address), StringComparison.Ordinal);
+            Assert.StartsWith("ERR", await FetchAsync(sandbox, outside.Other), StringComparison.Ordinal);
+            await WaitForConnectionAsync(id, e => e.Phase == ConnectionPhase.Attempt && e.Verdict == "allowed" && e.Destination.ToString() == outside.Address && e.Port == 8080 && e.Protocol == "tcp");
+            await WaitForConnectionAsync(id, e => e.Phase == ConnectionPhase.Attempt && e.Verdict == "denied" && e.Destination.ToString() == outside.Other && e.Port == 8080);
+        }
+        // The kill ended the flow (it was in TIME_WAIT): reported with what the server sent.
+        var end = await WaitForConnectionAsync(id, e => e.Phase == ConnectionPhase.End && e.Destination.ToString() == outside.Address && e.Port == 8080);
+        Assert.True(end.BytesIn > 40 && end.BytesOut > 40, $"in {end.BytesIn}, out {end.BytesOut}");
+    }
+
+    private async Task<ConnectionEvent> WaitForConnectionAsync(string sandboxId, Func<ConnectionEvent, bool> match)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            if (fixture.Connections.Of(sandboxId).FirstOrDefault(match) is { } found)
+            {
+                return found;
+            }
+            await Task.Delay(200);
+        }
+        Assert.Fail("not observed; seen: " + string.Join("\n", fixture.Connections.Of(sandboxId)));
+        return null!;
+    }
+
     /// <summary>
     /// What the sandbox gets from <paramref name="address"/>:8080 on one line: "OK" and the whole answer, or "ERR"
     /// and the error (refused, or timed out after 3 s).

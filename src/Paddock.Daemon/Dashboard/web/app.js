@@ -358,8 +358,8 @@ function auditTab(id, body) {
       const events = await auditEvents(id);
       holder.replaceChildren(table(['Seq', 'At', 'Kind', 'What', 'Result'], events.map(e => el('tr', {},
         el('td', { class: 'num' }, e.seq), el('td', {}, new Date(e.at).toLocaleTimeString()), el('td', {}, e.kind),
-        el('td', {}, el('code', {}, e.cmd ? [e.cmd, ...(e.args || [])].join(' ') : e.address ? `${e.address}:${e.port}` : [e.path, e.destination].filter(Boolean).join(' -> '))),
-        el('td', {}, [e.exitCode, e.status, e.verdict, e.httpStatus, e.bytes !== undefined ? `${e.bytes} B` : undefined].filter(v => v !== undefined && v !== null).join(' '))))));
+        el('td', {}, el('code', {}, e.cmd ? [e.cmd, ...(e.args || [])].join(' ') : e.address ? `${e.protocol || ''} ${e.address}${e.port !== undefined ? ':' + e.port : ''}`.trim() : [e.path, e.destination].filter(Boolean).join(' -> '))),
+        el('td', {}, [e.exitCode, e.status, e.verdict, e.httpStatus, e.bytesOut !== undefined ? `out ${e.bytesOut} B in ${e.bytesIn} B` : e.bytes !== undefined ? `${e.bytes} B` : undefined, e.durationMs !== undefined ? `${e.durationMs} ms` : undefined].filter(v => v !== undefined && v !== null).join(' '))))));
     } catch (error) { showError(error); }
   });
 }

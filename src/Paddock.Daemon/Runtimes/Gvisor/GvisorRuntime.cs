@@ -40,7 +40,8 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
     private readonly AgentExitWatcher _exits;
     private readonly DiskStock _disks;
 
-    public GvisorRuntime(GvisorOptions options, string agentBinary, ILogger<GvisorRuntime> logger)
+    /// <param name="connections">Where the sandboxes' outbound connections are reported (the audit trail); null: not observed.</param>
+    public GvisorRuntime(GvisorOptions options, string agentBinary, ILogger<GvisorRuntime> logger, Networking.IConnectionSink? connections = null)
     {
         _options = options;
         _agentBinary = agentBinary;
@@ -59,7 +60,7 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         _bundles = new AgentBundleBuilder(options.AgentBundlesDirectory, AgentBundleBuilder.DefaultOptionalLibraries, logger, executeOnlyLoader: false);
         _bundle = new Lazy<Task<AgentBundle>>(() => _bundles.EnsureAsync(_agentBinary, CancellationToken.None));
         _mountNamespace = new Lazy<Task>(() => GvisorMountNamespace.EnsureAsync(options, CancellationToken.None));
-        _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger);
+        _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger, connections);
         _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
         _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
     }

@@ -38,7 +38,8 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     // The agent's host pid per sandbox (from its start or from runc's list after a restart), for IsOnlyAgentRunning.
     private readonly ConcurrentDictionary<string, int> _agentPids = new(StringComparer.Ordinal);
 
-    public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger)
+    /// <param name="connections">Where the sandboxes' outbound connections are reported (the audit trail); null: not observed.</param>
+    public RuncRuntime(RuncOptions options, string agentBinary, ILogger<RuncRuntime> logger, Networking.IConnectionSink? connections = null)
     {
         _options = options;
         _agentBinary = agentBinary;
@@ -56,7 +57,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             Directory.CreateDirectory(dir);
         }
         SandboxFilesystem.ValidatePathForOverlay(options.SandboxesDirectory);
-        _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger) : null;
+        _network = options.Network is { } network ? new SandboxNetworks(network, options.NetworkStateDirectory, logger, connections) : null;
         RuntimeLog.CgroupLayout(logger, "runc", _cgroups.Mode, _cgroups.Parent);
         _exits = new AgentExitWatcher(id =>
         {
