@@ -40,16 +40,20 @@ internal sealed class Kernel : IAsyncDisposable
     private readonly ILogger _logger;
     private ProcessWatchdog? _watchdog;
     private volatile string? _killReason;
+    private readonly int _pid;
+    private int _disposed;
 
     private Kernel(Process process, MessageSigner signer, string connectionFile, ILogger logger)
     {
         _process = process;
+        // Kept: Process.Id throws once the Process is disposed, and a disposed kernel is still asked (its messages).
+        _pid = process.Id;
         _signer = signer;
         _connectionFile = connectionFile;
         _logger = logger;
     }
 
-    public int Pid => _process.Id;
+    public int Pid => _pid;
 
     /// <summary>Completes when the kernel process has exited (for whatever reason).</summary>
     public Task Exited => _exited.Task;
@@ -161,10 +165,15 @@ internal sealed class Kernel : IAsyncDisposable
     }
 
     /// <summary>SIGINT to the kernel process, as jupyter_client interrupts kernels whose interrupt_mode is "signal".</summary>
-    public void Interrupt() => Libc.kill(_process.Id, Libc.SIGINT);
+    public void Interrupt() => Libc.kill(_pid, Libc.SIGINT);
 
     public async ValueTask DisposeAsync()
     {
+        // Idempotent: a context disposes a killed kernel on more than one path (interrupt, then restart).
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
         _watchdog?.Dispose();
         // The whole session, also when the kernel itself has exited: what its cells forked may live on.
         await KillSessionAsync();
@@ -193,10 +202,10 @@ internal sealed class Kernel : IAsyncDisposable
 
     private async Task KillSessionAsync()
     {
-        var alive = await SessionCensus.KillAllAsync(_process.Id, CancellationToken.None);
+        var alive = await SessionCensus.KillAllAsync(_pid, CancellationToken.None);
         if (alive > 0)
         {
-            InterpreterLog.KernelProblem(_logger, _process.Id, $"{alive} processes of its session still alive after SIGKILL passes (in D state?)");
+            InterpreterLog.KernelProblem(_logger, _pid, $"{alive} processes of its session still alive after SIGKILL passes (in D state?)");
         }
     }
 
@@ -209,7 +218,7 @@ internal sealed class Kernel : IAsyncDisposable
     private async Task KillForLimitAsync(SessionCount count)
     {
         _killReason ??= Limits.Describe(count);
-        InterpreterLog.ProcessLimitExceeded(_logger, _process.Id, count.Processes, count.Tasks);
+        InterpreterLog.ProcessLimitExceeded(_logger, _pid, count.Processes, count.Tasks);
         await KillSessionAsync();
     }
 
@@ -220,7 +229,7 @@ internal sealed class Kernel : IAsyncDisposable
     /// </summary>
     public async Task<bool> EnforceLimitsAsync()
     {
-        var count = SessionCensus.Count(_process.Id);
+        var count = SessionCensus.Count(_pid);
         if (!Limits.Exceeded(count))
         {
             return false;
@@ -232,7 +241,7 @@ internal sealed class Kernel : IAsyncDisposable
     }
 
     private KernelDiedException NewDiedException() => _killReason is { } reason
-        ? new KernelDiedException("ProcessLimitExceeded", $"{reason}: the kernel (pid {_process.Id}) and every process of its session were killed")
+        ? new KernelDiedException("ProcessLimitExceeded", $"{reason}: the kernel (pid {_pid}) and every process of its session were killed")
         : new KernelDiedException("KernelDied", DiedMessage());
 
     private async Task WaitReadyAsync(CancellationToken cancellationToken)
@@ -315,7 +324,7 @@ internal sealed class Kernel : IAsyncDisposable
         }
     }
 
-    private string DiedMessage() => $"the kernel (pid {_process.Id}) exited: {ExitDescription}{StderrSuffix()}";
+    private string DiedMessage() => $"the kernel (pid {_pid}) exited: {ExitDescription}{StderrSuffix()}";
 
     private void OnExited()
     {
@@ -333,7 +342,7 @@ internal sealed class Kernel : IAsyncDisposable
         {
             ExitDescription = "exited";
         }
-        InterpreterLog.KernelExited(_logger, _process.Id, ExitDescription);
+        InterpreterLog.KernelExited(_logger, _pid, ExitDescription);
         _exited.TrySetResult();
         var error = NewDiedException();
         foreach (var channel in _requests.Values)

@@ -14,7 +14,7 @@ internal readonly record struct SessionCount(int Processes, int Tasks);
 internal static class SessionCensus
 {
     /// <summary>A process of the session: its pid and whether it is a zombie (dead, holding its pid until reaped).</summary>
-    private readonly record struct Member(int Pid, bool Zombie, int Threads);
+    private readonly record struct Member(int Pid, int ProcessGroup, bool Zombie, int Threads);
 
     public static SessionCount Count(int sessionId)
     {
@@ -30,9 +30,10 @@ internal static class SessionCensus
 
     /// <summary>
     /// SIGKILLs every process of the session until none is alive (zombies stay until their new parent reaps them):
-    /// first the process group in one call (the kernel signals a group's members under one lock, so a fork bomb
-    /// that never left the group cannot outrun it), then, pass after pass, members that left the group (setpgid,
-    /// bash job control). A killed process cannot fork, so the passes end; bounded at 50 passes 10 ms apart.
+    /// first the kernel's process group in one call (the kernel signals a group's members under one lock, so a fork
+    /// bomb that never left the group cannot outrun it), then, pass after pass, each other group of a live member
+    /// (the bash and Node.js children of the wrapper kernels have their own; bash job control makes more) and each
+    /// live member. A killed process cannot fork, so the passes end; bounded at 50 passes 10 ms apart.
     /// Returns the processes still alive after the last pass (0 when all died).
     /// </summary>
     public static async Task<int> KillAllAsync(int sessionId, CancellationToken cancellationToken)
@@ -47,6 +48,10 @@ internal static class SessionCensus
                 if (!member.Zombie)
                 {
                     alive++;
+                    if (member.ProcessGroup > 1)
+                    {
+                        Libc.kill(-member.ProcessGroup, Libc.SIGKILL);
+                    }
                     Libc.kill(member.Pid, Libc.SIGKILL);
                 }
             }
@@ -97,14 +102,15 @@ internal static class SessionCensus
         }
         var fields = stat.AsSpan(close + 2);
         Span<Range> parts = stackalloc Range[19];
-        // Fields from the third (state): the session is the 4th of them, num_threads the 18th.
+        // Fields from the third (state): the process group is the 3rd of them, the session the 4th, num_threads the 18th.
         if (fields.Split(parts, ' ') < 18 || !int.TryParse(fields[parts[3]], out var session) || session != sessionId)
         {
             return null;
         }
         var state = fields[parts[0]];
         var zombie = state.Length == 1 && (state[0] == 'Z' || state[0] == 'X');
+        _ = int.TryParse(fields[parts[2]], out var group);
         _ = int.TryParse(fields[parts[17]], out var threads);
-        return new Member(0, zombie, threads);
+        return new Member(0, group, zombie, threads);
     }
 }
