@@ -14,6 +14,9 @@ const T = { timeout: 120_000 }
 // its create) would hold this process open that long. Calls expected to fail get a short one of their own.
 const FAILS = { requestTimeoutMs: 10_000 }
 const skip = whyNotRunnable()
+// Not yet on the gVisor tier: a fork bomb still ends the whole sandbox there (measured 2026-12-06: the cell's call
+// timed out after 120 s and the sandbox was gone, failing every later test of this file); SECURITY.md, issue 16.
+const BOMB = { timeout: 240_000, skip: process.env.PADDOCK_ISOLATION === 'gvisor' ? 'a fork bomb still ends a gVisor sandbox (SECURITY.md)' : false }
 
 describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false }, () => {
   let daemon
@@ -140,7 +143,7 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
     await sandbox.removeCodeContext(context)
   })
 
-  it('stops a Python fork bomb with an error naming the process limit, and keeps serving', { timeout: 240_000 }, async () => {
+  it('stops a Python fork bomb with an error naming the process limit, and keeps serving', BOMB, async () => {
     const context = await sandbox.createCodeContext()
     const bomb = await sandbox.runCode('import os\nwhile True:\n    os.fork()', { context, timeoutMs: 120_000 })
     assert.equal(bomb.error?.name, 'ProcessLimitExceeded', JSON.stringify(bomb.error))
@@ -158,7 +161,7 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
     await sandbox.removeCodeContext(fresh)
   })
 
-  it('stops a bash fork bomb that runs in the background after its cell', { timeout: 240_000 }, async () => {
+  it('stops a bash fork bomb that runs in the background after its cell', BOMB, async () => {
     const context = await sandbox.createCodeContext({ language: 'bash' })
     // The function backgrounds itself, so the cell may end before the bomb is found; the process limit is then
     // named in the next cell's answer (its error, or a note on stderr when the kernel was already replaced).
