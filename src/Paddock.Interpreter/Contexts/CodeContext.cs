@@ -88,6 +88,12 @@ internal sealed class CodeContext : IAsyncDisposable
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_kernel is { HasExited: true, KillReason: { } reason })
+            {
+                // Killed by its watchdog with no cell running (a bash cell's background fork bomb): said once, here.
+                output.TryWrite(OutputLines.Stream("stderr",
+                    $"paddock: this context's kernel was killed and started again, its variables and imports are gone: {reason}\n", DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture)));
+            }
             Kernel kernel;
             try
             {
@@ -104,16 +110,7 @@ internal sealed class CodeContext : IAsyncDisposable
                 output.TryWrite(OutputLines.Error("EnvVarsError", "the call's environment variables could not be set in the kernel", ""));
                 return;
             }
-            var clean = await RunCellAsync(kernel, code, output, clientGone);
-            if (!clean && _kernel == kernel && !kernel.HasExited && SessionCensus.Count(kernel.Pid) is var processes and > SessionCensus.Limit)
-            {
-                output.TryWrite(OutputLines.Error("KernelRestarted",
-                    $"the cell left {processes} processes in its kernel's session (a fork bomb?): they and the kernel were killed, and a new kernel started; the context's state is gone", ""));
-                InterpreterLog.Restarted(_logger, Id, $"{processes} processes in the kernel's session after a failed cell");
-                await kernel.DisposeAsync();
-                await RestartDeadAsync(kernel);
-                return;
-            }
+            await RunCellAsync(kernel, code, output, clientGone);
             if (setEnv && _kernel is { HasExited: false } still && still == kernel)
             {
                 await RunSilentAsync(kernel, EnvSnippets.Reset(Language, envVars!.Keys, _sandboxEnv));
@@ -181,7 +178,10 @@ internal sealed class CodeContext : IAsyncDisposable
     private async Task<bool> RunCellAsync(Kernel kernel, string code, ChannelWriter<byte[]> output, CancellationToken clientGone)
     {
         using var request = kernel.Send(KernelChannel.Shell, "execute_request", JupyterMessage.ExecuteRequestContent(code, silent: false));
-        var errored = false;
+        // The cell's error line waits for the cell's end (where IPython puts it anyway): a failed cell may be a fork
+        // bomb stalled at RLIMIT_NPROC (BlockingIOError), which is then told as such instead.
+        byte[]? errorLine = null;
+        kernel.CellStarted();
         try
         {
             while (true)
@@ -207,18 +207,13 @@ internal sealed class CodeContext : IAsyncDisposable
                         output.TryWrite(OutputLines.Result(content.GetProperty("data"), isMainResult: true));
                         break;
                     case "error":
-                        if (!errored)
-                        {
-                            errored = true;
-                            output.TryWrite(ErrorLine(content));
-                        }
+                        errorLine ??= ErrorLine(content);
                         break;
                     case "execute_reply":
                         var status = content.TryGetProperty("status", out var s) ? s.GetString() : null;
-                        if (status == "error" && !errored)
+                        if (status == "error")
                         {
-                            errored = true;
-                            output.TryWrite(ErrorLine(content));
+                            errorLine ??= ErrorLine(content);
                         }
                         else if (status == "aborted" || status == "abort")
                         {
@@ -228,7 +223,19 @@ internal sealed class CodeContext : IAsyncDisposable
                     case "status":
                         if (content.TryGetProperty("execution_state", out var state) && state.GetString() == "idle")
                         {
-                            return !errored;
+                            if (errorLine is null)
+                            {
+                                return true;
+                            }
+                            if (await kernel.EnforceLimitsAsync())
+                            {
+                                output.TryWrite(OutputLines.Error("ProcessLimitExceeded",
+                                    $"{kernel.KillReason}: the kernel and every process of its session were killed. The context's kernel is being restarted: its variables and imports are gone.", ""));
+                                await RestartDeadAsync(kernel);
+                                return false;
+                            }
+                            output.TryWrite(errorLine);
+                            return false;
                         }
                         break;
                 }
@@ -236,7 +243,7 @@ internal sealed class CodeContext : IAsyncDisposable
         }
         catch (KernelDiedException ex)
         {
-            output.TryWrite(OutputLines.Error("KernelDied",
+            output.TryWrite(OutputLines.Error(ex.ErrorName,
                 $"{ex.Message}. The context's kernel is being restarted: its variables and imports are gone.", ""));
             await RestartDeadAsync(kernel);
             return false;
@@ -245,6 +252,10 @@ internal sealed class CodeContext : IAsyncDisposable
         {
             await InterruptAsync(kernel, request);
             return false;
+        }
+        finally
+        {
+            kernel.CellEnded();
         }
     }
 

@@ -8,8 +8,14 @@ using Paddock.Interpreter.ZeroMq;
 
 namespace Paddock.Interpreter.Kernels;
 
-/// <summary>The kernel process ended while a request was waiting for its answer.</summary>
-internal sealed class KernelDiedException(string message) : Exception(message);
+/// <summary>
+/// The kernel process ended while a request was waiting for its answer. <see cref="ErrorName"/> is the execution
+/// error's name: <c>KernelDied</c>, or <c>ProcessLimitExceeded</c> when the watchdog killed it.
+/// </summary>
+internal sealed class KernelDiedException(string errorName, string message) : Exception(message)
+{
+    public string ErrorName { get; } = errorName;
+}
 
 /// <summary>
 /// One running kernel process and its sockets. Requests are tracked by msg_id: every message whose parent is a
@@ -20,9 +26,8 @@ internal sealed class Kernel : IAsyncDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    /// <summary>RLIMIT_NPROC of kernels: <c>PADDOCK_INTERP_MAX_PROCS</c>, default 512 (0: none).</summary>
-    private static int MaxProcesses { get; } =
-        int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : 512;
+    /// <summary>RLIMIT_NPROC of kernels and the watchdog's limits (<c>PADDOCK_INTERP_MAX_PROCS</c>).</summary>
+    public static ProcessLimits Limits { get; } = ProcessLimits.FromEnvironment();
 
     private readonly ConcurrentDictionary<string, Channel<JupyterMessage>> _requests = new(StringComparer.Ordinal);
     private readonly Process _process;
@@ -33,16 +38,22 @@ internal sealed class Kernel : IAsyncDisposable
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Queue<string> _stderrTail = new();
     private readonly ILogger _logger;
+    private ProcessWatchdog? _watchdog;
+    private volatile string? _killReason;
+    private readonly int _pid;
+    private int _disposed;
 
     private Kernel(Process process, MessageSigner signer, string connectionFile, ILogger logger)
     {
         _process = process;
+        // Kept: Process.Id throws once the Process is disposed, and a disposed kernel is still asked (its messages).
+        _pid = process.Id;
         _signer = signer;
         _connectionFile = connectionFile;
         _logger = logger;
     }
 
-    public int Pid => _process.Id;
+    public int Pid => _pid;
 
     /// <summary>Completes when the kernel process has exited (for whatever reason).</summary>
     public Task Exited => _exited.Task;
@@ -51,6 +62,14 @@ internal sealed class Kernel : IAsyncDisposable
 
     /// <summary>The kernel's exit, in words ("exit code 1", "killed by signal 9"), once it has exited.</summary>
     public string ExitDescription { get; private set; } = "";
+
+    /// <summary>Why the watchdog killed this kernel (its process limit), or null when it did not.</summary>
+    public string? KillReason => _killReason;
+
+    /// <summary>A cell starts: the watchdog counts the session's processes until it ends (and after, see there).</summary>
+    public void CellStarted() => _watchdog?.CellStarted();
+
+    public void CellEnded() => _watchdog?.CellEnded();
 
     /// <summary>
     /// Starts the kernel of <paramref name="spec"/> in <paramref name="cwd"/>, in a session of its own (setsid: so
@@ -74,15 +93,14 @@ internal sealed class Kernel : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (MaxProcesses > 0 && File.Exists("/usr/bin/prlimit"))
+        if (Limits.UserTasks > 0 && File.Exists("/usr/bin/prlimit"))
         {
-            // A cap on the processes of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below
-            // the sandbox's pids limit (1024 by default), so that a fork bomb in a cell leaves pids for this server
-            // and the agent. Not enough on its own (measured 2026-12-06, runc tier, 2 CPUs): a Python
-            // `while True: os.fork()` cell still left the sandbox unable to answer commands.run for over 90 s, and
-            // its /execute call ended with a cut connection; see the report of issue 16.
+            // A cap on the tasks of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below the
+            // sandbox's pids limit (1024 by default), so that a fork bomb in a cell stalls while pids are left for
+            // this server and the agent. Not enough on its own: the stalled bomb holds them until the watchdog
+            // (ProcessWatchdog) kills the session.
             start.ArgumentList.Add("/usr/bin/prlimit");
-            start.ArgumentList.Add($"--nproc={MaxProcesses}");
+            start.ArgumentList.Add($"--nproc={Limits.UserTasks}");
         }
         foreach (var arg in spec.Arguments)
         {
@@ -109,6 +127,7 @@ internal sealed class Kernel : IAsyncDisposable
                 kernel.OnExited();
             }
             await kernel.WaitReadyAsync(cancellationToken);
+            kernel._watchdog = new ProcessWatchdog(process.Id, Limits, kernel.OnProcessLimit);
             return kernel;
         }
         catch
@@ -136,7 +155,7 @@ internal sealed class Kernel : IAsyncDisposable
         _requests[msgId] = messages;
         if (HasExited)
         {
-            messages.Writer.TryComplete(new KernelDiedException(DiedMessage()));
+            messages.Writer.TryComplete(NewDiedException());
         }
         else
         {
@@ -146,16 +165,20 @@ internal sealed class Kernel : IAsyncDisposable
     }
 
     /// <summary>SIGINT to the kernel process, as jupyter_client interrupts kernels whose interrupt_mode is "signal".</summary>
-    public void Interrupt() => Libc.kill(_process.Id, Libc.SIGINT);
-
-    /// <summary>SIGKILL to the kernel's whole session (what its cells forked, unless they left it).</summary>
-    public void Kill() => KillGroup(_process.Id);
+    public void Interrupt() => Libc.kill(_pid, Libc.SIGINT);
 
     public async ValueTask DisposeAsync()
     {
+        // Idempotent: a context disposes a killed kernel on more than one path (interrupt, then restart).
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _watchdog?.Dispose();
+        // The whole session, also when the kernel itself has exited: what its cells forked may live on.
+        await KillSessionAsync();
         if (!HasExited)
         {
-            Kill();
             // Bounded: SIGKILL cannot be ignored; the wait covers the exit's delivery.
             await Task.WhenAny(Exited, Task.Delay(TimeSpan.FromSeconds(5)));
         }
@@ -176,6 +199,50 @@ internal sealed class Kernel : IAsyncDisposable
         Libc.kill(-pid, Libc.SIGKILL);
         Libc.kill(pid, Libc.SIGKILL);
     }
+
+    private async Task KillSessionAsync()
+    {
+        var alive = await SessionCensus.KillAllAsync(_pid, CancellationToken.None);
+        if (alive > 0)
+        {
+            InterpreterLog.KernelProblem(_logger, _pid, $"{alive} processes of its session still alive after SIGKILL passes (in D state?)");
+        }
+    }
+
+    /// <summary>
+    /// The watchdog found the session over its limit: the reason is kept for the running cell's error (and the next
+    /// cell's note when none was running), then the whole session is killed; the process's exit fails the cell.
+    /// </summary>
+    private void OnProcessLimit(SessionCount count) => _ = KillForLimitAsync(count);
+
+    private async Task KillForLimitAsync(SessionCount count)
+    {
+        _killReason ??= Limits.Describe(count);
+        InterpreterLog.ProcessLimitExceeded(_logger, _pid, count.Processes, count.Tasks);
+        await KillSessionAsync();
+    }
+
+    /// <summary>
+    /// A census now; when the session is over its limits, the session is killed as the watchdog would and this
+    /// returns true once the kernel has exited (bounded wait). Used when a cell failed: a fork bomb's own cell ends
+    /// with BlockingIOError once RLIMIT_NPROC stops its forks, often before the watchdog's next census.
+    /// </summary>
+    public async Task<bool> EnforceLimitsAsync()
+    {
+        var count = SessionCensus.Count(_pid);
+        if (!Limits.Exceeded(count))
+        {
+            return false;
+        }
+        await KillForLimitAsync(count);
+        // Bounded: SIGKILL cannot be ignored; the wait covers the exit's delivery.
+        await Task.WhenAny(Exited, Task.Delay(TimeSpan.FromSeconds(5)));
+        return true;
+    }
+
+    private KernelDiedException NewDiedException() => _killReason is { } reason
+        ? new KernelDiedException("ProcessLimitExceeded", $"{reason}: the kernel (pid {_pid}) and every process of its session were killed")
+        : new KernelDiedException("KernelDied", DiedMessage());
 
     private async Task WaitReadyAsync(CancellationToken cancellationToken)
     {
@@ -257,7 +324,7 @@ internal sealed class Kernel : IAsyncDisposable
         }
     }
 
-    private string DiedMessage() => $"the kernel (pid {_process.Id}) exited: {ExitDescription}{StderrSuffix()}";
+    private string DiedMessage() => $"the kernel (pid {_pid}) exited: {ExitDescription}{StderrSuffix()}";
 
     private void OnExited()
     {
@@ -275,9 +342,9 @@ internal sealed class Kernel : IAsyncDisposable
         {
             ExitDescription = "exited";
         }
-        InterpreterLog.KernelExited(_logger, _process.Id, ExitDescription);
+        InterpreterLog.KernelExited(_logger, _pid, ExitDescription);
         _exited.TrySetResult();
-        var error = new KernelDiedException(DiedMessage());
+        var error = NewDiedException();
         foreach (var channel in _requests.Values)
         {
             channel.Writer.TryComplete(error);

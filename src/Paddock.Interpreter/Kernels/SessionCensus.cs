@@ -1,27 +1,75 @@
+using Paddock.Interpreter.Native;
+
 namespace Paddock.Interpreter.Kernels;
 
+/// <summary>What one census found in a session: its processes (zombies included) and their threads.</summary>
+internal readonly record struct SessionCount(int Processes, int Tasks);
+
 /// <summary>
-/// Counts the processes of a kernel's session (each kernel is started with setsid, so its pid is the session id):
-/// /proc/PID/stat's sixth field. Read only after a cell failed or was interrupted, so a cell that ends normally pays
-/// nothing.
+/// Counts and kills the processes of a kernel's session. Each kernel is started with setsid, so its pid is the
+/// session id, and what its cells fork stays in that session (and in its process group) even after the forking
+/// process died and the child was re-parented to the agent, the sandbox's reaper: /proc/PID/stat's sixth field
+/// says so. A process that calls setsid itself leaves the session and is out of reach here.
 /// </summary>
 internal static class SessionCensus
 {
-    /// <summary>
-    /// More processes than this in one kernel's session after a failed or interrupted cell: a fork bomb (or a cell
-    /// that started hundreds of children) — the kernel and its forks are killed and a new kernel started. The forks of
-    /// a forked kernel are copies of it holding its ZeroMQ sockets, which would otherwise keep taking its messages.
-    /// </summary>
-    public const int Limit = 256;
+    /// <summary>A process of the session: its pid and whether it is a zombie (dead, holding its pid until reaped).</summary>
+    private readonly record struct Member(int Pid, int ProcessGroup, bool Zombie, int Threads);
 
-    public static int Count(int sessionId)
+    public static SessionCount Count(int sessionId)
     {
-        var count = 0;
-        Span<Range> parts = stackalloc Range[5];
+        var processes = 0;
+        var tasks = 0;
+        foreach (var member in Members(sessionId))
+        {
+            processes++;
+            tasks += Math.Max(member.Threads, 1);
+        }
+        return new SessionCount(processes, tasks);
+    }
+
+    /// <summary>
+    /// SIGKILLs every process of the session until none is alive (zombies stay until their new parent reaps them):
+    /// first the kernel's process group in one call (the kernel signals a group's members under one lock, so a fork
+    /// bomb that never left the group cannot outrun it), then, pass after pass, each other group of a live member
+    /// (the bash and Node.js children of the wrapper kernels have their own; bash job control makes more) and each
+    /// live member. A killed process cannot fork, so the passes end; bounded at 50 passes 10 ms apart.
+    /// Returns the processes still alive after the last pass (0 when all died).
+    /// </summary>
+    public static async Task<int> KillAllAsync(int sessionId, CancellationToken cancellationToken)
+    {
+        Libc.kill(-sessionId, Libc.SIGKILL);
+        var alive = 0;
+        for (var pass = 0; pass < 50; pass++)
+        {
+            alive = 0;
+            foreach (var member in Members(sessionId))
+            {
+                if (!member.Zombie)
+                {
+                    alive++;
+                    if (member.ProcessGroup > 1)
+                    {
+                        Libc.kill(-member.ProcessGroup, Libc.SIGKILL);
+                    }
+                    Libc.kill(member.Pid, Libc.SIGKILL);
+                }
+            }
+            if (alive == 0)
+            {
+                return 0;
+            }
+            await Task.Delay(10, cancellationToken);
+        }
+        return alive;
+    }
+
+    private static IEnumerable<Member> Members(int sessionId)
+    {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
             var name = Path.GetFileName(dir.AsSpan());
-            if (name.Length == 0 || !char.IsAsciiDigit(name[0]))
+            if (name.Length == 0 || !char.IsAsciiDigit(name[0]) || !int.TryParse(name, out var pid))
             {
                 continue;
             }
@@ -34,18 +82,35 @@ internal static class SessionCensus
             {
                 continue; // exited meanwhile, or not ours to read
             }
-            // "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses; fields follow the last ')'.
-            var close = stat.LastIndexOf(')');
-            if (close < 0)
+            if (Parse(stat, sessionId) is { } member)
             {
-                continue;
-            }
-            var fields = stat.AsSpan(close + 2);
-            if (fields.Split(parts, ' ') >= 4 && int.TryParse(fields[parts[3]], out var session) && session == sessionId)
-            {
-                count++;
+                yield return member with { Pid = pid };
             }
         }
-        return count;
+    }
+
+    /// <summary>
+    /// "pid (comm) state ppid pgrp session ... num_threads(20th) ...": comm may hold spaces and parentheses, so the
+    /// fields are counted from the last ')'. Null when the process is not of <paramref name="sessionId"/>.
+    /// </summary>
+    private static Member? Parse(string stat, int sessionId)
+    {
+        var close = stat.LastIndexOf(')');
+        if (close < 0 || close + 2 >= stat.Length)
+        {
+            return null;
+        }
+        var fields = stat.AsSpan(close + 2);
+        Span<Range> parts = stackalloc Range[19];
+        // Fields from the third (state): the process group is the 3rd of them, the session the 4th, num_threads the 18th.
+        if (fields.Split(parts, ' ') < 18 || !int.TryParse(fields[parts[3]], out var session) || session != sessionId)
+        {
+            return null;
+        }
+        var state = fields[parts[0]];
+        var zombie = state.Length == 1 && (state[0] == 'Z' || state[0] == 'X');
+        _ = int.TryParse(fields[parts[2]], out var group);
+        _ = int.TryParse(fields[parts[17]], out var threads);
+        return new Member(0, group, zombie, threads);
     }
 }

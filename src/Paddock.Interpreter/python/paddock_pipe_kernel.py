@@ -50,7 +50,10 @@ class PipeKernel(Kernel):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=pass_fds,
-            start_new_session=True,
+            # A process group of its own (killpg reaches what it started) inside the kernel's session, not a new
+            # session: the server's watchdog counts and kills by session (Kernels/ProcessWatchdog.cs), and a bash
+            # cell's fork bomb would otherwise be out of its sight.
+            process_group=0,
         )
         sources = [("stdout", self._child.stdout), ("stderr", self._child.stderr)]
         if self.event_pipe:

@@ -14,6 +14,9 @@ const T = { timeout: 120_000 }
 // its create) would hold this process open that long. Calls expected to fail get a short one of their own.
 const FAILS = { requestTimeoutMs: 10_000 }
 const skip = whyNotRunnable()
+// Not yet on the gVisor tier: a fork bomb still ends the whole sandbox there (measured 2026-12-06: the cell's call
+// timed out after 120 s and the sandbox was gone, failing every later test of this file); SECURITY.md, issue 16.
+const BOMB = { timeout: 240_000, skip: process.env.PADDOCK_ISOLATION === 'gvisor' ? 'a fork bomb still ends a gVisor sandbox (SECURITY.md)' : false }
 
 describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false }, () => {
   let daemon
@@ -124,6 +127,58 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
     await assert.rejects(sandbox.runCode('import time\ntime.sleep(300)', { context, timeoutMs: 2_000 }), TimeoutError)
     const next = await sandbox.runCode('kept', { context, timeoutMs: 15_000 })
     assert.equal(next.text, 'still here', 'interrupted, not restarted: the state stays')
+    await sandbox.removeCodeContext(context)
+  })
+
+  it('kills a cell that ignores the interrupt once its call timed out, and the context runs again at once', T, async () => {
+    const context = await sandbox.createCodeContext()
+    await sandbox.runCode('kept = 1', { context })
+    const never = 'import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.1)'
+    await assert.rejects(sandbox.runCode(never, { context, timeoutMs: 2_000 }), TimeoutError)
+    // The interrupt is ignored: after its grace (3 s) the kernel is killed and started again, empty.
+    const next = await sandbox.runCode('1 + 1', { context, timeoutMs: 30_000 })
+    assert.equal(next.text, '2')
+    const gone = await sandbox.runCode('kept', { context, timeoutMs: 30_000 })
+    assert.equal(gone.error?.name, 'NameError', 'a killed kernel comes back empty')
+    await sandbox.removeCodeContext(context)
+  })
+
+  it('stops a Python fork bomb with an error naming the process limit, and keeps serving', BOMB, async () => {
+    const context = await sandbox.createCodeContext()
+    const bomb = await sandbox.runCode('import os\nwhile True:\n    os.fork()', { context, timeoutMs: 120_000 })
+    assert.equal(bomb.error?.name, 'ProcessLimitExceeded', JSON.stringify(bomb.error))
+    assert.match(bomb.error.value, /process limit/)
+    const next = await sandbox.runCode('1 + 1', { context, timeoutMs: 30_000 })
+    assert.equal(next.error, undefined, JSON.stringify(next.error))
+    assert.equal(next.text, '2', 'the same context runs again at once, on a new kernel')
+    const other = await sandbox.runCode('3 + 3', { timeoutMs: 30_000 })
+    assert.equal(other.text, '6', 'the default context is untouched')
+    const fresh = await sandbox.createCodeContext()
+    assert.equal((await sandbox.runCode('4 + 4', { context: fresh, timeoutMs: 30_000 })).text, '8')
+    const left = await sandbox.commands.run('ps -u user -o pid= | wc -l', { timeoutMs: 30_000 })
+    assert.ok(Number(left.stdout.trim()) < 20, `the bomb's processes are gone: ${left.stdout.trim()} processes of user left`)
+    await sandbox.removeCodeContext(context)
+    await sandbox.removeCodeContext(fresh)
+  })
+
+  it('stops a bash fork bomb that runs in the background after its cell', BOMB, async () => {
+    const context = await sandbox.createCodeContext({ language: 'bash' })
+    // The function backgrounds itself, so the cell may end before the bomb is found; the process limit is then
+    // named in the next cell's answer (its error, or a note on stderr when the kernel was already replaced).
+    const bomb = await sandbox.runCode(':(){ :|:& };:', { context, timeoutMs: 120_000 })
+    const said = [JSON.stringify(bomb.error ?? null) + bomb.logs.stderr.join('')]
+    let ok = false
+    // Bounded: 20 cells at most, each with its own timeout.
+    for (let i = 0; i < 20 && !ok; i++) {
+      const next = await sandbox.runCode('echo ok', { context, timeoutMs: 30_000 })
+      said.push(JSON.stringify(next.error ?? null) + next.logs.stderr.join(''))
+      ok = next.error === undefined && next.logs.stdout.join('') === 'ok\n'
+    }
+    assert.ok(ok, `the bash context runs again: ${said.join(' | ')}`)
+    assert.match(said.join(' '), /process limit/, 'the process limit is named')
+    const left = await sandbox.commands.run('ps -u user -o pid= | wc -l', { timeoutMs: 30_000 })
+    assert.ok(Number(left.stdout.trim()) < 20, `the bomb's processes are gone: ${left.stdout.trim()} processes of user left`)
+    assert.equal((await sandbox.runCode('5 + 5', { timeoutMs: 30_000 })).text, '10')
     await sandbox.removeCodeContext(context)
   })
 

@@ -1,0 +1,126 @@
+namespace Paddock.Interpreter.Kernels;
+
+/// <summary>The per-kernel process limits: <c>PADDOCK_INTERP_MAX_PROCS</c> and the watchdog's share of it.</summary>
+internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int SessionTasks)
+{
+    /// <summary>
+    /// RLIMIT_NPROC of kernels (<c>PADDOCK_INTERP_MAX_PROCS</c>, default 512; 0: none). The kernel counts it per user
+    /// and in tasks (threads included), so a fork bomb stalls once the user's tasks reach it. The watchdog acts on a
+    /// session that holds more than an eighth of it in processes, or half of it in tasks: the user's other
+    /// processes (this server's threads, other contexts' kernels) share the allowance, and a fork bomb's copies of
+    /// ipykernel hold ~3.5 threads each (measured 2026-12-06: the bomb stalled at 103 processes, 368 tasks).
+    /// </summary>
+    public static ProcessLimits FromEnvironment()
+    {
+        var nproc = int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : 512;
+        // With no rlimit the watchdog still needs a bound: the default's.
+        var basis = nproc > 0 ? nproc : 512;
+        return new ProcessLimits(nproc, Math.Max(basis / 8, 8), Math.Max(basis / 2, 16));
+    }
+
+    public bool Exceeded(SessionCount count) => count.Processes > SessionProcesses || count.Tasks > SessionTasks;
+
+    public string Describe(SessionCount count) =>
+        $"the cell's processes exceeded the kernel's process limit: {count.Processes} processes ({count.Tasks} threads) in its session, " +
+        $"the limit is {SessionProcesses} processes or {SessionTasks} threads (PADDOCK_INTERP_MAX_PROCS={UserTasks}; a fork bomb?)";
+}
+
+/// <summary>
+/// Watches a kernel's session for a fork bomb. RLIMIT_NPROC alone stops a bomb from growing but not from holding its
+/// pids for ever: measured 2026-12-06 (runc tier), a Python <c>while True: os.fork()</c> cell never ended, its
+/// forked ipykernel copies (many zombies, a few in D state) held the user's whole allowance for minutes, and a
+/// census taken only after a failed cell never ran. So while a cell runs, and for a while after it (a bash cell's
+/// <c>:(){ :|:&amp; };:</c> returns at once and forks in the background) as long as the session holds more
+/// processes than the kernel had when it became ready, the session is counted every <see cref="BusyInterval"/>
+/// (every <see cref="BackgroundInterval"/> once the cell ended over 2 s ago); a count over the limit calls
+/// <c>onExceeded</c> once. A cell that ends within one interval and leaves nothing behind costs one census after
+/// its reply, off the reply's path; an idle kernel costs nothing.
+/// </summary>
+internal sealed class ProcessWatchdog : IDisposable
+{
+    /// <summary>The census period while a cell runs or just ran: a bomb stalls at RLIMIT_NPROC within this.</summary>
+    public static readonly TimeSpan BusyInterval = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>How long after a cell the busy period lasts (a background bomb starts within it).</summary>
+    private static readonly TimeSpan AfterCell = TimeSpan.FromSeconds(2);
+
+    /// <summary>The census period while background processes a cell left run on (a server it started).</summary>
+    private static readonly TimeSpan BackgroundInterval = TimeSpan.FromSeconds(1);
+
+    private readonly int _sessionId;
+    private readonly ProcessLimits _limits;
+    private readonly Action<SessionCount> _onExceeded;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _wake = new(0, 1);
+    private readonly int _baseline;
+    private int _cellsRunning;
+    private long _lastCellEnd;
+
+    public ProcessWatchdog(int sessionId, ProcessLimits limits, Action<SessionCount> onExceeded)
+    {
+        _sessionId = sessionId;
+        _limits = limits;
+        _onExceeded = onExceeded;
+        _baseline = SessionCensus.Count(sessionId).Processes;
+        _ = Task.Run(LoopAsync);
+    }
+
+    public void CellStarted()
+    {
+        Interlocked.Increment(ref _cellsRunning);
+        Wake();
+    }
+
+    public void CellEnded()
+    {
+        Interlocked.Exchange(ref _lastCellEnd, Environment.TickCount64);
+        Interlocked.Decrement(ref _cellsRunning);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+    }
+
+    private void Wake()
+    {
+        try
+        {
+            _wake.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // Already woken.
+        }
+    }
+
+    private async Task LoopAsync()
+    {
+        var token = _stop.Token;
+        try
+        {
+            // Ends with the kernel (Dispose) or once the limit was exceeded; each wait is bounded by the interval.
+            while (!token.IsCancellationRequested)
+            {
+                await _wake.WaitAsync(token);
+                var watching = true;
+                while (watching)
+                {
+                    var busy = Volatile.Read(ref _cellsRunning) > 0 || Environment.TickCount64 - Interlocked.Read(ref _lastCellEnd) < AfterCell.TotalMilliseconds;
+                    await Task.Delay(busy ? BusyInterval : BackgroundInterval, token);
+                    var count = SessionCensus.Count(_sessionId);
+                    if (_limits.Exceeded(count))
+                    {
+                        _onExceeded(count);
+                        return;
+                    }
+                    watching = Volatile.Read(ref _cellsRunning) > 0 || count.Processes > _baseline;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The kernel is gone.
+        }
+    }
+}
