@@ -31,6 +31,29 @@ internal static partial class PostgresMigrations
          "UPDATE api_keys SET key_id = gen_random_uuid()::text;"),
     ];
 
+    /// <summary>
+    /// Steps that exist on PostgreSQL only, for cluster mode (issue 17), numbered from 1001 so that the shared list
+    /// keeps its own numbers (a new SQLite step 8 is still step 8 here, and a database that has 1001 still gets it).
+    /// Applied on every PostgreSQL store, cluster mode or not: a single node can join a cluster later without a step.
+    /// </summary>
+    internal static IReadOnlyList<(int Version, string Sql)> ClusterSteps { get; } =
+    [
+        // Which node runs each sandbox: the daemon's recovery reads only its own, a dead node's are marked lost by
+        // node (Store/PostgresStore.MarkNodeLostAsync), and the router finds a sandbox's node by it; and where each
+        // node's API is (Cluster/ClusterRouter.cs forwards there).
+        (1001, """
+            ALTER TABLE sandboxes ADD COLUMN node_id TEXT;
+            CREATE INDEX sandboxes_by_node ON sandboxes (node_id, state);
+            CREATE TABLE cluster_nodes (
+                node_id    TEXT PRIMARY KEY,
+                api_url    TEXT NOT NULL,
+                updated_at BIGINT NOT NULL
+            );
+            """),
+        // Orleans' membership tables and queries (Cluster/OrleansMembershipSchema.cs).
+        (1002, Cluster.OrleansMembershipSchema.Sql),
+    ];
+
     private static readonly Lazy<IReadOnlyList<(int Version, string Sql)>> s_steps = new(Translate);
 
     /// <summary>Every step of <see cref="SqliteMigrations.Steps"/> in PostgreSQL's dialect, same versions.</summary>

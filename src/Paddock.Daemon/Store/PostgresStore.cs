@@ -21,16 +21,22 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
     private readonly ILogger<PostgresStore> _logger;
     private NpgsqlConnection? _claim;
 
-    public PostgresStore(string connectionString, ILogger<PostgresStore> logger)
+    public PostgresStore(string connectionString, ILogger<PostgresStore> logger, string? nodeId = null)
     {
         _dataSource = NpgsqlDataSource.Create(connectionString);
         _logger = logger;
+        NodeId = nodeId;
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
         Description = $"postgres://{builder.Host}:{builder.Port}/{builder.Database}";
     }
 
     /// <summary>Where the store is, without credentials, for logs and messages.</summary>
     public string Description { get; }
+
+    /// <summary>In cluster mode, this daemon's node id: written on every record it inserts, and the only node whose records <see cref="ListAsync"/> returns to its recovery.</summary>
+    public string? NodeId { get; }
+
+    private static IEnumerable<(int Version, string Sql)> AllSteps => PostgresMigrations.Steps.Concat(PostgresMigrations.ClusterSteps);
 
     public async Task InitializeAsync(CancellationToken cancellationToken)
     {
@@ -51,13 +57,13 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
                 }
             }
             var newest = applied.Count == 0 ? 0 : applied.Max();
-            var known = PostgresMigrations.Steps.Max(s => s.Version);
+            var known = AllSteps.Max(s => s.Version);
             if (newest > known)
             {
                 throw new InvalidOperationException(
                     $"the state database {Description} is at schema version {newest}, newer than this paddockd knows ({known}); run a newer paddockd or use another database");
             }
-            foreach (var (version, sql) in PostgresMigrations.Steps.OrderBy(s => s.Version))
+            foreach (var (version, sql) in AllSteps.OrderBy(s => s.Version))
             {
                 if (applied.Contains(version))
                 {
@@ -114,18 +120,107 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         }
     }
 
+    /// <summary>
+    /// Cluster mode's form of <see cref="ClaimAsync"/>: many daemons share the database, but one node id is one
+    /// daemon (two with the same id would each take the other's sandboxes for strays at start). The lock is keyed by
+    /// the id and goes with the connection, so a SIGKILLed node's lock is released when PostgreSQL sees its
+    /// connection close and the node can start again under the same id.
+    /// </summary>
+    public async Task ClaimNodeAsync(string nodeId, CancellationToken cancellationToken)
+    {
+        var connection = await OpenAsync(cancellationToken);
+        try
+        {
+            await using var command = new NpgsqlCommand("SELECT pg_try_advisory_lock(hashtextextended('paddock-node:' || @node, 0));", connection);
+            command.Parameters.AddWithValue("node", nodeId);
+            if (await command.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                throw new InvalidOperationException(
+                    $"another paddockd already runs as node '{nodeId}' on the state database {Description}; give each node its own --node-id");
+            }
+            _claim = connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Ends, in one statement (so one transaction), every record of <paramref name="nodeId"/> that is still starting,
+    /// running or paused, with <paramref name="reason"/> as its end reason and a line in its log. Run by every
+    /// surviving node when the cluster declares a node dead: the first one ends the records, the others find none.
+    /// Returns how many it ended.
+    /// </summary>
+    public async Task<int> MarkNodeLostAsync(string nodeId, string reason, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("""
+            WITH lost AS (
+                UPDATE sandboxes SET state = @killed, ended_at = @now, end_reason = @reason
+                WHERE node_id = @node AND state = ANY(@live)
+                RETURNING sandbox_id)
+            INSERT INTO sandbox_logs (sandbox_id, at, level, message)
+            SELECT sandbox_id, @now, @level, @reason FROM lost;
+            """, connection);
+        command.Parameters.AddWithValue("killed", SqliteStore.StateName(SandboxState.Killed));
+        command.Parameters.AddWithValue("now", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("reason", reason);
+        command.Parameters.AddWithValue("node", nodeId);
+        command.Parameters.AddWithValue("live", new[] { SandboxState.Starting, SandboxState.Running, SandboxState.Paused }.Select(SqliteStore.StateName).ToArray());
+        command.Parameters.AddWithValue("level", SqliteStore.LevelName(SandboxLogLevel.Warn));
+        return await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Records (or replaces) where a node's API is, for the other nodes' routers.</summary>
+    public async Task RegisterNodeAsync(string nodeId, string apiUrl, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("""
+            INSERT INTO cluster_nodes (node_id, api_url, updated_at) VALUES (@node, @url, @now)
+            ON CONFLICT (node_id) DO UPDATE SET api_url = excluded.api_url, updated_at = excluded.updated_at;
+            """, connection);
+        command.Parameters.AddWithValue("node", nodeId);
+        command.Parameters.AddWithValue("url", apiUrl);
+        command.Parameters.AddWithValue("now", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>The API URL a node registered, or null.</summary>
+    public async Task<string?> GetNodeUrlAsync(string nodeId, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("SELECT api_url FROM cluster_nodes WHERE node_id = @node;", connection);
+        command.Parameters.AddWithValue("node", nodeId);
+        return await command.ExecuteScalarAsync(cancellationToken) as string;
+    }
+
+    /// <summary>The node a sandbox's record names (cluster mode), or null when there is no such record or no node.</summary>
+    public async Task<(string? NodeId, SandboxState State)?> GetNodeAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("SELECT node_id, state FROM sandboxes WHERE sandbox_id = @id;", connection);
+        command.Parameters.AddWithValue("id", sandboxId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken)
+            ? (reader.IsDBNull(0) ? null : reader.GetString(0), SqliteStore.ParseState(reader.GetString(1)))
+            : null;
+    }
+
     public async Task InsertAsync(SandboxRecord record, CancellationToken cancellationToken)
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand("""
             INSERT INTO sandboxes (sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
                                    started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
-                                   auto_pause_memory, auto_resume, paused_at, paused_memory)
+                                   auto_pause_memory, auto_resume, paused_at, paused_memory, node_id)
             VALUES (@id, @template, @alias, @runtime, @state, @metadata, @cpu, @mem, @disk, @pids,
                     @started, @end, @ended, @reason, @envd, @traffic, @internet, @autopause, @team,
-                    @autopausememory, @autoresume, @pausedat, @pausedmemory);
+                    @autopausememory, @autoresume, @pausedat, @pausedmemory, @node);
             """, connection);
         Bind(command, record);
+        AddNullable(command, "node", NpgsqlDbType.Text, NodeId);
         try
         {
             await command.ExecuteNonQueryAsync(cancellationToken);
@@ -280,7 +375,7 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
     private const string SelectColumns = """
         SELECT sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
                started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
-               auto_pause_memory, auto_resume, paused_at, paused_memory
+               auto_pause_memory, auto_resume, paused_at, paused_memory, node_id
         FROM sandboxes
         """;
 
@@ -355,6 +450,7 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
         AutoResume = reader.GetInt64(20) != 0,
         PausedAt = reader.IsDBNull(21) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(21)),
         PausedWithMemory = reader.IsDBNull(22) ? null : reader.GetInt64(22) != 0,
+        NodeId = reader.IsDBNull(23) ? null : reader.GetString(23),
     };
 
     public async ValueTask DisposeAsync()
