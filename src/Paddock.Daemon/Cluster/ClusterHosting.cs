@@ -51,7 +51,10 @@ internal static class ClusterHosting
         builder.Services.AddSingleton<ClusterMembership>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClusterMembership>());
         builder.Services.AddSingleton<ClusterDirectory>();
+        builder.Services.AddSingleton<ClusterPlacement>();
         // Orleans logs every membership step at Information; the daemon's own lines (ClusterLog) say what matters.
         builder.Logging.AddFilter("Orleans", LogLevel.Warning);
+        // Orleans' placement retries through Polly, which logs every attempt at Information.
+        builder.Logging.AddFilter("Polly", LogLevel.Warning);
     }
 }

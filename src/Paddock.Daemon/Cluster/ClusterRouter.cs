@@ -24,6 +24,7 @@ internal sealed class ClusterRouter(
     SandboxManager manager,
     SandboxDomain domain,
     ClusterDirectory directory,
+    ClusterPlacement placement,
     DaemonOptions options,
     ILogger<ClusterRouter> logger)
 {
@@ -52,6 +53,11 @@ internal sealed class ClusterRouter(
 
     public async Task InvokeAsync(HttpContext http)
     {
+        if (!http.Request.Headers.ContainsKey(ForwardedHeader) && IsCreate(http.Request))
+        {
+            await PlaceAsync(http);
+            return;
+        }
         if (http.Request.Headers.ContainsKey(ForwardedHeader) || SandboxOf(http.Request) is not { } sandboxId
             || manager.TryGetRunning(sandboxId, out _) || manager.TryGetPaused(sandboxId, out _))
         {
@@ -65,7 +71,7 @@ internal sealed class ClusterRouter(
             await next(http);
             return;
         }
-        var error = await forwarder.SendAsync(http, owner, _invoker, RequestConfig, _transformer);
+        var error = await ForwardAsync(http, owner);
         if (HttpMethods.IsDelete(http.Request.Method))
         {
             directory.Forget(sandboxId);
@@ -82,6 +88,41 @@ internal sealed class ClusterRouter(
                 $"sandbox '{sandboxId}' runs on another node of the cluster ({owner}), which did not answer");
         }
     }
+
+    /// <summary>A create: placed on the node <see cref="ClusterPlacement"/> chooses, here or forwarded there.</summary>
+    private async Task PlaceAsync(HttpContext http)
+    {
+        var node = await placement.ChooseAsync(http.RequestAborted);
+        if (node is null)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status429TooManyRequests,
+                "every node of the cluster already runs its maximum of sandboxes (or none answered); kill some or add nodes");
+            return;
+        }
+        if (node == options.Cluster!.NodeId || await directory.NodeUrlAsync(node, http.RequestAborted) is not { } url)
+        {
+            await next(http);
+            return;
+        }
+        var error = await ForwardAsync(http, url);
+        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        {
+            return;
+        }
+        ClusterLog.ForwardFailed(logger, http.Request.Method, http.Request.Path, "(new)", url, error.ToString(), http.Features.Get<IForwarderErrorFeature>()?.Exception);
+        if (!http.Response.HasStarted)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status503ServiceUnavailable,
+                $"the node chosen for this sandbox ({node}) did not answer; try again");
+        }
+    }
+
+    private ValueTask<ForwarderError> ForwardAsync(HttpContext http, string url) =>
+        forwarder.SendAsync(http, url, _invoker, RequestConfig, _transformer);
+
+    private static bool IsCreate(HttpRequest request) =>
+        HttpMethods.IsPost(request.Method) && request.Path.Value is "/sandboxes" or "/v2/sandboxes"
+        && !request.Headers.ContainsKey(SandboxRouting.SandboxIdHeader);
 
     /// <summary>The sandbox a request is about: sandbox traffic by host or headers, or an API path naming one.</summary>
     private string? SandboxOf(HttpRequest request)
@@ -179,6 +220,12 @@ internal sealed class ClusterDirectory
         {
             return null;
         }
+        return await NodeUrlAsync(node, cancellationToken);
+    }
+
+    /// <summary>The API URL a node registered (cached until the node changes), or null.</summary>
+    public async Task<string?> NodeUrlAsync(string node, CancellationToken cancellationToken)
+    {
         if (!_urls.TryGetValue(node, out var url))
         {
             url = await _store.GetNodeUrlAsync(node, cancellationToken);

@@ -18,6 +18,9 @@ internal sealed class ClusterNode : IAsyncDisposable
 {
     private const int ApiPort = 3000;
 
+    /// <summary>Each node's limit: small, so that a few creates fill the cluster.</summary>
+    public const int MaxSandboxes = 2;
+
     private readonly StringBuilder _log = new();
     private readonly string[] _arguments;
     private readonly Dictionary<string, string> _environment;
@@ -40,6 +43,7 @@ internal sealed class ClusterNode : IAsyncDisposable
             "--cluster-probe-timeout", probeTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture),
             "--listen", $"http://{Address}:{ApiPort}", "--store", storeUri, "--state-dir", StateDir,
             "--templates-dir", TestEnvironment.TemplatesDirectory, "--freeze-after", "0", "--metrics-interval", "0",
+            "--max-sandboxes", MaxSandboxes.ToString(CultureInfo.InvariantCulture),
         ];
         _environment = new Dictionary<string, string>
         {
