@@ -197,6 +197,37 @@ internal sealed class ClusterNode : IAsyncDisposable
                 await delete.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
             }
         }
+        // What its sandboxes left mounted (a SIGKILLed node never tore them down; a stopping one may still be tearing
+        // down): the deepest first, lazily, so that the directory can go.
+        var mounts = (await File.ReadAllLinesAsync("/proc/self/mountinfo"))
+            .Select(line => line.Split(' ')[4].Replace("\\040", " ", StringComparison.Ordinal))
+            .Where(target => target.StartsWith(StateDir + "/", StringComparison.Ordinal))
+            .OrderByDescending(target => target.Length);
+        foreach (var target in mounts)
+        {
+            using var umount = Process.Start("umount", ["-l", target]);
+            await umount.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        // Its cgroup parent in every hierarchy: emptied by then (its processes are gone), removed leaf first.
+        foreach (var hierarchy in Directory.GetDirectories("/sys/fs/cgroup"))
+        {
+            var parent = Path.Combine(hierarchy, _environment["PADDOCK_Runc__CgroupParent"]);
+            if (!Directory.Exists(parent))
+            {
+                continue;
+            }
+            foreach (var dir in Directory.GetDirectories(parent, "*", SearchOption.AllDirectories).OrderByDescending(d => d.Length).Append(parent))
+            {
+                try
+                {
+                    Directory.Delete(dir);
+                }
+                catch (IOException)
+                {
+                    // Still busy: left for the host's own cleanup; named for this test.
+                }
+            }
+        }
         try
         {
             Directory.Delete(StateDir, recursive: true);
