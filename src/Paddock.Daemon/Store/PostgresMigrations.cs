@@ -36,6 +36,8 @@ internal static partial class PostgresMigrations
     /// keeps its own numbers (a new SQLite step 8 is still step 8 here, and a database that has 1001 still gets it).
     /// Applied on every PostgreSQL store, cluster mode or not: a single node can join a cluster later without a step.
     /// </summary>
+    internal const int FirstClusterStep = 1001;
+
     internal static IReadOnlyList<(int Version, string Sql)> ClusterSteps { get; } =
     [
         // Which node runs each sandbox: the daemon's recovery reads only its own, a dead node's are marked lost by

@@ -57,11 +57,22 @@ internal sealed partial class PostgresStore : ISandboxStore, IApiKeyStore, ITeam
                 }
             }
             var newest = applied.Count == 0 ? 0 : applied.Max();
-            var known = AllSteps.Max(s => s.Version);
-            if (newest > known)
+            // The shared steps and the PostgreSQL-only ones (from 1001) are two sequences: each is checked against
+            // what this paddockd knows of it, so a future shared step 8 is not hidden behind step 1002.
+            (IReadOnlyList<(int Version, string Sql)> Steps, int First, int Last)[] sequences =
+            [
+                (PostgresMigrations.Steps, 1, PostgresMigrations.FirstClusterStep - 1),
+                (PostgresMigrations.ClusterSteps, PostgresMigrations.FirstClusterStep, int.MaxValue),
+            ];
+            foreach (var (steps, first, last) in sequences)
             {
-                throw new InvalidOperationException(
-                    $"the state database {Description} is at schema version {newest}, newer than this paddockd knows ({known}); run a newer paddockd or use another database");
+                var known = steps.Max(s => s.Version);
+                var seen = applied.Where(v => v >= first && v <= last).DefaultIfEmpty(0).Max();
+                if (seen > known)
+                {
+                    throw new InvalidOperationException(
+                        $"the state database {Description} is at schema version {seen}, newer than this paddockd knows ({known}); run a newer paddockd or use another database");
+                }
             }
             foreach (var (version, sql) in AllSteps.OrderBy(s => s.Version))
             {
