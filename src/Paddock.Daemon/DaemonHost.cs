@@ -68,6 +68,7 @@ internal static class DaemonHost
             }
         });
 
+        Cluster.ClusterHosting.AddCluster(builder, options);
         var services = builder.Services;
         services.AddSingleton(options);
         if (certificate is not null)
@@ -166,6 +167,11 @@ internal static class DaemonHost
         Observability.MetricsEndpoint.RegisterGauges(app.Services);
         // Order matters: sandbox traffic leaves before the API key check, which it does not need. The traffic
         // middleware only watches it (spans, metrics, the audit) and passes everything on.
+        if (options.Cluster is not null)
+        {
+            // First: a request for another node's sandbox goes there whole, and that node observes and serves it.
+            app.UseMiddleware<Cluster.ClusterRouter>();
+        }
         app.UseMiddleware<Observability.SandboxTrafficMiddleware>();
         app.UseMiddleware<SandboxProxyMiddleware>();
         app.UseMiddleware<ApiKeyMiddleware>();
@@ -179,6 +185,7 @@ internal static class DaemonHost
         app.MapTeamApi();
         Volumes.VolumeEndpoints.MapVolumeApi(app);
         app.MapAuditApi();
+        Cluster.ClusterEndpoints.MapClusterApi(app);
         app.MapMetricsEndpoint();
         Dashboard.DashboardEndpoints.MapDashboard(app);
         app.MapMcp(McpEndpoint.Path);
@@ -208,7 +215,8 @@ internal static class DaemonHost
         await app.Services.GetRequiredService<ISandboxStore>().InitializeAsync(cancellationToken);
         if (app.Services.GetService<PostgresStore>() is { } postgres)
         {
-            await postgres.ClaimAsync(cancellationToken);
+            // One daemon per database, or in cluster mode one daemon per node id (Cluster/).
+            await (options.Cluster is { } cluster ? postgres.ClaimNodeAsync(cluster.NodeId, cancellationToken) : postgres.ClaimAsync(cancellationToken));
         }
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Paddock.Daemon.Auth");
         var key = await ApiKeyBootstrap.EnsureAsync(app.Services.GetRequiredService<IApiKeyStore>(), options.StateDir, app.Services.GetRequiredService<TimeProvider>(), logger, cancellationToken);
@@ -233,7 +241,7 @@ internal static class DaemonHost
         var soleWriter = options.PostgresConnectionString is null;
         if (options.PostgresConnectionString is { } connectionString)
         {
-            services.AddSingleton(sp => new PostgresStore(connectionString, sp.GetRequiredService<ILogger<PostgresStore>>()));
+            services.AddSingleton(sp => new PostgresStore(connectionString, sp.GetRequiredService<ILogger<PostgresStore>>(), options.Cluster?.NodeId));
             services.AddSingleton<StateStore>(sp => sp.GetRequiredService<PostgresStore>());
         }
         else

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Paddock.Daemon.Pools;
+using ClusterSettings = Paddock.Daemon.Cluster.ClusterSettings;
 
 namespace Paddock.Daemon;
 
@@ -126,6 +127,18 @@ internal sealed record DaemonOptions
     /// parsed from <c>--store postgres://…</c> (Store/PostgresConnectionString.cs).
     /// </summary>
     public string? PostgresConnectionString { get; init; }
+
+    /// <summary>Cluster mode (<c>--cluster</c>, Cluster/ClusterSettings.cs); null: a single machine.</summary>
+    public ClusterSettings? Cluster { get; init; }
+
+    // The cluster options as given, turned into Cluster once all are read (Parse).
+    private bool _clusterEnabled;
+    private string? _nodeId;
+    private System.Net.IPAddress? _advertise;
+    private int? _clusterPort;
+    private string? _clusterId;
+    private TimeSpan? _clusterProbeTimeout;
+
     /// <summary>Console log lines as plain text (one line per event) or as one JSON object per line.</summary>
     public LogFormat LogFormat { get; init; } = LogFormat.Text;
 
@@ -173,6 +186,12 @@ internal sealed record DaemonOptions
           --metrics-samples N       samples kept per sandbox (default 120; env PADDOCK_METRICS_SAMPLES)
           --isolation TIER          tier of sandboxes whose create, team and template choose none: runc or gvisor (default runc; env PADDOCK_ISOLATION)
           --store sqlite|URI        state store: sqlite ({state-dir}/paddock.db, the default) or postgres://user:password@host:port/db (env PADDOCK_STORE)
+          --cluster                 run as one node of a cluster sharing the PostgreSQL store (env PADDOCK_CLUSTER=true; needs --store postgres://)
+          --node-id ID              this node's stable identity in the cluster (default the host name; env PADDOCK_NODE_ID)
+          --advertise IP            the address other nodes reach this one at (default the --listen address; env PADDOCK_ADVERTISE)
+          --cluster-port N          the Orleans silo-to-silo port on the advertised address (default 11111; env PADDOCK_CLUSTER_PORT)
+          --cluster-id NAME         the cluster's name in the store (default paddock; env PADDOCK_CLUSTER_ID)
+          --cluster-probe-timeout SECS  liveness probe timeout; a node missing 3 in a row is declared dead (default 5; env PADDOCK_CLUSTER_PROBE_TIMEOUT)
           --log-format text|json    console log lines as text or JSON objects (default text; env PADDOCK_LOG_FORMAT)
           --metrics on|off          Prometheus text at GET /metrics, admin key required (default on; env PADDOCK_METRICS)
           --otlp-endpoint URL       send traces by OTLP/HTTP to URL (default none: no traces; env PADDOCK_OTLP_ENDPOINT)
@@ -221,6 +240,12 @@ internal sealed record DaemonOptions
         options = Apply(options, "--metrics-samples", Env("METRICS_SAMPLES"));
         options = Apply(options, "--isolation", Env("ISOLATION"));
         options = Apply(options, "--store", Env("STORE"));
+        options = Apply(options, "--cluster", Env("CLUSTER"));
+        options = Apply(options, "--node-id", Env("NODE_ID"));
+        options = Apply(options, "--advertise", Env("ADVERTISE"));
+        options = Apply(options, "--cluster-port", Env("CLUSTER_PORT"));
+        options = Apply(options, "--cluster-id", Env("CLUSTER_ID"));
+        options = Apply(options, "--cluster-probe-timeout", Env("CLUSTER_PROBE_TIMEOUT"));
         options = Apply(options, "--log-format", Env("LOG_FORMAT"));
         options = Apply(options, "--metrics", Env("METRICS"));
         options = Apply(options, "--otlp-endpoint", Env("OTLP_ENDPOINT"));
@@ -236,7 +261,7 @@ internal sealed record DaemonOptions
                 value = name[(eq + 1)..];
                 name = name[..eq];
             }
-            else if (name == "--tls-self-signed")
+            else if (name is "--tls-self-signed" or "--cluster")
             {
                 value = "true"; // a flag; --tls-self-signed=false also parses
             }
@@ -266,7 +291,40 @@ internal sealed record DaemonOptions
         {
             throw new ArgumentException($"the default timeout ({options.DefaultTimeoutSeconds} s) exceeds the maximum ({options.MaxTimeoutSeconds} s)");
         }
-        return options;
+        return options with { Cluster = options.BuildCluster() };
+    }
+
+    /// <summary>The cluster settings from the cluster options, or null without --cluster; throws on a bad combination.</summary>
+    private ClusterSettings? BuildCluster()
+    {
+        if (!_clusterEnabled)
+        {
+            return _nodeId is null && _advertise is null && _clusterPort is null && _clusterId is null && _clusterProbeTimeout is null
+                ? null
+                : throw new ArgumentException("--node-id, --advertise, --cluster-port, --cluster-id and --cluster-probe-timeout only apply with --cluster");
+        }
+        if (PostgresConnectionString is null)
+        {
+            throw new ArgumentException("--cluster needs the PostgreSQL store: give --store postgres://user:password@host:port/database (every node shares it)");
+        }
+        var advertise = _advertise
+            ?? (System.Net.IPAddress.TryParse(Listen.Host.Trim('[', ']'), out var listen) && !listen.Equals(System.Net.IPAddress.Any) && !listen.Equals(System.Net.IPAddress.IPv6Any) ? listen : null)
+            ?? throw new ArgumentException($"--cluster needs an address the other nodes can reach: give --advertise IP (the listen address {Listen.Host} is not one)");
+        if (Listen.Port == 0)
+        {
+            throw new ArgumentException("--cluster needs a fixed --listen port: the other nodes forward requests to it");
+        }
+        var settings = new ClusterSettings
+        {
+            NodeId = ClusterSettings.ValidateNodeId(_nodeId ?? Environment.MachineName.ToLowerInvariant()),
+            AdvertiseAddress = advertise,
+        };
+        return settings with
+        {
+            SiloPort = _clusterPort ?? settings.SiloPort,
+            ClusterId = _clusterId ?? settings.ClusterId,
+            ProbeTimeout = _clusterProbeTimeout ?? settings.ProbeTimeout,
+        };
     }
 
     private static DaemonOptions Apply(DaemonOptions options, string name, string? value)
@@ -336,6 +394,25 @@ internal sealed record DaemonOptions
             "--otlp-endpoint" => options with { OtlpEndpoint = ParseOtlp(value) },
             "--audit-max-events" => options with { AuditMaxEventsPerSandbox = value == "0" ? 0 : ParseAtLeast(name, value, 100) },
             "--audit-retention" => options with { AuditRetention = TimeSpan.FromSeconds(ParsePositive(name, value)) },
+            "--cluster" => options with { _clusterEnabled = bool.TryParse(value, out var c) ? c : throw new ArgumentException($"invalid value '{value}' for --cluster: expected true or false") },
+            "--node-id" => options with { _nodeId = ClusterSettings.ValidateNodeId(value) },
+            "--advertise" => options with
+            {
+                _advertise = System.Net.IPAddress.TryParse(value, out var ip) && !ip.Equals(System.Net.IPAddress.Any) && !ip.Equals(System.Net.IPAddress.IPv6Any)
+                    ? ip
+                    : throw new ArgumentException($"invalid value '{value}' for --advertise: expected the IP address other nodes reach this one at"),
+            },
+            "--cluster-port" => options with
+            {
+                _clusterPort = int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 65536
+                    ? port
+                    : throw new ArgumentException($"invalid value '{value}' for --cluster-port: expected a port from 1 to 65535"),
+            },
+            "--cluster-id" => options with { _clusterId = value.Length is > 0 and <= 150 ? value : throw new ArgumentException("--cluster-id needs a name of at most 150 characters") },
+            "--cluster-probe-timeout" => options with
+            {
+                _clusterProbeTimeout = ParseSeconds(name, value) is { TotalMilliseconds: >= 100 } t ? t : throw new ArgumentException($"invalid value '{value}' for {name}: expected at least 0.1 seconds"),
+            },
             _ => throw new ArgumentException($"unknown option '{name}'"),
         };
     }

@@ -27,6 +27,12 @@ internal sealed class SandboxRecovery(
         var alive = (await runtime.ListAsync(cancellationToken)).ToDictionary(s => s.SandboxId, StringComparer.Ordinal);
         var paused = (await runtime.ListPausedAsync(cancellationToken)).ToDictionary(s => s.SandboxId, StringComparer.Ordinal);
         var records = await store.ListAsync([SandboxState.Starting, SandboxState.Running, SandboxState.Paused], cancellationToken);
+        if (options.Cluster is { } cluster)
+        {
+            // Cluster mode: the store holds every node's sandboxes, and only this node's are this host's to reconcile
+            // (another node's would all look lost from here).
+            records = [.. records.Where(r => r.NodeId == cluster.NodeId)];
+        }
         int adopted = 0, lost = 0, expired = 0, strays = 0;
 
         foreach (var record in records)

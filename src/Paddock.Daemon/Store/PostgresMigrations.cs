@@ -31,6 +31,28 @@ internal static partial class PostgresMigrations
          "UPDATE api_keys SET key_id = gen_random_uuid()::text;"),
     ];
 
+    /// <summary>
+    /// Steps that exist on PostgreSQL only, for cluster mode (issue 17), numbered from 1001 so that the shared list
+    /// keeps its own numbers (a new SQLite step 8 is still step 8 here, and a database that has 1001 still gets it).
+    /// Applied on every PostgreSQL store, cluster mode or not: a single node can join a cluster later without a step.
+    /// </summary>
+    internal const int FirstClusterStep = 1001;
+
+    internal static IReadOnlyList<(int Version, string Sql)> ClusterSteps { get; } =
+    [
+        // Where each node's API is (Cluster/ClusterRouter.cs forwards there); which node runs each sandbox is the
+        // shared step 8's sandboxes.node_id.
+        (1001, """
+            CREATE TABLE cluster_nodes (
+                node_id    TEXT PRIMARY KEY,
+                api_url    TEXT NOT NULL,
+                updated_at BIGINT NOT NULL
+            );
+            """),
+        // Orleans' membership tables and queries (Cluster/OrleansMembershipSchema.cs).
+        (1002, Cluster.OrleansMembershipSchema.Sql),
+    ];
+
     private static readonly Lazy<IReadOnlyList<(int Version, string Sql)>> s_steps = new(Translate);
 
     /// <summary>Every step of <see cref="SqliteMigrations.Steps"/> in PostgreSQL's dialect, same versions.</summary>

@@ -20,8 +20,8 @@ internal sealed class PostgresStore : StateStore, IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private NpgsqlConnection? _claim;
 
-    public PostgresStore(string connectionString, ILogger<PostgresStore> logger)
-        : base(logger)
+    public PostgresStore(string connectionString, ILogger<PostgresStore> logger, string? nodeId = null)
+        : base(logger, nodeId)
     {
         _dataSource = NpgsqlDataSource.Create(connectionString);
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
@@ -42,7 +42,14 @@ internal sealed class PostgresStore : StateStore, IAsyncDisposable
         try
         {
             await ExecuteAsync(connection, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);", cancellationToken);
-            await MigrateAsync(connection, PostgresMigrations.Steps, Description, "use another database", cancellationToken);
+            // The shared steps and the PostgreSQL-only ones (from 1001) are two sequences: each is checked against
+            // what this paddockd knows of it, so a future shared step 9 is not hidden behind step 1002.
+            await MigrateAsync(connection,
+                [
+                    (PostgresMigrations.Steps, 1, PostgresMigrations.FirstClusterStep - 1),
+                    (PostgresMigrations.ClusterSteps, PostgresMigrations.FirstClusterStep, int.MaxValue),
+                ],
+                Description, "use another database", cancellationToken);
         }
         finally
         {
@@ -75,6 +82,94 @@ internal sealed class PostgresStore : StateStore, IAsyncDisposable
             await connection.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Cluster mode's form of <see cref="ClaimAsync"/>: many daemons share the database, but one node id is one
+    /// daemon (two with the same id would each take the other's sandboxes for strays at start). The lock is keyed by
+    /// the id and goes with the connection, so a SIGKILLed node's lock is released when PostgreSQL sees its
+    /// connection close and the node can start again under the same id.
+    /// </summary>
+    public async Task ClaimNodeAsync(string nodeId, CancellationToken cancellationToken)
+    {
+        var connection = await OpenAsync(cancellationToken);
+        try
+        {
+            await using var command = new NpgsqlCommand("SELECT pg_try_advisory_lock(hashtextextended('paddock-node:' || @node, 0));", connection);
+            command.Parameters.AddWithValue("node", nodeId);
+            if (await command.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                throw new InvalidOperationException(
+                    $"another paddockd already runs as node '{nodeId}' on the state database {Description}; give each node its own --node-id");
+            }
+            _claim = connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Ends, in one statement (so one transaction), every record of <paramref name="nodeId"/> that is still starting,
+    /// running or paused, with <paramref name="reason"/> as its end reason and a line in its log. Run by every
+    /// surviving node when the cluster declares a node dead: the first one ends the records, the others find none.
+    /// Returns how many it ended.
+    /// </summary>
+    public async Task<int> MarkNodeLostAsync(string nodeId, string reason, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("""
+            WITH lost AS (
+                UPDATE sandboxes SET state = @killed, ended_at = @now, end_reason = @reason
+                WHERE node_id = @node AND state = ANY(@live)
+                RETURNING sandbox_id)
+            INSERT INTO sandbox_logs (sandbox_id, at, level, message)
+            SELECT sandbox_id, @now, @level, @reason FROM lost;
+            """, connection);
+        command.Parameters.AddWithValue("killed", StateName(SandboxState.Killed));
+        command.Parameters.AddWithValue("now", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("reason", reason);
+        command.Parameters.AddWithValue("node", nodeId);
+        command.Parameters.AddWithValue("live", new[] { SandboxState.Starting, SandboxState.Running, SandboxState.Paused }.Select(StateName).ToArray());
+        command.Parameters.AddWithValue("level", LevelName(SandboxLogLevel.Warn));
+        return await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Records (or replaces) where a node's API is, for the other nodes' routers.</summary>
+    public async Task RegisterNodeAsync(string nodeId, string apiUrl, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("""
+            INSERT INTO cluster_nodes (node_id, api_url, updated_at) VALUES (@node, @url, @now)
+            ON CONFLICT (node_id) DO UPDATE SET api_url = excluded.api_url, updated_at = excluded.updated_at;
+            """, connection);
+        command.Parameters.AddWithValue("node", nodeId);
+        command.Parameters.AddWithValue("url", apiUrl);
+        command.Parameters.AddWithValue("now", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>The API URL a node registered, or null.</summary>
+    public async Task<string?> GetNodeUrlAsync(string nodeId, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("SELECT api_url FROM cluster_nodes WHERE node_id = @node;", connection);
+        command.Parameters.AddWithValue("node", nodeId);
+        return await command.ExecuteScalarAsync(cancellationToken) as string;
+    }
+
+    /// <summary>The node a sandbox's record names (cluster mode), or null when there is no such record or no node.</summary>
+    public async Task<(string? NodeId, SandboxState State)?> GetNodeAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("SELECT node_id, state FROM sandboxes WHERE sandbox_id = @id;", connection);
+        command.Parameters.AddWithValue("id", sandboxId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken)
+            ? (reader.IsDBNull(0) ? null : reader.GetString(0), ParseState(reader.GetString(1)))
+            : null;
     }
 
     public override async Task<DbConnection> OpenConnectionAsync(CancellationToken cancellationToken) => await OpenAsync(cancellationToken);

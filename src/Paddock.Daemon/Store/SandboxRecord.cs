@@ -89,6 +89,12 @@ internal sealed record SandboxRecord
 
     /// <summary>Whether its pause kept memory (null while running).</summary>
     public bool? PausedWithMemory { get; init; }
+
+    /// <summary>
+    /// In cluster mode, the node that runs it (set by the PostgreSQL store from its own node id when the record is
+    /// first written, whatever the record says); null on a single machine and in SQLite.
+    /// </summary>
+    public string? NodeId { get; init; }
 }
 
 /// <summary>One line of a sandbox's log: what the daemon did to it and saw of it.</summary>

@@ -165,5 +165,12 @@ internal static class SqliteMigrations
             );
             CREATE INDEX sandbox_volume_mounts_by_volume ON sandbox_volume_mounts (volume_id);
             """),
+        // Which node runs each sandbox (issue 17's cluster mode, PostgreSQL only; always null in SQLite): a daemon's
+        // recovery reads only its own, a dead node's are marked lost by node (PostgresStore.MarkNodeLostAsync), and
+        // the router finds a sandbox's node by it. A shared step, so that one SQL reads and writes records on both.
+        (8, """
+            ALTER TABLE sandboxes ADD COLUMN node_id TEXT;
+            CREATE INDEX sandboxes_by_node ON sandboxes (node_id, state);
+            """),
     ];
 }

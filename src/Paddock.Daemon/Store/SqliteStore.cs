@@ -44,7 +44,7 @@ internal sealed class SqliteStore : StateStore
         // WAL is a property of the file; it sticks once set.
         await ExecuteAsync(connection, "PRAGMA journal_mode=WAL;", cancellationToken);
         await ExecuteAsync(connection, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);", cancellationToken);
-        await MigrateAsync(connection, SqliteMigrations.Steps, _path, "use another state directory", cancellationToken);
+        await MigrateAsync(connection, [(SqliteMigrations.Steps, 1, int.MaxValue)], _path, "use another state directory", cancellationToken);
     }
 
     public override async Task<DbConnection> OpenConnectionAsync(CancellationToken cancellationToken) => await OpenAsync(cancellationToken);

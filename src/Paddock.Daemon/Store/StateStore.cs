@@ -11,14 +11,20 @@ namespace Paddock.Daemon.Store;
 /// a 64-bit integer or text, since PostgreSQL's columns are BIGINT (<see cref="PostgresMigrations"/>) and SQLite's
 /// INTEGER holds either.
 /// </summary>
-internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApiKeyStore, ITeamStore, IStoreConnections
+internal abstract partial class StateStore(ILogger logger, string? nodeId = null) : ISandboxStore, IApiKeyStore, ITeamStore, IStoreConnections
 {
     private const string SelectColumns = """
         SELECT sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
                started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
-               auto_pause_memory, auto_resume, paused_at, paused_memory
+               auto_pause_memory, auto_resume, paused_at, paused_memory, node_id
         FROM sandboxes
         """;
+
+    /// <summary>
+    /// In cluster mode (PostgreSQL), this daemon's node id: written on every record it inserts (whatever the record
+    /// says), so that recovery reconciles only its own and a dead node's records can be found. Null otherwise.
+    /// </summary>
+    public string? NodeId { get; } = nodeId;
 
     public abstract Task InitializeAsync(CancellationToken cancellationToken);
 
@@ -36,10 +42,14 @@ internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApi
     protected abstract bool BatchesAreAtomic { get; }
 
     /// <summary>
-    /// Applies the steps not yet in <c>schema_migrations</c> (which must exist), each in a transaction with its own row.
-    /// A database newer than this paddockd is refused with a message that names <paramref name="description"/>.
+    /// Applies the steps not yet in <c>schema_migrations</c> (which must exist), each in a transaction with its own row,
+    /// in version order across <paramref name="sequences"/>. Each sequence owns the versions from First to Last; a
+    /// database with a version in a sequence's range newer than the sequence knows is refused, with a message that
+    /// names <paramref name="description"/>.
     /// </summary>
-    protected async Task MigrateAsync(DbConnection connection, IEnumerable<(int Version, string Sql)> steps, string description, string remedy, CancellationToken cancellationToken)
+    protected async Task MigrateAsync(
+        DbConnection connection, IReadOnlyList<(IReadOnlyList<(int Version, string Sql)> Steps, int First, int Last)> sequences,
+        string description, string remedy, CancellationToken cancellationToken)
     {
         var applied = new HashSet<int>();
         await using (var command = connection.Command("SELECT version FROM schema_migrations;"))
@@ -50,15 +60,18 @@ internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApi
                 applied.Add(checked((int)reader.GetInt64(0)));
             }
         }
-        var ordered = steps.OrderBy(s => s.Version).ToList();
-        var newest = applied.Count == 0 ? 0 : applied.Max();
-        var known = ordered.Max(s => s.Version);
-        if (newest > known)
+        foreach (var (steps, first, last) in sequences)
         {
-            throw new InvalidOperationException(
-                $"the state database {description} is at schema version {newest}, newer than this paddockd knows ({known}); run a newer paddockd or {remedy}");
+            var known = steps.Max(s => s.Version);
+            var seen = applied.Where(v => v >= first && v <= last).DefaultIfEmpty(0).Max();
+            if (seen > known)
+            {
+                throw new InvalidOperationException(
+                    $"the state database {description} is at schema version {seen}, newer than this paddockd knows ({known}); run a newer paddockd or {remedy}");
+            }
         }
-        foreach (var (version, sql) in ordered)
+        var newest = applied.Count == 0 ? 0 : applied.Max();
+        foreach (var (version, sql) in sequences.SelectMany(s => s.Steps).OrderBy(s => s.Version))
         {
             if (applied.Contains(version))
             {
@@ -78,7 +91,7 @@ internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApi
             }
             await transaction.CommitAsync(cancellationToken);
             StoreLog.Migrated(logger, version);
-            newest = version;
+            newest = Math.Max(newest, version);
         }
         StoreLog.Opened(logger, description, newest);
     }
@@ -89,11 +102,11 @@ internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApi
         await using var command = Bind(connection.Command("""
             INSERT INTO sandboxes (sandbox_id, template_id, alias, runtime, state, metadata, cpu_count, memory_mb, disk_mb, max_pids,
                                    started_at, end_at, ended_at, end_reason, envd_access_token, traffic_access_token, allow_internet_access, auto_pause, team_id,
-                                   auto_pause_memory, auto_resume, paused_at, paused_memory)
+                                   auto_pause_memory, auto_resume, paused_at, paused_memory, node_id)
             VALUES (@id, @template, @alias, @runtime, @state, @metadata, @cpu, @mem, @disk, @pids,
                     @started, @end, @ended, @reason, @envd, @traffic, @internet, @autopause, @team,
-                    @autopausememory, @autoresume, @pausedat, @pausedmemory);
-            """), record);
+                    @autopausememory, @autoresume, @pausedat, @pausedmemory, @node);
+            """), record).With("@node", NodeId);
         try
         {
             await command.ExecuteNonQueryAsync(cancellationToken);
@@ -302,6 +315,7 @@ internal abstract partial class StateStore(ILogger logger) : ISandboxStore, IApi
         AutoResume = reader.GetInt64(20) != 0,
         PausedAt = reader.IsDBNull(21) ? null : DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(21)),
         PausedWithMemory = reader.IsDBNull(22) ? null : reader.GetInt64(22) != 0,
+        NodeId = reader.IsDBNull(23) ? null : reader.GetString(23),
     };
 
     // Booleans are stored as 0/1 integers in both engines.

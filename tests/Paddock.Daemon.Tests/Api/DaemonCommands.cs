@@ -14,7 +14,11 @@ internal static class DaemonCommands
 {
     private static readonly JsonParser Parser = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(true));
 
-    public static async Task<(int ExitCode, string Stdout)> RunAsync(TestDaemon daemon, string sandboxId, string? token, string script, string? user = null)
+    public static Task<(int ExitCode, string Stdout)> RunAsync(TestDaemon daemon, string sandboxId, string? token, string script, string? user = null) =>
+        RunAsync(daemon.Raw, sandboxId, token, script, user);
+
+    /// <summary>The same through any client of a daemon's listener (a cluster node's, for one).</summary>
+    public static async Task<(int ExitCode, string Stdout)> RunAsync(HttpClient raw, string sandboxId, string? token, string script, string? user = null)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/bin/sh", Args = { "-c", script } } };
@@ -35,7 +39,7 @@ internal static class DaemonCommands
         {
             message.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));
         }
-        using var response = await daemon.Raw.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        using var response = await raw.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
         if (!response.IsSuccessStatusCode)
         {
             throw new IOException($"process.Process/Start answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(timeout.Token)}");

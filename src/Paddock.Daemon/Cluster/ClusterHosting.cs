@@ -1,0 +1,60 @@
+using Orleans.Configuration;
+using Orleans.Hosting;
+
+namespace Paddock.Daemon.Cluster;
+
+/// <summary>
+/// Wires cluster mode into the daemon's host: an Orleans silo in the same process and service container (so a grain
+/// can reach the sandbox manager), clustered through Orleans' ADO.NET provider on the daemon's own PostgreSQL store,
+/// and the membership follower that marks dead nodes' sandboxes lost. Nothing happens without <c>--cluster</c>.
+/// </summary>
+internal static class ClusterHosting
+{
+    /// <summary>The ADO.NET invariant of Npgsql: the provider loads <c>Npgsql.NpgsqlFactory</c> by it.</summary>
+    private const string NpgsqlInvariant = "Npgsql";
+
+    public static void AddCluster(WebApplicationBuilder builder, DaemonOptions options)
+    {
+        if (options.Cluster is not { } cluster)
+        {
+            return;
+        }
+        var connectionString = options.PostgresConnectionString
+            ?? throw new ArgumentException("--cluster needs the PostgreSQL store (--store postgres://…): every node shares it");
+        builder.UseOrleans(silo =>
+        {
+            silo.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = cluster.ClusterId;
+                o.ServiceId = "paddock";
+            });
+            silo.Configure<SiloOptions>(o => o.SiloName = cluster.NodeId);
+            // Silo-to-silo only: nothing outside the cluster calls grains, so no client gateway (port 0 turns it off).
+            silo.ConfigureEndpoints(cluster.AdvertiseAddress, cluster.SiloPort, gatewayPort: 0, listenOnAnyHostAddress: false);
+            silo.UseAdoNetClustering(o =>
+            {
+                o.Invariant = NpgsqlInvariant;
+                o.ConnectionString = connectionString;
+            });
+            silo.Configure<ClusterMembershipOptions>(o =>
+            {
+                o.ProbeTimeout = cluster.ProbeTimeout;
+                o.NumMissedProbesLimit = cluster.MissedProbesLimit;
+                // Orleans' defaults (a table read every 60 s, an I-am-alive row every 30 s) are tuned for large
+                // clusters; a death is gossiped at once anyway, and these bound how late a node that missed the
+                // gossip learns of it.
+                o.TableRefreshTimeout = cluster.ProbeTimeout * 2;
+                o.IAmAliveTablePublishTimeout = cluster.ProbeTimeout * 2;
+            });
+            silo.AddPlacementDirector<NodePlacement, NodePlacementDirector>();
+        });
+        builder.Services.AddSingleton<ClusterMembership>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ClusterMembership>());
+        builder.Services.AddSingleton<ClusterDirectory>();
+        builder.Services.AddSingleton<ClusterPlacement>();
+        // Orleans logs every membership step at Information; the daemon's own lines (ClusterLog) say what matters.
+        builder.Logging.AddFilter("Orleans", LogLevel.Warning);
+        // Orleans' placement retries through Polly, which logs every attempt at Information.
+        builder.Logging.AddFilter("Polly", LogLevel.Warning);
+    }
+}

@@ -1,0 +1,26 @@
+namespace Paddock.Daemon.Cluster;
+
+/// <summary>Cluster mode's log lines (event ids 1700-1719: issue 17).</summary>
+internal static partial class ClusterLog
+{
+    [LoggerMessage(EventId = 1700, Level = LogLevel.Information, Message = "cluster mode: node {NodeId}, silo {Address}:{Port}, cluster {ClusterId}")]
+    public static partial void Joining(ILogger logger, string nodeId, string address, int port, string clusterId);
+
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Information, Message = "cluster membership: {Members}")]
+    public static partial void Membership(ILogger logger, string members);
+
+    [LoggerMessage(EventId = 1702, Level = LogLevel.Warning, Message = "node {NodeId} (silo {Silo}) was declared dead: {Count} of its sandboxes marked lost")]
+    public static partial void NodeLost(ILogger logger, string nodeId, string silo, int count);
+
+    [LoggerMessage(EventId = 1703, Level = LogLevel.Information, Message = "node {NodeId}'s old silo {Silo} is dead, but the node is back as {Current}: it reconciles its own sandboxes")]
+    public static partial void NodeRestarted(ILogger logger, string nodeId, string silo, string current);
+
+    [LoggerMessage(EventId = 1704, Level = LogLevel.Error, Message = "could not mark the sandboxes of dead node {NodeId} lost (retried while the store is unreachable)")]
+    public static partial void MarkLostFailed(ILogger logger, string nodeId, Exception error);
+
+    [LoggerMessage(EventId = 1705, Level = LogLevel.Information, Message = "Forwarding {Method} {Path} for sandbox {SandboxId} to its node at {Owner} failed: {Error}")]
+    public static partial void ForwardFailed(ILogger logger, string method, string path, string sandboxId, string owner, string error, Exception? exception);
+
+    [LoggerMessage(EventId = 1706, Level = LogLevel.Information, Message = "node {NodeId} registered its API at {ApiUrl}")]
+    public static partial void Registered(ILogger logger, string nodeId, string apiUrl);
+}

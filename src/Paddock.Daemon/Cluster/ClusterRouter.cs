@@ -1,0 +1,255 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using Paddock.Daemon.Proxy;
+using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Store;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Paddock.Daemon.Cluster;
+
+/// <summary>
+/// Cluster mode's routing: the API and the sandbox proxy of every node answer for every sandbox of the cluster. A
+/// request for a sandbox this node does not hold (by <c>{port}-{id}.{domain}</c> host, the <c>E2b-Sandbox-Id</c>
+/// header, or an API path <c>/sandboxes/{id}…</c>) is forwarded whole to the node that runs it, by YARP's
+/// <see cref="IHttpForwarder"/> (headers, Host, WebSocket upgrades and streamed bodies as the local proxy does); that
+/// node then serves it as its own, through its ordinary API and proxy. The owner comes from the sandbox's record
+/// (<see cref="PostgresStore.GetNodeAsync"/>) through a short cache (<see cref="OwnerTtl"/>) that a kill through
+/// this node and a node's death clear at once. A forwarded request carries <see cref="ForwardedHeader"/>, and a
+/// node never forwards such a request again: one hop at most, whatever the records say.
+/// </summary>
+internal sealed class ClusterRouter(
+    RequestDelegate next,
+    IHttpForwarder forwarder,
+    SandboxManager manager,
+    SandboxDomain domain,
+    ClusterDirectory directory,
+    ClusterPlacement placement,
+    DaemonOptions options,
+    ILogger<ClusterRouter> logger)
+{
+    /// <summary>Set on a forwarded request, to the forwarding node's id.</summary>
+    public const string ForwardedHeader = "X-Paddock-Forwarded-By";
+
+    private static readonly ForwarderRequestConfig RequestConfig = new()
+    {
+        Version = HttpVersion.Version11,
+        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        ActivityTimeout = TimeSpan.FromMinutes(30),
+    };
+
+    private readonly HttpMessageInvoker _invoker = new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        ActivityHeadersPropagator = new ReverseProxyPropagator(DistributedContextPropagator.Current),
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
+    });
+
+    private readonly HttpTransformer _transformer = new ForwardingTransformer(options.Cluster!.NodeId);
+
+    public async Task InvokeAsync(HttpContext http)
+    {
+        if (!http.Request.Headers.ContainsKey(ForwardedHeader) && IsCreate(http.Request))
+        {
+            await PlaceAsync(http);
+            return;
+        }
+        if (http.Request.Headers.ContainsKey(ForwardedHeader) || SandboxOf(http.Request) is not { } sandboxId
+            || manager.TryGetRunning(sandboxId, out _) || manager.TryGetPaused(sandboxId, out _))
+        {
+            await next(http);
+            return;
+        }
+        var owner = await directory.OwnerUrlAsync(sandboxId, http.RequestAborted);
+        if (owner is null)
+        {
+            // Unknown, ended, or on a node that is not an active member: answered here, from the record.
+            await next(http);
+            return;
+        }
+        var error = await ForwardAsync(http, owner);
+        if (HttpMethods.IsDelete(http.Request.Method))
+        {
+            directory.Forget(sandboxId);
+        }
+        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        {
+            return;
+        }
+        ClusterLog.ForwardFailed(logger, http.Request.Method, http.Request.Path, sandboxId, owner, error.ToString(), http.Features.Get<IForwarderErrorFeature>()?.Exception);
+        directory.Forget(sandboxId);
+        if (!http.Response.HasStarted)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status502BadGateway,
+                $"sandbox '{sandboxId}' runs on another node of the cluster ({owner}), which did not answer");
+        }
+    }
+
+    /// <summary>A create: placed on the node <see cref="ClusterPlacement"/> chooses, here or forwarded there.</summary>
+    private async Task PlaceAsync(HttpContext http)
+    {
+        var node = await placement.ChooseAsync(http.RequestAborted);
+        if (node is null)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status429TooManyRequests,
+                "every node of the cluster already runs its maximum of sandboxes (or none answered); kill some or add nodes");
+            return;
+        }
+        if (node == options.Cluster!.NodeId || await directory.NodeUrlAsync(node, http.RequestAborted) is not { } url)
+        {
+            await next(http);
+            return;
+        }
+        var error = await ForwardAsync(http, url);
+        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        {
+            return;
+        }
+        ClusterLog.ForwardFailed(logger, http.Request.Method, http.Request.Path, "(new)", url, error.ToString(), http.Features.Get<IForwarderErrorFeature>()?.Exception);
+        if (!http.Response.HasStarted)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status503ServiceUnavailable,
+                $"the node chosen for this sandbox ({node}) did not answer; try again");
+        }
+    }
+
+    private ValueTask<ForwarderError> ForwardAsync(HttpContext http, string url) =>
+        forwarder.SendAsync(http, url, _invoker, RequestConfig, _transformer);
+
+    private static bool IsCreate(HttpRequest request) =>
+        HttpMethods.IsPost(request.Method) && request.Path.Value is "/sandboxes" or "/v2/sandboxes"
+        && !request.Headers.ContainsKey(SandboxRouting.SandboxIdHeader);
+
+    /// <summary>The sandbox a request is about: sandbox traffic by host or headers, or an API path naming one.</summary>
+    private string? SandboxOf(HttpRequest request)
+    {
+        var route = SandboxRouting.Route(request, domain.HostName);
+        if (route.Kind == SandboxRouting.Kind.Sandbox)
+        {
+            return route.Target.SandboxId;
+        }
+        if (route.Kind != SandboxRouting.Kind.ControlPlane)
+        {
+            return null;
+        }
+        // /sandboxes/{id}[/…] and /v2/sandboxes/{id}[/…]; /sandboxes/metrics is a listing, not an id.
+        var path = request.Path.Value.AsSpan();
+        if (path.StartsWith("/v2/", StringComparison.Ordinal))
+        {
+            path = path[3..];
+        }
+        if (!path.StartsWith("/sandboxes/", StringComparison.Ordinal))
+        {
+            return null;
+        }
+        path = path["/sandboxes/".Length..];
+        var slash = path.IndexOf('/');
+        var id = slash < 0 ? path : path[..slash];
+        return SandboxIds.IsWellFormed(id) ? id.ToString() : null;
+    }
+
+    private sealed class ForwardingTransformer(string self) : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            // The owner routes {port}-{id}.{domain} hosts by the name the client used: the Host goes through unchanged.
+            proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+            proxyRequest.Headers.TryAddWithoutValidation(ForwardedHeader, self);
+        }
+    }
+}
+
+/// <summary>
+/// Where sandboxes and nodes are: the owner of a sandbox from its record, cached for <see cref="OwnerTtl"/>, and each
+/// node's API URL from <c>cluster_nodes</c> (written by the node itself at start). A node that is not an active
+/// member has no URL here: its sandboxes are answered locally (404 once they are marked lost).
+/// </summary>
+internal sealed class ClusterDirectory
+{
+    /// <summary>How long an owner is trusted without asking the store again (a kill elsewhere is seen at most this late).</summary>
+    public static readonly TimeSpan OwnerTtl = TimeSpan.FromSeconds(2);
+
+    private readonly ConcurrentDictionary<string, (string? Node, DateTimeOffset Until)> _owners = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _urls = new(StringComparer.Ordinal);
+    private readonly PostgresStore _store;
+    private readonly ClusterMembership _membership;
+    private readonly DaemonOptions _options;
+    private readonly TimeProvider _time;
+
+    public ClusterDirectory(PostgresStore store, ClusterMembership membership, DaemonOptions options, TimeProvider time)
+    {
+        _store = store;
+        _membership = membership;
+        _options = options;
+        _time = time;
+        membership.NodeChanged += ForgetNode;
+    }
+
+    /// <summary>The API URL of the live node that runs <paramref name="sandboxId"/>, or null (unknown, ended, local, or its node is not active).</summary>
+    public async Task<string?> OwnerUrlAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        string? node;
+        if (_owners.TryGetValue(sandboxId, out var cached) && cached.Until > now)
+        {
+            node = cached.Node;
+        }
+        else
+        {
+            var found = await _store.GetNodeAsync(sandboxId, cancellationToken);
+            node = found is { State: not SandboxState.Killed } f ? f.NodeId : null;
+            _owners[sandboxId] = (node, now + OwnerTtl);
+            if (_owners.Count > 100_000)
+            {
+                // Bounded: expired entries go when the cache grows (ids are random, so it would otherwise only grow).
+                foreach (var (id, entry) in _owners)
+                {
+                    if (entry.Until <= now)
+                    {
+                        _owners.TryRemove(id, out _);
+                    }
+                }
+            }
+        }
+        if (node is null || node == _options.Cluster!.NodeId || !_membership.IsActive(node))
+        {
+            return null;
+        }
+        return await NodeUrlAsync(node, cancellationToken);
+    }
+
+    /// <summary>The API URL a node registered (cached until the node changes), or null.</summary>
+    public async Task<string?> NodeUrlAsync(string node, CancellationToken cancellationToken)
+    {
+        if (!_urls.TryGetValue(node, out var url))
+        {
+            url = await _store.GetNodeUrlAsync(node, cancellationToken);
+            if (url is null)
+            {
+                return null;
+            }
+            _urls[node] = url;
+        }
+        return url;
+    }
+
+    public void Forget(string sandboxId) => _owners.TryRemove(sandboxId, out _);
+
+    /// <summary>A node died or came back: its sandboxes' owners and its URL are read again.</summary>
+    public void ForgetNode(string nodeId)
+    {
+        _urls.TryRemove(nodeId, out _);
+        foreach (var (id, entry) in _owners)
+        {
+            if (entry.Node == nodeId)
+            {
+                _owners.TryRemove(id, out _);
+            }
+        }
+    }
+}

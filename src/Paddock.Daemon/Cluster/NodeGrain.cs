@@ -1,0 +1,47 @@
+using Orleans.Runtime;
+using Paddock.Daemon.Sandboxes;
+
+namespace Paddock.Daemon.Cluster;
+
+/// <summary>One per node, activated only on that node's silo (<see cref="NodePlacement"/>); keyed by the node id.</summary>
+internal interface INodeGrain : IGrainWithStringKey
+{
+    /// <summary>What the node runs and can still take, read from its own memory (not from the store).</summary>
+    Task<NodeReport> GetReportAsync();
+}
+
+/// <summary>A node's answer about itself.</summary>
+[GenerateSerializer, Immutable]
+internal sealed record NodeReport
+{
+    [Id(0)] public required string NodeId { get; init; }
+
+    [Id(1)] public required string SiloAddress { get; init; }
+
+    /// <summary>Sandboxes running or starting on the node.</summary>
+    [Id(2)] public required int Reserved { get; init; }
+
+    /// <summary>The node's own limit (<c>--max-sandboxes</c>).</summary>
+    [Id(3)] public required int MaxSandboxes { get; init; }
+}
+
+[NodePlacement]
+internal sealed class NodeGrain(SandboxManager sandboxes, DaemonOptions options, ILocalSiloDetails silo) : Grain, INodeGrain
+{
+    public Task<NodeReport> GetReportAsync()
+    {
+        var key = this.GetPrimaryKeyString();
+        if (!string.Equals(key, options.Cluster?.NodeId, StringComparison.Ordinal))
+        {
+            // Only a placement bug could bring this here; answering would report another host's state as this one's.
+            throw new InvalidOperationException($"the grain of node '{key}' was activated on node '{options.Cluster?.NodeId}'");
+        }
+        return Task.FromResult(new NodeReport
+        {
+            NodeId = key,
+            SiloAddress = silo.SiloAddress.ToParsableString(),
+            Reserved = sandboxes.Reserved,
+            MaxSandboxes = options.MaxSandboxes,
+        });
+    }
+}
