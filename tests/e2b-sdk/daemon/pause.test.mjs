@@ -49,7 +49,7 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
 
   // todo: runs, but does not fail the suite: the restored sandbox's agent sometimes answers nothing (the known runsc
   // restore issue in ARCHITECTURE.md: its netstack accepts connections, the agent never answers them). Measured on
-  // this branch with the SDK suite: this case failed in 3 of 6 runs (runsc debug logs were on in 5 of the 6).
+  // this branch with the SDK suite: this case failed in 4 of 7 runs (runsc debug logs were on in 5 of the 7).
   it('keeps processes, servers and files across a pause with memory, and connect() resumes it', { ...T, todo: 'gVisor restore: the agent sometimes answers nothing (ARCHITECTURE.md, known issue)' }, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
     started.push(sandbox.sandboxId)
@@ -87,7 +87,7 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     assert.equal(again.body.envdAccessToken, (await api('GET', `/sandboxes/${sandbox.sandboxId}`)).body.envdAccessToken)
   })
 
-  // todo for the same reason as the case above (1 of 4 runs; 2 more failed with the restarted daemon not ready in 60 s
+  // todo for the same reason as the case above (3 of 6 runs; 2 more failed with the restarted daemon not ready in 60 s
   // on this loaded host). The restart and the paused record are also covered by PauseTests at the runtime level.
   it('survives a SIGKILL of the daemon and its restart while paused', { ...T, todo: 'gVisor restore: the agent sometimes answers nothing (ARCHITECTURE.md, known issue)' }, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
