@@ -154,6 +154,8 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
             {
                 await AgentInit.SendAsync(_runtime, member.SandboxId, member.PoolToken, envVars, accessToken, cancellationToken);
             }
+            // The running agent has them now; a filesystem-only resume boots the bundle again, which must have them too.
+            await _runtime.KeepIdentityAsync(member.SandboxId, envVars, accessToken, cancellationToken);
         }
         catch (Exception ex)
         {

@@ -118,6 +118,14 @@ internal interface ISandboxRuntime
     Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
         throw new SandboxNotFoundException(sandboxId);
 
+    /// <summary>
+    /// Makes every later fresh boot of the sandbox (a filesystem-only resume) start its agent with
+    /// <paramref name="envVars"/> and <paramref name="accessToken"/> (null: none), which a pool's hand-over gave only to
+    /// the running agent. The default keeps nothing: a tier that cannot pause never boots a sandbox twice.
+    /// </summary>
+    Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken) =>
+        Task.CompletedTask;
+
     /// <summary>The sandboxes of this tier that are paused on the host (complete pauses only), with whether each kept its memory.</summary>
     Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<PausedSandbox>>([]);

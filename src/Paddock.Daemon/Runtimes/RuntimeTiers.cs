@@ -230,6 +230,9 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
     public Task PauseAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken) =>
         Owner(sandboxId).PauseAsync(sandboxId, keepMemory, cancellationToken);
 
+    public Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken) =>
+        Owner(sandboxId).KeepIdentityAsync(sandboxId, envVars, accessToken, cancellationToken);
+
     public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
         await Owner(sandboxId).ResumeAsync(sandboxId, cancellationToken) with { Tier = Owner(sandboxId).Name };
 

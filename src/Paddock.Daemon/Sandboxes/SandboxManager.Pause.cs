@@ -16,9 +16,6 @@ internal sealed partial class SandboxManager
 {
     private readonly ConcurrentDictionary<string, SandboxRecord> _paused = new(StringComparer.Ordinal);
 
-    // Mounted volumes, to refuse a pause of a sandbox that has them: a resume does not bind them again yet, and a
-    // volume's delete counts only running sandboxes as its users.
-    private readonly Volumes.VolumeManager? _volumes;
 
     // One resume per sandbox at a time: concurrent connects and proxied requests of an autoResume sandbox share it.
     private readonly ConcurrentDictionary<string, Lazy<Task<SandboxRecord>>> _resumes = new(StringComparer.Ordinal);
@@ -44,11 +41,10 @@ internal sealed partial class SandboxManager
         {
             throw new SandboxStateConflictException($"sandbox '{sandboxId}' is already paused");
         }
+        // A sandbox with volumes pauses like any other: its config.json names their directories, which stay mounted on
+        // the host while it is paused (VolumeDisks), so the resume's run or restore binds them again; a volume's
+        // delete counts paused users too (VolumeEndpoints).
         var record = GetRunning(sandboxId);
-        if (_volumes?.MountsOf(sandboxId).Count > 0)
-        {
-            throw new SandboxStateConflictException($"sandbox '{sandboxId}' mounts volumes, and a sandbox with volumes cannot be paused yet");
-        }
         var support = _tiers.PauseSupportOf(record.RuntimeName);
         var keepMemory = memory ?? support == PauseSupport.FilesystemAndMemory;
         if (support == PauseSupport.None || (keepMemory && support != PauseSupport.FilesystemAndMemory))

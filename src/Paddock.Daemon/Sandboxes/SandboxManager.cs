@@ -99,9 +99,8 @@ internal sealed partial class SandboxManager : IAsyncDisposable
 
     public SandboxManager(ISandboxRuntime runtime, IIsolationTiers tiers, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
-        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null, Volumes.VolumeManager? volumes = null)
+        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null)
     {
-        _volumes = volumes;
         _tiers = tiers;
         _metrics = metrics;
         _pools = pools;

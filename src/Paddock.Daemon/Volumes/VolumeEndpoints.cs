@@ -41,7 +41,9 @@ internal static class VolumeEndpoints
 
     private static async Task<IResult> DeleteAsync(string volumeID, HttpContext http, VolumeManager volumes, SandboxManager sandboxes)
     {
-        await volumes.DeleteAsync(http.GetCaller().TeamId, volumeID, id => sandboxes.TryGetRunning(id, out _), http.RequestAborted);
+        // A paused sandbox is a user too: its resume binds the volume again (SandboxManager.PauseAsync).
+        await volumes.DeleteAsync(http.GetCaller().TeamId, volumeID,
+            id => sandboxes.TryGetRunning(id, out _) || sandboxes.TryGetPaused(id, out _), http.RequestAborted);
         return Results.NoContent();
     }
 

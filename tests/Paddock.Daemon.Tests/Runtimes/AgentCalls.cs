@@ -33,11 +33,11 @@ internal static class AgentCalls
     }
 
     /// <summary>Runs <paramref name="cmd"/> to its end and collects its output.</summary>
-    public static async Task<CommandOutput> RunAsync(ISandboxRuntime runtime, string sandboxId, string cmd, IEnumerable<string> args, string? user, TimeSpan timeout, string? cwd = null)
+    public static async Task<CommandOutput> RunAsync(ISandboxRuntime runtime, string sandboxId, string cmd, IEnumerable<string> args, string? user, TimeSpan timeout, string? cwd = null, string? accessToken = null)
     {
         using var http = Client(runtime, sandboxId, timeout);
         using var cts = new CancellationTokenSource(timeout);
-        using var response = await SendStartAsync(http, cmd, args, user, cts.Token, cwd);
+        using var response = await SendStartAsync(http, cmd, args, user, cts.Token, cwd, accessToken);
         await using var body = await response.Content.ReadAsStreamAsync(cts.Token);
         var stdout = new StringBuilder();
         var stderr = new StringBuilder();
@@ -78,7 +78,7 @@ internal static class AgentCalls
         throw new IOException("the stream ended before a start event");
     }
 
-    private static async Task<HttpResponseMessage> SendStartAsync(HttpClient http, string cmd, IEnumerable<string> args, string? user, CancellationToken cancellationToken, string? cwd = null)
+    private static async Task<HttpResponseMessage> SendStartAsync(HttpClient http, string cmd, IEnumerable<string> args, string? user, CancellationToken cancellationToken, string? cwd = null, string? accessToken = null)
     {
         var request = new StartRequest { Process = new ProcessConfig { Cmd = cmd, Args = { args } } };
         if (cwd is not null)
@@ -92,6 +92,10 @@ internal static class AgentCalls
         var message = new HttpRequestMessage(HttpMethod.Post, "/process.Process/Start") { Content = new ByteArrayContent(framed) };
         message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/connect+json");
         message.Headers.Add("Connect-Protocol-Version", "1");
+        if (accessToken is not null)
+        {
+            message.Headers.Add("X-Access-Token", accessToken);
+        }
         if (user is not null)
         {
             message.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":")));

@@ -204,4 +204,33 @@ public sealed class RuncPauseTests(RuncFixture fixture)
         }
         Assert.Equal(before, fixture.Footprint());
     }
+    [Fact]
+    public async Task A_pooled_sandbox_keeps_its_claimers_token_and_variables_across_a_filesystem_pause()
+    {
+        // A warm pool member boots with the pool's token and no variables; the hand-over's /init gives the running
+        // agent the claimer's, and KeepIdentityAsync the bundle, which the resume boots again.
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox, token: "pool-token"), TestEnvironment.Timeout(Long));
+        try
+        {
+            var vars = new Dictionary<string, string> { ["GREETING"] = "hello from the claimer", ["QUOTED"] = "a \"b\" c" };
+            await Daemon.Pools.AgentInit.SendAsync(fixture.Runtime, sandbox.SandboxId, "pool-token", vars, "claimer-token", TestEnvironment.Timeout(Long));
+            await fixture.Runtime.KeepIdentityAsync(sandbox.SandboxId, vars, "claimer-token", TestEnvironment.Timeout(Long));
+            const string Print = "echo \"$GREETING|$QUOTED\"";
+            Assert.Equal("hello from the claimer|a \"b\" c\n", (await Run(sandbox.SandboxId, Print, "claimer-token")).Stdout);
+
+            await fixture.Runtime.PauseAsync(sandbox.SandboxId, keepMemory: false, TestEnvironment.Timeout(Long));
+            await fixture.Runtime.ResumeAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+
+            Assert.Equal("hello from the claimer|a \"b\" c\n", (await Run(sandbox.SandboxId, Print, "claimer-token")).Stdout);
+            var refused = await Assert.ThrowsAsync<IOException>(() => Run(sandbox.SandboxId, "true", "pool-token"));
+            Assert.Contains("401", refused.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        }
+    }
+
+    private Task<CommandOutput> Run(string id, string command, string token) =>
+        AgentCalls.RunAsync(fixture.Runtime, id, "/bin/sh", ["-c", command], "root", TimeSpan.FromSeconds(60), accessToken: token);
 }

@@ -47,9 +47,10 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     return r?.status === 200 ? r : null
   }, 30_000, `port ${port} through the proxy`, 200)
 
-  // todo: runs, but does not fail the suite: it passed once and failed twice here, the restored sandbox not answering
-  // (the known runsc restore issue in ARCHITECTURE.md: connections the sandbox closed shortly before the checkpoint).
-  it('keeps processes, servers and files across a pause with memory, and connect() resumes it', { ...T, todo: 'gVisor restore after recent sandbox-side TCP closes (ARCHITECTURE.md, known issue)' }, async () => {
+  // todo: runs, but does not fail the suite: the restored sandbox's agent sometimes answers nothing (the known runsc
+  // restore issue in ARCHITECTURE.md: its netstack accepts connections, the agent never answers them). Measured on
+  // this branch with the SDK suite: this case failed in 4 of 7 runs (runsc debug logs were on in 5 of the 7).
+  it('keeps processes, servers and files across a pause with memory, and connect() resumes it', { ...T, todo: 'gVisor restore: the agent sometimes answers nothing (ARCHITECTURE.md, known issue)' }, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
     started.push(sandbox.sandboxId)
     const sleeper = await sandbox.commands.run('sleep 3600', { background: true })
@@ -86,10 +87,9 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
     assert.equal(again.body.envdAccessToken, (await api('GET', `/sandboxes/${sandbox.sandboxId}`)).body.envdAccessToken)
   })
 
-  // todo for the same reason as the case above: it passed in one CI pass and failed in the next, the restored sandbox
-  // not answering /health within 30 s after a resume from its memory image (known issue). The restart and the
-  // paused record are also covered by PauseTests at the runtime level, where the restore has not failed.
-  it('survives a SIGKILL of the daemon and its restart while paused', { ...T, todo: 'gVisor restore through the daemon sometimes hangs (ARCHITECTURE.md, known issue)' }, async () => {
+  // todo for the same reason as the case above (3 of 6 runs; 2 more failed with the restarted daemon not ready in 60 s
+  // on this loaded host). The restart and the paused record are also covered by PauseTests at the runtime level.
+  it('survives a SIGKILL of the daemon and its restart while paused', { ...T, todo: 'gVisor restore: the agent sometimes answers nothing (ARCHITECTURE.md, known issue)' }, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
     started.push(sandbox.sandboxId)
     await sandbox.commands.run('sleep 3600', { background: true })

@@ -1,7 +1,8 @@
 // Volumes with the official e2b SDK 2.51, unchanged: Volume.create/list/getInfo/destroy against paddockd's /volumes,
 // Sandbox.create's volumeMounts, and the Volume class's file methods against paddockd's volume content API
 // (E2B_VOLUME_API_URL points the SDK at the daemon, as E2B_API_URL does for the control plane). A file one sandbox
-// writes is read by the next; a delete while mounted is refused; another team can neither mount nor read the volume;
+// writes is read by the next; a delete while mounted (running or paused) is refused; a paused sandbox resumes with its
+// volume bound again; another team can neither mount nor read the volume;
 // the size limit holds.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
@@ -116,6 +117,26 @@ describe('volumes with the e2b SDK', { skip: skip ?? false }, () => {
     for (const path of ['/proc', '/dev/x', '/.paddock', '/etc', 'relative', '/a/../etc']) {
       await assert.rejects(Sandbox.create('base', { ...CREATE, volumeMounts: { [path]: 'sdk-data' } }), /volumeMounts\[0\]\.path/)
     }
+  })
+
+  it('pauses and resumes a sandbox with a volume, which stays in use while paused', T, async () => {
+    const sandbox = await Sandbox.create('base', { ...CREATE, volumeMounts: { '/mnt/data': 'sdk-data' } })
+    sandboxes.push(sandbox)
+    const wrote = await sandbox.commands.run('echo before-pause > /mnt/data/paused.txt', { user: 'root' }).catch((e) => e)
+    assert.equal(wrote.exitCode, 0, `${wrote.stderr} ${wrote.message ?? ''}`)
+    assert.equal(await sandbox.pause(), true)
+    assert.equal((await sandbox.getInfo()).state, 'paused')
+    // Paused is still mounted: the resume binds it again, so the delete is refused as for a running sandbox.
+    await assert.rejects(Volume.destroy(volume.volumeId), (err) => err instanceof VolumeError && /mounted/.test(err.message))
+    // Written from outside while the sandbox is paused: the resumed sandbox sees the volume itself, not a copy.
+    await volume.writeFile('/while-paused.txt', 'from the SDK while paused\n')
+
+    const resumed = await Sandbox.connect(sandbox.sandboxId, CREATE)
+    const read = await resumed.commands.run('cat /mnt/data/paused.txt /mnt/data/while-paused.txt', { user: 'root' })
+    assert.equal(read.stdout, 'before-pause\nfrom the SDK while paused\n')
+    await resumed.commands.run('echo after-resume > /mnt/data/resumed.txt', { user: 'root' })
+    await resumed.kill()
+    assert.equal(await volume.readFile('resumed.txt'), 'after-resume\n')
   })
 
   it('destroys the volume once no sandbox has it mounted', T, async () => {

@@ -38,18 +38,78 @@ internal static class AgentLaunch
         {
             ["PATH"] = DefaultPath,
         };
-        if (spec.EnvVars.Count > 0)
+        if (SandboxEnvValue(spec.EnvVars) is { } value)
         {
-            // The sandbox's variables are for the commands the agent starts, not for the agent: as plain variables
-            // they would reach its loader and runtime (LD_PRELOAD, DOTNET_*), and the agent builds each command's
-            // environment itself. So they travel as one JSON object for the agent to hand on.
-            var vars = new JsonObject();
-            foreach (var (k, v) in spec.EnvVars)
-            {
-                vars[k] = v;
-            }
-            env[SandboxEnvVariable] = vars.ToJsonString();
+            env[SandboxEnvVariable] = value;
         }
         return env;
+    }
+
+    /// <summary>
+    /// The value of <see cref="SandboxEnvVariable"/>, null without variables. The sandbox's variables are for the
+    /// commands the agent starts, not for the agent: as plain variables they would reach its loader and runtime
+    /// (LD_PRELOAD, DOTNET_*), and the agent builds each command's environment itself. So they travel as one JSON
+    /// object for the agent to hand on.
+    /// </summary>
+    private static string? SandboxEnvValue(IReadOnlyDictionary<string, string> envVars)
+    {
+        if (envVars.Count == 0)
+        {
+            return null;
+        }
+        var vars = new JsonObject();
+        foreach (var (k, v) in envVars)
+        {
+            vars[k] = v;
+        }
+        return vars.ToJsonString();
+    }
+    /// <summary>
+    /// Rewrites the agent's access token and the sandbox's variables in the config.json of an existing bundle
+    /// (atomically: a new file renamed over the old), so that a later fresh boot of that bundle starts the agent as
+    /// the hand-over of a pooled sandbox left it. The hand-over's POST /init changes only the running agent; without
+    /// this a filesystem-only resume booted the pool's token and no variables (issue 15, reproduced by
+    /// RuncPauseTests). Everything else in the file stays as the tier wrote it.
+    /// </summary>
+    public static void RewriteIdentity(string configFile, IReadOnlyDictionary<string, string> envVars, string? accessToken)
+    {
+        var config = JsonNode.Parse(File.ReadAllText(configFile))?.AsObject()
+            ?? throw new InvalidDataException($"{configFile} is not a JSON object");
+        var process = config["process"]?.AsObject() ?? throw new InvalidDataException($"{configFile} has no process");
+        var args = process["args"]?.AsArray() ?? throw new InvalidDataException($"{configFile} has no process.args");
+        var kept = new JsonArray();
+        for (var i = 0; i < args.Count; i++)
+        {
+            var arg = args[i]?.GetValue<string>();
+            if (arg == "--access-token")
+            {
+                i++; // and its value
+                continue;
+            }
+            kept.Add(arg);
+        }
+        if (accessToken is { Length: > 0 })
+        {
+            kept.Add("--access-token");
+            kept.Add(accessToken);
+        }
+        process["args"] = kept;
+        var env = new JsonArray();
+        foreach (var entry in process["env"]?.AsArray() ?? [])
+        {
+            var text = entry?.GetValue<string>();
+            if (text is not null && !text.StartsWith(SandboxEnvVariable + "=", StringComparison.Ordinal))
+            {
+                env.Add(text);
+            }
+        }
+        if (SandboxEnvValue(envVars) is { } value)
+        {
+            env.Add($"{SandboxEnvVariable}={value}");
+        }
+        process["env"] = env;
+        var temporary = configFile + ".new";
+        File.WriteAllText(temporary, config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        File.Move(temporary, configFile, overwrite: true);
     }
 }

@@ -7,6 +7,12 @@ namespace Paddock.Daemon.Runtimes.Host;
 internal static class AgentReadiness
 {
     /// <summary>
+    /// How long one probe waits for the agent's answer once connected. The agent answers /health in well under a
+    /// millisecond of its own time; a second is ample under this host's load and short against the whole wait.
+    /// </summary>
+    internal static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>
     /// Probes the agent through <paramref name="connect"/> until it answers, while the host process
     /// <paramref name="hostPid"/> that carries it runs. Throws <see cref="SandboxStartException"/> with
     /// <paramref name="logTail"/> when that process exits or <paramref name="timeout"/> passes.
@@ -25,6 +31,7 @@ internal static class AgentReadiness
         // little, while each wait past the agent's first listen is added to every cold create: 1, 2, 4, then every
         // 5 ms (was capped at 50 ms, which could add up to 50 ms to a start; issue 6's lean cold path).
         var delay = TimeSpan.FromMilliseconds(1);
+        var stalled = 0;
         try
         {
             while (true)
@@ -36,10 +43,21 @@ internal static class AgentReadiness
                 try
                 {
                     await using var stream = await connect(deadline.Token);
-                    if (await AgentProbe.IsHealthyAsync(stream, deadline.Token))
+                    // Each attempt is bounded, not only the whole wait: a gVisor sandbox restored from a checkpoint
+                    // (the known issue in ARCHITECTURE.md) completed the handshake of the first probe and acknowledged
+                    // its request, and its agent never answered; unbounded, that one connection used the whole wait
+                    // (packet capture on the host end of the link). Bounded, the probe tries again, and the error
+                    // counts the connections that were accepted but not answered: a wedged agent, not a slow start.
+                    using var attempt = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+                    attempt.CancelAfter(AttemptTimeout);
+                    if (await AgentProbe.IsHealthyAsync(stream, attempt.Token))
                     {
                         return;
                     }
+                }
+                catch (OperationCanceledException) when (!deadline.IsCancellationRequested)
+                {
+                    stalled++;
                 }
                 catch (Exception ex) when (ex is SandboxPortUnreachableException or IOException or SocketException)
                 {
@@ -52,7 +70,7 @@ internal static class AgentReadiness
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             throw new SandboxStartException(sandboxId,
-                $"the agent did not answer GET /health within {timeout.TotalSeconds:0} s: " + logTail());
+                $"the agent did not answer GET /health within {timeout.TotalSeconds:0} s ({stalled} connections accepted but not answered): " + logTail());
         }
     }
 }

@@ -47,7 +47,10 @@ internal static class SandboxFilesystem
     {
         var root = map.ToHost(0);
         Directory.CreateDirectory(layout.Directory);
-        new SandboxMetadata(spec.SandboxId, spec.TemplateLayers, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess).Write(layout.MetadataFile);
+        new SandboxMetadata(spec.SandboxId, spec.TemplateLayers, DateTimeOffset.UtcNow, spec.Limits, spec.AllowInternetAccess)
+        {
+            VolumeDirectories = [.. spec.Mounts.Select(m => m.HostDirectory)],
+        }.Write(layout.MetadataFile);
 
         // The overlay's root directory takes its owner and mode from the upper layer's: copy the template root's
         // (the top layer's: a snapshot layer carries the root directory as its sandbox last had it).
@@ -118,8 +121,8 @@ internal static class SandboxFilesystem
     }
 
     /// <summary>
-    /// Mounts a paused sandbox's filesystem again as <see cref="Prepare"/> made it: its disk image (when it has one)
-    /// and the overlay of its template's layers (from its metadata) with its kept writable layer. Idempotent: what is
+    /// Mounts a paused sandbox's filesystem again as <see cref="Prepare"/> made it: its disk image (when it has one),
+    /// its volumes' binds, and the overlay of its template's layers (from its metadata) with its kept writable layer. Idempotent: what is
     /// mounted already stays. Throws <see cref="IOException"/> when the metadata or a layer is missing.
     /// </summary>
     public static void Remount(SandboxLayout layout)
@@ -131,6 +134,27 @@ internal static class SandboxFilesystem
         {
             Directory.CreateDirectory(layout.DiskMount);
             LoopMounts.Mount(layout.DiskImage, layout.DiskMount, "ext4", Mounts.MS_NODEV | Mounts.MS_NOSUID | LoopMounts.MS_NOATIME);
+        }
+        // The volumes' binds: the pause's unmount took them with the rest, and the tier's config names these paths as
+        // the sources of its volume mounts (BindMounts). Without them a resumed sandbox saw empty directories.
+        var volumes = metadata.VolumeDirectories ?? [];
+        for (var i = 0; i < volumes.Count; i++)
+        {
+            var target = layout.MountSource(i);
+            if (mounted.Contains(target))
+            {
+                continue;
+            }
+            if (!Directory.Exists(volumes[i]))
+            {
+                throw new IOException($"volume directory {volumes[i]} of sandbox '{layout.SandboxId}' is gone");
+            }
+            Directory.CreateDirectory(target);
+            var bound = Mounts.Mount(volumes[i], target, null, Mounts.MS_BIND, null);
+            if (bound != 0)
+            {
+                throw Errno.Exception("mount --bind", target, bound);
+            }
         }
         if (mounted.Contains(layout.Rootfs))
         {

@@ -126,6 +126,12 @@ internal interface ISandboxDirectories
 /// </summary>
 internal sealed record SandboxMetadata(string SandboxId, IReadOnlyList<string> TemplateLayers, DateTimeOffset StartedAt, ResourceLimits Limits, bool AllowInternetAccess)
 {
+    /// <summary>
+    /// The host directories of the sandbox's volumes, in the order of <see cref="SandboxLayout.MountSource"/>: a resume
+    /// binds them there again (<see cref="SandboxFilesystem.Remount"/>). Null in metadata written before volumes.
+    /// </summary>
+    public IReadOnlyList<string>? VolumeDirectories { get; init; }
+
     public static SandboxMetadata? TryRead(string path)
     {
         try
