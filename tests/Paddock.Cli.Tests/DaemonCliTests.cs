@@ -93,6 +93,53 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
     }
 
     [Fact]
+    public async Task Fork_prints_one_new_id_per_copy_each_with_the_sources_files_and_refuses_a_tier_that_cannot()
+    {
+        if (!File.Exists("/usr/local/lib/paddock/runsc"))
+        {
+            Assert.Skip("runsc is not installed (scripts/setup runs scripts/install-runsc)");
+        }
+        var created = await Paddock("sandbox", "create", "base", "--isolation", "gvisor", "--timeout", "600");
+        Assert.True(created.ExitCode == 0, created.ToString());
+        var id = created.Stdout.Trim();
+        var copies = new List<string>();
+        try
+        {
+            Assert.Equal(0, (await Paddock("exec", id, "--", "echo before-fork > /tmp/note")).ExitCode);
+            var fork = await Paddock("sandbox", "fork", id, "--count", "2", "--timeout", "300");
+            Assert.True(fork.ExitCode == 0, fork.ToString());
+            copies.AddRange(fork.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Equal(2, copies.Distinct().Count());
+            Assert.DoesNotContain(id, copies);
+            foreach (var copy in copies)
+            {
+                Assert.Equal("before-fork\n", (await Paddock("exec", copy, "--", "cat /tmp/note")).Stdout);
+            }
+            Assert.Equal(64, (await Paddock("sandbox", "fork", id, "--count", "0")).ExitCode);
+
+            var runc = (await Paddock("sandbox", "create", "base", "--isolation", "runc")).Stdout.Trim();
+            try
+            {
+                var refused = await Paddock("sandbox", "fork", runc);
+                Assert.NotEqual(0, refused.ExitCode);
+                Assert.Contains("the runc isolation tier cannot fork", refused.Stderr, StringComparison.Ordinal);
+            }
+            finally
+            {
+                await Paddock("sandbox", "kill", runc);
+            }
+        }
+        finally
+        {
+            foreach (var copy in copies)
+            {
+                await Paddock("sandbox", "kill", copy);
+            }
+            await Paddock("sandbox", "kill", id);
+        }
+    }
+
+    [Fact]
     public async Task Unknown_ids_exit_66_with_a_clear_message()
     {
         var result = await Paddock("sandbox", "info", "nosuchsandbox0000000");

@@ -19,7 +19,7 @@ namespace Paddock.Daemon.Runtimes.Gvisor;
 /// daemon makes (netstack inside the Sentry drives it). Traffic to the sandbox goes to its link address: its loopback
 /// is inside the Sentry, out of the host's reach (<see cref="ConnectAsync"/>).
 /// </summary>
-internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
+internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
 {
     // One attempt of the start's health probe: a SYN that netstack does not answer yet would otherwise wait for the
     // kernel's retransmission (1 s, then 3 s).
@@ -255,6 +255,17 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         candidates.UnionWith(_cgroups.ExistingSandboxIds());
         await _network.EnsureReadyAsync(cancellationToken);
         candidates.UnionWith(_network.RecordedSandboxIds());
+
+        // A daemon killed while a fork or a snapshot held a sandbox with runsc pause left it so: it runs again.
+        foreach (var c in containers.Where(c => c.Status == "paused" && alive.Contains(c.Id) && SandboxLayout.IsValidId(c.Id) && !_locks.IsBusy(c.Id)))
+        {
+            if (!File.Exists(new SandboxLayout(_options, c.Id).PausedFile))
+            {
+                await _runsc.ResumeAsync(c.Id, cancellationToken);
+                RuntimeLog.LeftPausedResumed(_logger, c.Id);
+            }
+        }
+        RemoveForkLeftovers();
 
         var removed = new List<string>();
         foreach (var id in candidates.Order(StringComparer.Ordinal))
