@@ -92,13 +92,9 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
         Assert.Contains("process.end", kinds);
     }
 
-    [Fact]
+    [RunscFact]
     public async Task Fork_prints_one_new_id_per_copy_each_with_the_sources_files_and_refuses_a_tier_that_cannot()
     {
-        if (!File.Exists("/usr/local/lib/paddock/runsc"))
-        {
-            Assert.Skip("runsc is not installed (scripts/setup runs scripts/install-runsc)");
-        }
         var created = await Paddock("sandbox", "create", "base", "--isolation", "gvisor", "--timeout", "600");
         Assert.True(created.ExitCode == 0, created.ToString());
         var id = created.Stdout.Trim();
@@ -190,6 +186,18 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
         finally
         {
             await Paddock("sandbox", "kill", id);
+        }
+    }
+}
+
+/// <summary>A fact that runs only where runsc is installed (scripts/setup installs it), and otherwise says why not.</summary>
+public sealed class RunscFactAttribute : FactAttribute
+{
+    public RunscFactAttribute()
+    {
+        if (!File.Exists("/usr/local/lib/paddock/runsc"))
+        {
+            Skip = "runsc is not installed at /usr/local/lib/paddock/runsc (scripts/setup runs scripts/install-runsc)";
         }
     }
 }

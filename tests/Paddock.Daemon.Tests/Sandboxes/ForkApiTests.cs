@@ -44,7 +44,7 @@ public sealed class ForkApiTests : IDisposable
         Assert.Equal(3, tokens.Append(token).Distinct().Count());
         for (var i = 0; i < ids.Count; i++)
         {
-            Assert.Equal("base", Get<string>(copies[i], "templateID"));
+            Assert.Equal(Get<string>(created, "templateID"), Get<string>(copies[i], "templateID"));
             // The copy's agent took its own token (POST /init) and no longer takes the source's.
             Assert.Equal((0, "copy\n"), await DaemonCommands.RunAsync(daemon, ids[i], tokens[i], "echo copy"));
             await Assert.ThrowsAsync<IOException>(() => DaemonCommands.RunAsync(daemon, ids[i], token, "echo source-token"));
