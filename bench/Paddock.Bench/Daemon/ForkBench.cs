@@ -58,9 +58,8 @@ internal static class ForkBench
         var source = await client.CreateAsync(cancel.Token);
         try
         {
-            await client.EchoHiAsync(source, cancel.Token);
-            // Something of its own running in memory, as a fork is meant to carry.
-            await client.RunForOutputAsync(source, "/bin/sh", ["-c", "sleep 3600 >/dev/null 2>&1 &"], cancel.Token);
+            // No command through the proxy to the source before its forks: a source with connections open at the
+            // capture hits the known gVisor restore issue (ARCHITECTURE.md), which would fail the copies.
             foreach (var count in counts)
             {
                 var cold = new Samples("ms", Direction.LowerIsBetter);
