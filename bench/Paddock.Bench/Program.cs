@@ -41,6 +41,10 @@ internal static class Program
         {
             return await Interp.InterpBench.RunAsync(args.AsMemory(1));
         }
+        if (args[0] == "fork")
+        {
+            return await Daemon.ForkBench.RunAsync(args.AsMemory(1));
+        }
         if (args[0] == "soak")
         {
             return await Daemon.SoakCommand.RunAsync(args.AsMemory(1));

@@ -320,6 +320,45 @@ internal sealed class SandboxTools(IConnectionSource connections)
         });
     }
 
+    [McpServerTool(Name = "fork_sandbox", Title = "Fork a sandbox", Idempotent = false, OpenWorld = false, UseStructuredContent = true)]
+    [Description("Forks a running sandbox into count new sandboxes (1-100), each with the source's memory, running processes and files " +
+        "at one instant and its own id; the source keeps running. Each copy lives timeoutSeconds from when it runs. Only sandboxes on an " +
+        "isolation tier with memory checkpoints (gvisor) can be forked. One entry per copy: its id, or why it did not start.")]
+    public Task<SandboxForked> ForkSandboxAsync(
+        [Description("The running sandbox's id.")] string sandboxId,
+        [Description("How many copies (1-100, default 1).")] int count = 1,
+        [Description("Seconds each copy lives once it runs (default: the server's).")] int? timeoutSeconds = null,
+        CancellationToken cancellationToken = default)
+    {
+        RequireId(sandboxId);
+        if (count is < 1 or > 100)
+        {
+            throw ToolErrors.Invalid($"count must be between 1 and 100, got {count}");
+        }
+        if (timeoutSeconds is <= 0)
+        {
+            throw ToolErrors.Invalid($"timeoutSeconds must be positive, got {timeoutSeconds}");
+        }
+        return ToolErrors.GuardAsync(sandboxId, async () =>
+        {
+            var results = await Sandbox.ForkAsync(sandboxId, count, timeoutSeconds is { } s ? TimeSpan.FromSeconds(s) : null, Connection, killOnDispose: false, cancellationToken);
+            var copies = new List<ForkedSandbox>();
+            foreach (var result in results)
+            {
+                if (result.Sandbox is { } copy)
+                {
+                    copies.Add(new ForkedSandbox(copy.SandboxId, null));
+                    await copy.DisposeAsync();
+                }
+                else
+                {
+                    copies.Add(new ForkedSandbox(null, result.Error?.Message ?? "it did not start"));
+                }
+            }
+            return new SandboxForked(sandboxId, copies);
+        });
+    }
+
     /// <summary>
     /// A client for a running sandbox. The connect call asks for a timeout of one second, which never shortens one
     /// (paddockd and E2B only extend on connect): a tool call does not change when the sandbox ends.
@@ -394,3 +433,10 @@ internal sealed record SandboxPaused(string SandboxId, bool Paused, string? Note
 
 /// <summary>resume_sandbox's answer.</summary>
 internal sealed record SandboxResumed(string SandboxId, DateTimeOffset EndAt);
+
+
+/// <summary>fork_sandbox's answer: one entry per copy, in order.</summary>
+internal sealed record SandboxForked(string SourceId, IReadOnlyList<ForkedSandbox> Copies);
+
+/// <summary>One copy of a fork: its id when it runs, else why it did not start.</summary>
+internal sealed record ForkedSandbox(string? SandboxId, string? Error);

@@ -92,6 +92,51 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
         Assert.Contains("process.end", kinds);
     }
 
+    [RunscFact]
+    public async Task Fork_prints_one_new_id_per_copy_each_running_and_refuses_a_bad_count_and_a_tier_that_cannot()
+    {
+        var created = await Paddock("sandbox", "create", "base", "--isolation", "gvisor", "--timeout", "600");
+        Assert.True(created.ExitCode == 0, created.ToString());
+        var id = created.Stdout.Trim();
+        var copies = new List<string>();
+        try
+        {
+            // Forked before any command through the proxy: a source with connections open at the capture hits the
+            // known gVisor restore issue (ARCHITECTURE.md); the files and processes a copy inherits are checked by
+            // GvisorForkTests at the runtime level.
+            var fork = await Paddock("sandbox", "fork", id, "--count", "2", "--timeout", "300");
+            Assert.True(fork.ExitCode == 0, fork.ToString());
+            copies.AddRange(fork.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Equal(2, copies.Distinct().Count());
+            Assert.DoesNotContain(id, copies);
+            foreach (var copy in copies)
+            {
+                Assert.Equal("in-copy\n", (await Paddock("exec", copy, "--", "echo in-copy")).Stdout);
+            }
+            Assert.Equal(64, (await Paddock("sandbox", "fork", id, "--count", "0")).ExitCode);
+
+            var runc = (await Paddock("sandbox", "create", "base", "--isolation", "runc")).Stdout.Trim();
+            try
+            {
+                var refused = await Paddock("sandbox", "fork", runc);
+                Assert.NotEqual(0, refused.ExitCode);
+                Assert.Contains("the runc isolation tier cannot fork", refused.Stderr, StringComparison.Ordinal);
+            }
+            finally
+            {
+                await Paddock("sandbox", "kill", runc);
+            }
+        }
+        finally
+        {
+            foreach (var copy in copies)
+            {
+                await Paddock("sandbox", "kill", copy);
+            }
+            await Paddock("sandbox", "kill", id);
+        }
+    }
+
     [Fact]
     public async Task Unknown_ids_exit_66_with_a_clear_message()
     {
@@ -143,6 +188,18 @@ public sealed class DaemonCliTests : IClassFixture<DaemonFixture>, IDisposable
         finally
         {
             await Paddock("sandbox", "kill", id);
+        }
+    }
+}
+
+/// <summary>A fact that runs only where runsc is installed (scripts/setup installs it), and otherwise says why not.</summary>
+public sealed class RunscFactAttribute : FactAttribute
+{
+    public RunscFactAttribute()
+    {
+        if (!File.Exists("/usr/local/lib/paddock/runsc"))
+        {
+            Skip = "runsc is not installed at /usr/local/lib/paddock/runsc (scripts/setup runs scripts/install-runsc)";
         }
     }
 }

@@ -5,7 +5,7 @@ using Paddock.Client;
 
 namespace Paddock.Cli.Sandboxes;
 
-/// <summary>`paddock sandbox create|ls|info|kill|timeout|pause|resume`.</summary>
+/// <summary>`paddock sandbox create|ls|info|kill|timeout|pause|resume|fork`.</summary>
 internal static class SandboxCommands
 {
     public static Command Build()
@@ -18,6 +18,7 @@ internal static class SandboxCommands
         command.Subcommands.Add(Timeout());
         command.Subcommands.Add(Pause());
         command.Subcommands.Add(Resume());
+        command.Subcommands.Add(Fork());
         return command;
     }
 
@@ -43,6 +44,44 @@ internal static class SandboxCommands
             }
             Console.Out.Write($"paused {sandboxId}\n");
             return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static Command Fork()
+    {
+        var id = new Argument<string>("id") { Description = "The running sandbox to fork" };
+        var count = new Option<int>("--count") { Description = "How many copies (1-100)", DefaultValueFactory = _ => 1 };
+        var timeout = new Option<int?>("--timeout") { Description = "Seconds each copy lives once it runs (default: the server's)" };
+        var command = new Command("fork", "Fork a running sandbox: copies with its memory, processes and files; prints one new id per line") { id, count, timeout };
+        command.SetAction(CliApp.Action(async (parse, settings, ct) =>
+        {
+            var n = parse.GetValue(count);
+            if (n is < 1 or > 100)
+            {
+                throw new CliException(ExitCodes.Usage, $"--count must be between 1 and 100, not {n}");
+            }
+            var seconds = parse.GetValue(timeout);
+            if (seconds is < 0)
+            {
+                throw new CliException(ExitCodes.Usage, "--timeout must not be negative");
+            }
+            var results = await Sandbox.ForkAsync(parse.GetValue(id)!, n, seconds is { } s ? TimeSpan.FromSeconds(s) : null, settings.Connection, killOnDispose: false, ct);
+            var failed = 0;
+            foreach (var result in results)
+            {
+                if (result.Sandbox is { } copy)
+                {
+                    Console.Out.Write(copy.SandboxId + "\n");
+                    await copy.DisposeAsync();
+                }
+                else
+                {
+                    failed++;
+                    await Console.Error.WriteLineAsync($"paddock: a copy did not start: {result.Error?.Message}");
+                }
+            }
+            return failed == 0 ? ExitCodes.Ok : ExitCodes.Failure;
         }));
         return command;
     }

@@ -46,6 +46,10 @@ internal sealed partial class ApiClient : IDisposable
         }
     }
 
+    /// <summary>POST /sandboxes/{id}/fork: one entry per copy, in order.</summary>
+    public Task<List<ForkResultDto>> ForkSandboxAsync(string sandboxId, int count, int? timeoutSeconds, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, $"sandboxes/{Escape(sandboxId)}/fork", Json(new ForkDto { Count = count, Timeout = timeoutSeconds }, ApiJson.Default.ForkDto), ApiJson.Default.ListForkResultDto, sandboxId, cancellationToken);
+
     /// <summary>DELETE /sandboxes/{id}: false when the sandbox did not exist.</summary>
     public async Task<bool> KillSandboxAsync(string sandboxId, CancellationToken cancellationToken)
     {

@@ -73,6 +73,23 @@ internal sealed class PauseDto
     public bool? Memory { get; init; }
 }
 
+/// <summary>POST /sandboxes/{id}/fork (E2B's SandboxForkRequest).</summary>
+internal sealed class ForkDto
+{
+    [JsonPropertyName("count")] public required int Count { get; init; }
+
+    [JsonPropertyName("timeout")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? Timeout { get; init; }
+}
+
+/// <summary>One entry of a fork's answer (E2B's SandboxForkResult): the copy, or why it did not start.</summary>
+internal sealed class ForkResultDto
+{
+    [JsonPropertyName("sandbox")] public SandboxDto? Sandbox { get; init; }
+    [JsonPropertyName("error")] public ErrorDto? Error { get; init; }
+}
+
 internal sealed class SandboxDto
 {
     [JsonPropertyName("templateID")] public string? TemplateId { get; init; }
@@ -194,6 +211,8 @@ internal sealed class WriteInfoDto
 [JsonSerializable(typeof(NewSandboxDto))]
 [JsonSerializable(typeof(TimeoutDto))]
 [JsonSerializable(typeof(PauseDto))]
+[JsonSerializable(typeof(ForkDto))]
+[JsonSerializable(typeof(List<ForkResultDto>))]
 [JsonSerializable(typeof(SandboxDto))]
 [JsonSerializable(typeof(SandboxDetailDto))]
 [JsonSerializable(typeof(List<SandboxDetailDto>))]

@@ -187,6 +187,31 @@ public sealed partial class Sandbox : IAsyncDisposable
         return await api.PauseSandboxAsync(sandboxId, keepMemory, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Forks a running sandbox (E2B's fork): <paramref name="count"/> (1-100) new sandboxes, each with the source's
+    /// memory, processes and files at one instant and its own id, tokens and deadline (<paramref name="timeout"/> from
+    /// when it runs; the server's default when null), while the source keeps running. One entry per copy, in order:
+    /// the running copy, or the <see cref="SandboxException"/> that says why it did not start (each copy succeeds or
+    /// fails on its own). Throws when no copy was attempted (unknown or paused source, a tier that cannot fork).
+    /// </summary>
+    public static async Task<IReadOnlyList<ForkResult>> ForkAsync(string sandboxId, int count = 1, TimeSpan? timeout = null, ConnectionOptions? connection = null,
+        bool killOnDispose = true, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sandboxId);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, 100);
+        var resolved = (connection ?? new ConnectionOptions()).Resolve();
+        using var api = new ApiClient(resolved);
+        var results = await api.ForkSandboxAsync(sandboxId, count, timeout is { } t ? Seconds(t) : null, cancellationToken).ConfigureAwait(false);
+        return [.. results.Select(r => r.Sandbox is { SandboxId: { } id } dto
+            ? new ForkResult(new Sandbox(id, dto.TemplateId, dto.EnvdVersion, dto.EnvdAccessToken, dto.Domain, resolved, killOnDispose), null)
+            : new ForkResult(null, ApiClient.ErrorFor((System.Net.HttpStatusCode)(r.Error?.Code ?? 500), r.Error?.Message ?? "the fork did not start", null, null)))];
+    }
+
+    /// <summary>Forks this sandbox (see the static <see cref="ForkAsync(string, int, TimeSpan?, ConnectionOptions?, bool, CancellationToken)"/>).</summary>
+    public Task<IReadOnlyList<ForkResult>> ForkAsync(int count = 1, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        ForkAsync(SandboxId, count, timeout, ApiOptions(), killOnDispose: true, cancellationToken);
+
     /// <summary>Resumes a paused sandbox (or connects to a running one): E2B's connect, under the same id and tokens.</summary>
     public static Task<Sandbox> ResumeAsync(string sandboxId, SandboxConnectOptions? options = null, CancellationToken cancellationToken = default) =>
         ConnectAsync(sandboxId, options, cancellationToken);

@@ -234,3 +234,6 @@ public sealed record TemplateInfo
     /// <summary>The envd version in it.</summary>
     public string? EnvdVersion { get; init; }
 }
+
+/// <summary>One copy of a fork: <see cref="Sandbox"/> when it runs, else <see cref="Error"/>.</summary>
+public sealed record ForkResult(Sandbox? Sandbox, SandboxException? Error);

@@ -57,6 +57,8 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         // The request is well formed but the sandbox's tier cannot do it (runc and memory: true): the message names the tier.
         Runtimes.SandboxPauseUnsupportedException { Memory: true } e => new(StatusCodes.Status400BadRequest, e.Message),
         Runtimes.SandboxPauseUnsupportedException e => new(StatusCodes.Status501NotImplemented, e.Message),
+        // A fork of a sandbox whose tier has no memory capture: refused whole, naming the tier (README, "Fork").
+        Runtimes.SandboxForkUnsupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
         SandboxStateConflictException e => new(StatusCodes.Status409Conflict, e.Message),
         SandboxCapacityException e => new(StatusCodes.Status429TooManyRequests, e.Message),
         TeamLimitException e => new(StatusCodes.Status429TooManyRequests, e.Message),

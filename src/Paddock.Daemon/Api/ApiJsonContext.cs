@@ -9,6 +9,8 @@ namespace Paddock.Daemon.Api;
 [JsonSerializable(typeof(NetworkUpdateRequest))]
 [JsonSerializable(typeof(ConnectRequest))]
 [JsonSerializable(typeof(PauseRequest))]
+[JsonSerializable(typeof(ForkRequest))]
+[JsonSerializable(typeof(List<ForkResultResponse>))]
 [JsonSerializable(typeof(SandboxResponse))]
 [JsonSerializable(typeof(SandboxDetailResponse))]
 [JsonSerializable(typeof(List<ListedSandboxResponse>))]

@@ -84,6 +84,18 @@ internal sealed class ConnectRequest
     [JsonPropertyName("memory")] public bool? Memory { get; set; }
 }
 
+/// <summary>POST /sandboxes/{id}/fork (E2B's SandboxForkRequest).</summary>
+internal sealed class ForkRequest
+{
+    [JsonPropertyName("timeout")] public int? Timeout { get; set; }
+    [JsonPropertyName("count")] public int? Count { get; set; }
+}
+
+/// <summary>E2B's SandboxForkResult: exactly one of the two is set.</summary>
+internal sealed record ForkResultResponse(
+    [property: JsonPropertyName("sandbox")] SandboxResponse? Sandbox,
+    [property: JsonPropertyName("error")] ErrorResponse? Error);
+
 /// <summary>E2B's Sandbox: the answer to a create or a connect.</summary>
 internal sealed record SandboxResponse(
     [property: JsonPropertyName("templateID")] string TemplateId,

@@ -45,6 +45,7 @@ internal static class SandboxEndpoints
         app.MapGet("/v2/sandboxes/{sandboxID}/logs", GetLogsV2Async);
         app.MapPost("/sandboxes/{sandboxID}/pause", PauseAsync);
         app.MapPost("/sandboxes/{sandboxID}/resume", ResumeAsync);
+        app.MapPost("/sandboxes/{sandboxID}/fork", ForkAsync);
     }
 
     private static async Task<IResult> CreateAsync(HttpContext http, SandboxManager manager, DaemonOptions options, SandboxDomain domain, TeamDirectory teams)
@@ -302,6 +303,34 @@ internal static class SandboxEndpoints
         var team = http.GetCaller().TeamId;
         await manager.PauseAsync(sandboxID, request?.Memory, teams.LimitsOf(team), "paused by API request", http.RequestAborted);
         return Results.NoContent();
+    }
+
+    /// <summary>
+    /// E2B's fork: 201 with one <c>{sandbox}</c> or <c>{error}</c> per copy, in order (each copy succeeds or fails on its
+    /// own: a copy past the team's or the host's limits gets a 429 entry); any other status means no copy was attempted:
+    /// 400 for a count outside 1-100 or a tier that cannot fork, 404, 409 when the source is paused.
+    /// </summary>
+    private static async Task<IResult> ForkAsync(string sandboxID, HttpContext http, SandboxManager manager, ISandboxStore store, DaemonOptions options,
+        SandboxDomain domain, TeamDirectory teams)
+    {
+        var request = await ReadBodyAsync(http, ApiJsonContext.Default.ForkRequest, required: false);
+        var count = request?.Count ?? 1;
+        if (count is < 1 or > 100)
+        {
+            throw ApiRequestException.BadRequest($"count must be between 1 and 100, got {count}");
+        }
+        var timeout = CreateSandboxValidation.ValidateTimeout(request?.Timeout, options) ?? options.DefaultTimeoutSeconds;
+        if (OwnPaused(http, manager, sandboxID) is not null)
+        {
+            throw new SandboxStateConflictException($"sandbox '{sandboxID}' is paused; resume it (connect) before forking it");
+        }
+        await GetRunningOrExplainAsync(sandboxID, manager, store, http);
+        var team = http.GetCaller().TeamId;
+        var outcomes = await manager.ForkAsync(sandboxID, count, timeout, teams.LimitsOf(team), http.RequestAborted);
+        var results = outcomes.Select(o => o.Sandbox is { } sandbox
+            ? new ForkResultResponse(ToSandbox(sandbox, domain), null)
+            : new ForkResultResponse(null, ApiErrorMiddleware.Map(o.Error!) ?? new ErrorResponse(StatusCodes.Status500InternalServerError, "fork failed"))).ToList();
+        return Results.Json(results, ApiJsonContext.Default.ListForkResultResponse, statusCode: StatusCodes.Status201Created);
     }
 
     /// <summary>E2B's deprecated resume: 201 with the sandbox when it resumed it, 409 when it was running already.</summary>

@@ -130,6 +130,23 @@ internal interface ISandboxRuntime
     Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<PausedSandbox>>([]);
 
+    /// <summary>Whether this tier can fork a running sandbox with its memory (<see cref="ForkAsync"/>).</summary>
+    bool CanFork => false;
+
+    /// <summary>
+    /// Forks a running sandbox: its memory, processes and files are captured once, at one instant, while it keeps
+    /// running (under the same id, host pid and deadline), and one new sandbox is started from that capture for each of
+    /// <paramref name="copyIds"/> (ids the caller made, new to every tier), each with its own writable layer, network
+    /// namespace, link address (the source's egress policy) and host resources. Returns one outcome per copy, in order:
+    /// each copy either runs with its agent answering or left nothing behind. Crash-safe: a daemon killed during a fork
+    /// leaves the source running and each copy either running or something <see cref="CleanupLeftoversAsync"/> removes
+    /// whole (the capture included). Throws <see cref="SandboxForkUnsupportedException"/> when the tier cannot fork
+    /// (nothing changed), <see cref="SandboxNotFoundException"/> when the source is not running, and
+    /// <see cref="IOException"/> when the capture failed (no copy was started; the source still runs).
+    /// </summary>
+    Task<IReadOnlyList<ForkedCopy>> ForkAsync(string sourceId, IReadOnlyList<string> copyIds, CancellationToken cancellationToken) =>
+        throw new SandboxForkUnsupportedException(Name);
+
     /// <summary>
     /// Called (on the thread pool) with a sandbox's id when its agent exits on its own (crashed, OOM-killed, killed
     /// from outside), so that the daemon ends it at once instead of at its next sweep. A tier that cannot tell never
@@ -211,6 +228,9 @@ internal enum PauseSupport
     /// <summary>The writable layer and a checkpoint of every process's memory and kernel state: a resume goes on where it stopped.</summary>
     FilesystemAndMemory,
 }
+
+/// <summary>One copy of a fork: <see cref="Sandbox"/> when it runs, else <see cref="Error"/> (and nothing of it is left).</summary>
+internal sealed record ForkedCopy(string SandboxId, RuntimeSandbox? Sandbox, string? Error);
 
 /// <summary>A paused sandbox as the tier found it on the host.</summary>
 internal sealed record PausedSandbox(string SandboxId, bool HasMemory, DateTimeOffset PausedAt)

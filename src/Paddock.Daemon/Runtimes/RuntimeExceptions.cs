@@ -90,3 +90,10 @@ internal sealed class SandboxPauseUnsupportedException : Exception
     /// <summary>True: the tier pauses, but cannot keep memory (a 400); false: it cannot pause at all (a 501).</summary>
     public bool Memory { get; }
 }
+
+/// <summary>The sandbox's tier cannot fork a running sandbox (it has no memory capture); nothing was changed.</summary>
+internal sealed class SandboxForkUnsupportedException(string tier)
+    : Exception($"the {tier} isolation tier cannot fork a sandbox: it cannot capture a running sandbox's memory and processes; only a sandbox on a tier with memory checkpoints can be forked (README, \"Fork\")")
+{
+    public string Tier { get; } = tier;
+}

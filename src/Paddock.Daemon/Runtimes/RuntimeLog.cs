@@ -64,4 +64,16 @@ internal static partial class RuntimeLog
 
     [LoggerMessage(3063, LogLevel.Information, "Sandbox {SandboxId}: paused sandbox settled (host resources of an interrupted pause or resume released)")]
     public static partial void PausedSettled(ILogger logger, string sandboxId);
+
+    [LoggerMessage(3070, LogLevel.Information, "Sandbox {SandboxId} forked: {Running} of {Count} copies running; captured in {CaptureMs} ms, done in {TotalMs} ms")]
+    public static partial void SandboxForked(ILogger logger, string sandboxId, int count, int running, long captureMs, long totalMs);
+
+    [LoggerMessage(3071, LogLevel.Debug, "Sandbox {SandboxId}: fork copy {CopyId} restored in {Milliseconds} ms (host pid {Pid})")]
+    public static partial void ForkCopyRestored(ILogger logger, string sandboxId, string copyId, long milliseconds, int pid);
+
+    [LoggerMessage(3072, LogLevel.Information, "Removed the fork capture {Path} that an interrupted fork left")]
+    public static partial void ForkCaptureRemoved(ILogger logger, string path);
+
+    [LoggerMessage(3073, LogLevel.Information, "Sandbox {SandboxId}: resumed from a runsc pause that an interrupted fork or snapshot left")]
+    public static partial void LeftPausedResumed(ILogger logger, string sandboxId);
 }

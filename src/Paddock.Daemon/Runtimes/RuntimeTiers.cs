@@ -77,6 +77,9 @@ internal interface IIsolationTiers
 
     /// <summary>What the tier keeps of a sandbox it pauses; <see cref="PauseSupport.None"/> for an unknown or unavailable tier.</summary>
     PauseSupport PauseSupportOf(string name);
+
+    /// <summary>Whether the tier can fork a running sandbox (<see cref="ISandboxRuntime.CanFork"/>); false for an unknown or unavailable tier.</summary>
+    bool CanFork(string name);
 }
 
 /// <summary>
@@ -151,6 +154,41 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
 
     public PauseSupport PauseSupportOf(string name) =>
         _byName.TryGetValue(name, out var tier) && tier.IsAvailable ? Made(tier).PauseSupport : PauseSupport.None;
+
+    public bool CanFork(string name) =>
+        _byName.TryGetValue(name, out var tier) && tier.IsAvailable && Made(tier).CanFork;
+
+    /// <summary>The source's tier forks it; each copy that runs is routed to that tier from then on.</summary>
+    public async Task<IReadOnlyList<ForkedCopy>> ForkAsync(string sourceId, IReadOnlyList<string> copyIds, CancellationToken cancellationToken)
+    {
+        var owner = Owner(sourceId);
+        // Routed before the fork: a copy restored but not yet reported must be destroyable through this seam.
+        foreach (var id in copyIds)
+        {
+            _owners[id] = owner;
+        }
+        IReadOnlyList<ForkedCopy> copies;
+        try
+        {
+            copies = await owner.ForkAsync(sourceId, copyIds, cancellationToken);
+        }
+        catch
+        {
+            foreach (var id in copyIds)
+            {
+                _owners.TryRemove(id, out _);
+            }
+            throw;
+        }
+        foreach (var copy in copies)
+        {
+            if (copy.Sandbox is null)
+            {
+                _owners.TryRemove(copy.SandboxId, out _);
+            }
+        }
+        return [.. copies.Select(c => c.Sandbox is null ? c : c with { Sandbox = c.Sandbox with { Tier = owner.Name } })];
+    }
 
     public string? UnavailableReason(string name) =>
         _byName.TryGetValue(name, out var tier) ? tier.UnavailableReason : $"unknown isolation tier '{name}' (this daemon has {string.Join(", ", Names)})";

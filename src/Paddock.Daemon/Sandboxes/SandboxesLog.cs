@@ -67,4 +67,10 @@ internal static partial class SandboxesLog
 
     [LoggerMessage(EventId = 333, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: resume failed; it stays paused")]
     public static partial void ResumeFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(EventId = 340, Level = LogLevel.Information, Message = "Sandbox {SandboxId} forked: {Started} of {Count} copies running after {Milliseconds} ms")]
+    public static partial void Forked(ILogger logger, string sandboxId, int count, int started, long milliseconds);
+
+    [LoggerMessage(EventId = 341, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: fork failed before any copy started")]
+    public static partial void ForkFailed(ILogger logger, string sandboxId, Exception exception);
 }

@@ -115,6 +115,8 @@ public sealed class ControlPlaneTests(DaemonFixture fixture) : IClassFixture<Dae
     [InlineData("GET", "/sandboxes/{0}/logs", null)]
     [InlineData("GET", "/v2/sandboxes/{0}/logs", null)]
     [InlineData("POST", "/sandboxes/{0}/pause", null)]
+    [InlineData("POST", "/sandboxes/{0}/fork", "{\"count\":2}")]
+    [InlineData("POST", "/sandboxes/{0}/fork", null)]
     public async Task Unknown_ids_get_404(string method, string path, string? body)
     {
         foreach (var id in new[] { "doesnotexist00000000", "UPPER-and-../weird" })
@@ -137,6 +139,26 @@ public sealed class ControlPlaneTests(DaemonFixture fixture) : IClassFixture<Dae
         AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/timeout", "{\"timeout\":-1}"));
         AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/timeout", "{}"));
         AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/timeout", "{\"timeout\":\"x\"}"));
+        Assert.True(await Daemon.Manager.KillAsync(id, "test cleanup"));
+    }
+
+    [Fact]
+    public async Task A_fork_is_refused_whole_with_a_400_for_a_bad_count_or_a_tier_that_cannot_fork()
+    {
+        var id = Get<string>(await CreateAsync(Daemon), "sandboxID");
+        var before = fixture.Runtime.Started.Count;
+        foreach (var count in new[] { 0, -1, 101 })
+        {
+            var message = AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/fork", $"{{\"count\":{count}}}"));
+            Assert.Contains("count must be between 1 and 100", message, StringComparison.Ordinal);
+        }
+        AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/fork", "{\"count\":\"x\"}"));
+        AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/fork", "{\"timeout\":-5}"));
+        // This daemon's tier has no memory capture: refused whole, naming the tier; the source is untouched.
+        var refused = AssertError(HttpStatusCode.BadRequest, await SendAsync(Daemon.Api, HttpMethod.Post, $"/sandboxes/{id}/fork", "{\"count\":1}"));
+        Assert.Contains($"the {fixture.Runtime.Name} isolation tier cannot fork", refused, StringComparison.Ordinal);
+        Assert.Equal(before, fixture.Runtime.Started.Count);
+        Assert.True(fixture.Runtime.IsAlive(id));
         Assert.True(await Daemon.Manager.KillAsync(id, "test cleanup"));
     }
 

@@ -30,11 +30,48 @@ internal sealed class LocalAgentRuntime(string name = "local-test") : ISandboxRu
     /// <summary>Makes sandbox port <paramref name="sandboxPort"/> of every sandbox reach <paramref name="hostPort"/> on loopback.</summary>
     public void MapPort(int sandboxPort, int hostPort) => _portMap[sandboxPort] = hostPort;
 
+    /// <summary>
+    /// Makes it report fork support: a "copy" is a new agent started from the source's spec under the new id, holding the
+    /// source's access token as a restored agent would (no memory is copied: for the daemon's fork logic only).
+    /// </summary>
+    public bool Forkable { get; set; }
+
+    /// <summary>The index of the copy (in each fork) whose start fails, as a failed restore would; null: none.</summary>
+    public int? FailCopyAt { get; set; }
+
+    private readonly ConcurrentDictionary<string, SandboxSpec> _specs = new(StringComparer.Ordinal);
+
+    public bool CanFork => Forkable;
+
+    public async Task<IReadOnlyList<ForkedCopy>> ForkAsync(string sourceId, IReadOnlyList<string> copyIds, CancellationToken cancellationToken)
+    {
+        if (!Forkable)
+        {
+            throw new SandboxForkUnsupportedException(Name);
+        }
+        if (!IsAlive(sourceId) || !_specs.TryGetValue(sourceId, out var spec))
+        {
+            throw new SandboxNotFoundException(sourceId);
+        }
+        var copies = new List<ForkedCopy>();
+        foreach (var id in copyIds)
+        {
+            if (copies.Count == FailCopyAt)
+            {
+                copies.Add(new ForkedCopy(id, null, "runsc restore failed (a test's failure)"));
+                continue;
+            }
+            copies.Add(new ForkedCopy(id, await StartAsync(spec with { SandboxId = id }, cancellationToken), null));
+        }
+        return copies;
+    }
+
     public bool IsAlive(string sandboxId) => _sandboxes.TryGetValue(sandboxId, out var e) && !e.Process.HasExited;
 
     public async Task<RuntimeSandbox> StartAsync(SandboxSpec spec, CancellationToken cancellationToken)
     {
         Started.Enqueue(spec);
+        _specs[spec.SandboxId] = spec;
         if (FailNextStart is { } failure)
         {
             FailNextStart = null;

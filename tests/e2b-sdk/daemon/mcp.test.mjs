@@ -15,7 +15,7 @@ const skip = whyNotRunnable()
 const T = { timeout: 120_000 }
 // The first create may build the base template (debootstrap) when the shared cache is cold.
 const CREATE = { timeout: 15 * 60_000 }
-const TOOLS = ['create_sandbox', 'list_sandboxes', 'run_command', 'run_code', 'read_file', 'write_file', 'list_files', 'get_port_url', 'set_sandbox_timeout', 'kill_sandbox', 'pause_sandbox', 'resume_sandbox']
+const TOOLS = ['create_sandbox', 'list_sandboxes', 'run_command', 'run_code', 'read_file', 'write_file', 'list_files', 'get_port_url', 'set_sandbox_timeout', 'kill_sandbox', 'pause_sandbox', 'resume_sandbox', 'fork_sandbox']
 
 /** The CLI: $PADDOCK_CLI_BINARY, else the Release build, else the Debug build. */
 function cliBinary() {

@@ -108,6 +108,9 @@ internal sealed record GvisorOptions : ISandboxDirectories
 
     public string RunscRoot => Path.Combine(StateDirectory, "runsc");
 
+    /// <summary>A fork's capture (memory image, writable layer, files) while its copies are restored; removed after, or by the next cleanup.</summary>
+    public string ForksDirectory => Path.Combine(StateDirectory, "forks");
+
     public string NetworkStateDirectory => Path.Combine(StateDirectory, "network");
 
     public string AgentBundlesDirectory => Path.Combine(StateDirectory, "agent");

@@ -19,7 +19,7 @@ namespace Paddock.Daemon.Runtimes.Gvisor;
 /// daemon makes (netstack inside the Sentry drives it). Traffic to the sandbox goes to its link address: its loopback
 /// is inside the Sentry, out of the host's reach (<see cref="ConnectAsync"/>).
 /// </summary>
-internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
+internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
 {
     // One attempt of the start's health probe: a SYN that netstack does not answer yet would otherwise wait for the
     // kernel's retransmission (1 s, then 3 s).
@@ -250,6 +250,16 @@ internal sealed class GvisorRuntime : ISandboxRuntime, IDisposable
         var containers = await _runsc.ListAsync(cancellationToken);
         // runsc's state file can say "running" for a Sentry that is gone, so the pid decides.
         var alive = containers.Where(c => c.IsAlive && c.Pid > 0 && Native.ProcessStat.IsRunning(c.Pid)).Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        // A daemon killed while a fork or a snapshot held a sandbox with runsc pause left it so: it runs again.
+        foreach (var c in containers.Where(c => c.Status == "paused" && alive.Contains(c.Id) && SandboxLayout.IsValidId(c.Id) && !_locks.IsBusy(c.Id)))
+        {
+            if (!File.Exists(new SandboxLayout(_options, c.Id).PausedFile))
+            {
+                await _runsc.ResumeAsync(c.Id, cancellationToken);
+                RuntimeLog.LeftPausedResumed(_logger, c.Id);
+            }
+        }
+        RemoveForkLeftovers();
         var sweep = new LeftoverSweep(_options, _locks, SettleAsync, DestroyCoreAsync, _logger);
         var candidates = await sweep.CandidatesAsync(containers.Select(c => c.Id), _cgroups, _network, cancellationToken);
         return await sweep.RunAsync(candidates, alive, cancellationToken);

@@ -66,9 +66,15 @@ internal sealed class RunscCli
     /// <c>runsc checkpoint</c> into <paramref name="imagePath"/>: the Sentry writes every task's memory and kernel state
     /// there and the container stops. Uncompressed: flate cost CPU time per GiB that a pause waits for (ARCHITECTURE.md).
     /// </summary>
-    public async Task CheckpointAsync(string id, string imagePath, CancellationToken cancellationToken)
+    /// <remarks>
+    /// <paramref name="leaveRunning"/>: the Sentry resumes its tasks after the save, in the same process (this runsc
+    /// saves with statefile's Resume option; no restore of a new Sentry), for a fork's capture.
+    /// </remarks>
+    public async Task CheckpointAsync(string id, string imagePath, CancellationToken cancellationToken, bool leaveRunning = false)
     {
-        var result = await RunAsync(cancellationToken, "checkpoint", "--compression=none", "--image-path", imagePath, id);
+        var result = leaveRunning
+            ? await RunAsync(cancellationToken, "checkpoint", "--compression=none", "--leave-running", "--image-path", imagePath, id)
+            : await RunAsync(cancellationToken, "checkpoint", "--compression=none", "--image-path", imagePath, id);
         if (!result.Succeeded)
         {
             throw IsUnknown(result) ? new SandboxNotFoundException(id) : new IOException($"runsc checkpoint of '{id}' failed: {result.Describe()}");
