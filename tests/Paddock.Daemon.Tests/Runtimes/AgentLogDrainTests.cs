@@ -43,7 +43,9 @@ public sealed class AgentLogDrainTests : IDisposable
         Assert.True(new FileInfo(AgentLogDrain.RotatedLogPath(layout)).Length <= Bound);
         Assert.StartsWith("[paddock] ", log, StringComparison.Ordinal);
         Assert.StartsWith("[paddock] ", rotated, StringComparison.Ordinal);
-        Assert.Contains($"line {5 * Bound / 8192 - 1:D6}", log, StringComparison.Ordinal);
+        // The newest line is kept (split across the two files when the bound fell inside it), the oldest dropped.
+        Assert.Contains($"line {5 * Bound / 8192 - 1:D6}", rotated + log, StringComparison.Ordinal);
+        Assert.EndsWith("x\n", log, StringComparison.Ordinal);
         Assert.DoesNotContain("line 000000", log + rotated, StringComparison.Ordinal);
         Assert.False(File.Exists(layout.LogFile + ".2"));
     }
