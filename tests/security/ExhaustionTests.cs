@@ -175,14 +175,15 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
 
     /// <summary>
     /// gVisor: the Sentry ends a process that grows past the limit in steps (GvisorRuntimeTests), but this single 1 GiB
-    /// allocation against 256 MiB did not answer within 120 s (measured 2026-12-06 under a load average of 50: the
-    /// command neither finished nor failed). What the tier promises, asserted here: the hog never completes, the
-    /// sandbox's host memory stays within its cgroup limit, the host, the neighbour and the attacker are unharmed, and
-    /// the victim can be destroyed, leaving nothing on the host. Whether the victim itself still answers is logged,
-    /// not asserted (a known limit of this tier, SECURITY.md).
+    /// allocation against 256 MiB did not end that way (measured 2026-12-06 under a load average of 50: once the
+    /// command neither finished nor failed within 120 s; once the whole sandbox ended within 60 s, its cgroup gone).
+    /// What the tier promises, asserted here: the hog never completes; the sandbox either stays within its cgroup's
+    /// memory limit or ends and is then unlisted and gone from the host; the host, the neighbour and the attacker are
+    /// unharmed; and the victim can be destroyed, leaving nothing (a known limit of this tier, SECURITY.md).
     /// </summary>
     private async Task MemoryHogOnGvisorAsync(TestSandbox victim, string memory)
     {
+        var limit = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.limit_in_bytes")).Trim(), CultureInfo.InvariantCulture);
         string outcome;
         try
         {
@@ -194,18 +195,32 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         {
             outcome = "no answer within 60 s (" + ex.GetType().Name + ")";
         }
-        var limit = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.limit_in_bytes")).Trim(), CultureInfo.InvariantCulture);
-        var peak = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.max_usage_in_bytes")).Trim(), CultureInfo.InvariantCulture);
-        output.WriteLine($"gVisor memory hog: {outcome}; the sandbox's host memory peaked at {peak >> 20} MiB of {limit >> 20} MiB");
-        Assert.True(peak <= limit, $"the sandbox's host memory peaked at {peak}, over its limit {limit}");
+        if (await victim.ExistsAsync() && Directory.Exists(memory))
+        {
+            try
+            {
+                var peak = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.max_usage_in_bytes")).Trim(), CultureInfo.InvariantCulture);
+                output.WriteLine($"gVisor memory hog: {outcome}; the sandbox's host memory peaked at {peak >> 20} MiB of {limit >> 20} MiB");
+                Assert.True(peak <= limit, $"the sandbox's host memory peaked at {peak}, over its limit {limit}");
+            }
+            catch (IOException)
+            {
+                output.WriteLine($"gVisor memory hog: {outcome}; the sandbox ended while it was measured");
+            }
+        }
+        else
+        {
+            output.WriteLine($"gVisor memory hog: {outcome}; the sandbox ended");
+        }
         Assert.Equal("ok\n", (await fixture.Attacker.RunAsync("echo ok")).Stdout);
         await fixture.AssertHostUnchangedAsync();
         await victim.DisposeAsync();
-        for (var i = 0; i < 300 && HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory") is not null; i++)
+        for (var i = 0; i < 300 && (HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory") is not null || await victim.ExistsAsync()); i++)
         {
             await Task.Delay(100);
         }
         Assert.Null(HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory"));
+        Assert.False(await victim.ExistsAsync(), "the victim is still listed after its destroy");
     }
 
     [Fact]
