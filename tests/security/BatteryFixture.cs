@@ -22,6 +22,9 @@ public sealed class BatteryFixture : IAsyncLifetime
     public const string NeighbourContent = "bytes of the neighbour";
     public const int NeighbourPort = 8123;
 
+    /// <summary>The gVisor tier's bound on a sandbox's agent.log, set for the battery's daemon (AgentLogTests).</summary>
+    public const long AgentLogBound = 1L << 20;
+
     /// <summary>Host /proc/sys values an escape would want to change (core_pattern is the classic one).</summary>
     private static readonly string[] HostSysctls =
     [
@@ -52,7 +55,10 @@ public sealed class BatteryFixture : IAsyncLifetime
         Directory.CreateDirectory(CanaryDirectory);
         await File.WriteAllTextAsync(CanaryFile, CanaryContent);
         _hostBefore = HostSnapshot();
-        Daemon = await PaddockdProcess.StartAsync();
+        Daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["PADDOCK_Gvisor__AgentLogBytes"] = AgentLogBound.ToString(CultureInfo.InvariantCulture),
+        });
         Attacker = await TestSandbox.CreateAsync(Daemon, Http);
         Neighbour = await TestSandbox.CreateAsync(Daemon, Http);
         var setup = await Neighbour.RunAsync(

@@ -16,6 +16,11 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         await using var victim = await TestSandbox.CreateAsync(fixture.Daemon, fixture.Http, ""","memoryMB":1024""");
         var sandboxPids = HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids");
         Assert.NotNull(sandboxPids);
+        if (victim.Isolation == "gvisor")
+        {
+            await ForkBombOnGvisorAsync(victim, sandboxPids);
+            return;
+        }
         // The sandbox's processes are counted in its child cgroup "work"; the agent keeps a reserve in the parent
         // (issue 5, Runtimes/Host/PidReserve.cs).
         var pids = Path.Combine(sandboxPids, "work");
@@ -65,20 +70,157 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
         await fixture.AssertHostUnchangedAsync();
     }
 
+    /// <summary>
+    /// gVisor keeps no pid limit inside the sandbox: its processes are Sentry tasks, and the host's pids cgroup bounds
+    /// the Sentry's, gofer's and stubs' host tasks (the limit plus Gvisor:HostTaskAllowance; SECURITY.md). What it
+    /// promises instead, asserted here: the bomb never takes more host tasks than the cgroup allows, and whether the
+    /// sandbox survives it or ends (measured: it ends, when the Sentry cannot make a thread), the daemon stays alive and
+    /// answering, the host, the neighbour and the attacker sandbox are unharmed, and an ended victim is noticed,
+    /// unlisted and removed from the host. The victim is a sandbox of its own for that reason.
+    /// </summary>
+    private async Task ForkBombOnGvisorAsync(TestSandbox victim, string cgroup)
+    {
+        var max = long.Parse(File.ReadAllText(Path.Combine(cgroup, "pids.max")).Trim(), CultureInfo.InvariantCulture);
+        var started = await victim.RunAsync($$"""
+            cat > /tmp/bomb.py <<'PY'
+            import errno, os
+            quiet = [(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0), (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)]
+            spawned, err = 0, "none"
+            for _ in range({{max * 3}}):
+                try:
+                    os.posix_spawn("/bin/sleep", ["sleep", "5"], {}, file_actions=quiet)
+                    spawned += 1
+                except OSError as ex:
+                    err = errno.errorcode[ex.errno]
+                    break
+            open("/tmp/bomb.out", "w").write(f"{err} {spawned}")
+            PY
+            (setsid python3 /tmp/bomb.py >/dev/null 2>&1 &); echo started
+            """);
+        Assert.Equal("started\n", started.Stdout);
+        var outcome = "";
+        long peak = 0;
+        for (var i = 0; i < 90 && outcome.Length == 0; i++)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            try
+            {
+                peak = Math.Max(peak, long.Parse(File.ReadAllText(Path.Combine(cgroup, "pids.current")), CultureInfo.InvariantCulture));
+            }
+            catch (IOException)
+            {
+                // the cgroup went with the sandbox
+            }
+            if (!await victim.ExistsAsync())
+            {
+                outcome = "ended";
+                break;
+            }
+            try
+            {
+                outcome = (await victim.RunAsync("cat /tmp/bomb.out 2>/dev/null || true", timeout: TimeSpan.FromSeconds(20))).Stdout.Trim();
+            }
+            catch (Exception ex) when (ex is IOException or HttpRequestException or TaskCanceledException)
+            {
+                // the Sentry is busy or dying: look again (bounded)
+            }
+        }
+        output.WriteLine($"gVisor fork bomb: {(outcome.Length == 0 ? "no verdict in 90 s" : outcome)}; host tasks peaked at {peak} of {max}");
+        Assert.True(outcome.Length > 0, "the bomb neither ended nor ended its sandbox within 90 s");
+        Assert.True(peak <= max, $"the sandbox's host tasks reached {peak}, over its pids.max {max}");
+        if (outcome == "ended")
+        {
+            // Gone from the host too: no cgroup, directory or process of it left.
+            for (var i = 0; i < 100 && HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids") is not null; i++)
+            {
+                await Task.Delay(100);
+            }
+            Assert.Null(HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids"));
+        }
+        else
+        {
+            Assert.Equal("alive\n", (await victim.RunAsync("echo alive")).Stdout);
+        }
+        Assert.Equal("ok\n", (await fixture.Attacker.RunAsync("echo ok")).Stdout);
+        await fixture.AssertHostUnchangedAsync();
+    }
+
     [Fact]
     public async Task A_memory_hog_is_killed_inside_its_sandbox_only()
     {
         await using var victim = await TestSandbox.CreateAsync(fixture.Daemon, fixture.Http, ""","memoryMB":256""");
         var memory = HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory");
         Assert.NotNull(memory);
+        if (victim.Isolation == "gvisor")
+        {
+            await MemoryHogOnGvisorAsync(victim, memory);
+            return;
+        }
 
-        var hog = await victim.RunAsync("python3 -c \"b = b'x' * (1024 * 1024 * 1024); print('survived')\"", timeout: TimeSpan.FromSeconds(120));
+        var hog = await victim.RunAsync(MemoryHog, timeout: TimeSpan.FromSeconds(120));
 
         Assert.DoesNotContain("survived", hog.Stdout, StringComparison.Ordinal);
         Assert.NotEqual(0, hog.ExitCode);
-        Assert.Contains("oom_kill 1", File.ReadAllText(Path.Combine(memory, "memory.oom_control")).Replace("oom_kill 0", "", StringComparison.Ordinal).Replace("oom_kill ", "oom_kill 1 ", StringComparison.Ordinal), StringComparison.Ordinal);
+        if (victim.Isolation != "gvisor")
+        {
+            Assert.Contains("oom_kill 1", File.ReadAllText(Path.Combine(memory, "memory.oom_control")).Replace("oom_kill 0", "", StringComparison.Ordinal).Replace("oom_kill ", "oom_kill 1 ", StringComparison.Ordinal), StringComparison.Ordinal);
+        }
+        // On gVisor the Sentry reports the cgroup's limit as the sandbox's memory and ends the process that exceeds it
+        // itself (GvisorRuntimeTests); the host's OOM killer need not act, so its count is not asserted there.
         Assert.Equal("alive\n", (await victim.RunAsync("echo alive")).Stdout);
         await fixture.AssertHostUnchangedAsync();
+    }
+
+    private const string MemoryHog = "python3 -c \"b = b'x' * (1024 * 1024 * 1024); print('survived')\"";
+
+    /// <summary>
+    /// gVisor: the Sentry ends a process that grows past the limit in steps (GvisorRuntimeTests), but this single 1 GiB
+    /// allocation against 256 MiB did not end that way (measured 2026-12-06 under a load average of 50: once the
+    /// command neither finished nor failed within 120 s; once the whole sandbox ended within 60 s, its cgroup gone).
+    /// What the tier promises, asserted here: the hog never completes; the sandbox either stays within its cgroup's
+    /// memory limit or ends and is then unlisted and gone from the host; the host, the neighbour and the attacker are
+    /// unharmed; and the victim can be destroyed, leaving nothing (a known limit of this tier, SECURITY.md).
+    /// </summary>
+    private async Task MemoryHogOnGvisorAsync(TestSandbox victim, string memory)
+    {
+        var limit = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.limit_in_bytes")).Trim(), CultureInfo.InvariantCulture);
+        string outcome;
+        try
+        {
+            var hog = await victim.RunAsync(MemoryHog, timeout: TimeSpan.FromSeconds(60));
+            Assert.DoesNotContain("survived", hog.Stdout, StringComparison.Ordinal);
+            outcome = hog.ToString();
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or HttpRequestException)
+        {
+            outcome = "no answer within 60 s (" + ex.GetType().Name + ")";
+        }
+        if (await victim.ExistsAsync() && Directory.Exists(memory))
+        {
+            try
+            {
+                var peak = long.Parse(File.ReadAllText(Path.Combine(memory, "memory.max_usage_in_bytes")).Trim(), CultureInfo.InvariantCulture);
+                output.WriteLine($"gVisor memory hog: {outcome}; the sandbox's host memory peaked at {peak >> 20} MiB of {limit >> 20} MiB");
+                Assert.True(peak <= limit, $"the sandbox's host memory peaked at {peak}, over its limit {limit}");
+            }
+            catch (IOException)
+            {
+                output.WriteLine($"gVisor memory hog: {outcome}; the sandbox ended while it was measured");
+            }
+        }
+        else
+        {
+            output.WriteLine($"gVisor memory hog: {outcome}; the sandbox ended");
+        }
+        Assert.Equal("ok\n", (await fixture.Attacker.RunAsync("echo ok")).Stdout);
+        await fixture.AssertHostUnchangedAsync();
+        await victim.DisposeAsync();
+        for (var i = 0; i < 300 && (HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory") is not null || await victim.ExistsAsync()); i++)
+        {
+            await Task.Delay(100);
+        }
+        Assert.Null(HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "memory"));
+        Assert.False(await victim.ExistsAsync(), "the victim is still listed after its destroy");
     }
 
     [Fact]

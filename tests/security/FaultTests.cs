@@ -106,24 +106,29 @@ public sealed class FaultTests(ITestOutputHelper output)
     [Fact]
     public async Task With_runc_removed_under_a_running_daemon_a_create_fails_clearly_and_leaves_no_record()
     {
+        // On a daemon whose default tier is gVisor the same with its runtime binary: runsc.
+        var gvisor = Environment.GetEnvironmentVariable("PADDOCK_ISOLATION") == "gvisor";
+        var (name, source, setting) = gvisor
+            ? ("runsc", Environment.GetEnvironmentVariable("PADDOCK_Gvisor__RunscBinary") is { Length: > 0 } r ? r : "/usr/local/lib/paddock/runsc", "PADDOCK_Gvisor__RunscBinary")
+            : ("runc", "/usr/sbin/runc", "PADDOCK_Runc__RuncBinary");
         var runcDir = Directory.CreateTempSubdirectory("paddock-runc-").FullName;
         try
         {
-            var runc = Path.Combine(runcDir, "runc");
-            File.Copy("/usr/sbin/runc", runc);
+            var runc = Path.Combine(runcDir, name);
+            File.Copy(source, runc);
             File.SetUnixFileMode(runc, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            await using var daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal) { ["PADDOCK_Runc__RuncBinary"] = runc });
+            await using var daemon = await PaddockdProcess.StartAsync(environment: new Dictionary<string, string>(StringComparer.Ordinal) { [setting] = runc });
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
             File.Delete(runc);
 
             var (status, body) = await SendAsync(http, daemon, HttpMethod.Post, "/sandboxes", """{"templateID":"base","timeout":60}""");
-            output.WriteLine($"create without runc: {(int)status} {body}");
-            Assert.True(status == HttpStatusCode.ServiceUnavailable, $"create without runc answered {(int)status}: {body}");
+            output.WriteLine($"create without {name}: {(int)status} {body}");
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, $"create without {name} answered {(int)status}: {body}");
             Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
             Assert.Empty(ListedIds(await SendAsync(http, daemon, HttpMethod.Get, "/v2/sandboxes", null)));
             var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
             Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
-            Assert.Contains("runc", body, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains(name, body, StringComparison.OrdinalIgnoreCase);
         }
         finally
         {
@@ -184,9 +189,17 @@ public sealed class FaultTests(ITestOutputHelper output)
         return JsonNode.Parse(listed.Body)!.AsArray().Select(s => (string)s!["sandboxID"]!).ToArray();
     }
 
-    /// <summary>The host pid of the sandbox's paddock-agent, found among the processes of its cgroup.</summary>
+    /// <summary>
+    /// The host pid of the sandbox's paddock-agent, found among the processes of its cgroup; on gVisor, where the agent
+    /// is a Sentry task and no host process, the Sentry's (runsc's pid file), whose death is the agent's.
+    /// </summary>
     private static int AgentPid(PaddockdProcess daemon, string sandboxId)
     {
+        var sentryPidFile = Path.Combine(daemon.StateDir, "gvisor", "shared", "sandboxes", sandboxId, "init.pid");
+        if (File.Exists(sentryPidFile))
+        {
+            return int.Parse(File.ReadAllText(sentryPidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        }
         var cgroup = HostLeftovers.SandboxCgroup(daemon.CgroupParent, sandboxId, "pids")
             ?? HostLeftovers.SandboxCgroup(daemon.CgroupParent, sandboxId, "memory")
             ?? throw new InvalidOperationException($"no cgroup of {sandboxId} under {daemon.CgroupParent}");

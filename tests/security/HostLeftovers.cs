@@ -5,7 +5,9 @@ namespace Paddock.Security.Tests;
 
 /// <summary>
 /// What a daemon's sandboxes hold on the host, found from the host alone (mount table, files, cgroups), and the
-/// removal of whatever a test run left behind, so that a failed test does not leave sandboxes running.
+/// removal of whatever a test run left behind, so that a failed test does not leave sandboxes running. Both tiers:
+/// the runc tier's under STATE (sandboxes/, netns/, the cgroup parent, links "pd" + hash), the gVisor tier's under
+/// STATE/gvisor/shared (sandboxes/, netns/, <see cref="GvisorCgroupParent"/>, links "pgv" + hash).
 /// </summary>
 internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDirectories, int Cgroups, int Processes, int NetLinks)
 {
@@ -14,7 +16,14 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
         // The disks the runtime makes ahead (Runc:DiskStock, STATE/disk-stock) are the daemon's, not a sandbox's, and
         // come and go in the background while it runs; a stopped daemon removes them.
         var stock = Path.Combine(stateDir, "disk-stock") + "/";
-        var mounts = MountPointsUnder(stateDir).Count(m => !m.StartsWith(stock, StringComparison.Ordinal));
+        var gvisor = Path.Combine(stateDir, "gvisor");
+        var gvisorShared = Path.Combine(gvisor, "shared");
+        var gvisorStock = Path.Combine(gvisorShared, "disk-stock") + "/";
+        // The gVisor tier's own mounts (its state bind, the shared mount, its mount namespace) live as long as the
+        // daemon has used the tier, whatever sandboxes run.
+        string[] gvisorOwn = [gvisor, gvisorShared, Path.Combine(gvisor, "mntns")];
+        var mounts = MountPointsUnder(stateDir).Count(m => !m.StartsWith(stock, StringComparison.Ordinal)
+            && !m.StartsWith(gvisorStock, StringComparison.Ordinal) && !gvisorOwn.Contains(m, StringComparer.Ordinal));
         var cgroups = 0;
         var processes = 0;
         foreach (var dir in CgroupDirectories(cgroupParent))
@@ -22,8 +31,17 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
             cgroups++;
             processes += Pids(dir).Count;
         }
-        return new HostLeftovers(mounts, Count(Path.Combine(stateDir, "netns"), dirs: false), Count(Path.Combine(stateDir, "sandboxes"), dirs: true), cgroups, processes, NetLinksOf(stateDir).Count);
+        return new HostLeftovers(
+            mounts,
+            Count(Path.Combine(stateDir, "netns"), dirs: false) + Count(Path.Combine(gvisorShared, "netns"), dirs: false),
+            Count(Path.Combine(stateDir, "sandboxes"), dirs: true) + Count(Path.Combine(gvisorShared, "sandboxes"), dirs: true),
+            cgroups,
+            processes,
+            NetLinksOf(stateDir).Count);
     }
+
+    /// <summary>The gVisor tier's cgroup parent of a test daemon whose runc tier uses <paramref name="cgroupParent"/>.</summary>
+    public static string GvisorCgroupParent(string cgroupParent) => cgroupParent + "-gvisor";
 
     public static readonly HostLeftovers None = new(0, 0, 0, 0, 0, 0);
 
@@ -54,10 +72,11 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
     /// </summary>
     public static List<string> NetLinksOf(string stateDir)
     {
-        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateDir)));
-        var prefix = "pd" + Convert.ToHexStringLower(hash.AsSpan(0, 3));
+        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateDir))));
+        // The gVisor tier's: "pgv" + the first 5 hex digits (RuntimeServiceCollectionExtensions.ReadGvisorOptions).
+        string[] prefixes = ["pd" + hash[..6], "pgv" + hash[..5]];
         return Directory.Exists("/sys/class/net")
-            ? Directory.EnumerateFileSystemEntries("/sys/class/net").Select(Path.GetFileName).OfType<string>().Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList()
+            ? Directory.EnumerateFileSystemEntries("/sys/class/net").Select(Path.GetFileName).OfType<string>().Where(n => prefixes.Any(p => n.StartsWith(p, StringComparison.Ordinal))).ToList()
             : [];
     }
 
@@ -110,7 +129,7 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
             }
             await Task.Delay(100);
         }
-        foreach (var parent in CgroupRoots().Select(r => Path.Combine(r, cgroupParent)).Where(Directory.Exists))
+        foreach (var parent in CgroupRoots().SelectMany(r => (string[])[Path.Combine(r, cgroupParent), Path.Combine(r, GvisorCgroupParent(cgroupParent))]).Where(Directory.Exists))
         {
             try
             {
@@ -144,14 +163,15 @@ internal sealed record HostLeftovers(int Mounts, int NetnsFiles, int SandboxDire
             .Select(f => Unescape(f[4]))
             .Distinct(StringComparer.Ordinal);
 
-    /// <summary>Every sandbox cgroup under the parent, in every hierarchy.</summary>
+    /// <summary>Every sandbox cgroup under the parent (and its gVisor tier's), in every hierarchy.</summary>
     public static IEnumerable<string> CgroupDirectories(string cgroupParent) =>
-        CgroupRoots().Select(r => Path.Combine(r, cgroupParent)).Where(Directory.Exists).SelectMany(Directory.EnumerateDirectories).ToList();
+        CgroupRoots().SelectMany(r => (string[])[Path.Combine(r, cgroupParent), Path.Combine(r, GvisorCgroupParent(cgroupParent))])
+            .Where(Directory.Exists).SelectMany(Directory.EnumerateDirectories).ToList();
 
-    /// <summary>The cgroup directory of one sandbox in the hierarchy of <paramref name="controller"/>.</summary>
+    /// <summary>The cgroup directory of one sandbox (of either tier) in the hierarchy of <paramref name="controller"/>.</summary>
     public static string? SandboxCgroup(string cgroupParent, string sandboxId, string controller) =>
         CgroupRoots().Where(r => Path.GetFileName(r).Split(',').Contains(controller))
-            .Select(r => Path.Combine(r, cgroupParent, sandboxId))
+            .SelectMany(r => (string[])[Path.Combine(r, cgroupParent, sandboxId), Path.Combine(r, GvisorCgroupParent(cgroupParent), sandboxId)])
             .FirstOrDefault(Directory.Exists);
 
     public static List<int> Pids(string cgroupDir)

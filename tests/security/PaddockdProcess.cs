@@ -33,7 +33,10 @@ internal sealed class PaddockdProcess : IAsyncDisposable
 
     public string StateDir { get; }
 
-    /// <summary>The cgroup under which the daemon's runc tier puts each sandbox's cgroup (in every v1 hierarchy).</summary>
+    /// <summary>
+    /// The cgroup under which the daemon's runc tier puts each sandbox's cgroup (in every v1 hierarchy); its gVisor tier
+    /// uses <see cref="HostLeftovers.GvisorCgroupParent"/> of it.
+    /// </summary>
     public string CgroupParent { get; }
 
     public string ApiKey { get; private set; } = "";
@@ -117,6 +120,8 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         }
         start.Environment.Remove("PADDOCK_API_KEY");
         start.Environment["PADDOCK_Runc__CgroupParent"] = cgroupParent;
+        // The gVisor tier's own, beside it (HostLeftovers counts both).
+        start.Environment["PADDOCK_Gvisor__CgroupParent"] = HostLeftovers.GvisorCgroupParent(cgroupParent);
         if (Environment.GetEnvironmentVariable("PADDOCK_AGENT_BINARY") is { Length: > 0 } agent)
         {
             start.Environment["PADDOCK_Runc__AgentBinary"] = agent;

@@ -180,22 +180,28 @@ internal static class PrivilegeAttacks
         Root("raise the sandbox's own memory limit in /sys/fs/cgroup", """oserror(lambda: open("/sys/fs/cgroup/memory/memory.limit_in_bytes", "w").write("-1"))""", "^BLOCKED (EROFS|EACCES|EPERM)$") with { GvisorExpect = "^BLOCKED (EROFS|EACCES|EPERM|ENOENT)$" },
         Root("read /proc/kcore", """oserror(lambda: open("/proc/kcore", "rb").read(16) or (_ for _ in ()).throw(OSError(61, "empty")))""", "^BLOCKED (EACCES|EPERM|ENODATA|EROFS|ENOENT)$"),
         // Runtime escapes.
+        // gVisor: the Sentry has no ETXTBSY, so root opens the attacking python's own /proc/self/exe for writing. Measured
+        // (2026-12-06): that is /usr/bin/python3.11 of the sandbox's rootfs; the open copied it up into the sandbox's own
+        // writable layer (disk/upper/usr/bin/python3.11 on its disk image), the template's lower layer is untouched,
+        // and root inside may rewrite its own /usr/bin anyway. The agent's /proc/1/exe is refused (EACCES), the agent
+        // bundle is read-only (EROFS), and no host binary is reachable: runsc and the agent binary are in the host check.
         Root("overwrite the runtime through /proc/PID/exe (CVE-2019-5736)", """
             results = set()
+            opened = set()
             for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
                 try:
                     fd = os.open(f"/proc/{pid}/exe", os.O_WRONLY)
                     os.close(fd)
-                    results.add("ESCAPED")
+                    opened.add(os.readlink(f"/proc/{pid}/exe"))
                 except OSError as ex:
                     results.add(name(ex.errno))
             try:
                 fd = os.open("/.paddock/paddock-agent", os.O_WRONLY)
-                results.add("ESCAPED")
+                opened.add("/.paddock/paddock-agent")
             except OSError as ex:
                 results.add(name(ex.errno))
-            print("ESCAPED" if "ESCAPED" in results else "BLOCKED " + ",".join(sorted(results)))
-            """, "^BLOCKED (ETXTBSY|EROFS|EACCES|ENOENT)(,(ETXTBSY|EROFS|EACCES|ENOENT))*$"),
+            print("OPENED " + ",".join(sorted(opened)) if opened else "BLOCKED " + ",".join(sorted(results)))
+            """, "^BLOCKED (ETXTBSY|EROFS|EACCES|ENOENT)(,(ETXTBSY|EROFS|EACCES|ENOENT))*$") with { GvisorExpect = "^OPENED /usr/bin/python3\\.[0-9]+$" },
         Root("host directories through pid 1's fds, cwd and root (CVE-2024-21626)", """
             seen = []
             try:
@@ -225,7 +231,10 @@ internal static class PrivilegeAttacks
         // The agent's stdout and stderr are a host file (runc hands the container its own stdio; RuncCli points them
         // at the sandbox's agent.log). Reopening it through /proc/1/fd needs write permission on a file whose owner
         // (host root) is not mapped in the sandbox's user namespace: DAC_OVERRIDE does not apply.
-        Root("append to the host's agent log through /proc/1/fd/1", """oserror(lambda: open("/proc/1/fd/1", "a").write("x"))""", "^BLOCKED (EACCES|EPERM)$"),
+        // On gVisor the Sentry lets root reopen the agent's stdout, but that is a FIFO the daemon drains into agent.log
+        // with a byte bound (AgentLogDrain), no host file: AgentLogTests floods it and checks the host's files stay bounded.
+        Root("append to the host's agent log through /proc/1/fd/1", """oserror(lambda: open("/proc/1/fd/1", "a").write("x"))""", "^BLOCKED (EACCES|EPERM)$")
+            with { GvisorHarmless = "the agent's output FIFO, drained into agent.log with a byte bound (AgentLogTests)" },
         Root("ptrace the agent (pid 1) as root, to write through its host descriptors", """
             r, e = sc(101, 16, 1, 0, 0)
             if r == 0:
@@ -239,6 +248,9 @@ internal static class PrivilegeAttacks
             extra = [f"{x}={os.readlink(f'/proc/self/fd/{x}')}" for x in fds if x > 2 and os.path.exists(f"/proc/self/fd/{x}") and not os.path.isdir(f"/proc/self/fd/{x}")]
             print("ESCAPED " + " ".join(extra) if extra else "BLOCKED none")
             """, "^BLOCKED none$"),
+        // gVisor: the climb passes the container's root and ends in the mount namespace's own root in the Sentry
+        // (measured 2026-12-06: the root mount's parent, mount 15 at 0:16, not in the sandbox's mountinfo; empty, and
+        // creating a file there fails with EROFS). A Sentry object with nothing in it, not a directory of the host.
         Root("chroot and climb out (the classic chroot breakout)", """
             os.makedirs("/tmp/jail", exist_ok=True)
             keep = os.open("/", os.O_RDONLY)
@@ -247,8 +259,19 @@ internal static class PrivilegeAttacks
             for _ in range(64):
                 os.chdir("..")
             os.chroot(".")
-            print("ESCAPED" if os.path.exists("{CANARY_FILE}") else "BLOCKED " + open("/etc/hostname").read().strip())
-            """, "^BLOCKED sandbox$"),
+            if os.path.exists("{CANARY_FILE}"):
+                print("ESCAPED")
+            elif os.path.exists("/etc/hostname"):
+                print("BLOCKED " + open("/etc/hostname").read().strip())
+            else:
+                entries = os.listdir("/")
+                try:
+                    open("/paddock-probe", "w").close()
+                    writable = "writable"
+                except OSError as ex:
+                    writable = name(ex.errno)
+                print("BLOCKED above the root: " + (",".join(sorted(entries)) or "empty") + ", " + writable)
+            """, "^BLOCKED sandbox$") with { GvisorExpect = "^BLOCKED above the root: empty, EROFS$" },
         // The network: the sandbox's loopback is its own.
         Root("reach the daemon on host 127.0.0.1", """oserror(lambda: socket.create_connection(("127.0.0.1", {DAEMON_PORT}), 2))""", "^BLOCKED ECONNREFUSED$"),
         Root("reach the neighbour sandbox's server on 127.0.0.1", """oserror(lambda: socket.create_connection(("127.0.0.1", {NEIGHBOUR_PORT}), 2))""", "^BLOCKED ECONNREFUSED$"),

@@ -62,6 +62,16 @@ internal sealed class TestSandbox : IAsyncDisposable
         return new TestSandbox(daemon, http, id, (string?)body["envdAccessToken"], (string)JsonNode.Parse(detailText)!["isolation"]!);
     }
 
+    /// <summary>Whether GET /sandboxes/{id} still finds it (false: 404, it ended).</summary>
+    public async Task<bool> ExistsAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var get = new HttpRequestMessage(HttpMethod.Get, new Uri(_daemon.Url, "/sandboxes/" + Id));
+        get.Headers.Add("X-API-Key", _daemon.ApiKey);
+        using var response = await _http.SendAsync(get, timeout.Token);
+        return response.StatusCode != HttpStatusCode.NotFound;
+    }
+
     /// <summary>A request to the sandbox's agent through the daemon.</summary>
     public HttpRequestMessage AgentRequest(HttpMethod method, string pathAndQuery, int port = 49983)
     {

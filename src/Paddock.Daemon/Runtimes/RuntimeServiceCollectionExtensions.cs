@@ -106,6 +106,7 @@ internal static class RuntimeServiceCollectionExtensions
             StartTimeout = section["StartTimeoutSeconds"] is { } s ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture)) : defaults.StartTimeout,
             NoNewPrivileges = section["NoNewPrivileges"] is { } nnp ? bool.Parse(nnp) : defaults.NoNewPrivileges,
             EnforceDiskSize = section["EnforceDiskSize"] is { } eds ? bool.Parse(eds) : defaults.EnforceDiskSize,
+            AgentLogBytes = section["AgentLogBytes"] is { } alb ? long.Parse(alb, CultureInfo.InvariantCulture) : defaults.AgentLogBytes,
             Network = network with
             {
                 Pool = net["Pool"] ?? network.Pool,

@@ -330,6 +330,55 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
         return output.Stdout.Trim();
     }
 
+    [GvisorFact]
+    public async Task The_agents_stdout_is_a_bounded_pipe_that_survives_a_lost_reader_and_a_new_runtime()
+    {
+        await using var sandbox = await fixture.StartAsync(fixture.Spec(fixture.Busybox));
+        var layout = new SandboxLayout(fixture.Options, sandbox.Id);
+        Assert.True(fixture.Runtime.Logs.IsOpen(sandbox.Id));
+
+        // Root reaches the agent's stdout through the Sentry's /proc (issue 14): it is the FIFO, drained into agent.log.
+        var before = await sandbox.RunAsync("echo paddock-before > /proc/1/fd/1 && echo sent", user: "root");
+        Assert.Equal("sent\n", before.Stdout);
+        await WaitForLogAsync(fixture.Runtime, layout, "paddock-before");
+
+        // The daemon goes away (its reader closes): a write fails at once (EPIPE, or SIGPIPE for a writer that does not
+        // ignore it: status 141); it neither blocks nor lands anywhere.
+        fixture.Runtime.Logs.Close(sandbox.Id);
+        var during = await sandbox.RunAsync("(echo paddock-during > /proc/1/fd/1); echo status $?", user: "root");
+        Assert.Matches("status (1|141)\n$", during.Stdout);
+        await using (var stream = await fixture.Runtime.ConnectAsync(sandbox.Id, AgentBundle.AgentPort, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))))
+        {
+            Assert.True(await AgentProbe.IsHealthyAsync(stream, TestEnvironment.Timeout(TimeSpan.FromSeconds(10))));
+        }
+
+        // A new runtime instance (a restarted daemon) lists the sandbox and drains the same pipe again.
+        using (var restarted = fixture.NewRuntime())
+        {
+            Assert.Contains(await restarted.ListAsync(TestEnvironment.Timeout(Long)), s => s.SandboxId == sandbox.Id);
+            Assert.True(restarted.Logs.IsOpen(sandbox.Id));
+            var after = await sandbox.RunAsync("echo paddock-after > /proc/1/fd/1 && echo sent", user: "root");
+            Assert.Equal("sent\n", after.Stdout);
+            await WaitForLogAsync(restarted, layout, "paddock-after");
+            restarted.Logs.Close(sandbox.Id);
+        }
+        Assert.DoesNotContain("paddock-during", await File.ReadAllTextAsync(layout.LogFile), StringComparison.Ordinal);
+    }
+
+    private static async Task WaitForLogAsync(Paddock.Daemon.Runtimes.Gvisor.GvisorRuntime runtime, SandboxLayout layout, string text)
+    {
+        for (var i = 0; i < 50; i++)
+        {
+            runtime.Logs.Flush(layout.SandboxId);
+            if (File.Exists(layout.LogFile) && (await File.ReadAllTextAsync(layout.LogFile)).Contains(text, StringComparison.Ordinal))
+            {
+                return;
+            }
+            await Task.Delay(100);
+        }
+        Assert.Fail($"agent.log never showed '{text}': {layout.LogTail()}");
+    }
+
     private static async Task<T> PollAsync<T>(Func<Task<T>> attempt)
     {
         for (var i = 0; ; i++)

@@ -87,6 +87,12 @@ internal sealed record GvisorOptions : ISandboxDirectories
     /// </summary>
     public bool ReleaseStateWhenUnused { get; init; } = true;
 
+    /// <summary>
+    /// The most bytes of the agent's output (and runsc's own messages) kept in a sandbox's host-side agent.log; at the
+    /// bound it rotates to agent.log.1, so the host holds at most twice this per sandbox (<see cref="AgentLogDrain"/>).
+    /// </summary>
+    public long AgentLogBytes { get; init; } = 1L << 20;
+
     /// <summary>Enforces each sandbox's disk size with a loop-mounted image per sandbox, as the runc tier does.</summary>
     public bool EnforceDiskSize { get; init; } = true;
 

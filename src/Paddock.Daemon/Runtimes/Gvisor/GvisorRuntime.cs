@@ -39,6 +39,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     private readonly SandboxNetworks _network;
     private readonly AgentExitWatcher _exits;
     private readonly DiskStock _disks;
+    private readonly AgentLogDrain _logs;
 
     /// <param name="connections">Where the sandboxes' outbound connections are reported (the audit trail); null: not observed.</param>
     public GvisorRuntime(GvisorOptions options, string agentBinary, ILogger<GvisorRuntime> logger, Networking.IConnectionSink? connections = null)
@@ -63,6 +64,17 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         _network = new SandboxNetworks(options.Network, options.NetworkStateDirectory, logger, connections);
         _exits = new AgentExitWatcher(id => OnAgentExited?.Invoke(id) ?? Task.CompletedTask, logger);
         _disks = new DiskStock(options.DiskStockDirectory, options.DiskBytesPerInode, options.EnforceDiskSize ? options.DiskStockDepth : 0, logger);
+        _logs = new AgentLogDrain(options.AgentLogBytes, logger);
+    }
+
+    /// <summary>The drain of the sandboxes' agent output into their bounded agent.log (for tests).</summary>
+    internal AgentLogDrain Logs => _logs;
+
+    /// <summary>The end of the sandbox's agent.log, with what its pipe holds now written first.</summary>
+    private string LogTail(SandboxLayout layout)
+    {
+        _logs.Flush(layout.SandboxId);
+        return layout.LogTail();
     }
 
     /// <summary>
@@ -116,16 +128,17 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             spec.MarkStep?.Invoke("network");
             GvisorConfig.Write(spec, layout, bundle, _options, _cgroups);
             spec.MarkStep?.Invoke("oci-config");
+            var output = _logs.Open(layout);
             var prepared = clock.ElapsedMilliseconds;
-            if (!await _runsc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
+            if (!await _runsc.RunDetachedAsync(spec.SandboxId, layout.Directory, layout.PidFile, output, cancellationToken))
             {
-                throw new SandboxStartException(spec.SandboxId, "runsc run failed: " + layout.LogTail());
+                throw new SandboxStartException(spec.SandboxId, "runsc run failed: " + LogTail(layout));
             }
             spec.MarkStep?.Invoke("runsc-run");
             var ran = clock.ElapsedMilliseconds;
             // runsc's pid file names the sandbox process (the Sentry): it lives exactly as long as the sandbox.
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
-            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ProbeAsync, _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ProbeAsync, _options.StartTimeout, () => LogTail(layout), cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
             if (diskBytes > 0)
             {
@@ -193,6 +206,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         var id = layout.SandboxId;
         _exits.Forget(id);
         _usage.Forget(id);
+        _logs.Close(id);
         _cgroups.Thaw(id);
         // Killing the Sentry ends every process of the sandbox at once (they are its tasks); the cgroup step kills
         // the gofer and stubs with it. runsc delete then finds a dead sandbox and only removes its state.
@@ -240,6 +254,8 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             if (!_locks.IsBusy(c.Id))
             {
                 _exits.WatchIfNew(c.Id, c.Pid);
+                // A restarted daemon reads the running sandbox's output pipe again (its writes failed with EPIPE meanwhile).
+                _logs.Adopt(layout);
             }
         }
         return sandboxes;
@@ -427,18 +443,19 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             _netns.Create(layout.NetnsFile);
             await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
             File.Delete(layout.PidFile);
+            var output = _logs.Open(layout);
             var ok = marker.Memory
-                ? await _runsc.RestoreDetachedAsync(sandboxId, layout.Directory, layout.CheckpointDirectory, layout.PidFile, layout.LogFile, cancellationToken)
-                : await _runsc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken);
+                ? await _runsc.RestoreDetachedAsync(sandboxId, layout.Directory, layout.CheckpointDirectory, layout.PidFile, output, cancellationToken)
+                : await _runsc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, output, cancellationToken);
             if (!ok)
             {
-                throw new SandboxStartException(sandboxId, $"runsc {(marker.Memory ? "restore" : "run")} failed: " + layout.LogTail());
+                throw new SandboxStartException(sandboxId, $"runsc {(marker.Memory ? "restore" : "run")} failed: " + LogTail(layout));
             }
             if (!TryReadPid(layout, out var pid))
             {
                 throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
             }
-            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
             // Running again: the marker goes first, so that a crash from here leaves a running sandbox, never a paused one
             // whose image is half deleted.
             PauseMarker.Remove(layout);
@@ -492,6 +509,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         var id = layout.SandboxId;
         _exits.Forget(id);
         _usage.Forget(id);
+        _logs.Close(id);
         _cgroups.Thaw(id);
         await _cgroups.RemoveAsync(id, cancellationToken);
         await _runsc.DeleteAsync(id, cancellationToken);
@@ -618,6 +636,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         _disks.Dispose();
         _netns.Dispose();
         _exits.Dispose();
+        _logs.Dispose();
         _cgroups.RemoveParentIfEmpty();
         RemoveStateIfUnused();
     }

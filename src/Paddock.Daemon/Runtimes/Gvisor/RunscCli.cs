@@ -48,19 +48,21 @@ internal sealed class RunscCli
 
     /// <summary>
     /// <c>runsc run --detach</c> inside <see cref="GvisorMountNamespace"/>: starts the Sentry and the gofer, the
-    /// agent inside, and returns. The container's stdio and runsc's own errors go to <paramref name="logFile"/> (a
-    /// detached container inherits runsc's stdio: a file, never a pipe someone must keep reading).
+    /// agent inside, and returns. The container's stdio and runsc's own errors go to <paramref name="output"/>: a
+    /// detached container inherits runsc's stdio, and the sandbox can reach it (root inside opens /proc/1/fd/1), so it
+    /// is the FIFO that <see cref="Host.AgentLogDrain"/> drains with a bound, never a host file the sandbox could grow.
     /// </summary>
-    public Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken) =>
-        DetachedAsync(["run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id], logFile, cancellationToken);
+    public Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string output, CancellationToken cancellationToken) =>
+        DetachedAsync(["run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id], output, cancellationToken);
 
     /// <summary>
     /// <c>runsc restore --detach</c> of the checkpoint in <paramref name="imagePath"/> as container <paramref name="id"/>,
     /// from the same bundle (config.json, mounts) and global flags as its run, inside the same mount namespace: the
-    /// Sentry comes back with every task where the checkpoint stopped it. runsc's errors go to <paramref name="logFile"/>.
+    /// Sentry comes back with every task where the checkpoint stopped it. Its stdio and runsc's errors go to
+    /// <paramref name="output"/>, as for <see cref="RunDetachedAsync"/>.
     /// </summary>
-    public Task<bool> RestoreDetachedAsync(string id, string bundle, string imagePath, string pidFile, string logFile, CancellationToken cancellationToken) =>
-        DetachedAsync(["restore", "--detach", "--bundle", bundle, "--image-path", imagePath, "--pid-file", pidFile, id], logFile, cancellationToken);
+    public Task<bool> RestoreDetachedAsync(string id, string bundle, string imagePath, string pidFile, string output, CancellationToken cancellationToken) =>
+        DetachedAsync(["restore", "--detach", "--bundle", bundle, "--image-path", imagePath, "--pid-file", pidFile, id], output, cancellationToken);
 
     /// <summary>
     /// <c>runsc checkpoint</c> into <paramref name="imagePath"/>: the Sentry writes every task's memory and kernel state
@@ -81,12 +83,13 @@ internal sealed class RunscCli
         }
     }
 
-    private async Task<bool> DetachedAsync(string[] arguments, string logFile, CancellationToken cancellationToken)
+    private async Task<bool> DetachedAsync(string[] arguments, string output, CancellationToken cancellationToken)
     {
         var command = GvisorMountNamespace.Enter(_options, [_options.RunscBinary, .. _global, .. arguments]);
-        // /bin/sh only redirects and execs: no managed code between fork and exec, and no pipe to the container.
+        // /bin/sh only redirects and execs: no managed code between fork and exec. The FIFO's reader is open already,
+        // so the shell's open of it does not wait.
         var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        foreach (var a in (string[])["-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile, .. command])
+        foreach (var a in (string[])["-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", output, .. command])
         {
             start.ArgumentList.Add(a);
         }
