@@ -93,14 +93,17 @@ internal sealed partial class SandboxManager : IAsyncDisposable
 
     // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
     // every core from the sandboxes still running.
+    // The volumes a sandbox mounts: a fork refuses a source that has any (a volume is shared, not copied).
+    private readonly Volumes.VolumeManager? _volumes;
     private readonly ConcurrentDictionary<string, Task> _teardowns = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _teardownGate = new(2);
     private int _reserved;
 
     public SandboxManager(ISandboxRuntime runtime, IIsolationTiers tiers, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
-        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null)
+        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null, Volumes.VolumeManager? volumes = null)
     {
+        _volumes = volumes;
         _tiers = tiers;
         _metrics = metrics;
         _pools = pools;

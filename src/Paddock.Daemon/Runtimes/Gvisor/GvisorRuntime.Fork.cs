@@ -187,15 +187,16 @@ internal sealed partial class GvisorRuntime
                 await File.WriteAllTextAsync(layout.ConfigFile, CopyConfig(captured, layout).ToJsonString(new JsonSerializerOptions { WriteIndented = true }), cancellationToken);
                 _netns.Create(layout.NetnsFile);
                 await _network.AttachAsync(id, layout.NetnsFile, captured.Policy, cancellationToken);
-                if (!await _runsc.RestoreDetachedAsync(id, layout.Directory, captured.Image, layout.PidFile, layout.LogFile, cancellationToken))
+                var output = _logs.Open(layout);
+                if (!await _runsc.RestoreDetachedAsync(id, layout.Directory, captured.Image, layout.PidFile, output, cancellationToken))
                 {
-                    throw new SandboxStartException(id, "runsc restore failed: " + layout.LogTail());
+                    throw new SandboxStartException(id, "runsc restore failed: " + LogTail(layout));
                 }
                 if (!TryReadPid(layout, out var pid))
                 {
                     throw new SandboxStartException(id, "runsc wrote no pid file");
                 }
-                await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => layout.LogTail(), cancellationToken);
+                await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
                 if (diskBytes > 0)
                 {
                     _disks.Refill(diskBytes);
