@@ -481,20 +481,8 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     /// <summary>Rewrites the bundle's agent token and variables (<see cref="AgentLaunch.RewriteIdentity"/>), which a filesystem-only resume boots.</summary>
-    public async Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken)
-    {
-        if (!SandboxLayout.IsValidId(sandboxId))
-        {
-            throw new SandboxNotFoundException(sandboxId);
-        }
-        var layout = new SandboxLayout(_options, sandboxId);
-        using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
-        if (!File.Exists(layout.ConfigFile))
-        {
-            throw new SandboxNotFoundException(sandboxId);
-        }
-        AgentLaunch.RewriteIdentity(layout.ConfigFile, envVars, accessToken);
-    }
+    public Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken) =>
+        AgentLaunch.KeepIdentityAsync(_options, _locks, sandboxId, envVars, accessToken, cancellationToken);
 
     public Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken) =>
         Task.FromResult(LeftoverSweep.PausedIn(_options));

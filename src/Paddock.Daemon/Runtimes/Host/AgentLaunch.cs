@@ -71,6 +71,26 @@ internal static class AgentLaunch
     /// this a filesystem-only resume booted the pool's token and no variables (issue 15, reproduced by
     /// RuncPauseTests). Everything else in the file stays as the tier wrote it.
     /// </summary>
+    /// <summary>
+    /// <see cref="RewriteIdentity"/> of a sandbox's bundle under its lock: what both tiers' KeepIdentityAsync do.
+    /// Throws <see cref="SandboxNotFoundException"/> when the id is not a sandbox's or it has no bundle.
+    /// </summary>
+    public static async Task KeepIdentityAsync(
+        ISandboxDirectories directories, KeyedLock locks, string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        var layout = new SandboxLayout(directories, sandboxId);
+        using var held = await locks.AcquireAsync(sandboxId, cancellationToken);
+        if (!File.Exists(layout.ConfigFile))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        RewriteIdentity(layout.ConfigFile, envVars, accessToken);
+    }
+
     public static void RewriteIdentity(string configFile, IReadOnlyDictionary<string, string> envVars, string? accessToken)
     {
         var config = JsonNode.Parse(File.ReadAllText(configFile))?.AsObject()
