@@ -67,7 +67,10 @@ internal sealed class AgentServer
             await supervisor.StartAsync(CancellationToken.None);
             await server.StartAsync(routes, CancellationToken.None);
             _lifetime.NotifyStarted();
-            restoreWatch.Start();
+            if (RestoreWatch.IsGvisor())
+            {
+                restoreWatch.Start();
+            }
 
             var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             using (_lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))

@@ -184,7 +184,9 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
 /// restored process gets no signal; what it can see is that a one-second timer fired far too late, by the wall clock or
 /// by the monotonic clock (gVisor may restore either to continue from the checkpoint). Measured in a failing resume:
 /// the agent's 2 s timer fired 2 s late after a 2 s pause. A machine so loaded that the timer is
-/// <see cref="StallThreshold"/> late also rebinds: harmless, connections already accepted are kept.
+/// <see cref="StallThreshold"/> late also rebinds (connections already accepted are kept; one waiting in the old
+/// socket's queue is reset), so the watch runs under gVisor only (<see cref="IsGvisor"/>): on runc a sandbox frozen by
+/// the cgroup freezer and thawed for a request would see a stall exactly when that request's connection waits.
 /// </summary>
 internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogger logger, TimeProvider time) : IDisposable
 {
@@ -193,6 +195,23 @@ internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogge
     public static readonly TimeSpan StallThreshold = TimeSpan.FromSeconds(1.5);
 
     private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>gVisor's /proc/version names a fixed build of its own (its emulated 4.4.0 kernel), unlike any real kernel's.</summary>
+    public static bool IsGvisor()
+    {
+        try
+        {
+            return File.ReadAllText("/proc/version").Contains("#1 SMP Sun Jan 10 15:06:54 PST 2016", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
     public void Start() => _ = RunAsync(_stop.Token);
 
