@@ -48,7 +48,7 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
   }, 30_000, `port ${port} through the proxy`, 200)
 
   // Failed in 4 of 7 runs (then 4 of 8, 5 of 6) before the agent bound its listener again after a restore (issue 15,
-  // ARCHITECTURE.md); passed 10 of 10 after.
+  // ARCHITECTURE.md); passed 17 of 17 after.
   it('keeps processes, servers and files across a pause with memory, and connect() resumes it', T, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
     started.push(sandbox.sandboxId)
@@ -87,7 +87,7 @@ describe('pause and resume with the e2b SDK', { skip: skip ?? false }, () => {
   })
 
   // Failed 3 of 6 runs with the resume hang before the agent's rebind after a restore (issue 15), 2 more with the
-  // restarted daemon not ready in 60 s on a loaded host; passed 6 of 6 after. PauseTests cover the restart at the
+  // restarted daemon not ready in 60 s on a loaded host; passed 11 of 11 after. PauseTests cover the restart at the
   // runtime level too.
   it('survives a SIGKILL of the daemon and its restart while paused', T, async () => {
     const sandbox = await Sandbox.create('base', CREATE)
