@@ -55,7 +55,11 @@ internal sealed class AgentServer
         // Kestrel takes its buffer pools from the transport's options, which only the host's setup can set (the
         // property is internal): the accessor fails at start, loudly, if a later ASP.NET Core renames it.
         SetMemoryPoolFactory(transportOptions, pools);
-        var transport = new SocketTransportFactory(Options.Create(transportOptions), _loggers);
+        // Accepting that ends while the server runs binds the endpoint again (RelisteningTransportFactory, issue 15).
+        var transport = new RelisteningTransportFactory(
+            new SocketTransportFactory(Options.Create(transportOptions), _loggers),
+            new Logger<RelisteningTransportFactory>(_loggers));
+        using var restoreWatch = new RestoreWatch(transport, new Logger<RestoreWatch>(_loggers), TimeProvider.System);
         using var server = new KestrelServer(Options.Create(Kestrel), transport, _loggers);
         try
         {
@@ -63,6 +67,10 @@ internal sealed class AgentServer
             await supervisor.StartAsync(CancellationToken.None);
             await server.StartAsync(routes, CancellationToken.None);
             _lifetime.NotifyStarted();
+            if (RestoreWatch.IsGvisor())
+            {
+                restoreWatch.Start();
+            }
 
             var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             using (_lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))

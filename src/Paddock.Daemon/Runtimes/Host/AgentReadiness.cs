@@ -44,7 +44,7 @@ internal static class AgentReadiness
                 {
                     await using var stream = await connect(deadline.Token);
                     // Each attempt is bounded, not only the whole wait: a gVisor sandbox restored from a checkpoint
-                    // (the known issue in ARCHITECTURE.md) completed the handshake of the first probe and acknowledged
+                    // (before the agent bound its listener again after a restore, ARCHITECTURE.md) completed the handshake of the first probe and acknowledged
                     // its request, and its agent never answered; unbounded, that one connection used the whole wait
                     // (packet capture on the host end of the link). Bounded, the probe tries again, and the error
                     // counts the connections that were accepted but not answered: a wedged agent, not a slow start.
