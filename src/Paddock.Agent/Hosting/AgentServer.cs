@@ -59,7 +59,7 @@ internal sealed class AgentServer
         var transport = new RelisteningTransportFactory(
             new SocketTransportFactory(Options.Create(transportOptions), _loggers),
             new Logger<RelisteningTransportFactory>(_loggers));
-        using var restoreWatch = new RestoreWatch(transport, new Logger<RestoreWatch>(_loggers), TimeProvider.System);
+        using var restoreWatch = new RestoreWatch(transport, new Logger<RestoreWatch>(_loggers));
         using var server = new KestrelServer(Options.Create(Kestrel), transport, _loggers);
         try
         {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Connections;
 
 namespace Paddock.Agent.Hosting;
@@ -14,7 +15,8 @@ namespace Paddock.Agent.Hosting;
 /// process's timers ran on and the connections open at the checkpoint were reported aborted (ECONNABORTED). Accept
 /// never returned null or failed (logged here in 4 failing runs of 8: no such outcome), so Kestrel's accept loop did
 /// not end; the listening socket simply stops reporting connections. A fresh listening socket does not have that
-/// problem. The restore itself is seen from inside as a stall of the process (<see cref="RestoreWatch"/>).
+/// problem. This is gVisor issue 13920 (epoll registrations made before a checkpoint get no events after the restore),
+/// fixed upstream after the build Debian ships; the daemon tells the agent of each restore (<see cref="RestoreWatch"/>).
 /// </summary>
 internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inner, ILogger logger) : IConnectionListenerFactory
 {
@@ -40,14 +42,39 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
     /// <summary>Closes every TCP listening socket; each listener's accept loop then binds a new one (see the class).</summary>
     public async Task RebindAllAsync()
     {
-        RelisteningListener[] listeners;
-        lock (_gate)
-        {
-            listeners = [.. _listeners];
-        }
-        foreach (var listener in listeners)
+        foreach (var listener in Listeners())
         {
             await listener.CloseCurrentAsync();
+        }
+    }
+
+    /// <summary>
+    /// Binds again only the listeners that no longer report connections: each is sent a connection of its own, and
+    /// closed (then bound again by its accept loop) when its accept loop has not taken that connection, or any other,
+    /// within <paramref name="probeTimeout"/>. A listener that still works is left alone, because closing it refuses
+    /// connections until the new socket is bound: after a restore whose listener had survived, the daemon's readiness
+    /// probe was answered and the very next request, sent in that gap, was refused (CI, issue 15's pause cases).
+    /// Returns how many listeners were closed.
+    /// </summary>
+    public async Task<int> RecoverAsync(TimeSpan probeTimeout, CancellationToken cancellationToken)
+    {
+        var closed = 0;
+        foreach (var listener in Listeners())
+        {
+            if (!await listener.AcceptsAsync(probeTimeout, cancellationToken))
+            {
+                await listener.CloseCurrentAsync();
+                closed++;
+            }
+        }
+        return closed;
+    }
+
+    private RelisteningListener[] Listeners()
+    {
+        lock (_gate)
+        {
+            return [.. _listeners];
         }
     }
 
@@ -61,6 +88,7 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
         private readonly Lock _gate = new();
         private IConnectionListener _current = first;
         private bool _stopping;
+        private long _accepted;
 
         public EndPoint EndPoint { get; } = first.EndPoint;
 
@@ -79,6 +107,7 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
                     var connection = await listener.AcceptAsync(cancellationToken);
                     if (connection is not null)
                     {
+                        Interlocked.Increment(ref _accepted);
                         return connection;
                     }
                 }
@@ -140,6 +169,43 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
             }
         }
 
+        /// <summary>
+        /// Whether the accept loop takes a connection within <paramref name="timeout"/> of this one's connect to the
+        /// endpoint (over loopback when it is bound to every address). A connect that fails counts as not accepted.
+        /// </summary>
+        public async Task<bool> AcceptsAsync(TimeSpan timeout, CancellationToken cancellationToken)
+        {
+            if (EndPoint is not IPEndPoint endpoint)
+            {
+                return true;
+            }
+            var target = endpoint.Address.Equals(IPAddress.Any) ? new IPEndPoint(IPAddress.Loopback, endpoint.Port)
+                : endpoint.Address.Equals(IPAddress.IPv6Any) ? new IPEndPoint(IPAddress.IPv6Loopback, endpoint.Port)
+                : endpoint;
+            var before = Interlocked.Read(ref _accepted);
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(timeout);
+            using var probe = new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await probe.ConnectAsync(target, deadline.Token);
+                // Polled, not signalled: the check runs once per stall, and a few 10 ms naps are nothing beside it.
+                while (Interlocked.Read(ref _accepted) == before)
+                {
+                    await Task.Delay(10, deadline.Token);
+                }
+                return true;
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                return false;
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+        }
+
         /// <summary>Closes the current listening socket unless the server is stopping: the pending accept ends, and <see cref="AcceptAsync"/> binds again.</summary>
         public async ValueTask CloseCurrentAsync()
         {
@@ -180,21 +246,27 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
 }
 
 /// <summary>
-/// Notices that the process was frozen (a gVisor checkpoint and restore, issue 15) and binds the listeners again. A
-/// restored process gets no signal; what it can see is that a one-second timer fired far too late, by the wall clock or
-/// by the monotonic clock (gVisor may restore either to continue from the checkpoint). Measured in a failing resume:
-/// the agent's 2 s timer fired 2 s late after a 2 s pause. A machine so loaded that the timer is
-/// <see cref="StallThreshold"/> late also rebinds (connections already accepted are kept; one waiting in the old
-/// socket's queue is reset), so the watch runs under gVisor only (<see cref="IsGvisor"/>): on runc a sandbox frozen by
-/// the cgroup freezer and thawed for a request would see a stall exactly when that request's connection waits.
+/// Checks the listeners when the daemon says the process was restored: the daemon sends SIGUSR2 (<see cref="Signal"/>)
+/// after each <c>runsc restore</c> (a memory resume, each fork copy), and each listener is then sent a connection of
+/// its own and bound again only when it does not take it (<see cref="RelisteningTransportFactory.RecoverAsync"/>), so
+/// that a restore whose listener survived refuses nothing. Why a signal: a restored process gets no notice of its own,
+/// and the earlier way, a one-second timer that counted a stall of 1.5 s beyond its period as a restore, missed the
+/// SDK's pause-then-resume cases, whose whole gap was shorter (CI, 2026-12-06: no stall logged, the listener deaf for
+/// the 30 s of the readiness wait). The signal costs nothing while the sandbox idles; the timer woke it every second.
+/// Runs under gVisor only (<see cref="IsGvisor"/>); anything in the sandbox that may signal the agent can at most make
+/// it connect to itself.
 /// </summary>
-internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogger logger, TimeProvider time) : IDisposable
+internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogger logger) : IDisposable
 {
-    public static readonly TimeSpan Period = TimeSpan.FromSeconds(1);
+    /// <summary>SIGUSR2, which neither .NET nor the agent uses otherwise.</summary>
+    public const int Signal = 12;
 
-    public static readonly TimeSpan StallThreshold = TimeSpan.FromSeconds(1.5);
+    /// <summary>How long a listener has to take the watch's own connection; a loopback accept takes microseconds.</summary>
+    public static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(2);
 
     private readonly CancellationTokenSource _stop = new();
+    private PosixSignalRegistration? _registration;
+    private int _checking;
 
     /// <summary>gVisor's /proc/version names a fixed build of its own (its emulated 4.4.0 kernel), unlike any real kernel's.</summary>
     public static bool IsGvisor()
@@ -213,38 +285,38 @@ internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogge
         }
     }
 
-    public void Start() => _ = RunAsync(_stop.Token);
-
-    private async Task RunAsync(CancellationToken cancellationToken)
+    public void Start() => _registration = PosixSignalRegistration.Create((PosixSignal)Signal, context =>
     {
-        using var timer = new PeriodicTimer(Period, time);
-        var lastWall = time.GetUtcNow();
-        var lastTicks = time.GetTimestamp();
+        // Handled: without this the runtime carries out SIGUSR2's default action after the handler, which ends the process.
+        context.Cancel = true;
+        _ = CheckAsync();
+    });
+
+    /// <summary>One check at a time: signals that arrive during a check are covered by it.</summary>
+    private async Task CheckAsync()
+    {
+        if (Interlocked.Exchange(ref _checking, 1) == 1)
+        {
+            return;
+        }
         try
         {
-            while (await timer.WaitForNextTickAsync(cancellationToken))
-            {
-                var wall = time.GetUtcNow();
-                var ticks = time.GetTimestamp();
-                var wallGap = wall - lastWall;
-                var monotonicGap = time.GetElapsedTime(lastTicks, ticks);
-                lastWall = wall;
-                lastTicks = ticks;
-                if (wallGap - Period > StallThreshold || wallGap < TimeSpan.Zero || monotonicGap - Period > StallThreshold)
-                {
-                    HostingLog.StallSeen(logger, wallGap.TotalMilliseconds, monotonicGap.TotalMilliseconds);
-                    await transport.RebindAllAsync();
-                }
-            }
+            var closed = await transport.RecoverAsync(ProbeTimeout, _stop.Token);
+            HostingLog.RestoreChecked(logger, closed);
         }
         catch (OperationCanceledException)
         {
-            // Stopped.
+            // Stopping.
+        }
+        finally
+        {
+            Volatile.Write(ref _checking, 0);
         }
     }
 
     public void Dispose()
     {
+        _registration?.Dispose();
         _stop.Cancel();
         _stop.Dispose();
     }
@@ -265,6 +337,6 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 2303, Level = LogLevel.Critical, Message = "Gave up listening on {EndPoint} after {Attempts} binds in a row ended without a connection")]
     public static partial void RebindGaveUp(ILogger logger, EndPoint endPoint, int attempts);
 
-    [LoggerMessage(EventId = 2304, Level = LogLevel.Warning, Message = "The process was stalled ({WallMs} ms by the wall clock, {MonotonicMs} ms by the monotonic clock for a 1000 ms timer), as after a restore: binding the listeners again")]
-    public static partial void StallSeen(ILogger logger, double wallMs, double monotonicMs);
+    [LoggerMessage(EventId = 2304, Level = LogLevel.Warning, Message = "Told that the process was restored: {Closed} listeners did not take a connection of their own and are bound again")]
+    public static partial void RestoreChecked(ILogger logger, int closed);
 }

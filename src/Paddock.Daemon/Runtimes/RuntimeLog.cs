@@ -62,6 +62,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(3062, LogLevel.Warning, "Sandbox {SandboxId}: resume failed; it stays paused")]
     public static partial void ResumeFailed(ILogger logger, string sandboxId, Exception exception);
 
+    [LoggerMessage(3065, LogLevel.Warning, "Sandbox {SandboxId}: telling the restored agent to check its listeners (runsc kill USR2) failed; waiting for it to answer anyway")]
+    public static partial void RestoreSignalFailed(ILogger logger, string sandboxId);
+
     [LoggerMessage(3063, LogLevel.Information, "Sandbox {SandboxId}: paused sandbox settled (host resources of an interrupted pause or resume released)")]
     public static partial void PausedSettled(ILogger logger, string sandboxId);
 

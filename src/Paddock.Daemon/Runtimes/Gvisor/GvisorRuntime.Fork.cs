@@ -196,6 +196,7 @@ internal sealed partial class GvisorRuntime
                 {
                     throw new SandboxStartException(id, "runsc wrote no pid file");
                 }
+                await TellAgentItWasRestoredAsync(id, cancellationToken);
                 await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
                 if (diskBytes > 0)
                 {

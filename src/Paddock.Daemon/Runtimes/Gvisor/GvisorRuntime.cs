@@ -455,6 +455,10 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             {
                 throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
             }
+            if (marker.Memory)
+            {
+                await TellAgentItWasRestoredAsync(sandboxId, cancellationToken);
+            }
             await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
             // Running again: the marker goes first, so that a crash from here leaves a running sandbox, never a paused one
             // whose image is half deleted.
@@ -477,6 +481,22 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
                 throw;
             }
             throw new SandboxStartException(sandboxId, ex.Message, ex);
+        }
+    }
+
+    /// <summary>
+    /// Sends the restored agent SIGUSR2, on which it checks that its listening sockets still report connections and
+    /// binds again those that do not. This runsc loses, in a restore, the epoll registrations made before the checkpoint
+    /// (gVisor issue 13920, fixed upstream after the 2024-07-29 build that Debian ships): the agent's listening socket
+    /// completed handshakes that its accept loop never heard of, in about half of the SDK's pause cases here. The agent
+    /// cannot see the restore reliably by itself: a one-second timer that fired late by 1.5 s missed the short
+    /// pause-then-resume of those cases. A failed signal is logged, not fatal: the readiness wait that follows decides.
+    /// </summary>
+    private async Task TellAgentItWasRestoredAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!await _runsc.SignalAsync(sandboxId, "USR2", cancellationToken))
+        {
+            RuntimeLog.RestoreSignalFailed(_logger, sandboxId);
         }
     }
 

@@ -147,6 +147,13 @@ internal sealed class RunscCli
         }
     }
 
+    /// <summary>
+    /// <c>runsc kill</c> of <paramref name="signal"/> (a name such as <c>USR2</c>) to the container's init, the agent.
+    /// False when runsc refused (the container is gone, say); the caller decides whether that matters.
+    /// </summary>
+    public async Task<bool> SignalAsync(string id, string signal, CancellationToken cancellationToken) =>
+        (await RunAsync(cancellationToken, "kill", id, signal)).Succeeded;
+
     /// <summary>Every container under our root, alive or stopped.</summary>
     public async Task<IReadOnlyList<RunscContainer>> ListAsync(CancellationToken cancellationToken)
     {
