@@ -9,7 +9,7 @@ namespace Paddock.Daemon.Api;
 /// Templates and filesystem snapshots (E2B's spec/openapi.yml): <c>GET /templates</c>, <c>GET</c>/<c>DELETE
 /// /templates/{id}</c>, <c>POST /sandboxes/{id}/snapshots</c> and <c>GET /snapshots</c>. A team sees its own
 /// templates and the public built-ins. Responses carry E2B's fields plus <c>sizeBytes</c>, <c>layers</c>,
-/// <c>kind</c> and <c>parentID</c>, which E2B's schema does not have and its SDKs ignore.
+/// <c>kind</c>, <c>parentID</c> and <c>memory</c>, which E2B's schema does not have and its SDKs ignore.
 /// </summary>
 internal static class TemplateEndpoints
 {
@@ -35,7 +35,7 @@ internal static class TemplateEndpoints
             if (!registered.Any(t => t.TemplateId == name || t.Names.Contains(name, StringComparer.Ordinal)))
             {
                 templates.Add(new TemplateResponse(name, "", options.DefaultCpuCount, options.DefaultMemoryMB, options.DefaultDiskSizeMB,
-                    true, [name], [name], null, null, null, 0, 0, SandboxEndpoints.EnvdVersion, "waiting", 0, 0, "builtin", null));
+                    true, [name], [name], null, null, null, 0, 0, SandboxEndpoints.EnvdVersion, "waiting", 0, 0, "builtin", null, false));
             }
         }
         return Results.Json(templates, TemplateJsonContext.Default.ListTemplateResponse);
@@ -50,7 +50,7 @@ internal static class TemplateEndpoints
         var t = ToTemplate(record, options);
         var build = new TemplateBuildResponse(record.TemplateId, "ready", record.CreatedAt, record.CreatedAt, t.CpuCount, t.MemoryMB, t.DiskSizeMB, t.EnvdVersion);
         return Results.Json(new TemplateWithBuildsResponse(t.TemplateID, t.Public, t.Aliases, t.Names, t.CreatedAt, t.UpdatedAt, null, 0, [build],
-            t.SizeBytes, t.Layers, t.Kind, t.ParentID), TemplateJsonContext.Default.TemplateWithBuildsResponse);
+            t.SizeBytes, t.Layers, t.Kind, t.ParentID, t.Memory), TemplateJsonContext.Default.TemplateWithBuildsResponse);
     }
 
     private static async Task<IResult> DeleteAsync(string templateID, HttpContext http, TemplateRegistry registry)
@@ -118,7 +118,7 @@ internal static class TemplateEndpoints
         return Results.Json(snapshots, TemplateJsonContext.Default.ListSnapshotResponse);
     }
 
-    private static SnapshotResponse ToSnapshot(TemplateRecord t) => new(t.TemplateId, t.Names);
+    private static SnapshotResponse ToSnapshot(TemplateRecord t) => new(t.TemplateId, t.Names, t.MemoryImage is not null);
 
     private static TemplateResponse ToTemplate(TemplateRecord t, DaemonOptions options) => new(
         TemplateID: t.TemplateId,
@@ -139,7 +139,8 @@ internal static class TemplateEndpoints
         SizeBytes: t.SizeBytes,
         Layers: t.Layers.Count,
         Kind: t.Kind.ToString().ToLowerInvariant(),
-        ParentID: t.ParentId);
+        ParentID: t.ParentId,
+        Memory: t.MemoryImage is not null);
 }
 
 /// <summary>E2B's <c>Template</c> schema, plus the size of the template's own layer, its layer count, kind and parent.</summary>
@@ -162,7 +163,8 @@ internal sealed record TemplateResponse(
     [property: JsonPropertyName("sizeBytes")] long SizeBytes,
     [property: JsonPropertyName("layers")] int Layers,
     [property: JsonPropertyName("kind")] string Kind,
-    [property: JsonPropertyName("parentID")] string? ParentID);
+    [property: JsonPropertyName("parentID")] string? ParentID,
+    [property: JsonPropertyName("memory")] bool Memory);
 
 /// <summary>E2B's <c>TemplateWithBuilds</c> (GET /templates/{id}), with the same additions as <see cref="TemplateResponse"/>.</summary>
 internal sealed record TemplateWithBuildsResponse(
@@ -178,7 +180,8 @@ internal sealed record TemplateWithBuildsResponse(
     [property: JsonPropertyName("sizeBytes")] long SizeBytes,
     [property: JsonPropertyName("layers")] int Layers,
     [property: JsonPropertyName("kind")] string Kind,
-    [property: JsonPropertyName("parentID")] string? ParentID);
+    [property: JsonPropertyName("parentID")] string? ParentID,
+    [property: JsonPropertyName("memory")] bool Memory);
 
 /// <summary>E2B's <c>TemplateBuild</c>: one per template here (a template is never rebuilt in place).</summary>
 internal sealed record TemplateBuildResponse(
@@ -196,10 +199,13 @@ internal sealed record SnapshotRequest([property: JsonPropertyName("name")] stri
 
 /// <summary>
 /// E2B's <c>SnapshotInfo</c>. The id is the bare template id (E2B may append ":tag"; the SDK passes it back as is).
+/// <c>memory</c> (not E2B's; its SDKs ignore it): whether the snapshot kept memory too, so that a sandbox made from it
+/// starts with the snapshot's processes running (the gVisor tier) rather than with its files only.
 /// </summary>
 internal sealed record SnapshotResponse(
     [property: JsonPropertyName("snapshotID")] string SnapshotID,
-    [property: JsonPropertyName("names")] IReadOnlyList<string> Names);
+    [property: JsonPropertyName("names")] IReadOnlyList<string> Names,
+    [property: JsonPropertyName("memory")] bool Memory);
 
 [JsonSerializable(typeof(List<TemplateResponse>))]
 [JsonSerializable(typeof(TemplateWithBuildsResponse))]

@@ -148,6 +148,26 @@ internal interface ISandboxRuntime
         throw new SandboxForkUnsupportedException(Name);
 
     /// <summary>
+    /// Writes a capture of the running sandbox (its memory, processes and files at one instant, as a fork takes one)
+    /// into the new directory <paramref name="destination"/>, which outlives the sandbox, and returns its size in bytes.
+    /// The sandbox keeps running. Throws <see cref="MemorySnapshotUnavailableException"/> when the tier cannot
+    /// (<see cref="CanFork"/>) or the sandbox mounts volumes (nothing changed), <see cref="SandboxNotFoundException"/>
+    /// when it is not running, <see cref="IOException"/> when the capture failed (nothing is left in
+    /// <paramref name="destination"/> then).
+    /// </summary>
+    Task<long> SnapshotMemoryAsync(string sandboxId, string destination, CancellationToken cancellationToken) =>
+        throw new MemorySnapshotUnavailableException($"the {Name} isolation tier cannot capture a sandbox's memory");
+
+    /// <summary>
+    /// Starts <see cref="SandboxSpec.SandboxId"/> as a restore of a capture <see cref="SnapshotMemoryAsync"/> wrote:
+    /// its processes run on from the capture's instant, on a copy of its files, with the spec's egress policy and its own
+    /// network link. The capture's limits (CPU, memory, disk) and agent settings (token, variables) come back with it:
+    /// the caller gives the agent the new sandbox's own with envd's <c>/init</c>. Fails like <see cref="StartAsync"/>.
+    /// </summary>
+    Task<RuntimeSandbox> RestoreMemoryAsync(string image, SandboxSpec spec, CancellationToken cancellationToken) =>
+        throw new SandboxForkUnsupportedException(Name);
+
+    /// <summary>
     /// Called (on the thread pool) with a sandbox's id when its agent exits on its own (crashed, OOM-killed, killed
     /// from outside), so that the daemon ends it at once instead of at its next sweep. A tier that cannot tell never
     /// calls it (the default keeps nothing).

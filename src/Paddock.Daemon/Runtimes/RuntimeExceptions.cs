@@ -97,3 +97,6 @@ internal sealed class SandboxForkUnsupportedException(string tier)
 {
     public string Tier { get; } = tier;
 }
+
+/// <summary>Why a sandbox's snapshot cannot keep its memory (its tier cannot capture it, or it mounts volumes): the snapshot keeps its files only.</summary>
+internal sealed class MemorySnapshotUnavailableException(string reason) : Exception(reason);

@@ -77,6 +77,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(3072, LogLevel.Information, "Removed the fork capture {Path} that an interrupted fork left")]
     public static partial void ForkCaptureRemoved(ILogger logger, string path);
 
+    [LoggerMessage(3074, LogLevel.Information, "Sandbox {SandboxId}: memory snapshot of {Bytes} bytes written to {Path} in {Milliseconds} ms")]
+    public static partial void MemorySnapshotTaken(ILogger logger, string sandboxId, long bytes, string path, long milliseconds);
+
     [LoggerMessage(3073, LogLevel.Information, "Sandbox {SandboxId}: resumed from a runsc pause that an interrupted fork or snapshot left")]
     public static partial void LeftPausedResumed(ILogger logger, string sandboxId);
 }

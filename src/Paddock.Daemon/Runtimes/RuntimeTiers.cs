@@ -190,6 +190,30 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
         return [.. copies.Select(c => c.Sandbox is null ? c : c with { Sandbox = c.Sandbox with { Tier = owner.Name } })];
     }
 
+    public Task<long> SnapshotMemoryAsync(string sandboxId, string destination, CancellationToken cancellationToken) =>
+        Owner(sandboxId).SnapshotMemoryAsync(sandboxId, destination, cancellationToken);
+
+    /// <summary>Routed as a start is: to the spec's tier, which owns the sandbox from then on.</summary>
+    public async Task<RuntimeSandbox> RestoreMemoryAsync(string image, SandboxSpec spec, CancellationToken cancellationToken)
+    {
+        var name = spec.Isolation ?? DefaultTier;
+        if (!_byName.TryGetValue(name, out var tier))
+        {
+            throw new SandboxStartException(spec.SandboxId, UnavailableReason(name)!);
+        }
+        var runtime = Made(tier);
+        _owners[spec.SandboxId] = runtime;
+        try
+        {
+            return await runtime.RestoreMemoryAsync(image, spec, cancellationToken) with { Tier = runtime.Name };
+        }
+        catch
+        {
+            _owners.TryRemove(spec.SandboxId, out _);
+            throw;
+        }
+    }
+
     public string? UnavailableReason(string name) =>
         _byName.TryGetValue(name, out var tier) ? tier.UnavailableReason : $"unknown isolation tier '{name}' (this daemon has {string.Join(", ", Names)})";
 

@@ -26,4 +26,7 @@ internal sealed record SandboxTemplate(string TemplateId, string? Alias, IReadOn
 
     /// <summary>A built-in's ready check (<see cref="Templates.ITemplateRecipe.ReadyCmd"/>); null: none.</summary>
     public string? ReadyCmd { get; init; }
+
+    /// <summary>A memory snapshot's capture (<see cref="Templates.TemplateRecord.MemoryImage"/>): a sandbox from it on a tier that can is a restore of it.</summary>
+    public string? MemoryImage { get; init; }
 }

@@ -201,7 +201,9 @@ internal sealed partial class SandboxManager : IAsyncDisposable
         {
             var limits = new ResourceLimits(command.CpuCount, command.MemoryMB * 1024L * 1024L, _options.MaxPids, command.DiskSizeMB * 1024L * 1024L);
             // A pool member was started without volumes, and mounts cannot be added to a running sandbox.
-            if (command.Volumes.IsEmpty && _pools?.TryTake(template, limits, isolation) is { } member)
+            // A memory snapshot on a tier that can restore it: a restore of its capture (issue 15), never a pool member.
+            var memoryImage = template.MemoryImage is { } image && _tiers.CanFork(isolation) ? image : null;
+            if (memoryImage is null && command.Volumes.IsEmpty && _pools?.TryTake(template, limits, isolation) is { } member)
             {
                 trace.Mark("pool-claim");
                 if (await TryClaimAsync(member, template, command, trace, cancellationToken) is { } claimed)
@@ -244,6 +246,16 @@ internal sealed partial class SandboxManager : IAsyncDisposable
                 $"creating from template {template.TemplateId} on the {isolation} tier with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
                 $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
                 $"{command.EnvVars.Count} environment variables, secure={command.Secure}, internet={command.AllowInternetAccess?.ToString() ?? "default"}");
+            if (memoryImage is not null)
+            {
+                await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
+                    $"restoring the memory snapshot {template.TemplateId}: its processes run on where the snapshot took them, with its CPU, memory and disk limits");
+            }
+            else if (template.MemoryImage is not null)
+            {
+                await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Warn,
+                    $"template {template.TemplateId} is a memory snapshot, but the {isolation} tier cannot restore memory: it starts afresh on the snapshot's files");
+            }
             if (command.AutoPause && _tiers.PauseSupportOf(isolation) == PauseSupport.None)
             {
                 await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Warn,
@@ -272,7 +284,9 @@ internal sealed partial class SandboxManager : IAsyncDisposable
             try
             {
                 startTimeout.CancelAfter(_options.StartTimeout);
-                started = await _runtime.StartAsync(spec, startTimeout.Token);
+                started = memoryImage is null
+                    ? await _runtime.StartAsync(spec, startTimeout.Token)
+                    : await RestoreMemoryAsync(memoryImage, spec, startTimeout.Token);
             }
             catch (Exception ex)
             {
@@ -320,6 +334,29 @@ internal sealed partial class SandboxManager : IAsyncDisposable
                 _teamUsage.Release(command.TeamId, command.CpuCount, command.MemoryMB);
             }
         }
+    }
+
+    /// <summary>
+    /// Starts a sandbox as a restore of a memory snapshot, then gives its restored agent (which still holds the
+    /// snapshot's source's token and variables) the new sandbox's own with envd's <c>/init</c>, as a fork copy's is, before
+    /// anyone has its id. On failure nothing of it is left.
+    /// </summary>
+    private async Task<RuntimeSandbox> RestoreMemoryAsync(string image, SandboxSpec spec, CancellationToken cancellationToken)
+    {
+        var sourceToken = MemoryImages.ReadAgentToken(image);
+        var started = await _runtime.RestoreMemoryAsync(image, spec, cancellationToken);
+        try
+        {
+            await Pools.AgentInit.SendAsync(_runtime, spec.SandboxId, sourceToken, spec.EnvVars, spec.AgentAccessToken, cancellationToken);
+        }
+        catch
+        {
+            using var destroyTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await _runtime.DestroyAsync(spec.SandboxId, destroyTimeout.Token);
+            throw;
+        }
+        spec.MarkStep?.Invoke("memory-restore");
+        return started;
     }
 
     /// <summary>The template's environment (a built template's ENV steps) below the create's own.</summary>

@@ -69,6 +69,12 @@ internal sealed record TemplateRecord
     /// </summary>
     public string? Isolation { get; init; }
 
+    /// <summary>
+    /// The memory capture of a snapshot taken on a tier that keeps memory (<see cref="MemoryImages"/>); null for a
+    /// filesystem-only template. Found on disk, not stored: the capture exists once it is complete.
+    /// </summary>
+    public string? MemoryImage => OwnLayer is { } layer && Directory.Exists(MemoryImages.PathFor(layer)) ? MemoryImages.PathFor(layer) : null;
+
     /// <summary>Whether <paramref name="teamId"/> may see and use it: its own, or public.</summary>
     public bool IsVisibleTo(string teamId) => Public || TeamId == teamId;
 }

@@ -79,7 +79,10 @@ internal sealed partial class TemplateRegistry
         var record = await ResolveAsync(templateIdOrName, teamId, cancellationToken);
         return record is null
             ? null
-            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation);
+            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation)
+            {
+                MemoryImage = record.MemoryImage,
+            };
     }
 
     /// <summary>
@@ -209,9 +212,28 @@ internal sealed partial class TemplateRegistry
             var layer = Path.Combine(LayersDirectory, id);
             long size;
             // Awake: the snapshot pauses the container itself (runc pause), which fails on one the idle freezer froze.
+            var memory = MemoryImages.PathFor(layer);
             using (_freezer is null ? default : await _freezer.HoldAwakeAsync(sandbox.SandboxId, cancellationToken))
             {
                 size = await _runtime.SnapshotFilesystemAsync(sandbox.SandboxId, layer, cancellationToken);
+                // Where the tier can (gVisor), the snapshot keeps memory too: a fork's capture, kept. Its files are the
+                // capture's own copy of the writable layer (one instant with the memory); the layer above serves a
+                // sandbox started from the template on a tier that cannot restore memory (files only).
+                try
+                {
+                    size += await _runtime.SnapshotMemoryAsync(sandbox.SandboxId, memory, cancellationToken);
+                    MemoryImages.WriteAgentToken(memory, sandbox.EnvdAccessToken);
+                }
+                catch (MemorySnapshotUnavailableException ex)
+                {
+                    TemplatesLog.SnapshotWithoutMemory(_logger, sandbox.SandboxId, ex.Message);
+                }
+                catch
+                {
+                    RemoveLayer(layer);
+                    RemoveLayer(memory);
+                    throw;
+                }
             }
             try
             {
@@ -249,6 +271,7 @@ internal sealed partial class TemplateRegistry
             catch
             {
                 RemoveLayer(layer);
+                RemoveLayer(memory);
                 throw;
             }
         }
@@ -293,6 +316,7 @@ internal sealed partial class TemplateRegistry
             if (target.OwnLayer is { } layer)
             {
                 RemoveLayer(layer);
+                RemoveLayer(MemoryImages.PathFor(layer));
             }
             TemplatesLog.TemplateDeleted(_logger, target.TemplateId);
             return new(TemplateDeleteStatus.Deleted, target.TemplateId, []);

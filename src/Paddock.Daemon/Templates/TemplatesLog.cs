@@ -34,4 +34,7 @@ internal static partial class TemplatesLog
 
     [LoggerMessage(3114, LogLevel.Warning, "Template {TemplateId} build {BuildId} failed")]
     public static partial void BuildOfTemplateFailed(ILogger logger, string templateId, string buildId, Exception exception);
+
+    [LoggerMessage(3115, LogLevel.Information, "Snapshot of sandbox {SandboxId} keeps its files only: {Reason}")]
+    public static partial void SnapshotWithoutMemory(ILogger logger, string sandboxId, string reason);
 }

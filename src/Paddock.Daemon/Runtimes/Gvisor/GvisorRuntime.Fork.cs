@@ -82,6 +82,95 @@ internal sealed partial class GvisorRuntime
         }
     }
 
+    /// <summary>
+    /// A memory snapshot (issue 15): a fork's capture kept in <paramref name="destination"/> instead of a temporary
+    /// directory, with what a later restore needs to read it back (<see cref="LoadCapture"/>).
+    /// </summary>
+    public async Task<long> SnapshotMemoryAsync(string sandboxId, string destination, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            throw new SandboxNotFoundException(sandboxId);
+        }
+        if (Directory.Exists(destination))
+        {
+            throw new IOException($"{destination} exists already");
+        }
+        if (Directory.Exists(Path.Combine(new SandboxLayout(_options, sandboxId).Directory, "mounts")))
+        {
+            throw new MemorySnapshotUnavailableException($"sandbox '{sandboxId}' mounts volumes, whose files a memory snapshot cannot keep (a volume is shared, not copied)");
+        }
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            ForkCapture captured;
+            using (await _locks.AcquireAsync(sandboxId, cancellationToken))
+            {
+                captured = await CaptureAsync(new SandboxLayout(_options, sandboxId), destination, cancellationToken);
+            }
+            await File.WriteAllTextAsync(captured.File(CaptureConfigFile), captured.Config.ToJsonString(), cancellationToken);
+            captured.Metadata.Write(captured.File(CaptureMetadataFile));
+            var about = new JsonObject { ["sourceId"] = sandboxId, ["hasDisk"] = captured.HasDisk };
+            // Written last: a directory without it is an interrupted snapshot, which LoadCapture refuses.
+            await File.WriteAllTextAsync(captured.File(CaptureAboutFile), about.ToJsonString(), cancellationToken);
+            var bytes = LayerCopy.Measure(destination);
+            RuntimeLog.MemorySnapshotTaken(_logger, sandboxId, bytes, destination, clock.ElapsedMilliseconds);
+            return bytes;
+        }
+        catch
+        {
+            DeleteDirectory(destination);
+            throw;
+        }
+    }
+
+    /// <summary>A restore of a memory snapshot: one more copy of a kept capture, made as a fork's copies are.</summary>
+    public async Task<RuntimeSandbox> RestoreMemoryAsync(string image, SandboxSpec spec, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(spec.SandboxId))
+        {
+            throw new ArgumentException($"invalid sandbox id '{spec.SandboxId}'", nameof(spec));
+        }
+        if (spec.Mounts.Count > 0)
+        {
+            // As a fork refuses a source with volumes: the restored processes expect the capture's mounts, no others.
+            throw new SandboxStartException(spec.SandboxId, "a sandbox restored from a memory snapshot cannot mount volumes");
+        }
+        var captured = LoadCapture(image) with { Policy = spec.EffectiveEgress };
+        var copy = await RestoreCopyAsync(captured, spec.SandboxId, cancellationToken);
+        cancellationToken.ThrowIfCancellationRequested();
+        return copy.Sandbox ?? throw new SandboxStartException(spec.SandboxId, "restore of the memory snapshot failed: " + copy.Error);
+    }
+
+    private const string CaptureConfigFile = "config.json";
+    private const string CaptureMetadataFile = "metadata.json";
+    private const string CaptureAboutFile = "capture.json";
+
+    /// <summary>A capture <see cref="SnapshotMemoryAsync"/> kept; the source's layout is only paths (it may be gone).</summary>
+    private ForkCapture LoadCapture(string directory)
+    {
+        JsonNode? about;
+        try
+        {
+            about = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, CaptureAboutFile)));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        {
+            throw new IOException($"{directory} holds no complete memory snapshot ({ex.Message})", ex);
+        }
+        var sourceId = about?["sourceId"]?.GetValue<string>();
+        if (sourceId is null || !SandboxLayout.IsValidId(sourceId))
+        {
+            throw new IOException($"{directory} names no valid source sandbox");
+        }
+        var metadata = SandboxMetadata.TryRead(Path.Combine(directory, CaptureMetadataFile))
+            ?? throw new IOException($"{directory} has no readable metadata");
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, CaptureConfigFile)))
+            ?? throw new IOException($"{directory} has no config.json");
+        var hasDisk = about?["hasDisk"]?.GetValue<bool>() ?? false;
+        return new ForkCapture(new SandboxLayout(_options, sourceId), directory, metadata, config, EgressPolicy.AllowAll, hasDisk);
+    }
+
     /// <summary>What every copy of one fork is made from.</summary>
     private sealed record ForkCapture(SandboxLayout Source, string Directory, SandboxMetadata Metadata, JsonNode Config, EgressPolicy Policy, bool HasDisk)
     {
@@ -218,7 +307,7 @@ internal sealed partial class GvisorRuntime
                 {
                     RuntimeLog.CleanupAfterFailedStartFailed(_logger, id, cleanupError);
                 }
-                return new ForkedCopy(id, null, ex is OperationCanceledException ? "the fork was cancelled" : ex.Message);
+                return new ForkedCopy(id, null, ex is OperationCanceledException ? "the restore was cancelled" : ex.Message);
             }
         }
         catch (OperationCanceledException)
