@@ -91,7 +91,7 @@ public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLif
 
         async Task<(string Id, string Token)> FromSnapshotAsync(string tag)
         {
-            var sandbox = await CreateAsync(daemon, $$"""{"templateID":"warm","timeout":600,"envVars":{"MEMSNAP_TAG":"{{tag}}"}}""");
+            var sandbox = await CreateAsync(daemon, $$$"""{"templateID":"warm","timeout":600,"envVars":{"MEMSNAP_TAG":"{{{tag}}}"}}""");
             var id = Get<string>(sandbox, "sandboxID");
             var token = Get<string>(sandbox, "envdAccessToken");
             Assert.Equal(snapshotId, Get<string>(sandbox, "templateID"));
