@@ -1,5 +1,8 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Runtimes.Runc;
 using Paddock.Daemon.Templates;
 using Paddock.Daemon.Tests.Runtimes;
 using static Paddock.Daemon.Tests.Api.ApiClient;
@@ -11,12 +14,15 @@ namespace Paddock.Daemon.Tests.Api;
 /// the sandbox's memory too, and each sandbox created from the template is a restore of it: the processes started
 /// before the snapshot run in it (a background sleep, a Python server whose answer lives only in its memory), its files
 /// are there, it has its own id, access token and variables, and it is independent of the others and of the source,
-/// which may be gone by then. Deleting the template removes the memory image.
+/// which may be gone by then. On runc (a second tier of the same daemon) the template starts afresh on its files
+/// only. Deleting the template removes the memory image.
 /// </summary>
 [Collection(GvisorCollection.Name)]
 public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLifetime
 {
     private readonly TempDir _state = new();
+
+    private RuncRuntime? _runc;
 
     // A server whose answer is a token drawn at its start and kept only in its memory (never written to a file).
     private const string MemoryServer =
@@ -41,7 +47,9 @@ public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLif
     [GvisorFact]
     public async Task A_sandbox_from_a_memory_snapshot_runs_the_snapshots_processes_with_its_own_identity_and_files()
     {
-        await using var daemon = await TestDaemon.StartAsync(fixture.Runtime, _state.Path, templates: new BaseOnly(fixture.Base));
+        _runc = new RuncRuntime(RuncFixture.OwnOptions("daemon-memsnap", "paddock-memsnap-test"), fixture.AgentBinary, NullLogger<RuncRuntime>.Instance);
+        // gVisor first: the default tier, and the snapshot's (a snapshot keeps its sandbox's tier).
+        await using var daemon = await TestDaemon.StartAsync([SandboxTier.Of(fixture.Runtime), SandboxTier.Of(_runc)], _state.Path, templates: new BaseOnly(fixture.Base));
         var first = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
         var a = Get<string>(first, "sandboxID");
         var tokenA = Get<string>(first, "envdAccessToken");
@@ -78,6 +86,15 @@ public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLif
         Assert.Equal(0, (await DaemonCommands.RunAsync(daemon, b.Id, b.Token, "echo in-b > /home/user/note")).ExitCode);
         Assert.Equal("before-snapshot\n", (await DaemonCommands.RunAsync(daemon, c.Id, c.Token, "cat /home/user/note")).Stdout);
         Assert.Equal("in-b\n", (await DaemonCommands.RunAsync(daemon, b.Id, b.Token, "cat /home/user/note")).Stdout);
+
+        // On runc, which cannot restore memory: the snapshot's files, none of its processes.
+        var onRunc = await CreateAsync(daemon, """{"templateID":"warm","timeout":600,"isolation":"runc"}""");
+        var r = Get<string>(onRunc, "sandboxID");
+        Assert.Equal("runc", Get<string>((await SendAsync(daemon.Api, HttpMethod.Get, $"/sandboxes/{r}")).Body!, "isolation"));
+        var (_, runcSeen) = await DaemonCommands.RunAsync(daemon, r, Get<string>(onRunc, "envdAccessToken"),
+            "cat /home/user/note; cat /proc/[0-9]*/comm 2>/dev/null | grep -c -x -e sleep -e python3");
+        Assert.Equal("before-snapshot\n0\n", runcSeen);
+        Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{r}")).Status);
 
         // In use: kept; once unused, deleting the template removes its memory image with its layer.
         AssertError(HttpStatusCode.Conflict, await SendAsync(daemon.Api, HttpMethod.Delete, $"/templates/{snapshotId}"));
@@ -118,6 +135,11 @@ public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLif
             {
                 await fixture.Runtime.DestroyAsync(s.SandboxId, timeout.Token);
             }
+        }
+        if (_runc is not null)
+        {
+            await RuncFixture.DestroyAllAsync(_runc);
+            _runc.Dispose();
         }
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
