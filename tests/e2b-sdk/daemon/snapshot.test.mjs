@@ -1,7 +1,7 @@
 // Filesystem snapshots with the official E2B SDK, unchanged, against the real paddockd and runc tier:
 // sandbox.createSnapshot() of a sandbox with new, changed and deleted files; Sandbox.create(snapshotId) sees exactly
 // those changes while the first sandbox runs on; listSnapshots; deleteSnapshot refused (409) while a sandbox uses
-// it; bad input.
+// it; bad input. On the gVisor pass, a memory snapshot: the new sandbox runs the snapshot's processes.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { Sandbox, SandboxError, NotFoundError } from 'e2b'
@@ -64,6 +64,42 @@ describe('filesystem snapshots with the e2b SDK', { skip: skip ?? false }, () =>
     assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), true)
     assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), false)
     assert.deepEqual(await Sandbox.listSnapshots().nextItems(), [])
+  })
+
+  // gVisor only (scripts/test's second pass): runc's snapshots keep files only (README, "Memory snapshots").
+  const MEMORY = { ...T, skip: process.env.PADDOCK_ISOLATION === 'gvisor' ? false : 'memory snapshots need the gVisor tier' }
+  it('a sandbox from a memory snapshot runs the processes the snapshot took, with their memory', MEMORY, async () => {
+    const source = await Sandbox.create('base', CREATE)
+    started.push(source)
+    // A value drawn at the server's start and kept only in its memory.
+    await source.files.write('/tmp/server.py', [
+      'import http.server, secrets',
+      'token = secrets.token_hex(8)',
+      'class H(http.server.BaseHTTPRequestHandler):',
+      '    def do_GET(self):',
+      '        body = token.encode()',
+      '        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)',
+      '    def log_message(self, *a): pass',
+      'http.server.HTTPServer(("127.0.0.1", 8000), H).serve_forever()',
+      ''].join('\n'))
+    await source.commands.run('python3 /tmp/server.py', { background: true })
+    // Bounded: 50 tries 0.1 s apart for the server to listen.
+    const ask = 'python3 -c "import urllib.request, time\nfor i in range(50):\n' +
+      '    try:\n        print(urllib.request.urlopen(\'http://127.0.0.1:8000\', timeout=2).read().decode()); break\n' +
+      '    except OSError: time.sleep(0.1)\n"'
+    const token = (await source.commands.run(ask)).stdout
+    assert.match(token, /^[0-9a-f]{16}\n$/)
+
+    const snapshot = await source.createSnapshot()
+    await source.kill()
+    const restored = await Sandbox.create(snapshot.snapshotId, { ...CREATE, envs: { MEMSNAP: 'restored' } })
+    started.push(restored)
+    assert.notEqual(restored.sandboxId, source.sandboxId)
+    assert.equal((await restored.commands.run(ask)).stdout, token)
+    assert.equal((await restored.commands.run('echo $MEMSNAP')).stdout, 'restored\n')
+    assert.equal(await restored.files.read('/tmp/server.py').then((t) => t.startsWith('import http.server')), true)
+    await restored.kill()
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), true)
   })
 
   it('refuses snapshots of unknown sandboxes and creates from unknown snapshots', T, async () => {
