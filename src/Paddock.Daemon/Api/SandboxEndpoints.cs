@@ -186,7 +186,9 @@ internal static class SandboxEndpoints
             await GetRunningOrExplainAsync(sandboxID, manager, store, http);
         }
         var team = http.GetCaller().TeamId;
-        var (record, resumed) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted);
+        // memory: false (the SDK's onResume: "reboot") boots a paused sandbox afresh on its kept files even when its pause
+        // kept memory; absent or true resumes whatever the pause kept. A running sandbox is only connected to.
+        var (record, resumed) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted, keepMemory: request?.Memory ?? true);
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse,
             statusCode: resumed ? StatusCodes.Status201Created : StatusCodes.Status200OK);
     }
@@ -345,7 +347,7 @@ internal static class SandboxEndpoints
             throw new SandboxStateConflictException($"sandbox '{sandboxID}' is already running");
         }
         var team = http.GetCaller().TeamId;
-        var (record, _) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted);
+        var (record, _) = await manager.ConnectOrResumeAsync(sandboxID, timeout, teams.LimitsOf(team), http.RequestAborted, keepMemory: request?.Memory ?? true);
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }
 

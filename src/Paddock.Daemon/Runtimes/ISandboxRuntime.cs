@@ -111,11 +111,13 @@ internal interface ISandboxRuntime
 
     /// <summary>
     /// Brings a paused sandbox back under the same id and returns once its agent answers: from its memory image when
-    /// the pause kept one (its processes go on where they stopped), else booted afresh on its kept filesystem. On
-    /// failure it stays paused (nothing of the attempt is left running) and the error is a
-    /// <see cref="SandboxStartException"/>; <see cref="SandboxNotFoundException"/> when no paused sandbox has this id.
+    /// the pause kept one and <paramref name="keepMemory"/> is true (its processes go on where they stopped), else
+    /// booted afresh on its kept filesystem (a memory image it had is then deleted: E2B's connect with
+    /// <c>memory: false</c>, the SDK's <c>onResume: "reboot"</c>). On failure it stays paused (nothing of the attempt
+    /// is left running, its memory image kept) and the error is a <see cref="SandboxStartException"/>;
+    /// <see cref="SandboxNotFoundException"/> when no paused sandbox has this id.
     /// </summary>
-    Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
+    Task<RuntimeSandbox> ResumeAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken) =>
         throw new SandboxNotFoundException(sandboxId);
 
     /// <summary>

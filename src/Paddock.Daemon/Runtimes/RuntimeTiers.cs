@@ -295,8 +295,8 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
     public Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken) =>
         Owner(sandboxId).KeepIdentityAsync(sandboxId, envVars, accessToken, cancellationToken);
 
-    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken) =>
-        await Owner(sandboxId).ResumeAsync(sandboxId, cancellationToken) with { Tier = Owner(sandboxId).Name };
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken) =>
+        await Owner(sandboxId).ResumeAsync(sandboxId, keepMemory, cancellationToken) with { Tier = Owner(sandboxId).Name };
 
     /// <summary>Every tier's paused sandboxes; each is then routed to its tier (for resume and destroy after a restart).</summary>
     public async Task<IReadOnlyList<PausedSandbox>> ListPausedAsync(CancellationToken cancellationToken)

@@ -149,7 +149,7 @@ internal sealed partial class SandboxManager
     /// Returns the running record and whether this call (or the one it joined) resumed it; a running sandbox is
     /// connected as before (its deadline only ever extended).
     /// </summary>
-    public async Task<(SandboxRecord Record, bool Resumed)> ConnectOrResumeAsync(string sandboxId, int? timeoutSeconds, TeamLimits teamLimits, CancellationToken cancellationToken)
+    public async Task<(SandboxRecord Record, bool Resumed)> ConnectOrResumeAsync(string sandboxId, int? timeoutSeconds, TeamLimits teamLimits, CancellationToken cancellationToken, bool keepMemory = true)
     {
         if (_live.ContainsKey(sandboxId))
         {
@@ -159,7 +159,7 @@ internal sealed partial class SandboxManager
         {
             throw new UnknownSandboxException(sandboxId);
         }
-        var resume = _resumes.GetOrAdd(sandboxId, id => new Lazy<Task<SandboxRecord>>(() => ResumeCoreAsync(id, timeoutSeconds, teamLimits)));
+        var resume = _resumes.GetOrAdd(sandboxId, id => new Lazy<Task<SandboxRecord>>(() => ResumeCoreAsync(id, timeoutSeconds, teamLimits, keepMemory)));
         try
         {
             // The resume itself is not cancelled with one caller: others may wait on it, and a half resume helps nobody.
@@ -174,7 +174,7 @@ internal sealed partial class SandboxManager
         }
     }
 
-    private async Task<SandboxRecord> ResumeCoreAsync(string sandboxId, int? timeoutSeconds, TeamLimits teamLimits)
+    private async Task<SandboxRecord> ResumeCoreAsync(string sandboxId, int? timeoutSeconds, TeamLimits teamLimits, bool keepMemory)
     {
         await Task.Yield();
         if (!_paused.TryGetValue(sandboxId, out var paused))
@@ -199,7 +199,7 @@ internal sealed partial class SandboxManager
             try
             {
                 using var timeout = new CancellationTokenSource(_options.StartTimeout);
-                await _runtime.ResumeAsync(sandboxId, timeout.Token);
+                await _runtime.ResumeAsync(sandboxId, keepMemory, timeout.Token);
             }
             catch (Exception ex)
             {
@@ -222,9 +222,10 @@ internal sealed partial class SandboxManager
             SandboxIncarnations.Renew(sandboxId);
             _live[sandboxId] = record;
             _scheduler.Schedule(sandboxId, record.EndAt);
-            SandboxesLog.Resumed(_logger, sandboxId, paused.PausedWithMemory ?? false, clock.ElapsedMilliseconds);
+            var fromMemory = paused.PausedWithMemory == true && keepMemory;
+            SandboxesLog.Resumed(_logger, sandboxId, fromMemory, clock.ElapsedMilliseconds);
             await _journal.WriteAsync(sandboxId, SandboxLogLevel.Info,
-                $"resumed {(paused.PausedWithMemory == true ? "from its memory image" : "by a fresh boot on its kept filesystem")} in {clock.ElapsedMilliseconds} ms; it will be killed at {record.EndAt:O}");
+                $"resumed {(fromMemory ? "from its memory image" : paused.PausedWithMemory == true ? "by a fresh boot on its kept filesystem, its memory image dropped as asked" : "by a fresh boot on its kept filesystem")} in {clock.ElapsedMilliseconds} ms; it will be killed at {record.EndAt:O}");
             return record;
         }
         finally

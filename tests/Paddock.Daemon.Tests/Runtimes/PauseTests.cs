@@ -47,7 +47,7 @@ public sealed class GvisorPauseTests(GvisorFixture fixture)
             using var restarted = fixture.NewRuntime();
             Assert.DoesNotContain(sandbox.SandboxId, await restarted.CleanupLeftoversAsync(TestEnvironment.Timeout(Long)));
             Assert.Single(await restarted.ListPausedAsync(TestEnvironment.Timeout(Long)), p => p.SandboxId == sandbox.SandboxId);
-            var resumed = await restarted.ResumeAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+            var resumed = await restarted.ResumeAsync(sandbox.SandboxId, keepMemory: true, TestEnvironment.Timeout(Long));
             Assert.Equal(sandbox.SandboxId, resumed.SandboxId);
 
             var after = await Run(restarted, sandbox.SandboxId, $"cat /proc/{sleepPid}/comm; cat /home/user/note");
@@ -77,7 +77,7 @@ public sealed class GvisorPauseTests(GvisorFixture fixture)
         var listed = Assert.Single(await fixture.Runtime.ListPausedAsync(TestEnvironment.Timeout(Long)), p => p.SandboxId == sandbox.Id);
         Assert.False(listed.HasMemory);
         Assert.False(Directory.Exists(new SandboxLayout(fixture.Options, sandbox.Id).CheckpointDirectory));
-        await fixture.Runtime.ResumeAsync(sandbox.Id, TestEnvironment.Timeout(Long));
+        await fixture.Runtime.ResumeAsync(sandbox.Id, keepMemory: true, TestEnvironment.Timeout(Long));
 
         // A fresh boot: the files are there, the old processes are not (pids restart in the new namespace, so the
         // check is by name, not by the old pid).
@@ -103,7 +103,7 @@ public sealed class GvisorPauseTests(GvisorFixture fixture)
             using var restarted = fixture.NewRuntime();
             Assert.DoesNotContain(sandbox.SandboxId, await restarted.CleanupLeftoversAsync(TestEnvironment.Timeout(Long)));
             Assert.Equal(before with { SandboxDirectories = before.SandboxDirectories + 1 }, fixture.Footprint());
-            await restarted.ResumeAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+            await restarted.ResumeAsync(sandbox.SandboxId, keepMemory: true, TestEnvironment.Timeout(Long));
             Assert.Equal("41\n", (await Run(restarted, sandbox.SandboxId, "cat /root/n")).Stdout);
             await restarted.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
         }
@@ -192,7 +192,7 @@ public sealed class RuncPauseTests(RuncFixture fixture)
 
             using var restarted = fixture.NewRuntime();
             Assert.DoesNotContain(sandbox.SandboxId, await restarted.CleanupLeftoversAsync(TestEnvironment.Timeout(Long)));
-            await restarted.ResumeAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+            await restarted.ResumeAsync(sandbox.SandboxId, keepMemory: true, TestEnvironment.Timeout(Long));
             // A fresh boot: pids restart in the new namespace, so the check is by name, not by the old pid.
             var after = await GvisorPauseTests.Run(restarted, sandbox.SandboxId, "cat /root/note; cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'; true");
             Assert.Equal("kept\n0\n", after.Stdout);
@@ -219,7 +219,7 @@ public sealed class RuncPauseTests(RuncFixture fixture)
             Assert.Equal("hello from the claimer|a \"b\" c\n", (await Run(sandbox.SandboxId, Print, "claimer-token")).Stdout);
 
             await fixture.Runtime.PauseAsync(sandbox.SandboxId, keepMemory: false, TestEnvironment.Timeout(Long));
-            await fixture.Runtime.ResumeAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+            await fixture.Runtime.ResumeAsync(sandbox.SandboxId, keepMemory: true, TestEnvironment.Timeout(Long));
 
             Assert.Equal("hello from the claimer|a \"b\" c\n", (await Run(sandbox.SandboxId, Print, "claimer-token")).Stdout);
             var refused = await Assert.ThrowsAsync<IOException>(() => Run(sandbox.SandboxId, "true", "pool-token"));

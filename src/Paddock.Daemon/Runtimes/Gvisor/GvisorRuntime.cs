@@ -420,11 +420,12 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     /// <summary>
-    /// From the memory image with <c>runsc restore</c> when the pause kept one, else <c>runsc run</c> of the same bundle
-    /// (a fresh boot on the kept files); in both cases the mounts, namespace and link come back first, the link with
-    /// its recorded address (the restored netstack still has it). The image is removed once the agent answers.
+    /// From the memory image with <c>runsc restore</c> when the pause kept one and <paramref name="keepMemory"/> asks
+    /// for it, else <c>runsc run</c> of the same bundle (a fresh boot on the kept files); in both cases the mounts,
+    /// namespace and link come back first, the link with its recorded address (the restored netstack still has it).
+    /// The image is removed once the agent answers, whichever way it booted.
     /// </summary>
-    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken)
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken)
     {
         if (!SandboxLayout.IsValidId(sandboxId))
         {
@@ -433,6 +434,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         var layout = new SandboxLayout(_options, sandboxId);
         using var held = await _locks.AcquireAsync(sandboxId, cancellationToken);
         var marker = PauseMarker.TryRead(layout) ?? throw new SandboxNotFoundException(sandboxId);
+        var fromMemory = marker.Memory && keepMemory;
         var clock = Stopwatch.StartNew();
         try
         {
@@ -444,18 +446,18 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
             File.Delete(layout.PidFile);
             var output = _logs.Open(layout);
-            var ok = marker.Memory
+            var ok = fromMemory
                 ? await _runsc.RestoreDetachedAsync(sandboxId, layout.Directory, layout.CheckpointDirectory, layout.PidFile, output, cancellationToken)
                 : await _runsc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, output, cancellationToken);
             if (!ok)
             {
-                throw new SandboxStartException(sandboxId, $"runsc {(marker.Memory ? "restore" : "run")} failed: " + LogTail(layout));
+                throw new SandboxStartException(sandboxId, $"runsc {(fromMemory ? "restore" : "run")} failed: " + LogTail(layout));
             }
             if (!TryReadPid(layout, out var pid))
             {
                 throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
             }
-            if (marker.Memory)
+            if (fromMemory)
             {
                 await TellAgentItWasRestoredAsync(sandboxId, cancellationToken);
             }
@@ -465,7 +467,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             PauseMarker.Remove(layout);
             DeleteDirectory(layout.CheckpointDirectory);
             _exits.Watch(sandboxId, pid);
-            RuntimeLog.SandboxResumed(_logger, sandboxId, marker.Memory, clock.ElapsedMilliseconds);
+            RuntimeLog.SandboxResumed(_logger, sandboxId, fromMemory, clock.ElapsedMilliseconds);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
             return new RuntimeSandbox(sandboxId, pid, metadata?.StartedAt ?? DateTimeOffset.UtcNow);
         }

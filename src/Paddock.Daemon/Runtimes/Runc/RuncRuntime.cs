@@ -354,8 +354,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         RuntimeLog.SandboxPaused(_logger, sandboxId, false, clock.ElapsedMilliseconds, 0);
     }
 
-    /// <summary>A fresh boot of the same bundle (config.json) on the kept writable layer, with the link's recorded address and policy.</summary>
-    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, CancellationToken cancellationToken)
+    /// <summary>
+    /// A fresh boot of the same bundle (config.json) on the kept writable layer, with the link's recorded address and
+    /// policy; <paramref name="keepMemory"/> changes nothing, as this tier's pauses keep no memory.
+    /// </summary>
+    public async Task<RuntimeSandbox> ResumeAsync(string sandboxId, bool keepMemory, CancellationToken cancellationToken)
     {
         if (!SandboxLayout.IsValidId(sandboxId))
         {
