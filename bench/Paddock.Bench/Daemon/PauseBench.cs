@@ -156,6 +156,8 @@ internal static class PauseBench
         var runtimeResume = new Samples("ms", Direction.LowerIsBetter);
         double imageBytes = 0, directoryBytes = 0, footprintBytes = 0, rawImageBytes = 0;
         var unanswered = 0;
+        var step = "setup";
+        var firstOutput = double.NaN;
         string? failure = null;
 
         var sandbox = await client.CreateAsync($$"""{"templateID":"base","timeout":3600,"memoryMB":{{memoryMB}}}""", cancellationToken);
@@ -179,6 +181,7 @@ internal static class PauseBench
             for (var run = 0; run < runs; run++)
             {
                 footprintBytes = SandboxMemoryBytes(daemon);
+                step = $"cycle {run + 1}: pause";
                 clock.Restart();
                 await PauseAsync(client, sandbox.Id, memory: true, cancellationToken);
                 pause.Add(clock.Elapsed.TotalMilliseconds);
@@ -186,9 +189,11 @@ internal static class PauseBench
                 imageBytes = ApparentBytes(Path.Combine(sandboxDir, "checkpoint"));
                 directoryBytes = AllocatedBytes(sandboxDir);
 
+                step = $"cycle {run + 1}: connect (resume)";
                 clock.Restart();
                 await ConnectAsync(client, sandbox.Id, cancellationToken);
                 connect.Add(clock.Elapsed.TotalMilliseconds);
+                step = $"cycle {run + 1}: echo after the resume";
                 if (await TryEchoHiAsync(client, sandbox, cancellationToken) is { } refused)
                 {
                     // Answered 201, yet the agent's port refused the command (seen here: a 502 "port 49983 is not
@@ -207,21 +212,25 @@ internal static class PauseBench
                         throw new IOException($"the sandbox did not answer echo within 10 s of its resume's first refusal: {FirstLine(refused)}");
                     }
                     log.WriteLine($"  {size} MiB paddock: answered again {clock.Elapsed.TotalMilliseconds:0} ms after the connect (not counted as a resume figure)");
+                    firstOutput = double.NaN;
                 }
                 else
                 {
-                    resume.Add(clock.Elapsed.TotalMilliseconds);
+                    firstOutput = clock.Elapsed.TotalMilliseconds;
+                    resume.Add(firstOutput);
                 }
                 runtimePause.Add(RuntimeMilliseconds(daemon, sandbox.Id, " paused (memory kept: True) in "));
                 runtimeResume.Add(RuntimeMilliseconds(daemon, sandbox.Id, " resumed (from memory: True) in "));
+                step = $"cycle {run + 1}: the holder's CRC after the resume";
                 var after = await CheckHolderAsync(client, sandbox, pid, run + 2, cancellationToken);
                 if (after != crc)
                 {
                     throw new InvalidDataException($"the holder's memory changed across the pause: crc {crc} before, {after} after");
                 }
                 log.WriteLine($"  {size} MiB paddock: pause {pause.Last:0} ms (runtime {runtimePause.Last:0} ms; image {imageBytes / MiB:0.0} MiB, directory {directoryBytes / MiB:0.0} MiB on disk, " +
-                    $"cgroup memory before {footprintBytes / MiB:0.0} MiB), connect {connect.Last:0} ms (runtime {runtimeResume.Last:0} ms), to first output {(resume.Count > 0 ? resume.Last : double.NaN):0} ms, crc intact (load {LoadAverage()})");
+                    $"cgroup memory before {footprintBytes / MiB:0.0} MiB), connect {connect.Last:0} ms (runtime {runtimeResume.Last:0} ms), to first output {(double.IsNaN(firstOutput) ? "refused" : firstOutput.ToString("0", CultureInfo.InvariantCulture) + " ms")}, crc intact (load {LoadAverage()})");
 
+                step = $"cycle {run + 1}: raw checkpoint and restore";
                 var image = Path.Combine(rawDir, $"image-{run}");
                 Directory.CreateDirectory(image);
                 clock.Restart();
@@ -251,8 +260,8 @@ internal static class PauseBench
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Said, with the figures of the cycles that completed.
-            failure = $"{ex.GetType().Name}: {FirstLine(ex.Message)}";
-            log.WriteLine($"  {size} MiB: FAILED after {pause.Count} pause(s): {ex.Message}");
+            failure = $"at {step}: {ex.GetType().Name}: {FirstLine(ex.Message)}";
+            log.WriteLine($"  {size} MiB: FAILED at {step} after {pause.Count} pause(s): {ex.Message}");
         }
         finally
         {
