@@ -127,13 +127,14 @@ internal sealed class RawRunBaseline : IDisposable
         }
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
-        // Bounded: echo writes one line; null at EOF.
-        var line = process.StandardOutput.ReadLine();
-        process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+        // Bounded: echo writes one line (null at EOF), and a wedged exec is killed after 60 s.
+        var read = process.StandardOutput.ReadLineAsync();
+        if (!read.Wait(TimeSpan.FromSeconds(60)) || !process.WaitForExit(TimeSpan.FromSeconds(60)))
         {
-            process.Kill();
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{Name} exec of echo in {id} did not end within 60 s");
         }
+        var line = read.Result;
         if (line != "hi")
         {
             throw new IOException($"{Name} exec in {id} printed '{line}' (exit {(process.HasExited ? process.ExitCode : -1)}): {stderr.Result}");
@@ -196,10 +197,11 @@ internal sealed class RawRunBaseline : IDisposable
         }
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
-        process.StandardOutput.ReadToEnd();
+        // Read, not waited on: the limit holds even for a call that hangs with its stdout open.
+        _ = process.StandardOutput.ReadToEndAsync();
         if (!process.WaitForExit(limit))
         {
-            process.Kill();
+            process.Kill(entireProcessTree: true);
             throw new TimeoutException($"{file} {string.Join(' ', args)} did not end within {limit.TotalSeconds:0} s");
         }
         if (process.ExitCode != 0)
