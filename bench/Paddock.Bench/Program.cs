@@ -45,6 +45,10 @@ internal static class Program
         {
             return await Daemon.ForkBench.RunAsync(args.AsMemory(1));
         }
+        if (args[0] == "pause")
+        {
+            return await Daemon.PauseBench.RunAsync(args.AsMemory(1));
+        }
         if (args[0] == "soak")
         {
             return await Daemon.SoakCommand.RunAsync(args.AsMemory(1));

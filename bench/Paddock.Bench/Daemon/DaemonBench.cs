@@ -597,9 +597,12 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     }
 
     /// <summary>The root filesystem of the newest built base template in the templates directory.</summary>
-    private string BaseRootfs()
+    private string BaseRootfs() => BaseRootfs(options.TemplatesDir);
+
+    /// <summary>The rootfs of the newest built base template under <paramref name="templatesDir"/> (the raw baselines run in it).</summary>
+    internal static string BaseRootfs(string templatesDir)
     {
-        var dir = Path.Combine(options.TemplatesDir, "base");
+        var dir = Path.Combine(templatesDir, "base");
         var newest = Directory.EnumerateDirectories(dir)
             .Where(d => File.Exists(Path.Combine(d, "template.json")) && Directory.Exists(Path.Combine(d, "rootfs")))
             .MaxBy(d => File.GetLastWriteTimeUtc(Path.Combine(d, "template.json")));

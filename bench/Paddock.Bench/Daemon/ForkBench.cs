@@ -121,7 +121,8 @@ internal static class ForkBench
         return copies;
     }
 
-    private static string LoadAverage()
+    /// <summary>The three load averages of /proc/loadavg (the pause section prints them too).</summary>
+    internal static string LoadAverage()
     {
         try
         {

@@ -20,6 +20,9 @@ internal sealed class Samples(string unit, Direction direction)
 
     public void Add(double value) => _values.Add(value);
 
+    /// <summary>The latest sample (for a progress line).</summary>
+    public double Last => _values[^1];
+
     public double P50 => Percentile(50);
 
     /// <summary>The 99th percentile on the bad side: the slow tail of a latency, the low tail of a throughput.</summary>
