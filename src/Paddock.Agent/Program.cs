@@ -59,6 +59,8 @@ app.Use(services.TokenCheck.InvokeAsync);
 app.MapGet("/health", http =>
 {
     http.Response.StatusCode = StatusCodes.Status204NoContent;
+    // When the listening sockets were bound: the daemon's wait after a gVisor restore (RestoreWatch) reads it.
+    http.Response.Headers["X-Paddock-Listening-Since"] = server.ListeningSince.ToString(System.Globalization.CultureInfo.InvariantCulture);
     return Task.CompletedTask;
 });
 // envd's GET /envs: the sandbox-wide variables every command starts with.

@@ -22,6 +22,7 @@ internal sealed class AgentServer
     private readonly ILoggerFactory _loggers;
     private readonly ApplicationLifetime _lifetime;
     private readonly List<object> _owned = [];
+    private RelisteningTransportFactory? _transport;
 
     public AgentServer(ILoggerFactory loggers)
     {
@@ -43,6 +44,9 @@ internal sealed class AgentServer
         return disposable;
     }
 
+    /// <summary>When the TCP listening sockets were bound, in Unix milliseconds (<see cref="RelisteningTransportFactory.ListeningSince"/>); 0 before the server runs.</summary>
+    public long ListeningSince => _transport?.ListeningSince ?? 0;
+
     /// <summary>Serves <paramref name="routes"/> until a stop signal or <see cref="IHostApplicationLifetime.StopApplication"/>, then stops as described above.</summary>
     /// <param name="routes">The routes, built here.</param>
     /// <param name="pools">Kestrel's buffer pools (<see cref="LargeBlockMemoryPoolFactory"/>).</param>
@@ -56,7 +60,7 @@ internal sealed class AgentServer
         // property is internal): the accessor fails at start, loudly, if a later ASP.NET Core renames it.
         SetMemoryPoolFactory(transportOptions, pools);
         // Accepting that ends while the server runs binds the endpoint again (RelisteningTransportFactory, issue 15).
-        var transport = new RelisteningTransportFactory(
+        var transport = _transport = new RelisteningTransportFactory(
             new SocketTransportFactory(Options.Create(transportOptions), _loggers),
             new Logger<RelisteningTransportFactory>(_loggers));
         using var restoreWatch = new RestoreWatch(transport, new Logger<RestoreWatch>(_loggers));

@@ -16,7 +16,8 @@ namespace Paddock.Agent.Hosting;
 /// never returned null or failed (logged here in 4 failing runs of 8: no such outcome), so Kestrel's accept loop did
 /// not end; the listening socket simply stops reporting connections. A fresh listening socket does not have that
 /// problem. This is gVisor issue 13920 (epoll registrations made before a checkpoint get no events after the restore),
-/// fixed upstream after the build Debian ships; the daemon tells the agent of each restore (<see cref="RestoreWatch"/>).
+/// fixed upstream after the build Debian ships; the daemon tells the agent of each restore (<see cref="RestoreWatch"/>),
+/// and /health reports when the current sockets were bound (<see cref="ListeningSince"/>).
 /// </summary>
 internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inner, ILogger logger) : IConnectionListenerFactory
 {
@@ -31,7 +32,8 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
         {
             return listener;
         }
-        var relistening = new RelisteningListener(inner, listener, logger);
+        MarkBound();
+        var relistening = new RelisteningListener(inner, listener, logger, MarkBound);
         lock (_gate)
         {
             _listeners.Add(relistening);
@@ -49,26 +51,15 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
     }
 
     /// <summary>
-    /// Binds again only the listeners that no longer report connections: each is sent a connection of its own, and
-    /// closed (then bound again by its accept loop) when its accept loop has not taken that connection, or any other,
-    /// within <paramref name="probeTimeout"/>. A listener that still works is left alone, because closing it refuses
-    /// connections until the new socket is bound: after a restore whose listener had survived, the daemon's readiness
-    /// probe was answered and the very next request, sent in that gap, was refused (CI, issue 15's pause cases).
-    /// Returns how many listeners were closed.
+    /// When the current TCP listening sockets were bound: the latest bind of any of them (the first at start, then each
+    /// bind again), in Unix milliseconds by the wall clock. /health reports it (<c>X-Paddock-Listening-Since</c>), so
+    /// that the daemon can wait, after a restore, for sockets bound after it (<see cref="RestoreWatch"/>).
     /// </summary>
-    public async Task<int> RecoverAsync(TimeSpan probeTimeout, CancellationToken cancellationToken)
-    {
-        var closed = 0;
-        foreach (var listener in Listeners())
-        {
-            if (!await listener.AcceptsAsync(probeTimeout, cancellationToken))
-            {
-                await listener.CloseCurrentAsync();
-                closed++;
-            }
-        }
-        return closed;
-    }
+    public long ListeningSince => Interlocked.Read(ref _listeningSince);
+
+    private long _listeningSince;
+
+    private void MarkBound() => Interlocked.Exchange(ref _listeningSince, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
 
     private RelisteningListener[] Listeners()
     {
@@ -78,7 +69,7 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
         }
     }
 
-    private sealed class RelisteningListener(IConnectionListenerFactory factory, IConnectionListener first, ILogger logger) : IConnectionListener
+    private sealed class RelisteningListener(IConnectionListenerFactory factory, IConnectionListener first, ILogger logger, Action bound) : IConnectionListener
     {
         /// <summary>Bounds the binds in a row that end without a connection accepted in between (then the endpoint is given up, as before).</summary>
         private const int MaxRebindsInARow = 20;
@@ -88,7 +79,6 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
         private readonly Lock _gate = new();
         private IConnectionListener _current = first;
         private bool _stopping;
-        private long _accepted;
 
         public EndPoint EndPoint { get; } = first.EndPoint;
 
@@ -107,7 +97,6 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
                     var connection = await listener.AcceptAsync(cancellationToken);
                     if (connection is not null)
                     {
-                        Interlocked.Increment(ref _accepted);
                         return connection;
                     }
                 }
@@ -153,6 +142,7 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
                     await next.DisposeAsync();
                     return null;
                 }
+                bound();
                 HostingLog.Rebound(logger, EndPoint);
                 rebinds = -1; // a fresh bind: the count starts again (the next failure is the first in a row)
             }
@@ -166,43 +156,6 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
                 {
                     return _stopping;
                 }
-            }
-        }
-
-        /// <summary>
-        /// Whether the accept loop takes a connection within <paramref name="timeout"/> of this one's connect to the
-        /// endpoint (over loopback when it is bound to every address). A connect that fails counts as not accepted.
-        /// </summary>
-        public async Task<bool> AcceptsAsync(TimeSpan timeout, CancellationToken cancellationToken)
-        {
-            if (EndPoint is not IPEndPoint endpoint)
-            {
-                return true;
-            }
-            var target = endpoint.Address.Equals(IPAddress.Any) ? new IPEndPoint(IPAddress.Loopback, endpoint.Port)
-                : endpoint.Address.Equals(IPAddress.IPv6Any) ? new IPEndPoint(IPAddress.IPv6Loopback, endpoint.Port)
-                : endpoint;
-            var before = Interlocked.Read(ref _accepted);
-            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            deadline.CancelAfter(timeout);
-            using var probe = new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                await probe.ConnectAsync(target, deadline.Token);
-                // Polled, not signalled: the check runs once per stall, and a few 10 ms naps are nothing beside it.
-                while (Interlocked.Read(ref _accepted) == before)
-                {
-                    await Task.Delay(10, deadline.Token);
-                }
-                return true;
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                return false;
-            }
-            catch (SocketException)
-            {
-                return false;
             }
         }
 
@@ -246,27 +199,24 @@ internal sealed class RelisteningTransportFactory(IConnectionListenerFactory inn
 }
 
 /// <summary>
-/// Checks the listeners when the daemon says the process was restored: the daemon sends SIGUSR2 (<see cref="Signal"/>)
-/// after each <c>runsc restore</c> (a memory resume, each fork copy), and each listener is then sent a connection of
-/// its own and bound again only when it does not take it (<see cref="RelisteningTransportFactory.RecoverAsync"/>), so
-/// that a restore whose listener survived refuses nothing. Why a signal: a restored process gets no notice of its own,
-/// and the earlier way, a one-second timer that counted a stall of 1.5 s beyond its period as a restore, missed the
-/// SDK's pause-then-resume cases, whose whole gap was shorter (CI, 2026-12-06: no stall logged, the listener deaf for
-/// the 30 s of the readiness wait). The signal costs nothing while the sandbox idles; the timer woke it every second.
-/// Runs under gVisor only (<see cref="IsGvisor"/>); anything in the sandbox that may signal the agent can at most make
-/// it connect to itself.
+/// Binds every TCP listener again when the daemon says the process was restored: the daemon sends SIGUSR2
+/// (<see cref="Signal"/>) after each <c>runsc restore</c> (a memory resume, each fork copy), and then waits until
+/// /health reports sockets bound after the restore (<see cref="RelisteningTransportFactory.ListeningSince"/>), so no
+/// request of its own or of a user meets the gap between the close and the new bind. Every listener, not only one that
+/// looks deaf: a socket registered with the engine's epoll before the checkpoint cannot be trusted after it (gVisor
+/// issue 13920), and one that took a connection of its own after a restore was seen going deaf right after (the pause
+/// bench: a resume whose readiness probe was answered, then a request refused or hung). Why a signal: a restored
+/// process gets no notice of its own, and the earlier way, a one-second timer that counted a stall of 1.5 s beyond its
+/// period as a restore, missed the SDK's short pause-then-resume cases (CI, 2026-12-06). The signal costs nothing while
+/// the sandbox idles; the timer woke it every second. Runs under gVisor only (<see cref="IsGvisor"/>); anything in the
+/// sandbox that may signal the agent can at most make it bind its listeners again.
 /// </summary>
 internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogger logger) : IDisposable
 {
     /// <summary>SIGUSR2, which neither .NET nor the agent uses otherwise.</summary>
     public const int Signal = 12;
 
-    /// <summary>How long a listener has to take the watch's own connection; a loopback accept takes microseconds.</summary>
-    public static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(2);
-
-    private readonly CancellationTokenSource _stop = new();
     private PosixSignalRegistration? _registration;
-    private int _checking;
 
     /// <summary>gVisor's /proc/version names a fixed build of its own (its emulated 4.4.0 kernel), unlike any real kernel's.</summary>
     public static bool IsGvisor()
@@ -289,37 +239,11 @@ internal sealed class RestoreWatch(RelisteningTransportFactory transport, ILogge
     {
         // Handled: without this the runtime carries out SIGUSR2's default action after the handler, which ends the process.
         context.Cancel = true;
-        _ = CheckAsync();
+        HostingLog.RestoreSignalled(logger);
+        _ = transport.RebindAllAsync();
     });
 
-    /// <summary>One check at a time: signals that arrive during a check are covered by it.</summary>
-    private async Task CheckAsync()
-    {
-        if (Interlocked.Exchange(ref _checking, 1) == 1)
-        {
-            return;
-        }
-        try
-        {
-            var closed = await transport.RecoverAsync(ProbeTimeout, _stop.Token);
-            HostingLog.RestoreChecked(logger, closed);
-        }
-        catch (OperationCanceledException)
-        {
-            // Stopping.
-        }
-        finally
-        {
-            Volatile.Write(ref _checking, 0);
-        }
-    }
-
-    public void Dispose()
-    {
-        _registration?.Dispose();
-        _stop.Cancel();
-        _stop.Dispose();
-    }
+    public void Dispose() => _registration?.Dispose();
 }
 
 /// <summary>Log messages of the agent's hosting (event ids 2300-2399).</summary>
@@ -337,6 +261,6 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 2303, Level = LogLevel.Critical, Message = "Gave up listening on {EndPoint} after {Attempts} binds in a row ended without a connection")]
     public static partial void RebindGaveUp(ILogger logger, EndPoint endPoint, int attempts);
 
-    [LoggerMessage(EventId = 2304, Level = LogLevel.Warning, Message = "Told that the process was restored: {Closed} listeners did not take a connection of their own and are bound again")]
-    public static partial void RestoreChecked(ILogger logger, int closed);
+    [LoggerMessage(EventId = 2304, Level = LogLevel.Warning, Message = "Told that the process was restored: binding the listeners again")]
+    public static partial void RestoreSignalled(ILogger logger);
 }

@@ -11,8 +11,8 @@ namespace Paddock.Agent.Tests.Hosting;
 /// <summary>
 /// <see cref="RelisteningTransportFactory"/> over Kestrel's real socket transport: a listener closed under a pending
 /// accept (what the restore watch does after a gVisor restore) is bound again on the same port and accepts the next
-/// connection; a listener unbound by the server (stopping) is not; the restore watch's check closes only a listener
-/// that no longer reports connections.
+/// connection, and <see cref="RelisteningTransportFactory.ListeningSince"/> then names that bind; a listener unbound by
+/// the server (stopping) is not bound again.
 /// </summary>
 public sealed class RelisteningTransportTests
 {
@@ -42,88 +42,24 @@ public sealed class RelisteningTransportTests
     }
 
     [Fact]
-    public async Task The_recovery_check_leaves_a_listener_that_takes_connections_open()
+    public async Task Listening_since_moves_to_the_new_bind_after_a_rebind_and_the_new_socket_accepts()
     {
         var transport = NewTransport();
         await using var listener = await transport.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
         var endpoint = (IPEndPoint)listener.EndPoint;
-        var accepted = AcceptLoop(listener);
+        var first = transport.ListeningSince;
+        Assert.True(first > 0, "the first bind sets it");
+        var accepting = listener.AcceptAsync().AsTask();
+        await Task.Delay(20); // the wall clock moves past the first bind's millisecond
 
-        Assert.Equal(0, await transport.RecoverAsync(TimeSpan.FromSeconds(10), CancellationToken.None));
+        await transport.RebindAllAsync();
 
-        // Not closed: a connect right after the check is taken by the same socket, never refused.
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await client.ConnectAsync(endpoint).WaitAsync(Guard);
-        var connection = await accepted.Reader.ReadAsync().AsTask().WaitAsync(Guard); // the check's own connection
-        connection = await accepted.Reader.ReadAsync().AsTask().WaitAsync(Guard);
-        Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, ((IPEndPoint)connection.RemoteEndPoint!).Port);
-    }
-
-    [Fact]
-    public async Task The_recovery_check_binds_again_a_listener_whose_accepts_never_complete()
-    {
-        // The first socket is a real one whose accepts are never reported (the restored gVisor listener): the kernel
-        // completes the handshake, the accept loop hears nothing. Later binds are ordinary.
-        var deaf = new DeafFirstFactory(new SocketTransportFactory(Options.Create(new SocketTransportOptions()), NullLoggerFactory.Instance));
-        var transport = new RelisteningTransportFactory(deaf, NullLogger.Instance);
-        await using var listener = await transport.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
-        var endpoint = (IPEndPoint)listener.EndPoint;
-        var accepted = AcceptLoop(listener);
-
-        Assert.Equal(1, await transport.RecoverAsync(TimeSpan.FromMilliseconds(500), CancellationToken.None));
-
+        // What the daemon waits for after a restore: a time after the signal, reported once the new socket is bound.
         using var client = await ConnectWhenListeningAsync(endpoint);
-        var connection = await accepted.Reader.ReadAsync().AsTask().WaitAsync(Guard);
-        Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, ((IPEndPoint)connection.RemoteEndPoint!).Port);
-        Assert.Equal(2, deaf.Binds);
-    }
-
-    /// <summary>Kestrel's accept loop in small: every connection the listener returns, until it returns none.</summary>
-    private static System.Threading.Channels.Channel<ConnectionContext> AcceptLoop(IConnectionListener listener)
-    {
-        var accepted = System.Threading.Channels.Channel.CreateUnbounded<ConnectionContext>();
-        _ = Task.Run(async () =>
-        {
-            while (await listener.AcceptAsync() is { } connection)
-            {
-                accepted.Writer.TryWrite(connection);
-            }
-            accepted.Writer.TryComplete();
-        });
-        return accepted;
-    }
-
-    private sealed class DeafFirstFactory(IConnectionListenerFactory inner) : IConnectionListenerFactory
-    {
-        public int Binds { get; private set; }
-
-        public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
-        {
-            var listener = await inner.BindAsync(endpoint, cancellationToken);
-            return ++Binds == 1 ? new DeafListener(listener) : listener;
-        }
-    }
-
-    /// <summary>Listens for real and never reports a connection; its accept ends (with none) when it is closed.</summary>
-    private sealed class DeafListener(IConnectionListener real) : IConnectionListener
-    {
-        private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public EndPoint EndPoint => real.EndPoint;
-
-        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
-        {
-            await _closed.Task.WaitAsync(cancellationToken);
-            return null;
-        }
-
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => DisposeAsync();
-
-        public async ValueTask DisposeAsync()
-        {
-            await real.DisposeAsync();
-            _closed.TrySetResult();
-        }
+        var connection = await accepting.WaitAsync(Guard);
+        Assert.NotNull(connection);
+        Assert.True(transport.ListeningSince > first, $"listening since {transport.ListeningSince}, first bound at {first}");
+        await connection.DisposeAsync();
     }
 
     private static async Task<Socket> ConnectWhenListeningAsync(IPEndPoint endpoint)

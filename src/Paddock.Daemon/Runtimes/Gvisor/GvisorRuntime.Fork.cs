@@ -277,6 +277,7 @@ internal sealed partial class GvisorRuntime
                 _netns.Create(layout.NetnsFile);
                 await _network.AttachAsync(id, layout.NetnsFile, captured.Policy, cancellationToken);
                 var output = _logs.Open(layout);
+                var restoreStart = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
                 if (!await _runsc.RestoreDetachedAsync(id, layout.Directory, captured.Image, layout.PidFile, output, cancellationToken))
                 {
                     throw new SandboxStartException(id, "runsc restore failed: " + LogTail(layout));
@@ -285,8 +286,8 @@ internal sealed partial class GvisorRuntime
                 {
                     throw new SandboxStartException(id, "runsc wrote no pid file");
                 }
-                await TellAgentItWasRestoredAsync(id, cancellationToken);
-                await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
+                var listeningAfter = await TellAgentItWasRestoredAsync(id, restoreStart, cancellationToken);
+                await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken, listeningAfter);
                 if (diskBytes > 0)
                 {
                     _disks.Refill(diskBytes);

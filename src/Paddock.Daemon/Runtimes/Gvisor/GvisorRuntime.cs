@@ -446,6 +446,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
             File.Delete(layout.PidFile);
             var output = _logs.Open(layout);
+            var restoreStart = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             var ok = fromMemory
                 ? await _runsc.RestoreDetachedAsync(sandboxId, layout.Directory, layout.CheckpointDirectory, layout.PidFile, output, cancellationToken)
                 : await _runsc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, output, cancellationToken);
@@ -457,11 +458,8 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             {
                 throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
             }
-            if (fromMemory)
-            {
-                await TellAgentItWasRestoredAsync(sandboxId, cancellationToken);
-            }
-            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken);
+            var listeningAfter = fromMemory ? await TellAgentItWasRestoredAsync(sandboxId, restoreStart, cancellationToken) : null;
+            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken, listeningAfter);
             // Running again: the marker goes first, so that a crash from here leaves a running sandbox, never a paused one
             // whose image is half deleted.
             PauseMarker.Remove(layout);
@@ -487,20 +485,32 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     /// <summary>
-    /// Sends the restored agent SIGUSR2, on which it checks that its listening sockets still report connections and
-    /// binds again those that do not. This runsc loses, in a restore, the epoll registrations made before the checkpoint
-    /// (gVisor issue 13920, fixed upstream after the 2024-07-29 build that Debian ships): the agent's listening socket
-    /// completed handshakes that its accept loop never heard of, in about half of the SDK's pause cases here. The agent
-    /// cannot see the restore reliably by itself: a one-second timer that fired late by 1.5 s missed the short
-    /// pause-then-resume of those cases. A failed signal is logged, not fatal: the readiness wait that follows decides.
+    /// Sends the restored agent SIGUSR2, on which it binds its TCP listening sockets again, and returns the instant
+    /// (Unix milliseconds) that the readiness wait must see them bound after: <paramref name="restoreStart"/>, taken
+    /// before <c>runsc restore</c>, minus <see cref="ClockSlack"/>. Why: this runsc loses, in a restore, the epoll
+    /// registrations made before the checkpoint (gVisor issue 13920, fixed upstream after the 2024-07-29 build that
+    /// Debian ships); the agent's listening socket then completed handshakes that its accept loop never heard of (about
+    /// half of the SDK's pause cases here), or took one connection and then went deaf (the pause bench). A fresh socket
+    /// registers anew. The wait for sockets bound after the restore keeps every request, the readiness probe's included,
+    /// off the old socket and out of the gap between its close and the new bind. Null (wait for any answer) when the
+    /// signal could not be sent: logged, and the readiness wait decides.
     /// </summary>
-    private async Task TellAgentItWasRestoredAsync(string sandboxId, CancellationToken cancellationToken)
+    private async Task<long?> TellAgentItWasRestoredAsync(string sandboxId, long restoreStart, CancellationToken cancellationToken)
     {
-        if (!await _runsc.SignalAsync(sandboxId, "USR2", cancellationToken))
+        if (await _runsc.SignalAsync(sandboxId, "USR2", cancellationToken))
         {
-            RuntimeLog.RestoreSignalFailed(_logger, sandboxId);
+            return restoreStart - (long)ClockSlack.TotalMilliseconds;
         }
+        RuntimeLog.RestoreSignalFailed(_logger, sandboxId);
+        return null;
     }
+
+    /// <summary>
+    /// How far the Sentry's wall clock may trail the host's without a restored agent's new bind being taken for an old
+    /// one. The restored Sentry reads the host's clock; an old socket was bound before the checkpoint, which ends at
+    /// least the pause's settling (hundreds of milliseconds) before a restore starts.
+    /// </summary>
+    private static readonly TimeSpan ClockSlack = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Rewrites the bundle's agent token and variables (<see cref="AgentLaunch.RewriteIdentity"/>), which a filesystem-only resume boots.</summary>
     public Task KeepIdentityAsync(string sandboxId, IReadOnlyDictionary<string, string> envVars, string? accessToken, CancellationToken cancellationToken) =>

@@ -16,6 +16,8 @@ internal static class AgentReadiness
     /// Probes the agent through <paramref name="connect"/> until it answers, while the host process
     /// <paramref name="hostPid"/> that carries it runs. Throws <see cref="SandboxStartException"/> with
     /// <paramref name="logTail"/> when that process exits or <paramref name="timeout"/> passes.
+    /// <paramref name="listeningAfter"/> (Unix milliseconds): an answer counts only from listening sockets bound after
+    /// it (<see cref="AgentProbe.IsHealthyAsync"/>); an answer from older ones is an agent not ready yet.
     /// </summary>
     public static async Task WaitAsync(
         string sandboxId,
@@ -23,7 +25,8 @@ internal static class AgentReadiness
         Func<CancellationToken, ValueTask<Stream>> connect,
         TimeSpan timeout,
         Func<string> logTail,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        long? listeningAfter = null)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
@@ -50,7 +53,7 @@ internal static class AgentReadiness
                     // counts the connections that were accepted but not answered: a wedged agent, not a slow start.
                     using var attempt = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
                     attempt.CancelAfter(AttemptTimeout);
-                    if (await AgentProbe.IsHealthyAsync(stream, attempt.Token))
+                    if (await AgentProbe.IsHealthyAsync(stream, attempt.Token, listeningAfter))
                     {
                         return;
                     }
