@@ -224,7 +224,7 @@ internal static class DaemonHost
         // A sandbox whose agent exits on its own is ended at once, not at the next lost-sandbox sweep (issue 5).
         var sandboxes = app.Services.GetRequiredService<SandboxManager>();
         app.Services.GetRequiredService<RuntimeTiers>().OnAgentExited =
-            id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)");
+            id => sandboxes.KillAsync(id, "lost: its agent exited on its own (crashed, OOM-killed or killed from outside)", runningOnly: true);
         // Volumes before recovery: re-adopted sandboxes hold binds of them, and their mounts must be known to a delete.
         await app.Services.GetRequiredService<Volumes.VolumeManager>().InitializeAsync(cancellationToken);
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);

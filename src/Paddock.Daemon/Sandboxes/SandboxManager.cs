@@ -474,12 +474,21 @@ internal sealed partial class SandboxManager : IAsyncDisposable
         return record;
     }
 
-    /// <summary>Kills a running sandbox. False when no running sandbox has this id (or someone else is killing it).</summary>
-    public async Task<bool> KillAsync(string sandboxId, string reason)
+    /// <summary>
+    /// Kills a running sandbox, or a paused one unless <paramref name="runningOnly"/>. False when no such sandbox has
+    /// this id (or someone else is killing it).
+    /// </summary>
+    /// <param name="runningOnly">
+    /// For the reports that a sandbox stopped running on its own (the lost-sandbox sweep, the agent's exit): a paused
+    /// sandbox runs nothing by design. The sweep lists the live sandboxes, then the runtime's; a pause that finished in
+    /// between left a sandbox missing from the runtime's list that was paused by the time the sweep killed it (the pause
+    /// bench: a pause answered 204, the connect after it 404 "lost").
+    /// </param>
+    public async Task<bool> KillAsync(string sandboxId, string reason, bool runningOnly = false)
     {
         if (_paused.ContainsKey(sandboxId))
         {
-            return await KillPausedAsync(sandboxId, reason);
+            return !runningOnly && await KillPausedAsync(sandboxId, reason);
         }
         // Whoever takes the ending slot kills; a second caller (a DELETE racing the deadline) backs off.
         if (!_live.ContainsKey(sandboxId) || !_ending.TryAdd(sandboxId, reason))
@@ -643,7 +652,7 @@ internal sealed partial class SandboxManager : IAsyncDisposable
         var reaped = 0;
         foreach (var id in snapshot)
         {
-            if (!alive.Contains(id) && await KillAsync(id, "lost: it stopped running on its own (its agent or init exited, or it was killed outside paddockd)"))
+            if (!alive.Contains(id) && await KillAsync(id, "lost: it stopped running on its own (its agent or init exited, or it was killed outside paddockd)", runningOnly: true))
             {
                 reaped++;
             }
