@@ -138,4 +138,19 @@ internal static partial class Files
             file.Flush(flushToDisk: true);
         }
     }
+
+    private const int LOCK_EX = 2;
+    private const int LOCK_NB = 4;
+
+    /// <summary>
+    /// flock(2) LOCK_EX|LOCK_NB on an open file: 0, or errno (EAGAIN when another open file description holds it, in
+    /// this process or another). The lock lasts until the handle is closed, or the process ends however it ends.
+    /// </summary>
+    public static int TryLockExclusive(Microsoft.Win32.SafeHandles.SafeFileHandle file)
+    {
+        return flock(file, LOCK_EX | LOCK_NB) == 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int flock(Microsoft.Win32.SafeHandles.SafeFileHandle fd, int operation);
 }

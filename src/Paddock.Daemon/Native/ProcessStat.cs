@@ -12,6 +12,22 @@ internal static class ProcessStat
     /// </summary>
     public static bool IsRunning(long pid, ulong? startTime = null)
     {
+        if (Fields(pid) is not { } fields || fields[0] is "Z" or "X")
+        {
+            return false;
+        }
+        return startTime is not { } expected || StartTimeOf(fields) == expected;
+    }
+
+    /// <summary>When <paramref name="pid"/> started (clock ticks after boot, field 22), or null when there is no such process.</summary>
+    public static ulong? StartTime(long pid) => Fields(pid) is { } fields ? StartTimeOf(fields) : null;
+
+    private static ulong? StartTimeOf(string[] fields) =>
+        ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var started) ? started : null;
+
+    /// <summary>The fields after the command name, from field 3 (state) on; null when there is no such process.</summary>
+    private static string[]? Fields(long pid)
+    {
         string stat;
         try
         {
@@ -19,15 +35,10 @@ internal static class ProcessStat
         }
         catch (IOException)
         {
-            return false; // no such process, or it went while being read (ESRCH)
+            return null; // no such process, or it went while being read (ESRCH)
         }
-        // After the command name, which may hold spaces and parentheses: field 3 (state) ... field 22 (starttime).
+        // The command name may hold spaces and parentheses: the fields start after its last ')'.
         var fields = stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        if (fields.Length < 20 || fields[0] is "Z" or "X")
-        {
-            return false;
-        }
-        return startTime is not { } expected
-            || (ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var started) && started == expected);
+        return fields.Length < 20 ? null : fields;
     }
 }

@@ -58,4 +58,13 @@ internal static partial class NetworkLog
 
     [LoggerMessage(3435, LogLevel.Warning, "Connection observer: ending the flows of sandbox {SandboxId} failed")]
     public static partial void EndFlowsFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3436, LogLevel.Warning, "Address pool {Pool} overlaps the pool of another paddockd on this host ({Blocks}): the two hand out the same sandbox addresses, and the host routes each such address to one of them only. Give each daemon its own Network:Pool")]
+    public static partial void PoolShared(ILogger logger, string pool, string blocks);
+
+    [LoggerMessage(3437, LogLevel.Information, "Address pool {Wanted} is held by another paddockd on this host; this daemon takes {Pool} instead (remembered in {File})")]
+    public static partial void PoolMoved(ILogger logger, string wanted, string pool, string file);
+
+    [LoggerMessage(3438, LogLevel.Warning, "Address pools cannot be claimed host-wide ({Directory}: {Reason}): another paddockd on this host with the same pool would reach this daemon's sandboxes' addresses")]
+    public static partial void PoolClaimsUnavailable(ILogger logger, string directory, string reason);
 }

@@ -10,6 +10,12 @@ internal sealed record NetworkOptions
     /// <summary>The private range sandbox links are cut from: a /31 per sandbox (RFC 3021), host end even, sandbox odd.</summary>
     public string Pool { get; init; } = "10.201.0.0/16";
 
+    /// <summary>
+    /// Set only when <see cref="Pool"/> was derived from the state directory, not configured: the range in which the
+    /// daemon may take another block of the pool's size when another daemon on the host holds it (<see cref="AddressPoolClaim"/>).
+    /// </summary>
+    public string? PoolRange { get; init; }
+
     /// <summary>The nftables table (family inet) that holds every rule of this daemon, and nothing else.</summary>
     public string TableName { get; init; } = "paddock";
 

@@ -34,6 +34,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
     private readonly string _stateDirectory;
     private readonly ILogger _logger;
     private readonly IpNetwork _pool;
+    private readonly AddressPoolClaim _claim;
     private readonly NftRules _rules;
     private readonly ConcurrentDictionary<string, SandboxLink> _links = new(StringComparer.Ordinal);
     private readonly Lock _slotsGate = new();
@@ -59,8 +60,7 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         _options = options;
         _stateDirectory = stateDirectory;
         _logger = logger;
-        _pool = IpNetwork.Parse(options.Pool);
-        if (_pool.PrefixLength > 30)
+        if (IpNetwork.Parse(options.Pool).PrefixLength > 30)
         {
             throw new ArgumentException($"network pool {options.Pool} is too small: it needs at least a /30");
         }
@@ -72,7 +72,6 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         {
             throw new ArgumentException($"nftables table name '{options.TableName}' must start with a letter and hold only letters, digits and '_'");
         }
-        _rules = new NftRules(options.TableName, options.InterfacePrefix, _pool);
         try
         {
             _resolver = DaemonResolver.From(options);
@@ -88,6 +87,10 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         {
             throw Errno.Exception("open", "/proc/self/ns/net", errno);
         }
+        // Last, as it holds host-wide locks until disposed.
+        _claim = AddressPoolClaim.Take(options, stateDirectory, logger);
+        _pool = _claim.Pool;
+        _rules = new NftRules(options.TableName, options.InterfacePrefix, _pool);
     }
 
     /// <summary>The proxy's port (after <see cref="EnsureReadyAsync"/>).</summary>
@@ -436,7 +439,8 @@ internal sealed class SandboxNetworks : IAsyncDisposable
             // sandbox's resolver (NftRules.ResolverAddress); start at 1.
             for (var slot = 1; slot < count; slot++)
             {
-                if (_slots.Add(slot))
+                // Not in a block of a configured pool that another daemon on the host holds (AddressPoolClaim).
+                if (_claim.Holds(_pool.Address + (uint)(2 * slot)) && _slots.Add(slot))
                 {
                     return slot;
                 }
@@ -595,5 +599,6 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         }
         _nftGate.Dispose();
         _home.Dispose();
+        _claim.Dispose();
     }
 }

@@ -90,6 +90,7 @@ internal static class RuntimeServiceCollectionExtensions
                 TableName = "paddock_gvisor_" + hash[..8],
                 InterfacePrefix = "pgv" + hash[..5],
                 Pool = $"10.{(210 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
+                PoolRange = "10.210.0.0/15",
             };
         }
         var net = section.GetSection("Network");
@@ -110,6 +111,7 @@ internal static class RuntimeServiceCollectionExtensions
             Network = network with
             {
                 Pool = net["Pool"] ?? network.Pool,
+                PoolRange = net["Pool"] is null ? network.PoolRange : null,
                 TableName = net["TableName"] ?? network.TableName,
                 InterfacePrefix = net["InterfacePrefix"] ?? network.InterfacePrefix,
                 ProxyPort = net["ProxyPort"] is { } port ? int.Parse(port, CultureInfo.InvariantCulture) : network.ProxyPort,
@@ -181,11 +183,13 @@ internal static class RuntimeServiceCollectionExtensions
                 TableName = "paddock_" + Convert.ToHexStringLower(hash.AsSpan(0, 4)),
                 InterfacePrefix = "pd" + Convert.ToHexStringLower(hash.AsSpan(0, 3)),
                 Pool = $"10.{(202 + n / 256).ToString(CultureInfo.InvariantCulture)}.{(n % 256 / 4 * 4).ToString(CultureInfo.InvariantCulture)}.0/22",
+                PoolRange = "10.202.0.0/15",
             };
         }
         return defaults with
         {
             Pool = section["Pool"] ?? defaults.Pool,
+            PoolRange = section["Pool"] is null ? defaults.PoolRange : null,
             TableName = section["TableName"] ?? defaults.TableName,
             InterfacePrefix = section["InterfacePrefix"] ?? defaults.InterfacePrefix,
             ProxyPort = section["ProxyPort"] is { } port ? int.Parse(port, CultureInfo.InvariantCulture) : defaults.ProxyPort,

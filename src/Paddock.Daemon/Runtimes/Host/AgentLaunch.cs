@@ -65,13 +65,6 @@ internal static class AgentLaunch
         return vars.ToJsonString();
     }
     /// <summary>
-    /// Rewrites the agent's access token and the sandbox's variables in the config.json of an existing bundle
-    /// (atomically: a new file renamed over the old), so that a later fresh boot of that bundle starts the agent as
-    /// the hand-over of a pooled sandbox left it. The hand-over's POST /init changes only the running agent; without
-    /// this a filesystem-only resume booted the pool's token and no variables (issue 15, reproduced by
-    /// RuncPauseTests). Everything else in the file stays as the tier wrote it.
-    /// </summary>
-    /// <summary>
     /// <see cref="RewriteIdentity"/> of a sandbox's bundle under its lock: what both tiers' KeepIdentityAsync do.
     /// Throws <see cref="SandboxNotFoundException"/> when the id is not a sandbox's or it has no bundle.
     /// </summary>
@@ -91,6 +84,13 @@ internal static class AgentLaunch
         RewriteIdentity(layout.ConfigFile, envVars, accessToken);
     }
 
+    /// <summary>
+    /// Rewrites the agent's access token and the sandbox's variables in the config.json of an existing bundle
+    /// (atomically: a new file renamed over the old), so that a later fresh boot of that bundle starts the agent as
+    /// the hand-over of a pooled sandbox left it. The hand-over's POST /init changes only the running agent; without
+    /// this a filesystem-only resume booted the pool's token and no variables (issue 15, reproduced by
+    /// RuncPauseTests). Everything else in the file stays as the tier wrote it.
+    /// </summary>
     public static void RewriteIdentity(string configFile, IReadOnlyDictionary<string, string> envVars, string? accessToken)
     {
         var config = JsonNode.Parse(File.ReadAllText(configFile))?.AsObject()
