@@ -90,7 +90,7 @@ internal interface ISandboxRuntime
     /// Whether the sandbox's agent is its only process (no command, pty, server or daemonized child of the user):
     /// the idle freezer freezes only such a sandbox. False when this tier cannot tell, or the sandbox is gone.
     /// </summary>
-    bool IsOnlyAgentRunning(string sandboxId) => false;
+    ValueTask<bool> IsOnlyAgentRunningAsync(string sandboxId, CancellationToken cancellationToken) => ValueTask.FromResult(false);
 
     /// <summary>What this tier keeps of a sandbox it pauses (<see cref="PauseAsync"/>); <see cref="PauseSupport.None"/>: it cannot pause.</summary>
     PauseSupport PauseSupport => PauseSupport.None;

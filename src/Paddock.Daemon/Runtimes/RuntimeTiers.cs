@@ -352,7 +352,8 @@ internal sealed class RuntimeTiers : ISandboxRuntime, IIsolationTiers, IAsyncDis
     public Task<bool> SetFrozenAsync(string sandboxId, bool frozen, CancellationToken cancellationToken) =>
         _owners.TryGetValue(sandboxId, out var owner) ? owner.SetFrozenAsync(sandboxId, frozen, cancellationToken) : Task.FromResult(false);
 
-    public bool IsOnlyAgentRunning(string sandboxId) => _owners.TryGetValue(sandboxId, out var owner) && owner.IsOnlyAgentRunning(sandboxId);
+    public ValueTask<bool> IsOnlyAgentRunningAsync(string sandboxId, CancellationToken cancellationToken) =>
+        _owners.TryGetValue(sandboxId, out var owner) ? owner.IsOnlyAgentRunningAsync(sandboxId, cancellationToken) : ValueTask.FromResult(false);
 
     /// <summary>Disposes the deferred runtimes it made (the container disposes the ones it made itself).</summary>
     public async ValueTask DisposeAsync()

@@ -8,8 +8,10 @@ namespace Paddock.Daemon.Sandboxes;
 /// Freezes idle sandboxes and thaws them before anything reaches them (issue 6: 1,008 idle agents burned 0.65 of
 /// this host's 2 cores just being idle, 38.5 ms of CPU per agent per minute, mostly Kestrel's 1 s heartbeat, which
 /// cannot be turned off; note10.md). A sandbox is frozen when no daemon call to it has been in flight for
-/// <see cref="DaemonOptions.FreezeAfter"/> and nothing but its agent runs in it (<see cref="ISandboxRuntime.IsOnlyAgentRunning"/>):
-/// no command, pty, server or daemonized child of the user, so nothing the user can see stops.
+/// <see cref="DaemonOptions.FreezeAfter"/> and nothing but its agent runs in it (<see cref="ISandboxRuntime.IsOnlyAgentRunningAsync"/>):
+/// no command, pty, server or daemonized child of the user, so nothing the user can see stops. A sandbox found with
+/// more than its agent counts as active then, and is asked again only after another idle time: on gVisor the question
+/// costs a runsc process.
 /// </summary>
 /// <remarks>
 /// <para>
@@ -217,8 +219,14 @@ internal sealed class IdleFreezer : BackgroundService
         {
             Interlocked.Exchange(ref state.Phase, Freezing);
             // A call that counted itself in before the phase changed is seen here; one after it waits on the gate.
-            if (Volatile.Read(ref state.InFlight) != 0 || Volatile.Read(ref state.Retired) != 0 || !_runtime.IsOnlyAgentRunning(sandboxId))
+            if (Volatile.Read(ref state.InFlight) != 0 || Volatile.Read(ref state.Retired) != 0)
             {
+                Volatile.Write(ref state.Phase, Awake);
+                return false;
+            }
+            if (!await OnlyAgentRunsAsync(sandboxId))
+            {
+                Volatile.Write(ref state.LastActivity, _time.GetTimestamp());
                 Volatile.Write(ref state.Phase, Awake);
                 return false;
             }
@@ -250,6 +258,23 @@ internal sealed class IdleFreezer : BackgroundService
         finally
         {
             state.Gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The runtime's answer, bounded: a call that arrives meanwhile waits on the sandbox's gate, so a runtime that
+    /// cannot answer within 5 s counts as "something else runs".
+    /// </summary>
+    private async Task<bool> OnlyAgentRunsAsync(string sandboxId)
+    {
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            return await _runtime.IsOnlyAgentRunningAsync(sandboxId, bound.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
         }
     }
 

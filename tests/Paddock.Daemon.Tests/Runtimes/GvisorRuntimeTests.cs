@@ -169,10 +169,21 @@ public sealed class GvisorRuntimeTests(GvisorFixture fixture)
     public async Task Freezing_stops_the_Sentry_and_kill_and_destroy_work_on_a_frozen_sandbox()
     {
         var before = fixture.Footprint();
-        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Base), TestEnvironment.Timeout(Long));
         try
         {
-            Assert.False(fixture.Runtime.IsOnlyAgentRunning(sandbox.SandboxId));
+            // runsc ps: the agent alone, then with a process of the user's, then alone again.
+            Assert.True(await fixture.Runtime.IsOnlyAgentRunningAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+            var user = new GvisorLease(fixture.Runtime, sandbox);
+            Assert.Equal(0, (await user.RunAsync("nohup sleep 600 >/dev/null 2>&1 &")).ExitCode);
+            Assert.False(await fixture.Runtime.IsOnlyAgentRunningAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+            Assert.Equal(0, (await user.RunAsync("kill $(pidof sleep); true")).ExitCode);
+            for (var i = 0; i < 50 && !await fixture.Runtime.IsOnlyAgentRunningAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)); i++)
+            {
+                await Task.Delay(100);
+            }
+            Assert.True(await fixture.Runtime.IsOnlyAgentRunningAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long)));
+            Assert.False(await fixture.Runtime.IsOnlyAgentRunningAsync("not-a-sandbox", TestEnvironment.Timeout(Long)));
             Assert.True(await fixture.Runtime.SetFrozenAsync(sandbox.SandboxId, true, TestEnvironment.Timeout(Long)));
             var state = await File.ReadAllTextAsync($"/sys/fs/cgroup/freezer/{fixture.Options.CgroupParent}/{sandbox.SandboxId}/freezer.state");
             Assert.Equal("FROZEN", state.Trim());

@@ -74,7 +74,7 @@ public sealed class FreezeTests(RuncFixture fixture) : IAsyncLifetime
         await freezer.SweepAsync(CancellationToken.None);
         Assert.Equal("THAWED", Cgroups.FreezerState(busy));
         Assert.False(freezer.IsFrozen(busy));
-        Assert.False(runtime.IsOnlyAgentRunning(busy));
+        Assert.False(await runtime.IsOnlyAgentRunningAsync(busy, CancellationToken.None));
 
         // Once the background process is gone, it is frozen like any other.
         Assert.Equal(0, (await DaemonCommands.RunAsync(daemon, busy, busyToken, "pkill -x sleep; true")).ExitCode);

@@ -84,6 +84,29 @@ public sealed class IdleFreezerTests
     }
 
     [Fact]
+    public async Task A_sandbox_found_running_more_than_its_agent_is_asked_again_only_after_another_idle_time()
+    {
+        // On gVisor the question is a runsc process; a sandbox with a server running is not asked every sweep.
+        var runtime = new FreezableRuntime { OnlyAgent = false };
+        var clock = new ManualClock();
+        var freezer = new IdleFreezer(runtime, new DaemonOptions { FreezeAfter = TimeSpan.FromSeconds(30) }, clock, NullLogger<IdleFreezer>.Instance, () => [Id]);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await freezer.SweepAsync(timeout.Token);
+        clock.Advance(TimeSpan.FromSeconds(31));
+        Assert.Equal(0, await freezer.SweepAsync(timeout.Token));
+        Assert.Equal(1, runtime.Checks);
+
+        runtime.OnlyAgent = true;
+        clock.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal(0, await freezer.SweepAsync(timeout.Token));
+        Assert.Equal(1, runtime.Checks);
+        clock.Advance(TimeSpan.FromSeconds(26));
+        Assert.Equal(1, await freezer.SweepAsync(timeout.Token));
+        Assert.Equal(2, runtime.Checks);
+        Assert.True(freezer.IsFrozen(Id));
+    }
+
+    [Fact]
     public void The_sweep_period_is_half_the_idle_time_within_bounds()
     {
         Assert.Equal(TimeSpan.FromMilliseconds(500), IdleFreezer.SweepPeriod(TimeSpan.FromSeconds(1)));
@@ -109,7 +132,9 @@ public sealed class IdleFreezerTests
     {
         public List<string> Calls { get; } = [];
 
-        public bool OnlyAgent { get; init; } = true;
+        public bool OnlyAgent { get; set; } = true;
+
+        public int Checks { get; private set; }
 
         public TaskCompletionSource? HoldFreeze { get; init; }
 
@@ -117,7 +142,11 @@ public sealed class IdleFreezerTests
 
         public string Name => "double";
 
-        public bool IsOnlyAgentRunning(string sandboxId) => OnlyAgent;
+        public ValueTask<bool> IsOnlyAgentRunningAsync(string sandboxId, CancellationToken cancellationToken)
+        {
+            Checks++;
+            return ValueTask.FromResult(OnlyAgent);
+        }
 
         public async Task<bool> SetFrozenAsync(string sandboxId, bool frozen, CancellationToken cancellationToken)
         {
@@ -149,5 +178,17 @@ public sealed class IdleFreezerTests
         public ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken) => throw new NotSupportedException();
 
         public Task<long> SnapshotFilesystemAsync(string sandboxId, string destination, CancellationToken cancellationToken) => throw new NotSupportedException();
+    }
+
+    /// <summary>A clock the test moves by hand.</summary>
+    private sealed class ManualClock : TimeProvider
+    {
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+
+        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
     }
 }

@@ -237,8 +237,8 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         var sandboxes = new List<RuntimeSandbox>();
         foreach (var c in await _runsc.ListAsync(cancellationToken))
         {
-            // runsc list reports the status its state file recorded: a Sentry killed behind its back still shows
-            // "running" (measured), so the pid decides.
+            // runsc's state file keeps the status it recorded: a Sentry killed behind its back still shows "running"
+            // (measured), so the pid decides.
             if (!c.IsAlive || c.Pid <= 0 || !SandboxLayout.IsValidId(c.Id) || !Native.ProcessStat.IsRunning(c.Pid))
             {
                 continue;
@@ -638,11 +638,27 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     /// <summary>
-    /// Always false: the sandbox's processes are tasks of the Sentry, not host processes, so the host's cgroups
-    /// cannot tell the agent from a user's command; asking the Sentry (runsc ps) costs a Go process per sandbox per
-    /// idle check. The idle freezer therefore leaves gVisor sandboxes alone.
+    /// Asks the Sentry (<c>runsc ps</c>): the sandbox's processes are its tasks, not host processes, so the host's
+    /// cgroups cannot tell the agent from a user's command. The agent is the container's init, pid 1, so the sandbox
+    /// holds nothing else exactly when the list is [1]. One Go process per check (measured: 40 ms, 30 ms of CPU),
+    /// which the idle freezer makes only for a sandbox idle past its time, against the 47 ms of CPU a second an idle
+    /// gVisor sandbox burns awake (systrap) and none frozen. False when runsc cannot answer (the sandbox is gone).
     /// </summary>
-    public bool IsOnlyAgentRunning(string sandboxId) => false;
+    public async ValueTask<bool> IsOnlyAgentRunningAsync(string sandboxId, CancellationToken cancellationToken)
+    {
+        if (!SandboxLayout.IsValidId(sandboxId))
+        {
+            return false;
+        }
+        try
+        {
+            return await _runsc.ProcessIdsAsync(sandboxId, cancellationToken) is [1];
+        }
+        catch (Exception ex) when (ex is IOException or TimeoutException or System.Text.Json.JsonException)
+        {
+            return false;
+        }
+    }
 
     private int _disposed;
 

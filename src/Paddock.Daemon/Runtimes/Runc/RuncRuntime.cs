@@ -35,7 +35,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     private readonly AgentExitWatcher _exits;
     private readonly DiskStock _disks;
 
-    // The agent's host pid per sandbox (from its start or from runc's list after a restart), for IsOnlyAgentRunning.
+    // The agent's host pid per sandbox (from its start or from runc's list after a restart), for IsOnlyAgentRunningAsync.
     private readonly ConcurrentDictionary<string, int> _agentPids = new(StringComparer.Ordinal);
 
     /// <param name="connections">Where the sandboxes' outbound connections are reported (the audit trail); null: not observed.</param>
@@ -221,14 +221,14 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
     /// Every pid in the sandbox's cgroups (its own and the pids hierarchy's work child, where the agent's spawn thread
     /// sits, so the agent may be listed twice) is the agent's.
     /// </summary>
-    public bool IsOnlyAgentRunning(string sandboxId)
+    public ValueTask<bool> IsOnlyAgentRunningAsync(string sandboxId, CancellationToken cancellationToken)
     {
         if (!_agentPids.TryGetValue(sandboxId, out var agent))
         {
-            return false;
+            return ValueTask.FromResult(false);
         }
         var pids = _cgroups.ProcessesOf(sandboxId);
-        return pids.Count > 0 && pids.All(p => p == agent);
+        return ValueTask.FromResult(pids.Count > 0 && pids.All(p => p == agent));
     }
 
     /// <summary>
