@@ -75,14 +75,15 @@ internal static class SandboxEndpoints
         return Results.Json(ToSandbox(record, domain), ApiJsonContext.Default.SandboxResponse, statusCode: StatusCodes.Status201Created);
     }
 
-    private static IResult ListV1(HttpContext http, SandboxManager manager)
+    private static async Task<IResult> ListV1(HttpContext http, SandboxManager manager, DaemonOptions options, ISandboxStore store)
     {
         var query = new SandboxListQuery { Metadata = SandboxListing.ParseMetadataFilter(http.Request.Query["metadata"]) };
-        var (page, _, _) = SandboxListing.Apply(OwnRunning(http, manager), query with { Limit = int.MaxValue });
+        var (running, _) = await OwnListedAsync(http, manager, options, store);
+        var (page, _, _) = SandboxListing.Apply(running, query with { Limit = int.MaxValue });
         return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
     }
 
-    private static IResult ListV2(HttpContext http, SandboxManager manager)
+    private static async Task<IResult> ListV2(HttpContext http, SandboxManager manager, DaemonOptions options, ISandboxStore store)
     {
         var q = http.Request.Query;
         var order = q["order"].ToString();
@@ -109,15 +110,16 @@ internal static class SandboxEndpoints
             Limit = SandboxListing.ParseLimit(q["limit"]),
             After = SandboxListing.DecodeToken(q["nextToken"]),
         };
-        var (page, next, _) = SandboxListing.Apply(OwnRunning(http, manager).Concat(OwnPaused(http, manager)), query);
+        var (running, paused) = await OwnListedAsync(http, manager, options, store);
+        var (page, next, _) = SandboxListing.Apply(running.Concat(paused), query);
         if (next is not null)
         {
             http.Response.Headers["X-Next-Token"] = next;
         }
         if (query.IncludeRunning)
         {
-            var running = SandboxListing.Apply(OwnRunning(http, manager), query with { IncludePaused = false, After = null, Limit = int.MaxValue }).Total;
-            http.Response.Headers["X-Total-Running"] = running.ToString(CultureInfo.InvariantCulture);
+            var total = SandboxListing.Apply(running, query with { IncludePaused = false, After = null, Limit = int.MaxValue }).Total;
+            http.Response.Headers["X-Total-Running"] = total.ToString(CultureInfo.InvariantCulture);
         }
         return Results.Json(page.Select(ToListed).ToList(), ApiJsonContext.Default.ListListedSandboxResponse);
     }
@@ -393,6 +395,23 @@ internal static class SandboxEndpoints
         {
             throw new UnknownSandboxException(sandboxId);
         }
+    }
+
+    /// <summary>
+    /// The caller's team's running and paused sandboxes, for the lists: this daemon's from memory; in a cluster every
+    /// node's, from the shared store, where each node writes its records (issue 17), so a list through any node shows
+    /// them all. A dead node's sandboxes are not among them: the membership marks them lost.
+    /// </summary>
+    private static async Task<(IReadOnlyList<SandboxRecord> Running, IReadOnlyList<SandboxRecord> Paused)> OwnListedAsync(
+        HttpContext http, SandboxManager manager, DaemonOptions options, ISandboxStore store)
+    {
+        if (options.Cluster is null)
+        {
+            return ([.. OwnRunning(http, manager)], [.. OwnPaused(http, manager)]);
+        }
+        var team = http.GetCaller().TeamId;
+        var records = (await store.ListAsync([SandboxState.Running, SandboxState.Paused], http.RequestAborted)).Where(r => r.TeamId == team).ToList();
+        return ([.. records.Where(r => r.State == SandboxState.Running)], [.. records.Where(r => r.State == SandboxState.Paused)]);
     }
 
     private static IEnumerable<SandboxRecord> OwnRunning(HttpContext http, SandboxManager manager)

@@ -72,6 +72,10 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                 Assert.Equal(HttpStatusCode.TooManyRequests, full.StatusCode);
                 Assert.Contains("every node of the cluster", await full.Content.ReadAsStringAsync(ct), StringComparison.Ordinal);
             }
+            // The list through any node is the cluster's: C lists the sandboxes on A, B and C, in both API versions.
+            var all = created.Select(s => s.Id).Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(all, await ListedIdsAsync(c, "/v2/sandboxes", ct));
+            Assert.Equal(all, await ListedIdsAsync(c, "/sandboxes", ct));
             // A asks each node's grain, which runs on that node's silo only and answers from that node's memory.
             Assert.All(await a.NodesAsync(ct), n => Assert.Equal(ClusterNode.MaxSandboxes, (int?)n!["reserved"]));
 
@@ -105,6 +109,7 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                 var message = (string?)(await gone.Content.ReadFromJsonAsync<JsonObject>(ct))!["message"];
                 Assert.Contains("lost: its node b was declared dead by the cluster", message, StringComparison.Ordinal);
             }
+            Assert.Equal(all.Where(id => owners[id] != "b"), await ListedIdsAsync(c, "/v2/sandboxes", ct));
             foreach (var (id, _) in created)
             {
                 Assert.Equal(owners[id] == "b" ? "killed" : "running", await StateOfAsync(database, id, ct));
@@ -157,6 +162,9 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
         var created = JsonNode.Parse(body)!;
         return ((string)created["sandboxID"]!, (string?)created["envdAccessToken"]);
     }
+
+    private static async Task<List<string>> ListedIdsAsync(ClusterNode node, string path, CancellationToken ct) =>
+        [.. (await node.Api.GetFromJsonAsync<JsonArray>(path, ct))!.Select(s => (string)s!["sandboxID"]!).Order(StringComparer.Ordinal)];
 
     private async Task<string?> NodeOfAsync(string database, string sandboxId, CancellationToken ct) =>
         (string?)await ScalarAsync(database, "SELECT node_id FROM sandboxes WHERE sandbox_id = @id", sandboxId, ct);
