@@ -228,6 +228,7 @@ internal static class DaemonHost
         // Volumes before recovery: re-adopted sandboxes hold binds of them, and their mounts must be known to a delete.
         await app.Services.GetRequiredService<Volumes.VolumeManager>().InitializeAsync(cancellationToken);
         await app.Services.GetRequiredService<SandboxRecovery>().RunAsync(cancellationToken);
+        await app.Services.GetRequiredService<Templates.TemplateRegistry>().SweepLeftoversAsync(cancellationToken);
         return key;
     }
 

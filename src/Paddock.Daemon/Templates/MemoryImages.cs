@@ -9,7 +9,10 @@ internal static class MemoryImages
     private const string AgentTokenFile = "agent-token";
 
     /// <summary>The capture's directory for a template whose own layer is <paramref name="ownLayer"/>.</summary>
-    public static string PathFor(string ownLayer) => ownLayer + ".memory";
+    public static string PathFor(string ownLayer) => ownLayer + Suffix;
+
+    /// <summary>What a capture's directory name adds to its layer's.</summary>
+    public const string Suffix = ".memory";
 
     /// <summary>
     /// Keeps the source's envd access token (null: it had none): the restored agent still requires it until the new

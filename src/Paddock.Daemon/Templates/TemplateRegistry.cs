@@ -327,6 +327,63 @@ internal sealed partial class TemplateRegistry
         }
     }
 
+    /// <summary>
+    /// At start, before anything builds or snapshots: removes from <see cref="LayersDirectory"/> what a daemon stopped
+    /// half-way left behind and no template names (<see cref="LeftoversIn"/>). Returns how many it removed.
+    /// </summary>
+    public async Task<int> SweepLeftoversAsync(CancellationToken cancellationToken)
+    {
+        var leftovers = LeftoversIn(LayersDirectory, await _records.ListAsync(cancellationToken));
+        foreach (var leftover in leftovers)
+        {
+            TemplatesLog.LeftoverRemoved(_logger, leftover);
+            RemoveLayer(leftover);
+        }
+        return leftovers.Count;
+    }
+
+    /// <summary>
+    /// The directories of <paramref name="layersDirectory"/> that no template names and nothing will finish: staging
+    /// directories (a name starting with '.': a build's, an import's, a scratch base's), a snapshot's or an import's
+    /// layer (an id's name) whose record was never written, and a memory image (<c>{layer}.memory</c>) whose template
+    /// is not there (a crash between the capture and the record, issue 15). Build-cache layers (<c>cache-…</c>) and
+    /// the scratch bases are caches named by what they hold, and stay.
+    /// </summary>
+    internal static IReadOnlyList<string> LeftoversIn(string layersDirectory, IReadOnlyList<TemplateRecord> records)
+    {
+        if (!Directory.Exists(layersDirectory))
+        {
+            return [];
+        }
+        // By directory name, not path: layer names are unique ids, and a state directory reached by another path
+        // (a symbolic link, a trailing slash) must not make a template's own layer look unnamed.
+        // A memory image belongs to the template whose own layer it sits next to (TemplateRecord.MemoryImage).
+        var named = new HashSet<string>(StringComparer.Ordinal);
+        var owned = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var record in records)
+        {
+            named.UnionWith(record.Layers.Select(l => Path.GetFileName(l.TrimEnd('/'))));
+            if (record.OwnLayer is { } own)
+            {
+                owned.Add(Path.GetFileName(own.TrimEnd('/')));
+            }
+        }
+        named.UnionWith(owned);
+        var leftovers = new List<string>();
+        foreach (var path in Directory.EnumerateDirectories(layersDirectory))
+        {
+            var name = Path.GetFileName(path);
+            var isLeftover = name.StartsWith('.')
+                || (name.EndsWith(MemoryImages.Suffix, StringComparison.Ordinal) && !owned.Contains(name[..^MemoryImages.Suffix.Length]))
+                || (name.Length == SandboxIds.Length && SandboxIds.IsWellFormed(name) && !named.Contains(name));
+            if (isLeftover)
+            {
+                leftovers.Add(path);
+            }
+        }
+        return leftovers;
+    }
+
     private void RemoveLayer(string layer)
     {
         try

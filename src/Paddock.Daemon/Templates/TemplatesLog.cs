@@ -37,4 +37,7 @@ internal static partial class TemplatesLog
 
     [LoggerMessage(3115, LogLevel.Information, "Snapshot of sandbox {SandboxId} keeps its files only: {Reason}")]
     public static partial void SnapshotWithoutMemory(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(3116, LogLevel.Information, "Removed {Layer}: a daemon stopped half-way left it, and no template names it")]
+    public static partial void LeftoverRemoved(ILogger logger, string layer);
 }
