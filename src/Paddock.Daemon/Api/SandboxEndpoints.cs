@@ -357,12 +357,6 @@ internal static class SandboxEndpoints
     private static SandboxRecord? OwnPaused(HttpContext http, SandboxManager manager, string sandboxId) =>
         manager.TryGetPaused(sandboxId, out var record) && record.TeamId == http.GetCaller().TeamId ? record : null;
 
-    private static IEnumerable<SandboxRecord> OwnPaused(HttpContext http, SandboxManager manager)
-    {
-        var team = http.GetCaller().TeamId;
-        return manager.Paused.Where(r => r.TeamId == team);
-    }
-
     /// <summary>
     /// The caller's team's running sandbox, or a 404 that says what became of it when the store remembers. Another
     /// team's sandbox, running or ended, answers exactly as an id nobody ever had: no existence oracle.
@@ -405,19 +399,13 @@ internal static class SandboxEndpoints
     private static async Task<(IReadOnlyList<SandboxRecord> Running, IReadOnlyList<SandboxRecord> Paused)> OwnListedAsync(
         HttpContext http, SandboxManager manager, DaemonOptions options, ISandboxStore store)
     {
+        var team = http.GetCaller().TeamId;
         if (options.Cluster is null)
         {
-            return ([.. OwnRunning(http, manager)], [.. OwnPaused(http, manager)]);
+            return ([.. manager.Running.Where(r => r.TeamId == team)], [.. manager.Paused.Where(r => r.TeamId == team)]);
         }
-        var team = http.GetCaller().TeamId;
         var records = (await store.ListAsync([SandboxState.Running, SandboxState.Paused], http.RequestAborted)).Where(r => r.TeamId == team).ToList();
         return ([.. records.Where(r => r.State == SandboxState.Running)], [.. records.Where(r => r.State == SandboxState.Paused)]);
-    }
-
-    private static IEnumerable<SandboxRecord> OwnRunning(HttpContext http, SandboxManager manager)
-    {
-        var team = http.GetCaller().TeamId;
-        return manager.Running.Where(r => r.TeamId == team);
     }
 
     /// <summary>Reads a JSON body of at most 1 MiB; malformed JSON and wrong types are a 400 naming where.</summary>

@@ -286,8 +286,7 @@ internal sealed partial class GvisorRuntime
                 {
                     throw new SandboxStartException(id, "runsc wrote no pid file");
                 }
-                var listeningAfter = await TellAgentItWasRestoredAsync(id, restoreStart, cancellationToken);
-                await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken, listeningAfter);
+                await WaitForAgentAsync(layout, pid, restoreStart, cancellationToken);
                 if (diskBytes > 0)
                 {
                     _disks.Refill(diskBytes);

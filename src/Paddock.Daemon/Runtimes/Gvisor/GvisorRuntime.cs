@@ -138,7 +138,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             var ran = clock.ElapsedMilliseconds;
             // runsc's pid file names the sandbox process (the Sentry): it lives exactly as long as the sandbox.
             var pid = int.Parse(File.ReadAllText(layout.PidFile).Trim(), CultureInfo.InvariantCulture);
-            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ProbeAsync, _options.StartTimeout, () => LogTail(layout), cancellationToken);
+            await WaitForAgentAsync(layout, pid, restoreStart: null, cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
             if (diskBytes > 0)
             {
@@ -167,20 +167,6 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
                 throw;
             }
             throw new SandboxStartException(spec.SandboxId, ex.Message, ex);
-        }
-
-        async ValueTask<Stream> ProbeAsync(CancellationToken token)
-        {
-            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
-            attempt.CancelAfter(ProbeConnectTimeout);
-            try
-            {
-                return await ConnectAsync(spec.SandboxId, AgentBundle.AgentPort, attempt.Token);
-            }
-            catch (OperationCanceledException) when (!token.IsCancellationRequested)
-            {
-                throw new IOException("no answer to the connect yet");
-            }
         }
     }
 
@@ -458,8 +444,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             {
                 throw new SandboxStartException(sandboxId, "runsc wrote no pid file");
             }
-            var listeningAfter = fromMemory ? await TellAgentItWasRestoredAsync(sandboxId, restoreStart, cancellationToken) : null;
-            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ProbeAsync(sandboxId, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken, listeningAfter);
+            await WaitForAgentAsync(layout, pid, fromMemory ? restoreStart : null, cancellationToken);
             // Running again: the marker goes first, so that a crash from here leaves a running sandbox, never a paused one
             // whose image is half deleted.
             PauseMarker.Remove(layout);
@@ -482,6 +467,19 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             }
             throw new SandboxStartException(sandboxId, ex.Message, ex);
         }
+    }
+
+    /// <summary>
+    /// Waits until the agent of the sandbox whose Sentry is <paramref name="pid"/> answers; after a <c>runsc restore</c>
+    /// begun at <paramref name="restoreStart"/> (Unix milliseconds), tells the agent first and counts only an answer
+    /// from sockets bound after it (<see cref="TellAgentItWasRestoredAsync"/>). A fresh start, a boot and each restore
+    /// (a memory resume, a fork copy, a memory snapshot's sandbox) wait here.
+    /// </summary>
+    private async Task WaitForAgentAsync(SandboxLayout layout, int pid, long? restoreStart, CancellationToken cancellationToken)
+    {
+        var id = layout.SandboxId;
+        var listeningAfter = restoreStart is { } start ? await TellAgentItWasRestoredAsync(id, start, cancellationToken) : null;
+        await AgentReadiness.WaitAsync(id, pid, ct => ProbeAsync(id, ct), _options.StartTimeout, () => LogTail(layout), cancellationToken, listeningAfter);
     }
 
     /// <summary>
