@@ -32,6 +32,13 @@ internal static class ApiClient
         return body!;
     }
 
+    /// <summary>Creates a <c>base</c> sandbox with a 600 s timeout and returns its id and envd access token.</summary>
+    public static async Task<(string Id, string Token)> CreateSandboxAsync(TestDaemon daemon)
+    {
+        var created = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
+        return (Get<string>(created, "sandboxID"), Get<string>(created, "envdAccessToken"));
+    }
+
     /// <summary>Asserts E2B's error shape: <c>{code, message}</c> with code equal to the status.</summary>
     public static string AssertError(HttpStatusCode expected, (HttpStatusCode Status, JsonNode? Body, HttpResponseMessage Response) result)
     {

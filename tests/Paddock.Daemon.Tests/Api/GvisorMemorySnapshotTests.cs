@@ -128,14 +128,7 @@ public sealed class GvisorMemorySnapshotTests(GvisorFixture fixture) : IAsyncLif
 
     public async Task DisposeAsync()
     {
-        if (fixture.Runtime is not null)
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-            foreach (var s in await fixture.Runtime.ListAsync(timeout.Token))
-            {
-                await fixture.Runtime.DestroyAsync(s.SandboxId, timeout.Token);
-            }
-        }
+        await fixture.DestroyRunningAsync();
         if (_runc is not null)
         {
             await RuncFixture.DestroyAllAsync(_runc);

@@ -109,6 +109,23 @@ public sealed class GvisorFixture : IAsyncLifetime
     /// <summary>What of the tier's sandboxes exists on the host now: mounts, namespace files, directories, cgroups, processes, links.</summary>
     internal GvisorFootprint Footprint() => GvisorFootprint.Take(Options);
 
+    /// <summary>
+    /// Destroys every running sandbox of the shared runtime (a test class's cleanup; bounded: 2 minutes). Nothing
+    /// without gVisor, where the fixture made no runtime.
+    /// </summary>
+    internal async Task DestroyRunningAsync()
+    {
+        if (Runtime is null)
+        {
+            return;
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        foreach (var s in await Runtime.ListAsync(timeout.Token))
+        {
+            await Runtime.DestroyAsync(s.SandboxId, timeout.Token);
+        }
+    }
+
     public async Task DisposeAsync()
     {
         if (_outside is not null)

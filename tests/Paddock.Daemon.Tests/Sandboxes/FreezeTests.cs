@@ -200,20 +200,18 @@ public sealed class FreezeTests(RuncFixture fixture) : IAsyncLifetime
         }
     }
 
-    private static async Task<(string Id, string Token)> CreateSandboxAsync(TestDaemon daemon)
-    {
-        var created = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
-        return (Get<string>(created, "sandboxID"), Get<string>(created, "envdAccessToken"));
-    }
-
     /// <summary>Polls the sandbox's freezer.state until it reads <paramref name="expected"/> (bounded: 30 s, many sweeps at 1 s).</summary>
-    private async Task WaitForFreezerStateAsync(string sandboxId, string expected)
+    private Task WaitForFreezerStateAsync(string sandboxId, string expected) =>
+        WaitForFreezerStateAsync(Cgroups, sandboxId, expected, TimeSpan.FromSeconds(30));
+
+    /// <summary>Polls <paramref name="sandboxId"/>'s freezer.state in <paramref name="cgroups"/> until it reads <paramref name="expected"/>, for at most <paramref name="bound"/>.</summary>
+    internal static async Task WaitForFreezerStateAsync(LegacyCgroups cgroups, string sandboxId, string expected, TimeSpan bound)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        var deadline = DateTime.UtcNow + bound;
         string? state;
-        while ((state = Cgroups.FreezerState(sandboxId)) != expected)
+        while ((state = cgroups.FreezerState(sandboxId)) != expected)
         {
-            Assert.True(DateTime.UtcNow < deadline, $"sandbox {sandboxId}'s freezer.state was {state ?? "(gone)"} for 30 s, expected {expected}");
+            Assert.True(DateTime.UtcNow < deadline, $"sandbox {sandboxId}'s freezer.state was {state ?? "(gone)"} for {bound.TotalSeconds:0} s, expected {expected}");
             await Task.Delay(100);
         }
     }

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using Paddock.Daemon.Runtimes.Host;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Tests.Api;
 using Paddock.Daemon.Tests.Runtimes;
@@ -59,39 +60,19 @@ public sealed class GvisorFreezeTests(GvisorFixture fixture) : IAsyncLifetime
         Assert.DoesNotContain(await fixture.Runtime.ListAsync(CancellationToken.None), s => s.SandboxId == busy);
     }
 
-    private static async Task<(string Id, string Token)> CreateSandboxAsync(TestDaemon daemon)
-    {
-        var created = await CreateAsync(daemon, """{"templateID":"base","timeout":600}""");
-        return (Get<string>(created, "sandboxID"), Get<string>(created, "envdAccessToken"));
-    }
+    private LegacyCgroups Cgroups => LegacyCgroups.Discover(fixture.Options.CgroupParent);
 
-    private string? FreezerState(string sandboxId)
-    {
-        var file = $"/sys/fs/cgroup/freezer/{fixture.Options.CgroupParent}/{sandboxId}/freezer.state";
-        return File.Exists(file) ? File.ReadAllText(file).Trim() : null;
-    }
+    private string? FreezerState(string sandboxId) => Cgroups.FreezerState(sandboxId);
 
     /// <summary>Polls the sandbox's freezer.state until it reads <paramref name="expected"/> (bounded: 60 s, sweeps every 0.5 s).</summary>
-    private async Task WaitForFreezerStateAsync(string sandboxId, string expected)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        string? state;
-        while ((state = FreezerState(sandboxId)) != expected)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"sandbox {sandboxId}'s freezer.state was {state ?? "(gone)"} for 60 s, expected {expected}");
-            await Task.Delay(100);
-        }
-    }
+    private Task WaitForFreezerStateAsync(string sandboxId, string expected) =>
+        FreezeTests.WaitForFreezerStateAsync(Cgroups, sandboxId, expected, TimeSpan.FromSeconds(60));
 
     public Task InitializeAsync() => Task.CompletedTask;
 
     public async Task DisposeAsync()
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        foreach (var s in await fixture.Runtime.ListAsync(timeout.Token))
-        {
-            await fixture.Runtime.DestroyAsync(s.SandboxId, timeout.Token);
-        }
+        await fixture.DestroyRunningAsync();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
     }

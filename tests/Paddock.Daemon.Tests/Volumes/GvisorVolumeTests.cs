@@ -20,14 +20,7 @@ public sealed class GvisorVolumeTests(GvisorFixture fixture) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (fixture.Runtime is not null)
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-            foreach (var s in await fixture.Runtime.ListAsync(timeout.Token))
-            {
-                await fixture.Runtime.DestroyAsync(s.SandboxId, timeout.Token);
-            }
-        }
+        await fixture.DestroyRunningAsync();
         VolumeScenario.Cleanup(_state.Path);
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         _state.Dispose();
