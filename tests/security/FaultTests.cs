@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
+using Paddock.Envd.Process;
 using Xunit.Abstractions;
 
 namespace Paddock.Security.Tests;
@@ -88,6 +89,55 @@ public sealed class FaultTests(ITestOutputHelper output)
         await bystander.DisposeAsync();
         var left = await HostLeftovers.SettledAsync(daemon.StateDir, daemon.CgroupParent, TimeSpan.FromSeconds(30));
         Assert.True(left == HostLeftovers.None, $"left on the host: {left}; daemon log: {daemon.Log}");
+    }
+
+    [Fact]
+    public async Task A_command_streaming_when_its_agent_is_killed_ends_with_an_error_not_a_hang()
+    {
+        await using var daemon = await PaddockdProcess.StartAsync();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
+        await using var victim = await TestSandbox.CreateAsync(daemon, http);
+        // The test's own bound: far past what the end should take, so that reaching it can only mean a hang.
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        using var response = await victim.StartAsync("echo started; sleep 600", "user", bound.Token);
+        await using var body = await response.Content.ReadAsStreamAsync(bound.Token);
+        await using var events = TestSandbox.EventsAsync(body, bound.Token).GetAsyncEnumerator(bound.Token);
+        var seen = new StringBuilder();
+        while (!seen.ToString().Contains("started", StringComparison.Ordinal))
+        {
+            Assert.True(await events.MoveNextAsync(), "the stream ended before the command printed: " + seen);
+            if (events.Current.EventCase == ProcessEvent.EventOneofCase.Data)
+            {
+                seen.Append(events.Current.Data.Stdout.ToStringUtf8());
+            }
+        }
+
+        var agent = AgentPid(daemon, victim.Id);
+        Process.GetProcessById(agent).Kill();
+        output.WriteLine($"killed agent pid {agent} of {victim.Id} while its command streamed");
+
+        // The stream must end now: by an error, or by its end without the process's end event. On gVisor nothing in the
+        // host kernel answers for the sandbox's side of the connection once its Sentry is gone, so only the daemon's
+        // noticing the death can end it; before that was done the read hung until this test's bound.
+        Exception? error = null;
+        try
+        {
+            while (await events.MoveNextAsync())
+            {
+                Assert.False(events.Current.EventCase == ProcessEvent.EventOneofCase.End,
+                    $"the command reported an end ({events.Current.End}) although its agent was killed");
+            }
+        }
+        catch (OperationCanceledException) when (bound.IsCancellationRequested)
+        {
+            Assert.Fail($"the command's stream was still open 90 s after its sandbox's agent was killed; daemon log: {daemon.Log}");
+        }
+        catch (Exception ex) when (ex is IOException or HttpRequestException)
+        {
+            error = ex;
+        }
+        output.WriteLine("the stream ended " + (error is null ? "without an end event" : "with " + error.GetType().Name + ": " + error.Message));
+        Assert.True(daemon.IsAlive, "paddockd died: " + daemon.Log);
     }
 
     [Fact]

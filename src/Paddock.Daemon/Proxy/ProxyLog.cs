@@ -16,4 +16,7 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "Sandbox {SandboxId}: autoResume on a proxied request failed")]
     public static partial void AutoResumeFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(EventId = 405, Level = LogLevel.Information, Message = "Sandbox {SandboxId} ended under {Method} {Path}: the forwarded exchange was cut ({Error})")]
+    public static partial void SandboxEndedUnderRequest(ILogger logger, string sandboxId, string method, string path, string error);
 }

@@ -37,7 +37,9 @@ internal sealed class SandboxHttpClient : IDisposable
             ConnectCallback = async (context, cancellationToken) =>
             {
                 var sandboxId = SandboxIdFromHost(context.DnsEndPoint.Host);
-                return await manager.ConnectToPortAsync(sandboxId, context.DnsEndPoint.Port, cancellationToken);
+                // A connect to a sandbox that ends meanwhile gives up then (a gVisor sandbox's dead address never answers).
+                using var ended = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, manager.RunningToken(sandboxId));
+                return await manager.ConnectToPortAsync(sandboxId, context.DnsEndPoint.Port, ended.Token);
             },
         };
         Invoker = new HttpMessageInvoker(freezer is { Enabled: true } ? new AwakeHandler(freezer, handler) : handler, disposeHandler: true);

@@ -104,12 +104,30 @@ internal sealed class SandboxProxyMiddleware(
             return;
         }
 
+        // The exchange ends when the sandbox does (killed, lost, paused), whatever its connection does then.
+        var running = manager.RunningToken(target.SandboxId);
+        if (!running.CanBeCanceled)
+        {
+            // It stopped running since the look above.
+            await WriteErrorAsync(http, StatusCodes.Status502BadGateway, $"sandbox '{target.SandboxId}' ended before the request could be forwarded", target.SandboxId, target.Port);
+            return;
+        }
         ForwarderError error;
         // Awake for the whole exchange: SendAsync returns once the response (a command's output, a watch stream, a
         // WebSocket) has been streamed to the end, so a long stream is never frozen under its client.
         using (await freezer.HoldAwakeAsync(target.SandboxId, http.RequestAborted))
         {
-            error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer);
+            error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer, running);
+        }
+        if (running.IsCancellationRequested && !http.RequestAborted.IsCancellationRequested && error != ForwarderError.None)
+        {
+            // A started response was aborted by the forwarder (the client sees its stream cut, not a clean end).
+            ProxyLog.SandboxEndedUnderRequest(logger, target.SandboxId, http.Request.Method, http.Request.Path, error.ToString());
+            if (!http.Response.HasStarted)
+            {
+                await WriteErrorAsync(http, StatusCodes.Status502BadGateway, $"sandbox '{target.SandboxId}' ended while the request was being forwarded", target.SandboxId, target.Port);
+            }
+            return;
         }
         if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
         {

@@ -88,6 +88,7 @@ internal sealed partial class SandboxManager
             await _store.UpdateAsync(paused, CancellationToken.None);
             _paused[sandboxId] = paused;
             _live.TryRemove(sandboxId, out _);
+            EndLifetime(sandboxId);
             SandboxIncarnations.Renew(sandboxId);
             Interlocked.Decrement(ref _reserved);
             _teamUsage.Release(record.TeamId, record.CpuCount, record.MemoryMB);
@@ -127,6 +128,7 @@ internal sealed partial class SandboxManager
             return;
         }
         _live.TryRemove(id, out _);
+        EndLifetime(id);
         var reason = $"lost: its pause failed and it could not be kept ({error.Message})";
         try
         {

@@ -77,6 +77,8 @@ internal sealed partial class SandboxManager : IAsyncDisposable
 
     // Sandboxes being killed right now, with why: between leaving the live set and their record saying so.
     private readonly ConcurrentDictionary<string, string> _ending = new(StringComparer.Ordinal);
+    // Cancelled when a sandbox leaves _live (RunningToken); made on first ask, so a sandbox nobody talks to has none.
+    private readonly ConcurrentDictionary<string, CancellationTokenSource> _lifetimes = new(StringComparer.Ordinal);
     private readonly ISandboxRuntime _runtime;
     private readonly IIsolationTiers _tiers;
     private readonly TemplateRegistry _templates;
@@ -125,6 +127,38 @@ internal sealed partial class SandboxManager : IAsyncDisposable
     public IReadOnlyCollection<SandboxRecord> Running => [.. _live.Values];
 
     public bool TryGetRunning(string sandboxId, out SandboxRecord record) => _live.TryGetValue(sandboxId, out record!);
+
+    /// <summary>
+    /// A token that is cancelled when <paramref name="sandboxId"/> stops running here (killed, lost, timed out or
+    /// paused); <see cref="CancellationToken.None"/> when it does not run now. What is forwarded to a sandbox is bound
+    /// to it: a connection to a sandbox that died may never fail by itself (a gVisor sandbox's end of it lived in its
+    /// Sentry, and no host kernel answers for it once that is gone), so only the daemon's noticing the end can end it.
+    /// </summary>
+    public CancellationToken RunningToken(string sandboxId)
+    {
+        if (!_live.ContainsKey(sandboxId))
+        {
+            return CancellationToken.None;
+        }
+        var lifetime = _lifetimes.GetOrAdd(sandboxId, static _ => new CancellationTokenSource());
+        if (!_live.ContainsKey(sandboxId))
+        {
+            // It left between the two looks, perhaps before its lifetime was made: nothing else would cancel this one.
+            EndLifetime(sandboxId);
+        }
+        return lifetime.Token;
+    }
+
+    /// <summary>Cancels what <see cref="RunningToken"/> handed out for a sandbox that just left the live set.</summary>
+    private void EndLifetime(string sandboxId)
+    {
+        if (_lifetimes.TryRemove(sandboxId, out var lifetime))
+        {
+            // Not disposed: a request may still be linking to its token. The callbacks (aborted connections) run on the
+            // thread pool, not under the kill.
+            _ = lifetime.CancelAsync();
+        }
+    }
 
     public SandboxRecord GetRunning(string sandboxId) =>
         _live.TryGetValue(sandboxId, out var record) ? record : throw new UnknownSandboxException(sandboxId);
@@ -500,6 +534,7 @@ internal sealed partial class SandboxManager : IAsyncDisposable
             _ending.TryRemove(sandboxId, out _);
             return false;
         }
+        EndLifetime(sandboxId);
         _scheduler.Cancel(sandboxId);
         _metrics?.Killed(reason.StartsWith("killed by API", StringComparison.Ordinal) ? "api"
             : reason.StartsWith("timed out", StringComparison.Ordinal) ? "timeout"
