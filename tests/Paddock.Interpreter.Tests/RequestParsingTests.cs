@@ -40,7 +40,9 @@ public sealed class RequestParsingTests
     [InlineData("JavaScript", "javascript")]
     [InlineData("sh", "bash")]
     [InlineData("cobol", null)]
-    [InlineData("typescript", null)]
+    [InlineData("ts", "typescript")]
+    [InlineData(" TypeScript", "typescript")]
+    [InlineData("r", null)]
     public void Languages_normalize_as_e2b_spells_them(string? language, string? normalized) =>
         Assert.Equal(normalized, KernelSpec.Normalize(language));
 

@@ -24,7 +24,7 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
 
     /// <summary>
     /// <c>base</c> plus the kernels of the code interpreter (issue 16): IPython's kernel with matplotlib, pandas,
-    /// numpy and Pillow, all from Debian. The interpreter's own server and kernels are not in the template: they come
+    /// numpy and Pillow, and the TypeScript compiler, all from Debian. The interpreter's own server and kernels are not in the template: they come
     /// with the agent bundle (<c>/.paddock/interp</c>), so a change to them needs no rebuild of this template, which
     /// takes minutes (ARCHITECTURE.md has the measurement). Answers to E2B's name <c>code-interpreter-v1</c> too, the
     /// default template of the <c>@e2b/code-interpreter</c> SDK.
@@ -34,7 +34,8 @@ internal sealed record DebootstrapRecipe : ITemplateRecipe
         Name = "code-interpreter",
         // Through apt in the new root, not debootstrap's --include: debootstrap's own resolver left python3-zmq,
         // python3-ipykernel, gdb and python3-debugpy unconfigured ("dependency problems", measured here 2026-12-06).
-        AptPackages = ["python3-ipykernel", "python3-matplotlib", "python3-pandas", "python3-numpy", "python3-pil"],
+        // node-typescript (4.8, 67 MB installed): the TypeScript kernel strips each cell's types with its compiler.
+        AptPackages = ["python3-ipykernel", "python3-matplotlib", "python3-pandas", "python3-numpy", "python3-pil", "node-typescript"],
         Aliases = ["code-interpreter-v1"],
         // Its log to a file: a detached start command's output is nobody's to read once the create has returned.
         StartCmd = "exec /.paddock/interp/paddock-interp serve >>/tmp/paddock-interp.log 2>&1",

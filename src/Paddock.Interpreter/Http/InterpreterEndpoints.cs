@@ -188,7 +188,7 @@ internal static class InterpreterEndpoints
     }
 
     private static string UnknownLanguage(string language) =>
-        $"unsupported language '{language}': this sandbox runs {string.Join(", ", KernelSpec.Languages)} (and the aliases js, sh)";
+        $"unsupported language '{language}': this sandbox runs {string.Join(", ", KernelSpec.Languages)} (and the aliases js, ts, sh)";
 
     private static async Task<byte[]> ReadBodyAsync(HttpContext http)
     {

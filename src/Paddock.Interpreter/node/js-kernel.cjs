@@ -4,6 +4,8 @@
 // declarations, imports through require and globals persist from cell to cell. console.* and process.stdout go
 // to the real stdout/stderr pipes (synchronous on Linux, so in order). Results and errors go as JSON lines to the
 // event pipe (its fd number is the last argument); after each cell a marker line ends all three pipes.
+// With --typescript each cell is TypeScript: its types are stripped by the template's TypeScript compiler
+// (transpileModule: one cell at a time, syntax errors reported, types not checked), then it runs as JavaScript.
 const vm = require('node:vm')
 const fs = require('node:fs')
 const util = require('node:util')
@@ -13,6 +15,7 @@ const { createRequire } = require('node:module')
 
 const MARKER = '\x1epaddock-cell-end\x1e'
 const eventFd = Number(process.argv[process.argv.length - 1])
+const typescript = process.argv.includes('--typescript') ? require('typescript') : null
 
 // require() from the context's directory, as a script there would resolve modules.
 globalThis.require = createRequire(path.join(process.cwd(), 'cell.js'))
@@ -66,7 +69,33 @@ function asAsync (code) {
   return `(async () => {\n${rewritten.join('\n')}\n})()`
 }
 
-async function run (code) {
+// A TypeScript cell as JavaScript: modern syntax kept (Node runs it), imports as require (the cells are scripts).
+function stripTypes (code) {
+  const out = typescript.transpileModule(code, {
+    fileName: 'cell.ts',
+    reportDiagnostics: true,
+    compilerOptions: { target: typescript.ScriptTarget.ES2020, module: typescript.ModuleKind.CommonJS, esModuleInterop: true },
+  })
+  const errors = (out.diagnostics || []).filter((d) => d.category === typescript.DiagnosticCategory.Error)
+  if (errors.length > 0) {
+    const err = new SyntaxError(errors.map((d) => {
+      const text = typescript.flattenDiagnosticMessageText(d.messageText, '\n')
+      if (d.file && d.start !== undefined) {
+        const { line, character } = d.file.getLineAndCharacterOfPosition(d.start)
+        return `cell.ts(${line + 1},${character + 1}): TS${d.code}: ${text}`
+      }
+      return `TS${d.code}: ${text}`
+    }).join('\n'))
+    err.stack = `SyntaxError: ${err.message}`
+    throw err
+  }
+  // The emit of a cell without imports or exports is the cell without its types; one with them starts with the
+  // CommonJS preamble, which assigns to the exports global above.
+  return out.outputText
+}
+
+async function run (source) {
+  const code = typescript ? stripTypes(source) : source
   let script
   let isAsync = false
   try {

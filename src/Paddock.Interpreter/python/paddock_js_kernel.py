@@ -1,4 +1,5 @@
-"""The JavaScript kernel of paddock-interp: one persistent Node.js process per context (node/js-kernel.cjs)."""
+"""The JavaScript and TypeScript kernels of paddock-interp: one persistent Node.js process per context
+(node/js-kernel.cjs), which strips a TypeScript cell's types before it runs it."""
 
 import json
 import os
@@ -37,5 +38,15 @@ class JavaScriptKernel(PipeKernel):
         return None
 
 
+class TypeScriptKernel(JavaScriptKernel):
+    implementation = "paddock-typescript"
+    language = "typescript"
+    language_info = {"name": "typescript", "mimetype": "text/typescript", "file_extension": ".ts"}
+    banner = "TypeScript (types stripped, not checked) on Node.js, driven by paddock-interp"
+    command = ["node", _NODE_PROGRAM, "--typescript"]
+
+
 if __name__ == "__main__":
-    IPKernelApp.launch_instance(kernel_class=JavaScriptKernel)
+    # Set by paddock-interp's kernel spec (KernelSpec.TypeScriptSwitch); not passed on to the user's code.
+    typescript = os.environ.pop("PADDOCK_JS_TYPESCRIPT", "") == "1"
+    IPKernelApp.launch_instance(kernel_class=TypeScriptKernel if typescript else JavaScriptKernel)

@@ -281,6 +281,28 @@ describe('code interpreter through @e2b/code-interpreter', { skip: skip ?? false
     assert.equal(env.text, 'js-value')
   })
 
+  it('runs TypeScript cells (types stripped, not checked) in a persistent context of their own', T, async () => {
+    const first = await sandbox.runCode(
+      'interface Point { x: number; y: number }\nconst p: Point = { x: 20, y: 1 }\nfunction sum(q: Point): number { return q.x + q.y }\nenum Kind { A = 2 }\nsum(p) * Kind.A',
+      { language: 'ts' })
+    assert.equal(first.error, undefined, first.error?.value)
+    assert.equal(first.text, '42')
+    const second = await sandbox.runCode('const doubled: number[] = [p.x, p.y].map((n): number => n * 2)\ndoubled', { language: 'typescript' })
+    assert.equal(second.text, '[ 40, 2 ]', 'declarations persist from cell to cell')
+    const awaited = await sandbox.runCode('const w: number = await Promise.resolve(p.x as number)\nw + 1', { language: 'ts' })
+    assert.equal(awaited.text, '21', 'top-level await')
+    // Its own kernel: what a TypeScript cell declares is not in the JavaScript context, and the other way round.
+    const js = await sandbox.runCode('typeof p', { language: 'js' })
+    assert.equal(js.text, 'undefined')
+    const syntax = await sandbox.runCode('const broken: = 1', { language: 'ts' })
+    assert.equal(syntax.error.name, 'SyntaxError')
+    assert.match(syntax.error.value, /cell\.ts\(1,\d+\): TS\d+/)
+    const runtime = await sandbox.runCode('(null as any).x', { language: 'ts' })
+    assert.equal(runtime.error.name, 'TypeError')
+    const contexts = await sandbox.listCodeContexts()
+    assert.ok(contexts.some((c) => c.language === 'typescript'), JSON.stringify(contexts))
+  })
+
   it('runs bash cells in a persistent shell', T, async () => {
     const first = await sandbox.runCode('GREETING=hello\ncd /tmp\necho "$GREETING from $(pwd)"', { language: 'bash' })
     assert.deepEqual(first.logs.stdout, ['hello from /tmp\n'])
