@@ -1,5 +1,7 @@
+using Orleans.Concurrency;
 using Orleans.Runtime;
 using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Teams;
 
 namespace Paddock.Daemon.Cluster;
 
@@ -8,6 +10,13 @@ internal interface INodeGrain : IGrainWithStringKey
 {
     /// <summary>What the node runs and can still take, read from its own memory (not from the store).</summary>
     Task<NodeReport> GetReportAsync();
+
+    /// <summary>
+    /// Reloads the node's teams and API keys from the store (another node changed them: ClusterTeamFanout).
+    /// Interleaved: a placement's report must not wait behind a store read.
+    /// </summary>
+    [AlwaysInterleave]
+    Task ReloadTeamsAsync();
 }
 
 /// <summary>A node's answer about itself.</summary>
@@ -26,16 +35,11 @@ internal sealed record NodeReport
 }
 
 [NodePlacement]
-internal sealed class NodeGrain(SandboxManager sandboxes, DaemonOptions options, ILocalSiloDetails silo) : Grain, INodeGrain
+internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo) : Grain, INodeGrain
 {
     public Task<NodeReport> GetReportAsync()
     {
-        var key = this.GetPrimaryKeyString();
-        if (!string.Equals(key, options.Cluster?.NodeId, StringComparison.Ordinal))
-        {
-            // Only a placement bug could bring this here; answering would report another host's state as this one's.
-            throw new InvalidOperationException($"the grain of node '{key}' was activated on node '{options.Cluster?.NodeId}'");
-        }
+        var key = SelfKey();
         return Task.FromResult(new NodeReport
         {
             NodeId = key,
@@ -43,5 +47,22 @@ internal sealed class NodeGrain(SandboxManager sandboxes, DaemonOptions options,
             Reserved = sandboxes.Reserved,
             MaxSandboxes = options.MaxSandboxes,
         });
+    }
+
+    public Task ReloadTeamsAsync()
+    {
+        SelfKey();
+        return teams.ReloadAsync(CancellationToken.None);
+    }
+
+    private string SelfKey()
+    {
+        var key = this.GetPrimaryKeyString();
+        if (!string.Equals(key, options.Cluster?.NodeId, StringComparison.Ordinal))
+        {
+            // Only a placement bug could bring this here; answering would report another host's state as this one's.
+            throw new InvalidOperationException($"the grain of node '{key}' was activated on node '{options.Cluster?.NodeId}'");
+        }
+        return key;
     }
 }
