@@ -25,12 +25,15 @@ internal sealed class ClusterTeamFanout(IGrainFactory grains, ClusterMembership 
         {
             try
             {
-                await grains.GetGrain<INodeGrain>(node).ReloadTeamsAsync().WaitAsync(ReloadTimeout, cancellationToken);
+                if (!await grains.GetGrain<INodeGrain>(node).ReloadTeamsAsync().WaitAsync(ReloadTimeout, cancellationToken))
+                {
+                    ClusterLog.TeamReloadNotAnswered(logger, node, "it could not read the store", ClusterTeamRefresh.Period, null);
+                }
             }
-            catch (Exception ex) when (ex is TimeoutException or OrleansException or InvalidOperationException or DbException or IOException)
+            catch (Exception ex) when (ex is TimeoutException or OrleansException or InvalidOperationException)
             {
-                // TimeoutException: no answer in time; Orleans': the node is unreachable or left; the others are its
-                // own reload failing there (its store read), which it reports in its log too.
+                // TimeoutException: no answer in time; Orleans': the node is unreachable or left;
+                // InvalidOperationException: its grain is not on it (NodeGrain's check).
                 ClusterLog.TeamReloadNotAnswered(logger, node, ex.GetType().Name, ClusterTeamRefresh.Period, ex);
             }
         }));

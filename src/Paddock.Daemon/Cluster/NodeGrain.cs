@@ -1,3 +1,4 @@
+using System.Data.Common;
 using Orleans.Concurrency;
 using Orleans.Runtime;
 using Paddock.Daemon.Sandboxes;
@@ -12,11 +13,12 @@ internal interface INodeGrain : IGrainWithStringKey
     Task<NodeReport> GetReportAsync();
 
     /// <summary>
-    /// Reloads the node's teams and API keys from the store (another node changed them: ClusterTeamFanout).
+    /// Reloads the node's teams and API keys from the store (another node changed them: ClusterTeamFanout); false
+    /// when the node could not read the store (logged there; it keeps its keys until its periodic reload works).
     /// Interleaved: a placement's report must not wait behind a store read.
     /// </summary>
     [AlwaysInterleave]
-    Task ReloadTeamsAsync();
+    Task<bool> ReloadTeamsAsync();
 }
 
 /// <summary>A node's answer about itself.</summary>
@@ -35,7 +37,7 @@ internal sealed record NodeReport
 }
 
 [NodePlacement]
-internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo) : Grain, INodeGrain
+internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo, ILogger<NodeGrain> logger) : Grain, INodeGrain
 {
     public Task<NodeReport> GetReportAsync()
     {
@@ -49,10 +51,20 @@ internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, D
         });
     }
 
-    public Task ReloadTeamsAsync()
+    public async Task<bool> ReloadTeamsAsync()
     {
         SelfKey();
-        return teams.ReloadAsync(CancellationToken.None);
+        try
+        {
+            await teams.ReloadAsync(CancellationToken.None);
+            return true;
+        }
+        catch (Exception ex) when (ex is DbException or IOException or TimeoutException)
+        {
+            // An answer, not an exception: the caller's change succeeded, and what failed is this node's read.
+            ClusterLog.TeamReloadFailed(logger, ex);
+            return false;
+        }
     }
 
     private string SelfKey()

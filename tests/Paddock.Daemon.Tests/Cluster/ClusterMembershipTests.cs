@@ -70,10 +70,12 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             }
             await SendOkAsync(bare, c, HttpMethod.Patch, $"/teams/{team}", apiKey, """{"maxSandboxes":1}""");
             Assert.Equal(1, (int?)(await SendOkAsync(bare, b, HttpMethod.Get, "/teams", teamKey)).AsArray().Single()!["limits"]!["maxSandboxes"]);
+            var revoking = Stopwatch.StartNew();
             using (var revoke = await SendAsync(bare, b, HttpMethod.Delete, $"/admin/teams/{team}/api-keys/{teamKeyId}", apiKey))
             {
                 Assert.Equal(HttpStatusCode.NoContent, revoke.StatusCode);
             }
+            output.WriteLine($"a key revoked through B, both other nodes reloaded: {revoking.Elapsed.TotalMilliseconds:F0} ms");
             foreach (var node in nodes)
             {
                 using var refused = await SendAsync(bare, node, HttpMethod.Get, "/v2/sandboxes", teamKey);
