@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Audit;
 using Paddock.Daemon.Observability;
@@ -79,6 +80,8 @@ internal static class DaemonHost
         AddStore(services, options);
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddSingleton<Dashboard.DashboardSessions>();
+        services.AddSingleton<ApiKeyCheck>();
+        services.TryAddSingleton<ITeamChangeFanout, NoTeamChangeFanout>();
         services.AddSingleton<TeamDirectory>();
         services.AddSingleton<SandboxJournal>();
         services.AddSingleton(sp => new DeadlineScheduler(

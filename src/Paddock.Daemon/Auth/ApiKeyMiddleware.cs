@@ -9,9 +9,9 @@ namespace Paddock.Daemon.Auth;
 /// error body. Sandbox traffic never reaches this: the proxy runs first, and there the agent's access token and the
 /// traffic token are what count. A dashboard session's cookie stands for its key (<see cref="DashboardSessions"/>): the
 /// key it holds is checked here as if sent in the header, and a call that changes something must carry the session's
-/// CSRF token as well. The dashboard's own files and its sign-in are open.
+/// CSRF token as well (the check itself: <see cref="ApiKeyCheck"/>). The dashboard's own files and its sign-in are open.
 /// </summary>
-internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator authenticator, TeamDirectory directory, DashboardSessions sessions, ILogger<ApiKeyMiddleware> logger)
+internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyCheck check, TeamDirectory directory, ILogger<ApiKeyMiddleware> logger)
 {
     public async Task InvokeAsync(HttpContext http)
     {
@@ -27,32 +27,15 @@ internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyAuthenticator
             await next(http);
             return;
         }
-        var key = http.Request.Headers[ApiKeyAuthenticator.HeaderName];
-        if (key.Count == 0 && http.Request.Cookies.ContainsKey(DashboardSessions.CookieName))
+        var result = check.Check(http);
+        if (result.Caller is { } caller)
         {
-            key = sessions.KeyFor(http, out var csrfRefusal);
-            if (csrfRefusal is not null)
-            {
-                AuthLog.Refused(logger, http.Request.Method, http.Request.Path, http.Connection.RemoteIpAddress?.ToString(), csrfRefusal);
-                await ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status403Forbidden, csrfRefusal);
-                return;
-            }
-        }
-        if (key.Count == 0 && http.Request.Path == "/metrics" && http.Request.Headers.Authorization.ToString() is { } authorization
-            && authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
-        {
-            // Prometheus sends a scrape's credentials as a Bearer token; it cannot set X-API-Key on every version.
-            key = authorization[7..].Trim();
-        }
-        var reason = authenticator.Authenticate(key, out var caller);
-        if (reason is null)
-        {
-            http.SetCaller(caller!);
-            await directory.NoteUsedAsync(caller!);
+            http.SetCaller(caller);
+            await directory.NoteUsedAsync(caller);
             await next(http);
             return;
         }
-        AuthLog.Refused(logger, http.Request.Method, http.Request.Path, http.Connection.RemoteIpAddress?.ToString(), reason);
-        await ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status401Unauthorized, reason);
+        AuthLog.Refused(logger, http.Request.Method, http.Request.Path, http.Connection.RemoteIpAddress?.ToString(), result.Refusal!);
+        await ApiErrorMiddleware.WriteAsync(http, result.Status, result.Refusal!);
     }
 }

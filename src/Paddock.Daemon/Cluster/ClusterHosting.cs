@@ -52,6 +52,11 @@ internal static class ClusterHosting
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClusterMembership>());
         builder.Services.AddSingleton<ClusterDirectory>();
         builder.Services.AddSingleton<ClusterPlacement>();
+        // Teams and keys live in each node's memory: a change through one node is pushed to the others, and each
+        // reloads periodically for a push it missed. DaemonHost adds the single daemon's no-op only when this is absent.
+        builder.Services.AddSingleton<Teams.ITeamChangeFanout, ClusterTeamFanout>();
+        builder.Services.AddHostedService(sp => new ClusterTeamRefresh(
+            sp.GetRequiredService<Teams.TeamDirectory>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ClusterTeamRefresh>>()));
         // Orleans logs every membership step at Information; the daemon's own lines (ClusterLog) say what matters.
         builder.Logging.AddFilter("Orleans", LogLevel.Warning);
         // Orleans' placement retries through Polly, which logs every attempt at Information.

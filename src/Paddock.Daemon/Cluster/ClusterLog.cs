@@ -23,4 +23,16 @@ internal static partial class ClusterLog
 
     [LoggerMessage(EventId = 1706, Level = LogLevel.Information, Message = "node {NodeId} registered its API at {ApiUrl}")]
     public static partial void Registered(ILogger logger, string nodeId, string apiUrl);
+
+    [LoggerMessage(EventId = 1707, Level = LogLevel.Warning, Message = "node {NodeId} did not reload teams and API keys after a change through this node ({Error}); it catches up by its periodic reload within {Period}")]
+    public static partial void TeamReloadNotAnswered(ILogger logger, string nodeId, string error, TimeSpan period, Exception? exception);
+
+    [LoggerMessage(EventId = 1708, Level = LogLevel.Warning, Message = "the periodic reload of teams and API keys from the store failed; the keys loaded before stay in force")]
+    public static partial void TeamRefreshFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1709, Level = LogLevel.Information, Message = "the periodic reload of teams and API keys works again")]
+    public static partial void TeamRefreshRecovered(ILogger logger);
+
+    [LoggerMessage(EventId = 1710, Level = LogLevel.Warning, Message = "another node changed teams or API keys, and this node could not reload them from the store; its periodic reload tries again")]
+    public static partial void TeamReloadFailed(ILogger logger, Exception exception);
 }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
+using Paddock.Daemon.Auth;
 using Paddock.Daemon.Proxy;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
@@ -17,12 +18,21 @@ namespace Paddock.Daemon.Cluster;
 /// (<see cref="PostgresStore.GetNodeAsync"/>) through a short cache (<see cref="OwnerTtl"/>) that a kill through
 /// this node and a node's death clear at once. A forwarded request carries <see cref="ForwardedHeader"/>, and a
 /// node never forwards such a request again: one hop at most, whatever the records say.
+/// <para>
+/// A create and an API request are placed or forwarded only once their caller authenticates here
+/// (<see cref="ApiKeyCheck"/>, the key check the API itself uses): one that would be refused costs no grain call, no
+/// store read and no other node's work, and gets this node's own 401/403. The owner checks the key again. A caller
+/// that came by a dashboard session (held in this node's memory only) is forwarded with the session's key in
+/// <c>X-API-Key</c> and without its cookie, which the owner would not know. Sandbox traffic (by host or
+/// <c>E2b-Sandbox-Id</c>) carries no API key: its owner's proxy checks the sandbox's access token.
+/// </para>
 /// </summary>
 internal sealed class ClusterRouter(
     RequestDelegate next,
     IHttpForwarder forwarder,
     SandboxManager manager,
     SandboxDomain domain,
+    ApiKeyCheck check,
     ClusterDirectory directory,
     ClusterPlacement placement,
     DaemonOptions options,
@@ -30,6 +40,9 @@ internal sealed class ClusterRouter(
 {
     /// <summary>Set on a forwarded request, to the forwarding node's id.</summary>
     public const string ForwardedHeader = "X-Paddock-Forwarded-By";
+
+    /// <summary>Where <see cref="Authenticated"/> leaves a dashboard session's key for the forwarded request.</summary>
+    private const string SessionKeyItem = "paddock.cluster.session-key";
 
     private static readonly ForwarderRequestConfig RequestConfig = new()
     {
@@ -53,13 +66,27 @@ internal sealed class ClusterRouter(
 
     public async Task InvokeAsync(HttpContext http)
     {
-        if (!http.Request.Headers.ContainsKey(ForwardedHeader) && IsCreate(http.Request))
+        if (http.Request.Headers.ContainsKey(ForwardedHeader))
         {
-            await PlaceAsync(http);
+            await next(http);
             return;
         }
-        if (http.Request.Headers.ContainsKey(ForwardedHeader) || SandboxOf(http.Request) is not { } sandboxId
-            || manager.TryGetRunning(sandboxId, out _) || manager.TryGetPaused(sandboxId, out _))
+        if (IsCreate(http.Request))
+        {
+            if (Authenticated(http))
+            {
+                await PlaceAsync(http);
+            }
+            else
+            {
+                // Refused here by the API's own key check, as without a cluster; nothing was placed.
+                await next(http);
+            }
+            return;
+        }
+        if (SandboxOf(http.Request, out var isApi) is not { } sandboxId
+            || manager.TryGetRunning(sandboxId, out _) || manager.TryGetPaused(sandboxId, out _)
+            || (isApi && !Authenticated(http)))
         {
             await next(http);
             return;
@@ -120,13 +147,28 @@ internal sealed class ClusterRouter(
     private ValueTask<ForwarderError> ForwardAsync(HttpContext http, string url) =>
         forwarder.SendAsync(http, url, _invoker, RequestConfig, _transformer);
 
+    /// <summary>Whether the request's caller authenticates on this node; a session's key is kept for the forward.</summary>
+    private bool Authenticated(HttpContext http)
+    {
+        var result = check.Check(http);
+        if (result.SessionKey is { } key)
+        {
+            http.Items[SessionKeyItem] = key;
+        }
+        return result.Caller is not null;
+    }
+
     private static bool IsCreate(HttpRequest request) =>
         HttpMethods.IsPost(request.Method) && request.Path.Value is "/sandboxes" or "/v2/sandboxes"
         && !request.Headers.ContainsKey(SandboxRouting.SandboxIdHeader);
 
-    /// <summary>The sandbox a request is about: sandbox traffic by host or headers, or an API path naming one.</summary>
-    private string? SandboxOf(HttpRequest request)
+    /// <summary>
+    /// The sandbox a request is about: sandbox traffic by host or headers, or an API path naming one
+    /// (<paramref name="isApi"/>: the API key decides, not the sandbox's access token).
+    /// </summary>
+    private string? SandboxOf(HttpRequest request, out bool isApi)
     {
+        isApi = false;
         var route = SandboxRouting.Route(request, domain.HostName);
         if (route.Kind == SandboxRouting.Kind.Sandbox)
         {
@@ -136,11 +178,23 @@ internal sealed class ClusterRouter(
         {
             return null;
         }
-        // /sandboxes/{id}[/…] and /v2/sandboxes/{id}[/…]; /sandboxes/metrics is a listing, not an id.
+        isApi = true;
+        // /sandboxes/{id}[/…] and /v2/sandboxes/{id}[/…]; /sandboxes/metrics is a listing, not an id. The dashboard's
+        // calls on one sandbox (/dashboard/api/sandboxes/{id}[/…]) act through the owner's memory too, all but its
+        // terminal: that checks the session itself (held here only), and reaches the sandbox through this node's own
+        // API and proxy, which forward.
         var path = request.Path.Value.AsSpan();
         if (path.StartsWith("/v2/", StringComparison.Ordinal))
         {
             path = path[3..];
+        }
+        else if (path.StartsWith("/dashboard/api/", StringComparison.Ordinal))
+        {
+            path = path["/dashboard/api".Length..];
+            if (path.EndsWith("/terminal", StringComparison.Ordinal))
+            {
+                return null;
+            }
         }
         if (!path.StartsWith("/sandboxes/", StringComparison.Ordinal))
         {
@@ -160,6 +214,13 @@ internal sealed class ClusterRouter(
             // The owner routes {port}-{id}.{domain} hosts by the name the client used: the Host goes through unchanged.
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
             proxyRequest.Headers.TryAddWithoutValidation(ForwardedHeader, self);
+            if (httpContext.Items.TryGetValue(SessionKeyItem, out var value) && value is string key)
+            {
+                // The owner does not know this node's dashboard sessions: it gets the key the session stands for
+                // (its CSRF token was checked here), and no cookie that it would try and fail to use.
+                proxyRequest.Headers.Remove("Cookie");
+                proxyRequest.Headers.TryAddWithoutValidation(ApiKeyAuthenticator.HeaderName, key);
+            }
         }
     }
 }

@@ -1,5 +1,8 @@
+using System.Data.Common;
+using Orleans.Concurrency;
 using Orleans.Runtime;
 using Paddock.Daemon.Sandboxes;
+using Paddock.Daemon.Teams;
 
 namespace Paddock.Daemon.Cluster;
 
@@ -8,6 +11,14 @@ internal interface INodeGrain : IGrainWithStringKey
 {
     /// <summary>What the node runs and can still take, read from its own memory (not from the store).</summary>
     Task<NodeReport> GetReportAsync();
+
+    /// <summary>
+    /// Reloads the node's teams and API keys from the store (another node changed them: ClusterTeamFanout); false
+    /// when the node could not read the store (logged there; it keeps its keys until its periodic reload works).
+    /// Interleaved: a placement's report must not wait behind a store read.
+    /// </summary>
+    [AlwaysInterleave]
+    Task<bool> ReloadTeamsAsync();
 }
 
 /// <summary>A node's answer about itself.</summary>
@@ -26,16 +37,11 @@ internal sealed record NodeReport
 }
 
 [NodePlacement]
-internal sealed class NodeGrain(SandboxManager sandboxes, DaemonOptions options, ILocalSiloDetails silo) : Grain, INodeGrain
+internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo, ILogger<NodeGrain> logger) : Grain, INodeGrain
 {
     public Task<NodeReport> GetReportAsync()
     {
-        var key = this.GetPrimaryKeyString();
-        if (!string.Equals(key, options.Cluster?.NodeId, StringComparison.Ordinal))
-        {
-            // Only a placement bug could bring this here; answering would report another host's state as this one's.
-            throw new InvalidOperationException($"the grain of node '{key}' was activated on node '{options.Cluster?.NodeId}'");
-        }
+        var key = SelfKey();
         return Task.FromResult(new NodeReport
         {
             NodeId = key,
@@ -43,5 +49,32 @@ internal sealed class NodeGrain(SandboxManager sandboxes, DaemonOptions options,
             Reserved = sandboxes.Reserved,
             MaxSandboxes = options.MaxSandboxes,
         });
+    }
+
+    public async Task<bool> ReloadTeamsAsync()
+    {
+        SelfKey();
+        try
+        {
+            await teams.ReloadAsync(CancellationToken.None);
+            return true;
+        }
+        catch (Exception ex) when (ex is DbException or IOException or TimeoutException)
+        {
+            // An answer, not an exception: the caller's change succeeded, and what failed is this node's read.
+            ClusterLog.TeamReloadFailed(logger, ex);
+            return false;
+        }
+    }
+
+    private string SelfKey()
+    {
+        var key = this.GetPrimaryKeyString();
+        if (!string.Equals(key, options.Cluster?.NodeId, StringComparison.Ordinal))
+        {
+            // Only a placement bug could bring this here; answering would report another host's state as this one's.
+            throw new InvalidOperationException($"the grain of node '{key}' was activated on node '{options.Cluster?.NodeId}'");
+        }
+        return key;
     }
 }

@@ -8,8 +8,10 @@ namespace Paddock.Daemon.Teams;
 /// Teams and their API keys: every change goes to the store first, then the in-memory view (the teams here, the keys in
 /// <see cref="ApiKeyAuthenticator"/>) is reloaded from the store before the change returns. Changes are serialized,
 /// so the last reload always reflects every change that has returned; a revoked key is refused by the next request.
+/// Daemons that share the store (cluster mode) are told through <see cref="ITeamChangeFanout"/> before the change
+/// returns, and reload periodically besides (Cluster/ClusterTeamRefresh) for a node that missed that call.
 /// </summary>
-internal sealed class TeamDirectory(ITeamStore store, ApiKeyAuthenticator authenticator, DaemonOptions options, TimeProvider time, ILogger<TeamDirectory> logger)
+internal sealed class TeamDirectory(ITeamStore store, ApiKeyAuthenticator authenticator, DaemonOptions options, TimeProvider time, ITeamChangeFanout fanout, ILogger<TeamDirectory> logger)
 {
     /// <summary>How stale a key's "last used" may be: writing it on every request would put a write on every read.</summary>
     public static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
@@ -18,7 +20,10 @@ internal sealed class TeamDirectory(ITeamStore store, ApiKeyAuthenticator authen
     private readonly ConcurrentDictionary<string, long> _lastUsedWritten = new(StringComparer.Ordinal);
     private volatile IReadOnlyDictionary<string, TeamRecord> _teams = new Dictionary<string, TeamRecord>();
 
-    /// <summary>Loads teams and keys from the store (at start; every change reloads by itself).</summary>
+    /// <summary>
+    /// Loads teams and keys from the store: at start, when another node says it changed them, and periodically in
+    /// cluster mode (every change through this daemon reloads by itself). A failed read keeps the loaded view.
+    /// </summary>
     public async Task ReloadAsync(CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
@@ -154,18 +159,23 @@ internal sealed class TeamDirectory(ITeamStore store, ApiKeyAuthenticator authen
 
     private async Task<T> ChangeAsync<T>(Func<CancellationToken, Task<T>> change, CancellationToken cancellationToken)
     {
+        T result;
         await _gate.WaitAsync(cancellationToken);
         try
         {
-            var result = await change(cancellationToken);
+            result = await change(cancellationToken);
             // Not the request's token: a change that reached the store must reach the in-memory view too.
             await ReloadLockedAsync(CancellationToken.None);
-            return result;
         }
         finally
         {
             _gate.Release();
         }
+        // Outside the gate: another node may be telling this one about its own change at the same time, and its
+        // reload here waits for the gate; holding it while waiting for that node would stall both until the bound.
+        // Not the request's token either, for the same reason as the reload; the fanout bounds each node's wait.
+        await fanout.NotifyAsync(CancellationToken.None);
+        return result;
     }
 
     private async Task ReloadLockedAsync(CancellationToken cancellationToken)

@@ -16,7 +16,9 @@ namespace Paddock.Daemon.Tests.Cluster;
 /// over all three by free slots, a full cluster answers 429, another node's sandbox is reachable through any node's
 /// API and proxy, a SIGKILLed node is declared dead and its sandboxes are marked lost (404 everywhere, the reason in
 /// their records), creates then go to the survivors, and the node restarted under the same id rejoins, destroys what
-/// it left running and takes creates again.
+/// it left running and takes creates again. Teams and keys changed through one node hold on every node at once; a
+/// create with a key that does not authenticate is refused before placement; a dashboard session on one node acts on
+/// another node's sandbox.
 /// </summary>
 [Collection(PostgresCollection.Name)]
 public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputHelper output)
@@ -55,6 +57,44 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                     TimeSpan.FromSeconds(60), $"node {node.NodeId} to see three active nodes", ct);
             }
 
+            // Teams and keys: made through A, they work through B and C at once; a limit changed through C is B's at
+            // once; revoked through B, the key is refused through A and C at once. No waits: a change returns only
+            // when every active node has reloaded (ClusterTeamFanout).
+            using var bare = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+            var team = (string)(await SendOkAsync(bare, a, HttpMethod.Post, "/teams", apiKey, $$"""{"name":"cluster-{{Guid.NewGuid():N}}"}"""))["teamID"]!;
+            var madeKey = await SendOkAsync(bare, a, HttpMethod.Post, $"/admin/teams/{team}/api-keys", apiKey, """{"name":"made through a"}""");
+            var (teamKey, teamKeyId) = ((string)madeKey["key"]!, (string)madeKey["id"]!);
+            foreach (var node in nodes)
+            {
+                Assert.Empty((await SendOkAsync(bare, node, HttpMethod.Get, "/v2/sandboxes", teamKey)).AsArray());
+            }
+            await SendOkAsync(bare, c, HttpMethod.Patch, $"/teams/{team}", apiKey, """{"maxSandboxes":1}""");
+            Assert.Equal(1, (int?)(await SendOkAsync(bare, b, HttpMethod.Get, "/teams", teamKey)).AsArray().Single()!["limits"]!["maxSandboxes"]);
+            var revoking = Stopwatch.StartNew();
+            using (var revoke = await SendAsync(bare, b, HttpMethod.Delete, $"/admin/teams/{team}/api-keys/{teamKeyId}", apiKey))
+            {
+                Assert.Equal(HttpStatusCode.NoContent, revoke.StatusCode);
+            }
+            output.WriteLine($"a key revoked through B, both other nodes reloaded: {revoking.Elapsed.TotalMilliseconds:F0} ms");
+            foreach (var node in nodes)
+            {
+                using var refused = await SendAsync(bare, node, HttpMethod.Get, "/v2/sandboxes", teamKey);
+                Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            }
+
+            // A create with a key that does not authenticate is refused by the node it reached, before placement: a
+            // 401 from A, no record, and no other node saw it (a create placed on B or C would be refused there, in
+            // its log; with three free nodes each of these four would land elsewhere with odds 1/3).
+            foreach (var key in new[] { "e2b_" + new string('0', 40), teamKey, "e2b_" + new string('1', 40), teamKey })
+            {
+                using var refused = await SendAsync(bare, a, HttpMethod.Post, "/sandboxes", key, """{"templateID":"base"}""");
+                Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            }
+            Assert.Equal(0L, await CountSandboxesAsync(database, ct));
+            await UntilAsync(() => Task.FromResult(a.Log.Contains("Refused POST /sandboxes", StringComparison.Ordinal)), TimeSpan.FromSeconds(10), "A to log its refusals", ct);
+            Assert.DoesNotContain("Refused POST /sandboxes", b.Log, StringComparison.Ordinal);
+            Assert.DoesNotContain("Refused POST /sandboxes", c.Log, StringComparison.Ordinal);
+
             // Placement: six creates through A fill the three nodes' two slots each; the seventh (through C) is a 429.
             var created = new List<(string Id, string? Token)>();
             for (var i = 0; i < 3 * ClusterNode.MaxSandboxes; i++)
@@ -71,6 +111,11 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             {
                 Assert.Equal(HttpStatusCode.TooManyRequests, full.StatusCode);
                 Assert.Contains("every node of the cluster", await full.Content.ReadAsStringAsync(ct), StringComparison.Ordinal);
+            }
+            // A full cluster tells a caller without a valid key nothing about its load: 401, not 429.
+            using (var refused = await SendAsync(bare, c, HttpMethod.Post, "/sandboxes", teamKey, """{"templateID":"base"}"""))
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
             }
             // The list through any node is the cluster's: C lists the sandboxes on A, B and C, in both API versions.
             var all = created.Select(s => s.Id).Order(StringComparer.Ordinal).ToList();
@@ -92,6 +137,21 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                 health.Headers.Host = $"49983-{onB}.localhost:3000";
                 using var response = await c.Api.SendAsync(health, ct);
                 Assert.True(response.IsSuccessStatusCode, $"envd /health of B's sandbox through C by host: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}");
+            }
+            // A dashboard session on C (in C's memory only) acts on B's sandbox: C checks the cookie and the CSRF token
+            // and forwards the session's key instead of the cookie.
+            var (session, csrf) = await SignInAsync(bare, c, apiKey, ct);
+            using (var detail = await SendAsync(bare, c, HttpMethod.Get, $"/sandboxes/{onB}", key: null, cookie: session))
+            {
+                Assert.Equal(HttpStatusCode.OK, detail.StatusCode);
+            }
+            using (var extend = await SendAsync(bare, c, HttpMethod.Post, $"/dashboard/api/sandboxes/{onB}/timeout", key: null, """{"timeout":300}""", session, csrf))
+            {
+                Assert.Equal(HttpStatusCode.NoContent, extend.StatusCode);
+            }
+            using (var noCsrf = await SendAsync(bare, c, HttpMethod.Post, $"/dashboard/api/sandboxes/{onB}/timeout", key: null, """{"timeout":300}""", session))
+            {
+                Assert.Equal(HttpStatusCode.Forbidden, noCsrf.StatusCode);
             }
 
             // B SIGKILLed: declared dead, its sandboxes lost, through every node.
@@ -161,6 +221,58 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
         Assert.True(response.StatusCode == HttpStatusCode.Created, $"create through {node.NodeId}: {(int)response.StatusCode} {body}");
         var created = JsonNode.Parse(body)!;
         return ((string)created["sandboxID"]!, (string?)created["envdAccessToken"]);
+    }
+
+    /// <summary>A request to <paramref name="node"/> with the given key (or none), dashboard cookie and CSRF token.</summary>
+    private static async Task<HttpResponseMessage> SendAsync(HttpClient client, ClusterNode node, HttpMethod method, string path, string? key,
+        string? json = null, string? cookie = null, string? csrf = null)
+    {
+        using var request = new HttpRequestMessage(method, new Uri(node.Api.BaseAddress!, path));
+        if (key is not null)
+        {
+            request.Headers.Add("X-API-Key", key);
+        }
+        if (cookie is not null)
+        {
+            request.Headers.Add("Cookie", cookie);
+        }
+        if (csrf is not null)
+        {
+            request.Headers.Add("X-Paddock-Csrf", csrf);
+        }
+        if (json is not null)
+        {
+            request.Content = new StringContent(json, System.Text.Encoding.UTF8, "application/json");
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        return await client.SendAsync(request, timeout.Token);
+    }
+
+    /// <summary>As <see cref="SendAsync"/>, asserting a success; the body as JSON.</summary>
+    private static async Task<JsonNode> SendOkAsync(HttpClient client, ClusterNode node, HttpMethod method, string path, string key, string? json = null)
+    {
+        using var response = await SendAsync(client, node, method, path, key, json);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"{method} {path} through {node.NodeId}: {(int)response.StatusCode} {body}");
+        return JsonNode.Parse(body)!;
+    }
+
+    /// <summary>Signs in to the node's dashboard; the cookie (name=value) and the CSRF token.</summary>
+    private static async Task<(string Cookie, string Csrf)> SignInAsync(HttpClient client, ClusterNode node, string key, CancellationToken ct)
+    {
+        using var response = await SendAsync(client, node, HttpMethod.Post, "/dashboard/api/session", key: null, $$"""{"apiKey":"{{key}}"}""");
+        var body = await response.Content.ReadAsStringAsync(ct);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"dashboard sign-in through {node.NodeId}: {(int)response.StatusCode} {body}");
+        var cookie = response.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        return (cookie, (string)JsonNode.Parse(body)!["csrf"]!);
+    }
+
+    private async Task<long> CountSandboxesAsync(string database, CancellationToken ct)
+    {
+        await using var connection = new NpgsqlConnection(fixture.Server.ConnectionString(database));
+        await connection.OpenAsync(ct);
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM sandboxes", connection);
+        return (long)(await command.ExecuteScalarAsync(ct))!;
     }
 
     private static async Task<List<string>> ListedIdsAsync(ClusterNode node, string path, CancellationToken ct) =>
