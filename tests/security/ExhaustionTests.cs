@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Headers;
 
@@ -71,22 +72,25 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
     }
 
     /// <summary>
-    /// gVisor keeps no pid limit inside the sandbox: its processes are Sentry tasks, and the host's pids cgroup bounds
-    /// the Sentry's, gofer's and stubs' host tasks (the limit plus Gvisor:HostTaskAllowance; SECURITY.md). What it
-    /// promises instead, asserted here: the bomb never takes more host tasks than the cgroup allows, and whether the
-    /// sandbox survives it or ends (measured: it ends, when the Sentry cannot make a thread), the daemon stays alive and
-    /// answering, the host, the neighbour and the attacker sandbox are unharmed, and an ended victim is noticed,
-    /// unlisted and removed from the host. The victim is a sandbox of its own for that reason.
+    /// On gVisor the sandbox's processes are Sentry tasks: the host's pids cgroup bounds only the Sentry's, gofer's and
+    /// stubs' host tasks (the limit plus Gvisor:HostTaskAllowance; SECURITY.md), and a process that exited unwaited
+    /// holds none. The process limit inside is RLIMIT_NPROC (GvisorConfig), which the Sentry enforces per user. What is
+    /// asserted: the same bomb as on runc stops with EAGAIN under that limit, the host tasks never pass the cgroup's
+    /// limit, and the sandbox, its neighbour and the host stay as they were. The Sentry spawns far slower than runc
+    /// (about 24 s for the 1022 spawns on a quiet 2-core host), so the wait for the verdict is longer than on runc.
     /// </summary>
     private async Task ForkBombOnGvisorAsync(TestSandbox victim, string cgroup)
     {
-        var max = long.Parse(File.ReadAllText(Path.Combine(cgroup, "pids.max")).Trim(), CultureInfo.InvariantCulture);
+        var hostMax = long.Parse(File.ReadAllText(Path.Combine(cgroup, "pids.max")).Trim(), CultureInfo.InvariantCulture);
+        var limits = (await victim.RunAsync("grep '^Max processes' /proc/self/limits")).Stdout;
+        var nproc = long.Parse(limits.Split(' ', StringSplitOptions.RemoveEmptyEntries)[2], CultureInfo.InvariantCulture);
+        Assert.True(nproc < hostMax, $"RLIMIT_NPROC {nproc} inside, the host's pids.max {hostMax}");
         var started = await victim.RunAsync($$"""
             cat > /tmp/bomb.py <<'PY'
             import errno, os
             quiet = [(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0), (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)]
             spawned, err = 0, "none"
-            for _ in range({{max * 3}}):
+            for _ in range({{nproc * 3}}):
                 try:
                     os.posix_spawn("/bin/sleep", ["sleep", "5"], {}, file_actions=quiet)
                     spawned += 1
@@ -98,9 +102,11 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
             (setsid python3 /tmp/bomb.py >/dev/null 2>&1 &); echo started
             """);
         Assert.Equal("started\n", started.Stdout);
-        var outcome = "";
+        var verdict = "";
         long peak = 0;
-        for (var i = 0; i < 90 && outcome.Length == 0; i++)
+        var clock = Stopwatch.StartNew();
+        // Bounded in count (300 looks) and time (6 minutes).
+        for (var i = 0; i < 300 && verdict.Length == 0 && clock.Elapsed < TimeSpan.FromMinutes(6); i++)
         {
             await Task.Delay(TimeSpan.FromSeconds(1));
             try
@@ -109,38 +115,23 @@ public sealed class ExhaustionTests(BatteryFixture fixture, Xunit.Abstractions.I
             }
             catch (IOException)
             {
-                // the cgroup went with the sandbox
-            }
-            if (!await victim.ExistsAsync())
-            {
-                outcome = "ended";
-                break;
+                // the cgroup went with the sandbox: the assertions below say so
             }
             try
             {
-                outcome = (await victim.RunAsync("cat /tmp/bomb.out 2>/dev/null || true", timeout: TimeSpan.FromSeconds(20))).Stdout.Trim();
+                verdict = (await victim.RunAsync("cat /tmp/bomb.out 2>/dev/null || true", timeout: TimeSpan.FromSeconds(20))).Stdout.Trim();
             }
             catch (Exception ex) when (ex is IOException or HttpRequestException or TaskCanceledException)
             {
-                // the Sentry is busy or dying: look again (bounded)
+                // the Sentry is busy: look again (bounded)
             }
         }
-        output.WriteLine($"gVisor fork bomb: {(outcome.Length == 0 ? "no verdict in 90 s" : outcome)}; host tasks peaked at {peak} of {max}");
-        Assert.True(outcome.Length > 0, "the bomb neither ended nor ended its sandbox within 90 s");
-        Assert.True(peak <= max, $"the sandbox's host tasks reached {peak}, over its pids.max {max}");
-        if (outcome == "ended")
-        {
-            // Gone from the host too: no cgroup, directory or process of it left.
-            for (var i = 0; i < 100 && HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids") is not null; i++)
-            {
-                await Task.Delay(100);
-            }
-            Assert.Null(HostLeftovers.SandboxCgroup(fixture.Daemon.CgroupParent, victim.Id, "pids"));
-        }
-        else
-        {
-            Assert.Equal("alive\n", (await victim.RunAsync("echo alive")).Stdout);
-        }
+        output.WriteLine($"gVisor fork bomb: {(verdict.Length == 0 ? "no verdict" : verdict)} after {clock.Elapsed.TotalSeconds:0} s; RLIMIT_NPROC {nproc}; host tasks peaked at {peak} of {hostMax}");
+        var fields = verdict.Split(' ');
+        Assert.True(fields.Length == 2 && fields[0] == "EAGAIN", $"the bomb ended with: '{verdict}' after {clock.Elapsed.TotalSeconds:0} s");
+        Assert.True(long.Parse(fields[1], CultureInfo.InvariantCulture) < nproc, verdict);
+        Assert.True(peak <= hostMax, $"the sandbox's host tasks reached {peak}, over its pids.max {hostMax}");
+        Assert.Equal("alive\n", (await victim.RunAsync("echo alive")).Stdout);
         Assert.Equal("ok\n", (await fixture.Attacker.RunAsync("echo ok")).Stdout);
         await fixture.AssertHostUnchangedAsync();
     }
