@@ -82,6 +82,7 @@ internal static class DaemonHost
         services.AddSingleton<Dashboard.DashboardSessions>();
         services.AddSingleton<ApiKeyCheck>();
         services.TryAddSingleton<ITeamChangeFanout, NoTeamChangeFanout>();
+        services.TryAddSingleton<IRemoteSandboxMetrics, NoRemoteSandboxMetrics>();
         services.AddSingleton<TeamDirectory>();
         services.AddSingleton<SandboxJournal>();
         services.AddSingleton(sp => new DeadlineScheduler(

@@ -220,7 +220,7 @@ internal static class SandboxEndpoints
         return Results.Json(samples.Select(ToMetric).ToList(), ApiJsonContext.Default.ListSandboxMetricResponse);
     }
 
-    private static async Task<IResult> ListMetricsAsync(HttpContext http, SandboxManager manager)
+    private static async Task<IResult> ListMetricsAsync(HttpContext http, SandboxManager manager, IRemoteSandboxMetrics remote)
     {
         var ids = http.Request.Query["sandbox_ids"].SelectMany(v => (v ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             .Distinct(StringComparer.Ordinal).ToList();
@@ -232,6 +232,9 @@ internal static class SandboxEndpoints
         {
             throw ApiRequestException.BadRequest("sandbox_ids can name at most 100 sandboxes");
         }
+        // Ids this daemon does not hold may run on another node of a cluster: their owners are asked meanwhile, each
+        // checking the caller's key and team itself (a single daemon has none to ask).
+        var elsewhere = remote.GetAsync(http, [.. ids.Where(id => !manager.TryGetRunning(id, out _) && !manager.TryGetPaused(id, out _))], http.RequestAborted);
         var result = new Dictionary<string, SandboxMetricResponse>(StringComparer.Ordinal);
         foreach (var id in ids)
         {
@@ -246,6 +249,10 @@ internal static class SandboxEndpoints
                     // Ended between the two calls: a list leaves it out rather than failing.
                 }
             }
+        }
+        foreach (var (id, metric) in await elsewhere)
+        {
+            result.TryAdd(id, metric);
         }
         return Results.Json(new SandboxesWithMetricsResponse(result), ApiJsonContext.Default.SandboxesWithMetricsResponse);
     }

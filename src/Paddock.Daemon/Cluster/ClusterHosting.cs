@@ -55,6 +55,8 @@ internal static class ClusterHosting
         // Teams and keys live in each node's memory: a change through one node is pushed to the others, and each
         // reloads periodically for a push it missed. DaemonHost adds the single daemon's no-op only when this is absent.
         builder.Services.AddSingleton<Teams.ITeamChangeFanout, ClusterTeamFanout>();
+        // The batch metrics listing answers for every node's sandboxes: the owners are asked (ClusterSandboxMetrics).
+        builder.Services.AddSingleton<Api.IRemoteSandboxMetrics, ClusterSandboxMetrics>();
         builder.Services.AddHostedService(sp => new ClusterTeamRefresh(
             sp.GetRequiredService<Teams.TeamDirectory>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ClusterTeamRefresh>>()));
         // Orleans logs every membership step at Information; the daemon's own lines (ClusterLog) say what matters.

@@ -35,4 +35,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(EventId = 1710, Level = LogLevel.Warning, Message = "another node changed teams or API keys, and this node could not reload them from the store; its periodic reload tries again")]
     public static partial void TeamReloadFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1711, Level = LogLevel.Warning, Message = "the node at {ApiUrl} did not answer the metrics listing for its {Count} sandboxes ({Error}); they are left out of the answer")]
+    public static partial void MetricsNotAnswered(ILogger logger, string apiUrl, int count, string error, Exception? exception);
 }

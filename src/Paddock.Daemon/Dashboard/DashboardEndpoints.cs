@@ -36,7 +36,7 @@ internal static class DashboardEndpoints
         app.MapPost(Prefix + "/api/session", SignInAsync);
         app.MapGet(Prefix + "/api/session", Session);
         app.MapDelete(Prefix + "/api/session", SignOut);
-        app.MapGet(Prefix + "/api/sandboxes", List);
+        app.MapGet(Prefix + "/api/sandboxes", ListAsync);
         app.MapDelete(Prefix + "/api/sandboxes/{sandboxID}", KillAsync);
         app.MapPost(Prefix + "/api/sandboxes/{sandboxID}/timeout", ExtendAsync);
         app.MapGet(Prefix + "/api/sandboxes/{sandboxID}/files", ListFilesAsync);
@@ -95,8 +95,13 @@ internal static class DashboardEndpoints
         return Results.NoContent();
     }
 
-    /// <summary>The live sandboxes the caller may see (an admin: every team's), filtered by <c>state</c> and <c>metadata</c> (<c>k=v</c>, repeatable).</summary>
-    private static IResult List(HttpContext http, SandboxManager manager, MetricsHistory history, IdleFreezer freezer)
+    /// <summary>
+    /// The live sandboxes the caller may see (an admin: every team's), filtered by <c>state</c> and <c>metadata</c>
+    /// (<c>k=v</c>, repeatable). In a cluster, every node's: the running records of the shared store (the query the
+    /// API's lists use), each row naming its node. Whether a sandbox is frozen and its usage now are known only to the
+    /// node that runs it, so another node's rows show it as running and carry no usage figures.
+    /// </summary>
+    private static async Task<IResult> ListAsync(HttpContext http, SandboxManager manager, MetricsHistory history, IdleFreezer freezer, DaemonOptions options, Store.ISandboxStore store)
     {
         var caller = http.GetCaller();
         var state = http.Request.Query["state"].ToString();
@@ -114,22 +119,31 @@ internal static class DashboardEndpoints
             }
             wanted.Add(new(pair![..at], pair[(at + 1)..]));
         }
+        var self = options.Cluster?.NodeId;
+        var live = manager.Running.Select(r => (Record: r, Local: true)).ToList();
+        if (self is not null)
+        {
+            // The other nodes' sandboxes; a dead node's are not among them (its records are marked lost).
+            var held = live.Select(l => l.Record.SandboxId).ToHashSet(StringComparer.Ordinal);
+            live.AddRange((await store.ListAsync([Store.SandboxState.Running], http.RequestAborted))
+                .Where(r => !held.Contains(r.SandboxId)).Select(r => (Record: r, Local: false)));
+        }
         var rows = new List<DashboardSandbox>();
-        foreach (var r in manager.Running.OrderBy(r => r.StartedAt))
+        foreach (var (r, local) in live.OrderBy(l => l.Record.StartedAt))
         {
             if (r.TeamId != caller.TeamId && !caller.IsAdmin)
             {
                 continue;
             }
-            var shown = freezer.IsFrozen(r.SandboxId) ? "frozen" : "running";
+            var shown = local && freezer.IsFrozen(r.SandboxId) ? "frozen" : "running";
             if ((state.Length > 0 && state != shown)
                 || wanted.Any(w => !r.Metadata.TryGetValue(w.Key, out var v) || v != w.Value))
             {
                 continue;
             }
-            var now = history.Samples(r.SandboxId, null, null) is { Count: > 0 } samples ? samples[^1] : null;
+            var now = local && history.Samples(r.SandboxId, null, null) is { Count: > 0 } samples ? samples[^1] : null;
             rows.Add(new DashboardSandbox(r.SandboxId, r.TeamId, shown, r.RuntimeName, r.TemplateId, r.Alias, r.Metadata, r.StartedAt, r.EndAt,
-                r.CpuCount, r.MemoryMB, now?.CpuUsedPercent, now?.MemoryUsedBytes, r.TeamId == caller.TeamId));
+                r.CpuCount, r.MemoryMB, now?.CpuUsedPercent, now?.MemoryUsedBytes, r.TeamId == caller.TeamId, local ? self : r.NodeId));
         }
         return Results.Json(rows, DashboardJsonContext.Default.ListDashboardSandbox);
     }
@@ -198,9 +212,10 @@ internal static class DashboardEndpoints
         return Results.Json(new FileEntryResponse(written.Name, written.Path, "file", 0, ""), DashboardJsonContext.Default.FileEntryResponse);
     }
 
+    /// <summary>This daemon's own figures; in a cluster, of the node that serves the page, named by its id.</summary>
     private static IResult Host(SandboxManager manager, IdleFreezer freezer, WarmPools pools, DaemonOptions options, IIsolationTiers tiers) =>
         Results.Json(new HostResponse(options.MaxSandboxes, manager.Reserved, manager.Running.Count, freezer.FrozenCount, pools.ReadyCounts,
-            tiers.DefaultTier, tiers.Names), DashboardJsonContext.Default.HostResponse);
+            tiers.DefaultTier, tiers.Names, options.Cluster?.NodeId), DashboardJsonContext.Default.HostResponse);
 
     /// <summary>The key this request acts with: its X-API-Key header, or its dashboard session's.</summary>
     internal static string KeyOf(HttpContext http, DashboardSessions sessions)

@@ -14,7 +14,10 @@ internal sealed record SessionResponse(
     [property: JsonPropertyName("keyMask")] string KeyMask,
     [property: JsonPropertyName("csrf")] string Csrf);
 
-/// <summary>One row of the sandboxes page: what the E2B list gives, plus the team, the tier and the usage now.</summary>
+/// <summary>
+/// One row of the sandboxes page: what the E2B list gives, plus the team, the tier and the usage now; in a cluster, the
+/// node that runs it (absent on a single daemon).
+/// </summary>
 internal sealed record DashboardSandbox(
     [property: JsonPropertyName("sandboxID")] string SandboxId,
     [property: JsonPropertyName("teamID")] string TeamId,
@@ -29,7 +32,8 @@ internal sealed record DashboardSandbox(
     [property: JsonPropertyName("memoryMB")] int MemoryMB,
     [property: JsonPropertyName("cpuUsedPct")] double? CpuUsedPct,
     [property: JsonPropertyName("memUsed")] long? MemUsed,
-    [property: JsonPropertyName("ownTeam")] bool OwnTeam);
+    [property: JsonPropertyName("ownTeam")] bool OwnTeam,
+    [property: JsonPropertyName("nodeID")] string? NodeId);
 
 internal sealed class ExtendRequest
 {
@@ -52,7 +56,8 @@ internal sealed record HostResponse(
     [property: JsonPropertyName("frozen")] int Frozen,
     [property: JsonPropertyName("pools")] IReadOnlyDictionary<string, int> Pools,
     [property: JsonPropertyName("defaultTier")] string DefaultTier,
-    [property: JsonPropertyName("tiers")] IReadOnlyList<string> Tiers);
+    [property: JsonPropertyName("tiers")] IReadOnlyList<string> Tiers,
+    [property: JsonPropertyName("nodeID")] string? NodeId);
 
 /// <summary>A control message of the terminal's WebSocket (text frames; bytes of the terminal go in binary frames).</summary>
 internal sealed class TerminalControl

@@ -172,9 +172,12 @@ async function loadSandboxes(body, stateFilter, metadataFilter) {
   if (stateFilter) query.append('state', stateFilter);
   for (const pair of metadataFilter.split(',').map(s => s.trim()).filter(Boolean)) query.append('metadata', pair);
   const sandboxes = await api('GET', `/dashboard/api/sandboxes?${query}`);
+  // A cluster's rows name the node that runs each sandbox; a single daemon's have no node.
+  const clustered = sandboxes.some(s => s.nodeID !== undefined);
   const rows = sandboxes.map(s => el('tr', { 'data-sandbox-id': s.sandboxID },
     el('td', {}, s.ownTeam ? el('a', { href: `#/sandboxes/${s.sandboxID}` }, s.sandboxID) : s.sandboxID),
     el('td', {}, s.teamID),
+    ...(clustered ? [el('td', { class: 'node' }, s.nodeID ?? '')] : []),
     el('td', { class: 'state' }, s.state),
     el('td', {}, s.isolation),
     el('td', {}, s.alias || s.templateID),
@@ -188,7 +191,7 @@ async function loadSandboxes(body, stateFilter, metadataFilter) {
       el('button', { class: 'kill', type: 'button', onclick: () => kill(s.sandboxID) }, 'Kill'))));
   body.replaceChildren(sandboxes.length === 0
     ? el('p', { class: 'muted', id: 'no-sandboxes' }, 'No sandboxes.')
-    : table(['ID', 'Team', 'State', 'Tier', 'Template', 'Metadata', 'Age', 'Deadline', 'CPU', 'Memory', ''], rows));
+    : table(['ID', 'Team', ...(clustered ? ['Node'] : []), 'State', 'Tier', 'Template', 'Metadata', 'Age', 'Deadline', 'CPU', 'Memory', ''], rows));
 }
 
 async function kill(id) {
@@ -437,6 +440,8 @@ function hostPage() {
     try {
       const host = await api('GET', '/dashboard/api/host');
       holder.replaceChildren(table(['', ''], [
+        // In a cluster these are the figures of the node that serves this page only.
+        ...(host.nodeID === undefined ? [] : [el('tr', {}, el('td', {}, 'Node'), el('td', { id: 'host-node' }, `${host.nodeID} (this node's figures only)`))]),
         el('tr', {}, el('td', {}, 'Capacity'), el('td', {}, `${host.reserved} of ${host.maxSandboxes} sandboxes (${host.maxSandboxes - host.reserved} left)`)),
         el('tr', {}, el('td', {}, 'Running'), el('td', {}, host.running)),
         el('tr', {}, el('td', {}, 'Frozen (idle)'), el('td', { id: 'host-frozen' }, host.frozen)),
