@@ -18,7 +18,8 @@ namespace Paddock.Daemon.Tests.Cluster;
 /// their records), creates then go to the survivors, and the node restarted under the same id rejoins, destroys what
 /// it left running and takes creates again. Teams and keys changed through one node hold on every node at once; a
 /// create with a key that does not authenticate is refused before placement; a dashboard session on one node acts on
-/// another node's sandbox.
+/// another node's sandbox. The lists are the cluster's through any node: the API's, the batch metrics listing (by
+/// team) and the dashboard's.
 /// </summary>
 [Collection(PostgresCollection.Name)]
 public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputHelper output)
@@ -121,6 +122,21 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             var all = created.Select(s => s.Id).Order(StringComparer.Ordinal).ToList();
             Assert.Equal(all, await ListedIdsAsync(c, "/v2/sandboxes", ct));
             Assert.Equal(all, await ListedIdsAsync(c, "/sandboxes", ct));
+            // So is the batch metrics listing: C asks A and B for theirs (each checks the key and the team itself) and
+            // answers with its own; an unknown id is left out, as on a single daemon.
+            var idList = string.Join(',', all);
+            var metrics = (await SendOkAsync(bare, c, HttpMethod.Get, $"/sandboxes/metrics?sandbox_ids={idList},doesnotexist00000000", apiKey))["sandboxes"]!.AsObject();
+            Assert.Equal(all, metrics.Select(m => m.Key).Order(StringComparer.Ordinal));
+            Assert.All(metrics, m =>
+            {
+                Assert.True((long)m.Value!["memUsed"]! > 0, $"memUsed of {m.Key} (on {owners[m.Key]}): {m.Value}");
+                Assert.True((long)m.Value["memTotal"]! > 0, $"memTotal of {m.Key} (on {owners[m.Key]}): {m.Value}");
+                Assert.True((long)m.Value["timestampUnix"]! > 1_700_000_000, $"timestampUnix of {m.Key}: {m.Value}");
+            });
+            // Another team's key gets none of them through C, neither C's own nor the other nodes' (their owners refuse
+            // them by team as C does its own).
+            var otherTeamKey = (string)(await SendOkAsync(bare, a, HttpMethod.Post, $"/admin/teams/{team}/api-keys", apiKey, """{"name":"another team's"}"""))["key"]!;
+            Assert.Empty((await SendOkAsync(bare, c, HttpMethod.Get, $"/sandboxes/metrics?sandbox_ids={idList}", otherTeamKey))["sandboxes"]!.AsObject());
             // A asks each node's grain, which runs on that node's silo only and answers from that node's memory.
             Assert.All(await a.NodesAsync(ct), n => Assert.Equal(ClusterNode.MaxSandboxes, (int?)n!["reserved"]));
 
@@ -141,6 +157,26 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             // A dashboard session on C (in C's memory only) acts on B's sandbox: C checks the cookie and the CSRF token
             // and forwards the session's key instead of the cookie.
             var (session, csrf) = await SignInAsync(bare, c, apiKey, ct);
+            // The dashboard's list through C shows the sandboxes of every node, each row naming its node; the host view
+            // is C's own and says so. The metrics listing by the session's key answers for every node's too.
+            using (var list = await SendAsync(bare, c, HttpMethod.Get, "/dashboard/api/sandboxes", key: null, cookie: session))
+            {
+                var body = await list.Content.ReadAsStringAsync(ct);
+                Assert.True(list.StatusCode == HttpStatusCode.OK, $"dashboard list through C: {(int)list.StatusCode} {body}");
+                var rows = JsonNode.Parse(body)!.AsArray();
+                Assert.Equal(all, rows.Select(r => (string)r!["sandboxID"]!).Order(StringComparer.Ordinal));
+                Assert.All(rows, r => Assert.Equal(owners[(string)r!["sandboxID"]!], (string?)r["nodeID"]));
+            }
+            using (var host = await SendAsync(bare, c, HttpMethod.Get, "/dashboard/api/host", key: null, cookie: session))
+            {
+                Assert.Equal("c", (string?)JsonNode.Parse(await host.Content.ReadAsStringAsync(ct))!["nodeID"]);
+            }
+            using (var bySession = await SendAsync(bare, c, HttpMethod.Get, $"/sandboxes/metrics?sandbox_ids={idList}", key: null, cookie: session))
+            {
+                var body = await bySession.Content.ReadAsStringAsync(ct);
+                Assert.True(bySession.StatusCode == HttpStatusCode.OK, $"metrics listing by a dashboard session through C: {(int)bySession.StatusCode} {body}");
+                Assert.Equal(all, JsonNode.Parse(body)!["sandboxes"]!.AsObject().Select(m => m.Key).Order(StringComparer.Ordinal));
+            }
             using (var detail = await SendAsync(bare, c, HttpMethod.Get, $"/sandboxes/{onB}", key: null, cookie: session))
             {
                 Assert.Equal(HttpStatusCode.OK, detail.StatusCode);
