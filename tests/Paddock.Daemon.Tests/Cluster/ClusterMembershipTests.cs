@@ -125,7 +125,9 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             // So is the batch metrics listing: C asks A and B for theirs (each checks the key and the team itself) and
             // answers with its own; an unknown id is left out, as on a single daemon.
             var idList = string.Join(',', all);
+            var listing = Stopwatch.StartNew();
             var metrics = (await SendOkAsync(bare, c, HttpMethod.Get, $"/sandboxes/metrics?sandbox_ids={idList},doesnotexist00000000", apiKey))["sandboxes"]!.AsObject();
+            output.WriteLine($"metrics listing of six sandboxes on three nodes through C: {listing.Elapsed.TotalMilliseconds:F0} ms");
             Assert.Equal(all, metrics.Select(m => m.Key).Order(StringComparer.Ordinal));
             Assert.All(metrics, m =>
             {
