@@ -208,8 +208,9 @@ for (const [transportName, makeTransport] of [['stdio (paddock mcp)', stdioTrans
       }
     })
 
-    // todo: passed over one transport and failed over the other in the last run (the runc resume's overlay mount got
-    // ENOENT); not yet understood, so it runs without failing the suite.
+    // todo: passed over one transport and failed over the other in one run (the runc resume's overlay mount got
+    // ENOENT); not yet understood, so it runs without failing the suite. The resume's error now names the overlay's
+    // missing directory and the sandbox's mounts (SandboxFilesystem.Remount), for the next time it happens.
     it('pauses and resumes the sandbox (issue 18), its files kept', { ...T, todo: 'runc resume: overlay remount ENOENT seen once, not yet understood' }, async () => {
       await ok(client, 'write_file', { sandboxId, path: '/home/user/paused.txt', content: 'kept while paused\n' })
       const paused = await ok(client, 'pause_sandbox', { sandboxId })

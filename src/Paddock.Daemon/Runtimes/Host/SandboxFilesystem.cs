@@ -170,6 +170,15 @@ internal static class SandboxFilesystem
         Directory.CreateDirectory(layout.Rootfs);
         var errno = Mounts.Mount("overlay", layout.Rootfs, "overlay", Mounts.MS_NODEV,
             $"lowerdir={string.Join(':', metadata.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
+        if (errno == Errno.ENOENT)
+        {
+            // Seen twice on a runc resume and never understood (issue 15's MCP pause case): the message says which of
+            // the overlay's directories was missing at the moment of the mount, and what was mounted under the sandbox.
+            var missing = metadata.TemplateLayers.Append(layout.Upper).Append(layout.Work).Where(d => !Directory.Exists(d)).ToList();
+            throw new IOException(
+                $"mount overlay on {layout.Rootfs} failed with ENOENT; missing: {(missing.Count > 0 ? string.Join(", ", missing) : "none of its directories")}; "
+                + $"mounted under the sandbox before: {(mounted.Count > 0 ? string.Join(", ", mounted) : "nothing")}; now: {string.Join(", ", MountTable.Under(layout.Directory))}");
+        }
         if (errno != 0)
         {
             throw Errno.Exception("mount overlay", layout.Rootfs, errno);
