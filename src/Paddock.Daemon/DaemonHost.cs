@@ -83,6 +83,7 @@ internal static class DaemonHost
         services.AddSingleton<ApiKeyCheck>();
         services.TryAddSingleton<ITeamChangeFanout, NoTeamChangeFanout>();
         services.TryAddSingleton<IRemoteSandboxMetrics, NoRemoteSandboxMetrics>();
+        services.TryAddSingleton<Templates.ITemplateReplicas, Templates.NoTemplateReplicas>();
         services.AddSingleton<TeamDirectory>();
         services.AddSingleton<SandboxJournal>();
         services.AddSingleton(sp => new DeadlineScheduler(
@@ -190,6 +191,7 @@ internal static class DaemonHost
         Volumes.VolumeEndpoints.MapVolumeApi(app);
         app.MapAuditApi();
         Cluster.ClusterEndpoints.MapClusterApi(app);
+        Cluster.ClusterTemplateReplicas.MapLayerEndpoint(app);
         app.MapMetricsEndpoint();
         Dashboard.DashboardEndpoints.MapDashboard(app);
         app.MapMcp(McpEndpoint.Path);

@@ -52,6 +52,8 @@ internal sealed partial class ApiErrorMiddleware(RequestDelegate next, ILogger<A
         // The runtime lost it between the daemon's check and the call (killed behind the daemon's back).
         Runtimes.SandboxNotFoundException e => new(StatusCodes.Status404NotFound, e.Message),
         TemplateNotFoundException e => new(StatusCodes.Status400BadRequest, e.Message),
+        // Cluster mode: the template's files are on another node that could not give them (down, or a bad copy).
+        Templates.TemplateFetchException e => new(StatusCodes.Status503ServiceUnavailable, e.Message),
         SandboxFeatureNotSupportedException e => new(StatusCodes.Status400BadRequest, e.Message),
         Runtimes.SandboxNetworkUnsupportedException e => new(StatusCodes.Status409Conflict, e.Message),
         // The request is well formed but the sandbox's tier cannot do it (runc and memory: true): the message names the tier.

@@ -57,6 +57,9 @@ internal static class ClusterHosting
         builder.Services.AddSingleton<Teams.ITeamChangeFanout, ClusterTeamFanout>();
         // The batch metrics listing answers for every node's sandboxes: the owners are asked (ClusterSandboxMetrics).
         builder.Services.AddSingleton<Api.IRemoteSandboxMetrics, ClusterSandboxMetrics>();
+        // Templates made on one node start on any node: layers fetched on first use, deletes reach every holder.
+        builder.Services.AddHttpContextAccessor();
+        builder.Services.AddSingleton<Templates.ITemplateReplicas, ClusterTemplateReplicas>();
         builder.Services.AddHostedService(sp => new ClusterTeamRefresh(
             sp.GetRequiredService<Teams.TeamDirectory>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ClusterTeamRefresh>>()));
         // Orleans logs every membership step at Information; the daemon's own lines (ClusterLog) say what matters.

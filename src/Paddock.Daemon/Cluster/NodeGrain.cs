@@ -19,6 +19,13 @@ internal interface INodeGrain : IGrainWithStringKey
     /// </summary>
     [AlwaysInterleave]
     Task<bool> ReloadTeamsAsync();
+
+    /// <summary>
+    /// Removes the node's copy of a deleted template's layer (ClusterTemplateReplicas); false when it had none or a
+    /// template still names it.
+    /// </summary>
+    [AlwaysInterleave]
+    Task<bool> RemoveLayerCopyAsync(string layer);
 }
 
 /// <summary>A node's answer about itself.</summary>
@@ -37,8 +44,15 @@ internal sealed record NodeReport
 }
 
 [NodePlacement]
-internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo, ILogger<NodeGrain> logger) : Grain, INodeGrain
+internal sealed class NodeGrain(SandboxManager sandboxes, TeamDirectory teams, DaemonOptions options, ILocalSiloDetails silo, ILogger<NodeGrain> logger,
+    Templates.TemplateRegistry templates) : Grain, INodeGrain
 {
+    public Task<bool> RemoveLayerCopyAsync(string layer)
+    {
+        SelfKey();
+        return templates.RemoveCopyAsync(layer, CancellationToken.None);
+    }
+
     public Task<NodeReport> GetReportAsync()
     {
         var key = SelfKey();

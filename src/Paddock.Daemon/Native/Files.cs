@@ -19,7 +19,8 @@ internal static partial class Files
     public const uint S_IFREG = 0x8000;
 
     /// <summary>What statx(2) says about a path, without following a final symbolic link.</summary>
-    public readonly record struct Status(uint Uid, uint Gid, uint Mode, ulong Inode, uint DevMajor, uint DevMinor, ulong Size, ulong Blocks, uint LinkCount)
+    public readonly record struct Status(uint Uid, uint Gid, uint Mode, ulong Inode, uint DevMajor, uint DevMinor, ulong Size, ulong Blocks, uint LinkCount,
+        uint RdevMajor = 0, uint RdevMinor = 0)
     {
         public uint Type => Mode & S_IFMT;
 
@@ -50,7 +51,9 @@ internal static partial class Files
             DevMinor: *(uint*)(buffer + 0x8C),
             Size: *(ulong*)(buffer + 0x28),
             Blocks: *(ulong*)(buffer + 0x30),
-            LinkCount: *(uint*)(buffer + 0x10));
+            LinkCount: *(uint*)(buffer + 0x10),
+            RdevMajor: *(uint*)(buffer + 0x80),
+            RdevMinor: *(uint*)(buffer + 0x84));
         return 0;
     }
 

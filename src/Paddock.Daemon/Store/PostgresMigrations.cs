@@ -51,6 +51,23 @@ internal static partial class PostgresMigrations
             """),
         // Orleans' membership tables and queries (Cluster/OrleansMembershipSchema.cs).
         (1002, Cluster.OrleansMembershipSchema.Sql),
+        // Templates across nodes (Cluster/ClusterTemplateReplicas.cs): each layer a node made, by its directory's name,
+        // with the digest of its files computed when it was made (Templates/LayerTransfer.cs); and which nodes hold a
+        // verified copy. A layer's name is the same on every node (a template id, or a build cache key).
+        (1003, """
+            CREATE TABLE cluster_layers (
+                layer      TEXT PRIMARY KEY,
+                digest     TEXT NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE cluster_layer_holders (
+                layer      TEXT NOT NULL,
+                node_id    TEXT NOT NULL,
+                held_since BIGINT NOT NULL,
+                PRIMARY KEY (layer, node_id)
+            );
+            """),
     ];
 
     private static readonly Lazy<IReadOnlyList<(int Version, string Sql)>> s_steps = new(Translate);

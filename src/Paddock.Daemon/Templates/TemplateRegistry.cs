@@ -49,15 +49,17 @@ internal sealed partial class TemplateRegistry
     private readonly TimeProvider _time;
     private readonly ILogger<TemplateRegistry> _logger;
     private readonly IdleFreezer? _freezer;
+    private readonly ITemplateReplicas _replicas;
 
     // Deletes and snapshots one at a time: a snapshot reads its parent's layers while a delete may remove them.
     private readonly SemaphoreSlim _changes = new(1, 1);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string TeamId, TemplateRecord Record)> _stages = new(StringComparer.Ordinal);
 
     public TemplateRegistry(ITemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
-        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null)
+        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null, ITemplateReplicas? replicas = null)
     {
         _freezer = freezer;
+        _replicas = replicas ?? new NoTemplateReplicas();
         _records = records;
         _builtins = builtins;
         _runtime = runtime;
@@ -77,9 +79,15 @@ internal sealed partial class TemplateRegistry
     public async ValueTask<SandboxTemplate?> FindAsync(string templateIdOrName, string teamId, CancellationToken cancellationToken)
     {
         var record = await ResolveAsync(templateIdOrName, teamId, cancellationToken);
-        return record is null
-            ? null
-            : new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, record.Layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation)
+        if (record is null)
+        {
+            return null;
+        }
+        // A stage or a built-in is this host's own; a team's template may have been made on another node (cluster).
+        var layers = record.Kind == TemplateKind.Builtin || _stages.ContainsKey(record.TemplateId)
+            ? record.Layers
+            : await _replicas.EnsureLocalAsync(record, LayersDirectory, cancellationToken);
+        return new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation)
             {
                 MemoryImage = record.MemoryImage,
             };
@@ -117,6 +125,7 @@ internal sealed partial class TemplateRegistry
                 }
             }
             await _records.UpsertAsync(record, CancellationToken.None);
+            await _replicas.PublishAsync(record, LayersDirectory, CancellationToken.None);
         }
         finally
         {
@@ -265,6 +274,7 @@ internal sealed partial class TemplateRegistry
                     Isolation = sandbox.RuntimeName,
                 };
                 await _records.UpsertAsync(record, CancellationToken.None);
+                await _replicas.PublishAsync(record, LayersDirectory, CancellationToken.None);
                 TemplatesLog.SnapshotRegistered(_logger, id, sandbox.SandboxId, parent.TemplateId, size);
                 return record;
             }
@@ -317,7 +327,11 @@ internal sealed partial class TemplateRegistry
             {
                 RemoveLayer(layer);
                 RemoveLayer(MemoryImages.PathFor(layer));
+                // This host's copy when the template was made on another node (cluster mode: named alike, elsewhere).
+                RemoveCopy(Path.GetFileName(layer.TrimEnd('/')));
             }
+            // The other nodes' copies (cluster mode); one that is down removes its own at its next start (SweepLeftoversAsync).
+            await _replicas.RemoveEverywhereAsync(target, CancellationToken.None);
             TemplatesLog.TemplateDeleted(_logger, target.TemplateId);
             return new(TemplateDeleteStatus.Deleted, target.TemplateId, []);
         }
@@ -382,6 +396,42 @@ internal sealed partial class TemplateRegistry
             }
         }
         return leftovers;
+    }
+
+    /// <summary>
+    /// Removes this host's copy of layer <paramref name="name"/> (and its memory image) unless a template still names
+    /// it: another node deleted its template (cluster mode). False when it was not removed (kept, or not here).
+    /// </summary>
+    public async Task<bool> RemoveCopyAsync(string name, CancellationToken cancellationToken)
+    {
+        if (!SandboxIds.IsWellFormed(name) || name.Length != SandboxIds.Length)
+        {
+            // Only a template's own layer (an id) is removed this way; build cache layers stay cached, as on one node.
+            return false;
+        }
+        await _changes.WaitAsync(cancellationToken);
+        try
+        {
+            var records = await _records.ListAsync(cancellationToken);
+            if (records.Any(r => r.Layers.Any(l => Path.GetFileName(l.TrimEnd('/')) == name)))
+            {
+                return false;
+            }
+            return RemoveCopy(name);
+        }
+        finally
+        {
+            _changes.Release();
+        }
+    }
+
+    private bool RemoveCopy(string name)
+    {
+        var copy = Path.Combine(LayersDirectory, name);
+        var existed = Directory.Exists(copy);
+        RemoveLayer(copy);
+        RemoveLayer(MemoryImages.PathFor(copy));
+        return existed;
     }
 
     private void RemoveLayer(string layer)
