@@ -184,10 +184,25 @@ internal sealed class ClusterTemplateReplicas(
         throw new TemplateFetchException($"template {templateId} is not on this node, and its layer {name} could not be fetched: {string.Join("; ", failures)}");
     }
 
-    private string KeyOfCurrentRequest(string templateId, string name) =>
-        requests.HttpContext is { } http && DashboardEndpoints.KeyOf(http, sessions) is { Length: > 0 } key
+    /// <summary>The caller's key (header or dashboard session), which the holder checks again; a create always has one.</summary>
+    private string KeyOfCurrentRequest(string templateId, string name)
+    {
+        string? key = null;
+        if (requests.HttpContext is { } http)
+        {
+            try
+            {
+                key = DashboardEndpoints.KeyOf(http, sessions);
+            }
+            catch (InvalidOperationException)
+            {
+                // No key on this request (a warm pool's fill runs outside any request).
+            }
+        }
+        return key is { Length: > 0 }
             ? key
             : throw new TemplateFetchException($"template {templateId} is not on this node; its layer {name} is fetched only for a request with an API key");
+    }
 
     private async Task<Dictionary<string, string>> DigestsAsync(IReadOnlyList<string> names, CancellationToken cancellationToken)
     {

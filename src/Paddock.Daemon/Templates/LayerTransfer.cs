@@ -68,7 +68,7 @@ internal static class LayerTransfer
             var line = new StringBuilder();
             line.Append(relative).Append('\0')
                 .Append(TypeOf(status)).Append('\0')
-                .Append((status.Mode & 0xFFF).ToString("o", CultureInfo.InvariantCulture)).Append('\0')
+                .Append(Convert.ToString(status.Mode & 0xFFF, 8)).Append('\0')
                 .Append(status.Uid.ToString(CultureInfo.InvariantCulture)).Append('\0')
                 .Append(status.Gid.ToString(CultureInfo.InvariantCulture)).Append('\0');
             foreach (var name in s_attributes)
