@@ -53,7 +53,7 @@ public sealed class ClusterTemplateTests(PostgresFixture fixture, ITestOutputHel
 
             // A snapshot on A: its one new layer is in A's layers directory only.
             var (onA, tokenA) = await CreateOnAsync(a, "base", ct);
-            Assert.Equal((0, ""), await DaemonCommands.RunAsync(a.Api, onA, tokenA, "mkdir -p /opt && echo across-nodes > /opt/marker"));
+            Assert.Equal((0, ""), await DaemonCommands.RunAsync(a.Api, onA, tokenA, "mkdir -p /opt && echo across-nodes > /opt/marker", user: "root"));
             string templateId;
             using (var snapshot = await a.Api.PostAsync($"/sandboxes/{onA}/snapshots", JsonContent.Create(new JsonObject()), ct))
             {
