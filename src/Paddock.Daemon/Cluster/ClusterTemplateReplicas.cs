@@ -78,7 +78,7 @@ internal sealed class ClusterTemplateReplicas(
     public async Task PublishAsync(TemplateRecord record, string layersDirectory, CancellationToken cancellationToken)
     {
         var own = Path.TrimEndingDirectorySeparator(Path.GetFullPath(layersDirectory));
-        var mine = record.Layers.Where(l => Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(l)) == own && Directory.Exists(l)).ToList();
+        var mine = record.Layers.Where(l => Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(l))) == own && Directory.Exists(l)).ToList();
         if (mine.Count == 0)
         {
             return;

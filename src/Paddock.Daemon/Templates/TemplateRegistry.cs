@@ -124,8 +124,9 @@ internal sealed partial class TemplateRegistry
                     await _records.UpsertAsync(named with { Names = named.Names.Where(n => n != name).ToList() }, CancellationToken.None);
                 }
             }
-            await _records.UpsertAsync(record, CancellationToken.None);
+            // Published before the record: a record the other nodes can see always has its layers' digests.
             await _replicas.PublishAsync(record, LayersDirectory, CancellationToken.None);
+            await _records.UpsertAsync(record, CancellationToken.None);
         }
         finally
         {
@@ -273,8 +274,9 @@ internal sealed partial class TemplateRegistry
                     // Its sandboxes run where the state was taken (a later memory snapshot can only restore there).
                     Isolation = sandbox.RuntimeName,
                 };
-                await _records.UpsertAsync(record, CancellationToken.None);
+                // Published before the record (a failure here removes the layer, and no record names it).
                 await _replicas.PublishAsync(record, LayersDirectory, CancellationToken.None);
+                await _records.UpsertAsync(record, CancellationToken.None);
                 TemplatesLog.SnapshotRegistered(_logger, id, sandbox.SandboxId, parent.TemplateId, size);
                 return record;
             }
