@@ -104,6 +104,8 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
             finally
             {
                 await fixture.Server.StartServerAsync(ct);
+                // The test's own pooled connections died with the server (the daemons' pools are theirs to recover).
+                NpgsqlConnection.ClearAllPools();
             }
             output.WriteLine($"PostgreSQL down for {stopped.Elapsed.TotalSeconds:F1} s");
 
