@@ -27,9 +27,6 @@ internal sealed class ClusterEviction(IServiceProvider services, DaemonOptions o
     /// <summary>Why this node no longer serves, or null while it is a member.</summary>
     public string? Message => Volatile.Read(ref _message);
 
-    /// <summary>Completes when the sandboxes of an evicted node are destroyed (for the log and the tests' wait).</summary>
-    public Task? Destroyed { get; private set; }
-
     // As Orleans' own handler: everything but a thread abort is unexpected.
     public bool IsUnexpected(Exception exception) => exception is not ThreadAbortException;
 
@@ -45,7 +42,7 @@ internal sealed class ClusterEviction(IServiceProvider services, DaemonOptions o
         }
         ClusterLog.Evicted(logger, nodeId, context ?? "(no context)", exception);
         // Not on Orleans' membership thread, which called here.
-        Destroyed = Task.Run(DestroySandboxesAsync);
+        _ = Task.Run(DestroySandboxesAsync);
     }
 
     private async Task DestroySandboxesAsync()
@@ -64,7 +61,7 @@ internal sealed class ClusterEviction(IServiceProvider services, DaemonOptions o
                     destroyed++;
                 }
             }
-            catch (Exception ex)
+            catch (Exception ex) when (ex is System.Data.Common.DbException or IOException or TimeoutException or InvalidOperationException)
             {
                 // The kill itself is done before the record is written; a store this node cannot write to (a partition
                 // that took the database too) leaves the record as the others marked it: lost.
