@@ -41,7 +41,7 @@ internal static partial class ClusterLog
 
     // 1716-1719: a node cut off from the cluster, and the store unreachable (issue 17's failure cases); numbered from
     // the top of the range, away from the ids other cluster work adds.
-    [LoggerMessage(EventId = 1716, Level = LogLevel.Information, Message = "the store cannot be reached to look up the node of sandbox {SandboxId}: forwarded to {NodeId}, its node when last looked up (a sandbox never changes node)")]
+    [LoggerMessage(EventId = 1716, Level = LogLevel.Debug, Message = "the store cannot be reached to look up the node of sandbox {SandboxId}: forwarded to {NodeId}, its node when last looked up (a sandbox never changes node)")]
     public static partial void OwnerFromStaleCache(ILogger logger, string sandboxId, string nodeId);
 
     [LoggerMessage(EventId = 1717, Level = LogLevel.Critical, Message = "node {NodeId} was declared dead by the cluster and is no longer a member ({Context}); its API and proxy now answer 503 and its sandboxes are being destroyed; restart it to rejoin")]
