@@ -38,4 +38,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(EventId = 1711, Level = LogLevel.Warning, Message = "the node at {ApiUrl} did not answer the metrics listing for its {Count} sandboxes ({Error}); they are left out of the answer")]
     public static partial void MetricsNotAnswered(ILogger logger, string apiUrl, int count, string error, Exception? exception);
+
+    [LoggerMessage(EventId = 1731, Level = LogLevel.Information, Message = "a create placed on node {NodeId} lost the race for its last sandbox slot (nothing was created there); placed once more: on {RetryNodeId}")]
+    public static partial void CreateRetried(ILogger logger, string nodeId, string retryNodeId);
 }
