@@ -94,7 +94,8 @@ internal sealed class ClusterPlacement(IGrainFactory grains, ClusterMembership m
         var narrowed = false;
         if (needs.Isolation is { } tier)
         {
-            var capable = nodes.Where(n => n.Tiers.Contains(tier, StringComparer.Ordinal)).ToList();
+            // A report without a default tier comes from a node that does not report tiers (an older daemon): not left out.
+            var capable = nodes.Where(n => n.DefaultTier is null || n.Tiers.Contains(tier, StringComparer.Ordinal)).ToList();
             if (capable.Count == 0)
             {
                 var reason = nodes.Where(n => n.UnavailableTiers.ContainsKey(tier)).Select(n => $"node {n.NodeId}: {n.UnavailableTiers[tier]}").FirstOrDefault();
