@@ -47,9 +47,9 @@ internal static class ClusterEndpoints
                 MemoryTotalMB = report?.MemoryTotalMB,
                 MemoryAvailableMB = report?.MemoryAvailableMB,
                 MemoryPromisedMB = report?.MemoryPromisedMB,
-                Templates = report is null ? null : [.. report.Templates],
-                Pools = report is null ? null : [.. report.Pools.Select(p => new ClusterPoolResponse(p.Pool, p.TemplateId, p.Isolation, p.Ready))],
-                Tiers = report is null ? null : [.. report.Tiers],
+                Templates = report is null || report.Templates.IsDefault ? null : [.. report.Templates],
+                Pools = report is null || report.Pools.IsDefault ? null : [.. report.Pools.Select(p => new ClusterPoolResponse(p.Pool, p.TemplateId, p.Isolation, p.Ready))],
+                Tiers = report is null || report.Tiers.IsDefault ? null : [.. report.Tiers],
             };
         }));
         return Results.Json(new ClusterNodesResponse(cluster.NodeId, cluster.ClusterId, nodes), ClusterJsonContext.Default.ClusterNodesResponse);

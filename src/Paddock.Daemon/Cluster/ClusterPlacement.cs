@@ -94,11 +94,12 @@ internal sealed class ClusterPlacement(IGrainFactory grains, ClusterMembership m
         var narrowed = false;
         if (needs.Isolation is { } tier)
         {
-            // A report without a default tier comes from a node that does not report tiers (an older daemon): not left out.
+            // A report without a default tier comes from a node that does not report tiers (an older daemon): not left
+            // out. Its lists may be missing altogether (a deserialized default), hence the IsDefault checks below.
             var capable = nodes.Where(n => n.DefaultTier is null || n.Tiers.Contains(tier, StringComparer.Ordinal)).ToList();
             if (capable.Count == 0)
             {
-                var reason = nodes.Where(n => n.UnavailableTiers.ContainsKey(tier)).Select(n => $"node {n.NodeId}: {n.UnavailableTiers[tier]}").FirstOrDefault();
+                var reason = nodes.Where(n => n.DefaultTier is not null && n.UnavailableTiers.ContainsKey(tier)).Select(n => $"node {n.NodeId}: {n.UnavailableTiers[tier]}").FirstOrDefault();
                 return reason is null
                     // Unknown to every node: this node's API answers that (a 400 naming the tiers it has).
                     ? PlacementChoice.On(self)
@@ -134,7 +135,7 @@ internal sealed class ClusterPlacement(IGrainFactory grains, ClusterMembership m
                 $"no node of the cluster with a free sandbox slot has {MemoryMB(slots[0], needs)} MiB of memory available now (the most is {slots.Max(n => n.MemoryAvailableMB ?? 0)} MiB); try again later or ask for less"));
         }
         var pooled = open.Where(n => HasPoolMember(n, needs)).ToList();
-        var present = open.Where(n => needs.Template is { } template && n.Templates.Contains(template, StringComparer.Ordinal)).ToList();
+        var present = open.Where(n => needs.Template is { } template && !n.Templates.IsDefault && n.Templates.Contains(template, StringComparer.Ordinal)).ToList();
         var candidates = pooled.Count > 0 ? pooled : present.Count > 0 ? present : open;
         var drawn = candidates.Count <= choices ? candidates : [.. candidates.OrderBy(_ => random.Next()).Take(choices)];
         return PlacementChoice.On(drawn
@@ -166,7 +167,7 @@ internal sealed class ClusterPlacement(IGrainFactory grains, ClusterMembership m
         && (needs.CpuCount is null || needs.CpuCount == node.DefaultCpuCount)
         && (needs.MemoryMB is null || needs.MemoryMB == node.DefaultMemoryMB)
         && (needs.DiskSizeMB is null || needs.DiskSizeMB == node.DefaultDiskSizeMB)
-        && node.Pools.Any(p => p.Ready > 0
+        && !node.Pools.IsDefault && node.Pools.Any(p => p.Ready > 0
             && (p.Pool == template || p.TemplateId == template)
             && (needs.Isolation is null || p.Isolation == needs.Isolation));
 

@@ -193,6 +193,8 @@ public sealed class ClusterPlacementTests
         Assert.Equal(0.75, ClusterPlacement.FreeCapacity(old), 9);
         // and is not left out for figures or tiers it did not send.
         Assert.Equal("old", ClusterPlacement.Choose([old], Base("runc", cpuCount: 2, memoryMB: 4096), "x", new Random(1)).NodeId);
+        var bare = old with { Templates = default, Pools = default, Tiers = default };
+        Assert.Equal("old", ClusterPlacement.Choose([bare], Base("gvisor", cpuCount: 2, memoryMB: 4096), "x", new Random(1)).NodeId);
     }
 
     [Fact]
