@@ -270,6 +270,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         finally
         {
             _process.Dispose();
+            UnmountGvisorTierOwn();
             var mounted = MountsUnder(_stateDir);
             if (mounted > 0)
             {
@@ -313,6 +314,36 @@ internal sealed class PaddockdProcess : IAsyncDisposable
             _log.WriteLine($"  the sandboxes' teardowns did not finish within {limit.TotalMinutes:0} min");
         }
     }
+
+    /// <summary>
+    /// The gVisor tier keeps three mounts of its own under the state directory for as long as the directory is in use
+    /// (its mount namespace, bound to a file, and two binds it propagates through), so that a restarted paddockd finds
+    /// its sandboxes' mounts again: paddockd never removes them. With every sandbox gone and nothing else mounted under
+    /// the directory, they are the bench's to remove (innermost first), as the tests' fixtures do.
+    /// </summary>
+    private void UnmountGvisorTierOwn()
+    {
+        var tier = Path.Combine(_stateDir, "gvisor");
+        string[] own = [Path.Combine(tier, "mntns"), Path.Combine(tier, "shared"), tier];
+        var mounted = MountPointsUnder(_stateDir);
+        if (mounted.Count == 0 || mounted.Any(m => !own.Contains(m, StringComparer.Ordinal)))
+        {
+            return;
+        }
+        foreach (var path in own.Where(mounted.Contains))
+        {
+            using var umount = Process.Start(new ProcessStartInfo("umount", ["--lazy", path]) { RedirectStandardError = true });
+            umount?.WaitForExit(StopGrace);
+            if (umount is not { HasExited: true, ExitCode: 0 })
+            {
+                _log.WriteLine($"  could not unmount {path}: {(umount is { HasExited: true } ? umount.StandardError.ReadToEnd().Trim() : "umount did not finish")}");
+                return;
+            }
+        }
+    }
+
+    private static List<string> MountPointsUnder(string directory) =>
+        File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')[4]).Where(m => m.StartsWith(directory + "/", StringComparison.Ordinal)).ToList();
 
     private static int MountsUnder(string directory) =>
         File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ')[4].StartsWith(directory + "/", StringComparison.Ordinal));

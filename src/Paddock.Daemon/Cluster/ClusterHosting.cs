@@ -1,5 +1,7 @@
 using Orleans.Configuration;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Hosting;
+using Orleans.Runtime;
 
 namespace Paddock.Daemon.Cluster;
 
@@ -48,6 +50,10 @@ internal static class ClusterHosting
             });
             silo.AddPlacementDirector<NodePlacement, NodePlacementDirector>();
         });
+        // Orleans' default handler ends the process (FailFast) when this silo learns that the cluster declared it
+        // dead; this one keeps the node up, answering 503 and saying why, and ends its sandboxes (ClusterEviction).
+        builder.Services.AddSingleton<ClusterEviction>();
+        builder.Services.Replace(ServiceDescriptor.Singleton<IFatalErrorHandler>(sp => sp.GetRequiredService<ClusterEviction>()));
         builder.Services.AddSingleton<ClusterMembership>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClusterMembership>());
         builder.Services.AddSingleton<ClusterDirectory>();

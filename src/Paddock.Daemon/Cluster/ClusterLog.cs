@@ -39,6 +39,20 @@ internal static partial class ClusterLog
     [LoggerMessage(EventId = 1711, Level = LogLevel.Warning, Message = "the node at {ApiUrl} did not answer the metrics listing for its {Count} sandboxes ({Error}); they are left out of the answer")]
     public static partial void MetricsNotAnswered(ILogger logger, string apiUrl, int count, string error, Exception? exception);
 
+    // 1716-1719: a node cut off from the cluster, and the store unreachable (issue 17's failure cases); numbered from
+    // the top of the range, away from the ids other cluster work adds.
+    [LoggerMessage(EventId = 1716, Level = LogLevel.Debug, Message = "the store cannot be reached to look up the node of sandbox {SandboxId}: forwarded to {NodeId}, its node when last looked up (a sandbox never changes node)")]
+    public static partial void OwnerFromStaleCache(ILogger logger, string sandboxId, string nodeId);
+
+    [LoggerMessage(EventId = 1717, Level = LogLevel.Critical, Message = "node {NodeId} was declared dead by the cluster and is no longer a member ({Context}); its API and proxy now answer 503 and its sandboxes are being destroyed; restart it to rejoin")]
+    public static partial void Evicted(ILogger logger, string nodeId, string context, Exception? exception);
+
+    [LoggerMessage(EventId = 1718, Level = LogLevel.Warning, Message = "node {NodeId}, declared dead by the cluster, destroyed {Destroyed} of its {Count} sandboxes")]
+    public static partial void EvictedSandboxesDestroyed(ILogger logger, string nodeId, int destroyed, int count);
+
+    [LoggerMessage(EventId = 1719, Level = LogLevel.Error, Message = "sandbox {SandboxId} of a node declared dead could not be ended cleanly")]
+    public static partial void EvictedKillFailed(ILogger logger, string sandboxId, Exception exception);
+
     [LoggerMessage(EventId = 1731, Level = LogLevel.Information, Message = "a create placed on node {NodeId} lost the race for its last sandbox slot (nothing was created there); placed once more: on {RetryNodeId}")]
     public static partial void CreateRetried(ILogger logger, string nodeId, string retryNodeId);
 }

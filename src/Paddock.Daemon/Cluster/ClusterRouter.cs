@@ -36,6 +36,7 @@ internal sealed class ClusterRouter(
     ClusterDirectory directory,
     ClusterPlacement placement,
     Teams.TeamDirectory teams,
+    ClusterEviction eviction,
     DaemonOptions options,
     ILogger<ClusterRouter> logger)
 {
@@ -84,6 +85,28 @@ internal sealed class ClusterRouter(
     private readonly HttpTransformer _transformer = new ForwardingTransformer(options.Cluster!.NodeId);
 
     public async Task InvokeAsync(HttpContext http)
+    {
+        if (eviction.Message is { } evicted)
+        {
+            // Declared dead by the cluster: this node serves nothing, /health included (ClusterEviction).
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status503ServiceUnavailable, evicted);
+            return;
+        }
+        try
+        {
+            await RouteAsync(http);
+        }
+        catch (Exception ex) when (!http.Response.HasStarted && IsStoreUnreachable(ex) && Api.ApiErrorMiddleware.Map(ex) is { } error)
+        {
+            // The router's own store reads (a sandbox's owner, a node's URL) run before the API's error middleware: a
+            // store outage here is the same 503 the API answers, not an unhandled 500.
+            await Api.ApiErrorMiddleware.WriteAsync(http, error.Code, error.Message);
+        }
+    }
+
+    private static bool IsStoreUnreachable(Exception ex) => ex is Npgsql.NpgsqlException || ex.InnerException is Npgsql.NpgsqlException;
+
+    private async Task RouteAsync(HttpContext http)
     {
         if (http.Request.Headers.ContainsKey(ForwardedHeader))
         {
@@ -419,9 +442,11 @@ internal sealed class ClusterDirectory
     private readonly ClusterMembership _membership;
     private readonly DaemonOptions _options;
     private readonly TimeProvider _time;
+    private readonly ILogger<ClusterDirectory> _logger;
 
-    public ClusterDirectory(PostgresStore store, ClusterMembership membership, DaemonOptions options, TimeProvider time)
+    public ClusterDirectory(PostgresStore store, ClusterMembership membership, DaemonOptions options, TimeProvider time, ILogger<ClusterDirectory> logger)
     {
+        _logger = logger;
         _store = store;
         _membership = membership;
         _options = options;
@@ -440,8 +465,19 @@ internal sealed class ClusterDirectory
         }
         else
         {
-            var found = await _store.GetNodeAsync(sandboxId, cancellationToken);
-            node = found is { State: not SandboxState.Killed } f ? f.NodeId : null;
+            try
+            {
+                var found = await _store.GetNodeAsync(sandboxId, cancellationToken);
+                node = found is { State: not SandboxState.Killed } f ? f.NodeId : null;
+            }
+            catch (Npgsql.NpgsqlException) when (cached.Node is { } last && _membership.IsActive(last))
+            {
+                // The store is unreachable (PostgreSQL down or restarting), and this node looked the owner up before: a
+                // sandbox never moves to another node, so its last owner, if still a member, is where it runs or ran.
+                // A sandbox that ended meanwhile is answered there. Not cached anew: the store is asked again next time.
+                ClusterLog.OwnerFromStaleCache(_logger, sandboxId, last);
+                return last == _options.Cluster!.NodeId ? null : await NodeUrlAsync(last, cancellationToken);
+            }
             _owners[sandboxId] = (node, now + OwnerTtl);
             if (_owners.Count > 100_000)
             {

@@ -71,6 +71,39 @@ internal sealed class ClusterNetwork : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Cuts node <paramref name="index"/> off from the other nodes, and only from them: blackhole routes to each other
+    /// node's address in its namespace and to its address in theirs, so that nothing passes between it and them in
+    /// either direction (silently dropped, as a pulled cable), while the test's own veth still reaches its API (which
+    /// is what the test asserts on) and it still reaches PostgreSQL on its Unix socket.
+    /// </summary>
+    public async Task CutOffAsync(int index, int nodes, CancellationToken cancellationToken)
+    {
+        for (var other = 0; other < nodes; other++)
+        {
+            if (other == index)
+            {
+                continue;
+            }
+            await IpAsync(cancellationToken, "-n", NodeNamespaces[index], "route", "add", "blackhole", NodeAddress(other) + "/32");
+            await IpAsync(cancellationToken, "-n", NodeNamespaces[other], "route", "add", "blackhole", NodeAddress(index) + "/32");
+        }
+    }
+
+    /// <summary>Undoes <see cref="CutOffAsync"/>.</summary>
+    public async Task ReconnectAsync(int index, int nodes, CancellationToken cancellationToken)
+    {
+        for (var other = 0; other < nodes; other++)
+        {
+            if (other == index)
+            {
+                continue;
+            }
+            await IpAsync(cancellationToken, "-n", NodeNamespaces[index], "route", "del", "blackhole", NodeAddress(other) + "/32");
+            await IpAsync(cancellationToken, "-n", NodeNamespaces[other], "route", "del", "blackhole", NodeAddress(index) + "/32");
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

@@ -45,6 +45,42 @@ public sealed class BaseTemplateTests
         Assert.NotEqual(again.Version, TestEnvironment.Templates.VersionOf(DebootstrapRecipe.Base with { Packages = ["bash"] }));
     }
 
+    [Fact]
+    public async Task A_login_shell_of_base_learns_its_uid_from_bash_not_from_a_forked_id_and_gets_the_same_path()
+    {
+        var template = await TestEnvironment.BaseTemplateAsync().WaitAsync(TimeSpan.FromMinutes(20));
+        var text = File.ReadAllText(Path.Combine(template.RootfsPath, "etc", "profile"));
+        Assert.DoesNotContain("\"$(id -u)\"", text);
+        // Without its profile.d loop, which would read the host's scripts; a copy that an unprivileged uid can read.
+        var loop = text.IndexOf("if [ -d /etc/profile.d ]", StringComparison.Ordinal);
+        Assert.True(loop > 0, "the template's /etc/profile has no profile.d loop: Debian's file changed, check what this test reads");
+        var profile = Path.Combine(Path.GetTempPath(), $"paddock-profile-{Guid.NewGuid():N}");
+        File.WriteAllText(profile, text[..loop]);
+        File.SetUnixFileMode(profile, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        try
+        {
+            // The template's own file, sourced by the host's bash and dash as root and as an unprivileged uid, traced:
+            // bash never runs id, dash (no $EUID) still does, and both choose the PATH Debian's file chooses for each.
+            const string RootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+            const string UserPath = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games";
+            foreach (var (shell, runsId) in (IEnumerable<(string, bool)>)[("/bin/bash", false), ("/bin/dash", true)])
+            {
+                foreach (var (asUser, expected) in (IEnumerable<(string[], string)>)[([], RootPath), (["--reuid=1000", "--regid=1000", "--clear-groups"], UserPath)])
+                {
+                    var result = await ExternalCommand.RunAsync("setpriv", [.. asUser, shell, "-x", "-c", $". {profile}; echo \"PATH=$PATH\""],
+                        TestEnvironment.Timeout(TimeSpan.FromSeconds(30)));
+                    Assert.True(result.Succeeded, result.Describe());
+                    Assert.Contains("PATH=" + expected + "\n", result.StandardOutput);
+                    Assert.Equal(runsId, result.StandardError.Contains("+ id -u", StringComparison.Ordinal));
+                }
+            }
+        }
+        finally
+        {
+            File.Delete(profile);
+        }
+    }
+
     private static void AssertOwner(string path, uint id)
     {
         var s = Files.Stat(path);
