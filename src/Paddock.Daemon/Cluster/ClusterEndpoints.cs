@@ -40,7 +40,17 @@ internal static class ClusterEndpoints
                     error = ex.Message;
                 }
             }
-            return new ClusterNodeResponse(n.NodeId, n.Silo, n.Status.ToLowerInvariant(), n.Self, report?.Reserved, report?.MaxSandboxes, error);
+            return new ClusterNodeResponse(n.NodeId, n.Silo, n.Status.ToLowerInvariant(), n.Self, report?.Reserved, report?.MaxSandboxes, error)
+            {
+                Cpus = report?.Cpus,
+                CpusPromised = report?.CpusPromised,
+                MemoryTotalMB = report?.MemoryTotalMB,
+                MemoryAvailableMB = report?.MemoryAvailableMB,
+                MemoryPromisedMB = report?.MemoryPromisedMB,
+                Templates = report is null || report.Templates.IsDefault ? null : [.. report.Templates],
+                Pools = report is null || report.Pools.IsDefault ? null : [.. report.Pools.Select(p => new ClusterPoolResponse(p.Pool, p.TemplateId, p.Isolation, p.Ready))],
+                Tiers = report is null || report.Tiers.IsDefault ? null : [.. report.Tiers],
+            };
         }));
         return Results.Json(new ClusterNodesResponse(cluster.NodeId, cluster.ClusterId, nodes), ClusterJsonContext.Default.ClusterNodesResponse);
     });
@@ -53,7 +63,30 @@ internal sealed record ClusterNodeResponse(
     [property: JsonPropertyName("self")] bool Self,
     [property: JsonPropertyName("reserved")] int? Reserved,
     [property: JsonPropertyName("maxSandboxes")] int? MaxSandboxes,
-    [property: JsonPropertyName("error")] string? Error);
+    [property: JsonPropertyName("error")] string? Error)
+{
+    [JsonPropertyName("cpus")] public int? Cpus { get; init; }
+
+    [JsonPropertyName("cpusPromised")] public int? CpusPromised { get; init; }
+
+    [JsonPropertyName("memoryTotalMB")] public long? MemoryTotalMB { get; init; }
+
+    [JsonPropertyName("memoryAvailableMB")] public long? MemoryAvailableMB { get; init; }
+
+    [JsonPropertyName("memoryPromisedMB")] public long? MemoryPromisedMB { get; init; }
+
+    [JsonPropertyName("templates")] public IReadOnlyList<string>? Templates { get; init; }
+
+    [JsonPropertyName("pools")] public IReadOnlyList<ClusterPoolResponse>? Pools { get; init; }
+
+    [JsonPropertyName("tiers")] public IReadOnlyList<string>? Tiers { get; init; }
+}
+
+internal sealed record ClusterPoolResponse(
+    [property: JsonPropertyName("pool")] string Pool,
+    [property: JsonPropertyName("templateID")] string? TemplateId,
+    [property: JsonPropertyName("isolation")] string? Isolation,
+    [property: JsonPropertyName("ready")] int Ready);
 
 internal sealed record ClusterNodesResponse(
     [property: JsonPropertyName("self")] string Self,

@@ -58,6 +58,7 @@ internal static class ClusterHosting
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClusterMembership>());
         builder.Services.AddSingleton<ClusterDirectory>();
         builder.Services.AddSingleton<ClusterPlacement>();
+        builder.Services.AddSingleton<NodeTemplates>();
         // Teams and keys live in each node's memory: a change through one node is pushed to the others, and each
         // reloads periodically for a push it missed. DaemonHost adds the single daemon's no-op only when this is absent.
         builder.Services.AddSingleton<Teams.ITeamChangeFanout, ClusterTeamFanout>();

@@ -52,4 +52,7 @@ internal static partial class ClusterLog
 
     [LoggerMessage(EventId = 1719, Level = LogLevel.Error, Message = "sandbox {SandboxId} of a node declared dead could not be ended cleanly")]
     public static partial void EvictedKillFailed(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(EventId = 1731, Level = LogLevel.Information, Message = "a create placed on node {NodeId} lost the race for its last sandbox slot (nothing was created there); placed once more: on {RetryNodeId}")]
+    public static partial void CreateRetried(ILogger logger, string nodeId, string retryNodeId);
 }

@@ -35,6 +35,7 @@ internal sealed class ClusterRouter(
     ApiKeyCheck check,
     ClusterDirectory directory,
     ClusterPlacement placement,
+    Teams.TeamDirectory teams,
     ClusterEviction eviction,
     DaemonOptions options,
     ILogger<ClusterRouter> logger)
@@ -42,8 +43,26 @@ internal sealed class ClusterRouter(
     /// <summary>Set on a forwarded request, to the forwarding node's id.</summary>
     public const string ForwardedHeader = "X-Paddock-Forwarded-By";
 
+    /// <summary>
+    /// Set by a node on its 429 to a forwarded create when it refused for want of a sandbox slot (it created nothing):
+    /// the node that placed the create may try another node once.
+    /// </summary>
+    public const string NodeFullHeader = "X-Paddock-Node-Full";
+
+    /// <summary>The most of a create's body read before placing it: the API's own limit (larger is its 400).</summary>
+    public const int MaxCreateBodyBytes = 1024 * 1024;
+
     /// <summary>Where <see cref="Authenticated"/> leaves a dashboard session's key for the forwarded request.</summary>
     private const string SessionKeyItem = "paddock.cluster.session-key";
+
+    /// <summary>Where <see cref="Authenticated"/> leaves the caller (its team's tier binding is a placement need).</summary>
+    private const string CallerItem = "paddock.cluster.caller";
+
+    /// <summary>Set on a create's first forward: a full node's 429 is then held back (<see cref="LostRaceItem"/>) for a retry.</summary>
+    private const string RetryableItem = "paddock.cluster.create-retryable";
+
+    /// <summary>Set by the transformer when it held back a full node's 429 (nothing was sent to the client).</summary>
+    private const string LostRaceItem = "paddock.cluster.create-lost-race";
 
     private static readonly ForwarderRequestConfig RequestConfig = new()
     {
@@ -91,6 +110,20 @@ internal sealed class ClusterRouter(
     {
         if (http.Request.Headers.ContainsKey(ForwardedHeader))
         {
+            if (IsCreate(http.Request))
+            {
+                // A 429 of this node's own slot count (SandboxCapacityException: nothing was created) is marked for the
+                // placing node, which may then try another; a team's limit or anything else is not. Read as the
+                // answer starts: a slot freed in between only leaves the mark off, and the 429 stands as before.
+                http.Response.OnStarting(() =>
+                {
+                    if (http.Response.StatusCode == StatusCodes.Status429TooManyRequests && manager.Reserved >= options.MaxSandboxes)
+                    {
+                        http.Response.Headers[NodeFullHeader] = "true";
+                    }
+                    return Task.CompletedTask;
+                });
+            }
             await next(http);
             return;
         }
@@ -139,25 +172,104 @@ internal sealed class ClusterRouter(
         }
     }
 
-    /// <summary>A create: placed on the node <see cref="ClusterPlacement"/> chooses, here or forwarded there.</summary>
+    /// <summary>
+    /// A create: its body is read (at most the API's 1 MiB) for what it asks (template, tier, CPUs, memory), the node
+    /// <see cref="ClusterPlacement"/> chooses gets the body as it came, here or forwarded there. A body that does not
+    /// parse is this node's to refuse (its API's 400). When the chosen node refuses for want of a slot (a lost race for
+    /// its last one: nothing was created), the create is placed once more, on another node, from the same reports.
+    /// </summary>
     private async Task PlaceAsync(HttpContext http)
     {
-        var node = await placement.ChooseAsync(http.RequestAborted);
-        if (node is null)
+        var body = await ReadBodyAsync(http);
+        if (body is null)
         {
-            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status429TooManyRequests,
-                "every node of the cluster already runs its maximum of sandboxes (or none answered); kill some or add nodes");
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status400BadRequest, $"request body larger than {MaxCreateBodyBytes} bytes");
             return;
         }
-        if (node == options.Cluster!.NodeId || await directory.NodeUrlAsync(node, http.RequestAborted) is not { } url)
+        http.Request.Body = new MemoryStream(body, writable: false);
+        if (Needs(http, body) is not { } needs)
         {
             await next(http);
             return;
         }
-        var error = await ForwardAsync(http, url);
-        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        var reports = await placement.ReportsAsync(http.RequestAborted);
+        var choice = placement.Choose(reports, needs);
+        if (choice.NodeId is not { } node)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, choice.Status, choice.Message!);
+            return;
+        }
+        if (!await TryCreateOnAsync(http, node, retryable: true))
         {
             return;
+        }
+        // Lost the race for the chosen node's last slot: once more, elsewhere (never back to the node that refused).
+        var retry = placement.Choose(reports, needs, new HashSet<string>(StringComparer.Ordinal) { node });
+        ClusterLog.CreateRetried(logger, node, retry.NodeId ?? "(none)");
+        if (retry.NodeId is not { } other)
+        {
+            await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status429TooManyRequests, retry.Status == StatusCodes.Status429TooManyRequests
+                ? $"every node of the cluster already runs its maximum of sandboxes (node {node}'s last slot went to another create meanwhile); kill some or add nodes"
+                : retry.Message!);
+            return;
+        }
+        http.Request.Body = new MemoryStream(body, writable: false);
+        await TryCreateOnAsync(http, other, retryable: false);
+    }
+
+    /// <summary>
+    /// Runs the create on <paramref name="node"/> (here, or forwarded there) and answers the client, except, when
+    /// <paramref name="retryable"/>, a 429 of that node's full slot count: then nothing was answered, and true.
+    /// </summary>
+    private async Task<bool> TryCreateOnAsync(HttpContext http, string node, bool retryable)
+    {
+        if (node == options.Cluster!.NodeId)
+        {
+            if (!retryable)
+            {
+                await next(http);
+                return false;
+            }
+            // The answer is held until it is known whether this node lost its own last slot (a create's answer is one
+            // small JSON document), so that the loser can still go elsewhere.
+            var original = http.Response.Body;
+            using var buffer = new MemoryStream();
+            http.Response.Body = buffer;
+            try
+            {
+                await next(http);
+            }
+            finally
+            {
+                http.Response.Body = original;
+            }
+            if (http.Response.StatusCode == StatusCodes.Status429TooManyRequests && manager.Reserved >= options.MaxSandboxes && !http.Response.HasStarted)
+            {
+                http.Response.Clear();
+                return true;
+            }
+            buffer.Position = 0;
+            await buffer.CopyToAsync(original, http.RequestAborted);
+            return false;
+        }
+        if (await directory.NodeUrlAsync(node, http.RequestAborted) is not { } url)
+        {
+            await next(http);
+            return false;
+        }
+        if (retryable)
+        {
+            http.Items[RetryableItem] = true;
+        }
+        var error = await ForwardAsync(http, url);
+        http.Items.Remove(RetryableItem);
+        if (http.Items.Remove(LostRaceItem))
+        {
+            return true;
+        }
+        if (error is ForwarderError.None or ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled)
+        {
+            return false;
         }
         ClusterLog.ForwardFailed(logger, http.Request.Method, http.Request.Path, "(new)", url, error.ToString(), http.Features.Get<IForwarderErrorFeature>()?.Exception);
         if (!http.Response.HasStarted)
@@ -165,6 +277,53 @@ internal sealed class ClusterRouter(
             await Api.ApiErrorMiddleware.WriteAsync(http, StatusCodes.Status503ServiceUnavailable,
                 $"the node chosen for this sandbox ({node}) did not answer; try again");
         }
+        return false;
+    }
+
+    /// <summary>The request's body, read whole; null when it is larger than <see cref="MaxCreateBodyBytes"/>.</summary>
+    private static async Task<byte[]?> ReadBodyAsync(HttpContext http)
+    {
+        if (http.Request.ContentLength > MaxCreateBodyBytes)
+        {
+            return null;
+        }
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await http.Request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
+        {
+            if (buffer.Length + read > MaxCreateBodyBytes)
+            {
+                return null;
+            }
+            buffer.Write(chunk, 0, read);
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>
+    /// What the create asks, as the API will read it (<see cref="Api.CreateSandboxValidation"/>: tier names trimmed
+    /// and lower case; a team bound to a tier gets that tier unless the create names one, which the API then judges);
+    /// null when the body is not a create the API would accept as JSON.
+    /// </summary>
+    private PlacementNeeds? Needs(HttpContext http, byte[] body)
+    {
+        Api.NewSandboxRequest? request;
+        try
+        {
+            request = body.Length == 0 ? null : System.Text.Json.JsonSerializer.Deserialize(body, Api.ApiJsonContext.Default.NewSandboxRequest);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
+        if (request is null)
+        {
+            return null;
+        }
+        var isolation = request.Isolation?.Trim().ToLowerInvariant() is { Length: > 0 } asked ? asked
+            : http.Items.TryGetValue(CallerItem, out var value) && value is Caller caller ? teams.LimitsOf(caller.TeamId).Isolation : null;
+        return new PlacementNeeds(request.TemplateId?.Trim(), isolation, request.CpuCount, request.MemoryMB, request.DiskSizeMB);
     }
 
     private ValueTask<ForwarderError> ForwardAsync(HttpContext http, string url) =>
@@ -174,6 +333,10 @@ internal sealed class ClusterRouter(
     private bool Authenticated(HttpContext http)
     {
         var result = check.Check(http);
+        if (result.Caller is { } caller)
+        {
+            http.Items[CallerItem] = caller;
+        }
         if (result.SessionKey is { } key)
         {
             http.Items[SessionKeyItem] = key;
@@ -231,6 +394,21 @@ internal sealed class ClusterRouter(
 
     private sealed class ForwardingTransformer(string self) : HttpTransformer
     {
+        /// <summary>
+        /// A create's first forward that the node refused for want of a slot (<see cref="NodeFullHeader"/>) is not
+        /// answered: nothing of it is copied to the client, and the router places it once more.
+        /// </summary>
+        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            if (proxyResponse is { StatusCode: HttpStatusCode.TooManyRequests } && httpContext.Items.ContainsKey(RetryableItem)
+                && proxyResponse.Headers.Contains(NodeFullHeader))
+            {
+                httpContext.Items[LostRaceItem] = true;
+                return ValueTask.FromResult(false);
+            }
+            return base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        }
+
         public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);

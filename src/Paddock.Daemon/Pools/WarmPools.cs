@@ -77,6 +77,13 @@ internal sealed class WarmPools : IHostedService, IAsyncDisposable
     /// <summary>Ready members per pool now.</summary>
     public IReadOnlyDictionary<string, int> ReadyCounts => _pools.ToDictionary(p => p.Name, p => p.Ready.Count, StringComparer.Ordinal);
 
+    /// <summary>
+    /// Each pool's name, the template and tier its members run (null until its first member started) and its ready
+    /// members now: what a cluster node reports for placement (Cluster/NodeGrain). A read, no claim.
+    /// </summary>
+    public IReadOnlyList<(string Pool, string? TemplateId, string? Isolation, int Ready)> Status =>
+        [.. _pools.Select(p => (p.Name, p.TemplateId, p.Isolation, p.Ready.Count))];
+
     /// <summary>Members warmed by the daemon's own calls so far (for tests: zero when no proxy client was found).</summary>
     public int WarmedCount => Volatile.Read(ref _warmed);
 

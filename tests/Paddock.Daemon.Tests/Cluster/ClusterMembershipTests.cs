@@ -141,6 +141,17 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             Assert.Empty((await SendOkAsync(bare, c, HttpMethod.Get, $"/sandboxes/metrics?sandbox_ids={idList}", otherTeamKey))["sandboxes"]!.AsObject());
             // A asks each node's grain, which runs on that node's silo only and answers from that node's memory.
             Assert.All(await a.NodesAsync(ct), n => Assert.Equal(ClusterNode.MaxSandboxes, (int?)n!["reserved"]));
+            // Its capacity for placement too: its CPUs and the default 2 CPUs and 512 MiB promised to each of its two
+            // sandboxes, its host's available memory, its tiers, and (within the set's 10 s refresh) the template.
+            Assert.All(await a.NodesAsync(ct), n =>
+            {
+                Assert.Equal((Environment.ProcessorCount, 2 * ClusterNode.MaxSandboxes, 512L * ClusterNode.MaxSandboxes),
+                    ((int?)n!["cpus"], (int?)n["cpusPromised"], (long?)n["memoryPromisedMB"]));
+                Assert.True((long?)n["memoryAvailableMB"] > 0 && (long?)n["memoryTotalMB"] > 0, n.ToJsonString());
+                Assert.Contains("runc", n["tiers"]!.AsArray().Select(t => (string?)t));
+            });
+            await UntilAsync(async () => (await a.NodesAsync(ct)).All(n => n!["templates"]!.AsArray().Any(t => (string?)t == "base")),
+                TimeSpan.FromSeconds(30), "every node to report the base template present", ct);
 
             // Routing: a sandbox of B through C's API and C's proxy (headers and host forms), forwarded to B in one hop.
             var (onB, tokenB) = created.First(s => owners[s.Id] == "b");
