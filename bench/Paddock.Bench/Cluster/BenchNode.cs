@@ -79,7 +79,7 @@ internal sealed class BenchNode : IAsyncDisposable
         lock (_output)
         {
             var text = _output.ToString();
-            return text.Length > 8000 ? text[^8000..] : text;
+            return text.Length > 64000 ? text[^64000..] : text;
         }
     }
 

@@ -21,9 +21,27 @@ internal sealed partial class ClusterBench(ClusterBenchOptions options, TextWrit
     private const string SoloDatabase = "bench_solo";
     private const string ClusterDatabase = "bench_cluster";
 
+    private readonly List<BenchNode> _running = [];
     private int _unquiet;
 
+    /// <summary>Runs the figures; on a failure, prints the last lines of every node still known before the teardown.</summary>
     public async Task<DaemonReport> RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await RunFiguresAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            foreach (var node in _running)
+            {
+                log.WriteLine($"---- paddockd {node.NodeId} (last lines) ----\n{node.RecentOutput()}");
+            }
+            throw;
+        }
+    }
+
+    private async Task<DaemonReport> RunFiguresAsync(CancellationToken cancellationToken)
     {
         var report = new DaemonReport { Bench = "cluster" };
         var apiKey = "e2b_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(20));
@@ -106,6 +124,7 @@ internal sealed partial class ClusterBench(ClusterBenchOptions options, TextWrit
     private async Task StartNodesAsync(IReadOnlyList<BenchNode> nodes, CancellationToken cancellationToken)
     {
         log.WriteLine($"starting paddockd {string.Join(", ", nodes.Select(n => n.NodeId))}");
+        _running.AddRange(nodes);
         await nodes[0].StartAsync(cancellationToken);
         await Task.WhenAll(nodes.Skip(1).Select(n => n.StartAsync(cancellationToken)));
         foreach (var node in nodes)

@@ -105,6 +105,13 @@ internal static class ClusterCommand
             Console.Error.WriteLine("paddock-bench cluster: interrupted; nodes, namespaces and PostgreSQL removed");
             return 130;
         }
+        catch (Exception ex) when (ex is HttpRequestException or IOException or InvalidOperationException or InvalidDataException or TimeoutException
+            or TaskCanceledException)
+        {
+            // Everything was torn down on the way out (each piece is an `await using` or a finally).
+            Console.Error.WriteLine($"paddock-bench cluster: failed: {ex}");
+            return 1;
+        }
     }
 
     private static int NonNegative(string option, string text) =>
