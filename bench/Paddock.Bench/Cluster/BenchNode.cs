@@ -141,8 +141,11 @@ internal sealed class BenchNode : IAsyncDisposable
         }
     }
 
-    /// <summary>The membership as this node sees it (<c>GET /cluster/nodes</c>): node id and status of each.</summary>
-    public async Task<IReadOnlyList<(string NodeId, string Status)>> NodesAsync(HttpClient http, CancellationToken cancellationToken)
+    /// <summary>
+    /// The membership as this node sees it (<c>GET /cluster/nodes</c>): node id, silo and status of each. A node
+    /// restarted under the same id is a new silo; its old one stays listed as dead.
+    /// </summary>
+    public async Task<IReadOnlyList<(string NodeId, string Silo, string Status)>> NodesAsync(HttpClient http, CancellationToken cancellationToken)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(Url, "/cluster/nodes"));
         request.Headers.Add("X-API-Key", ApiKey);
@@ -152,7 +155,7 @@ internal sealed class BenchNode : IAsyncDisposable
         {
             throw new HttpRequestException($"GET /cluster/nodes on {NodeId} answered {(int)response.StatusCode}: {text}");
         }
-        return JsonNode.Parse(text)!["nodes"]!.AsArray().Select(n => ((string)n!["nodeID"]!, (string)n["status"]!)).ToList();
+        return JsonNode.Parse(text)!["nodes"]!.AsArray().Select(n => ((string)n!["nodeID"]!, (string)n["silo"]!, (string)n["status"]!)).ToList();
     }
 
     private void Append(string? line)

@@ -116,7 +116,7 @@ internal sealed partial class ClusterBench(ClusterBenchOptions options, TextWrit
             }
         }
         report.AddFact($"timed runs started before the host was quiet (waited up to {options.QuietWait.TotalSeconds:0} s each)", "unquiet_starts", "", _unquiet);
-        report.AddFact($"settings: --max-sandboxes {options.MaxSandboxes} per node, pool {options.PoolSize}, probe timeout {options.ProbeTimeout.TotalSeconds:0} s", "probe_timeout_s", "s", options.ProbeTimeout.TotalSeconds);
+        report.AddFact($"the nodes' probe timeout (--max-sandboxes {options.MaxSandboxes} each, pool {options.PoolSize})", "probe_timeout_s", "s", options.ProbeTimeout.TotalSeconds);
         return report;
     }
 
@@ -372,52 +372,43 @@ internal sealed partial class ClusterBench(ClusterBenchOptions options, TextWrit
             {
                 throw new InvalidOperationException($"five creates through {victim.NodeId} all landed elsewhere");
             }
+            // The victim's silo now: after a restart its earlier silos are still listed, as dead.
+            var silo = (await observer.NodesAsync(http, cancellationToken)).Single(n => n.NodeId == victim.NodeId && n.Status == "active").Silo;
             var clock = Stopwatch.StartNew();
             await victim.KillAsync();
-            TimeSpan? declared = null;
-            TimeSpan? gone = null;
-            while (gone is null && clock.Elapsed < bound)
+            // Two pollers at once, so that a slow membership read (its grain call to a suspected node may wait
+            // seconds) does not delay seeing the 404, nor the other way round.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            stop.CancelAfter(bound);
+            var declaredTask = PollAsync(async token =>
+                (await observer.NodesAsync(http, token)).Any(n => n.Silo == silo && n.Status == "dead"), clock, stop.Token);
+            var gone = await PollAsync(async token =>
             {
-                if (declared is null)
+                using var response = await http.GetAsync(new Uri(observer.Url, $"/sandboxes/{target.Id}"), token);
+                if (response.StatusCode != HttpStatusCode.NotFound)
                 {
-                    try
-                    {
-                        if ((await observer.NodesAsync(http, cancellationToken)).Any(n => n.NodeId == victim.NodeId && n.Status == "dead"))
-                        {
-                            declared = clock.Elapsed;
-                        }
-                    }
-                    catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
-                    {
-                        // Slow under load: asked again.
-                    }
+                    return false;
                 }
-                try
-                {
-                    using var response = await http.GetAsync(new Uri(observer.Url, $"/sandboxes/{target.Id}"), cancellationToken);
-                    if (response.StatusCode == HttpStatusCode.NotFound)
-                    {
-                        gone = clock.Elapsed;
-                        var body = await response.Content.ReadAsStringAsync(cancellationToken);
-                        if (!body.Contains("lost", StringComparison.Ordinal))
-                        {
-                            throw new InvalidDataException($"{observer.NodeId} answered 404 for the killed node's sandbox without saying it was lost: {body}");
-                        }
-                    }
-                }
-                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
-                {
-                    // A forward to the dead node fails until it is declared dead: asked again.
-                }
-                await Task.Delay(50, cancellationToken);
-            }
+                var body = await response.Content.ReadAsStringAsync(token);
+                return body.Contains("lost", StringComparison.Ordinal)
+                    ? true
+                    : throw new InvalidDataException($"{observer.NodeId} answered 404 for the killed node's sandbox without saying it was lost: {body}");
+            }, clock, stop.Token);
+            // The membership normally shows it dead before the records are marked; a few seconds more at most.
+            stop.CancelAfter(TimeSpan.FromSeconds(5));
+            var declared = await declaredTask;
+            cancellationToken.ThrowIfCancellationRequested();
             if (gone is not { } lostAfter)
             {
                 throw new TimeoutException($"{observer.NodeId} did not report {victim.NodeId}'s sandbox lost within {bound.TotalSeconds:0} s of the SIGKILL");
             }
             lost.Add(lostAfter.TotalSeconds);
-            dead.Add((declared ?? lostAfter).TotalSeconds);
-            log.WriteLine($"  trial {trial + 1}: declared dead after {(declared ?? lostAfter).TotalSeconds:0.0} s, sandbox lost through {observer.NodeId} after {lostAfter.TotalSeconds:0.0} s; restarting {victim.NodeId}");
+            if (declared is { } deadAfter)
+            {
+                dead.Add(deadAfter.TotalSeconds);
+            }
+            log.WriteLine($"  trial {trial + 1}: declared dead after {(declared is { } d ? $"{d.TotalSeconds:0.00} s" : "(not seen)")}, " +
+                $"sandbox lost through {observer.NodeId} after {lostAfter.TotalSeconds:0.00} s; restarting {victim.NodeId}");
             await victim.StartAsync(cancellationToken);
             foreach (var node in nodes)
             {
@@ -426,5 +417,29 @@ internal sealed partial class ClusterBench(ClusterBenchOptions options, TextWrit
         }
         report.AddComparison($"SIGKILL to its sandbox reported lost through another node (probe timeout {options.ProbeTimeout.TotalSeconds:0} s)", "sigkill_to_lost_s", lost,
             "to declared dead", dead);
+    }
+
+    /// <summary>
+    /// Asks <paramref name="condition"/> every 50 ms until it holds (the time on <paramref name="clock"/> then) or
+    /// <paramref name="cancellationToken"/> ends the wait (null). A request that fails or times out counts as not yet.
+    /// </summary>
+    private static async Task<TimeSpan?> PollAsync(Func<CancellationToken, Task<bool>> condition, Stopwatch clock, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (await condition(cancellationToken))
+                {
+                    return clock.Elapsed;
+                }
+                await Task.Delay(50, cancellationToken);
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or OperationCanceledException)
+            {
+                // Not yet (a forward to the dead node fails until it is declared dead), or the bound passed.
+            }
+        }
+        return null;
     }
 }
