@@ -177,7 +177,8 @@ internal sealed class BenchNode : IAsyncDisposable
     {
         if (_process is { HasExited: false } process)
         {
-            // SIGTERM: the daemon kills its sandboxes and leaves the cluster; SIGKILL after 60 s.
+            // SIGTERM: the daemon leaves the cluster and stops (SIGKILL after 60 s). Sandboxes outlive a stopped daemon;
+            // every cycle kills its own, and what a failure left running is ended below by runc.
             Posix.Kill(process.Id, Posix.SIGTERM);
             using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             try
@@ -191,7 +192,7 @@ internal sealed class BenchNode : IAsyncDisposable
             }
         }
         _process?.Dispose();
-        // What a SIGKILLed node left running: its containers, ended by runc itself.
+        // What a SIGKILLed node, or a run that failed half-way, left running: its containers, ended by runc itself.
         var runcRoot = Path.Combine(StateDir, "runc");
         if (Directory.Exists(runcRoot))
         {
