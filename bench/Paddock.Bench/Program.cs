@@ -49,6 +49,10 @@ internal static class Program
         {
             return await Daemon.PauseBench.RunAsync(args.AsMemory(1));
         }
+        if (args[0] == "cluster")
+        {
+            return await Cluster.ClusterCommand.RunAsync(args.AsMemory(1));
+        }
         if (args[0] == "soak")
         {
             return await Daemon.SoakCommand.RunAsync(args.AsMemory(1));

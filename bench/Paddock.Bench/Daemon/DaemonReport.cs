@@ -11,6 +11,9 @@ internal sealed class DaemonReport
     private readonly List<(string Name, string Key, Samples Figure, string? BaselineName, Samples? Baseline)> _rows = [];
     private readonly List<(string Name, string Key, string Unit, double Value)> _facts = [];
 
+    /// <summary>The JSON line's <c>bench</c> field.</summary>
+    public string Bench { get; init; } = "daemon";
+
     public void AddComparison(string name, string key, Samples figure, string baselineName, Samples baseline) =>
         _rows.Add((name, key, figure, baselineName, baseline));
 
@@ -54,7 +57,7 @@ internal sealed class DaemonReport
         using (var json = new Utf8JsonWriter(stream))
         {
             json.WriteStartObject();
-            json.WriteString("bench", "daemon");
+            json.WriteString("bench", Bench);
             foreach (var (name, key, figure, baselineName, baseline) in _rows.Where(r => r.Figure.Count > 0))
             {
                 json.WriteStartObject(key);

@@ -187,7 +187,8 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         var count = 0;
         foreach (var link in _links.Values)
         {
-            if (Directory.Exists($"/sys/class/net/{link.HostInterface}"))
+            // rtnetlink, not /sys/class/net (see DeleteInterfaceAsync).
+            if (InterfaceExists(link.HostInterface))
             {
                 script += _rules.Attach(link, ProxyPort, _logGroup);
                 count++;
@@ -499,12 +500,19 @@ internal sealed class SandboxNetworks : IAsyncDisposable
         return false;
     }
 
+    private static bool InterfaceExists(string name)
+    {
+        using var host = RouteNetlink.OpenHere();
+        return host.IndexOf(name) != 0;
+    }
+
     private static async Task DeleteInterfaceAsync(string name, CancellationToken cancellationToken)
     {
-        if (!Directory.Exists($"/sys/class/net/{name}"))
-        {
-            return;
-        }
+        // Asked of rtnetlink, not of /sys/class/net: /sys shows the namespace of whoever mounted it, so a daemon
+        // started in a network namespace of its own without remounting /sys (nsenter --net, as the cluster tests and
+        // bench/run cluster start nodes) saw none of its veths there, never deleted a killed sandbox's host end, and
+        // the next sandbox given that slot failed with "create veth ... File exists" (bench/run cluster, 2026-12-07).
+        // A link already gone is ENODEV, which DeleteLink answers with false.
         // On the thread pool: removing a veth waits for the kernel's RCU grace periods (milliseconds), not for us.
         await Task.Run(() =>
         {
