@@ -7,6 +7,7 @@ using Paddock.Daemon.Tests.Api;
 using Paddock.Daemon.Tests.Runtimes;
 using Paddock.Daemon.Tests.Store;
 using Xunit.Abstractions;
+using static Paddock.Daemon.Tests.Cluster.ClusterCalls;
 
 namespace Paddock.Daemon.Tests.Cluster;
 
@@ -59,7 +60,7 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
             var created = new List<(string Id, string? Token, string Node)>();
             while (created.Count < 3 * ClusterNode.MaxSandboxes && !(created.Any(s => s.Node == "b") && created.Any(s => s.Node != "b")))
             {
-                var (id, token) = await CreateAsync(a, ct);
+                var (id, token) = await CreateAsync(a, ct, timeoutSeconds: 600);
                 created.Add((id, token, (await NodeOfAsync(database, id, ct))!));
             }
             var (kept, keptToken, keptNode) = created.First(s => s.Node != "b");
@@ -127,7 +128,7 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
                 Assert.Equal(HttpStatusCode.OK, status);
             }
             output.WriteLine($"PostgreSQL restarted to every node's list answering: {restarted.Elapsed.TotalSeconds:F1} s");
-            var (afterward, _) = await CreateAsync(c, ct);
+            var (afterward, _) = await CreateAsync(c, ct, timeoutSeconds: 600);
             var afterwardNode = await NodeOfAsync(database, afterward, ct);
             var all = created.Select(s => s.Id).Append(afterward).Order(StringComparer.Ordinal).ToList();
             foreach (var node in nodes)
@@ -251,55 +252,10 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
             $"{method} {path} through cut-off {node.NodeId}: {(int)response.StatusCode} {body}");
     }
 
-    private static async Task<(string Id, string? Token)> CreateAsync(ClusterNode node, CancellationToken ct)
-    {
-        using var response = await node.Api.PostAsJsonAsync("/sandboxes", new JsonObject { ["templateID"] = "base", ["timeout"] = 600 }, ct);
-        var body = await response.Content.ReadAsStringAsync(ct);
-        Assert.True(response.StatusCode == HttpStatusCode.Created, $"create through {node.NodeId}: {(int)response.StatusCode} {body}");
-        var created = JsonNode.Parse(body)!;
-        return ((string)created["sandboxID"]!, (string?)created["envdAccessToken"]);
-    }
-
-    private static async Task<List<string>> ListedIdsAsync(ClusterNode node, string path, CancellationToken ct) =>
-        [.. (await node.Api.GetFromJsonAsync<JsonArray>(path, ct))!.Select(s => (string)s!["sandboxID"]!).Order(StringComparer.Ordinal)];
-
     private async Task<string?> NodeOfAsync(string database, string sandboxId, CancellationToken ct) =>
-        (string?)await ScalarAsync(database, "SELECT node_id FROM sandboxes WHERE sandbox_id = @id", sandboxId, ct);
+        await ClusterCalls.NodeOfAsync(fixture.Server.ConnectionString(database), sandboxId, ct);
 
     private async Task<string?> StateOfAsync(string database, string sandboxId, CancellationToken ct) =>
-        (string?)await ScalarAsync(database, "SELECT state FROM sandboxes WHERE sandbox_id = @id", sandboxId, ct);
+        await ClusterCalls.StateOfAsync(fixture.Server.ConnectionString(database), sandboxId, ct);
 
-    private async Task<object?> ScalarAsync(string database, string sql, string sandboxId, CancellationToken ct)
-    {
-        await using var connection = new NpgsqlConnection(fixture.Server.ConnectionString(database));
-        await connection.OpenAsync(ct);
-        await using var command = new NpgsqlCommand(sql, connection);
-        command.Parameters.AddWithValue("id", sandboxId);
-        return await command.ExecuteScalarAsync(ct);
-    }
-
-    /// <summary>Polls every 200 ms until <paramref name="condition"/> holds; throws after <paramref name="limit"/>.</summary>
-    private static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan limit, string what, CancellationToken ct)
-    {
-        var watch = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-                // a node not answering yet counts as "not yet"
-            }
-            if (watch.Elapsed > limit)
-            {
-                throw new TimeoutException($"waited {limit.TotalSeconds} s for {what}");
-            }
-            await Task.Delay(200, ct);
-        }
-    }
 }

@@ -7,6 +7,7 @@ using Paddock.Daemon.Tests.Api;
 using Paddock.Daemon.Tests.Runtimes;
 using Paddock.Daemon.Tests.Store;
 using Xunit.Abstractions;
+using static Paddock.Daemon.Tests.Cluster.ClusterCalls;
 
 namespace Paddock.Daemon.Tests.Cluster;
 
@@ -263,15 +264,6 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
         }
     }
 
-    private static async Task<(string Id, string? Token)> CreateAsync(ClusterNode node, CancellationToken ct)
-    {
-        using var response = await node.Api.PostAsJsonAsync("/sandboxes", new JsonObject { ["templateID"] = "base", ["timeout"] = 300 }, ct);
-        var body = await response.Content.ReadAsStringAsync(ct);
-        Assert.True(response.StatusCode == HttpStatusCode.Created, $"create through {node.NodeId}: {(int)response.StatusCode} {body}");
-        var created = JsonNode.Parse(body)!;
-        return ((string)created["sandboxID"]!, (string?)created["envdAccessToken"]);
-    }
-
     /// <summary>A request to <paramref name="node"/> with the given key (or none), dashboard cookie and CSRF token.</summary>
     private static async Task<HttpResponseMessage> SendAsync(HttpClient client, ClusterNode node, HttpMethod method, string path, string? key,
         string? json = null, string? cookie = null, string? csrf = null)
@@ -324,46 +316,10 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
         return (long)(await command.ExecuteScalarAsync(ct))!;
     }
 
-    private static async Task<List<string>> ListedIdsAsync(ClusterNode node, string path, CancellationToken ct) =>
-        [.. (await node.Api.GetFromJsonAsync<JsonArray>(path, ct))!.Select(s => (string)s!["sandboxID"]!).Order(StringComparer.Ordinal)];
-
     private async Task<string?> NodeOfAsync(string database, string sandboxId, CancellationToken ct) =>
-        (string?)await ScalarAsync(database, "SELECT node_id FROM sandboxes WHERE sandbox_id = @id", sandboxId, ct);
+        await ClusterCalls.NodeOfAsync(fixture.Server.ConnectionString(database), sandboxId, ct);
 
     private async Task<string?> StateOfAsync(string database, string sandboxId, CancellationToken ct) =>
-        (string?)await ScalarAsync(database, "SELECT state FROM sandboxes WHERE sandbox_id = @id", sandboxId, ct);
+        await ClusterCalls.StateOfAsync(fixture.Server.ConnectionString(database), sandboxId, ct);
 
-    private async Task<object?> ScalarAsync(string database, string sql, string sandboxId, CancellationToken ct)
-    {
-        await using var connection = new NpgsqlConnection(fixture.Server.ConnectionString(database));
-        await connection.OpenAsync(ct);
-        await using var command = new NpgsqlCommand(sql, connection);
-        command.Parameters.AddWithValue("id", sandboxId);
-        return await command.ExecuteScalarAsync(ct);
-    }
-
-    /// <summary>Polls every 200 ms until <paramref name="condition"/> holds; throws after <paramref name="limit"/>.</summary>
-    private static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan limit, string what, CancellationToken ct)
-    {
-        var watch = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-                // a node not answering yet counts as "not yet"
-            }
-            if (watch.Elapsed > limit)
-            {
-                throw new TimeoutException($"waited {limit.TotalSeconds} s for {what}");
-            }
-            await Task.Delay(200, ct);
-        }
-    }
 }

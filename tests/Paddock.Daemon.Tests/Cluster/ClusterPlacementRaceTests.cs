@@ -6,6 +6,7 @@ using Npgsql;
 using Paddock.Daemon.Tests.Runtimes;
 using Paddock.Daemon.Tests.Store;
 using Xunit.Abstractions;
+using static Paddock.Daemon.Tests.Cluster.ClusterCalls;
 
 namespace Paddock.Daemon.Tests.Cluster;
 
@@ -61,7 +62,7 @@ public sealed class ClusterPlacementRaceTests(PostgresFixture fixture, ITestOutp
             }
             Assert.Equal(2, racing.Count(r => r.Node == y.NodeId));
             Assert.Equal(1, racing.Count(r => r.Node == x.NodeId));
-            Assert.Equal(4L, await ScalarAsync(database, "SELECT count(*) FROM sandboxes", ct));
+            Assert.Equal(4L, await ScalarAsync(fixture.Server.ConnectionString(database), "SELECT count(*) FROM sandboxes", ct));
             var retried = nodes.Sum(n => CountOf(n.Log, "lost the race for its last sandbox slot"));
             output.WriteLine($"three creates at once through {x.NodeId} for one free slot there and two on {y.NodeId}: all placed; {retried} lost {y.NodeId}'s race and were placed once more");
 
@@ -91,56 +92,10 @@ public sealed class ClusterPlacementRaceTests(PostgresFixture fixture, ITestOutp
             using var response = await through.Api.PostAsJsonAsync("/sandboxes", new JsonObject { ["templateID"] = "base", ["timeout"] = 300 }, cancellationToken);
             var body = await response.Content.ReadAsStringAsync(cancellationToken);
             var node = response.StatusCode == HttpStatusCode.Created
-                ? (string?)await ScalarAsync(database, "SELECT node_id FROM sandboxes WHERE sandbox_id = @id", cancellationToken, (string)JsonNode.Parse(body)!["sandboxID"]!)
+                ? (string?)await ScalarAsync(fixture.Server.ConnectionString(database), "SELECT node_id FROM sandboxes WHERE sandbox_id = @id", cancellationToken, (string)JsonNode.Parse(body)!["sandboxID"]!)
                 : null;
             return (response.StatusCode, body, node);
         }
     }
 
-    private static int CountOf(string text, string what)
-    {
-        var count = 0;
-        for (var at = text.IndexOf(what, StringComparison.Ordinal); at >= 0; at = text.IndexOf(what, at + what.Length, StringComparison.Ordinal))
-        {
-            count++;
-        }
-        return count;
-    }
-
-    private async Task<object?> ScalarAsync(string database, string sql, CancellationToken ct, string? sandboxId = null)
-    {
-        await using var connection = new NpgsqlConnection(fixture.Server.ConnectionString(database));
-        await connection.OpenAsync(ct);
-        await using var command = new NpgsqlCommand(sql, connection);
-        if (sandboxId is not null)
-        {
-            command.Parameters.AddWithValue("id", sandboxId);
-        }
-        return await command.ExecuteScalarAsync(ct);
-    }
-
-    /// <summary>Polls every 200 ms until <paramref name="condition"/> holds; throws after <paramref name="limit"/>.</summary>
-    private static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan limit, string what, CancellationToken ct)
-    {
-        var watch = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-                // a node not answering yet counts as "not yet"
-            }
-            if (watch.Elapsed > limit)
-            {
-                throw new TimeoutException($"waited {limit.TotalSeconds} s for {what}");
-            }
-            await Task.Delay(200, ct);
-        }
-    }
 }

@@ -7,6 +7,7 @@ using Paddock.Daemon.Tests.Api;
 using Paddock.Daemon.Tests.Runtimes;
 using Paddock.Daemon.Tests.Store;
 using Xunit.Abstractions;
+using static Paddock.Daemon.Tests.Cluster.ClusterCalls;
 
 namespace Paddock.Daemon.Tests.Cluster;
 
@@ -193,38 +194,4 @@ public sealed class ClusterTemplateTests(PostgresFixture fixture, ITestOutputHel
         return found;
     }
 
-    private static int CountOf(string text, string piece)
-    {
-        var count = 0;
-        for (var at = text.IndexOf(piece, StringComparison.Ordinal); at >= 0; at = text.IndexOf(piece, at + piece.Length, StringComparison.Ordinal))
-        {
-            count++;
-        }
-        return count;
-    }
-
-    /// <summary>Polls every 200 ms until <paramref name="condition"/> holds; throws after <paramref name="limit"/>.</summary>
-    private static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan limit, string what, CancellationToken ct)
-    {
-        var watch = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-                // not answering yet
-            }
-            if (watch.Elapsed > limit)
-            {
-                throw new TimeoutException($"waited {limit.TotalSeconds:F0} s for {what}");
-            }
-            await Task.Delay(200, ct);
-        }
-    }
 }
