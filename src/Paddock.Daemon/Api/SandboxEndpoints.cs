@@ -375,6 +375,10 @@ internal static class SandboxEndpoints
         {
             return record;
         }
+        // The ending slot is read before the record: a kill writes its record before it frees the slot, so a record
+        // read after a free slot is the kill's own. Read the other way round, a kill that ended between the two reads
+        // left a record still saying running and no slot, and the answer lost its reason (seen in CI under load).
+        var ending = manager.TryGetEnding(sandboxId, out var reason) ? reason : null;
         // Another team's running sandbox takes the same path as an unknown id, store lookup included, so that not
         // even the time the answer takes tells the two apart.
         var ended = SandboxIds.IsWellFormed(sandboxId) ? await store.GetAsync(sandboxId, http.RequestAborted) : null;
@@ -382,9 +386,9 @@ internal static class SandboxEndpoints
         {
             throw new UnknownSandboxException(sandboxId);
         }
-        if (manager.TryGetEnding(sandboxId, out var reason))
+        if (ending is not null)
         {
-            throw new UnknownSandboxException(sandboxId, $"it is being killed ({reason})");
+            throw new UnknownSandboxException(sandboxId, $"it is being killed ({ending})");
         }
         throw ended.State == SandboxState.Killed ? new UnknownSandboxException(sandboxId, $"it ended at {ended.EndedAt:O} ({ended.EndReason})") : new UnknownSandboxException(sandboxId);
     }

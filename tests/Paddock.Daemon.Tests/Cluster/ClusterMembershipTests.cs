@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text;
 using System.Text.Json.Nodes;
 using Npgsql;
 using Paddock.Daemon.Tests.Api;
@@ -168,6 +170,27 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                 using var response = await c.Api.SendAsync(health, ct);
                 Assert.True(response.IsSuccessStatusCode, $"envd /health of B's sandbox through C by host: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}");
             }
+            // Files through C: a script uploaded to B's sandbox through C's proxy, read back through C and run through A;
+            // it is a WebSocket echo server on port 8080, reached through C (the upgrade and both directions forwarded).
+            await PutFileAsync(c, onB, tokenB, "/tmp/ws-echo.py", WebSocketEcho, ct);
+            Assert.Equal(WebSocketEcho, await GetFileAsync(c, onB, tokenB, "/tmp/ws-echo.py", ct));
+            Assert.Equal((0, "listening\n"), await DaemonCommands.RunAsync(a.Api, onB, tokenB,
+                "nohup python3 /tmp/ws-echo.py </dev/null >/tmp/ws-echo.log 2>&1 & " +
+                "for i in $(seq 100); do grep -q ':1F90 00000000:0000 0A' /proc/net/tcp && echo listening && break; sleep 0.1; done"));
+            using (var socket = new ClientWebSocket())
+            {
+                socket.Options.SetRequestHeader("E2b-Sandbox-Id", onB);
+                socket.Options.SetRequestHeader("E2b-Sandbox-Port", "8080");
+                await socket.ConnectAsync(new Uri($"ws://{c.Api.BaseAddress!.Authority}/echo"), ct);
+                foreach (var text in (string[])["through c", "and back again"])
+                {
+                    await socket.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, true, ct);
+                    var buffer = new byte[256];
+                    var received = await socket.ReceiveAsync(buffer, ct);
+                    Assert.Equal(text, Encoding.UTF8.GetString(buffer, 0, received.Count));
+                }
+                await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", ct);
+            }
             // A dashboard session on C (in C's memory only) acts on B's sandbox: C checks the cookie and the CSRF token
             // and forwards the session's key instead of the cookie.
             var (session, csrf) = await SignInAsync(bare, c, apiKey, ct);
@@ -262,6 +285,83 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
                 await node.DisposeAsync();
             }
         }
+    }
+
+    /// <summary>
+    /// A WebSocket echo server for one sandbox port (8080), in Python's standard library only (the base template has no
+    /// WebSocket package): the RFC 6455 handshake, then each unfragmented masked text frame under 126 bytes sent back.
+    /// </summary>
+    private const string WebSocketEcho = """
+        import base64, hashlib, socket
+        GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("0.0.0.0", 8080))
+        server.listen(4)
+        def read(conn, n):
+            data = b""
+            while len(data) < n:
+                more = conn.recv(n - len(data))
+                if not more:
+                    raise EOFError
+                data += more
+            return data
+        def serve(conn):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                more = conn.recv(4096)
+                if not more:
+                    return
+                request += more
+            key = [l.split(b":", 1)[1].strip() for l in request.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            while True:
+                head = read(conn, 2)
+                mask = read(conn, 4)
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(read(conn, head[1] & 127)))
+                if head[0] & 15 == 8:
+                    conn.sendall(b"\x88\x00")
+                    return
+                conn.sendall(bytes([0x81, len(payload)]) + payload)
+        while True:
+            conn, _ = server.accept()
+            try:
+                serve(conn)
+            except (EOFError, OSError, IndexError):
+                pass
+            conn.close()
+        """;
+
+    /// <summary>Writes a file into a sandbox through <paramref name="node"/>'s proxy (envd's /files, octet-stream).</summary>
+    private static async Task PutFileAsync(ClusterNode node, string sandboxId, string? token, string path, string text, CancellationToken ct)
+    {
+        using var request = EnvdRequest(HttpMethod.Post, sandboxId, token, path);
+        request.Content = new StringContent(text, Encoding.UTF8, "application/octet-stream");
+        using var response = await node.Api.SendAsync(request, ct);
+        Assert.True(response.IsSuccessStatusCode, $"upload through {node.NodeId}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}");
+    }
+
+    /// <summary>Reads a file of a sandbox through <paramref name="node"/>'s proxy.</summary>
+    private static async Task<string> GetFileAsync(ClusterNode node, string sandboxId, string? token, string path, CancellationToken ct)
+    {
+        using var request = EnvdRequest(HttpMethod.Get, sandboxId, token, path);
+        using var response = await node.Api.SendAsync(request, ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        Assert.True(response.IsSuccessStatusCode, $"download through {node.NodeId}: {(int)response.StatusCode} {body}");
+        return body;
+    }
+
+    private static HttpRequestMessage EnvdRequest(HttpMethod method, string sandboxId, string? token, string path)
+    {
+        var request = new HttpRequestMessage(method, "/files?path=" + Uri.EscapeDataString(path));
+        request.Headers.Add("E2b-Sandbox-Id", sandboxId);
+        request.Headers.Add("E2b-Sandbox-Port", "49983");
+        if (token is not null)
+        {
+            request.Headers.Add("X-Access-Token", token);
+        }
+        return request;
     }
 
     /// <summary>A request to <paramref name="node"/> with the given key (or none), dashboard cookie and CSRF token.</summary>
