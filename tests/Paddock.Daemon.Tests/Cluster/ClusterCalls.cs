@@ -9,6 +9,21 @@ namespace Paddock.Daemon.Tests.Cluster;
 /// <summary>What the cluster tests ask of their nodes and of the store, in one place (imported with <c>using static</c>).</summary>
 internal static class ClusterCalls
 {
+    /// <summary>
+    /// Starts the first node alone (it runs the schema steps and makes the cluster's version row), then the others
+    /// together, and waits (bounded) until every node sees all of them active.
+    /// </summary>
+    public static async Task StartAllAsync(IReadOnlyList<ClusterNode> nodes, CancellationToken ct)
+    {
+        await nodes[0].StartAsync(ct);
+        await Task.WhenAll(nodes.Skip(1).Select(n => n.StartAsync(ct)));
+        foreach (var node in nodes)
+        {
+            await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == nodes.Count,
+                TimeSpan.FromSeconds(60), $"node {node.NodeId} to see {nodes.Count} active nodes", ct);
+        }
+    }
+
     /// <summary>A <c>base</c> sandbox created through <paramref name="node"/> (placement decides where it runs).</summary>
     public static async Task<(string Id, string? Token)> CreateAsync(ClusterNode node, CancellationToken ct, int timeoutSeconds = 300)
     {

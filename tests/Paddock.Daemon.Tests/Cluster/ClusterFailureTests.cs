@@ -47,14 +47,8 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
             {
                 nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout));
             }
-            await nodes[0].StartAsync(ct);
-            await Task.WhenAll(nodes[1].StartAsync(ct), nodes[2].StartAsync(ct));
+            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
-            foreach (var node in nodes)
-            {
-                await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == 3,
-                    TimeSpan.FromSeconds(60), $"node {node.NodeId} to see three active nodes", ct);
-            }
 
             // Sandboxes through A until B holds one and another node holds one (bounded: B's two slots are full by then).
             var created = new List<(string Id, string? Token, string Node)>();

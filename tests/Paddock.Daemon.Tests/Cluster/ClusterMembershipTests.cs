@@ -51,15 +51,8 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             {
                 nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout));
             }
-            // The first alone (it runs the schema steps and makes the cluster's version row), then the other two together.
-            await nodes[0].StartAsync(ct);
-            await Task.WhenAll(nodes[1].StartAsync(ct), nodes[2].StartAsync(ct));
+            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
-            foreach (var node in nodes)
-            {
-                await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == 3,
-                    TimeSpan.FromSeconds(60), $"node {node.NodeId} to see three active nodes", ct);
-            }
 
             // Teams and keys: made through A, they work through B and C at once; a limit changed through C is B's at
             // once; revoked through B, the key is refused through A and C at once. No waits: a change returns only

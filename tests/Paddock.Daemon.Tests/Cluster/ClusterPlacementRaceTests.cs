@@ -40,13 +40,7 @@ public sealed class ClusterPlacementRaceTests(PostgresFixture fixture, ITestOutp
             {
                 nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)));
             }
-            await nodes[0].StartAsync(ct);
-            await nodes[1].StartAsync(ct);
-            foreach (var node in nodes)
-            {
-                await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == 2,
-                    TimeSpan.FromSeconds(60), $"node {node.NodeId} to see two active nodes", ct);
-            }
+            await StartAllAsync(nodes, ct);
 
             var first = await CreateAsync(nodes[0], ct);
             Assert.Equal(HttpStatusCode.Created, first.Status);

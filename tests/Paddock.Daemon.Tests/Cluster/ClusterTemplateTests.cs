@@ -43,14 +43,8 @@ public sealed class ClusterTemplateTests(PostgresFixture fixture, ITestOutputHel
             {
                 nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)));
             }
-            await nodes[0].StartAsync(ct);
-            await Task.WhenAll(nodes[1].StartAsync(ct), nodes[2].StartAsync(ct));
+            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
-            foreach (var node in nodes)
-            {
-                await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == 3,
-                    TimeSpan.FromSeconds(60), $"node {node.NodeId} to see three active nodes", ct);
-            }
 
             // A snapshot on A: its one new layer is in A's layers directory only.
             var (onA, tokenA) = await CreateOnAsync(a, "base", ct);
