@@ -271,7 +271,7 @@ internal sealed class PaddockdProcess : IAsyncDisposable
         {
             _process.Dispose();
             UnmountGvisorTierOwn();
-            var mounted = MountsUnder(_stateDir);
+            var mounted = MountPointsUnder(_stateDir).Count;
             if (mounted > 0)
             {
                 // Never delete recursively through a mount: it would delete inside the sandboxes' filesystems.
@@ -344,9 +344,6 @@ internal sealed class PaddockdProcess : IAsyncDisposable
 
     private static List<string> MountPointsUnder(string directory) =>
         File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')[4]).Where(m => m.StartsWith(directory + "/", StringComparison.Ordinal)).ToList();
-
-    private static int MountsUnder(string directory) =>
-        File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ')[4].StartsWith(directory + "/", StringComparison.Ordinal));
 
     private void Stop()
     {
