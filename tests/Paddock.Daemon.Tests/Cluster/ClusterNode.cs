@@ -18,7 +18,7 @@ internal sealed class ClusterNode : IAsyncDisposable
 {
     private const int ApiPort = 3000;
 
-    /// <summary>Each node's limit: small, so that a few creates fill the cluster.</summary>
+    /// <summary>Each node's limit unless a test gives its own: small, so that a few creates fill the cluster.</summary>
     public const int MaxSandboxes = 2;
 
     private readonly StringBuilder _log = new();
@@ -26,7 +26,7 @@ internal sealed class ClusterNode : IAsyncDisposable
     private readonly Dictionary<string, string> _environment;
     private Process? _process;
 
-    public ClusterNode(string nodeId, int index, string netns, string storeUri, string apiKey, TimeSpan probeTimeout)
+    public ClusterNode(string nodeId, int index, string netns, string storeUri, string apiKey, TimeSpan probeTimeout, int maxSandboxes = MaxSandboxes)
     {
         NodeId = nodeId;
         Address = ClusterNetwork.NodeAddress(index);
@@ -43,7 +43,7 @@ internal sealed class ClusterNode : IAsyncDisposable
             "--cluster-probe-timeout", probeTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture),
             "--listen", $"http://{Address}:{ApiPort}", "--store", storeUri, "--state-dir", StateDir,
             "--templates-dir", TestEnvironment.TemplatesDirectory, "--freeze-after", "0", "--metrics-interval", "0",
-            "--max-sandboxes", MaxSandboxes.ToString(CultureInfo.InvariantCulture),
+            "--max-sandboxes", maxSandboxes.ToString(CultureInfo.InvariantCulture),
         ];
         _environment = new Dictionary<string, string>
         {
