@@ -76,6 +76,35 @@ internal static partial class LoopMounts
         throw new IOException($"no free loop device for {image} after {Attempts} attempts (each was taken by another process first)");
     }
 
+    /// <summary>
+    /// The loop device that backs <paramref name="image"/> now (<c>/dev/loopN</c>), or null: the device of a filesystem
+    /// that was unmounted here but is still mounted in another mount namespace (one made while it was mounted holds a
+    /// copy of it), so the kernel keeps the filesystem, and with it the device, alive. Reads every bound device's
+    /// <c>loop/backing_file</c> in <c>/sys/block</c>: for a remount, not for a create (see the class).
+    /// </summary>
+    public static string? AttachedDevice(string image)
+    {
+        var full = Path.GetFullPath(image);
+        foreach (var device in Directory.EnumerateFileSystemEntries("/sys/block", "loop*"))
+        {
+            string backing;
+            try
+            {
+                backing = File.ReadAllText(Path.Combine(device, "loop", "backing_file")).TrimEnd('\n');
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Not bound (no loop/ directory), or detached while read.
+                continue;
+            }
+            if (string.Equals(backing, full, StringComparison.Ordinal))
+            {
+                return "/dev/" + Path.GetFileName(device);
+            }
+        }
+        return null;
+    }
+
     private static unsafe int Configure(SafeFileHandle loop, SafeFileHandle backing, string image)
     {
         var config = stackalloc byte[ConfigSize];

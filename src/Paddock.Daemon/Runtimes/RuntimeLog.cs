@@ -41,6 +41,9 @@ internal static partial class RuntimeLog
     [LoggerMessage(3007, LogLevel.Debug, "Sandbox {SandboxId}: overlay busy at unmount, retrying")]
     public static partial void OverlayBusy(ILogger logger, string sandboxId);
 
+    [LoggerMessage(3016, LogLevel.Warning, "Sandbox {SandboxId}: its disk image is still attached to {Device} (a mount namespace made while it ran still holds its filesystem); mounted that device again, not a second copy")]
+    public static partial void DiskStillAttached(ILogger logger, string sandboxId, string device);
+
     [LoggerMessage(3012, LogLevel.Information, "{Tier} tier: cgroup layout {Mode}, sandboxes under '{Parent}'")]
     public static partial void CgroupLayout(ILogger logger, string tier, string mode, string parent);
 

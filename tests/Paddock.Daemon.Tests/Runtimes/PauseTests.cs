@@ -1,6 +1,8 @@
+using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using Paddock.Daemon.Runtimes;
+using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes.Host;
 
 namespace Paddock.Daemon.Tests.Runtimes;
@@ -97,7 +99,7 @@ public sealed class GvisorPauseTests(GvisorFixture fixture)
             await fixture.Runtime.PauseAsync(sandbox.SandboxId, keepMemory: true, TestEnvironment.Timeout(Long));
             // What a crash between the marker and the release leaves: a pause whose mounts are still there. The overlay
             // is mounted again by hand (the state the pause's last step would have released).
-            SandboxFilesystem.Remount(layout);
+            SandboxFilesystem.Remount(layout, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
             Assert.NotEqual(before with { SandboxDirectories = before.SandboxDirectories + 1 }, fixture.Footprint());
 
             using var restarted = fixture.NewRuntime();
@@ -205,6 +207,52 @@ public sealed class RuncPauseTests(RuncFixture fixture)
         Assert.Equal(before, fixture.Footprint());
     }
     [Fact]
+    public async Task A_pause_while_another_mount_namespace_holds_the_disk_resumes_on_the_same_filesystem_with_nothing_lost()
+    {
+        // A mount namespace made while the sandbox runs (here unshare -m; on a host, any container's or tier's made
+        // then) holds a copy of the disk's mount: the pause's unmount succeeds, but the filesystem lives on there, with
+        // the last writes not yet on the image. The resume must mount that same filesystem, not a second, stale one
+        // from the image (before: a file written just before the pause was gone after the resume).
+        var sandbox = await fixture.Runtime.StartAsync(fixture.Spec(fixture.Busybox), TestEnvironment.Timeout(Long));
+        var layout = new SandboxLayout(fixture.Options, sandbox.SandboxId);
+        Process? holder = null;
+        try
+        {
+            var device = MountTable.Read().Single(m => m.MountPoint == layout.DiskMount).Source;
+            // It lets go of every other loop-backed or overlay mount of the host at once, so that it pins this disk
+            // only, not the disks of tests running beside this one.
+            holder = Process.Start("unshare", ["-m", "--propagation", "private", "sh", "-c", HoldOnly, "sh", layout.DiskMount])!;
+            var ours = File.ResolveLinkTarget("/proc/self/ns/mnt", returnFinalTarget: false)!.ToString();
+            for (var i = 0; File.ResolveLinkTarget($"/proc/{holder.Id}/ns/mnt", returnFinalTarget: false)?.ToString() == ours; i++)
+            {
+                Assert.True(i < 100, "unshare did not make its mount namespace within 10 s");
+                await Task.Delay(100);
+            }
+            var written = await GvisorPauseTests.Run(fixture.Runtime, sandbox.SandboxId, "echo synced > /root/synced; sync; echo unsynced > /root/unsynced");
+            Assert.True(written.ExitCode == 0, written.ToString());
+
+            await fixture.Runtime.PauseAsync(sandbox.SandboxId, keepMemory: false, TestEnvironment.Timeout(Long));
+            Assert.DoesNotContain(MountTable.Read(), m => m.MountPoint == layout.DiskMount);
+            Assert.Equal(device, LoopMounts.AttachedDevice(layout.DiskImage));
+            await fixture.Runtime.ResumeAsync(sandbox.SandboxId, keepMemory: false, TestEnvironment.Timeout(Long));
+
+            Assert.Equal(device, MountTable.Read().Single(m => m.MountPoint == layout.DiskMount).Source);
+            var read = await GvisorPauseTests.Run(fixture.Runtime, sandbox.SandboxId, "cat /root/synced /root/unsynced; echo after > /root/after; cat /root/after");
+            Assert.Equal("synced\nunsynced\nafter\n", read.Stdout);
+        }
+        finally
+        {
+            if (holder is not null)
+            {
+                holder.Kill();
+                await holder.WaitForExitAsync(TestEnvironment.Timeout(Long));
+                holder.Dispose();
+            }
+            await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
+        }
+    }
+
+    [Fact]
     public async Task A_pooled_sandbox_keeps_its_claimers_token_and_variables_across_a_filesystem_pause()
     {
         // A warm pool member boots with the pool's token and no variables; the hand-over's /init gives the running
@@ -230,6 +278,13 @@ public sealed class RuncPauseTests(RuncFixture fixture)
             await fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(Long));
         }
     }
+
+    // $1: the mount to keep. The rest of the loop-backed and overlay mounts, deepest first, lazily; then sleep.
+    private const string HoldOnly = """
+        awk -v keep="$1" '{ for (i = 7; $i != "-"; i++) {} } $5 != keep && ($(i + 1) == "overlay" || $(i + 2) ~ /^\/dev\/loop/) { print $5 }' /proc/self/mountinfo \
+          | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+        exec sleep 600
+        """;
 
     private Task<CommandOutput> Run(string id, string command, string token) =>
         AgentCalls.RunAsync(fixture.Runtime, id, "/bin/sh", ["-c", command], "root", TimeSpan.FromSeconds(60), accessToken: token);

@@ -208,10 +208,11 @@ for (const [transportName, makeTransport] of [['stdio (paddock mcp)', stdioTrans
       }
     })
 
-    // todo: passed over one transport and failed over the other in one run (the runc resume's overlay mount got
-    // ENOENT); not yet understood, so it runs without failing the suite. The resume's error now names the overlay's
-    // missing directory and the sandbox's mounts (SandboxFilesystem.Remount), for the next time it happens.
-    it('pauses and resumes the sandbox (issue 18), its files kept', { ...T, todo: 'runc resume: overlay remount ENOENT seen once, not yet understood' }, async () => {
+    // Was todo: it failed once over one transport (the runc resume's overlay mount got ENOENT). The cause, found
+    // 2026-12-07: a mount namespace made by anyone while the sandbox ran kept its disk's filesystem alive past the
+    // pause's unmount, and the resume mounted a second, stale instance of the image on another loop device, without
+    // the upper directory of a young sandbox. The resume now mounts the device still attached (SandboxFilesystem).
+    it('pauses and resumes the sandbox (issue 18), its files kept', T, async () => {
       await ok(client, 'write_file', { sandboxId, path: '/home/user/paused.txt', content: 'kept while paused\n' })
       const paused = await ok(client, 'pause_sandbox', { sandboxId })
       assert.equal(paused.structuredContent.paused, true)

@@ -261,7 +261,7 @@ internal sealed partial class GvisorRuntime
                 (captured.Metadata with { SandboxId = id, StartedAt = startedAt }).Write(layout.MetadataFile);
                 await LayerCopy.CopyAsync(captured.Upper, layout.Upper, cancellationToken);
                 Directory.CreateDirectory(layout.Work);
-                SandboxFilesystem.Remount(layout);
+                SandboxFilesystem.Remount(layout, _logger);
                 var root = _options.IdMapping.ToHost(0);
                 foreach (var file in (string[])[layout.HostsFile, layout.HostnameFile, layout.ResolvConfFile])
                 {

@@ -427,7 +427,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
             await SettleAsync(layout, cancellationToken);
             await _bundle.Value.WaitAsync(cancellationToken);
             await _mountNamespace.Value.WaitAsync(cancellationToken);
-            SandboxFilesystem.Remount(layout);
+            SandboxFilesystem.Remount(layout, _logger);
             _netns.Create(layout.NetnsFile);
             await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
             File.Delete(layout.PidFile);

@@ -125,7 +125,7 @@ internal static class SandboxFilesystem
     /// its volumes' binds, and the overlay of its template's layers (from its metadata) with its kept writable layer. Idempotent: what is
     /// mounted already stays. Throws <see cref="IOException"/> when the metadata or a layer is missing.
     /// </summary>
-    public static void Remount(SandboxLayout layout)
+    public static void Remount(SandboxLayout layout, ILogger logger)
     {
         var metadata = SandboxMetadata.TryRead(layout.MetadataFile)
             ?? throw new IOException($"sandbox '{layout.SandboxId}' has no readable metadata at {layout.MetadataFile}");
@@ -133,7 +133,7 @@ internal static class SandboxFilesystem
         if (File.Exists(layout.DiskImage) && !mounted.Contains(layout.DiskMount))
         {
             Directory.CreateDirectory(layout.DiskMount);
-            LoopMounts.Mount(layout.DiskImage, layout.DiskMount, "ext4", Mounts.MS_NODEV | Mounts.MS_NOSUID | LoopMounts.MS_NOATIME);
+            MountDisk(layout, logger);
         }
         // The volumes' binds: the pause's unmount took them with the rest, and the tier's config names these paths as
         // the sources of its volume mounts (BindMounts). Without them a resumed sandbox saw empty directories.
@@ -172,8 +172,8 @@ internal static class SandboxFilesystem
             $"lowerdir={string.Join(':', metadata.TemplateLayers)},upperdir={layout.Upper},workdir={layout.Work}");
         if (errno == Errno.ENOENT)
         {
-            // Seen twice on a runc resume and never understood (issue 15's MCP pause case): the message says which of
-            // the overlay's directories was missing at the moment of the mount, and what was mounted under the sandbox.
+            // Seen twice on a runc resume (issue 15's MCP pause case) before MountDisk reused a still attached device;
+            // should it come back, the message says which of the overlay's directories was missing and what was mounted.
             var missing = metadata.TemplateLayers.Append(layout.Upper).Append(layout.Work).Where(d => !Directory.Exists(d)).ToList();
             throw new IOException(
                 $"mount overlay on {layout.Rootfs} failed with ENOENT; missing: {(missing.Count > 0 ? string.Join(", ", missing) : "none of its directories")}; "
@@ -183,6 +183,36 @@ internal static class SandboxFilesystem
         {
             throw Errno.Exception("mount overlay", layout.Rootfs, errno);
         }
+    }
+
+    /// <summary>
+    /// Mounts the sandbox's disk image again, on the loop device that still backs it if one does. That happens when a
+    /// mount namespace made while the sandbox ran (a container's or a tier's, made by anyone on the host) still holds
+    /// a copy of the disk's mount: the unmount here then succeeded, but the filesystem lives on in that copy, with
+    /// what the sandbox wrote in its last seconds not yet on the image. A second loop device would mount a second,
+    /// stale instance of it: measured (2026-12-07, `unshare -m sleep` started after the create), a file written just
+    /// before the pause was gone after the resume, and an overlay whose upper directory was not yet on the image is the
+    /// ENOENT seen twice on a runc resume. The same device gives the same filesystem, as it was.
+    /// </summary>
+    private static void MountDisk(SandboxLayout layout, ILogger logger)
+    {
+        const ulong flags = Mounts.MS_NODEV | Mounts.MS_NOSUID | LoopMounts.MS_NOATIME;
+        if (LoopMounts.AttachedDevice(layout.DiskImage) is { } device)
+        {
+            var errno = Mounts.Mount(device, layout.DiskMount, "ext4", flags, null);
+            if (errno == 0)
+            {
+                RuntimeLog.DiskStillAttached(logger, layout.SandboxId, device);
+                return;
+            }
+            if (LoopMounts.AttachedDevice(layout.DiskImage) is not null)
+            {
+                // Still attached, yet not mountable: a fresh device would mount the stale instance, so refuse.
+                throw Errno.Exception("mount " + device + " (still backing " + layout.DiskImage + ")", layout.DiskMount, errno);
+            }
+            // Detached in between: its filesystem was written out and released, so the image is whole again.
+        }
+        LoopMounts.Mount(layout.DiskImage, layout.DiskMount, "ext4", flags);
     }
 
     /// <summary>Unmounts everything under the sandbox's directory, longest path first (the overlay before its disk).</summary>

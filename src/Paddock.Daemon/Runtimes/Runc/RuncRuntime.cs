@@ -372,7 +372,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         {
             await SettleAsync(layout, cancellationToken);
             await _bundle.Value.WaitAsync(cancellationToken);
-            SandboxFilesystem.Remount(layout);
+            SandboxFilesystem.Remount(layout, _logger);
             File.Delete(layout.PidFile);
             if (!await _runc.RunDetachedAsync(sandboxId, layout.Directory, layout.PidFile, layout.LogFile, cancellationToken))
             {
