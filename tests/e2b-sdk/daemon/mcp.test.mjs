@@ -208,8 +208,8 @@ for (const [transportName, makeTransport] of [['stdio (paddock mcp)', stdioTrans
       }
     })
 
-    // Was todo: it failed once over one transport (the runc resume's overlay mount got ENOENT). The cause, found
-    // 2026-12-07: a mount namespace made by anyone while the sandbox ran kept its disk's filesystem alive past the
+    // Was todo: it failed once over one transport (the runc resume's overlay mount got ENOENT). The likely cause, reproduced
+    // by hand 2026-12-07: a mount namespace made by anyone while the sandbox ran kept its disk's filesystem alive past the
     // pause's unmount, and the resume mounted a second, stale instance of the image on another loop device, without
     // the upper directory of a young sandbox. The resume now mounts the device still attached (SandboxFilesystem).
     it('pauses and resumes the sandbox (issue 18), its files kept', T, async () => {
