@@ -74,7 +74,7 @@ public sealed class SessionCensusTests
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
-            using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 6, 384), count => fired.TrySetResult(count));
+            using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 6, 384), verdict => fired.TrySetResult(verdict.Count));
             watchdog.CellStarted();
             var count = await fired.Task.WaitAsync(timeout.Token);
             Assert.True(count.Processes > 6, $"fired at {count.Processes} processes");

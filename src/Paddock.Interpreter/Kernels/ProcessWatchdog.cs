@@ -23,6 +23,16 @@ internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int Se
     public string Describe(SessionCount count) =>
         $"the cell's processes exceeded the kernel's process limit: {count.Processes} processes ({count.Tasks} threads) in its session, " +
         $"the limit is {SessionProcesses} processes or {SessionTasks} threads (PADDOCK_INTERP_MAX_PROCS={UserTasks}; a fork bomb?)";
+
+    public string Describe(SessionCount count, SandboxMemory memory) =>
+        $"the cell's processes exceeded the kernel's process limit: {count.Processes} processes ({count.Tasks} threads) in its session " +
+        $"left {memory} of memory available, under the floor of {memory.FloorBytes >> 20} MiB for a session that forks (a fork bomb?)";
+}
+
+/// <summary>Why the watchdog fired: the census, and the memory reading when the memory floor was the limit passed.</summary>
+internal readonly record struct WatchdogVerdict(SessionCount Count, SandboxMemory? Memory)
+{
+    public string Describe(ProcessLimits limits) => Memory is { } memory ? limits.Describe(Count, memory) : limits.Describe(Count);
 }
 
 /// <summary>
@@ -35,6 +45,14 @@ internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int Se
 /// (every <see cref="BackgroundInterval"/> once the cell ended over 2 s ago); a count over the limit calls
 /// <c>onExceeded</c> once. A cell that ends within one interval and leaves nothing behind costs one census after
 /// its reply, off the reply's path; an idle kernel costs nothing.
+/// <para>
+/// Memory is the other limit, for gVisor: there a forked copy of a kernel is expensive (the Sentry breaks
+/// copy-on-write in 2 MiB units: a forked ipykernel that only sleeps cost the sandbox's memory cgroup 40-52 MiB,
+/// measured 2026-12-07) and the sandbox's memory runs out long before its process count matters; the host's OOM
+/// killer then kills the Sentry and with it the whole sandbox. So while the session holds at least
+/// <see cref="ForkedProcesses"/> processes more than at start, each census also reads /proc/meminfo (the
+/// sandbox's own memory there) and a reading under <see cref="SandboxMemory.FloorBytes"/> calls <c>onExceeded</c>.
+/// </para>
 /// </summary>
 internal sealed class ProcessWatchdog : IDisposable
 {
@@ -49,18 +67,24 @@ internal sealed class ProcessWatchdog : IDisposable
 
     private readonly int _sessionId;
     private readonly ProcessLimits _limits;
-    private readonly Action<SessionCount> _onExceeded;
+    /// <summary>Processes beyond the baseline from which the memory floor applies: a fork, not one subprocess.</summary>
+    public const int ForkedProcesses = 2;
+
+    private readonly Action<WatchdogVerdict> _onExceeded;
+    private readonly Func<SandboxMemory?> _readMemory;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly int _baseline;
     private int _cellsRunning;
     private long _lastCellEnd;
 
-    public ProcessWatchdog(int sessionId, ProcessLimits limits, Action<SessionCount> onExceeded)
+    /// <param name="readMemory">The sandbox's memory now (<see cref="SandboxMemory.Read"/> unless a test gives its own).</param>
+    public ProcessWatchdog(int sessionId, ProcessLimits limits, Action<WatchdogVerdict> onExceeded, Func<SandboxMemory?>? readMemory = null)
     {
         _sessionId = sessionId;
         _limits = limits;
         _onExceeded = onExceeded;
+        _readMemory = readMemory ?? SandboxMemory.Read;
         _baseline = SessionCensus.Count(sessionId).Processes;
         _ = Task.Run(LoopAsync);
     }
@@ -111,7 +135,12 @@ internal sealed class ProcessWatchdog : IDisposable
                     var count = SessionCensus.Count(_sessionId);
                     if (_limits.Exceeded(count))
                     {
-                        _onExceeded(count);
+                        _onExceeded(new WatchdogVerdict(count, null));
+                        return;
+                    }
+                    if (count.Processes >= _baseline + ForkedProcesses && _readMemory() is { BelowFloor: true } memory)
+                    {
+                        _onExceeded(new WatchdogVerdict(count, memory));
                         return;
                     }
                     watching = Volatile.Read(ref _cellsRunning) > 0 || count.Processes > _baseline;
