@@ -27,7 +27,7 @@ internal sealed class Kernel : IAsyncDisposable
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
     /// <summary>RLIMIT_NPROC of kernels and the watchdog's limits (<c>PADDOCK_INTERP_MAX_PROCS</c>).</summary>
-    public static ProcessLimits Limits { get; } = ProcessLimits.FromEnvironment();
+    public static ProcessLimits Limits { get; } = ProcessLimits.FromEnvironment(SandboxMemory.Read());
 
     private readonly ConcurrentDictionary<string, Channel<JupyterMessage>> _requests = new(StringComparer.Ordinal);
     private readonly Process _process;

@@ -3,16 +3,28 @@ namespace Paddock.Interpreter.Kernels;
 /// <summary>The per-kernel process limits: <c>PADDOCK_INTERP_MAX_PROCS</c> and the watchdog's share of it.</summary>
 internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int SessionTasks)
 {
+    /// <summary>The memory per task the default RLIMIT_NPROC allows for: 2 MiB, four times a sleeping process on gVisor.</summary>
+    private const long TaskMemory = 2L << 20;
+
     /// <summary>
-    /// RLIMIT_NPROC of kernels (<c>PADDOCK_INTERP_MAX_PROCS</c>, default 512; 0: none). The kernel counts it per user
+    /// RLIMIT_NPROC of kernels (<c>PADDOCK_INTERP_MAX_PROCS</c>, default 512 or less, see below; 0: none). The kernel counts it per user
     /// and in tasks (threads included), so a fork bomb stalls once the user's tasks reach it. The watchdog acts on a
     /// session that holds more than an eighth of it in processes, or half of it in tasks: the user's other
     /// processes (this server's threads, other contexts' kernels) share the allowance, and a fork bomb's copies of
     /// ipykernel hold ~3.5 threads each (measured 2026-12-06: the bomb stalled at 103 processes, 368 tasks).
     /// </summary>
-    public static ProcessLimits FromEnvironment()
+    /// <remarks>
+    /// The default is lower where the memory /proc/meminfo shows is small: one task per 2 MiB of MemTotal, so 256 in a
+    /// 512 MiB gVisor sandbox (there MemTotal is the sandbox's limit). A process costs a gVisor sandbox's memory
+    /// cgroup about 0.55 MiB even when it only sleeps (100 background <c>sleep</c>s of a bash cell: +36 MiB by 66 of
+    /// them, measured 2026-12-07), and a bash <c>:(){ :|:&amp; };:</c> keeps the sandbox so busy that the watchdog's
+    /// census comes too late: under 512 it grew the memory cgroup by ~20 MiB/s to its 512 MiB limit, and the host's
+    /// OOM killer ended the sandbox. On the runc tier MemTotal is the host's and the default stays 512.
+    /// </remarks>
+    public static ProcessLimits FromEnvironment(SandboxMemory? memory)
     {
-        var nproc = int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : 512;
+        var fallback = memory is { TotalBytes: > 0 } m ? (int)Math.Clamp(m.TotalBytes / TaskMemory, 64, 512) : 512;
+        var nproc = int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : fallback;
         // With no rlimit the watchdog still needs a bound: the default's.
         var basis = nproc > 0 ? nproc : 512;
         return new ProcessLimits(nproc, Math.Max(basis / 8, 8), Math.Max(basis / 2, 16));
