@@ -20,8 +20,8 @@ internal static partial class InterpreterLog
     [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "context {ContextId}: kernel restarted ({Reason})")]
     public static partial void Restarted(ILogger logger, string contextId, string reason);
 
-    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "kernel {Pid}: {Processes} processes ({Tasks} threads) in its session, over the limit: the session is killed")]
-    public static partial void ProcessLimitExceeded(ILogger logger, int pid, int processes, int tasks);
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "kernel {Pid}: {Processes} processes ({Tasks} threads) in its session, over the limit (available memory {AvailableMiB} MiB when under the floor): the session is killed")]
+    public static partial void ProcessLimitExceeded(ILogger logger, int pid, int processes, int tasks, long? availableMiB);
 
     [LoggerMessage(EventId = 6, Level = LogLevel.Error, Message = "the default python context could not start")]
     public static partial void DefaultContextFailed(ILogger logger, Exception exception);

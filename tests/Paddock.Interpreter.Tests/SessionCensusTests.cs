@@ -8,9 +8,12 @@ public sealed class SessionCensusTests
     /// <summary>setsid makes the shell a session leader (its pid is the session id); the script runs in it.</summary>
     private static Process StartSession(string script)
     {
-        var start = new ProcessStartInfo("setsid") { ArgumentList = { "sh", "-c", script }, RedirectStandardOutput = true };
+        var start = new ProcessStartInfo("setsid") { ArgumentList = { "sh", "-c", script }, RedirectStandardOutput = true, RedirectStandardInput = true };
         return Process.Start(start)!;
     }
+
+    /// <summary>A sandbox of 512 MiB with 50 MiB available: under its floor (102 MiB).</summary>
+    private static SandboxMemory? LowMemory() => new SandboxMemory(512L << 20, 50L << 20);
 
     private static async Task CleanUpAsync(Process process)
     {
@@ -74,7 +77,7 @@ public sealed class SessionCensusTests
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
-            using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 6, 384), count => fired.TrySetResult(count));
+            using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 6, 384), verdict => fired.TrySetResult(verdict.Count));
             watchdog.CellStarted();
             var count = await fired.Task.WaitAsync(timeout.Token);
             Assert.True(count.Processes > 6, $"fired at {count.Processes} processes");
@@ -107,6 +110,81 @@ public sealed class SessionCensusTests
         finally
         {
             await CleanUpAsync(process);
+        }
+    }
+
+    [Fact]
+    public async Task The_watchdog_kills_a_session_that_forked_while_memory_is_under_the_floor()
+    {
+        // Two children, far under the process limit: the memory reading is what passes its limit.
+        using var process = StartSession("echo ready; read go; sleep 300 & sleep 300 & wait");
+        var fired = new TaskCompletionSource<WatchdogVerdict>(TaskCreationOptions.RunContinuationsAsynchronously);
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
+            using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 64, 384), v => fired.TrySetResult(v), LowMemory);
+            watchdog.CellStarted();
+            await process.StandardInput.WriteLineAsync("go");
+            await process.StandardInput.FlushAsync(timeout.Token);
+            var verdict = await fired.Task.WaitAsync(timeout.Token);
+            Assert.Equal(3, verdict.Count.Processes);
+            Assert.Equal(50L << 20, verdict.Memory?.AvailableBytes);
+            Assert.Contains("50 MiB of 512 MiB", verdict.Describe(new ProcessLimits(512, 64, 384)));
+        }
+        finally
+        {
+            await CleanUpAsync(process);
+        }
+    }
+
+    [Fact]
+    public async Task The_memory_floor_leaves_alone_a_session_with_one_child()
+    {
+        // One subprocess (a cell running a command) is not a fork: the floor needs two processes beyond the start.
+        using var process = StartSession("echo ready; read go; sleep 300 & wait");
+        var fired = false;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
+            using (var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 64, 384), _ => fired = true, LowMemory))
+            {
+                watchdog.CellStarted();
+                await process.StandardInput.WriteLineAsync("go");
+                await process.StandardInput.FlushAsync(timeout.Token);
+                for (var i = 0; i < 100 && SessionCensus.Count(process.Id).Processes < 2; i++)
+                {
+                    await Task.Delay(50, timeout.Token);
+                }
+                // Ten census periods with the child there: a wait for an event that must not happen.
+                await Task.Delay(ProcessWatchdog.BusyInterval * 10, timeout.Token);
+                watchdog.CellEnded();
+            }
+            Assert.False(fired);
+            Assert.Equal(2, SessionCensus.Count(process.Id).Processes);
+        }
+        finally
+        {
+            await CleanUpAsync(process);
+        }
+    }
+
+    [Fact]
+    public void Reads_meminfo_as_gVisor_writes_it_and_derives_the_floor_and_the_default_limits()
+    {
+        // The first lines of /proc/meminfo in a 512 MiB gVisor sandbox (measured 2026-12-07).
+        var memory = SandboxMemory.Parse("MemTotal:         524288 kB\nMemFree:          248156 kB\nMemAvailable:     248156 kB\nBuffers:               0 kB\n");
+        Assert.Equal(new SandboxMemory(512L << 20, 248156L * 1024), memory);
+        Assert.Equal(524288L * 1024 / 5, memory!.Value.FloorBytes);
+        Assert.False(memory.Value.BelowFloor);
+        Assert.Equal(128L << 20, new SandboxMemory(24L << 30, 1L << 30).FloorBytes);
+        Assert.Null(SandboxMemory.Parse("MemTotal: 1024 kB\n"));
+        if (Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS") is null)
+        {
+            Assert.Equal(new ProcessLimits(256, 32, 128), ProcessLimits.FromEnvironment(memory));
+            Assert.Equal(new ProcessLimits(512, 64, 256), ProcessLimits.FromEnvironment(new SandboxMemory(24L << 30, 20L << 30)));
+            Assert.Equal(new ProcessLimits(512, 64, 256), ProcessLimits.FromEnvironment(null));
         }
     }
 }

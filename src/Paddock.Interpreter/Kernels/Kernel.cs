@@ -27,7 +27,7 @@ internal sealed class Kernel : IAsyncDisposable
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
     /// <summary>RLIMIT_NPROC of kernels and the watchdog's limits (<c>PADDOCK_INTERP_MAX_PROCS</c>).</summary>
-    public static ProcessLimits Limits { get; } = ProcessLimits.FromEnvironment();
+    public static ProcessLimits Limits { get; } = ProcessLimits.FromEnvironment(SandboxMemory.Read());
 
     private readonly ConcurrentDictionary<string, Channel<JupyterMessage>> _requests = new(StringComparer.Ordinal);
     private readonly Process _process;
@@ -213,12 +213,12 @@ internal sealed class Kernel : IAsyncDisposable
     /// The watchdog found the session over its limit: the reason is kept for the running cell's error (and the next
     /// cell's note when none was running), then the whole session is killed; the process's exit fails the cell.
     /// </summary>
-    private void OnProcessLimit(SessionCount count) => _ = KillForLimitAsync(count);
+    private void OnProcessLimit(WatchdogVerdict verdict) => _ = KillForLimitAsync(verdict);
 
-    private async Task KillForLimitAsync(SessionCount count)
+    private async Task KillForLimitAsync(WatchdogVerdict verdict)
     {
-        _killReason ??= Limits.Describe(count);
-        InterpreterLog.ProcessLimitExceeded(_logger, _pid, count.Processes, count.Tasks);
+        _killReason ??= verdict.Describe(Limits);
+        InterpreterLog.ProcessLimitExceeded(_logger, _pid, verdict.Count.Processes, verdict.Count.Tasks, verdict.Memory?.AvailableBytes >> 20);
         await KillSessionAsync();
     }
 
@@ -234,7 +234,7 @@ internal sealed class Kernel : IAsyncDisposable
         {
             return false;
         }
-        await KillForLimitAsync(count);
+        await KillForLimitAsync(new WatchdogVerdict(count, null));
         // Bounded: SIGKILL cannot be ignored; the wait covers the exit's delivery.
         await Task.WhenAny(Exited, Task.Delay(TimeSpan.FromSeconds(5)));
         return true;
