@@ -43,6 +43,7 @@ internal sealed class StartImages : IAsyncDisposable
     private readonly ILogger<StartImages> _logger;
     private readonly Lazy<TemplateStartup> _startup;
     private readonly TimeSpan _startTimeout;
+    private readonly bool _enabled;
     private readonly SemaphoreSlim _making = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
     // Per key: the attempt under way (single flight) or the failures so far and when the next may start.
@@ -56,6 +57,7 @@ internal sealed class StartImages : IAsyncDisposable
         _runtime = runtime;
         _logger = logger;
         _startTimeout = options.StartTimeout;
+        _enabled = options.StartImages;
         // Lazily: the start command runs through the proxy's client, which depends on the sandbox manager, which depends on this.
         _startup = new Lazy<TemplateStartup>(() => (TemplateStartup)services.GetService(typeof(TemplateStartup))!);
         Root = Path.Combine(options.StateDir, "start-images");
@@ -72,7 +74,7 @@ internal sealed class StartImages : IAsyncDisposable
     /// </summary>
     public StartImageLease? Find(SandboxTemplate template, ResourceLimits limits, string isolation)
     {
-        if (template.StartCmd is not { Length: > 0 } || _stopping.IsCancellationRequested)
+        if (!_enabled || template.StartCmd is not { Length: > 0 } || _stopping.IsCancellationRequested)
         {
             return null;
         }
@@ -207,6 +209,8 @@ internal sealed class StartImages : IAsyncDisposable
                     Isolation = isolation,
                 };
                 started = true;
+                // At the background CPU priority, as a warm pool member starts: the creates running meanwhile come first.
+                await _runtime.SetCpuPriorityAsync(sandboxId, background: true, timeout.Token);
                 await _runtime.StartAsync(spec, timeout.Token);
                 await _startup.Value.PrepareAsync(sandboxId, template, token, timeout.Token);
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
