@@ -256,9 +256,12 @@ internal sealed partial class SandboxManager : IAsyncDisposable
             trace.Path = "cold";
             // A template with a start command on a tier that restores memory: a restore of its start image once there is
             // one (its processes running already; the caller runs no start command then), else a cold start that asks
-            // for one in the background (StartImages).
+            // for one in the background (StartImages). Not restored with the create's own variables: a cold start gives
+            // them to the start command, and its processes keep the environment they started with (measured:
+            // code-interpreter's kernels saw none of the create's envVars in a restored sandbox), so such a create runs
+            // the command itself (and still asks for the image, for the creates without).
             using var startImage = memoryImage is null && command.Volumes.IsEmpty && template.StartCmd is { Length: > 0 } && _tiers.CanFork(isolation)
-                ? _startImages?.Find(template, limits, isolation)
+                ? _startImages?.Find(template, limits, isolation, restore: command.EnvVars.Count == 0)
                 : null;
             if (startImage is not null)
             {

@@ -72,7 +72,8 @@ internal sealed class StartImages : IAsyncDisposable
     /// (then one is made in the background unless an attempt is under way or backing off). The caller has checked
     /// that the tier restores memory; a template without a start command never has one.
     /// </summary>
-    public StartImageLease? Find(SandboxTemplate template, ResourceLimits limits, string isolation)
+    /// <param name="restore">False: the caller will not restore it (a create with variables of its own); only ask for it.</param>
+    public StartImageLease? Find(SandboxTemplate template, ResourceLimits limits, string isolation, bool restore = true)
     {
         if (!_enabled || template.StartCmd is not { Length: > 0 } || _stopping.IsCancellationRequested)
         {
@@ -82,7 +83,12 @@ internal sealed class StartImages : IAsyncDisposable
         _inUse.AddOrUpdate(path, 1, (_, n) => n + 1);
         if (Directory.Exists(path))
         {
-            return new StartImageLease(path, this);
+            if (restore)
+            {
+                return new StartImageLease(path, this);
+            }
+            Release(path);
+            return null;
         }
         Release(path);
         Request(template, limits, isolation, path);

@@ -64,12 +64,17 @@ public sealed class GvisorStartImageTests(GvisorFixture fixture) : IAsyncLifetim
         var image = await WaitForImageAsync();
         Assert.False(Directory.EnumerateDirectories(images.Root, ".tmp-*", SearchOption.AllDirectories).Any());
 
-        var (bId, bToken, markerB) = await RestoredAsync("b");
-        var (cId, cToken, markerC) = await RestoredAsync("c");
+        var (bId, bToken, markerB) = await RestoredAsync();
+        var (cId, cToken, markerC) = await RestoredAsync();
         // The image's start, not A's, and the same one in both: the command ran once, in the image's sandbox.
         Assert.NotEqual(markerA, markerB);
         Assert.Equal(markerB, markerC);
         Assert.EndsWith(" none", markerB);
+        // A create with variables of its own runs the command with them (restored processes would not see them).
+        var f = await CreateAsync(daemon, """{"templateID":"startimg","timeout":600,"envVars":{"START_TAG":"f"}}""");
+        var (fId, fToken) = (Get<string>(f, "sandboxID"), Get<string>(f, "envdAccessToken"));
+        Assert.EndsWith(" f", await MarkerAsync(fId, fToken));
+        Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(daemon.Api, HttpMethod.Delete, $"/sandboxes/{fId}")).Status);
         // The server the command started is that process, running in each restored sandbox.
         var serverPid = markerB.Split(' ')[0];
         Assert.Equal("python3\n", (await DaemonCommands.RunAsync(daemon, cId, cToken, $"cat /proc/{serverPid}/comm")).Stdout);
@@ -104,7 +109,7 @@ public sealed class GvisorStartImageTests(GvisorFixture fixture) : IAsyncLifetim
         Assert.Equal("2\n", (await DaemonCommands.RunAsync(daemon, dId, dToken, "cat /opt/startimg-version")).Stdout);
         var image2 = await WaitForImageAsync(except: image);
         Assert.False(Directory.Exists(image));
-        var (eId, eToken, markerE) = await RestoredAsync("e");
+        var (eId, eToken, markerE) = await RestoredAsync();
         Assert.NotEqual(markerD, markerE);
         Assert.Equal("2\n", (await DaemonCommands.RunAsync(daemon, eId, eToken, "cat /opt/startimg-version")).Stdout);
 
@@ -126,18 +131,15 @@ public sealed class GvisorStartImageTests(GvisorFixture fixture) : IAsyncLifetim
             return marker;
         }
 
-        async Task<(string Id, string Token, string Marker)> RestoredAsync(string tag)
+        async Task<(string Id, string Token, string Marker)> RestoredAsync()
         {
-            var created = await SendAsync(daemon.Api, HttpMethod.Post, "/sandboxes", $$$"""{"templateID":"startimg","timeout":600,"envVars":{"START_TAG":"{{{tag}}}"}}""");
+            var created = await SendAsync(daemon.Api, HttpMethod.Post, "/sandboxes", """{"templateID":"startimg","timeout":600}""");
             Assert.True(created.Status == HttpStatusCode.Created, $"create answered {(int)created.Status}: {created.Body?.ToJsonString()}");
             Assert.Contains("start-image", string.Join(",", created.Response.Headers.GetValues("Server-Timing")));
             var id = Get<string>(created.Body!, "sandboxID");
             var token = Get<string>(created.Body!, "envdAccessToken");
-            // The listener answers at the first try, and the create's own variables apply to what runs now.
-            var (exit, seen) = await DaemonCommands.RunAsync(daemon, id, token, AskOnce + "; echo \" $START_TAG\"");
-            Assert.True(exit == 0, seen);
-            var marker = seen[..seen.LastIndexOf(' ')].TrimEnd('\n');
-            Assert.Equal($" {tag}\n", seen[seen.LastIndexOf(' ')..]);
+            // The listener answers at the first try, and the marker it serves is the file the sandbox has.
+            var marker = await MarkerAsync(id, token);
             Assert.Equal(marker, (await DaemonCommands.RunAsync(daemon, id, token, "cat /tmp/started")).Stdout.TrimEnd('\n'));
             return (id, token, marker);
         }
