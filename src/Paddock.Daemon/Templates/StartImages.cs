@@ -170,7 +170,8 @@ internal sealed class StartImages : IAsyncDisposable
         while (true)
         {
             var current = _attempts.GetValueOrDefault(path);
-            if (current is { Running: true } || (current is not null && now < current.RetryAt))
+            // A made image (no failures) whose directory is gone (removed by hand) may be made again at once.
+            if (current is { Running: true } || (current is { Failures: > 0 } && now < current.RetryAt))
             {
                 return;
             }
