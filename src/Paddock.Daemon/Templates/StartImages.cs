@@ -20,8 +20,9 @@ namespace Paddock.Daemon.Templates;
 /// before (start command, ready check in the client's sandbox) and asks for the image, which is made in the
 /// background in a separate sandbox that no client sees (no record, no deadline: a daemon stopped meanwhile leaves a
 /// stray that recovery destroys, as it destroys a warm pool's). The start command there runs with the template's
-/// environment only, as in a warm pool member (and in E2B, where it runs at build time): a create's variables reach
-/// the processes it starts afterwards, not the ones the start command started.</para>
+/// environment only, as in a warm pool member (and in E2B, where it runs at build time). A restored process keeps
+/// the environment it started with, so only creates without variables of their own restore the image (the manager
+/// decides; the others run the start command with their variables, as before, and only ask for the image).</para>
 /// <para>One image per template version and size: the key hashes the template's id, its layers (a rebuild changes
 /// them), its start command, ready check, user, working directory and environment, and the sandbox's CPU, memory and
 /// disk limits, because a restore comes back with the limits of the capture (a create of another size takes the
