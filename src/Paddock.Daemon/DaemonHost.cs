@@ -102,6 +102,7 @@ internal static class DaemonHost
         services.AddSingleton<TemplateBuilds>();
         services.AddSingleton<TemplateFiles>();
         services.AddSingleton<TemplateStartup>();
+        services.AddSingleton<StartImages>();
         services.AddSingleton<Templates.Images.ImageImporter>();
         services.AddSingleton<WarmPools>();
         services.AddHostedService(sp => sp.GetRequiredService<WarmPools>());

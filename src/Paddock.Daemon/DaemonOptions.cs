@@ -145,6 +145,12 @@ internal sealed record DaemonOptions
     /// <summary>Whether <c>GET /metrics</c> serves Prometheus text (and the daemon counts for it at all).</summary>
     public bool MetricsEnabled { get; init; } = true;
 
+    /// <summary>
+    /// Whether a template with a start command is checkpointed once after its ready check on a tier that restores
+    /// memory, and its creates there restore that (Templates/StartImages.cs); off: every create runs the command.
+    /// </summary>
+    public bool StartImages { get; init; } = true;
+
     /// <summary>Where OTLP/HTTP traces go (e.g. <c>http://collector:4318</c>); null: no exporter, no spans recorded.</summary>
     public Uri? OtlpEndpoint { get; init; }
 
@@ -194,6 +200,7 @@ internal sealed record DaemonOptions
           --cluster-probe-timeout SECS  liveness probe timeout; a node missing 3 in a row is declared dead (default 5; env PADDOCK_CLUSTER_PROBE_TIMEOUT)
           --log-format text|json    console log lines as text or JSON objects (default text; env PADDOCK_LOG_FORMAT)
           --metrics on|off          Prometheus text at GET /metrics, admin key required (default on; env PADDOCK_METRICS)
+          --start-images on|off     on gVisor, run a template's start command once and restore that checkpoint in its creates (default on; env PADDOCK_START_IMAGES)
           --otlp-endpoint URL       send traces by OTLP/HTTP to URL (default none: no traces; env PADDOCK_OTLP_ENDPOINT)
           --audit-max-events N      audit events kept per sandbox; 0: no audit trail (default 10000; env PADDOCK_AUDIT_MAX_EVENTS)
           --audit-retention SECS    how long audit events are kept (default 2592000, 30 days; env PADDOCK_AUDIT_RETENTION)
@@ -248,6 +255,7 @@ internal sealed record DaemonOptions
         options = Apply(options, "--cluster-probe-timeout", Env("CLUSTER_PROBE_TIMEOUT"));
         options = Apply(options, "--log-format", Env("LOG_FORMAT"));
         options = Apply(options, "--metrics", Env("METRICS"));
+        options = Apply(options, "--start-images", Env("START_IMAGES"));
         options = Apply(options, "--otlp-endpoint", Env("OTLP_ENDPOINT"));
         options = Apply(options, "--audit-max-events", Env("AUDIT_MAX_EVENTS"));
         options = Apply(options, "--audit-retention", Env("AUDIT_RETENTION"));
@@ -389,6 +397,15 @@ internal sealed record DaemonOptions
                     "on" or "true" or "1" => true,
                     "off" or "false" or "0" => false,
                     _ => throw new ArgumentException($"invalid value '{value}' for --metrics: expected on or off"),
+                },
+            },
+            "--start-images" => options with
+            {
+                StartImages = value switch
+                {
+                    "on" or "true" or "1" => true,
+                    "off" or "false" or "0" => false,
+                    _ => throw new ArgumentException($"invalid value '{value}' for --start-images: expected on or off"),
                 },
             },
             "--otlp-endpoint" => options with { OtlpEndpoint = ParseOtlp(value) },

@@ -61,7 +61,7 @@ internal static class SandboxEndpoints
         {
             record = await manager.CreateAsync(command, http.RequestAborted, trace);
             // A built template's start command and ready check (issue 7), before the client gets the sandbox.
-            await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, pooled: trace.Path == "pooled", http.RequestAborted);
+            await http.RequestServices.GetRequiredService<Templates.TemplateStartup>().RunAsync(record, command.EnvVars, pooled: trace.Path is "pooled" or SandboxManager.StartImagePath, http.RequestAborted);
             trace.Mark("template-startup");
         }
         catch (Exception ex)

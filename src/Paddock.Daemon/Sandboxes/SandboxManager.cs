@@ -92,6 +92,7 @@ internal sealed partial class SandboxManager : IAsyncDisposable
     private readonly WarmPools? _pools;
     private readonly IdleFreezer? _freezer;
     private readonly Observability.DaemonMetrics? _metrics;
+    private readonly StartImages? _startImages;
 
     // Background teardowns of killed sandboxes, by id; bounded in concurrency so that a burst of kills does not take
     // every core from the sandboxes still running.
@@ -103,8 +104,10 @@ internal sealed partial class SandboxManager : IAsyncDisposable
 
     public SandboxManager(ISandboxRuntime runtime, IIsolationTiers tiers, TemplateRegistry templates, ISandboxStore store, SandboxJournal journal,
         DeadlineScheduler scheduler, TimeProvider time, DaemonOptions options, ILogger<SandboxManager> logger, WarmPools? pools = null,
-        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null, Volumes.VolumeManager? volumes = null)
+        IdleFreezer? freezer = null, Observability.DaemonMetrics? metrics = null, Volumes.VolumeManager? volumes = null,
+        StartImages? startImages = null)
     {
+        _startImages = startImages;
         _volumes = volumes;
         _tiers = tiers;
         _metrics = metrics;
@@ -119,6 +122,9 @@ internal sealed partial class SandboxManager : IAsyncDisposable
         _options = options;
         _logger = logger;
     }
+
+    /// <summary>The <see cref="CreateTrace.Path"/> of a create restored from its template's start image (no start command to run).</summary>
+    public const string StartImagePath = "start-image";
 
     /// <summary>The isolation tier of sandboxes that choose none.</summary>
     public string RuntimeName => _tiers.DefaultTier;
@@ -248,6 +254,20 @@ internal sealed partial class SandboxManager : IAsyncDisposable
                 }
             }
             trace.Path = "cold";
+            // A template with a start command on a tier that restores memory: a restore of its start image once there is
+            // one (its processes running already; the caller runs no start command then), else a cold start that asks
+            // for one in the background (StartImages). Not restored with the create's own variables: a cold start gives
+            // them to the start command, and its processes keep the environment they started with (measured:
+            // code-interpreter's kernels saw none of the create's envVars in a restored sandbox), so such a create runs
+            // the command itself (and still asks for the image, for the creates without).
+            using var startImage = memoryImage is null && command.Volumes.IsEmpty && template.StartCmd is { Length: > 0 } && _tiers.CanFork(isolation)
+                ? _startImages?.Find(template, limits, isolation, restore: command.EnvVars.Count == 0)
+                : null;
+            if (startImage is not null)
+            {
+                trace.Path = StartImagePath;
+                trace.Mark("start-image");
+            }
 
             var now = Now();
             var record = new SandboxRecord
@@ -280,6 +300,11 @@ internal sealed partial class SandboxManager : IAsyncDisposable
                 $"creating from template {template.TemplateId} on the {isolation} tier with {record.CpuCount} CPUs, {record.MemoryMB} MiB memory, " +
                 $"{record.DiskSizeMB} MiB disk, {record.MaxPids} processes, timeout {command.TimeoutSeconds} s, " +
                 $"{command.EnvVars.Count} environment variables, secure={command.Secure}, internet={command.AllowInternetAccess?.ToString() ?? "default"}");
+            if (startImage is not null)
+            {
+                await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
+                    $"restoring the start image of template {template.TemplateId}: the processes its start command started run on from its ready check; the command does not run again");
+            }
             if (memoryImage is not null)
             {
                 await _journal.WriteAsync(record.SandboxId, SandboxLogLevel.Info,
@@ -318,9 +343,9 @@ internal sealed partial class SandboxManager : IAsyncDisposable
             try
             {
                 startTimeout.CancelAfter(_options.StartTimeout);
-                started = memoryImage is null
-                    ? await _runtime.StartAsync(spec, startTimeout.Token)
-                    : await RestoreMemoryAsync(memoryImage, spec, startTimeout.Token);
+                started = (memoryImage ?? startImage?.Path) is { } restored
+                    ? await RestoreMemoryAsync(restored, spec, startTimeout.Token)
+                    : await _runtime.StartAsync(spec, startTimeout.Token);
             }
             catch (Exception ex)
             {

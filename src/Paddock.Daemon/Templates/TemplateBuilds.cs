@@ -79,7 +79,8 @@ internal sealed class BuildState(string templateId, string buildId, string teamI
 /// read-only layer. Layers are cached by the hash of the base's layers and every step up to and including theirs,
 /// so a rebuild with only the last step changed reuses the others ("CACHED" in its log), and templates share them.
 /// A start command and ready check are recorded and run in every sandbox of the template as it starts
-/// (<see cref="TemplateStartup"/>), not once at build time with the memory snapshotted as E2B does.
+/// (<see cref="TemplateStartup"/>); on gVisor once per template version instead, its memory kept as the template's
+/// start image (<see cref="StartImages"/>), as E2B snapshots it at build time.
 /// <c>fromImage(ref)</c> of any other image starts from the team's imported template of that name, else pulls it from
 /// the configured registry (<see cref="ImageImporter"/>); with neither, the build is refused with a 400 naming the ref.
 /// Build state and logs live in memory: a daemon restart forgets builds in progress (their templates are not

@@ -50,14 +50,17 @@ internal sealed partial class TemplateRegistry
     private readonly ILogger<TemplateRegistry> _logger;
     private readonly IdleFreezer? _freezer;
     private readonly ITemplateReplicas _replicas;
+    private readonly StartImages? _startImages;
 
     // Deletes and snapshots one at a time: a snapshot reads its parent's layers while a delete may remove them.
     private readonly SemaphoreSlim _changes = new(1, 1);
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string TeamId, TemplateRecord Record)> _stages = new(StringComparer.Ordinal);
 
     public TemplateRegistry(ITemplateRecords records, ITemplateLookup builtins, ISandboxRuntime runtime, ISandboxStore sandboxes,
-        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null, ITemplateReplicas? replicas = null)
+        DaemonOptions options, TimeProvider time, ILogger<TemplateRegistry> logger, IdleFreezer? freezer = null, ITemplateReplicas? replicas = null,
+        StartImages? startImages = null)
     {
+        _startImages = startImages;
         _freezer = freezer;
         _replicas = replicas ?? new NoTemplateReplicas();
         _records = records;
@@ -90,6 +93,8 @@ internal sealed partial class TemplateRegistry
         return new SandboxTemplate(record.TemplateId, record.TemplateId == templateIdOrName ? null : templateIdOrName, layers, record.DefaultUser, record.EnvVars, record.Workdir, record.Isolation)
             {
                 MemoryImage = record.MemoryImage,
+                StartCmd = record.StartCmd,
+                ReadyCmd = record.ReadyCmd,
             };
     }
 
@@ -332,6 +337,7 @@ internal sealed partial class TemplateRegistry
                 // This host's copy when the template was made on another node (cluster mode: named alike, elsewhere).
                 RemoveCopy(Path.GetFileName(layer.TrimEnd('/')));
             }
+            _startImages?.RemoveAll(target.TemplateId);
             // The other nodes' copies (cluster mode); one that is down removes its own at its next start (SweepLeftoversAsync).
             await _replicas.RemoveEverywhereAsync(target, CancellationToken.None);
             TemplatesLog.TemplateDeleted(_logger, target.TemplateId);
@@ -349,7 +355,9 @@ internal sealed partial class TemplateRegistry
     /// </summary>
     public async Task<int> SweepLeftoversAsync(CancellationToken cancellationToken)
     {
-        var leftovers = LeftoversIn(LayersDirectory, await _records.ListAsync(cancellationToken));
+        var records = await _records.ListAsync(cancellationToken);
+        _startImages?.Sweep(records);
+        var leftovers = LeftoversIn(LayersDirectory, records);
         foreach (var leftover in leftovers)
         {
             TemplatesLog.LeftoverRemoved(_logger, leftover);

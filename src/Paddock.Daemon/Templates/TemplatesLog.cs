@@ -40,4 +40,16 @@ internal static partial class TemplatesLog
 
     [LoggerMessage(3116, LogLevel.Information, "Removed {Layer}: a daemon stopped half-way left it, and no template names it")]
     public static partial void LeftoverRemoved(ILogger logger, string layer);
+
+    [LoggerMessage(3117, LogLevel.Information, "Template {TemplateId}: start image {Image} made in {Milliseconds} ms; its creates on this tier restore it")]
+    public static partial void StartImageMade(ILogger logger, string templateId, string image, long milliseconds);
+
+    [LoggerMessage(3118, LogLevel.Warning, "Template {TemplateId}: making its start image failed; its creates run the start command, next try in {RetrySeconds} s")]
+    public static partial void StartImageFailed(ILogger logger, string templateId, long retrySeconds, Exception exception);
+
+    [LoggerMessage(3119, LogLevel.Warning, "Could not destroy sandbox {SandboxId} that made a start image; the next start's recovery removes it")]
+    public static partial void StartImageSandboxLeft(ILogger logger, string sandboxId, Exception exception);
+
+    [LoggerMessage(3120, LogLevel.Information, "Removed start image {Directory}")]
+    public static partial void StartImageRemoved(ILogger logger, string directory);
 }
