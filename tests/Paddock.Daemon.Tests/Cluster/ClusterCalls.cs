@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Npgsql;
+using Xunit.Abstractions;
 
 namespace Paddock.Daemon.Tests.Cluster;
 
@@ -21,6 +22,41 @@ internal static class ClusterCalls
         {
             await UntilAsync(async () => (await node.NodesAsync(ct)).Count(n => (string?)n!["status"] == "active") == nodes.Count,
                 TimeSpan.FromSeconds(60), $"node {node.NodeId} to see {nodes.Count} active nodes", ct);
+        }
+    }
+
+    /// <summary>
+    /// Makes a node per name (<paramref name="make"/> gets the name and its index), starts them all
+    /// (<see cref="StartAllAsync"/>) and runs <paramref name="body"/> on them. When anything fails, every node's log goes
+    /// to the test's output first; every node made is stopped and cleaned up after in any case.
+    /// </summary>
+    public static async Task WithNodesAsync(IReadOnlyList<string> names, Func<string, int, ClusterNode> make, ITestOutputHelper output,
+        Func<IReadOnlyList<ClusterNode>, Task> body, CancellationToken ct)
+    {
+        var nodes = new List<ClusterNode>();
+        try
+        {
+            for (var i = 0; i < names.Count; i++)
+            {
+                nodes.Add(make(names[i], i));
+            }
+            await StartAllAsync(nodes, ct);
+            await body(nodes);
+        }
+        catch
+        {
+            foreach (var node in nodes)
+            {
+                output.WriteLine($"---- paddockd {node.NodeId} ----\n{node.Log}");
+            }
+            throw;
+        }
+        finally
+        {
+            foreach (var node in nodes)
+            {
+                await node.DisposeAsync();
+            }
         }
     }
 

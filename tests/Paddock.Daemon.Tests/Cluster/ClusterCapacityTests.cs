@@ -35,14 +35,8 @@ public sealed class ClusterCapacityTests(PostgresFixture fixture, ITestOutputHel
         var total = Nodes.Sum(n => n.Slots);
 
         await using var network = await ClusterNetwork.CreateAsync(Nodes.Length, ct);
-        var nodes = new List<ClusterNode>();
-        try
+        await WithNodesAsync([.. Nodes.Select(n => n.Name)], (name, i) => new ClusterNode(name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1), Nodes[i].Slots), output, async nodes =>
         {
-            for (var i = 0; i < Nodes.Length; i++)
-            {
-                nodes.Add(new ClusterNode(Nodes[i].Name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1), Nodes[i].Slots));
-            }
-            await StartAllAsync(nodes, ct);
             var small = nodes.Single(n => n.NodeId == "b");
 
             var placed = Nodes.ToDictionary(n => n.Name, _ => 0, StringComparer.Ordinal);
@@ -87,22 +81,7 @@ public sealed class ClusterCapacityTests(PostgresFixture fixture, ITestOutputHel
                 Assert.Contains("every node of the cluster already runs its maximum", body, StringComparison.Ordinal);
             }
             Assert.Equal((long)total, await ScalarAsync(connection, "SELECT count(*) FROM sandboxes", ct));
-        }
-        catch
-        {
-            foreach (var node in nodes)
-            {
-                output.WriteLine($"---- paddockd {node.NodeId} ----\n{node.Log}");
-            }
-            throw;
-        }
-        finally
-        {
-            foreach (var node in nodes)
-            {
-                await node.DisposeAsync();
-            }
-        }
+        }, ct);
     }
 
     /// <summary>Every node's report as <paramref name="through"/>'s <c>/cluster/nodes</c> gives it: what placement reads.</summary>

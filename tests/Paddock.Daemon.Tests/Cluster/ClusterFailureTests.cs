@@ -39,15 +39,9 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
         var bound = new Daemon.Cluster.ClusterSettings { NodeId = "x", AdvertiseAddress = IPAddress.Loopback, ProbeTimeout = ProbeTimeout }.DeathDeclarationBound * 2;
 
         await using var network = await ClusterNetwork.CreateAsync(3, ct);
-        var nodes = new List<ClusterNode>();
-        try
+        string[] names = ["a", "b", "c"];
+        await WithNodesAsync(names, (name, i) => new ClusterNode(name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout), output, async nodes =>
         {
-            string[] names = ["a", "b", "c"];
-            for (var i = 0; i < names.Length; i++)
-            {
-                nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout));
-            }
-            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
 
             // Sandboxes through A until B holds one and another node holds one (bounded: B's two slots are full by then).
@@ -205,22 +199,7 @@ public sealed class ClusterFailureTests(PostgresFixture fixture, ITestOutputHelp
             {
                 Assert.Equal(HttpStatusCode.OK, health.StatusCode);
             }
-        }
-        catch
-        {
-            foreach (var node in nodes)
-            {
-                output.WriteLine($"---- paddockd {node.NodeId} ----\n{node.Log}");
-            }
-            throw;
-        }
-        finally
-        {
-            foreach (var node in nodes)
-            {
-                await node.DisposeAsync();
-            }
-        }
+        }, ct);
     }
 
     private static async Task AssertStoreDownAsync(ClusterNode node, HttpMethod method, string path, string? json, CancellationToken ct)

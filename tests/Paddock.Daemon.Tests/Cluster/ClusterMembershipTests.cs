@@ -43,15 +43,9 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
         var bound = new Daemon.Cluster.ClusterSettings { NodeId = "x", AdvertiseAddress = IPAddress.Loopback, ProbeTimeout = ProbeTimeout }.DeathDeclarationBound * 2;
 
         await using var network = await ClusterNetwork.CreateAsync(3, ct);
-        var nodes = new List<ClusterNode>();
-        try
+        string[] names = ["a", "b", "c"];
+        await WithNodesAsync(names, (name, i) => new ClusterNode(name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout), output, async nodes =>
         {
-            string[] names = ["a", "b", "c"];
-            for (var i = 0; i < names.Length; i++)
-            {
-                nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, ProbeTimeout));
-            }
-            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
 
             // Teams and keys: made through A, they work through B and C at once; a limit changed through C is B's at
@@ -262,22 +256,7 @@ public sealed class ClusterMembershipTests(PostgresFixture fixture, ITestOutputH
             Assert.Equal("killed", await StateOfAsync(database, onB, ct));
             var (again, _) = await CreateAsync(a, ct);
             Assert.Equal("b", await NodeOfAsync(database, again, ct));
-        }
-        catch
-        {
-            foreach (var node in nodes)
-            {
-                output.WriteLine($"---- paddockd {node.NodeId} ----\n{node.Log}");
-            }
-            throw;
-        }
-        finally
-        {
-            foreach (var node in nodes)
-            {
-                await node.DisposeAsync();
-            }
-        }
+        }, ct);
     }
 
     /// <summary>

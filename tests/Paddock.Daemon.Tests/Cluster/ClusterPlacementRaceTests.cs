@@ -32,16 +32,9 @@ public sealed class ClusterPlacementRaceTests(PostgresFixture fixture, ITestOutp
         var apiKey = "e2b_" + Guid.NewGuid().ToString("N") + Guid.NewGuid().ToString("N")[..8];
 
         await using var network = await ClusterNetwork.CreateAsync(2, ct);
-        var nodes = new List<ClusterNode>();
-        try
+        string[] names = ["a", "b"];
+        await WithNodesAsync(names, (name, i) => new ClusterNode(name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)), output, async nodes =>
         {
-            string[] names = ["a", "b"];
-            for (var i = 0; i < names.Length; i++)
-            {
-                nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)));
-            }
-            await StartAllAsync(nodes, ct);
-
             var first = await CreateAsync(nodes[0], ct);
             Assert.Equal(HttpStatusCode.Created, first.Status);
             var x = nodes.Single(n => n.NodeId == first.Node);
@@ -64,22 +57,7 @@ public sealed class ClusterPlacementRaceTests(PostgresFixture fixture, ITestOutp
             using var full = await y.Api.PostAsJsonAsync("/sandboxes", new JsonObject { ["templateID"] = "base" }, ct);
             Assert.Equal(HttpStatusCode.TooManyRequests, full.StatusCode);
             Assert.Contains("every node of the cluster already runs its maximum", await full.Content.ReadAsStringAsync(ct), StringComparison.Ordinal);
-        }
-        catch
-        {
-            foreach (var node in nodes)
-            {
-                output.WriteLine($"---- paddockd {node.NodeId} ----\n{node.Log}");
-            }
-            throw;
-        }
-        finally
-        {
-            foreach (var node in nodes)
-            {
-                await node.DisposeAsync();
-            }
-        }
+        }, ct);
 
         async Task<(HttpStatusCode Status, string Body, string? Node)> CreateAsync(ClusterNode through, CancellationToken cancellationToken)
         {

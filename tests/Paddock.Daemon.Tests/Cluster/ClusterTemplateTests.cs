@@ -35,15 +35,9 @@ public sealed class ClusterTemplateTests(PostgresFixture fixture, ITestOutputHel
         var apiKey = "e2b_" + Guid.NewGuid().ToString("N") + Guid.NewGuid().ToString("N")[..8];
 
         await using var network = await ClusterNetwork.CreateAsync(3, ct);
-        var nodes = new List<ClusterNode>();
-        try
+        string[] names = ["a", "b", "c"];
+        await WithNodesAsync(names, (name, i) => new ClusterNode(name, i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)), output, async nodes =>
         {
-            string[] names = ["a", "b", "c"];
-            for (var i = 0; i < names.Length; i++)
-            {
-                nodes.Add(new ClusterNode(names[i], i, network.NodeNamespaces[i], fixture.Server.StoreUri(database), apiKey, TimeSpan.FromSeconds(1)));
-            }
-            await StartAllAsync(nodes, ct);
             var (a, b, c) = (nodes[0], nodes[1], nodes[2]);
 
             // A snapshot on A: its one new layer is in A's layers directory only.
@@ -129,22 +123,7 @@ public sealed class ClusterTemplateTests(PostgresFixture fixture, ITestOutputHel
             }
             Assert.All([a, b], n => Assert.False(Directory.Exists(Path.Combine(n.StateDir, "layers", templateId)), $"{n.NodeId}'s copy after the delete"));
             Assert.Empty(await HoldersAsync(database, templateId, ct));
-        }
-        catch
-        {
-            foreach (var node in nodes)
-            {
-                output.WriteLine($"--- log of node {node.NodeId} ---\n{node.Log}");
-            }
-            throw;
-        }
-        finally
-        {
-            foreach (var node in nodes)
-            {
-                await node.DisposeAsync();
-            }
-        }
+        }, ct);
     }
 
     /// <summary>A create that <paramref name="node"/> handles itself (the router places only requests not already forwarded).</summary>
