@@ -390,24 +390,8 @@ internal sealed record DaemonOptions
                     _ => throw new ArgumentException($"invalid value '{value}' for --log-format: expected text or json"),
                 },
             },
-            "--metrics" => options with
-            {
-                MetricsEnabled = value switch
-                {
-                    "on" or "true" or "1" => true,
-                    "off" or "false" or "0" => false,
-                    _ => throw new ArgumentException($"invalid value '{value}' for --metrics: expected on or off"),
-                },
-            },
-            "--start-images" => options with
-            {
-                StartImages = value switch
-                {
-                    "on" or "true" or "1" => true,
-                    "off" or "false" or "0" => false,
-                    _ => throw new ArgumentException($"invalid value '{value}' for --start-images: expected on or off"),
-                },
-            },
+            "--metrics" => options with { MetricsEnabled = ParseOnOff(name, value) },
+            "--start-images" => options with { StartImages = ParseOnOff(name, value) },
             "--otlp-endpoint" => options with { OtlpEndpoint = ParseOtlp(value) },
             "--audit-max-events" => options with { AuditMaxEventsPerSandbox = value == "0" ? 0 : ParseAtLeast(name, value, 100) },
             "--audit-retention" => options with { AuditRetention = TimeSpan.FromSeconds(ParsePositive(name, value)) },
@@ -467,6 +451,13 @@ internal sealed record DaemonOptions
     }
 
     private static int ParsePositive(string option, string text) => ParseAtLeast(option, text, 1);
+
+    private static bool ParseOnOff(string option, string text) => text switch
+    {
+        "on" or "true" or "1" => true,
+        "off" or "false" or "0" => false,
+        _ => throw new ArgumentException($"invalid value '{text}' for {option}: expected on or off"),
+    };
 
     /// <summary>Seconds, fractions allowed (tests freeze after 1 s or less); zero is allowed.</summary>
     private static TimeSpan ParseSeconds(string option, string text) =>
