@@ -81,15 +81,19 @@ internal sealed class StartImages : IAsyncDisposable
             return null;
         }
         var path = PathFor(template, limits, isolation);
+        if (!restore)
+        {
+            if (!Directory.Exists(path))
+            {
+                Request(template, limits, isolation, path);
+            }
+            return null;
+        }
+        // Held before the look, so that no removal comes between the look and the restore.
         _inUse.AddOrUpdate(path, 1, (_, n) => n + 1);
         if (Directory.Exists(path))
         {
-            if (restore)
-            {
-                return new StartImageLease(path, this);
-            }
-            Release(path);
-            return null;
+            return new StartImageLease(path, this);
         }
         Release(path);
         Request(template, limits, isolation, path);
