@@ -195,7 +195,13 @@ public sealed class FaultTests(ITestOutputHelper output)
             await RunAsync("mount", "-t", "tmpfs", "-o", "size=256m", "paddock-fulldisk", mountPoint);
             var stateDir = Path.Combine(mountPoint, "state");
             Directory.CreateDirectory(stateDir);
-            await using var daemon = await PaddockdProcess.StartAsync(stateDir);
+            // No disks made ahead: a create that took one would need no new block and rightly succeed on a full
+            // disk (it did, when the stock's background refill after the first create beat the filler below).
+            await using var daemon = await PaddockdProcess.StartAsync(stateDir, new Dictionary<string, string>
+            {
+                ["PADDOCK_Runc__DiskStockDepth"] = "0",
+                ["PADDOCK_Gvisor__DiskStockDepth"] = "0",
+            });
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(120) };
             await using var existing = await TestSandbox.CreateAsync(daemon, http);
 

@@ -37,7 +37,7 @@ internal static class RuntimeServiceCollectionExtensions
     /// usable runsc, else the tier as unavailable with the probe's reason (the daemon logs it and serves the other
     /// tiers). Settings, all optional, in section <c>Gvisor</c>: <c>RunscBinary</c>, <c>Platform</c> (systrap or
     /// ptrace), <c>StateDirectory</c> (default STATE/gvisor), <c>DebugLogDirectory</c>, <c>CgroupParent</c>, <c>AgentBinary</c> (default
-    /// <c>Runc:AgentBinary</c>), <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>, <c>EnforceDiskSize</c>; in
+    /// <c>Runc:AgentBinary</c>), <c>StartTimeoutSeconds</c>, <c>NoNewPrivileges</c>, <c>EnforceDiskSize</c>, <c>DiskStockDepth</c>; in
     /// <c>Gvisor:Network</c>: <c>Pool</c>, <c>TableName</c>, <c>InterfacePrefix</c>, <c>ProxyPort</c>. A daemon over
     /// another state directory than the default derives its own cgroup parent, table, prefix and pool, as the runc
     /// tier does.
@@ -108,6 +108,7 @@ internal static class RuntimeServiceCollectionExtensions
             NoNewPrivileges = section["NoNewPrivileges"] is { } nnp ? bool.Parse(nnp) : defaults.NoNewPrivileges,
             EnforceDiskSize = section["EnforceDiskSize"] is { } eds ? bool.Parse(eds) : defaults.EnforceDiskSize,
             AgentLogBytes = section["AgentLogBytes"] is { } alb ? long.Parse(alb, CultureInfo.InvariantCulture) : defaults.AgentLogBytes,
+            DiskStockDepth = ReadDiskStockDepth(section, defaults.DiskStockDepth),
             Network = network with
             {
                 Pool = net["Pool"] ?? network.Pool,
@@ -143,8 +144,16 @@ internal static class RuntimeServiceCollectionExtensions
                 ? TimeSpan.FromSeconds(double.Parse(s, CultureInfo.InvariantCulture))
                 : defaults.StartTimeout,
             NoNewPrivileges = section["NoNewPrivileges"] is { } n ? bool.Parse(n) : defaults.NoNewPrivileges,
+            EnforceDiskSize = section["EnforceDiskSize"] is { } eds ? bool.Parse(eds) : defaults.EnforceDiskSize,
+            DiskStockDepth = ReadDiskStockDepth(section, defaults.DiskStockDepth),
         };
     }
+
+    /// <summary><c>Runc:DiskStockDepth</c> / <c>Gvisor:DiskStockDepth</c>: disks made ahead per size, 0 to 16.</summary>
+    private static int ReadDiskStockDepth(IConfigurationSection section, int fallback) =>
+        section["DiskStockDepth"] is not { } depth ? fallback
+            : int.TryParse(depth, NumberStyles.None, CultureInfo.InvariantCulture, out var d) && d <= 16 ? d
+            : throw new ArgumentException($"{section.Path}:DiskStockDepth is a whole number from 0 to 16, not '{depth}'");
 
     /// <summary>
     /// <c>paddock</c> for the default state directory; for any other (a test daemon, a second instance) a parent of its

@@ -169,6 +169,9 @@ public sealed class OciConfigTests
             ["Runc:CgroupParent"] = "pd",
             ["Runc:StartTimeoutSeconds"] = "12.5",
             ["Runc:NoNewPrivileges"] = "true",
+            ["Runc:EnforceDiskSize"] = "false",
+            ["Runc:DiskStockDepth"] = "0",
+            ["Gvisor:DiskStockDepth"] = "5",
         }).Build();
 
         var options = RuntimeServiceCollectionExtensions.ReadOptions(configuration);
@@ -178,6 +181,16 @@ public sealed class OciConfigTests
         Assert.Equal("pd", options.CgroupParent);
         Assert.Equal(TimeSpan.FromSeconds(12.5), options.StartTimeout);
         Assert.True(options.NoNewPrivileges);
+        Assert.False(options.EnforceDiskSize);
+        Assert.Equal(0, options.DiskStockDepth);
+        Assert.Equal(5, RuntimeServiceCollectionExtensions.ReadGvisorOptions(configuration).DiskStockDepth);
+        Assert.Equal(2, RuntimeServiceCollectionExtensions.ReadOptions(new ConfigurationBuilder().Build()).DiskStockDepth);
+        foreach (var bad in new[] { "-1", "17", "two" })
+        {
+            var error = Assert.Throws<ArgumentException>(() => RuntimeServiceCollectionExtensions.ReadOptions(
+                new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Runc:DiskStockDepth"] = bad }).Build()));
+            Assert.Equal($"Runc:DiskStockDepth is a whole number from 0 to 16, not '{bad}'", error.Message);
+        }
     }
 
     [Fact]

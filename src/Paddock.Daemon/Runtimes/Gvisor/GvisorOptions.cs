@@ -98,6 +98,7 @@ internal sealed record GvisorOptions : ISandboxDirectories
 
     public int DiskBytesPerInode { get; init; } = 4096;
 
+    /// <summary>Sandbox disks made ahead per size, as <see cref="Runc.RuncOptions.DiskStockDepth"/>.</summary>
     public int DiskStockDepth { get; init; } = 2;
 
     /// <summary>The mount namespace file (see <see cref="GvisorMountNamespace"/>).</summary>
