@@ -51,7 +51,8 @@ internal static class OutputLines
     /// bytes are already valid JSON (the message was parsed) with no raw newline, so the line stays one line. A 10 MB
     /// print measured 2026-12-07 on gVisor grew paddock-interp by ~78 MiB through the string path (a 20 MB UTF-16
     /// string, a writer buffer of three bytes a char, then the line) in a 512 MiB sandbox that its kernels already
-    /// held at ~465 MiB: the host's OOM killer ended the sandbox. Copied, the cell needs the frame and the line.
+    /// held at ~465 MiB: the host's OOM killer ended the sandbox. Copied, the cell needs the frame and the line
+    /// (paddock-interp's RSS grew by ~40 MiB for that print).
     /// </summary>
     public static byte[] Stream(string name, JsonElement text, string? timestamp)
     {

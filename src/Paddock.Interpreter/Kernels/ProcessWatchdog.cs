@@ -41,7 +41,7 @@ internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int Se
     /// <c>:(){ :|:&amp; };:</c> under the common limit (256 there) grew to 118-250 processes before the watchdog's census
     /// ran (it competes with the bomb for the Sentry: the kill came 6-10 s after the bomb started, or never when the
     /// bomb died out first), and each process cost the sandbox's memory cgroup ~0.9 MiB, a third of it the Sentry's
-    /// own heap, which it kept after the bomb (measured 2026-12-07: +30 to +65 MiB of Sentry RSS afterwards). A bomb
+    /// own heap, which it kept after the bomb (measured 2026-12-07: +30 to +80 MiB of Sentry RSS afterwards). A bomb
     /// stalled at the allowance sleeps in bash's fork retries, and the census then finds it. 0: no rlimit.
     /// </summary>
     public int KernelRlimit(bool shell, Func<int> userTasksNow)
