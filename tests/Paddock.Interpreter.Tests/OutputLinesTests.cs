@@ -61,6 +61,20 @@ public sealed class OutputLinesTests
     public void String_results_lose_their_quotes_as_e2b_shows_them(string text, string shown) =>
         Assert.Equal(shown, OutputLines.StripQuotes(text));
 
+    [Theory]
+    [InlineData("a\nb\n")]
+    [InlineData("tab\t \"quoted\" back\\slash \u0001 é \u2028 <html> 😀")]
+    [InlineData("")]
+    public void A_kernels_stream_text_is_copied_into_one_line_that_reads_back_the_same(string text)
+    {
+        using var message = JsonDocument.Parse(JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["name"] = "stdout", ["text"] = text }));
+        var line = ParseLine(OutputLines.Stream("stdout", message.RootElement.GetProperty("text"), "2026-01-01T00:00:00Z"));
+        Assert.Equal("stdout", line.GetProperty("type").GetString());
+        Assert.Equal(text, line.GetProperty("text").GetString());
+        Assert.Equal("2026-01-01T00:00:00Z", line.GetProperty("timestamp").GetString());
+        Assert.Equal(["type", "text", "timestamp"], line.EnumerateObject().Select(p => p.Name));
+    }
+
     [Fact]
     public void Html_and_non_ascii_are_written_as_they_are()
     {

@@ -42,6 +42,28 @@ public sealed class SessionCensusTests
     }
 
     [Fact]
+    public async Task A_census_asked_to_stop_past_a_limit_stops_there_and_says_so()
+    {
+        using var process = StartSession("for i in 1 2 3 4 5 6 7 8; do sleep 30 & done; echo ready; wait");
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
+            Assert.Equal(new SessionCount(9, 9), SessionCensus.Count(process.Id));
+            Assert.Equal(new SessionCount(4, 4, Partial: true), SessionCensus.Count(process.Id, stopPastProcesses: 3));
+            Assert.Equal(new SessionCount(3, 3, Partial: true), SessionCensus.Count(process.Id, stopPastTasks: 2));
+            Assert.Equal(new SessionCount(9, 9), SessionCensus.Count(process.Id, stopPastProcesses: 9, stopPastTasks: 9));
+            var limits = new ProcessLimits(512, 5, 384);
+            Assert.True(limits.Exceeded(limits.Census(process.Id)));
+            Assert.StartsWith("the cell's processes exceeded the kernel's process limit: at least 6 processes (6 threads)", limits.Describe(limits.Census(process.Id)));
+        }
+        finally
+        {
+            await CleanUpAsync(process);
+        }
+    }
+
+    [Fact]
     public async Task Kills_members_that_left_the_process_group_and_orphans_too()
     {
         // `set -m` gives each background job a process group of its own (job control), so the group kill alone
@@ -80,7 +102,8 @@ public sealed class SessionCensusTests
             using var watchdog = new ProcessWatchdog(process.Id, new ProcessLimits(512, 6, 384), verdict => fired.TrySetResult(verdict.Count));
             watchdog.CellStarted();
             var count = await fired.Task.WaitAsync(timeout.Token);
-            Assert.True(count.Processes > 6, $"fired at {count.Processes} processes");
+            // The watchdog's census stops at the first process past the limit (its cost must not grow with a bomb).
+            Assert.Equal(new SessionCount(7, 7, Partial: true), count);
         }
         finally
         {
@@ -171,6 +194,38 @@ public sealed class SessionCensusTests
     }
 
     [Fact]
+    public void A_bash_kernel_in_a_small_sandbox_gets_its_allowance_over_the_users_tasks_now()
+    {
+        var gvisor = new ProcessLimits(256, 32, 128, 64);
+        Assert.Equal(100 + 64, gvisor.KernelRlimit(shell: true, () => 100));
+        Assert.Equal(256, gvisor.KernelRlimit(shell: true, () => 230)); // never above the common limit
+        Assert.Equal(256, gvisor.KernelRlimit(shell: false, () => throw new InvalidOperationException("not asked")));
+        var runc = new ProcessLimits(512, 64, 256);
+        Assert.Equal(512, runc.KernelRlimit(shell: true, () => throw new InvalidOperationException("not asked")));
+        Assert.Equal(70, new ProcessLimits(0, 64, 256, 64).KernelRlimit(shell: true, () => 6));
+    }
+
+    [Fact]
+    public async Task Counts_the_users_tasks_as_rlimit_nproc_does()
+    {
+        var before = SessionCensus.UserTasks();
+        Assert.True(before >= 2, $"this test process alone has several threads: {before}");
+        using var process = StartSession("for i in 1 2 3 4 5 6 7 8 9 10; do sleep 30 & done; echo ready; wait");
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.Equal("ready", await process.StandardOutput.ReadLineAsync(timeout.Token));
+            // Eleven more single-threaded processes of this user; this process's pool threads and other tests'
+            // processes may come and go meanwhile, hence the range.
+            Assert.InRange(SessionCensus.UserTasks() - before, 11 - 4, 11 + 64);
+        }
+        finally
+        {
+            await CleanUpAsync(process);
+        }
+    }
+
+    [Fact]
     public void Reads_meminfo_as_gVisor_writes_it_and_derives_the_floor_and_the_default_limits()
     {
         // The first lines of /proc/meminfo in a 512 MiB gVisor sandbox (measured 2026-12-07).
@@ -182,7 +237,9 @@ public sealed class SessionCensusTests
         Assert.Null(SandboxMemory.Parse("MemTotal: 1024 kB\n"));
         if (Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS") is null)
         {
-            Assert.Equal(new ProcessLimits(256, 32, 128), ProcessLimits.FromEnvironment(memory));
+            // A bash kernel's allowance over the user's tasks: 64 in 512 MiB, at least 32, none where the host's memory shows.
+            Assert.Equal(new ProcessLimits(256, 32, 128, 64), ProcessLimits.FromEnvironment(memory));
+            Assert.Equal(new ProcessLimits(64, 8, 32, 32), ProcessLimits.FromEnvironment(new SandboxMemory(128L << 20, 100L << 20)));
             Assert.Equal(new ProcessLimits(512, 64, 256), ProcessLimits.FromEnvironment(new SandboxMemory(24L << 30, 20L << 30)));
             Assert.Equal(new ProcessLimits(512, 64, 256), ProcessLimits.FromEnvironment(null));
         }

@@ -192,7 +192,7 @@ internal sealed class CodeContext : IAsyncDisposable
                 {
                     case "stream":
                         var name = content.GetProperty("name").GetString() == "stderr" ? "stderr" : "stdout";
-                        output.TryWrite(OutputLines.Stream(name, content.GetProperty("text").GetString() ?? "", message.Date));
+                        output.TryWrite(OutputLines.Stream(name, content.GetProperty("text"), message.Date));
                         break;
                     case "execute_input":
                         if (content.TryGetProperty("execution_count", out var count) && count.TryGetInt32(out var n))

@@ -93,14 +93,15 @@ internal sealed class Kernel : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (Limits.UserTasks > 0 && File.Exists("/usr/bin/prlimit"))
+        var nproc = Limits.KernelRlimit(spec.Language == "bash", SessionCensus.UserTasks);
+        if (nproc > 0 && File.Exists("/usr/bin/prlimit"))
         {
             // A cap on the tasks of the kernel's user (RLIMIT_NPROC, for the kernel and what it forks), below the
             // sandbox's pids limit (1024 by default), so that a fork bomb in a cell stalls while pids are left for
             // this server and the agent. Not enough on its own: the stalled bomb holds them until the watchdog
             // (ProcessWatchdog) kills the session.
             start.ArgumentList.Add("/usr/bin/prlimit");
-            start.ArgumentList.Add($"--nproc={Limits.UserTasks}");
+            start.ArgumentList.Add($"--nproc={nproc}");
         }
         foreach (var arg in spec.Arguments)
         {
@@ -229,7 +230,7 @@ internal sealed class Kernel : IAsyncDisposable
     /// </summary>
     public async Task<bool> EnforceLimitsAsync()
     {
-        var count = SessionCensus.Count(_pid);
+        var count = Limits.Census(_pid);
         if (!Limits.Exceeded(count))
         {
             return false;

@@ -1,10 +1,13 @@
 namespace Paddock.Interpreter.Kernels;
 
 /// <summary>The per-kernel process limits: <c>PADDOCK_INTERP_MAX_PROCS</c> and the watchdog's share of it.</summary>
-internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int SessionTasks)
+internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int SessionTasks, int ShellAllowance = 0)
 {
     /// <summary>The memory per task the default RLIMIT_NPROC allows for: 2 MiB, four times a sleeping process on gVisor.</summary>
     private const long TaskMemory = 2L << 20;
+
+    /// <summary>The memory per task a bash kernel's allowance is sized by: 8 MiB, so 64 tasks in a 512 MiB sandbox.</summary>
+    private const long ShellTaskMemory = 8L << 20;
 
     /// <summary>
     /// RLIMIT_NPROC of kernels (<c>PADDOCK_INTERP_MAX_PROCS</c>, default 512 or less, see below; 0: none). The kernel counts it per user
@@ -27,13 +30,37 @@ internal sealed record ProcessLimits(int UserTasks, int SessionProcesses, int Se
         var nproc = int.TryParse(Environment.GetEnvironmentVariable("PADDOCK_INTERP_MAX_PROCS"), out var n) && n >= 0 ? n : fallback;
         // With no rlimit the watchdog still needs a bound: the default's.
         var basis = nproc > 0 ? nproc : 512;
-        return new ProcessLimits(nproc, Math.Max(basis / 8, 8), Math.Max(basis / 2, 16));
+        // Where /proc/meminfo shows the host's memory (runc) or none, the allowance would not be under the limit: none.
+        var shell = memory is { TotalBytes: > 0 } s ? Math.Min(s.TotalBytes / ShellTaskMemory, int.MaxValue) : long.MaxValue;
+        return new ProcessLimits(nproc, Math.Max(basis / 8, 8), Math.Max(basis / 2, 16), shell >= basis ? 0 : (int)Math.Max(shell, 32));
+    }
+
+    /// <summary>
+    /// RLIMIT_NPROC for a kernel started now: <see cref="UserTasks"/>, and for a bash kernel in a sandbox with little
+    /// memory no more than the user's tasks now plus <see cref="ShellAllowance"/>. Why: on gVisor a bash
+    /// <c>:(){ :|:&amp; };:</c> under the common limit (256 there) grew to 118-250 processes before the watchdog's census
+    /// ran (it competes with the bomb for the Sentry: the kill came 6-10 s after the bomb started, or never when the
+    /// bomb died out first), and each process cost the sandbox's memory cgroup ~0.9 MiB, a third of it the Sentry's
+    /// own heap, which it kept after the bomb (measured 2026-12-07: +30 to +80 MiB of Sentry RSS afterwards). A bomb
+    /// stalled at the allowance sleeps in bash's fork retries, and the census then finds it. 0: no rlimit.
+    /// </summary>
+    public int KernelRlimit(bool shell, Func<int> userTasksNow)
+    {
+        if (!shell || ShellAllowance <= 0)
+        {
+            return UserTasks;
+        }
+        var tight = userTasksNow() + ShellAllowance;
+        return UserTasks > 0 ? Math.Min(UserTasks, tight) : tight;
     }
 
     public bool Exceeded(SessionCount count) => count.Processes > SessionProcesses || count.Tasks > SessionTasks;
 
+    /// <summary>A census that stops as soon as this limit is passed (<see cref="SessionCensus.Count"/> says why).</summary>
+    public SessionCount Census(int sessionId) => SessionCensus.Count(sessionId, SessionProcesses, SessionTasks);
+
     public string Describe(SessionCount count) =>
-        $"the cell's processes exceeded the kernel's process limit: {count.Processes} processes ({count.Tasks} threads) in its session, " +
+        $"the cell's processes exceeded the kernel's process limit: {(count.Partial ? "at least " : "")}{count.Processes} processes ({count.Tasks} threads) in its session, " +
         $"the limit is {SessionProcesses} processes or {SessionTasks} threads (PADDOCK_INTERP_MAX_PROCS={UserTasks}; a fork bomb?)";
 
     public string Describe(SessionCount count, SandboxMemory memory) =>
@@ -144,7 +171,7 @@ internal sealed class ProcessWatchdog : IDisposable
                 {
                     var busy = Volatile.Read(ref _cellsRunning) > 0 || Environment.TickCount64 - Interlocked.Read(ref _lastCellEnd) < AfterCell.TotalMilliseconds;
                     await Task.Delay(busy ? BusyInterval : BackgroundInterval, token);
-                    var count = SessionCensus.Count(_sessionId);
+                    var count = _limits.Census(_sessionId);
                     if (_limits.Exceeded(count))
                     {
                         _onExceeded(new WatchdogVerdict(count, null));

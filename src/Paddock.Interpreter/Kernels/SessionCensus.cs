@@ -2,8 +2,11 @@ using Paddock.Interpreter.Native;
 
 namespace Paddock.Interpreter.Kernels;
 
-/// <summary>What one census found in a session: its processes (zombies included) and their threads.</summary>
-internal readonly record struct SessionCount(int Processes, int Tasks);
+/// <summary>
+/// What one census found in a session: its processes (zombies included) and their threads. <see cref="Partial"/>: the
+/// census stopped once it had found more than it was asked to look for, so the session holds at least this many.
+/// </summary>
+internal readonly record struct SessionCount(int Processes, int Tasks, bool Partial = false);
 
 /// <summary>
 /// Counts and kills the processes of a kernel's session. Each kernel is started with setsid, so its pid is the
@@ -16,7 +19,14 @@ internal static class SessionCensus
     /// <summary>A process of the session: its pid and whether it is a zombie (dead, holding its pid until reaped).</summary>
     private readonly record struct Member(int Pid, int ProcessGroup, bool Zombie, int Threads);
 
-    public static SessionCount Count(int sessionId)
+    /// <summary>
+    /// Counts the session's processes and threads; stops (a <see cref="SessionCount.Partial"/> count) as soon as
+    /// more than <paramref name="stopPastProcesses"/> processes or <paramref name="stopPastTasks"/> threads were
+    /// found. The watchdog asks for no more than its limit because a census's cost grows with what it reads: inside
+    /// gVisor each /proc/PID/stat read contends with a fork bomb's forks in the Sentry, and a full census of a bash
+    /// bomb's 118-250 processes came seconds late or never (measured 2026-12-07, SECURITY.md).
+    /// </summary>
+    public static SessionCount Count(int sessionId, int stopPastProcesses = int.MaxValue, int stopPastTasks = int.MaxValue)
     {
         var processes = 0;
         var tasks = 0;
@@ -24,6 +34,10 @@ internal static class SessionCensus
         {
             processes++;
             tasks += Math.Max(member.Threads, 1);
+            if (processes > stopPastProcesses || tasks > stopPastTasks)
+            {
+                return new SessionCount(processes, tasks, Partial: true);
+            }
         }
         return new SessionCount(processes, tasks);
     }
@@ -62,6 +76,60 @@ internal static class SessionCensus
             await Task.Delay(10, cancellationToken);
         }
         return alive;
+    }
+
+    /// <summary>
+    /// The tasks (threads included) of every process whose real uid is this server's, as RLIMIT_NPROC counts them
+    /// (kernels run as the server's user).
+    /// </summary>
+    public static int UserTasks()
+    {
+        var self = StatusFields(File.ReadAllText("/proc/self/status")).Uid;
+        var tasks = 0;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            var name = Path.GetFileName(dir.AsSpan());
+            if (name.Length == 0 || !char.IsAsciiDigit(name[0]))
+            {
+                continue;
+            }
+            string status;
+            try
+            {
+                status = File.ReadAllText(Path.Combine(dir, "status"));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                continue; // exited meanwhile, or not ours to read
+            }
+            var (uid, threads) = StatusFields(status);
+            if (uid == self && uid >= 0)
+            {
+                tasks += Math.Max(threads, 1);
+            }
+        }
+        return tasks;
+    }
+
+    /// <summary>"Uid:\t1000\t1000\t1000\t1000" (real uid first) and "Threads:\t4" of /proc/PID/status; -1 when missing.</summary>
+    private static (int Uid, int Threads) StatusFields(string status)
+    {
+        var uid = -1;
+        var threads = -1;
+        foreach (var line in status.AsSpan().EnumerateLines())
+        {
+            if (line.StartsWith("Uid:"))
+            {
+                var rest = line["Uid:".Length..].TrimStart();
+                var end = rest.IndexOfAny(' ', '\t');
+                _ = int.TryParse(end < 0 ? rest : rest[..end], out uid);
+            }
+            else if (line.StartsWith("Threads:"))
+            {
+                _ = int.TryParse(line["Threads:".Length..].Trim(), out threads);
+            }
+        }
+        return (uid, threads);
     }
 
     private static IEnumerable<Member> Members(int sessionId)
