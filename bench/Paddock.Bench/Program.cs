@@ -19,6 +19,9 @@ internal static class Program
           --runs N            timed runs per throughput figure, after one warmup (default 5)
           --only SECTIONS     run only these, comma-separated: start, roundtrip, stream, files
           --quick             small sizes for a smoke run (100 round trips, 64 MiB, 32 MiB, 2 runs, 5 starts)
+          --through-daemon    also stream and move files through paddockd's proxy to the same agent in a runc sandbox
+                              (needs root, runc and the base template; paddockd from scripts/publish-daemon)
+          --daemon-binary P   the paddockd for --through-daemon (default: artifacts/paddockd/paddockd)
           --json              also print the figures as one JSON line at the end
         """;
 
@@ -79,6 +82,11 @@ internal static class Program
             Console.Error.WriteLine($"paddock-bench: no agent binary at {options.Binary}; run scripts/publish-agent first");
             return 2;
         }
+        if (options.ThroughDaemon && !File.Exists(options.DaemonBinary))
+        {
+            Console.Error.WriteLine($"paddock-bench: no paddockd at {options.DaemonBinary}; run scripts/publish-daemon first");
+            return 2;
+        }
 
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
@@ -99,7 +107,7 @@ internal static class Program
 
     private static (AgentBenchOptions Options, bool Json) Parse(ReadOnlySpan<string> args)
     {
-        var options = new AgentBenchOptions { Binary = DefaultBinary() };
+        var options = new AgentBenchOptions { Binary = DefaultBinary(), DaemonBinary = Daemon.DaemonCommand.DefaultBinary() };
         var json = false;
         for (var i = 0; i < args.Length; i++)
         {
@@ -114,6 +122,8 @@ internal static class Program
                 "--file-mib" => options with { FileMiB = Positive(option, Value(args, ref i)) },
                 "--runs" => options with { Runs = Positive(option, Value(args, ref i)) },
                 "--only" => options with { Only = Sections(Value(args, ref i)) },
+                "--through-daemon" => options with { ThroughDaemon = true },
+                "--daemon-binary" => options with { DaemonBinary = Path.GetFullPath(Value(args, ref i)) },
                 "--quick" => options with { RoundTrips = 100, StreamMiB = 64, FileMiB = 32, Runs = 2, StartSamples = 5 },
                 "--json" => options,
                 _ => throw new ArgumentException($"unknown option '{option}'"),

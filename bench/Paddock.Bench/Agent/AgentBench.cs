@@ -26,6 +26,15 @@ internal sealed record AgentBenchOptions
     /// <summary>The sections to run (start, roundtrip, stream, files); empty: all of them.</summary>
     public IReadOnlySet<string> Only { get; init; } = new HashSet<string>();
 
+    /// <summary>
+    /// Also measure stream and files through paddockd's proxy, to the same agent binary inside a runc sandbox
+    /// (<see cref="ProxiedSandbox"/>), alternating with the loopback agent and the baselines.
+    /// </summary>
+    public bool ThroughDaemon { get; init; }
+
+    /// <summary>paddockd for <see cref="ThroughDaemon"/> (scripts/publish-daemon's).</summary>
+    public string DaemonBinary { get; init; } = "";
+
     /// <summary>Upper bound on the time one section may take; a section stops early when it passes.</summary>
     public TimeSpan SectionBudget { get; init; } = TimeSpan.FromSeconds(90);
 }
@@ -65,17 +74,20 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             log.WriteLine($"agent pid {agent.Pid} on {agent.BaseAddress}");
             using var client = new EnvdClient(agent.BaseAddress);
             var cpu = new CpuMeter(agent.Pid);
+            await using var proxied = options.ThroughDaemon && (Runs("stream") || Runs("files"))
+                ? await ProxiedSandbox.StartAsync(options.Binary, options.DaemonBinary, log, cancellationToken)
+                : null;
             if (Runs("roundtrip"))
             {
                 report.AddAll(await MeasureRoundTripAsync(client, cpu, report, cancellationToken));
             }
             if (Runs("stream"))
             {
-                report.AddAll(await MeasureStreamingAsync(client, cpu, report, cancellationToken));
+                report.AddAll(await MeasureStreamingAsync(client, cpu, proxied, report, cancellationToken));
             }
             if (Runs("files"))
             {
-                report.AddAll(await MeasureFilesAsync(client, cpu, report, scratch.FullName, cancellationToken));
+                report.AddAll(await MeasureFilesAsync(client, cpu, proxied, report, scratch.FullName, cancellationToken));
             }
             var exit = agent.Stop();
             report.AddFact("agent exit code after SIGTERM", "agent_exit_code", "", exit);
@@ -198,19 +210,26 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         ];
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CpuMeter cpu, Report report, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureStreamingAsync(EnvdClient client, CpuMeter cpu, ProxiedSandbox? proxied, Report report, CancellationToken cancellationToken)
     {
         var bytes = (long)options.StreamMiB * 1024 * 1024;
         var count = bytes.ToString(CultureInfo.InvariantCulture);
-        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way (agent proto, agent JSON, head | cat, head's pipe here)");
+        log.WriteLine($"stdout streaming: head -c {options.StreamMiB}M /dev/zero, {options.Runs} runs (+1 warmup) each way (agent proto, agent JSON, head | cat, head's pipe here, head | cat | cat)");
         var request = new StartRequest { Process = new ProcessConfig { Cmd = "/usr/bin/head", Args = { "-c", count, "/dev/zero" } }, Stdin = false };
         using var pipeline = new Spawner("/bin/sh", ["-c", $"/usr/bin/head -c {count} /dev/zero | /bin/cat > /dev/null"], quiet: true);
         using var head = new Spawner("/usr/bin/head", ["-c", count, "/dev/zero"], quiet: true);
+        // The agent is a relay: it reads head's pipe and writes the bytes on to a reader (the client) in another
+        // process. A second cat in the pipeline is the same: head, a copy out of a pipe and into the next, a reader.
+        using var relay = new Spawner("/bin/sh", ["-c", $"/usr/bin/head -c {count} /dev/zero | /bin/cat | /bin/cat > /dev/null"], quiet: true);
 
         var agent = new Samples("MiB/s", Direction.HigherIsBetter);
         var agentJson = new Samples("MiB/s", Direction.HigherIsBetter);
         var catPipe = new Samples("MiB/s", Direction.HigherIsBetter);
         var ownPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var relayPipe = new Samples("MiB/s", Direction.HigherIsBetter);
+        var viaDaemon = new Samples("MiB/s", Direction.HigherIsBetter);
+        var viaDaemonJson = new Samples("MiB/s", Direction.HigherIsBetter);
+        var daemonCpu = proxied is null ? null : new CpuMeter(proxied.DaemonPid);
         var figures = new CpuFigures("stdout streaming", "stdout_stream", "MiB");
         var eventSize = new Samples("KiB", Direction.HigherIsBetter);
         var budget = Stopwatch.StartNew();
@@ -231,6 +250,23 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             var jsonUse = mark.Stop();
             Expect(jsonOutcome, 0, bytes);
 
+            // Through paddockd's proxy to the same agent in a sandbox (paddockd's CPU in the "agent" slot of its meter).
+            double proxySeconds = 0, proxyJsonSeconds = 0;
+            CpuUse proxyUse = default, proxyJsonUse = default;
+            if (proxied is not null)
+            {
+                mark = daemonCpu!.Start();
+                clock.Restart();
+                Expect(await proxied.Client.RunAsync(request, json: false, cancellationToken), 0, bytes);
+                proxySeconds = clock.Elapsed.TotalSeconds;
+                proxyUse = mark.Stop();
+                mark = daemonCpu.Start();
+                clock.Restart();
+                Expect(await proxied.Client.RunAsync(request, json: true, cancellationToken), 0, bytes);
+                proxyJsonSeconds = clock.Elapsed.TotalSeconds;
+                proxyJsonUse = mark.Stop();
+            }
+
             mark = cpu.Start();
             clock.Restart();
             ExpectExit(Spawner.Wait(pipeline.Spawn()), 0);
@@ -242,6 +278,12 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             var read = ReadChildStdout(head);
             var ownSeconds = clock.Elapsed.TotalSeconds;
             var ownUse = mark.Stop();
+
+            mark = cpu.Start();
+            clock.Restart();
+            ExpectExit(Spawner.Wait(relay.Spawn()), 0);
+            var relaySeconds = clock.Elapsed.TotalSeconds;
+            var relayUse = mark.Stop();
             if (read != bytes)
             {
                 throw new InvalidDataException($"read {read} bytes from head's pipe, expected {bytes}");
@@ -253,6 +295,15 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 agentJson.Add(options.StreamMiB / jsonSeconds);
                 catPipe.Add(options.StreamMiB / catSeconds);
                 ownPipe.Add(options.StreamMiB / ownSeconds);
+                relayPipe.Add(options.StreamMiB / relaySeconds);
+                if (proxied is not null)
+                {
+                    viaDaemon.Add(options.StreamMiB / proxySeconds);
+                    viaDaemonJson.Add(options.StreamMiB / proxyJsonSeconds);
+                    figures.Add("paddockd", proxyUse.Agent, options.StreamMiB);
+                    figures.Add("client_paddockd", proxyUse.Client, options.StreamMiB);
+                    figures.Add("paddockd_json", proxyJsonUse.Agent, options.StreamMiB);
+                }
                 eventSize.Add(bytes / 1024.0 / Math.Max(1, outcome.DataEvents));
                 figures.Add("agent", agentUse.Agent, options.StreamMiB);
                 figures.Add("client", agentUse.Client, options.StreamMiB);
@@ -260,6 +311,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 figures.Add("client_json", jsonUse.Client, options.StreamMiB);
                 figures.Add("head", ownUse.Baseline, options.StreamMiB);
                 figures.Add("pipeline", pipelineUse.Baseline, options.StreamMiB);
+                figures.Add("relay_pipeline", relayUse.Baseline, options.StreamMiB);
                 // The pipeline's sh, head and cat, less head as measured alone: what cat (the baseline's reader) used.
                 // A difference of two runs, so noisy (it can even come out below zero on a loaded machine).
                 figures.Add("cat", pipelineUse.Baseline - ownUse.Baseline, options.StreamMiB);
@@ -267,11 +319,24 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         }
         figures.Report(report);
         report.AddFact($"stdout streaming, mean data event size (p50 of {eventSize.Count}, min {eventSize.Percentile(0):0.#}, max {eventSize.Percentile(100):0.#})", "stdout_stream_event_kib", "KiB", eventSize.P50);
+        List<Comparison> proxy = proxied is null ? [] :
+        [
+            new("stdout streaming through paddockd", "stdout_stream_proxy", viaDaemon, "head | cat | cat > /dev/null", relayPipe, 0.5),
+            new("stdout streaming, JSON, through paddockd", "stdout_stream_json_proxy", viaDaemonJson, "head | cat | cat > /dev/null", relayPipe, 0.5),
+            new("stdout streaming through paddockd", "stdout_stream_proxy_vs_cat", viaDaemon, "head | cat > /dev/null", catPipe, 0.5),
+            new("stdout streaming, JSON, through paddockd", "stdout_stream_json_proxy_vs_cat", viaDaemonJson, "head | cat > /dev/null", catPipe, 0.5),
+            // The hop itself: the same agent binary, on loopback against in a sandbox behind paddockd (no aim of its own).
+            new("stdout streaming through paddockd", "stdout_stream_proxy_vs_loopback", viaDaemon, "the agent on loopback", agent, 0),
+            new("stdout streaming, JSON, through paddockd", "stdout_stream_json_proxy_vs_loopback", viaDaemonJson, "the agent on loopback, JSON", agentJson, 0),
+        ];
         return
         [
+            .. proxy,
             new("stdout streaming through Start", "stdout_stream", agent, "head | cat > /dev/null", catPipe, 0.5),
             new("stdout streaming through Start", "stdout_stream_vs_own_pipe", agent, "head's pipe read here", ownPipe, 0.5),
             new("stdout streaming, Connect JSON (SDK)", "stdout_stream_json", agentJson, "head | cat > /dev/null", catPipe, 0.5),
+            new("stdout streaming through Start", "stdout_stream_vs_relay", agent, "head | cat | cat > /dev/null", relayPipe, 0.5),
+            new("stdout streaming, Connect JSON (SDK)", "stdout_stream_json_vs_relay", agentJson, "head | cat | cat > /dev/null", relayPipe, 0.5),
         ];
     }
 
@@ -322,7 +387,7 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         return total;
     }
 
-    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, CpuMeter cpu, Report report, string scratch, CancellationToken cancellationToken)
+    private async Task<IEnumerable<Comparison>> MeasureFilesAsync(EnvdClient client, CpuMeter cpu, ProxiedSandbox? proxied, Report report, string scratch, CancellationToken cancellationToken)
     {
         var bytes = (long)options.FileMiB * 1024 * 1024;
         log.WriteLine($"files: {options.FileMiB} MiB upload (octet-stream, multipart) and download vs cp and cat, {options.Runs} runs (+1 warmup) each");
@@ -332,6 +397,9 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         using var cp = new Spawner("/bin/cp", [source, target], quiet: true);
         // cp copies inside the kernel (copy_file_range); cat moves the bytes through a process, as the agent must.
         using var cat = new Spawner("/bin/sh", ["-c", "exec /bin/cat \"$0\" > \"$1\"", source, target], quiet: true);
+        // A transfer is two processes and a connection between them: one reads the file and sends, the other receives
+        // and writes. `cat src | cat > dst` moves the bytes the same number of times, through a pipe.
+        using var catPipe = new Spawner("/bin/sh", ["-c", "/bin/cat \"$0\" | /bin/cat > \"$1\"", source, target], quiet: true);
 
         var uploadOctet = new Samples("MiB/s", Direction.HigherIsBetter);
         var uploadMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
@@ -342,6 +410,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         var multipartCpu = new CpuFigures("upload, multipart", "upload_multipart", "MiB");
         var downloadCpu = new CpuFigures("download", "download", "MiB");
         var catCopy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var catPipeCopy = new Samples("MiB/s", Direction.HigherIsBetter);
+        var proxyOctet = new Samples("MiB/s", Direction.HigherIsBetter);
+        var proxyMultipart = new Samples("MiB/s", Direction.HigherIsBetter);
+        var proxyDownload = new Samples("MiB/s", Direction.HigherIsBetter);
+        var proxyCpu = new CpuFigures("through paddockd", "files_proxy", "MiB");
+        var daemonCpu = proxied is null ? null : new CpuMeter(proxied.DaemonPid);
+        // Inside the sandbox: its own disk (the writable layer), not a tmpfs charged to its memory.
+        const string sandboxFile = "/var/tmp/paddock-bench.bin";
         var budget = Stopwatch.StartNew();
         for (var run = 0; run <= options.Runs && budget.Elapsed < options.SectionBudget; run++)
         {
@@ -360,6 +436,14 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
             ExpectExit(Spawner.Wait(cat.Spawn()), 0);
             var catSeconds = clock.Elapsed.TotalSeconds;
             var catUse = mark.Stop();
+            ExpectSize(target, bytes);
+
+            File.Delete(target);
+            mark = cpu.Start();
+            clock.Restart();
+            ExpectExit(Spawner.Wait(catPipe.Spawn()), 0);
+            var catPipeSeconds = clock.Elapsed.TotalSeconds;
+            var catPipeUse = mark.Stop();
             ExpectSize(target, bytes);
 
             File.Delete(target);
@@ -389,10 +473,40 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 throw new InvalidDataException($"downloaded {got} bytes, expected {bytes}");
             }
 
+            double proxyOctetSeconds = 0, proxyMultipartSeconds = 0, proxyDownloadSeconds = 0;
+            CpuUse proxyOctetUse = default, proxyMultipartUse = default, proxyDownloadUse = default;
+            if (proxied is not null)
+            {
+                mark = daemonCpu!.Start();
+                clock.Restart();
+                await proxied.Client.UploadAsync(source, sandboxFile, multipart: false, cancellationToken);
+                proxyOctetSeconds = clock.Elapsed.TotalSeconds;
+                proxyOctetUse = mark.Stop();
+
+                mark = daemonCpu.Start();
+                clock.Restart();
+                await proxied.Client.UploadAsync(source, sandboxFile, multipart: true, cancellationToken);
+                proxyMultipartSeconds = clock.Elapsed.TotalSeconds;
+                proxyMultipartUse = mark.Stop();
+
+                // The file the multipart upload just wrote, back to the host: its size checks that upload too.
+                File.Delete(target);
+                mark = daemonCpu.Start();
+                clock.Restart();
+                got = await proxied.Client.DownloadAsync(sandboxFile, target, cancellationToken);
+                proxyDownloadSeconds = clock.Elapsed.TotalSeconds;
+                proxyDownloadUse = mark.Stop();
+                if (got != bytes)
+                {
+                    throw new InvalidDataException($"downloaded {got} bytes through paddockd, expected {bytes}");
+                }
+            }
+
             if (run > 0)
             {
                 copyCpu.Add("cp", cpUse.Baseline, options.FileMiB);
                 copyCpu.Add("cat", catUse.Baseline, options.FileMiB);
+                copyCpu.Add("cat_pipe", catPipeUse.Baseline, options.FileMiB);
                 octetCpu.Add("agent", octetUse.Agent, options.FileMiB);
                 octetCpu.Add("client", octetUse.Client, options.FileMiB);
                 multipartCpu.Add("agent", multipartUse.Agent, options.FileMiB);
@@ -401,9 +515,19 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
                 downloadCpu.Add("client", downloadUse.Client, options.FileMiB);
                 copy.Add(options.FileMiB / cpSeconds);
                 catCopy.Add(options.FileMiB / catSeconds);
+                catPipeCopy.Add(options.FileMiB / catPipeSeconds);
                 uploadOctet.Add(options.FileMiB / octetSeconds);
                 uploadMultipart.Add(options.FileMiB / multipartSeconds);
                 download.Add(options.FileMiB / downloadSeconds);
+                if (proxied is not null)
+                {
+                    proxyOctet.Add(options.FileMiB / proxyOctetSeconds);
+                    proxyMultipart.Add(options.FileMiB / proxyMultipartSeconds);
+                    proxyDownload.Add(options.FileMiB / proxyDownloadSeconds);
+                    proxyCpu.Add("paddockd_upload_octet", proxyOctetUse.Agent, options.FileMiB);
+                    proxyCpu.Add("paddockd_upload_multipart", proxyMultipartUse.Agent, options.FileMiB);
+                    proxyCpu.Add("paddockd_download", proxyDownloadUse.Agent, options.FileMiB);
+                }
             }
         }
         if (!File.ReadAllBytes(source).AsSpan(0, 4096).SequenceEqual(File.ReadAllBytes(target).AsSpan(0, 4096)))
@@ -415,14 +539,30 @@ internal sealed class AgentBench(AgentBenchOptions options, TextWriter log)
         octetCpu.Report(report);
         multipartCpu.Report(report);
         downloadCpu.Report(report);
+        proxyCpu.Report(report);
         const string baseName = "cp of the same file";
+        List<Comparison> proxy = proxied is null ? [] :
+        [
+            new("upload through paddockd, octet-stream", "upload_octet_stream_proxy", proxyOctet, baseName, copy, 0.5),
+            new("upload through paddockd, multipart (SDK)", "upload_multipart_proxy", proxyMultipart, baseName, copy, 0.5),
+            new("download through paddockd", "download_proxy", proxyDownload, baseName, copy, 0.5),
+            new("upload through paddockd, multipart (SDK)", "upload_multipart_proxy_vs_cat_pipe", proxyMultipart, "cat src | cat > dst", catPipeCopy, 0.5),
+            new("download through paddockd", "download_proxy_vs_cat_pipe", proxyDownload, "cat src | cat > dst", catPipeCopy, 0.5),
+            // The hop itself (no aim of its own).
+            new("upload through paddockd, multipart (SDK)", "upload_multipart_proxy_vs_loopback", proxyMultipart, "the agent on loopback", uploadMultipart, 0),
+            new("download through paddockd", "download_proxy_vs_loopback", proxyDownload, "the agent on loopback", download, 0),
+        ];
         return
         [
+            .. proxy,
             new("upload POST /files, octet-stream", "upload_octet_stream", uploadOctet, baseName, copy, 0.5),
             new("upload POST /files, multipart (SDK)", "upload_multipart", uploadMultipart, baseName, copy, 0.5),
             new("download GET /files", "download", download, baseName, copy, 0.5),
             new("upload POST /files, octet-stream", "upload_octet_stream_vs_cat", uploadOctet, "cat src > dst", catCopy, 0.5),
             new("download GET /files", "download_vs_cat", download, "cat src > dst", catCopy, 0.5),
+            new("upload POST /files, multipart (SDK)", "upload_multipart_vs_cat_pipe", uploadMultipart, "cat src | cat > dst", catPipeCopy, 0.5),
+            new("upload POST /files, octet-stream", "upload_octet_stream_vs_cat_pipe", uploadOctet, "cat src | cat > dst", catPipeCopy, 0.5),
+            new("download GET /files", "download_vs_cat_pipe", download, "cat src | cat > dst", catPipeCopy, 0.5),
         ];
     }
 

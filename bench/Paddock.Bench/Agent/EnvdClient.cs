@@ -23,7 +23,10 @@ internal sealed class EnvdClient : IDisposable
 
     private readonly HttpClient _http;
 
-    public EnvdClient(Uri baseAddress)
+    /// <param name="baseAddress">The agent, or paddockd's proxy.</param>
+    /// <param name="headers">Headers sent with every request: through paddockd's proxy, the ones that pick the sandbox
+    /// and port (<c>E2b-Sandbox-Id</c>, <c>E2b-Sandbox-Port</c>) and its <c>X-Access-Token</c>.</param>
+    public EnvdClient(Uri baseAddress, IReadOnlyDictionary<string, string>? headers = null)
     {
         var handler = new SocketsHttpHandler
         {
@@ -40,6 +43,10 @@ internal sealed class EnvdClient : IDisposable
             DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
             Timeout = Timeout.InfiniteTimeSpan,
         };
+        foreach (var (name, value) in headers ?? new Dictionary<string, string>())
+        {
+            _http.DefaultRequestHeaders.TryAddWithoutValidation(name, value);
+        }
     }
 
     /// <summary>

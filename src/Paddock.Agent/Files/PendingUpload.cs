@@ -24,6 +24,7 @@ internal sealed class PendingUpload : IDisposable
     private readonly ILogger _log;
     private FileStream? _file;
     private long _written;
+    private List<ReadOnlyMemory<byte>>? _segments;
     private bool _settled; // committed, or its temporary file removed
 
     private PendingUpload(string target, string finalPath, string tempPath, uint? replacedMode, FileStream file, ILogger log)
@@ -145,28 +146,13 @@ internal sealed class PendingUpload : IDisposable
     /// </summary>
     public async Task CopyFromAsync(PipeReader source, CancellationToken cancellationToken)
     {
-        var file = (_file ?? throw new InvalidOperationException("the upload is closed")).SafeFileHandle;
-        List<ReadOnlyMemory<byte>>? segments = null;
         while (true)
         {
             var result = await source.ReadAsync(cancellationToken);
             var data = result.Buffer;
             try
             {
-                if (data.IsSingleSegment)
-                {
-                    Write(file, data.FirstSpan);
-                }
-                else
-                {
-                    segments ??= [];
-                    segments.Clear();
-                    foreach (var segment in data)
-                    {
-                        segments.Add(segment);
-                    }
-                    Write(file, segments, data.Length);
-                }
+                Write(data);
             }
             finally
             {
@@ -181,6 +167,28 @@ internal sealed class PendingUpload : IDisposable
                 throw new OperationCanceledException("the upload's body read was cancelled");
             }
         }
+    }
+
+    /// <summary>
+    /// Appends <paramref name="data"/> to the temporary file as it lies (one pwrite, or one pwritev of its segments).
+    /// Errors as for <see cref="CopyFromAsync(Stream, CancellationToken)"/>.
+    /// </summary>
+    public void Write(ReadOnlySequence<byte> data)
+    {
+        var file = (_file ?? throw new InvalidOperationException("the upload is closed")).SafeFileHandle;
+        if (data.IsSingleSegment)
+        {
+            Write(file, data.FirstSpan);
+            return;
+        }
+        _segments ??= [];
+        _segments.Clear();
+        foreach (var segment in data)
+        {
+            _segments.Add(segment);
+        }
+        Write(file, _segments, data.Length);
+        _segments.Clear();
     }
 
     // The writes below are synchronous, on the request's own thread: a write into the page cache takes a fraction of
