@@ -105,19 +105,46 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         var cpuBefore = daemon.CpuMilliseconds();
         var section = Stopwatch.StartNew();
         var unquiet = 0;
+        // The baseline's CPU: the bench's reaped children across each raw run (runtime, its init, the echo).
+        var rawCpu = new Samples("ms", Direction.LowerIsBetter);
+        // paddockd's own CPU while it serves nothing of ours (from each raw run's start to the next cycle's): its
+        // timers, metrics and sweeps, which the section's total also holds, however long the quiet waits take.
+        var restCpuMs = 0.0;
+        var restSeconds = 0.0;
+        (double DaemonMs, double SelfMs, double SandboxesMs)? restStart = null;
+        var restClock = new Stopwatch();
+        var warmupCpu = cpuBefore;
+        var sinceWarmup = new Stopwatch();
         for (var i = 0; i <= options.Runs && section.Elapsed < options.SectionLimit; i++)
         {
             // Each side from a quiet host (untimed, bounded, as in the pooled figure): a kill answers before its
             // teardown (runc delete, unmounts) and a create's disk-stock refill runs after it, both in the
             // background, and without the wait they land on whichever run comes next, the raw runc's included.
             unquiet += await HostCpu.WaitUntilQuietAsync(TimeSpan.FromSeconds(10), cancellationToken) ? 0 : 1;
+            if (restStart is { } rest)
+            {
+                restCpuMs += daemon.CpuMilliseconds().SelfMs - rest.SelfMs;
+                restSeconds += restClock.Elapsed.TotalSeconds;
+            }
             var (ms, _, _) = await CycleAsync(client, cold: true, cancellationToken);
             unquiet += await HostCpu.WaitUntilQuietAsync(TimeSpan.FromSeconds(10), cancellationToken) ? 0 : 1;
+            restStart = daemon.CpuMilliseconds();
+            restClock.Restart();
+            if (i == 0)
+            {
+                // The figure starts after the warmup cycle: the daemon's first create compiles the code of its path
+                // (precompiled code does not cover every generic instantiation) and fills its caches once.
+                warmupCpu = restStart.Value;
+                sinceWarmup.Restart();
+            }
+            var rawBefore = CpuTime.ReapedChildren();
             var runcMs = baseline.RunOnce();
+            var rawCpuMs = (CpuTime.ReapedChildren() - rawBefore).TotalMilliseconds;
             if (i > 0)
             {
                 daemonSamples.Add(ms);
                 runcSamples.Add(runcMs);
+                rawCpu.Add(rawCpuMs);
             }
             if (crun is not null)
             {
@@ -140,11 +167,21 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         // Background teardowns of the last kills included: the section ends when their cgroups are gone.
         await WaitForPoolAsync(daemon, client, cancellationToken);
         var cpuAfter = daemon.CpuMilliseconds();
-        var cycles = daemonSamples.Count + 1;
+        report.AddFact("CPU of the warmup cycle, the daemon's first create (paddockd, its children and the sandbox cgroup)", "cold_warmup_cycle_cpu_ms", "ms",
+            warmupCpu.DaemonMs - cpuBefore.DaemonMs + warmupCpu.SandboxesMs - cpuBefore.SandboxesMs);
+        cpuBefore = warmupCpu;
+        var cycles = daemonSamples.Count;
         var cpuPerCycle = (cpuAfter.DaemonMs - cpuBefore.DaemonMs + cpuAfter.SandboxesMs - cpuBefore.SandboxesMs) / cycles;
         report.AddFact($"CPU per cold create + echo + kill (paddockd {(cpuAfter.SelfMs - cpuBefore.SelfMs) / cycles:0} ms, " +
             $"its children {(cpuAfter.DaemonMs - cpuAfter.SelfMs - cpuBefore.DaemonMs + cpuBefore.SelfMs) / cycles:0} ms, " +
             $"sandbox cgroup {(cpuAfter.SandboxesMs - cpuBefore.SandboxesMs) / cycles:0} ms; {cycles} cycles)", "cold_cycle_cpu_ms", "ms", cpuPerCycle);
+        var sectionSeconds = sinceWarmup.Elapsed.TotalSeconds;
+        var restRate = restSeconds > 0 ? restCpuMs / restSeconds : 0;
+        report.AddFact($"paddockd's CPU at rest between cycles ({restCpuMs:0} ms over {restSeconds:0.0} s; over the {sectionSeconds:0.0} s after the warmup " +
+            $"that is {restRate * sectionSeconds / cycles:0.0} ms of each cycle's paddockd figure)", "daemon_rest_cpu_ms_per_s", "ms/s", restRate);
+        report.AddFact($"CPU per raw {baseline.Name} run of echo (its process tree, getrusage of the bench's children; p50 of {rawCpu.Count})",
+            $"raw_{baseline.Name}_cpu_ms", "ms", rawCpu.P50);
+        report.AddFact($"cold cycle CPU / raw {baseline.Name} run CPU", $"cold_cycle_cpu_to_raw_{baseline.Name}_ratio", "x", cpuPerCycle / rawCpu.P50);
         report.AddFact($"cold creations per second the CPUs bound ({Environment.ProcessorCount} CPUs / CPU per cycle)", "cold_cpu_bound_per_s", "/s",
             Environment.ProcessorCount * 1000.0 / cpuPerCycle);
         report.AddComparison("create to first output, cold", "create_to_first_output_ms", daemonSamples, $"{baseline.Name} run echo", runcSamples);

@@ -546,7 +546,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         await SandboxFilesystem.UnmountAllAsync(layout, _logger, cancellationToken);
     }
 
-    private async ValueTask<Stream> ProbeAsync(string sandboxId, CancellationToken token)
+    private async ValueTask<Stream?> ProbeAsync(string sandboxId, CancellationToken token)
     {
         using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
         attempt.CancelAfter(ProbeConnectTimeout);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Paddock.Daemon.Native;
@@ -86,30 +85,24 @@ internal sealed class RunscCli
     private async Task<bool> DetachedAsync(string[] arguments, string output, CancellationToken cancellationToken)
     {
         var command = GvisorMountNamespace.Enter(_options, [_options.RunscBinary, .. _global, .. arguments]);
-        // /bin/sh only redirects and execs: no managed code between fork and exec. The FIFO's reader is open already,
-        // so the shell's open of it does not wait.
-        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        foreach (var a in (string[])["-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", output, .. command])
-        {
-            start.ArgumentList.Add(a);
-        }
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
+        // The FIFO's reader is open already, so opening it for the output does not wait.
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(CallTimeout);
+        int status;
         try
         {
-            await process.WaitForExitAsync(timeout.Token);
+            status = await OutputFileCommand.RunAsync(command[0], command.Skip(1).ToArray(), output, timeout.Token);
         }
-        catch (OperationCanceledException)
+        catch (FileNotFoundException ex)
         {
-            process.Kill(entireProcessTree: true);
-            throw;
+            throw Unavailable(ex.Message, ex);
         }
-        if (process.ExitCode is 126 or 127)
+        // nsenter's own codes for a command it could not exec (127: not found, 126: not executable); runsc never uses them.
+        if (status is 126 or 127)
         {
-            throw Unavailable($"cannot run nsenter or {_options.RunscBinary}: {(process.ExitCode == 127 ? "not found" : "not executable")}", null);
+            throw Unavailable($"nsenter cannot run {_options.RunscBinary}: {(status == 127 ? "not found" : "not executable")}", null);
         }
-        return process.ExitCode == 0;
+        return status == 0;
     }
 
     /// <summary><c>runsc delete --force</c>: stops the sandbox if it runs and removes runsc's state. False: runsc knows no such id.</summary>

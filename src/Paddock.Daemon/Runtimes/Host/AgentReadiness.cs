@@ -13,7 +13,7 @@ internal static class AgentReadiness
     internal static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(1);
 
     /// <summary>
-    /// Probes the agent through <paramref name="connect"/> until it answers, while the host process
+    /// Probes the agent through <paramref name="connect"/> (null: nothing listens yet) until it answers, while the host process
     /// <paramref name="hostPid"/> that carries it runs. Throws <see cref="SandboxStartException"/> with
     /// <paramref name="logTail"/> when that process exits or <paramref name="timeout"/> passes.
     /// <paramref name="listeningAfter"/> (Unix milliseconds): an answer counts only from listening sockets bound after
@@ -22,7 +22,7 @@ internal static class AgentReadiness
     public static async Task WaitAsync(
         string sandboxId,
         int hostPid,
-        Func<CancellationToken, ValueTask<Stream>> connect,
+        Func<CancellationToken, ValueTask<Stream?>> connect,
         TimeSpan timeout,
         Func<string> logTail,
         CancellationToken cancellationToken,
@@ -51,11 +51,14 @@ internal static class AgentReadiness
                     // its request, and its agent never answered; unbounded, that one connection used the whole wait
                     // (packet capture on the host end of the link). Bounded, the probe tries again, and the error
                     // counts the connections that were accepted but not answered: a wedged agent, not a slow start.
-                    using var attempt = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
-                    attempt.CancelAfter(AttemptTimeout);
-                    if (await AgentProbe.IsHealthyAsync(stream, attempt.Token, listeningAfter))
+                    if (stream is not null)
                     {
-                        return;
+                        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+                        attempt.CancelAfter(AttemptTimeout);
+                        if (await AgentProbe.IsHealthyAsync(stream, attempt.Token, listeningAfter))
+                        {
+                            return;
+                        }
                     }
                 }
                 catch (OperationCanceledException) when (!deadline.IsCancellationRequested)

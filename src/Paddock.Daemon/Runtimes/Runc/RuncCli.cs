@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Paddock.Daemon.Native;
@@ -46,37 +45,21 @@ internal sealed class RuncCli
     /// </summary>
     public async Task<bool> RunDetachedAsync(string id, string bundle, string pidFile, string logFile, CancellationToken cancellationToken)
     {
-        // /bin/sh only redirects and execs runc: no managed code between fork and exec, and no pipe to the container.
-        var start = new ProcessStartInfo("/bin/sh", (string[])
-            [
-                "-c", "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1", "sh", logFile,
-                // --no-new-keyring: by default runc gives each container a session keyring, charged to the uid root
-                // maps to, and every sandbox maps root to the same host uid, whose quota (kernel.keys.maxkeys, 200 on
-                // Debian) then capped the host at ~200 sandboxes. Sandboxes cannot use keyrings anyway: the seccomp
-                // profile refuses keyctl, add_key and request_key.
-                _binary, .. _global, "run", "--detach", "--no-new-keyring", "--bundle", bundle, "--pid-file", pidFile, id,
-            ])
-        {
-            UseShellExecute = false,
-        };
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start /bin/sh");
+        // --no-new-keyring: by default runc gives each container a session keyring, charged to the uid root maps to,
+        // and every sandbox maps root to the same host uid, whose quota (kernel.keys.maxkeys, 200 on Debian) then
+        // capped the host at ~200 sandboxes. Sandboxes cannot use keyrings anyway: the seccomp profile refuses keyctl,
+        // add_key and request_key.
+        string[] arguments = [.. _global, "run", "--detach", "--no-new-keyring", "--bundle", bundle, "--pid-file", pidFile, id];
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(CallTimeout);
         try
         {
-            await process.WaitForExitAsync(timeout.Token);
+            return await OutputFileCommand.RunAsync(_binary, arguments, logFile, timeout.Token) == 0;
         }
-        catch (OperationCanceledException)
+        catch (FileNotFoundException ex)
         {
-            process.Kill(entireProcessTree: true);
-            throw;
+            throw Unavailable(ex.Message, ex);
         }
-        // sh's own codes for a command it could not exec (127: not found, 126: not executable); runc never uses them.
-        if (process.ExitCode is 126 or 127)
-        {
-            throw Unavailable($"cannot run {_binary}: {(process.ExitCode == 127 ? "not found" : "not executable")}", null);
-        }
-        return process.ExitCode == 0;
     }
 
     /// <summary>

@@ -138,7 +138,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
                 await _network.AttachAsync(spec.SandboxId, layout.NetnsFile, egress, cancellationToken);
                 spec.MarkStep?.Invoke("network");
             }
-            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ct => ConnectAsync(spec.SandboxId, AgentBundle.AgentPort, ct),
+            await AgentReadiness.WaitAsync(spec.SandboxId, pid, ct => TryConnectAsync(spec.SandboxId, AgentBundle.AgentPort, ct),
                 _options.StartTimeout, () => layout.LogTail(), cancellationToken);
             spec.MarkStep?.Invoke("agent-ready");
             if (diskBytes > 0)
@@ -384,7 +384,7 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
             {
                 await _network.ReattachAsync(sandboxId, layout.NetnsFile, cancellationToken);
             }
-            await AgentReadiness.WaitAsync(sandboxId, pid, ct => ConnectAsync(sandboxId, AgentBundle.AgentPort, ct),
+            await AgentReadiness.WaitAsync(sandboxId, pid, ct => TryConnectAsync(sandboxId, AgentBundle.AgentPort, ct),
                 _options.StartTimeout, () => layout.LogTail(), cancellationToken);
             var metadata = SandboxMetadata.TryRead(layout.MetadataFile);
             PidReserve.Apply(_cgroups, sandboxId, pid, metadata?.Limits.MaxPids ?? 0, _logger);
@@ -487,7 +487,11 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         return await _usage.SampleAsync(_cgroups, new SandboxLayout(_options, sandboxId), cancellationToken);
     }
 
-    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken) =>
+        await TryConnectAsync(sandboxId, port, cancellationToken) ?? throw new SandboxPortUnreachableException(sandboxId, port, null);
+
+    /// <summary><see cref="ConnectAsync"/>, with null instead of an exception when nothing listens on the port (the start's probes).</summary>
+    private async ValueTask<Stream?> TryConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
     {
         if (!SandboxLayout.IsValidId(sandboxId))
         {
@@ -499,13 +503,12 @@ internal sealed partial class RuncRuntime : ISandboxRuntime, IDisposable
         var socket = _netns.CreateTcpSocket(sandboxId, layout.NetnsFile);
         try
         {
-            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), cancellationToken);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused or SocketError.ConnectionReset)
-        {
+            if (await RefusableConnect.ConnectAsync(socket, new IPEndPoint(IPAddress.Loopback, port), cancellationToken))
+            {
+                return new NetworkStream(socket, ownsSocket: true);
+            }
             socket.Dispose();
-            throw new SandboxPortUnreachableException(sandboxId, port, ex);
+            return null;
         }
         catch
         {
