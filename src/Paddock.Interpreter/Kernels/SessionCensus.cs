@@ -86,22 +86,8 @@ internal static class SessionCensus
     {
         var self = StatusFields(File.ReadAllText("/proc/self/status")).Uid;
         var tasks = 0;
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        foreach (var (_, status) in ProcessFiles("status"))
         {
-            var name = Path.GetFileName(dir.AsSpan());
-            if (name.Length == 0 || !char.IsAsciiDigit(name[0]))
-            {
-                continue;
-            }
-            string status;
-            try
-            {
-                status = File.ReadAllText(Path.Combine(dir, "status"));
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                continue; // exited meanwhile, or not ours to read
-            }
             var (uid, threads) = StatusFields(status);
             if (uid == self && uid >= 0)
             {
@@ -134,6 +120,18 @@ internal static class SessionCensus
 
     private static IEnumerable<Member> Members(int sessionId)
     {
+        foreach (var (pid, stat) in ProcessFiles("stat"))
+        {
+            if (Parse(stat, sessionId) is { } member)
+            {
+                yield return member with { Pid = pid };
+            }
+        }
+    }
+
+    /// <summary>Each process's /proc/PID/<paramref name="file"/>, read whole; processes that exit meanwhile, or are not ours to read, are left out.</summary>
+    private static IEnumerable<(int Pid, string Text)> ProcessFiles(string file)
+    {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
             var name = Path.GetFileName(dir.AsSpan());
@@ -141,19 +139,16 @@ internal static class SessionCensus
             {
                 continue;
             }
-            string stat;
+            string text;
             try
             {
-                stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                text = File.ReadAllText(Path.Combine(dir, file));
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 continue; // exited meanwhile, or not ours to read
             }
-            if (Parse(stat, sessionId) is { } member)
-            {
-                yield return member with { Pid = pid };
-            }
+            yield return (pid, text);
         }
     }
 
