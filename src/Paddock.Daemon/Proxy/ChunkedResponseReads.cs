@@ -77,23 +77,9 @@ internal sealed class ChunkedResponseReads(HttpMessageHandler inner) : Delegatin
     }
 
     /// <summary>A read-only stream over the response body whose zero-byte reads complete at once while it floods.</summary>
-    internal sealed class FloodStream(Stream inner) : Stream
+    internal sealed class FloodStream(Stream inner) : Observability.ReadOnlyForwardStream
     {
         private bool _flooding;
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
 
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
@@ -124,25 +110,12 @@ internal sealed class ChunkedResponseReads(HttpMessageHandler inner) : Delegatin
             return n;
         }
 
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
         public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
 
         public override int Read(Span<byte> buffer) => inner.Read(buffer);
 
         public override Task CopyToAsync(Stream destination, int bufferSize, CancellationToken cancellationToken) =>
             inner.CopyToAsync(destination, bufferSize, cancellationToken);
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
