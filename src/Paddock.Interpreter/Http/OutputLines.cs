@@ -60,23 +60,18 @@ internal static class OutputLines
         {
             return Stream(name, text.ValueKind == JsonValueKind.Null ? "" : text.GetRawText(), timestamp);
         }
-        var raw = JsonMarshal.GetRawUtf8Value(text);
         // Sized for the line: a big one is written without the buffer doubling on the way.
-        var buffer = new ArrayBufferWriter<byte>(raw.Length + 128 + (timestamp?.Length ?? 0) * 6);
-        using (var w = new Utf8JsonWriter(buffer, WriterOptions))
+        var capacity = JsonMarshal.GetRawUtf8Value(text).Length + 128 + (timestamp?.Length ?? 0) * 6;
+        return Line(w =>
         {
-            w.WriteStartObject();
             w.WriteString("type", name);
             w.WritePropertyName("text");
-            w.WriteRawValue(raw, skipInputValidation: true);
+            w.WriteRawValue(JsonMarshal.GetRawUtf8Value(text), skipInputValidation: true);
             if (timestamp is not null)
             {
                 w.WriteString("timestamp", timestamp);
             }
-            w.WriteEndObject();
-        }
-        buffer.Write("\n"u8);
-        return buffer.WrittenSpan.ToArray();
+        }, capacity);
     }
 
     public static byte[] ExecutionCount(int count) => Line(w =>
@@ -141,9 +136,9 @@ internal static class OutputLines
     // does, which made a DataFrame's html a third longer).
     private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    private static byte[] Line(Action<Utf8JsonWriter> body)
+    private static byte[] Line(Action<Utf8JsonWriter> body, int capacity = 256)
     {
-        var buffer = new ArrayBufferWriter<byte>(256);
+        var buffer = new ArrayBufferWriter<byte>(capacity);
         using (var w = new Utf8JsonWriter(buffer, WriterOptions))
         {
             w.WriteStartObject();
