@@ -69,6 +69,9 @@ internal static class DaemonHost
             }
         });
 
+        // Reads of up to 64 KiB off the listener's sockets, for uploads through the proxy: LargeBlockMemoryPool says why.
+        builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, Proxy.LargeBlockMemoryPool.Factory>();
+
         Cluster.ClusterHosting.AddCluster(builder, options);
         var services = builder.Services;
         services.AddSingleton(options);

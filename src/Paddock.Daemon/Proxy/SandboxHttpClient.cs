@@ -42,9 +42,7 @@ internal sealed class SandboxHttpClient : IDisposable
                 return await manager.ConnectToPortAsync(sandboxId, context.DnsEndPoint.Port, ended.Token);
             },
         };
-        // Chunked responses (command output) copied in large reads while they flood: ChunkedResponseReads says why.
-        var reads = new ChunkedResponseReads(handler);
-        Invoker = new HttpMessageInvoker(freezer is { Enabled: true } ? new AwakeHandler(freezer, reads) : reads, disposeHandler: true);
+        Invoker = new HttpMessageInvoker(freezer is { Enabled: true } ? new AwakeHandler(freezer, handler) : handler, disposeHandler: true);
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Sandboxes;
 using Yarp.ReverseProxy.Forwarder;
@@ -35,8 +36,6 @@ internal sealed class SandboxProxyMiddleware(
         // Long-lived streams (a command's output, a pty) may be quiet for a while; the agent pings, other servers may not.
         ActivityTimeout = TimeSpan.FromMinutes(30),
     };
-
-    private static readonly HttpTransformer Transformer = new OriginalHostTransformer();
 
     public async Task InvokeAsync(HttpContext http)
     {
@@ -117,7 +116,12 @@ internal sealed class SandboxProxyMiddleware(
         // WebSocket) has been streamed to the end, so a long stream is never frozen under its client.
         using (await freezer.HoldAwakeAsync(target.SandboxId, http.RequestAborted))
         {
-            error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, Transformer, running);
+            var exchange = new ExchangeTransformer(running);
+            error = await forwarder.SendAsync(http, SandboxHttpClient.DestinationPrefix(target), client.Invoker, RequestConfig, exchange, running);
+            if (error == ForwarderError.None)
+            {
+                error = exchange.BodyError;
+            }
         }
         if (running.IsCancellationRequested && !http.RequestAborted.IsCancellationRequested && error != ForwarderError.None)
         {
@@ -161,13 +165,71 @@ internal sealed class SandboxProxyMiddleware(
     private static bool FixedTimeEquals(string presented, string expected) =>
         CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), Encoding.UTF8.GetBytes(expected));
 
-    /// <summary>Keeps the client's Host header, so a server in the sandbox sees the name it was reached by.</summary>
-    private sealed class OriginalHostTransformer : HttpTransformer
+    /// <summary>
+    /// One exchange's transform: keeps the client's Host header, so a server in the sandbox sees the name it was reached
+    /// by, and copies the response body with <see cref="ResponseBodyCopy"/> instead of YARP's copier (it says why).
+    /// </summary>
+    /// <remarks>
+    /// The body is copied here and the forwarder told to skip its own copy, which is what YARP offers for this. What its
+    /// copy would have done around the body is done here too: the trailers, the end of an HTTP/2 response, a 502 when
+    /// nothing was sent yet, an aborted response when something was. The copy ends with the sandbox or the client, and
+    /// after <see cref="RequestConfig"/>'s activity timeout without progress, as YARP's would; the forwarder's own
+    /// activity token is not used for it, as only YARP's copier resets that token.
+    /// </remarks>
+    private sealed class ExchangeTransformer(CancellationToken running) : HttpTransformer
     {
+        /// <summary>How the response body's copy ended, when this transform copied it.</summary>
+        public ForwarderError BodyError { get; private set; }
+
         public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
         }
+
+        public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+            // No response (the request failed) or an upgrade (a duplex stream, WebSockets): the forwarder's own handling.
+            if (!copy || proxyResponse is null || proxyResponse.StatusCode == HttpStatusCode.SwitchingProtocols)
+            {
+                return copy;
+            }
+            using var ended = CancellationTokenSource.CreateLinkedTokenSource(running, httpContext.RequestAborted);
+            Exception? exception;
+            await using (var body = await proxyResponse.Content.ReadAsStreamAsync(ended.Token))
+            {
+                (BodyError, exception) = await ResponseBodyCopy.CopyAsync(body, httpContext.Response.Body, RequestConfig.ActivityTimeout!.Value, ResponseBodyCopy.Buffers.Shared, ended.Token);
+            }
+            if (BodyError == ForwarderError.None)
+            {
+                await TransformResponseTrailersAsync(httpContext, proxyResponse, ended.Token);
+                if (!HttpProtocol.IsHttp11(httpContext.Request.Protocol) && !HttpProtocol.IsHttp10(httpContext.Request.Protocol))
+                {
+                    // As YARP does for a streaming HTTP/2 request: the response's end goes out now, not when the request's does.
+                    await httpContext.Response.CompleteAsync();
+                }
+                return false;
+            }
+            httpContext.Features.Set<IForwarderErrorFeature>(new BodyErrorFeature(BodyError, exception!));
+            if (!httpContext.Response.HasStarted)
+            {
+                // Nothing reached the client yet: it still gets a clean 502.
+                httpContext.Response.Clear();
+                httpContext.Response.StatusCode = StatusCodes.Status502BadGateway;
+            }
+            else if (httpContext.Features.Get<IHttpResetFeature>() is { } reset)
+            {
+                // HTTP/2: the stream is reset (CANCEL or INTERNAL_ERROR), so the client cannot take a cut body for a whole one.
+                reset.Reset(BodyError == ForwarderError.ResponseBodyCanceled ? 0x8 : 0x2);
+            }
+            else
+            {
+                httpContext.Abort();
+            }
+            return false;
+        }
     }
+
+    private sealed record BodyErrorFeature(ForwarderError Error, Exception? Exception) : IForwarderErrorFeature;
 }

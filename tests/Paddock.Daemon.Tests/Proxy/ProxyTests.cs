@@ -116,6 +116,56 @@ public sealed class ProxyTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Large_bodies_cross_whole_both_ways()
+    {
+        var id = Get<string>(await CreateAsync(_daemon), "sandboxID");
+        // Larger than the copy's buffers and Kestrel's blocks, so both are filled, reused and crossed.
+        const int size = 5 * 1024 * 1024 + 12345;
+        var upload = SandboxAppServer.Bytes(size, seed: 7);
+        using (var request = ToSandbox(HttpMethod.Post, "/digest", id, AppPort))
+        {
+            request.Content = new StreamContent(new MemoryStream(upload));
+            var (status, body) = await SendAsync(_daemon.Raw, request);
+            Assert.Equal(HttpStatusCode.OK, status);
+            Assert.Equal($"{size} {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(upload))}", body);
+        }
+        foreach (var length in new[] { 0, 1 })
+        {
+            using var request = ToSandbox(HttpMethod.Get, $"/bytes?n={size}&seed=11&length={length}", id, AppPort);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            using var response = await _daemon.Raw.SendAsync(request, timeout.Token);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(length == 0, response.Headers.TransferEncodingChunked == true);
+            Assert.Equal(SandboxAppServer.Bytes(size, seed: 11), await response.Content.ReadAsByteArrayAsync(timeout.Token));
+        }
+        Assert.True(await _daemon.Manager.KillAsync(id, "test cleanup"));
+    }
+
+    [Fact]
+    public async Task A_body_the_sandbox_cuts_reaches_the_client_cut_not_as_a_shorter_whole()
+    {
+        var id = Get<string>(await CreateAsync(_daemon), "sandboxID");
+        using var request = ToSandbox(HttpMethod.Get, "/cut", id, AppPort);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var response = await _daemon.Raw.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        // Half of the promised MiB came; the end must be an error, never a clean end of a shorter body.
+        await using var body = await response.Content.ReadAsStreamAsync(timeout.Token);
+        var buffer = new byte[64 * 1024];
+        long received = 0;
+        await Assert.ThrowsAnyAsync<IOException>(async () =>
+        {
+            int n;
+            while ((n = await body.ReadAsync(buffer, timeout.Token)) > 0)
+            {
+                received += n;
+            }
+        });
+        Assert.True(received < 1 << 20, $"{received} bytes of a body cut at half a MiB");
+        Assert.True(await _daemon.Manager.KillAsync(id, "test cleanup"));
+    }
+
+    [Fact]
     public async Task WebSockets_are_forwarded_both_ways()
     {
         var id = Get<string>(await CreateAsync(_daemon), "sandboxID");

@@ -45,6 +45,44 @@ internal sealed class SandboxAppServer : IAsyncDisposable
             await self!.SecondChunk.Task.WaitAsync(TimeSpan.FromSeconds(30), http.RequestAborted);
             await http.Response.WriteAsync("second\n", http.RequestAborted);
         });
+        // A body's length and SHA-256, read in whatever pieces the proxy sends it.
+        app.MapPost("/digest", async (HttpContext http) =>
+        {
+            using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+            var buffer = new byte[16 * 1024];
+            long length = 0;
+            int n;
+            while ((n = await http.Request.Body.ReadAsync(buffer, http.RequestAborted)) > 0)
+            {
+                sha.AppendData(buffer, 0, n);
+                length += n;
+            }
+            return $"{length} {Convert.ToHexString(sha.GetHashAndReset())}";
+        });
+        // Bytes(n, seed) in writes of varying size, chunked or with a Content-Length (?length=1).
+        app.MapGet("/bytes", async (HttpContext http, int n, int seed, int? length) =>
+        {
+            var body = Bytes(n, seed);
+            if (length == 1)
+            {
+                http.Response.ContentLength = n;
+            }
+            var random = new Random(seed);
+            for (var at = 0; at < n;)
+            {
+                var size = Math.Min(n - at, random.Next(1, 200_000));
+                await http.Response.Body.WriteAsync(body.AsMemory(at, size), http.RequestAborted);
+                at += size;
+            }
+        });
+        // Promises 1 MiB, sends half, then drops the connection.
+        app.MapGet("/cut", async (HttpContext http) =>
+        {
+            http.Response.ContentLength = 1 << 20;
+            await http.Response.Body.WriteAsync(new byte[1 << 19], http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+            http.Abort();
+        });
         app.Map("/ws", async (HttpContext http) =>
         {
             if (!http.WebSockets.IsWebSocketRequest)
@@ -70,6 +108,14 @@ internal sealed class SandboxAppServer : IAsyncDisposable
         var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
         self = new SandboxAppServer(app, address.Port);
         return self;
+    }
+
+    /// <summary>The bytes /bytes sends.</summary>
+    public static byte[] Bytes(int n, int seed)
+    {
+        var bytes = new byte[n];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
     }
 
     public async ValueTask DisposeAsync()
