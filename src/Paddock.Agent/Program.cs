@@ -7,6 +7,7 @@ using Paddock.Agent.Hosting;
 using Paddock.Agent.Init;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Users;
+using Paddock.Shared.Kestrel;
 
 AgentOptions options;
 try

@@ -69,8 +69,8 @@ internal static class DaemonHost
             }
         });
 
-        // Reads of up to 64 KiB off the listener's sockets, for uploads through the proxy: LargeBlockMemoryPool says why.
-        builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, Proxy.LargeBlockMemoryPool.Factory>();
+        // 64 KiB blocks for the listener's sockets (uploads and downloads through the proxy): LargeBlockMemoryPool says why.
+        builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>, Paddock.Shared.Kestrel.LargeBlockMemoryPoolFactory>();
 
         Cluster.ClusterHosting.AddCluster(builder, options);
         var services = builder.Services;

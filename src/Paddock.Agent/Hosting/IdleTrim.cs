@@ -1,3 +1,5 @@
+using Paddock.Shared.Kestrel;
+
 namespace Paddock.Agent.Hosting;
 
 /// <summary>

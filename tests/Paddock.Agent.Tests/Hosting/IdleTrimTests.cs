@@ -1,4 +1,5 @@
 using Paddock.Agent.Hosting;
+using Paddock.Shared.Kestrel;
 
 namespace Paddock.Agent.Tests.Hosting;
 

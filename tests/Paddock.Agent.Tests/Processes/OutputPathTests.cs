@@ -6,6 +6,7 @@ using Paddock.Agent.Native;
 using Paddock.Agent.Processes;
 using Paddock.Agent.Tests.Connect;
 using Paddock.Envd.Process;
+using Paddock.Shared.Kestrel;
 
 namespace Paddock.Agent.Tests.Processes;
 

@@ -3,15 +3,18 @@ using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Microsoft.AspNetCore.Connections;
 
-namespace Paddock.Agent.Hosting;
+namespace Paddock.Shared.Kestrel;
 
 /// <summary>
-/// Kestrel's buffer pool with 64 KiB blocks instead of its 4 KiB ones. Kestrel receives into one block per recv,
-/// so a request body arrived 4 KiB per system call; its responses are gathered from blocks, so a 1 MiB data event
-/// went out as 256 pieces. The agent's traffic is mostly large bodies: uploads, downloads and output streams.
-/// Measured with bench/ (256 MiB octet-stream POST /files): with 4 KiB blocks recv was over a third of the agent's
-/// CPU, 3.1 ms per MiB in all; with these, 0.8-1.0 ms. Idle connections hold no block (Kestrel waits for data before it rents one), and at most
-/// <see cref="MaxIdleBlocks"/> returned blocks are kept for reuse; the rest go back to the GC.
+/// Kestrel's buffer pool with 64 KiB blocks instead of its 4 KiB ones, for both Kestrel servers of Paddock: the agent's
+/// and paddockd's listener (this file is compiled into both). Kestrel receives into one block per recv, so a request
+/// body arrived 4 KiB per system call; its responses are gathered from blocks, so a 1 MiB data event went out as 256
+/// pieces. Both servers' traffic is mostly large bodies: uploads, downloads and output streams. Measured with bench/:
+/// in the agent (256 MiB octet-stream POST /files), recv was over a third of its CPU with 4 KiB blocks, 3.1 ms per MiB
+/// in all, and 0.8-1.0 ms with these; in paddockd, uploads through its proxy (`bench/run agent --through-daemon`) went
+/// from about 345 recvfrom calls and 2.2-2.4 ms of its CPU per MiB to 1.1-1.4 ms. Idle connections hold no block
+/// (Kestrel waits for data before it rents one), and at most <see cref="MaxIdleBlocks"/> returned blocks are kept for
+/// reuse; the rest go back to the GC.
 /// </summary>
 internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
 {
@@ -91,10 +94,10 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
     }
 }
 
-/// <summary>Gives Kestrel <see cref="LargeBlockMemoryPool"/>s (registered in DI; Kestrel asks for an <see cref="IMemoryPoolFactory{T}"/>).</summary>
+/// <summary>Gives Kestrel <see cref="LargeBlockMemoryPool"/>s (Kestrel's socket transport asks for an <see cref="IMemoryPoolFactory{T}"/>: the agent sets it, paddockd registers it in its services).</summary>
 internal sealed class LargeBlockMemoryPoolFactory : IMemoryPoolFactory<byte>
 {
-    // Kestrel asks for a few pools (one per transport and listener) at start; they live as long as the agent.
+    // Kestrel asks for a few pools (one per transport and listener) at start; they live as long as the server.
     private readonly ConcurrentQueue<LargeBlockMemoryPool> _pools = new();
 
     public MemoryPool<byte> Create(MemoryPoolOptions? options = null)
