@@ -65,7 +65,10 @@ internal sealed class ChildReaper : IDisposable
             ProcessLog.RuntimeSigChldUnavailable(_logger, IsInit);
         }
         _sweep = TimeProvider.System.CreateTimer(static state => ((ChildReaper)state!).OnSweep(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        _loop = Task.Run(LoopAsync);
+        // Called, not queued with Task.Run: it runs here up to its first wait on the empty channel, so the agent's
+        // start queues no thread-pool work for it, and a pool worker is not started for it before the agent listens
+        // (each thread start spins in sched_yield until the thread runs: see OutputPoller.EnsureStarted).
+        _loop = LoopAsync();
     }
 
     /// <summary>True when the agent is PID 1 (a container's init): it then also owns every orphan's shutdown.</summary>

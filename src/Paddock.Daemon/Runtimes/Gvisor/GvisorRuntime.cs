@@ -284,7 +284,15 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     /// and the sandbox from opening connections to the host; this connection is the host's own, and only its replies
     /// come back in.
     /// </summary>
-    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(string sandboxId, int port, CancellationToken cancellationToken) =>
+        await TryConnectAsync(sandboxId, port, cancellationToken) ?? throw new SandboxPortUnreachableException(sandboxId, port, null);
+
+    /// <summary>
+    /// <see cref="ConnectAsync"/>, with null instead of an exception when nothing listens on the port or the link
+    /// address is not reachable yet: the start's readiness probes expect that, and a SocketException per refused probe
+    /// was most of paddockd's own CPU per cold create on the runc tier before <see cref="RefusableConnect"/>.
+    /// </summary>
+    private async ValueTask<Stream?> TryConnectAsync(string sandboxId, int port, CancellationToken cancellationToken)
     {
         if (!SandboxLayout.IsValidId(sandboxId))
         {
@@ -300,13 +308,12 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
-            await socket.ConnectAsync(new IPEndPoint(link.SandboxAddress, port), cancellationToken);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused or SocketError.ConnectionReset or SocketError.HostUnreachable)
-        {
+            if (await RefusableConnect.ConnectAsync(socket, new IPEndPoint(link.SandboxAddress, port), cancellationToken, unreachableIsRefusal: true))
+            {
+                return new NetworkStream(socket, ownsSocket: true);
+            }
             socket.Dispose();
-            throw new SandboxPortUnreachableException(sandboxId, port, ex);
+            return null;
         }
         catch
         {
@@ -552,11 +559,11 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
         attempt.CancelAfter(ProbeConnectTimeout);
         try
         {
-            return await ConnectAsync(sandboxId, AgentBundle.AgentPort, attempt.Token);
+            return await TryConnectAsync(sandboxId, AgentBundle.AgentPort, attempt.Token);
         }
         catch (OperationCanceledException) when (!token.IsCancellationRequested)
         {
-            throw new IOException("no answer to the connect yet");
+            return null; // no answer to the SYN yet (netstack not up): not listening yet, as a refusal
         }
     }
 

@@ -15,10 +15,12 @@ internal static class RefusableConnect
 {
     /// <summary>
     /// Connects <paramref name="socket"/> to <paramref name="endpoint"/>; false when the connection was refused or
-    /// reset (nothing listens yet). Throws <see cref="SocketException"/> for any other error and
+    /// reset (nothing listens yet), and with <paramref name="unreachableIsRefusal"/> also when the host is unreachable
+    /// (a gVisor sandbox's link address before its netstack answers: the gVisor tier's ConnectAsync always answered
+    /// that as "nothing listens"). Throws <see cref="SocketException"/> for any other error and
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> fires first.
     /// </summary>
-    public static async ValueTask<bool> ConnectAsync(Socket socket, EndPoint endpoint, CancellationToken cancellationToken)
+    public static async ValueTask<bool> ConnectAsync(Socket socket, EndPoint endpoint, CancellationToken cancellationToken, bool unreachableIsRefusal = false)
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var args = new SocketAsyncEventArgs { RemoteEndPoint = endpoint };
@@ -37,6 +39,7 @@ internal static class RefusableConnect
         {
             SocketError.Success => true,
             SocketError.ConnectionRefused or SocketError.ConnectionReset => false,
+            SocketError.HostUnreachable when unreachableIsRefusal => false,
             SocketError.OperationAborted when cancellationToken.IsCancellationRequested => throw new OperationCanceledException(cancellationToken),
             var error => throw new SocketException((int)error),
         };
