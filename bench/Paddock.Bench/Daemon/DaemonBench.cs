@@ -115,6 +115,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         var restClock = new Stopwatch();
         var warmupCpu = cpuBefore;
         var sinceWarmup = new Stopwatch();
+        var coldSplit = new ColdSplit();
         for (var i = 0; i <= options.Runs && section.Elapsed < options.SectionLimit; i++)
         {
             // Each side from a quiet host (untimed, bounded, as in the pooled figure): a kill answers before its
@@ -126,7 +127,11 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
                 restCpuMs += daemon.CpuMilliseconds().SelfMs - rest.SelfMs;
                 restSeconds += restClock.Elapsed.TotalSeconds;
             }
-            var (ms, _, _) = await CycleAsync(client, cold: true, cancellationToken);
+            var (ms, _, split) = await CycleAsync(client, cold: true, cancellationToken);
+            if (i > 0)
+            {
+                coldSplit.Add(ms, split.CreateMs, split.Sandbox);
+            }
             unquiet += await HostCpu.WaitUntilQuietAsync(TimeSpan.FromSeconds(10), cancellationToken) ? 0 : 1;
             restStart = daemon.CpuMilliseconds();
             restClock.Restart();
@@ -192,6 +197,50 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         {
             report.AddFact("raw crun run p50", "raw_crun_p50_ms", "ms", crunSamples.P50);
             report.AddFact("cold / raw crun (p50)", "cold_to_raw_crun_ratio", "x", daemonSamples.P50 / crunSamples.P50);
+        }
+        coldSplit.Report(report);
+    }
+
+    /// <summary>
+    /// Where a cold create's wall time goes: the client's POST, the server's steps from its Server-Timing (template,
+    /// store, disk, rootfs, OCI config, the runtime's run, the network, the agent's readiness, ...), and the first
+    /// command until its output. What the cold/raw ratio is made of.
+    /// </summary>
+    private sealed class ColdSplit
+    {
+        private readonly Samples _creates = new("ms", Direction.LowerIsBetter);
+        private readonly Samples _firstCommands = new("ms", Direction.LowerIsBetter);
+        // In the order the server reports them; a step named twice in one create (the journal) is summed.
+        private readonly List<(string Step, Samples Samples)> _steps = [];
+
+        public void Add(double totalMs, double createMs, CreatedSandbox sandbox)
+        {
+            _creates.Add(createMs);
+            _firstCommands.Add(totalMs - createMs);
+            foreach (var step in sandbox.StepNames())
+            {
+                var index = _steps.FindIndex(s => s.Step == step);
+                if (index < 0)
+                {
+                    _steps.Add((step, new Samples("ms", Direction.LowerIsBetter)));
+                    index = _steps.Count - 1;
+                }
+                _steps[index].Samples.Add(sandbox.StepMilliseconds(step)!.Value);
+            }
+        }
+
+        public void Report(DaemonReport report)
+        {
+            if (_creates.Count == 0)
+            {
+                return;
+            }
+            report.AddFigure("  of it: POST /sandboxes (cold)", "cold_create_ms", _creates);
+            foreach (var (step, samples) in _steps)
+            {
+                report.AddFigure($"    of that, Server-Timing {step}", $"cold_step_{step.Replace('-', '_')}_ms", samples);
+            }
+            report.AddFigure("  of it: the first command (echo hi until hi)", "cold_first_command_ms", _firstCommands);
         }
     }
 
@@ -577,7 +626,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
     /// pooled, and the split: the create's part of them, how long a second echo took (with
     /// <paramref name="secondCommand"/>, else 0: what the first command costs over a later one), and the kill.
     /// </summary>
-    private static async Task<(double Milliseconds, bool Pooled, (double CreateMs, double SecondMs, double KillMs, double ServerMs, double InitMs) Split)> CycleAsync(
+    private static async Task<(double Milliseconds, bool Pooled, (double CreateMs, double SecondMs, double KillMs, double ServerMs, double InitMs, CreatedSandbox Sandbox) Split)> CycleAsync(
         DaemonClient client, bool cold, CancellationToken cancellationToken, bool secondCommand = false)
     {
         var clock = Stopwatch.StartNew();
@@ -604,7 +653,7 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         var kill = Stopwatch.StartNew();
         await client.KillAsync(sandbox.Id, CancellationToken.None);
         return (ms, sandbox.Pooled, (createMs, secondMs, kill.Elapsed.TotalMilliseconds,
-            sandbox.StepMilliseconds("total") ?? double.NaN, sandbox.StepMilliseconds("pool-init") ?? double.NaN));
+            sandbox.StepMilliseconds("total") ?? double.NaN, sandbox.StepMilliseconds("pool-init") ?? double.NaN, sandbox));
     }
 
     /// <summary>

@@ -15,19 +15,37 @@ namespace Paddock.Bench.Daemon;
 /// </summary>
 internal readonly record struct CreatedSandbox(string Id, string? AccessToken, bool Pooled = false, string ServerTiming = "")
 {
-    /// <summary>The duration of one step of the create's Server-Timing (<c>total</c>: the whole server side), or null.</summary>
+    /// <summary>
+    /// The duration of one step of the create's Server-Timing (<c>total</c>: the whole server side), or null; a step
+    /// named more than once (the journal) counts with all its entries.
+    /// </summary>
     public double? StepMilliseconds(string step)
     {
-        foreach (var entry in ServerTiming.Split(',', StringSplitOptions.TrimEntries))
+        double? sum = null;
+        foreach (var (name, ms) in Steps())
         {
-            var parts = entry.Split(';', StringSplitOptions.TrimEntries);
-            if (parts.Length == 2 && parts[0] == step && parts[1].StartsWith("dur=", StringComparison.Ordinal) &&
-                double.TryParse(parts[1].AsSpan(4), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var ms))
+            if (name == step)
             {
-                return ms;
+                sum = (sum ?? 0) + ms;
             }
         }
-        return null;
+        return sum;
+    }
+
+    /// <summary>The steps' names in the order the server gave them, each once, without <c>total</c>.</summary>
+    public IEnumerable<string> StepNames() => Steps().Select(s => s.Name).Where(n => n != "total").Distinct(StringComparer.Ordinal);
+
+    private IEnumerable<(string Name, double Milliseconds)> Steps()
+    {
+        foreach (var entry in ServerTiming.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = entry.Split(';', StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && parts[1].StartsWith("dur=", StringComparison.Ordinal) &&
+                double.TryParse(parts[1].AsSpan(4), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var ms))
+            {
+                yield return (parts[0], ms);
+            }
+        }
     }
 }
 
