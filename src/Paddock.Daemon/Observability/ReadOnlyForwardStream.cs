@@ -1,9 +1,8 @@
 namespace Paddock.Daemon.Observability;
 
 /// <summary>
-/// The part every read-only, forward-only body wrapper of the daemon shares (the proxy's counting request body and its
-/// flooding response body, the audit's re-joined request body): no seeking, no length, no writing. A wrapper
-/// overrides only its reads.
+/// The part every read-only, forward-only body wrapper of the daemon shares (the proxy's counting request body, the
+/// audit's re-joined request body): no seeking, no length, no writing. A wrapper overrides only its reads.
 /// </summary>
 internal abstract class ReadOnlyForwardStream : Stream
 {

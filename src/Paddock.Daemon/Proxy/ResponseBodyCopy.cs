@@ -66,19 +66,15 @@ internal static class ResponseBodyCopy
                 }
                 else if (buffer.Array.Length - end < FloodRead)
                 {
-                    reading = false;
-                    await destination.WriteAsync(buffer.Array.AsMemory(start, end - start), token);
+                    await WriteGatheredAsync();
                     start = end = 0;
-                    reading = true;
                 }
                 var read = source.ReadAsync(buffer.Array.AsMemory(end), token);
                 if (!read.IsCompleted && end > start)
                 {
                     // Nothing more is waiting: the client gets what was gathered while the read waits (another part of the buffer).
-                    reading = false;
-                    await destination.WriteAsync(buffer.Array.AsMemory(start, end - start), token);
+                    await WriteGatheredAsync();
                     start = end;
-                    reading = true;
                 }
                 var n = await read;
                 activity.CancelAfter(activityTimeout);
@@ -86,8 +82,7 @@ internal static class ResponseBodyCopy
                 {
                     if (end > start)
                     {
-                        reading = false;
-                        await destination.WriteAsync(buffer.Array.AsMemory(start, end - start), token);
+                        await WriteGatheredAsync();
                     }
                     return (ForwarderError.None, null);
                 }
@@ -95,8 +90,7 @@ internal static class ResponseBodyCopy
                 flooding = n >= FloodRead;
                 if (!flooding)
                 {
-                    reading = false;
-                    await destination.WriteAsync(buffer.Array.AsMemory(start, end - start), token);
+                    await WriteGatheredAsync();
                     activity.CancelAfter(activityTimeout);
                     start = end = 0;
                 }
@@ -114,17 +108,23 @@ internal static class ResponseBodyCopy
         {
             buffer.Return();
         }
+
+        // buffer[start..end) to the client; a failure meanwhile is the client's.
+        async ValueTask WriteGatheredAsync()
+        {
+            reading = false;
+            await destination.WriteAsync(buffer.Array.AsMemory(start, end - start), token);
+            reading = true;
+        }
     }
 
-    /// <summary>The copy buffers: large ones while fewer than <see cref="MaxLarge"/> are out, else YARP's size.</summary>
+    /// <summary>The copy buffers: large ones while fewer than <c>maxLarge</c> are out, else YARP's size.</summary>
     internal sealed class Buffers(int maxLarge)
     {
         /// <summary>Bounds what bodies that went quiet after a burst can hold: 64 MiB.</summary>
         public static readonly Buffers Shared = new(64);
 
         private int _largeOut;
-
-        public int MaxLarge => maxLarge;
 
         public Lease Rent()
         {
