@@ -45,8 +45,7 @@ public sealed class AgentLogTests(BatteryFixture fixture)
             Assert.Contains("/proc/1/fd/1 WROTE", result.Stdout, StringComparison.Ordinal);
             Assert.Contains($"total {2L * Chunks * 65536}", result.Stdout, StringComparison.Ordinal);
             // The drain reads asynchronously: wait (bounded) until it rotated at least once, which it must after 16 MiB.
-            // A rotation moves agent.log to agent.log.1 and then creates agent.log again, so wait for both: between the
-            // two steps agent.log is briefly absent (CI on 2026-12-07 read it there and failed with FileNotFound).
+            // Wait for both files: a rotation swaps a new agent.log in and moves the old one to agent.log.1 after it.
             for (var i = 0; i < 100 && !(File.Exists(rotated) && File.Exists(log)); i++)
             {
                 await Task.Delay(100);

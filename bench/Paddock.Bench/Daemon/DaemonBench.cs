@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net;
 using Paddock.Bench.Native;
 using Paddock.Bench.Reporting;
 
@@ -344,17 +345,35 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         log.WriteLine($"concurrent creations: {options.Creations} by {options.Clients} clients, starting with a full pool of {options.PoolSize}");
         var latencies = new ConcurrentBag<double>();
         var pooledCount = 0;
+        var refused = 0;
         var started = 0;
         var section = Stopwatch.StartNew();
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         limit.CancelAfter(options.SectionLimit);
-        var clients = Enumerable.Range(0, options.Clients).Select(async _ =>
+        var clients = Enumerable.Range(0, options.Clients).Select(async clientNumber =>
         {
             // One HTTP client per simulated SDK user, each with its own connections.
             using var one = new DaemonClient(daemon.Url, daemon.ApiKey);
             while (Interlocked.Increment(ref started) <= options.Creations && !limit.IsCancellationRequested)
             {
-                var (ms, pooled, _) = await CycleAsync(one, cold: false, limit.Token);
+                // paddockd answers 429 at --max-sandboxes: a killed sandbox keeps its slot until its teardown ends. The
+                // client backs off and tries the same creation again, as an SDK user would; the refusals are reported,
+                // and the section's time limit bounds the retries.
+                (double Ms, bool Pooled)? cycle = null;
+                while (cycle is null)
+                {
+                    try
+                    {
+                        var (cycleMs, cyclePooled, _) = await CycleAsync(one, cold: false, limit.Token);
+                        cycle = (cycleMs, cyclePooled);
+                    }
+                    catch (HttpRequestException ex) when (ex.StatusCode == HttpStatusCode.TooManyRequests)
+                    {
+                        Interlocked.Increment(ref refused);
+                        await Task.Delay(RefusedBackoff, limit.Token);
+                    }
+                }
+                var (ms, pooled) = cycle.Value;
                 latencies.Add(ms);
                 if (pooled)
                 {
@@ -371,7 +390,11 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         }
         report.AddFigure($"create to first output, {options.Clients} clients ({pooledCount} of {latencies.Count} pooled)", "concurrent_create_to_first_output_ms", samples);
         report.AddFact($"creations per second, {options.Clients} clients (create + echo hi + kill, {latencies.Count} in {seconds:0.0} s, {pooledCount} pooled)", "creations_per_s", "/s", latencies.Count / seconds);
+        report.AddFact($"creates refused with 429 and retried after {RefusedBackoff.TotalMilliseconds:0} ms (paddockd at --max-sandboxes while teardowns lag)", "creations_refused_429", "", refused);
     }
+
+    /// <summary>How long a rate client waits after a 429 before it creates again.</summary>
+    private static readonly TimeSpan RefusedBackoff = TimeSpan.FromMilliseconds(50);
 
     /// <summary>
     /// <see cref="DaemonBenchOptions.FanoutCommands"/> commands.run('true') at once across

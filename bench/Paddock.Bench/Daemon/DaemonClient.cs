@@ -112,7 +112,7 @@ internal sealed class DaemonClient : IDisposable
         var text = await response.Content.ReadAsStringAsync(cancellationToken);
         if (response.StatusCode != HttpStatusCode.Created)
         {
-            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}");
+            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}", null, response.StatusCode);
         }
         var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
         var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");
@@ -166,7 +166,7 @@ internal sealed class DaemonClient : IDisposable
         var text = await response.Content.ReadAsStringAsync(cancellationToken);
         if (response.StatusCode != HttpStatusCode.Created)
         {
-            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}");
+            throw new HttpRequestException($"POST /sandboxes answered {(int)response.StatusCode}: {text}", null, response.StatusCode);
         }
         var body = JsonNode.Parse(text) ?? throw new InvalidDataException("POST /sandboxes answered null");
         var id = body["sandboxID"]?.GetValue<string>() ?? throw new InvalidDataException($"POST /sandboxes answered no sandboxID: {text}");

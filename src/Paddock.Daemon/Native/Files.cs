@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace Paddock.Daemon.Native;
 
 /// <summary>
-/// File metadata calls .NET does not expose: owner and inode (statx(2)), lchown(2), and extended attributes
-/// (lgetxattr(2)/lsetxattr(2)). None of them follows a symbolic link at the final path component.
+/// File calls .NET does not expose: owner and inode (statx(2)), lchown(2), extended attributes
+/// (lgetxattr(2)/lsetxattr(2)) and an atomic exchange of two paths (renameat2(2)). None of them follows a symbolic link at the final path component.
 /// </summary>
 internal static partial class Files
 {
@@ -113,6 +113,20 @@ internal static partial class Files
             }
         }
     }
+
+    private const uint RENAME_EXCHANGE = 2;
+
+    /// <summary>
+    /// Swaps the files at two paths in one step (renameat2(2) with RENAME_EXCHANGE): a reader of either path finds a
+    /// file at every moment. 0, or errno (EINVAL where the filesystem cannot exchange).
+    /// </summary>
+    public static int TryExchange(string path, string otherPath)
+    {
+        return renameat2(AT_FDCWD, path, AT_FDCWD, otherPath, RENAME_EXCHANGE) == 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int renameat2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);

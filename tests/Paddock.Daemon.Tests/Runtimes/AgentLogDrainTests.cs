@@ -51,6 +51,55 @@ public sealed class AgentLogDrainTests : IDisposable
     }
 
     [Fact]
+    public void A_reader_of_agent_log_finds_it_through_every_rotation()
+    {
+        using var drain = new AgentLogDrain(Bound, NullLogger.Instance);
+        var layout = Layout();
+        var fifo = drain.Open(layout);
+        drain.Flush(layout.SandboxId);
+        using (var first = new FileStream(fifo, FileMode.Open, FileAccess.Write))
+        {
+            first.Write("start\n"u8);
+        }
+        drain.Flush(layout.SandboxId);
+        Assert.True(File.Exists(layout.LogFile));
+
+        // A watcher looks for agent.log as fast as it can while the drain rotates it 40 times.
+        var missing = 0;
+        var looks = 0;
+        using var done = new ManualResetEventSlim();
+        var watcher = new Thread(() =>
+        {
+            for (var i = 0; i < 10_000_000 && !done.IsSet; i++)
+            {
+                looks++;
+                if (!File.Exists(layout.LogFile))
+                {
+                    missing++;
+                }
+            }
+        });
+        watcher.Start();
+        using (var writer = new FileStream(fifo, FileMode.Open, FileAccess.Write))
+        {
+            for (var i = 0; i < 40 * Bound / 8192; i++)
+            {
+                writer.Write(System.Text.Encoding.ASCII.GetBytes("x".PadRight(8191, 'x') + "\n"));
+                writer.Flush();
+                drain.Flush(layout.SandboxId);
+            }
+        }
+        done.Set();
+        Assert.True(watcher.Join(TimeSpan.FromSeconds(30)), "the watcher did not stop");
+
+        Assert.True(looks > 0);
+        Assert.Equal(0, missing);
+        Assert.StartsWith("[paddock] ", File.ReadAllText(layout.LogFile), StringComparison.Ordinal);
+        Assert.True(new FileInfo(AgentLogDrain.RotatedLogPath(layout)).Length <= Bound);
+        Assert.Equal(new[] { "agent.log", "agent.log.1" }, Directory.GetFiles(layout.Directory, "agent.log*").Select(f => Path.GetFileName(f)).Order().ToArray());
+    }
+
+    [Fact]
     public void A_writer_gets_EPIPE_while_no_drain_reads_and_is_drained_again_by_a_new_one()
     {
         var layout = Layout();

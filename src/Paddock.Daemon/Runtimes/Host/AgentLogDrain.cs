@@ -305,14 +305,29 @@ internal sealed partial class AgentLogDrain : IDisposable
         }
     }
 
+    /// <summary>
+    /// Moves the full log to agent.log.1 and starts a new agent.log with a line that says so. The new file is made
+    /// aside and swapped in with one renameat2 exchange, so a reader of agent.log (a test, a <c>LogTail</c> after a
+    /// failed start) always finds one; only where the filesystem cannot exchange does the old move-then-create run.
+    /// </summary>
     private void Rotate(Entry entry)
     {
-        entry.File.Dispose();
-        File.Move(entry.LogPath, entry.RotatedPath, overwrite: true);
-        entry.File = File.OpenHandle(entry.LogPath, FileMode.Create, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+        var next = entry.LogPath + ".next";
+        var file = File.OpenHandle(next, FileMode.Create, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
         var line = System.Text.Encoding.UTF8.GetBytes(
             $"[paddock] {DateTimeOffset.UtcNow:O}: agent.log reached its bound of {BoundBytes} bytes; the output before this line is in agent.log.1, older output was dropped\n");
-        RandomAccess.Write(entry.File, line, 0);
+        RandomAccess.Write(file, line, 0);
+        entry.File.Dispose();
+        if (Files.TryExchange(next, entry.LogPath) == 0)
+        {
+            File.Move(next, entry.RotatedPath, overwrite: true);
+        }
+        else
+        {
+            File.Move(entry.LogPath, entry.RotatedPath, overwrite: true);
+            File.Move(next, entry.LogPath);
+        }
+        entry.File = file;
         entry.Size = line.Length;
         if (!entry.Rotated)
         {
