@@ -9,6 +9,7 @@ internal static partial class Errno
     public const int ENOENT = 2;
     public const int ESRCH = 3;
     public const int EINTR = 4;
+    public const int ENXIO = 6;
     public const int EAGAIN = 11;
     public const int EBUSY = 16;
     public const int EEXIST = 17;

@@ -55,6 +55,68 @@ public sealed class DiskStockTests : IDisposable
     }
 
     [Fact]
+    public async Task The_disks_are_copies_of_one_pristine_image_per_size_that_is_never_mounted()
+    {
+        using var stock = new DiskStock(StockRoot, 4096, depth: 2, NullLogger.Instance);
+        stock.Refill(Size);
+        await stock.IdleAsync().WaitAsync(RefillTimeout);
+        Assert.True(stock.TryTake(Size, Target("a")));
+        stock.Refill(Size);
+        await stock.IdleAsync().WaitAsync(RefillTimeout);
+
+        var pristine = Assert.Single(Directory.GetFiles(StockRoot, "*.img", SearchOption.AllDirectories),
+            f => Path.GetFileName(Path.GetDirectoryName(f)) == DiskStock.PristineDirectoryName);
+        Assert.Equal(Size, new FileInfo(pristine).Length);
+        // Three disks were made from it (two, then one after the take); none of the loop devices is backed by it.
+        var backing = Directory.GetDirectories("/sys/block", "loop*")
+            .Select(d => Path.Combine(d, "loop", "backing_file"))
+            .Where(File.Exists)
+            .Select(f => File.ReadAllText(f).Trim())
+            .ToList();
+        Assert.DoesNotContain(pristine, backing);
+        Assert.Contains(Path.Combine(Target("a"), SandboxLayout.DiskImageName), backing);
+        Assert.Equal(2, stock.ReadyCount(Size));
+        // The copy is sparse: the image's few metadata blocks, not its size.
+        var allocated = Files.Stat(Path.Combine(Target("a"), SandboxLayout.DiskImageName)).AllocatedBytes;
+        Assert.True(allocated < Size / 4, $"the copied image holds {allocated} bytes of {Size}");
+    }
+
+    [Fact]
+    public void A_sparse_copy_has_the_same_bytes_and_keeps_the_holes()
+    {
+        var source = Path.Combine(_root, "sparse.src");
+        using (var file = new FileStream(source, FileMode.CreateNew, FileAccess.Write))
+        {
+            file.SetLength(64L << 20);
+            file.Position = 0;
+            file.Write(Enumerable.Range(0, 8192).Select(i => (byte)(i % 251)).ToArray());
+            file.Position = 40L << 20;
+            file.Write("in the middle"u8);
+            file.Position = (64L << 20) - 3;
+            file.Write("end"u8);
+        }
+        var destination = Path.Combine(_root, "sparse.dst");
+
+        var copied = Files.CopySparse(source, destination);
+
+        Assert.Equal(64L << 20, new FileInfo(destination).Length);
+        Assert.True(copied >= 8192 + 16 && copied <= 1L << 20, $"copied {copied} bytes");
+        Assert.True(Files.Stat(destination).AllocatedBytes <= 1L << 20, $"the copy holds {Files.Stat(destination).AllocatedBytes} bytes");
+        using var a = File.OpenRead(source);
+        using var b = File.OpenRead(destination);
+        var x = new byte[1 << 20];
+        var y = new byte[1 << 20];
+        for (var block = 0; block < 64; block++)
+        {
+            a.ReadExactly(x);
+            b.ReadExactly(y);
+            Assert.True(x.AsSpan().SequenceEqual(y), $"MiB {block} differs");
+        }
+        // Never over an existing file.
+        Assert.Throws<IOException>(() => Files.CopySparse(source, destination));
+    }
+
+    [Fact]
     public async Task Dispose_unmounts_and_removes_every_disk_that_was_not_taken()
     {
         var stock = new DiskStock(StockRoot, 4096, depth: 2, NullLogger.Instance);
@@ -95,6 +157,8 @@ public sealed class DiskStockTests : IDisposable
             var deadInstance = Path.Combine(StockRoot, $"{DeadPid()}.{Guid.NewGuid():N}");
             var deadEntry = Path.Combine(deadInstance, "leftover");
             Directory.CreateDirectory(deadEntry);
+            Directory.CreateDirectory(Path.Combine(deadInstance, DiskStock.PristineDirectoryName));
+            File.WriteAllText(Path.Combine(deadInstance, DiskStock.PristineDirectoryName, $"{Size}.img"), "");
             await SandboxDisk.CreateAsync(Path.Combine(deadEntry, SandboxLayout.DiskImageName), Path.Combine(deadEntry, SandboxLayout.DiskMountName),
                 Size, 4096, TestEnvironment.Timeout(RefillTimeout));
 

@@ -30,10 +30,28 @@ internal static class SandboxDisk
 
     /// <summary>
     /// Makes a fresh sparse ext4 image of <paramref name="imageBytes"/> at <paramref name="image"/> (which must not
-    /// exist) and mounts it at <paramref name="mountPoint"/>. <paramref name="background"/>: mkfs runs at a
+    /// exist) with mkfs and mounts it at <paramref name="mountPoint"/>. <paramref name="background"/>: mkfs runs at a
     /// lower CPU priority (nice 10), so that a disk made ahead yields to the creates it is made for.
     /// </summary>
     public static async Task CreateAsync(string image, string mountPoint, long imageBytes, int bytesPerInode, CancellationToken cancellationToken, bool background = false)
+    {
+        await MakeImageAsync(image, imageBytes, bytesPerInode, cancellationToken, background);
+        await MountAsync(image, mountPoint, cancellationToken, background);
+    }
+
+    /// <summary>
+    /// A copy of <paramref name="pristine"/> (an image <see cref="MakeImageAsync"/> made and nothing ever mounted) at
+    /// <paramref name="image"/>, mounted at <paramref name="mountPoint"/>: the same disk as <see cref="CreateAsync"/>
+    /// makes, byte for byte, for a tenth of mkfs's CPU (the image's holes are not copied; see <see cref="DiskStock"/>).
+    /// </summary>
+    public static async Task CreateFromPristineAsync(string pristine, string image, string mountPoint, CancellationToken cancellationToken, bool background = false)
+    {
+        Files.CopySparse(pristine, image);
+        await MountAsync(image, mountPoint, cancellationToken, background);
+    }
+
+    /// <summary>A fresh sparse ext4 image of <paramref name="imageBytes"/> at <paramref name="image"/>, which must not exist.</summary>
+    public static async Task MakeImageAsync(string image, long imageBytes, int bytesPerInode, CancellationToken cancellationToken, bool background = false)
     {
         using (var file = new FileStream(image, FileMode.CreateNew, FileAccess.Write))
         {
@@ -49,6 +67,10 @@ internal static class SandboxDisk
         {
             throw new IOException($"mkfs.ext4 of {image} failed: {mkfs.Describe()}");
         }
+    }
+
+    private static async Task MountAsync(string image, string mountPoint, CancellationToken cancellationToken, bool background)
+    {
         Directory.CreateDirectory(mountPoint);
         try
         {
