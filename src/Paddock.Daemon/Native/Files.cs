@@ -4,7 +4,8 @@ namespace Paddock.Daemon.Native;
 
 /// <summary>
 /// File calls .NET does not expose: owner and inode (statx(2)), lchown(2), extended attributes
-/// (lgetxattr(2)/lsetxattr(2)), an atomic exchange of two paths (renameat2(2)) and a copy that keeps a file's holes. None of them follows a symbolic link at the final path component.
+/// (lgetxattr(2)/lsetxattr(2)), an atomic exchange of two paths (renameat2(2)) and a copy that keeps a file's holes.
+/// None of the metadata calls follows a symbolic link at the final path component.
 /// </summary>
 internal static partial class Files
 {

@@ -79,6 +79,14 @@ public sealed class DiskStockTests : IDisposable
         // The copy is sparse: the image's few metadata blocks, not its size.
         var allocated = Files.Stat(Path.Combine(Target("a"), SandboxLayout.DiskImageName)).AllocatedBytes;
         Assert.True(allocated < Size / 4, $"the copied image holds {allocated} bytes of {Size}");
+
+        // A pristine image that went away behind the stock is made again at the next refill.
+        File.Delete(pristine);
+        Assert.True(stock.TryTake(Size, Target("b")));
+        stock.Refill(Size);
+        await stock.IdleAsync().WaitAsync(RefillTimeout);
+        Assert.Equal(2, stock.ReadyCount(Size));
+        Assert.True(File.Exists(pristine));
     }
 
     [Fact]

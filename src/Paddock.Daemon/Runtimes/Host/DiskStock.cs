@@ -208,7 +208,8 @@ internal sealed partial class DiskStock : IDisposable
     {
         lock (_gate)
         {
-            if (_pristine.TryGetValue(imageBytes, out var made))
+            // Made before, and still there (a cleaner of the host's temporary files may have taken it): made again if not.
+            if (_pristine.TryGetValue(imageBytes, out var made) && File.Exists(made))
             {
                 return made;
             }
