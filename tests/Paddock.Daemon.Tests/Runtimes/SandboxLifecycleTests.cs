@@ -79,7 +79,7 @@ public sealed class SandboxLifecycleTests
 
         Assert.Equal(before, _fixture.Footprint());
         Assert.All(pids, pid => Assert.False(IsProcessOf(pid, sandbox.SandboxId), $"process {pid} of the sandbox is still alive: {Describe(pid)}"));
-        Assert.Empty(HostNamespaceReferences.Find(netns));
+        Assert.Empty(HostNamespaceReferences.Find(netns, _fixture.Options.StateDirectory, sandbox.SandboxId));
         Assert.DoesNotContain(await _fixture.Runtime.ListAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(30))), s => s.SandboxId == sandbox.SandboxId);
         Assert.Null(await _fixture.Runtime.GetUsageAsync(sandbox.SandboxId, TestEnvironment.Timeout(TimeSpan.FromSeconds(30))));
         // runc's own state of it is gone too (removed without runc delete, RuncCli.TryForgetStopped).
@@ -110,7 +110,7 @@ public sealed class SandboxLifecycleTests
                 await _fixture.Runtime.DestroyAsync(sandbox.SandboxId, TestEnvironment.Timeout(TimeSpan.FromSeconds(60)));
             }
             // Checked at once: the kernel reuses a freed namespace's inode number for the next one.
-            Assert.Empty(HostNamespaceReferences.Find(netns));
+            Assert.Empty(HostNamespaceReferences.Find(netns, _fixture.Options.StateDirectory, sandbox.SandboxId));
         }
         Assert.Equal(before, _fixture.Footprint());
         Assert.Empty(await _fixture.Runtime.ListAsync(TestEnvironment.Timeout(TimeSpan.FromSeconds(30))));
@@ -239,22 +239,34 @@ public sealed class SandboxLifecycleTests
     }
 }
 
-/// <summary>Who on the host still refers to a network namespace: processes (ns links and open fds) and mounts.</summary>
+/// <summary>
+/// Who on the host still refers to a sandbox's network namespace: processes (ns links and open fds) and mounts.
+/// </summary>
+/// <remarks>
+/// The kernel gives a new namespace the lowest free inode number, so the number of a freed one goes at once to the next
+/// namespace made anywhere on the host, such as another test's sandbox running meanwhile (CI of 2026-12-07 found a
+/// cluster test's netns mount under the number of one destroyed here). So only what can be this sandbox's counts:
+/// mounts under the runtime's state directory, this test process, and processes in a cgroup named after the sandbox.
+/// </remarks>
 internal static class HostNamespaceReferences
 {
-    public static IReadOnlyList<string> Find(ulong inode)
+    public static IReadOnlyList<string> Find(ulong inode, string stateDirectory, string sandboxId)
     {
         var found = new List<string>();
         var link = $"net:[{inode}]";
         foreach (var proc in Directory.EnumerateDirectories("/proc"))
         {
             var name = Path.GetFileName(proc);
-            if (!int.TryParse(name, out _))
+            if (!int.TryParse(name, out var pid))
             {
                 continue;
             }
             try
             {
+                if (pid != Environment.ProcessId && !File.ReadAllText(Path.Combine(proc, "cgroup")).Contains(sandboxId, StringComparison.Ordinal))
+                {
+                    continue;
+                }
                 if (new FileInfo(Path.Combine(proc, "ns", "net")).LinkTarget == link)
                 {
                     found.Add($"process {name} is in it");
@@ -274,7 +286,7 @@ internal static class HostNamespaceReferences
         }
         foreach (var m in MountTable.Read())
         {
-            if (m.FsType == "nsfs" && m.Root == link)
+            if (m.FsType == "nsfs" && m.Root == link && m.MountPoint.StartsWith(stateDirectory.TrimEnd('/') + "/", StringComparison.Ordinal))
             {
                 found.Add($"mounted at {m.MountPoint}");
             }
