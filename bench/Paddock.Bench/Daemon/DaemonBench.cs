@@ -350,30 +350,32 @@ internal sealed class DaemonBench(DaemonBenchOptions options, TextWriter log)
         var section = Stopwatch.StartNew();
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         limit.CancelAfter(options.SectionLimit);
-        var clients = Enumerable.Range(0, options.Clients).Select(async clientNumber =>
+        // paddockd answers 429 at --max-sandboxes: a killed sandbox keeps its slot until its teardown ends. A client
+        // backs off and tries the same creation again, as an SDK user would; the refusals are reported, and the
+        // section's time limit bounds the retries.
+        async Task<(double Ms, bool Pooled)> CycleRetryingRefusalsAsync(DaemonClient one)
+        {
+            while (true)
+            {
+                try
+                {
+                    var (ms, pooled, _) = await CycleAsync(one, cold: false, limit.Token);
+                    return (ms, pooled);
+                }
+                catch (HttpRequestException ex) when (ex.StatusCode == HttpStatusCode.TooManyRequests)
+                {
+                    Interlocked.Increment(ref refused);
+                    await Task.Delay(RefusedBackoff, limit.Token);
+                }
+            }
+        }
+        var clients = Enumerable.Range(0, options.Clients).Select(async _ =>
         {
             // One HTTP client per simulated SDK user, each with its own connections.
             using var one = new DaemonClient(daemon.Url, daemon.ApiKey);
             while (Interlocked.Increment(ref started) <= options.Creations && !limit.IsCancellationRequested)
             {
-                // paddockd answers 429 at --max-sandboxes: a killed sandbox keeps its slot until its teardown ends. The
-                // client backs off and tries the same creation again, as an SDK user would; the refusals are reported,
-                // and the section's time limit bounds the retries.
-                (double Ms, bool Pooled)? cycle = null;
-                while (cycle is null)
-                {
-                    try
-                    {
-                        var (cycleMs, cyclePooled, _) = await CycleAsync(one, cold: false, limit.Token);
-                        cycle = (cycleMs, cyclePooled);
-                    }
-                    catch (HttpRequestException ex) when (ex.StatusCode == HttpStatusCode.TooManyRequests)
-                    {
-                        Interlocked.Increment(ref refused);
-                        await Task.Delay(RefusedBackoff, limit.Token);
-                    }
-                }
-                var (ms, pooled) = cycle.Value;
+                var (ms, pooled) = await CycleRetryingRefusalsAsync(one);
                 latencies.Add(ms);
                 if (pooled)
                 {

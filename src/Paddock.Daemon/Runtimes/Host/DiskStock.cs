@@ -41,7 +41,6 @@ internal sealed partial class DiskStock : IDisposable
     private readonly Lock _gate = new();
     private readonly Dictionary<long, Queue<string>> _ready = [];
     private readonly Dictionary<long, Task> _refills = [];
-    private readonly Dictionary<long, string> _pristine = [];
     private readonly CancellationTokenSource _stopping = new();
     private bool _disabled;
 
@@ -206,18 +205,15 @@ internal sealed partial class DiskStock : IDisposable
     /// </summary>
     private async Task<string> PristineAsync(long imageBytes, CancellationToken cancellationToken)
     {
-        lock (_gate)
-        {
-            // Made before, and still there (a cleaner of the host's temporary files may have taken it): made again if not.
-            if (_pristine.TryGetValue(imageBytes, out var made) && File.Exists(made))
-            {
-                return made;
-            }
-        }
         var directory = Path.Combine(_directory, PristineDirectoryName);
-        Directory.CreateDirectory(directory);
         var image = Path.Combine(directory, imageBytes.ToString(CultureInfo.InvariantCulture) + ".img");
-        File.Delete(image); // what a refill cut short in its mkfs left
+        // Made before, and still there (a cleaner of the host's temporary files may have taken it): made again if not.
+        // A failed or cancelled mkfs leaves no file behind (below), so one that exists is whole.
+        if (File.Exists(image))
+        {
+            return image;
+        }
+        Directory.CreateDirectory(directory);
         try
         {
             await SandboxDisk.MakeImageAsync(image, imageBytes, _bytesPerInode, cancellationToken, background: true);
@@ -226,10 +222,6 @@ internal sealed partial class DiskStock : IDisposable
         {
             File.Delete(image);
             throw;
-        }
-        lock (_gate)
-        {
-            _pristine[imageBytes] = image;
         }
         return image;
     }
