@@ -5,7 +5,8 @@ namespace Paddock.Security.Tests;
 /// <summary>
 /// Path traversal and symlinks through every file API of the agent (GET/POST /files and filesystem.Filesystem),
 /// reached through the daemon: whatever a path or a link inside the sandbox says, it resolves inside the sandbox's
-/// root, so the host's canary (a path that exists only on the host) is never read, written, moved or removed.
+/// root, so the host's canary (a path that exists only on the host) is never read, written, moved or removed. And the
+/// daemon's own walks of what a sandbox wrote (metering its writable layer) never follow a link it left there.
 /// </summary>
 [Collection(BatteryCollection.Name)]
 public sealed class FileApiTests(BatteryFixture fixture)
@@ -137,6 +138,33 @@ public sealed class FileApiTests(BatteryFixture fixture)
         // The race really ran: some tries got the readable file, some found the link's target missing.
         Assert.True(served.GetValueOrDefault(HttpStatusCode.OK) > 0, "never served the public file: " + string.Join(", ", served));
         Assert.True(served.GetValueOrDefault(HttpStatusCode.NotFound) > 0, "never hit a link out of the sandbox: " + string.Join(", ", served));
+        await fixture.AssertHostUnchangedAsync();
+    }
+
+    [Fact]
+    public async Task Metering_the_writable_layer_never_walks_through_its_links_to_the_host()
+    {
+        // A host directory with 128 MiB on disk (preallocated): a walk that entered a link to it would count it as the
+        // sandbox's. And a link to "/", through which /proc's links to roots make a walk that never ends.
+        const long hostBytes = 128L << 20;
+        var target = Directory.CreateTempSubdirectory("paddock-security-link-target-");
+        try
+        {
+            using (new FileStream(Path.Combine(target.FullName, "allocated"), new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, PreallocationSize = hostBytes }))
+            {
+            }
+            await using var victim = await TestSandbox.CreateAsync(fixture.Daemon, fixture.Http);
+            var link = await victim.RunAsync($"ln -s {target.FullName} /home/user/to-host-dir && ln -s / /home/user/to-root && echo linked");
+            Assert.Equal("linked\n", link.Stdout);
+
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var used = await victim.DiskUsedAsync(timeout.Token);
+            Assert.True(used < hostBytes / 4, $"the sandbox's writable layer measured {used} bytes: the daemon counted what its links point at");
+        }
+        finally
+        {
+            target.Delete(recursive: true);
+        }
         await fixture.AssertHostUnchangedAsync();
     }
 

@@ -202,6 +202,19 @@ internal sealed class TestSandbox : IAsyncDisposable
         return (response.StatusCode, await response.Content.ReadAsStringAsync(cts.Token));
     }
 
+    /// <summary>The writable layer's size now, as GET /sandboxes/{id}/metrics says (its latest sample's diskUsed).</summary>
+    public async Task<long> DiskUsedAsync(CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(_daemon.Url, $"/sandboxes/{Id}/metrics"));
+        request.Headers.Add("X-API-Key", _daemon.ApiKey);
+        using var response = await _http.SendAsync(request, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"GET /sandboxes/{Id}/metrics answered {(int)response.StatusCode}: {text}");
+        var samples = JsonNode.Parse(text)!.AsArray();
+        Assert.NotEmpty(samples);
+        return (long)samples[^1]!["diskUsed"]!;
+    }
+
     public async ValueTask DisposeAsync()
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));

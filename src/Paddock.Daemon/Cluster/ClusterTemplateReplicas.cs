@@ -5,6 +5,7 @@ using Orleans.Runtime;
 using Paddock.Daemon.Api;
 using Paddock.Daemon.Auth;
 using Paddock.Daemon.Dashboard;
+using Paddock.Daemon.Native;
 using Paddock.Daemon.Store;
 using Paddock.Daemon.Templates;
 
@@ -91,7 +92,7 @@ internal sealed class ClusterTemplateReplicas(
             {
                 var clock = Stopwatch.StartNew();
                 var digest = await Task.Run(() => LayerTransfer.Digest(layer), cancellationToken);
-                var size = LayerCopy.Measure(layer);
+                var size = Files.AllocatedBytesBeneath(layer);
                 await ExecuteAsync("""
                     INSERT INTO cluster_layers (layer, digest, size_bytes, created_at) VALUES (@layer, @digest, @size, @at)
                     ON CONFLICT (layer) DO NOTHING;

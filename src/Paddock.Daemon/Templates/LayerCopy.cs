@@ -3,7 +3,7 @@ using Paddock.Daemon.Native;
 namespace Paddock.Daemon.Templates;
 
 /// <summary>
-/// Copies an overlay upper directory into a new read-only layer, and measures layers.
+/// Copies an overlay upper directory into a new read-only layer.
 /// The copy is GNU <c>cp -a --reflink=auto</c>: it keeps owners (already in the shifted uid range), modes, times,
 /// hard links among the copied files, symlinks, device nodes (overlayfs whiteouts are character devices 0/0) and
 /// extended attributes, <c>trusted.overlay.opaque</c> included (checked by LayerCopyTests), which a
@@ -32,36 +32,13 @@ internal static class LayerCopy
             {
                 throw new IOException($"copying {source} to {destination} failed: {result.Describe()}");
             }
-            return Measure(destination);
+            return Files.AllocatedBytesBeneath(destination);
         }
         catch
         {
             RemoveQuietly(destination);
             throw;
         }
-    }
-
-    /// <summary>Bytes allocated under <paramref name="directory"/>, hard links counted once; 0 when it does not exist.</summary>
-    public static long Measure(string directory)
-    {
-        var seen = new HashSet<(ulong, uint, uint)>();
-        long total = 0;
-        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true, AttributesToSkip = 0 };
-        try
-        {
-            foreach (var path in Directory.EnumerateFileSystemEntries(directory, "*", options))
-            {
-                if (Files.TryStat(path, out var s) == 0 && (s.LinkCount <= 1 || seen.Add((s.Inode, s.DevMajor, s.DevMinor))))
-                {
-                    total += s.AllocatedBytes;
-                }
-            }
-        }
-        catch (DirectoryNotFoundException)
-        {
-            return 0;
-        }
-        return total;
     }
 
     private static void RemoveQuietly(string path)

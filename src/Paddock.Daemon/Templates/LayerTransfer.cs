@@ -173,7 +173,7 @@ internal static class LayerTransfer
                 throw new LayerDigestException($"layer {name}: the files received have digest {digest}, not {expectedDigest} as recorded when the layer was made; nothing was kept");
             }
             Directory.Move(Path.Combine(staging, name), target);
-            return LayerCopy.Measure(target);
+            return Files.AllocatedBytesBeneath(target);
         }
         finally
         {

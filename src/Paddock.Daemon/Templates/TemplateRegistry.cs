@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 using Paddock.Daemon.Store;
@@ -180,7 +181,7 @@ internal sealed partial class TemplateRegistry
             Names = names.Count == 0 ? [builtin.TemplateId] : names,
             Kind = TemplateKind.Builtin,
             Layers = builtin.Layers,
-            SizeBytes = await Task.Run(() => builtin.Layers.Sum(LayerCopy.Measure), cancellationToken),
+            SizeBytes = await Task.Run(() => builtin.Layers.Sum(layer => Files.AllocatedBytesBeneath(layer)), cancellationToken),
             CreatedAt = existing?.CreatedAt ?? _time.GetUtcNow(),
             DefaultUser = builtin.DefaultUser,
             StartCmd = builtin.StartCmd,

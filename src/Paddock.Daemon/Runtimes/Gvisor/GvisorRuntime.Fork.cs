@@ -113,7 +113,7 @@ internal sealed partial class GvisorRuntime
             var about = new JsonObject { ["sourceId"] = sandboxId, ["hasDisk"] = captured.HasDisk };
             // Written last: a directory without it is an interrupted snapshot, which LoadCapture refuses.
             await File.WriteAllTextAsync(captured.File(CaptureAboutFile), about.ToJsonString(), cancellationToken);
-            var bytes = LayerCopy.Measure(destination);
+            var bytes = Files.AllocatedBytesBeneath(destination);
             RuntimeLog.MemorySnapshotTaken(_logger, sandboxId, bytes, destination, clock.ElapsedMilliseconds);
             return bytes;
         }

@@ -589,7 +589,7 @@ internal sealed partial class GvisorRuntime : ISandboxRuntime, IDisposable
     }
 
     private static long DirectoryBytes(string path) =>
-        new DirectoryInfo(path).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
+        Files.Beneath(path, filesOnly: true).Sum(file => new FileInfo(file).Length);
 
     public async Task UpdateNetworkAsync(string sandboxId, EgressPolicy policy, CancellationToken cancellationToken)
     {

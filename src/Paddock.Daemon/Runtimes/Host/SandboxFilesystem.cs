@@ -263,29 +263,6 @@ internal static class SandboxFilesystem
         }
     }
 
-    /// <summary>Bytes allocated by the writable layer (what the sandbox added or changed), hard links counted once.</summary>
-    public static long DiskUsage(string upper)
-    {
-        var seen = new HashSet<(ulong, uint, uint)>();
-        long total = 0;
-        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true, AttributesToSkip = 0 };
-        try
-        {
-            foreach (var path in Directory.EnumerateFileSystemEntries(upper, "*", options))
-            {
-                if (Files.TryStat(path, out var s) == 0 && (s.LinkCount <= 1 || seen.Add((s.Inode, s.DevMajor, s.DevMinor))))
-                {
-                    total += s.AllocatedBytes;
-                }
-            }
-        }
-        catch (DirectoryNotFoundException)
-        {
-            // destroyed while we counted
-        }
-        return total;
-    }
-
     /// <summary>
     /// The agent's own runtime files in the sandbox (its HTTP/2 hand-off sockets in /tmp, Paddock.Agent's
     /// H2cHandoff) belong to the agent process that made them: a sandbox started from the snapshot has its own

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Paddock.Daemon.Native;
 
 namespace Paddock.Daemon.Runtimes.Host;
 
@@ -32,7 +33,7 @@ internal sealed class UsageMeter
         var cores = Math.Max(1, metadata.Limits.CpuCount);
         var percent = wallNs > 0 ? (now.CpuUsageNanoseconds - sinceNs) / (wallNs * cores) * 100 : 0;
 
-        var disk = await Task.Run(() => SandboxFilesystem.DiskUsage(layout.Upper), cancellationToken);
+        var disk = await Task.Run(() => Files.AllocatedBytesBeneath(layout.Upper, cancellationToken), cancellationToken);
         return new SandboxUsage(
             now.Timestamp,
             Math.Clamp(percent, 0, 100),

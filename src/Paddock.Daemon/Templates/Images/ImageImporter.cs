@@ -1,3 +1,4 @@
+using Paddock.Daemon.Native;
 using Paddock.Daemon.Runtimes;
 using Paddock.Daemon.Sandboxes;
 
@@ -141,7 +142,7 @@ internal sealed class ImageImporter : IDisposable
                 Kind = TemplateKind.Image,
                 Layers = [layer],
                 OwnLayer = layer,
-                SizeBytes = LayerCopy.Measure(staging),
+                SizeBytes = Files.AllocatedBytesBeneath(staging),
                 CreatedAt = DateTimeOffset.UtcNow,
                 DefaultUser = DefaultUser(run.User, staging, Note),
                 EnvVars = Environment(run.Env, Note),
