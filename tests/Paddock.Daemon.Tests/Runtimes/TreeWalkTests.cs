@@ -1,4 +1,5 @@
 using Paddock.Daemon.Native;
+using Paddock.Daemon.Runtimes.Host;
 
 namespace Paddock.Daemon.Tests.Runtimes;
 
@@ -6,7 +7,8 @@ namespace Paddock.Daemon.Tests.Runtimes;
 /// The daemon's walks of trees a sandbox or an image wrote (<see cref="Files.Beneath"/>, and
 /// <see cref="Files.AllocatedBytesBeneath"/> that meters a writable layer and sizes layers): a symbolic link is an entry
 /// of its own and is never entered, wherever it points. Every enumeration here takes a bounded number of entries, so a
-/// walk that went through the links fails its assertion instead of running on.
+/// walk that went through the links fails its assertion instead of running on. And a snapshot's removal of the agent's
+/// sockets from a layer's /tmp, which the sandbox may have made a link.
 /// </summary>
 public sealed class TreeWalkTests : IDisposable
 {
@@ -80,6 +82,31 @@ public sealed class TreeWalkTests : IDisposable
         cancelled.Cancel();
 
         Assert.Throws<OperationCanceledException>(() => Files.AllocatedBytesBeneath(Tree, cancelled.Token));
+    }
+
+    [Fact]
+    public void A_snapshot_removes_the_agents_sockets_from_its_own_tmp_and_never_through_a_link()
+    {
+        // The sandbox made /tmp a link to a directory outside the layer, where sockets of that name live.
+        var layer = Path.Combine(_dir.FullName, "layer");
+        Directory.CreateDirectory(layer);
+        var elsewhere = Path.Combine(Outside, ".paddock-agent-1.sock");
+        File.WriteAllText(elsewhere, "");
+        File.CreateSymbolicLink(Path.Combine(layer, "tmp"), Outside);
+
+        SandboxFilesystem.RemoveAgentLeftovers(layer);
+
+        Assert.True(File.Exists(elsewhere));
+
+        // A layer's own /tmp loses them, and keeps everything else.
+        File.Delete(Path.Combine(layer, "tmp"));
+        Directory.CreateDirectory(Path.Combine(layer, "tmp"));
+        File.WriteAllText(Path.Combine(layer, "tmp", ".paddock-agent-2.sock"), "");
+        File.WriteAllText(Path.Combine(layer, "tmp", "kept"), "");
+
+        SandboxFilesystem.RemoveAgentLeftovers(layer);
+
+        Assert.Equal(["kept"], Directory.EnumerateFileSystemEntries(Path.Combine(layer, "tmp")).Select(Path.GetFileName));
     }
 
     public void Dispose() => _dir.Delete(recursive: true);

@@ -304,7 +304,9 @@ internal static class SandboxFilesystem
     public static void RemoveAgentLeftovers(string layer)
     {
         var tmp = Path.Combine(layer, "tmp");
-        if (!Directory.Exists(tmp))
+        // Only a directory of the layer itself: the sandbox may have made /tmp a link, and an absolute one names a
+        // host directory here (another sandbox's /tmp through /proc/PID/root, whose agent sockets these are).
+        if (Files.TryStat(tmp, out var status) != 0 || !status.IsDirectory)
         {
             return;
         }
